@@ -1,0 +1,420 @@
+//! ZeroMQ sockets of the bus: the publisher (optionally lossless), subscribers that
+//! know which publisher each message came from, per-topic sequencing and heartbeats.
+//!
+//! Owns socket options and the subscriber handshake. Never interprets events beyond
+//! their topic: business logic lives in the sources and sinks.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::event::{Body, Event, Heartbeat, now_nanos};
+use crate::wire;
+
+/// A process-wide ZeroMQ context (cheap to clone).
+pub fn context() -> zmq::Context {
+    zmq::Context::new()
+}
+
+/// How a publisher behaves when a subscriber cannot keep up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Plain PUB semantics: messages beyond the high-water mark are dropped (live data
+    /// must never wait for a slow consumer).
+    Drop,
+    /// XPUB with `ZMQ_XPUB_NODROP`: the publisher waits instead (replay never loses).
+    Block,
+}
+
+/// Publisher configuration.
+#[derive(Clone, Debug)]
+pub struct PublisherConfig {
+    /// Endpoints to bind, e.g. `tcp://127.0.0.1:5555` or `ipc:///tmp/tt.sock`.
+    pub bind: Vec<String>,
+    /// Drop or block on slow subscribers.
+    pub backpressure: Backpressure,
+    /// Send high-water mark in messages per subscriber.
+    pub send_hwm: i32,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> PublisherConfig {
+        PublisherConfig {
+            bind: vec!["tcp://127.0.0.1:5555".into()],
+            backpressure: Backpressure::Drop,
+            send_hwm: 1_000_000,
+        }
+    }
+}
+
+/// Counters of a publisher.
+#[derive(Clone, Debug, Default)]
+pub struct PublisherStats {
+    /// Messages sent.
+    pub sent: u64,
+    /// Payload bytes sent.
+    pub bytes: u64,
+    /// Times a send had to wait for a slow subscriber (only with [`Backpressure::Block`]).
+    pub stalls: u64,
+    /// Total time spent waiting for slow subscribers.
+    pub stalled: Duration,
+    /// Subscription messages seen (XPUB only).
+    pub subscriptions: u64,
+}
+
+/// A bound PUB/XPUB socket sending `[topic, payload]` messages.
+pub struct Publisher {
+    socket: zmq::Socket,
+    monitor: Option<zmq::Socket>,
+    endpoints: Vec<String>,
+    backpressure: Backpressure,
+    connected: i64,
+    stats: PublisherStats,
+    topic_buf: String,
+    payload_buf: Vec<u8>,
+}
+
+fn set_int_option(socket: &mut zmq::Socket, option: u32, value: i32) -> Result<()> {
+    // The zmq crate does not wrap ZMQ_XPUB_NODROP; set it through libzmq directly.
+    let rc = unsafe {
+        zmq_sys::zmq_setsockopt(
+            socket.as_mut_ptr(),
+            option as std::os::raw::c_int,
+            &value as *const i32 as *const std::os::raw::c_void,
+            std::mem::size_of::<i32>(),
+        )
+    };
+    if rc != 0 {
+        bail!("zmq_setsockopt({option}) failed");
+    }
+    Ok(())
+}
+
+impl Publisher {
+    /// Binds a publisher; `tcp://host:0` picks a free port (see [`Publisher::endpoints`]).
+    pub fn bind(ctx: &zmq::Context, config: &PublisherConfig) -> Result<Publisher> {
+        // Always XPUB: it behaves like PUB but also tells us who subscribed, which the
+        // slow-joiner wait needs. Only `Block` turns on NODROP.
+        let mut socket = ctx.socket(zmq::XPUB)?;
+        socket.set_sndhwm(config.send_hwm)?;
+        socket.set_sndbuf(8 << 20)?;
+        socket.set_linger(2000)?;
+        socket.set_xpub_verbose(true)?;
+        if config.backpressure == Backpressure::Block {
+            set_int_option(&mut socket, zmq_sys::ZMQ_XPUB_NODROP, 1)?;
+        }
+        let addr = format!("inproc://tt-monitor-{}", unique_id());
+        socket.monitor(
+            &addr,
+            (zmq::SocketEvent::ACCEPTED.to_raw() | zmq::SocketEvent::DISCONNECTED.to_raw()) as i32,
+        )?;
+        let mon = ctx.socket(zmq::PAIR)?;
+        mon.connect(&addr)?;
+        let monitor = Some(mon);
+        let mut endpoints = Vec::new();
+        for ep in &config.bind {
+            socket.bind(ep).with_context(|| {
+                format!("cannot bind publisher to {ep} (in use? try another port or ipc:// path)")
+            })?;
+            let actual = socket
+                .get_last_endpoint()?
+                .unwrap_or_else(|_| ep.clone());
+            endpoints.push(actual);
+        }
+        Ok(Publisher {
+            socket,
+            monitor,
+            endpoints,
+            backpressure: config.backpressure,
+            connected: 0,
+            stats: PublisherStats::default(),
+            topic_buf: String::with_capacity(64),
+            payload_buf: Vec::with_capacity(256),
+        })
+    }
+
+    /// The endpoints actually bound (with real ports).
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &PublisherStats {
+        &self.stats
+    }
+
+    /// Connected subscribers.
+    pub fn connected(&mut self) -> i64 {
+        self.drain_control();
+        self.connected
+    }
+
+    fn drain_control(&mut self) {
+        if let Some(mon) = &self.monitor {
+            while let Ok(frames) = mon.recv_multipart(zmq::DONTWAIT) {
+                if let Some(first) = frames.first().filter(|f| f.len() >= 2) {
+                    let event = u16::from_le_bytes([first[0], first[1]]);
+                    if event == zmq::SocketEvent::ACCEPTED.to_raw() {
+                        self.connected += 1;
+                    } else if event == zmq::SocketEvent::DISCONNECTED.to_raw() {
+                        self.connected -= 1;
+                    }
+                }
+            }
+        }
+        while let Ok(msg) = self.socket.recv_bytes(zmq::DONTWAIT) {
+            if msg.first() == Some(&1) {
+                self.stats.subscriptions += 1;
+            }
+        }
+    }
+
+    /// Waits until `n` subscribers are connected and have subscribed (ZeroMQ's
+    /// slow-joiner problem: messages sent before a subscription arrives are lost).
+    /// Returns false on timeout or when `stop` says so.
+    pub fn wait_for_subscribers(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<bool> {
+        if n == 0 {
+            return Ok(true);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.drain_control();
+            if self.connected >= n as i64 && self.stats.subscriptions >= n as u64 {
+                // Subscriptions are processed by libzmq's I/O thread; let them settle.
+                std::thread::sleep(Duration::from_millis(50));
+                self.drain_control();
+                return Ok(true);
+            }
+            if Instant::now() >= deadline || stop() {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends an already encoded message.
+    pub fn send_raw(&mut self, topic: &[u8], payload: &[u8]) -> Result<()> {
+        self.send_frame(topic, zmq::SNDMORE)?;
+        self.send_frame(payload, 0)?;
+        self.stats.sent += 1;
+        self.stats.bytes += payload.len() as u64;
+        Ok(())
+    }
+
+    fn send_frame(&mut self, data: &[u8], flags: i32) -> Result<()> {
+        match self.socket.send(data, flags | zmq::DONTWAIT) {
+            Ok(()) => Ok(()),
+            Err(zmq::Error::EAGAIN) if self.backpressure == Backpressure::Block => {
+                // A subscriber's queue is full: wait for it (never drop in replay).
+                let started = Instant::now();
+                self.stats.stalls += 1;
+                loop {
+                    self.drain_control();
+                    match self.socket.send(data, flags | zmq::DONTWAIT) {
+                        Ok(()) => break,
+                        Err(zmq::Error::EAGAIN) => {
+                            self.socket.poll(zmq::POLLOUT, 10)?;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                self.stats.stalled += started.elapsed();
+                Ok(())
+            }
+            // PUB never returns EAGAIN (it drops), so this is a real error.
+            Err(e) => Err(e).context("publish failed"),
+        }
+    }
+
+    /// Encodes and sends one event.
+    pub fn send(&mut self, event: &Event) -> Result<()> {
+        let mut topic = std::mem::take(&mut self.topic_buf);
+        let mut payload = std::mem::take(&mut self.payload_buf);
+        topic.clear();
+        payload.clear();
+        wire::write_topic(event, &mut topic);
+        wire::encode(event, &mut payload);
+        let result = self.send_raw(topic.as_bytes(), &payload);
+        self.topic_buf = topic;
+        self.payload_buf = payload;
+        result
+    }
+}
+
+fn unique_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Numbers events per topic: the publisher's `pub_seq`, starting at 1 on each topic.
+#[derive(Default)]
+pub struct Sequencer {
+    next: HashMap<String, u64>,
+    topic: String,
+}
+
+impl Sequencer {
+    /// Stamps `event.pub_seq` with the next number of its topic.
+    pub fn stamp(&mut self, event: &mut Event) {
+        self.topic.clear();
+        wire::write_topic(event, &mut self.topic);
+        let seq = match self.next.get_mut(self.topic.as_str()) {
+            Some(seq) => seq,
+            None => self.next.entry(self.topic.clone()).or_insert(0),
+        };
+        *seq += 1;
+        event.pub_seq = *seq;
+    }
+}
+
+/// Emits a heartbeat on `hb.<publisher>` every interval.
+pub struct HeartbeatTimer {
+    publisher: String,
+    interval: Duration,
+    replay: bool,
+    last: Option<Instant>,
+    seq: u64,
+}
+
+impl HeartbeatTimer {
+    /// A timer for `publisher` beating every `interval`.
+    pub fn new(publisher: &str, interval: Duration, replay: bool) -> HeartbeatTimer {
+        HeartbeatTimer {
+            publisher: publisher.to_string(),
+            interval,
+            replay,
+            last: None,
+            seq: 0,
+        }
+    }
+
+    /// Sends a heartbeat if one is due.
+    pub fn tick(&mut self, publisher: &mut Publisher) -> Result<()> {
+        if self.last.is_some_and(|t| t.elapsed() < self.interval) {
+            return Ok(());
+        }
+        self.last = Some(Instant::now());
+        self.seq += 1;
+        let now = now_nanos();
+        let beat = Event {
+            venue: "".into(),
+            symbol: "".into(),
+            ts_event: now,
+            ts_recv: now,
+            venue_seq: None,
+            prev_venue_seq: None,
+            pub_seq: self.seq,
+            body: Body::Heartbeat(Heartbeat {
+                publisher: self.publisher.clone(),
+                interval_ms: self.interval.as_millis() as u64,
+                replay: self.replay,
+            }),
+        };
+        publisher.send(&beat)
+    }
+}
+
+/// One message received by a [`Subscriber`], tagged with the endpoint it came from.
+pub struct Received {
+    /// Index of the endpoint in [`SubscriberConfig::connect`].
+    pub source: usize,
+    /// The frames, normally `[topic, payload]`.
+    pub frames: Vec<Vec<u8>>,
+}
+
+/// Subscriber configuration.
+#[derive(Clone, Debug)]
+pub struct SubscriberConfig {
+    /// Publisher endpoints, each on its own socket so messages keep their origin.
+    pub connect: Vec<String>,
+    /// Topic prefixes; empty means everything.
+    pub topics: Vec<String>,
+    /// Receive high-water mark in messages.
+    pub recv_hwm: i32,
+}
+
+/// SUB sockets on one or more publishers.
+pub struct Subscriber {
+    sockets: Vec<zmq::Socket>,
+    endpoints: Vec<String>,
+    next: usize,
+}
+
+impl Subscriber {
+    /// Connects to every endpoint (connecting never fails for an absent publisher;
+    /// ZeroMQ retries in the background).
+    pub fn connect(ctx: &zmq::Context, config: &SubscriberConfig) -> Result<Subscriber> {
+        let mut sockets = Vec::new();
+        for ep in &config.connect {
+            let s = ctx.socket(zmq::SUB)?;
+            s.set_rcvhwm(config.recv_hwm)?;
+            s.set_rcvbuf(8 << 20)?;
+            s.set_linger(0)?;
+            if config.topics.is_empty() {
+                s.set_subscribe(b"")?;
+            }
+            for t in &config.topics {
+                s.set_subscribe(t.as_bytes())?;
+            }
+            s.connect(ep)
+                .with_context(|| format!("bad endpoint {ep:?} (expected tcp://host:port or ipc://path)"))?;
+            sockets.push(s);
+        }
+        Ok(Subscriber {
+            sockets,
+            endpoints: config.connect.clone(),
+            next: 0,
+        })
+    }
+
+    /// The endpoints, in source-index order.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Receives one message without blocking, rotating fairly over sources.
+    pub fn try_recv(&mut self) -> Result<Option<Received>> {
+        let n = self.sockets.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            match self.sockets[i].recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => {
+                    self.next = (i + 1) % n;
+                    return Ok(Some(Received { source: i, frames }));
+                }
+                Err(zmq::Error::EAGAIN) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits up to `timeout` for a message.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Received>> {
+        if let Some(r) = self.try_recv()? {
+            return Ok(Some(r));
+        }
+        let mut items: Vec<zmq::PollItem> = self
+            .sockets
+            .iter()
+            .map(|s| s.as_poll_item(zmq::POLLIN))
+            .collect();
+        match zmq::poll(&mut items, timeout.as_millis() as i64) {
+            Ok(_) | Err(zmq::Error::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        drop(items);
+        self.try_recv()
+    }
+}

@@ -1,0 +1,2 @@
+//! Importers: files in other formats (raw captures, Tardis, Databento DBN, LOBSTER)
+//! turned into ticktape events.

@@ -1,0 +1,1 @@
+//! Live venue connectors over websockets, normalizing onto the bus.

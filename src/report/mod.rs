@@ -1,0 +1,1 @@
+//! PnL reports over a run directory, computed with polars. Never touches live sockets.

@@ -1,0 +1,336 @@
+//! The Parquet/Arrow schema of a ticktape dataset (version [`SCHEMA_VERSION`]) and the
+//! conversion between [`Event`]s and Arrow record batches.
+//!
+//! One wide table holds every stored kind (`book`, `trade`, `gap`), so one glob reads a
+//! whole dataset and replay merges a single stream. Columns that do not apply to a kind
+//! are null. Prices and sizes are exact: integer mantissa plus decimal scale, value =
+//! `price / 10^price_scale`. See `docs/STORAGE.md` for the column reference.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use arrow_array::{
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt8Array,
+    UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::event::{
+    Body, BookDelta, Event, Fixed, Flags, Gap, GapReason, Interner, Kind, Side, Trade,
+};
+
+/// Version of the column layout, written to every file's key-value metadata.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Key-value metadata key holding [`SCHEMA_VERSION`].
+pub const META_SCHEMA_VERSION: &str = "ticktape.schema_version";
+/// Key-value metadata key: the price scale most rows of the file use.
+pub const META_PRICE_SCALE: &str = "ticktape.price_scale";
+/// Key-value metadata key: the size scale most rows of the file use.
+pub const META_SIZE_SCALE: &str = "ticktape.size_scale";
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+/// The Arrow schema of dataset files.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("ts_recv", ts_type(), false),
+        Field::new("ts_event", ts_type(), false),
+        Field::new("venue", DataType::Utf8, false),
+        Field::new("symbol", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("venue_seq", DataType::UInt64, true),
+        Field::new("prev_venue_seq", DataType::UInt64, true),
+        Field::new("pub_seq", DataType::UInt64, false),
+        Field::new("side", DataType::Utf8, true),
+        Field::new("price", DataType::Int64, true),
+        Field::new("price_scale", DataType::UInt8, true),
+        Field::new("size", DataType::Int64, true),
+        Field::new("size_scale", DataType::UInt8, true),
+        Field::new("flags", DataType::UInt8, true),
+        Field::new("trade_id", DataType::Utf8, true),
+        Field::new("gap_reason", DataType::Utf8, true),
+        Field::new("gap_missing", DataType::UInt64, true),
+        Field::new("gap_publisher", DataType::Utf8, true),
+    ]))
+}
+
+/// Column-wise buffer of events for one file, turned into a [`RecordBatch`] on flush.
+#[derive(Default)]
+pub struct EventColumns {
+    ts_recv: Vec<i64>,
+    ts_event: Vec<i64>,
+    venue: Vec<Arc<str>>,
+    symbol: Vec<Arc<str>>,
+    kind: Vec<&'static str>,
+    venue_seq: Vec<Option<u64>>,
+    prev_venue_seq: Vec<Option<u64>>,
+    pub_seq: Vec<u64>,
+    side: Vec<Option<&'static str>>,
+    price: Vec<Option<i64>>,
+    price_scale: Vec<Option<u8>>,
+    size: Vec<Option<i64>>,
+    size_scale: Vec<Option<u8>>,
+    flags: Vec<Option<u8>>,
+    trade_id: Vec<Option<String>>,
+    gap_reason: Vec<Option<&'static str>>,
+    gap_missing: Vec<Option<u64>>,
+    gap_publisher: Vec<Option<String>>,
+    /// Counts of price scales seen, to record the dominant one in file metadata.
+    price_scales: [u64; 19],
+    size_scales: [u64; 19],
+}
+
+impl EventColumns {
+    /// Rows buffered.
+    pub fn len(&self) -> usize {
+        self.ts_recv.len()
+    }
+
+    /// True when nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.ts_recv.is_empty()
+    }
+
+    /// Smallest and largest `ts_recv` buffered.
+    pub fn ts_range(&self) -> Option<(i64, i64)> {
+        let min = *self.ts_recv.iter().min()?;
+        let max = *self.ts_recv.iter().max()?;
+        Some((min, max))
+    }
+
+    /// Appends one stored event; heartbeats and end-of-stream are not stored and are ignored.
+    pub fn push(&mut self, ev: &Event) {
+        let kind = ev.kind();
+        if !kind.is_stored() {
+            return;
+        }
+        self.ts_recv.push(ev.ts_recv);
+        self.ts_event.push(ev.ts_event);
+        self.venue.push(ev.venue.clone());
+        self.symbol.push(ev.symbol.clone());
+        self.kind.push(kind.name());
+        self.venue_seq.push(ev.venue_seq);
+        self.prev_venue_seq.push(ev.prev_venue_seq);
+        self.pub_seq.push(ev.pub_seq);
+        let (side, price, size, flags, trade_id, gap) = match &ev.body {
+            Body::Book(b) => (Some(b.side), Some(b.price), Some(b.size), Some(b.flags.0), None, None),
+            Body::Trade(t) => (
+                Some(t.aggressor),
+                Some(t.price),
+                Some(t.size),
+                None,
+                Some(t.trade_id.clone()),
+                None,
+            ),
+            Body::Gap(g) => (None, None, None, None, None, Some(g)),
+            Body::Heartbeat(_) | Body::EndOfStream(_) => unreachable!("filtered by is_stored"),
+        };
+        self.side.push(side.map(Side::code));
+        self.price.push(price.map(|p| p.mantissa));
+        self.price_scale.push(price.map(|p| p.scale));
+        self.size.push(size.map(|s| s.mantissa));
+        self.size_scale.push(size.map(|s| s.scale));
+        if let Some(p) = price {
+            self.price_scales[p.scale as usize] += 1;
+        }
+        if let Some(s) = size {
+            self.size_scales[s.scale as usize] += 1;
+        }
+        self.flags.push(flags);
+        self.trade_id.push(trade_id);
+        self.gap_reason.push(gap.map(|g| g.reason.name()));
+        self.gap_missing.push(gap.and_then(|g| g.missing));
+        self.gap_publisher.push(gap.map(|g| g.publisher.clone()));
+    }
+
+    /// Dominant price and size scales, for file metadata.
+    pub fn dominant_scales(&self) -> (u8, u8) {
+        let argmax = |counts: &[u64; 19]| {
+            counts
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, c)| **c)
+                .map(|(i, _)| i as u8)
+                .unwrap_or(0)
+        };
+        (argmax(&self.price_scales), argmax(&self.size_scales))
+    }
+
+    /// Sorts buffered rows by `ts_recv` (stable: arrival order breaks ties) and drains
+    /// them into a record batch.
+    pub fn take_sorted_batch(&mut self) -> Result<RecordBatch> {
+        let n = self.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        if !self.ts_recv.windows(2).all(|w| w[0] <= w[1]) {
+            order.sort_by_key(|&i| self.ts_recv[i]);
+        }
+        let pick = |v: &Vec<_>| order.iter().map(|&i| v[i]).collect::<Vec<_>>();
+        let ts_recv: Vec<i64> = pick(&self.ts_recv);
+        let ts_event: Vec<i64> = pick(&self.ts_event);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(TimestampNanosecondArray::from(ts_recv).with_timezone("UTC")),
+            Arc::new(TimestampNanosecondArray::from(ts_event).with_timezone("UTC")),
+            Arc::new(StringArray::from_iter_values(
+                order.iter().map(|&i| &*self.venue[i]),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                order.iter().map(|&i| &*self.symbol[i]),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                order.iter().map(|&i| self.kind[i]),
+            )),
+            Arc::new(UInt64Array::from(pick(&self.venue_seq))),
+            Arc::new(UInt64Array::from(pick(&self.prev_venue_seq))),
+            Arc::new(UInt64Array::from(pick(&self.pub_seq))),
+            Arc::new(StringArray::from(pick(&self.side))),
+            Arc::new(Int64Array::from(pick(&self.price))),
+            Arc::new(UInt8Array::from(pick(&self.price_scale))),
+            Arc::new(Int64Array::from(pick(&self.size))),
+            Arc::new(UInt8Array::from(pick(&self.size_scale))),
+            Arc::new(UInt8Array::from(pick(&self.flags))),
+            Arc::new(StringArray::from(
+                order
+                    .iter()
+                    .map(|&i| self.trade_id[i].as_deref())
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(pick(&self.gap_reason))),
+            Arc::new(UInt64Array::from(pick(&self.gap_missing))),
+            Arc::new(StringArray::from(
+                order
+                    .iter()
+                    .map(|&i| self.gap_publisher[i].as_deref())
+                    .collect::<Vec<_>>(),
+            )),
+        ];
+        let batch = RecordBatch::try_new(schema(), columns).context("building record batch")?;
+        let scales = (self.price_scales, self.size_scales);
+        *self = EventColumns::default();
+        self.price_scales = scales.0;
+        self.size_scales = scales.1;
+        Ok(batch)
+    }
+}
+
+/// Typed views of a dataset record batch's columns, for decoding rows into events.
+pub struct BatchView<'a> {
+    ts_recv: &'a TimestampNanosecondArray,
+    ts_event: &'a TimestampNanosecondArray,
+    venue: &'a StringArray,
+    symbol: &'a StringArray,
+    kind: &'a StringArray,
+    venue_seq: &'a UInt64Array,
+    prev_venue_seq: &'a UInt64Array,
+    pub_seq: &'a UInt64Array,
+    side: &'a StringArray,
+    price: &'a Int64Array,
+    price_scale: &'a UInt8Array,
+    size: &'a Int64Array,
+    size_scale: &'a UInt8Array,
+    flags: &'a UInt8Array,
+    trade_id: &'a StringArray,
+    gap_reason: &'a StringArray,
+    gap_missing: &'a UInt64Array,
+    gap_publisher: &'a StringArray,
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .with_context(|| format!("column {name:?} missing: not a ticktape dataset file?"))?
+        .as_any()
+        .downcast_ref::<T>()
+        .with_context(|| format!("column {name:?} has an unexpected type"))
+}
+
+fn opt<T: Copy>(v: bool, x: T) -> Option<T> {
+    v.then_some(x)
+}
+
+impl<'a> BatchView<'a> {
+    /// Checks the batch's columns and borrows them.
+    pub fn new(batch: &'a RecordBatch) -> Result<BatchView<'a>> {
+        Ok(BatchView {
+            ts_recv: column(batch, "ts_recv")?,
+            ts_event: column(batch, "ts_event")?,
+            venue: column(batch, "venue")?,
+            symbol: column(batch, "symbol")?,
+            kind: column(batch, "kind")?,
+            venue_seq: column(batch, "venue_seq")?,
+            prev_venue_seq: column(batch, "prev_venue_seq")?,
+            pub_seq: column(batch, "pub_seq")?,
+            side: column(batch, "side")?,
+            price: column(batch, "price")?,
+            price_scale: column(batch, "price_scale")?,
+            size: column(batch, "size")?,
+            size_scale: column(batch, "size_scale")?,
+            flags: column(batch, "flags")?,
+            trade_id: column(batch, "trade_id")?,
+            gap_reason: column(batch, "gap_reason")?,
+            gap_missing: column(batch, "gap_missing")?,
+            gap_publisher: column(batch, "gap_publisher")?,
+        })
+    }
+
+    /// `ts_recv` of row `i`.
+    pub fn ts_recv(&self, i: usize) -> i64 {
+        self.ts_recv.value(i)
+    }
+
+    /// Kind of row `i`.
+    pub fn kind(&self, i: usize) -> Option<Kind> {
+        Kind::from_name(self.kind.value(i))
+    }
+
+    /// Decodes row `i` into an event.
+    pub fn event(&self, i: usize, names: &mut Interner) -> Result<Event> {
+        let kind_name = self.kind.value(i);
+        let fixed = |m: &Int64Array, s: &UInt8Array| -> Result<Fixed> {
+            if m.is_null(i) || s.is_null(i) {
+                bail!("{kind_name} row {i} without price/size");
+            }
+            Ok(Fixed::new(m.value(i), s.value(i)))
+        };
+        let side = || -> Result<Side> {
+            Side::from_code(self.side.value(i))
+                .with_context(|| format!("row {i}: bad side {:?}", self.side.value(i)))
+        };
+        let body = match Kind::from_name(kind_name) {
+            Some(Kind::Book) => Body::Book(BookDelta {
+                side: side()?,
+                price: fixed(self.price, self.price_scale)?,
+                size: fixed(self.size, self.size_scale)?,
+                flags: Flags(self.flags.value(i)),
+            }),
+            Some(Kind::Trade) => Body::Trade(Trade {
+                aggressor: side()?,
+                price: fixed(self.price, self.price_scale)?,
+                size: fixed(self.size, self.size_scale)?,
+                trade_id: self.trade_id.value(i).to_string(),
+            }),
+            Some(Kind::Gap) => Body::Gap(Gap {
+                reason: GapReason::from_name(self.gap_reason.value(i))
+                    .with_context(|| format!("row {i}: unknown gap reason"))?,
+                missing: opt(self.gap_missing.is_valid(i), self.gap_missing.value(i)),
+                publisher: self.gap_publisher.value(i).to_string(),
+            }),
+            _ => bail!("row {i}: kind {kind_name:?} is not stored in datasets"),
+        };
+        Ok(Event {
+            venue: names.intern(self.venue.value(i)),
+            symbol: names.intern(self.symbol.value(i)),
+            ts_event: self.ts_event.value(i),
+            ts_recv: self.ts_recv.value(i),
+            venue_seq: opt(self.venue_seq.is_valid(i), self.venue_seq.value(i)),
+            prev_venue_seq: opt(
+                self.prev_venue_seq.is_valid(i),
+                self.prev_venue_seq.value(i),
+            ),
+            pub_seq: self.pub_seq.value(i),
+            body,
+        })
+    }
+}
