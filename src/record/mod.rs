@@ -333,8 +333,7 @@ pub fn run(
     let mut last_flush = Instant::now();
     let mut last_status = Instant::now();
     let mut gap_payload = Vec::with_capacity(256);
-    let mut any_data_source_alive_at_start = false;
-    let _ = &mut any_data_source_alive_at_start;
+    let single_publisher = config.connect.len() == 1;
 
     // Journals and hands over one event the recorder itself produced (a gap row).
     let mut accept_own = |event: Event,
@@ -392,9 +391,11 @@ pub fn run(
                     Kind::EndOfStream => stats.publishers[msg.source].ended = true,
                     Kind::Book | Kind::Trade | Kind::Gap => {
                         let endpoint = &stats.publishers[msg.source].endpoint;
+                        let mut reported = false;
                         if let Some(missing) = pub_seqs.observe(msg.source, &event) {
                             stats.publishers[msg.source].seq_missing += missing;
-                            if event.venue_seq.is_none() {
+                            if single_publisher || event.venue_seq.is_none() {
+                                reported = true;
                                 let endpoint = endpoint.clone();
                                 accept_own(
                                     gaps::gap_event(
@@ -415,7 +416,7 @@ pub fn run(
                             stats.duplicates += 1;
                         } else {
                             let endpoint = stats.publishers[msg.source].endpoint.clone();
-                            venue_seqs.observe(&event, &endpoint, now);
+                            venue_seqs.observe(&event, &endpoint, now, reported);
                             stats.publishers[msg.source]
                                 .partitions
                                 .insert((event.venue.clone(), event.symbol.clone()));
