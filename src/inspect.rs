@@ -114,13 +114,24 @@ fn count_file(path: &Path, p: &mut PartitionSummary, gaps: &mut Vec<GapRow>) -> 
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
-    let wanted = ["ts_recv", "venue", "symbol", "kind", "gap_reason", "gap_missing", "gap_publisher"];
+    let wanted = [
+        "ts_recv",
+        "venue",
+        "symbol",
+        "kind",
+        "gap_reason",
+        "gap_missing",
+        "gap_publisher",
+    ];
     let mask = ProjectionMask::columns(builder.parquet_schema(), wanted);
     for batch in builder.with_projection(mask).build()? {
         let batch = batch?;
         let col = |name: &str| batch.column_by_name(name).cloned();
         let kind = col("kind").context("no kind column")?;
-        let kind = kind.as_any().downcast_ref::<StringArray>().context("kind type")?;
+        let kind = kind
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .context("kind type")?;
         for i in 0..kind.len() {
             *p.kinds.entry(kind.value(i).to_string()).or_default() += 1;
             if kind.value(i) == "gap" {
@@ -183,7 +194,14 @@ pub fn render(root: &Path, s: &DatasetSummary) -> String {
     ));
     out.push_str(&format!(
         "{:<12} {:<12} {:>10} {:>10} {:>8} {:>6}  {:<30} {:<30}\n",
-        "venue", "symbol", "book", "trade", "gap", "files", "first ts_recv (UTC)", "last ts_recv (UTC)"
+        "venue",
+        "symbol",
+        "book",
+        "trade",
+        "gap",
+        "files",
+        "first ts_recv (UTC)",
+        "last ts_recv (UTC)"
     ));
     for p in &s.partitions {
         let k = |name: &str| p.kinds.get(name).copied().unwrap_or(0);

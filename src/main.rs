@@ -469,10 +469,8 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
     } else {
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} events {per_sec} eta {eta} | {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template("{bar:30} {pos}/{len} events {per_sec} eta {eta} | {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar
     };

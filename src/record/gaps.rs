@@ -104,7 +104,13 @@ impl VenueSeqs {
     /// Observes an accepted event; `publisher` names where it came from. With
     /// `already_reported`, a break at this event was written as a gap row by the
     /// publisher-sequence check and must not be reported twice.
-    pub fn observe(&mut self, event: &Event, publisher: &str, now: Instant, already_reported: bool) {
+    pub fn observe(
+        &mut self,
+        event: &Event,
+        publisher: &str,
+        now: Instant,
+        already_reported: bool,
+    ) {
         let (Some(seq), Some(prev)) = (event.venue_seq, event.prev_venue_seq) else {
             return;
         };

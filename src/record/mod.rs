@@ -127,7 +127,9 @@ pub struct RecordStats {
 enum ToWriter {
     Events(Vec<Event>),
     /// Close the current generation, delete its journal, start `next`.
-    Rotate { next: u64 },
+    Rotate {
+        next: u64,
+    },
 }
 
 fn writer_thread(
@@ -190,7 +192,13 @@ struct Quarantine {
 }
 
 impl Quarantine {
-    fn keep(&mut self, generation: u64, source: &str, frames: &[Vec<u8>], error: &str) -> Result<()> {
+    fn keep(
+        &mut self,
+        generation: u64,
+        source: &str,
+        frames: &[Vec<u8>],
+        error: &str,
+    ) -> Result<()> {
         if self.file.is_none() {
             std::fs::create_dir_all(&self.dir)?;
             let path = self.dir.join(format!("malformed-{generation:08}.jsonl"));
@@ -390,13 +398,12 @@ pub fn run(
                     }
                     Kind::EndOfStream => stats.publishers[msg.source].ended = true,
                     Kind::Book | Kind::Trade | Kind::Gap => {
-                        let endpoint = &stats.publishers[msg.source].endpoint;
+                        let endpoint = stats.publishers[msg.source].endpoint.clone();
                         let mut reported = false;
                         if let Some(missing) = pub_seqs.observe(msg.source, &event) {
                             stats.publishers[msg.source].seq_missing += missing;
                             if single_publisher || event.venue_seq.is_none() {
                                 reported = true;
-                                let endpoint = endpoint.clone();
                                 accept_own(
                                     gaps::gap_event(
                                         event.venue.clone(),
@@ -463,7 +470,14 @@ pub fn run(
                 let partitions: Vec<_> = stats.publishers[i].partitions.iter().cloned().collect();
                 for (venue, symbol) in partitions {
                     accept_own(
-                        gaps::gap_event(venue, symbol, now_nanos(), GapReason::Silence, None, &endpoint),
+                        gaps::gap_event(
+                            venue,
+                            symbol,
+                            now_nanos(),
+                            GapReason::Silence,
+                            None,
+                            &endpoint,
+                        ),
                         &mut journal,
                         &mut batch,
                         &mut stats,

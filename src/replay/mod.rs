@@ -40,8 +40,13 @@ pub trait VenueHost {
     /// Applies one replayed market event.
     fn on_market(&mut self, event: &Event, out: &mut Outbox) -> Result<()>;
     /// Handles one gateway request from `strategy`; `now` is the replay's event time.
-    fn on_request(&mut self, strategy: &str, request: &[u8], now: UnixNanos, out: &mut Outbox)
-    -> Result<Vec<u8>>;
+    fn on_request(
+        &mut self,
+        strategy: &str,
+        request: &[u8],
+        now: UnixNanos,
+        out: &mut Outbox,
+    ) -> Result<Vec<u8>>;
     /// Called every mark interval of simulated time.
     fn on_mark(&mut self, ts: UnixNanos) -> Result<()>;
     /// End of the replay: apply what is still queued and close outputs; returns a digest.
@@ -162,7 +167,8 @@ impl Gateway {
         stats: &mut ReplayStats,
     ) -> Result<()> {
         if timeout > Duration::ZERO {
-            self.socket.poll(zmq::POLLIN, timeout.as_millis().max(1) as i64)?;
+            self.socket
+                .poll(zmq::POLLIN, timeout.as_millis().max(1) as i64)?;
         }
         loop {
             let frames = match self.socket.recv_multipart(zmq::DONTWAIT) {
@@ -178,7 +184,10 @@ impl Gateway {
                 serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
             match parsed["type"].as_str() {
                 Some("hello") => {
-                    let name = parsed["strategy"].as_str().unwrap_or("anonymous").to_string();
+                    let name = parsed["strategy"]
+                        .as_str()
+                        .unwrap_or("anonymous")
+                        .to_string();
                     self.strategies.insert(
                         identity.clone(),
                         Strategy {
@@ -222,7 +231,11 @@ impl Gateway {
     }
 
     fn min_acked(&self) -> u64 {
-        self.strategies.values().map(|s| s.acked).min().unwrap_or(u64::MAX)
+        self.strategies
+            .values()
+            .map(|s| s.acked)
+            .min()
+            .unwrap_or(u64::MAX)
     }
 }
 
@@ -288,9 +301,9 @@ pub fn run(
     let want_subs = config.wait_for.max(config.lockstep);
     loop {
         heartbeat.tick(&mut publisher)?;
-        let subs_ready = publisher.wait_for_subscribers(want_subs, Duration::from_millis(20), &|| {
-            stop.is_set()
-        })?;
+        let subs_ready =
+            publisher
+                .wait_for_subscribers(want_subs, Duration::from_millis(20), &|| stop.is_set())?;
         if let Some(g) = gateway.as_mut() {
             g.pump(&mut host, 0, &mut out, Duration::from_millis(5), &mut stats)?;
         }
@@ -353,7 +366,13 @@ pub fn run(
                 }
                 let waited = Instant::now();
                 let g = gateway.as_mut().context("lockstep without gateway")?;
-                g.pump(&mut host, last_ts, &mut out, Duration::from_millis(10), &mut stats)?;
+                g.pump(
+                    &mut host,
+                    last_ts,
+                    &mut out,
+                    Duration::from_millis(10),
+                    &mut stats,
+                )?;
                 publish_outbox(&mut publisher, &mut out)?;
                 let acked = g.min_acked();
                 if let Some(t) = step_ts.get(&acked) {
@@ -365,7 +384,10 @@ pub fn run(
                     break;
                 }
                 if waited.elapsed() > config.ack_timeout {
-                    bail!("lockstep: no ack for step {step} within {:?}", config.ack_timeout);
+                    bail!(
+                        "lockstep: no ack for step {step} within {:?}",
+                        config.ack_timeout
+                    );
                 }
             }
             if stop.is_set() {
@@ -412,7 +434,13 @@ pub fn run(
             let g = gateway.as_mut().context("lockstep without gateway")?;
             while g.min_acked() < step {
                 let before = Instant::now();
-                g.pump(&mut host, ts, &mut out, Duration::from_millis(10), &mut stats)?;
+                g.pump(
+                    &mut host,
+                    ts,
+                    &mut out,
+                    Duration::from_millis(10),
+                    &mut stats,
+                )?;
                 publish_outbox(&mut publisher, &mut out)?;
                 let spent = before.elapsed();
                 for s in g.strategies.values_mut().filter(|s| s.acked < step) {
@@ -476,7 +504,13 @@ pub fn run(
         // Answer last requests (e.g. a final position query) for a moment.
         let until = Instant::now() + Duration::from_millis(200);
         while Instant::now() < until {
-            g.pump(&mut host, last_ts, &mut out, Duration::from_millis(20), &mut stats)?;
+            g.pump(
+                &mut host,
+                last_ts,
+                &mut out,
+                Duration::from_millis(20),
+                &mut stats,
+            )?;
             publish_outbox(&mut publisher, &mut out)?;
         }
         let mut slowest: Vec<(String, f64)> = g

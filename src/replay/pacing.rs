@@ -92,7 +92,8 @@ impl Pacer {
         self.seen += 1;
         if self.seen % self.sample_every == 0 {
             let late = Instant::now().saturating_duration_since(due);
-            self.samples.push(late.as_micros().min(u32::MAX as u128) as u32);
+            self.samples
+                .push(late.as_micros().min(u32::MAX as u128) as u32);
             if self.samples.len() >= MAX_SAMPLES {
                 // Keep memory flat on long replays: halve the samples, sample half as often.
                 let kept: Vec<u32> = self.samples.iter().step_by(2).copied().collect();

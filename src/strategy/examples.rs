@@ -79,7 +79,11 @@ impl Strategy for MarketMaker {
                 Side::Bid => inventory >= self.max_inventory,
                 _ => inventory <= -self.max_inventory,
             };
-            let target = if blocked { None } else { self.target(book, side, inventory) };
+            let target = if blocked {
+                None
+            } else {
+                self.target(book, side, inventory)
+            };
             let current = self.quotes.get(&side).cloned();
             match (current, target) {
                 (Some((_, price)), Some(t)) if price == t => {}
@@ -107,8 +111,7 @@ impl Strategy for MarketMaker {
 
     fn on_fill(&mut self, _ctx: &mut Context, fill: &Fill) -> Result<()> {
         // A filled quote is requoted on the next book update.
-        self.quotes
-            .retain(|_, (id, _)| *id != fill.client_order_id);
+        self.quotes.retain(|_, (id, _)| *id != fill.client_order_id);
         Ok(())
     }
 
@@ -193,8 +196,8 @@ impl Strategy for TradeFlowTaker {
             return Ok(());
         }
         let share = bought / total;
-        let inventory = (ctx.position(&self.venue, &self.symbol).to_f64() / self.size.to_f64())
-            .round() as i64;
+        let inventory =
+            (ctx.position(&self.venue, &self.symbol).to_f64() / self.size.to_f64()).round() as i64;
         let side = if share > self.threshold && inventory < self.max_inventory {
             Side::Bid
         } else if share < 1.0 - self.threshold && inventory > -self.max_inventory {

@@ -272,11 +272,11 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
         zmq::poll(&mut items, 100)?;
         let (sub_ready, dealer_ready) = (items[0].is_readable(), items[1].is_readable());
         if !sub_ready && !dealer_ready {
-            if config
-                .idle_timeout
-                .is_some_and(|t| last_msg.elapsed() > t)
-            {
-                bail!("no market data for {:?}: is the replay running?", config.idle_timeout);
+            if config.idle_timeout.is_some_and(|t| last_msg.elapsed() > t) {
+                bail!(
+                    "no market data for {:?}: is the replay running?",
+                    config.idle_timeout
+                );
             }
             continue;
         }
@@ -306,8 +306,10 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
                 if config.lockstep {
                     let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
                     let step = v["step"].as_u64().unwrap_or(0);
-                    ctx.dealer
-                        .send(json!({"type": "ack", "step": step}).to_string().as_bytes(), 0)?;
+                    ctx.dealer.send(
+                        json!({"type": "ack", "step": step}).to_string().as_bytes(),
+                        0,
+                    )?;
                     stats.acks += 1;
                 }
                 continue;
