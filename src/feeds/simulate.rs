@@ -381,8 +381,12 @@ pub fn run(
             book.venue_seq += 1;
             (book.venue_seq, book.venue_seq - 1)
         };
-        let n = bodies.len();
-        for (k, mut body) in bodies.into_iter().enumerate() {
+        // Stop exactly at `events`, closing the truncated venue message with LAST.
+        let n = match config.events {
+            Some(limit) => bodies.len().min((limit - stats.generated) as usize),
+            None => bodies.len(),
+        };
+        for (k, mut body) in bodies.into_iter().take(n).enumerate() {
             if let Body::Book(d) = &mut body
                 && k + 1 == n
             {
