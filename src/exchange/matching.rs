@@ -416,6 +416,28 @@ impl SimExchange {
         self.clock = self.clock.max(ts);
     }
 
+    /// Applies every queued request with `apply_at < ts`, leaving the clock alone: what
+    /// [`SimExchange::on_market`] does first, for hosts that publish the event in between.
+    pub fn advance_before(&mut self, ts: UnixNanos) {
+        self.apply_pending(|t| t < ts);
+    }
+
+    /// End of the stream at `ts`: applies what is due by `ts`, then cancels every order
+    /// still on its way (it would reach the exchange after the data ends) with a reason,
+    /// so every accepted order gets an answer. Resting orders stay open.
+    pub fn close(&mut self, ts: UnixNanos) {
+        self.advance_to(ts);
+        let left = std::mem::take(&mut self.pending);
+        for ((apply_at, _), what) in left {
+            if let Pending::New(id) = what {
+                let reason = format!(
+                    "end of stream: the order would have reached the exchange at {apply_at}, after the last event at {ts}"
+                );
+                self.finish(id, ts, OrderStatus::Canceled, Some(reason));
+            }
+        }
+    }
+
     fn apply_pending(&mut self, due: impl Fn(UnixNanos) -> bool) {
         while let Some(entry) = self.pending.first_entry() {
             let (apply_at, _) = *entry.key();

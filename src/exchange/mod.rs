@@ -10,6 +10,8 @@
 //! - [`protocol`]: the JSON messages strategies send ([`Request`]), the replies
 //!   ([`Reply`]) and what is published on the bus ([`ExchangeOutput`]).
 //! - [`outputs`]: [`RunWriter`], the run directory's `orders`/`fills`/`marks` Parquet files.
+//! - [`host`]: [`ExchangeHost`], the exchange plus its run files behind the replay loop's
+//!   [`crate::replay::VenueHost`] trait (replay `--exchange` and paper mode).
 //!
 //! # Timing contract with the host
 //! The exchange's clock is the `ts_recv` timeline (wall-clock time in paper mode).
@@ -56,11 +58,13 @@
 //! assert_eq!(ex.fills_digest().len(), 16);
 //! ```
 
+pub mod host;
 pub mod matching;
 pub mod models;
 pub mod outputs;
 pub mod protocol;
 
+pub use host::{ExchangeHost, ExchangeHostConfig};
 pub use matching::{OrderRequest, SimExchange};
 pub use models::{
     BpsFees, ConstantLatency, ExchangeSettings, FeeModel, FeeSchedule, LatencySpec,

@@ -197,6 +197,9 @@ pub enum Request {
     Hello {
         /// The strategy's id, used in every output and file.
         strategy: String,
+        /// True when the strategy takes part in lockstep replay (the host's business).
+        #[serde(default)]
+        lockstep: bool,
     },
     /// Place an order.
     New {
@@ -349,6 +352,13 @@ pub enum Reply {
         open_orders: Vec<OpenOrder>,
         /// Positions by venue and symbol, flat ones included once traded.
         positions: Vec<PositionView>,
+    },
+    /// Answer to `hello`, sent by the host's gateway.
+    Welcome {
+        /// Echo of the strategy id.
+        strategy: String,
+        /// Whether the run waits for this strategy's acks.
+        lockstep: bool,
     },
     /// The request could not be parsed or is not valid here.
     Error {
@@ -575,6 +585,13 @@ mod tests {
         assert_eq!(
             Request::from_json(br#"{"type":"ack","step":3}"#).unwrap(),
             Request::Ack { step: 3 }
+        );
+        assert_eq!(
+            Request::from_json(br#"{"type":"hello","strategy":"mm","lockstep":true}"#).unwrap(),
+            Request::Hello {
+                strategy: "mm".into(),
+                lockstep: true
+            }
         );
     }
 
