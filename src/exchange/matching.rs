@@ -382,14 +382,25 @@ impl SimExchange {
         let ts = event.ts_recv;
         match &event.body {
             Body::Book(delta) => {
-                let venue = self.names.intern(&event.venue);
-                let symbol = self.names.intern(&event.symbol);
-                let market = self
+                let known = self
                     .markets
-                    .entry(venue)
-                    .or_default()
-                    .entry(symbol)
-                    .or_default();
+                    .get(&*event.venue)
+                    .is_some_and(|m| m.contains_key(&*event.symbol));
+                if !known {
+                    let venue = self.names.intern(&event.venue);
+                    let symbol = self.names.intern(&event.symbol);
+                    self.markets
+                        .entry(venue)
+                        .or_default()
+                        .insert(symbol, Market::default());
+                }
+                let Some(market) = self
+                    .markets
+                    .get_mut(&*event.venue)
+                    .and_then(|m| m.get_mut(&*event.symbol))
+                else {
+                    return;
+                };
                 let execs = on_delta(market, &mut self.orders, &*self.models.queue, delta);
                 self.apply_execs(execs, ts);
             }
@@ -710,9 +721,14 @@ impl SimExchange {
 
     /// Open orders (by order id) and positions (by venue, symbol) of one strategy.
     pub fn query(&self, strategy: &str) -> Reply {
+        // Walk the resting-order index, not every order the run ever saw.
         let mut open: Vec<&Order> = self
-            .orders
+            .markets
             .values()
+            .flat_map(|m| m.values())
+            .flat_map(|m| m.own_bids.values().chain(m.own_asks.values()))
+            .flatten()
+            .filter_map(|id| self.orders.get(id))
             .filter(|o| o.resting && &*o.strategy == strategy)
             .collect();
         open.sort_by_key(|o| o.id);
@@ -1710,5 +1726,225 @@ mod tests {
             })
             .collect();
         assert_eq!(statuses, vec![OrderStatus::New, OrderStatus::Canceled]);
+    }
+
+    /// A random but reproducible session: a wandering book with trades, and one strategy
+    /// sending random orders and cancels through a sampled latency.
+    fn random_session(seed: u64) -> (String, Vec<ExchangeOutput>, SimExchange) {
+        use rand::{Rng, SeedableRng, rngs::SmallRng};
+        let settings = ExchangeSettings {
+            order_latency: crate::exchange::models::LatencySpec::LogNormal {
+                mean_ns: 3_000,
+                sigma: 0.7,
+            },
+            queue: crate::exchange::models::QueueSpec::Proportional,
+            fees: FeeSchedule {
+                maker_bps: -0.5,
+                taker_bps: 3.0,
+                fixed_per_fill: 0.0,
+            },
+            seed,
+            ..ExchangeSettings::default()
+        };
+        let mut ex = SimExchange::from_settings(&settings).unwrap();
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let tick = |t: i64| Fixed::new(t * 5, 1);
+        let size = |rng: &mut SmallRng| Fixed::new(rng.gen_range(1..=40), 1);
+        let mut mid = 2_000i64;
+        let mut bids: BTreeMap<i64, Fixed> = BTreeMap::new();
+        let mut asks: BTreeMap<i64, Fixed> = BTreeMap::new();
+        let mut out = Vec::new();
+        let mut ts = 1_000i64;
+        let mut next_cid = 0u32;
+        for _ in 0..3_000 {
+            ts += rng.gen_range(1..2_000);
+            match rng.gen_range(0..10) {
+                0 => mid += rng.gen_range(-2..=2),
+                1..=2 => {
+                    let (p, side) = if rng.gen_bool(0.5) {
+                        (bids.keys().next_back().copied(), Side::Ask)
+                    } else {
+                        (asks.keys().next().copied(), Side::Bid)
+                    };
+                    if let Some(p) = p {
+                        ex.on_market(&event(
+                            ts,
+                            Body::Trade(Trade {
+                                price: tick(p),
+                                size: size(&mut rng),
+                                aggressor: side,
+                                trade_id: String::new(),
+                            }),
+                        ));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            // Keep the book uncrossed around `mid`, then touch one random level.
+            let mut deltas = Vec::new();
+            for p in bids.range(mid..).map(|(p, _)| *p).collect::<Vec<_>>() {
+                bids.remove(&p);
+                deltas.push((Side::Bid, p, Fixed::ZERO));
+            }
+            for p in asks.range(..=mid).map(|(p, _)| *p).collect::<Vec<_>>() {
+                asks.remove(&p);
+                deltas.push((Side::Ask, p, Fixed::ZERO));
+            }
+            let (side, p) = if rng.gen_bool(0.5) {
+                (Side::Bid, mid - rng.gen_range(1..=5))
+            } else {
+                (Side::Ask, mid + rng.gen_range(1..=5))
+            };
+            let new = if rng.gen_bool(0.2) {
+                Fixed::ZERO
+            } else {
+                size(&mut rng)
+            };
+            let levels = if side == Side::Bid {
+                &mut bids
+            } else {
+                &mut asks
+            };
+            if new.is_zero() {
+                levels.remove(&p);
+            } else {
+                levels.insert(p, new);
+            }
+            deltas.push((side, p, new));
+            let n = deltas.len();
+            for (i, (side, p, sz)) in deltas.into_iter().enumerate() {
+                let flags = if i + 1 == n {
+                    Flags::LAST
+                } else {
+                    Flags::default()
+                };
+                ex.on_market(&event(
+                    ts,
+                    Body::Book(BookDelta {
+                        side,
+                        price: tick(p),
+                        size: sz,
+                        flags,
+                    }),
+                ));
+            }
+            if rng.gen_bool(0.3) {
+                next_cid += 1;
+                let side = if rng.gen_bool(0.5) {
+                    OrderSide::Buy
+                } else {
+                    OrderSide::Sell
+                };
+                let (order_type, tif) = match rng.gen_range(0..4) {
+                    0 => (OrderType::Market, TimeInForce::Ioc),
+                    1 => (OrderType::Limit, TimeInForce::Ioc),
+                    2 => (OrderType::Limit, TimeInForce::PostOnly),
+                    _ => (OrderType::Limit, TimeInForce::Gtc),
+                };
+                let price =
+                    (order_type == OrderType::Limit).then(|| tick(mid + rng.gen_range(-4..=4)));
+                ex.submit(
+                    "r",
+                    OrderRequest::New(NewOrder {
+                        client_order_id: format!("c{next_cid}"),
+                        venue: "sim".into(),
+                        symbol: "BTCUSD".into(),
+                        side,
+                        order_type,
+                        tif,
+                        price,
+                        size: size(&mut rng),
+                        decided_at: None,
+                    }),
+                    ts,
+                );
+            } else if next_cid > 0 && rng.gen_bool(0.1) {
+                let cid = format!("c{}", rng.gen_range(1..=next_cid));
+                ex.submit(
+                    "r",
+                    OrderRequest::Cancel {
+                        client_order_id: cid,
+                    },
+                    ts,
+                );
+            }
+            out.extend(ex.drain());
+        }
+        ex.close(ts);
+        out.extend(ex.drain());
+        (ex.fills_digest(), out, ex)
+    }
+
+    #[test]
+    fn random_sessions_keep_books_orders_and_positions_consistent() {
+        let (digest, out, ex) = random_session(11);
+        let (again, _, _) = random_session(11);
+        assert_eq!(digest, again, "same seed, same fills");
+        assert_ne!(digest, random_session(12).0);
+
+        let mut filled: HashMap<u64, Fixed> = HashMap::new();
+        let mut last: HashMap<u64, OrderUpdate> = HashMap::new();
+        let mut net = Fixed::ZERO;
+        let mut fills_seen = 0;
+        for o in &out {
+            match o {
+                ExchangeOutput::Fill(f) => {
+                    fills_seen += 1;
+                    assert!(f.size > Fixed::ZERO);
+                    let e = filled.entry(f.order_id).or_insert(Fixed::ZERO);
+                    *e = add(*e, f.size);
+                    let signed = Fixed::new(f.side.sign() * f.size.mantissa, f.size.scale);
+                    net = add(net, signed);
+                }
+                ExchangeOutput::OrderUpdate(u) => {
+                    // A final state never changes; a refused cancel only restates it.
+                    if let Some(prev) = last.get(&u.order_id).filter(|p| p.status.is_final()) {
+                        assert_eq!(prev.status, u.status, "{u:?}");
+                        assert!(u.reason.as_deref().unwrap_or("").contains("cancel refused"));
+                    }
+                    last.insert(u.order_id, u.clone());
+                }
+            }
+        }
+        assert!(
+            fills_seen > 20,
+            "the session should trade, got {fills_seen} fills"
+        );
+        // Fills never beat the limit: buys at or below it, sells at or above.
+        for o in &out {
+            if let ExchangeOutput::Fill(f) = o {
+                let u = &last[&f.order_id];
+                if let Some(limit) = u.price {
+                    match f.side {
+                        OrderSide::Buy => assert!(f.price <= limit, "{f:?} vs {limit}"),
+                        OrderSide::Sell => assert!(f.price >= limit, "{f:?} vs {limit}"),
+                    }
+                }
+            }
+        }
+        for (id, u) in &last {
+            let f = filled.get(id).copied().unwrap_or(Fixed::ZERO);
+            assert_eq!(
+                u.filled, f,
+                "order {id}: update says {} but fills sum {f}",
+                u.filled
+            );
+            assert!(u.filled <= u.size);
+            if u.status == OrderStatus::Filled {
+                assert_eq!(u.filled, u.size);
+            }
+        }
+        let Reply::QueryResult {
+            positions,
+            open_orders,
+        } = ex.query("r")
+        else {
+            panic!("query must answer");
+        };
+        assert_eq!(positions[0].position, net);
+        for o in open_orders {
+            assert!(!last[&o.order_id].status.is_final());
+        }
     }
 }

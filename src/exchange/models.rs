@@ -147,9 +147,9 @@ impl QueueModel for RiskAverse {
 /// Cancels come uniformly from the whole level.
 ///
 /// Assumption: "a cancel is as likely to come from in front of me as from behind", so a
-/// cancel of `c` from a level of `L` advances the order by `c * ahead / L` (rounded
-/// toward zero at the finest scale of the three numbers, i.e. never in the order's
-/// favour).
+/// cancel of `c` from a level of `L` advances the order by `c * ahead / L`, rounded down
+/// to the finest decimal scale of the three sizes (in effect the venue's size precision),
+/// so the estimate never moves in the order's favour by a fraction of a lot.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Proportional;
 
@@ -164,8 +164,8 @@ impl QueueModel for Proportional {
             wide(canceled, scale),
             wide(level_before, scale),
         );
-        // i128 cannot overflow here: each factor is below 2^63 * 10^18 < 2^124... only when
-        // scales are extreme; checked_mul keeps it panic-free anyway.
+        // Each factor fits in ~2^123 at extreme scales, so the product can overflow i128;
+        // checked_mul keeps that panic-free (and the order simply does not advance).
         let advance = match c.checked_mul(a) {
             Some(p) => p / l,
             None => return ahead,
