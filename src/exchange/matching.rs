@@ -864,6 +864,18 @@ fn on_delta(
 fn cross(market: &mut Market, orders: &HashMap<u64, Order>, side: OrderSide) -> Vec<Exec> {
     let own_side = side.book_side();
     let opp = own_side.opposite();
+    // Runs after every delta: leave at once unless the best own price touches the book.
+    let crossing = |p: Fixed| match side {
+        OrderSide::Buy => market.book.best_ask().is_some_and(|(a, _)| a <= p),
+        OrderSide::Sell => market.book.best_bid().is_some_and(|(b, _)| b >= p),
+    };
+    let best_own = match side {
+        OrderSide::Buy => market.own_bids.keys().next_back().copied(),
+        OrderSide::Sell => market.own_asks.keys().next().copied(),
+    };
+    if !best_own.is_some_and(crossing) {
+        return Vec::new();
+    }
     let prices: Vec<Fixed> = match side {
         OrderSide::Buy => market.own_bids.keys().rev().copied().collect(),
         OrderSide::Sell => market.own_asks.keys().copied().collect(),
