@@ -27,6 +27,7 @@ pub mod feeds;
 pub mod inspect;
 pub mod record;
 pub mod replay;
+pub mod scenario;
 pub mod report;
 pub mod shutdown;
 pub mod store;

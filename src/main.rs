@@ -39,6 +39,23 @@ enum Command {
     Replay(ReplayArgs),
     /// Run a built-in example strategy against a bus and order gateway.
     Strategy(StrategyArgs),
+    /// Run a whole backtest from a scenario file and print its report.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Scenario file (see docs/SCENARIOS.md).
+    scenario: PathBuf,
+    /// Run directory (default: the scenario's output.dir, or runs/<name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override the scenario's replay speed (max, 1, 10, ...).
+    #[arg(long)]
+    speed: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -119,6 +136,24 @@ struct ReplayArgs {
     /// Messages queued per subscriber before the replay waits for it.
     #[arg(long, default_value_t = 100_000)]
     send_hwm: i32,
+    /// Run the simulated exchange on the gateway (needs --gateway).
+    #[arg(long)]
+    exchange: bool,
+    /// Order latency of the simulated exchange.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    order_latency: Duration,
+    /// Queue model: risk_averse or proportional.
+    #[arg(long, default_value = "risk_averse")]
+    queue: String,
+    /// Maker fee in basis points (negative = rebate).
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    maker_bps: f64,
+    /// Taker fee in basis points.
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    taker_bps: f64,
+    /// Write orders/fills/marks Parquet here (with --exchange).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -483,7 +518,41 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
         );
         bar
     };
-    let stats = ticktape::replay::run(&config, None, &stop, |p| {
+    let mut host = if a.exchange {
+        use ticktape::exchange::models::{ExchangeSettings, FeeSchedule, LatencySpec, QueueSpec};
+        if config.gateway.is_none() {
+            bail!("--exchange needs --gateway ENDPOINT for the strategies' orders");
+        }
+        let queue = match a.queue.as_str() {
+            "risk_averse" => QueueSpec::RiskAverse,
+            "proportional" => QueueSpec::Proportional,
+            other => bail!("unknown --queue {other:?}: use risk_averse or proportional"),
+        };
+        let settings = ExchangeSettings {
+            order_latency: LatencySpec::Constant {
+                ns: a.order_latency.as_nanos() as i64,
+            },
+            queue,
+            fees: FeeSchedule {
+                maker_bps: a.maker_bps,
+                taker_bps: a.taker_bps,
+                ..FeeSchedule::default()
+            },
+            ..ExchangeSettings::default()
+        };
+        Some(ticktape::exchange::host::ExchangeHost::new(
+            &ticktape::exchange::host::ExchangeHostConfig {
+                settings,
+                run_dir: a.run_dir.clone(),
+            },
+        )?)
+    } else {
+        None
+    };
+    let venue_host = host
+        .as_mut()
+        .map(|h| h as &mut dyn ticktape::replay::VenueHost);
+    let stats = ticktape::replay::run(&config, venue_host, &stop, |p| {
         bar.set_length(p.stats.estimate);
         bar.set_position(p.stats.events);
         bar.set_message(format!("at {}", layout::format_ts(p.ts)));
@@ -566,6 +635,42 @@ fn strategy_cmd(a: StrategyArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_cmd(a: RunArgs) -> Result<()> {
+    let stop = ticktape::shutdown::on_signal();
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} events {per_sec} eta {eta} | {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    let options = ticktape::scenario::run::RunOptions {
+        out: a.out,
+        speed: a.speed,
+    };
+    let summary = ticktape::scenario::run::run(&a.scenario, &options, &stop, |p| {
+        bar.set_length(p.stats.estimate);
+        bar.set_position(p.stats.events);
+        bar.set_message(format!("at {}", layout::format_ts(p.ts)));
+    });
+    bar.finish_and_clear();
+    let summary = summary?;
+    print_replay_summary(&summary.replay, false)?;
+    eprintln!("run directory: {}", summary.run_dir.display());
+    report_after_run(&summary.run_dir)?;
+    if summary.interrupted {
+        bail!("interrupted: partial results are in {}", summary.run_dir.display());
+    }
+    Ok(())
+}
+
+fn report_after_run(_run_dir: &std::path::Path) -> Result<()> {
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -575,6 +680,7 @@ fn main() -> ExitCode {
         Command::Recover(a) => recover_cmd(a),
         Command::Replay(a) => replay_cmd(a),
         Command::Strategy(a) => strategy_cmd(a),
+        Command::Run(a) => run_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -359,6 +359,11 @@ pub fn run(
         let ts = event.ts_recv;
         // Lookahead lockstep: never publish past what acks make safe.
         if config.lockstep > 0 && !simple_lockstep {
+            if stats.events == 0 {
+                // Before the first event no order can exist: nothing to wait for.
+                acked_ts = ts;
+            }
+            let wait_began = Instant::now();
             while acked_ts.saturating_add(lookahead) < ts {
                 if !marker_sent_for_last {
                     step += 1;
@@ -386,9 +391,16 @@ pub fn run(
                 if stop.is_set() {
                     break;
                 }
-                if waited.elapsed() > config.ack_timeout {
+                if wait_began.elapsed() > config.ack_timeout {
+                    let late: Vec<&str> = g
+                        .strategies
+                        .values()
+                        .filter(|s| s.acked < step)
+                        .map(|s| s.name.as_str())
+                        .collect();
                     bail!(
-                        "lockstep: no ack for step {step} within {:?}",
+                        "lockstep: {} did not ack step {step} within {:?} (crashed or hung?)",
+                        late.join(", "),
                         config.ack_timeout
                     );
                 }

@@ -98,12 +98,13 @@ fn tail(path: &Path, lines: usize) -> String {
 fn prepare_run_dir(dir: &Path) -> Result<()> {
     if dir.exists() {
         let is_run = dir.join("summary.json").exists()
+            || dir.join("scenario.toml").exists()
             || std::fs::read_dir(dir)
                 .map(|mut d| d.next().is_none())
                 .unwrap_or(false);
         if !is_run {
             bail!(
-                "run directory {} exists and does not look like a ticktape run (no summary.json); choose another --out",
+                "run directory {} exists and does not look like a ticktape run (no summary.json or scenario.toml); choose another --out",
                 dir.display()
             );
         }
@@ -276,6 +277,9 @@ pub fn run(
     };
     let replay_result = replay::run(&config, Some(&mut host), &run_stop, &mut on_progress);
 
+    // Stop watching before ending the children, so their end is not taken for a crash.
+    finished.set();
+    let _ = watchdog.join();
     // Let strategies see end-of-stream and exit on their own, then make sure they are gone.
     let mut exits = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -303,8 +307,6 @@ pub fn run(
             });
         }
     }
-    finished.set();
-    let _ = watchdog.join();
     let _ = std::fs::remove_dir_all(&sock_dir);
 
     let interrupted = stop.is_set();

@@ -269,7 +269,12 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
             sub.as_poll_item(zmq::POLLIN),
             ctx.dealer.as_poll_item(zmq::POLLIN),
         ];
-        zmq::poll(&mut items, 100)?;
+        match zmq::poll(&mut items, 100) {
+            Ok(_) => {}
+            // A signal: loop round and let the stop flag decide.
+            Err(zmq::Error::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
         let (sub_ready, dealer_ready) = (items[0].is_readable(), items[1].is_readable());
         if !sub_ready && !dealer_ready {
             if config.idle_timeout.is_some_and(|t| last_msg.elapsed() > t) {
