@@ -199,12 +199,21 @@ fn quoting_on_real_binance_data_fills_as_maker_at_its_own_prices() {
             _ => None,
         })
         .collect();
+    // About 180 quote rounds on a busy book: a few hundred (partial) fills.
     assert!(
-        fills.len() >= 5,
+        fills.len() >= 100,
         "only {} fills in six minutes",
         fills.len()
     );
     assert!(fills.iter().all(|f| f.liquidity == Liquidity::Maker));
+    let limits: std::collections::HashMap<u64, Fixed> = out
+        .iter()
+        .filter_map(|o| match o {
+            ExchangeOutput::OrderUpdate(u) => Some((u.order_id, u.price?)),
+            _ => None,
+        })
+        .collect();
+    assert!(fills.iter().all(|f| limits[&f.order_id] == f.price));
     // Quotes join the touch 1 ms before they arrive: the only rejection is a book that
     // moved onto them in between.
     for o in &out {
