@@ -243,10 +243,13 @@ impl SimExchange {
         }
     }
 
-    /// Takes a request decided at `decided_at` (ns, `ts_recv` timeline; earlier than the
-    /// exchange clock counts as now). Shape errors are rejected at once; anything else is
-    /// queued for `apply_at = decided_at + md_latency + order_latency` and answered
-    /// `accepted`. Rejections also appear in [`SimExchange::drain`] as order updates.
+    /// Takes a request decided at `decided_at` (ns, `ts_recv` timeline). Shape errors are
+    /// rejected at once; anything else is queued for
+    /// `apply_at = decided_at + md_latency + order_latency` and answered `accepted`.
+    /// `decided_at` may lie before the exchange clock (lockstep with lookahead publishes
+    /// events before the strategy's orders arrive): the order still applies at
+    /// `decided_at + latency`, or now if that is already past. Rejections also appear
+    /// in [`SimExchange::drain`] as order updates.
     pub fn submit(
         &mut self,
         strategy: &str,
@@ -254,7 +257,6 @@ impl SimExchange {
         decided_at: UnixNanos,
     ) -> Reply {
         let strategy = self.names.intern(strategy);
-        let decided_at = decided_at.max(self.clock);
         match request {
             OrderRequest::New(order) => self.submit_new(strategy, order, decided_at),
             OrderRequest::Cancel { client_order_id } => {
@@ -301,7 +303,8 @@ impl SimExchange {
         let key = (strategy.clone(), req.client_order_id.clone());
         if let Some(reason) = self.shape_error(&req, &key) {
             order.status = OrderStatus::Rejected;
-            self.emit_update(&order, decided_at, Some(reason.clone()));
+            // Refused at the gateway on receipt, which is no earlier than the clock.
+            self.emit_update(&order, decided_at.max(self.clock), Some(reason.clone()));
             return Reply::Rejected {
                 client_order_id: req.client_order_id,
                 reason,
@@ -367,7 +370,9 @@ impl SimExchange {
             .last_apply
             .entry(strategy.clone())
             .or_insert(UnixNanos::MIN);
-        apply_at = apply_at.max(*last);
+        // Never in the past (already processed events stay processed), never ahead of
+        // an earlier request of the same strategy.
+        apply_at = apply_at.max(*last).max(self.clock);
         *last = apply_at;
         self.pending.insert((apply_at, self.next_seq), what);
         self.next_seq += 1;
@@ -1958,5 +1963,42 @@ mod tests {
         for o in open_orders {
             assert!(!last[&o.order_id].status.is_final());
         }
+    }
+
+    #[test]
+    fn late_arriving_requests_still_apply_at_their_decision_time_plus_latency() {
+        // Lookahead lockstep: the exchange has seen events up to 150 when an order decided
+        // at 100 arrives; with 100 ns latency it belongs before the event at 250.
+        let mut ex = exchange_with(Models {
+            order_latency: Box::new(ConstantLatency(100)),
+            ..Models::default()
+        });
+        level(&mut ex, 100, Side::Bid, "98", "1");
+        level(&mut ex, 150, Side::Bid, "97", "1");
+        order(
+            &mut ex,
+            100,
+            "m",
+            OrderSide::Buy,
+            OrderType::Market,
+            TimeInForce::Ioc,
+            None,
+            "1",
+        );
+        assert_eq!(ex.next_apply_at(), Some(200));
+        level(&mut ex, 250, Side::Ask, "101", "0");
+        assert_eq!(fills(&ex.drain()), vec![(s("101"), s("1"), T)]);
+        // Already past: applied at once, at the clock.
+        order(
+            &mut ex,
+            10,
+            "n",
+            OrderSide::Buy,
+            OrderType::Market,
+            TimeInForce::Ioc,
+            None,
+            "1",
+        );
+        assert_eq!(ex.next_apply_at(), Some(250));
     }
 }

@@ -63,6 +63,8 @@ pub mod matching;
 pub mod models;
 pub mod outputs;
 pub mod protocol;
+#[cfg(test)]
+mod real_data_tests;
 
 pub use host::{ExchangeHost, ExchangeHostConfig};
 pub use matching::{OrderRequest, SimExchange};
