@@ -117,9 +117,7 @@ impl Publisher {
             socket.bind(ep).with_context(|| {
                 format!("cannot bind publisher to {ep} (in use? try another port or ipc:// path)")
             })?;
-            let actual = socket
-                .get_last_endpoint()?
-                .unwrap_or_else(|_| ep.clone());
+            let actual = socket.get_last_endpoint()?.unwrap_or_else(|_| ep.clone());
             endpoints.push(actual);
         }
         Ok(Publisher {
@@ -367,8 +365,9 @@ impl Subscriber {
             for t in &config.topics {
                 s.set_subscribe(t.as_bytes())?;
             }
-            s.connect(ep)
-                .with_context(|| format!("bad endpoint {ep:?} (expected tcp://host:port or ipc://path)"))?;
+            s.connect(ep).with_context(|| {
+                format!("bad endpoint {ep:?} (expected tcp://host:port or ipc://path)")
+            })?;
             sockets.push(s);
         }
         Ok(Subscriber {

@@ -211,7 +211,11 @@ fn next_message(book: &mut SimBook, rng: &mut SmallRng) -> Message {
     if roll < 0.15 {
         // A trade at the touch consumes part of the best level.
         is_trade = true;
-        let side = if rng.r#gen::<bool>() { Side::Bid } else { Side::Ask };
+        let side = if rng.r#gen::<bool>() {
+            Side::Bid
+        } else {
+            Side::Ask
+        };
         let sizes = match side {
             Side::Bid => &mut book.bids,
             _ => &mut book.asks,
@@ -270,7 +274,11 @@ fn next_message(book: &mut SimBook, rng: &mut SmallRng) -> Message {
         is_trade = false;
         let n = rng.gen_range(1..=3);
         for _ in 0..n {
-            let side = if rng.r#gen::<bool>() { Side::Bid } else { Side::Ask };
+            let side = if rng.r#gen::<bool>() {
+                Side::Bid
+            } else {
+                Side::Ask
+            };
             let level = rng.gen_range(0..depth);
             let size = rng.gen_range(1..50_000);
             match side {
@@ -496,7 +504,12 @@ mod tests {
                     book.apply(&d);
                 }
             }
-            assert!(!book.is_crossed(), "crossed: {:?} {:?}", book.best_bid(), book.best_ask());
+            assert!(
+                !book.is_crossed(),
+                "crossed: {:?} {:?}",
+                book.best_bid(),
+                book.best_ask()
+            );
             assert_eq!(book.depth(), (10, 10));
         }
     }
