@@ -328,7 +328,7 @@ mod tests {
         .unwrap();
         let opts = test_options(server.url(), &KRAKEN_PAIRS);
         let (stats, events) = run_until(Venue::Kraken, &opts, |s| s.messages >= cut as u64 + total);
-        assert_eq!(server.connections(), 2);
+        assert_eq!(server.connections(), 2, "{:?}", opts.counters.last_error());
         assert_eq!(stats.reconnects, 1);
         assert_eq!(stats.messages, cut as u64 + total);
         assert_eq!(stats.checksum_ok, before_cut + 4269);

@@ -8,7 +8,7 @@
 //! reconnects. Never interprets the messages it sends.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -146,7 +146,9 @@ fn handle(
 ) -> Result<(), tungstenite::Error> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    // Generous: a slow (debug-built) client may take seconds to digest a burst, and a
+    // write timeout here would look like a venue dropping the connection.
+    stream.set_write_timeout(Some(Duration::from_secs(60)))?;
     let control = stream.try_clone()?;
     let mut ws = tungstenite::accept(stream).map_err(|e| match e {
         tungstenite::HandshakeError::Failure(e) => e,
@@ -173,7 +175,20 @@ fn handle(
     }
     replay(&mut ws, messages, speed, drop_after, stop, state)?;
     if drop_after.is_some_and(|n| n < messages.len()) {
-        // Dropping the socket without a close frame is the abrupt loss under test.
+        // The loss under test: no close frame, just the end of the TCP stream. Shutting
+        // down the write side first (rather than dropping a socket whose receive buffer
+        // still holds the client's later subscriptions, which makes the kernel send a
+        // reset that discards data in flight) keeps the cut exactly at message N.
+        control.shutdown(Shutdown::Write)?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+            match ws.read() {
+                Ok(Message::Text(text)) => record(state, text.as_str()),
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => {}
+                Err(_) => break,
+            }
+        }
         return Ok(());
     }
     state.completed.fetch_add(1, Ordering::SeqCst);
