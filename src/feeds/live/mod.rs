@@ -405,6 +405,102 @@ mod tests {
     }
 
     #[test]
+    fn coinbase_silence_reconnects_and_replayed_matches_are_not_published_twice() {
+        let capture = messages("COINBASE.ws.28.0");
+        let total = capture.len() as u64;
+        let server = ReplayServer::start(capture, ReplayOptions::default()).unwrap();
+        let products = [
+            "SKL-USD", "SKL-BTC", "BAND-GBP", "NMR-EUR", "BAND-BTC", "YFI-BTC", "DASH-BTC",
+            "NU-GBP", "CRV-EUR", "SKL-GBP",
+        ];
+        let mut opts = test_options(server.url(), &products);
+        // The server goes quiet after the capture; a live venue would be heartbeating.
+        opts.idle_timeout = Duration::from_millis(500);
+        let (stats, events) = run_until(Venue::Coinbase, &opts, |s| s.messages >= 2 * total);
+        assert!(stats.reconnects >= 1);
+        assert!(server.connections() >= 2);
+        // Every product that delivered data gets one resync gap per lost connection.
+        let gaps = events
+            .iter()
+            .filter(|e| matches!(&e.body, Body::Gap(g) if g.reason == GapReason::Resync))
+            .count() as u64;
+        assert_eq!(gaps, products.len() as u64 * stats.reconnects);
+        // The second replay repeats the same 97 matches: the trade-id cursor drops them.
+        let trades = events
+            .iter()
+            .filter(|e| matches!(e.body, Body::Trade(_)))
+            .count();
+        assert_eq!(trades, 97);
+        let books = downstream_books(&events);
+        for product in products {
+            assert!(books[product].is_consistent(), "{product} not rebuilt");
+        }
+    }
+
+    #[test]
+    fn paced_replay_spreads_receive_times_like_the_capture() {
+        let capture = messages("KRAKEN.ws.50.0");
+        let total = capture.len() as u64;
+        let span = capture.last().unwrap().0 - capture[0].0;
+        let speed = 25.0;
+        let server = ReplayServer::start(
+            capture,
+            ReplayOptions {
+                speed: Some(speed),
+                drop_after: Vec::new(),
+            },
+        )
+        .unwrap();
+        let opts = test_options(server.url(), &KRAKEN_PAIRS);
+        let (stats, events) = run_until(Venue::Kraken, &opts, |s| s.messages >= total);
+        assert_eq!(stats.checksum_ok, 4269);
+        let first = events.first().unwrap().ts_recv;
+        let last = events.last().unwrap().ts_recv;
+        let expected = (span as f64 / speed) as i64;
+        // Never faster than the capture allows; slower only by scheduling noise.
+        assert!(
+            last - first >= expected * 9 / 10,
+            "{} < {expected}",
+            last - first
+        );
+        assert!(
+            last - first < expected * 4,
+            "{} vs {expected}",
+            last - first
+        );
+        // Venue time is the capture's own, untouched by pacing.
+        assert!(
+            events
+                .iter()
+                .all(|e| e.ts_event < 1_700_000_000_000_000_000)
+        );
+    }
+
+    #[test]
+    fn a_refusing_sink_stops_the_feed_with_its_error() {
+        struct Refuse(usize);
+        impl EventSink for Refuse {
+            fn accept(&mut self, _event: Event) -> anyhow::Result<()> {
+                self.0 += 1;
+                anyhow::ensure!(self.0 < 5, "bus is gone");
+                Ok(())
+            }
+        }
+        let server =
+            ReplayServer::start(messages("KRAKEN.ws.50.0"), ReplayOptions::default()).unwrap();
+        let opts = test_options(server.url(), &KRAKEN_PAIRS);
+        let err = run_feed(
+            Venue::Kraken,
+            &opts,
+            &mut Refuse(0),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap_err();
+        assert!(matches!(err, FeedError::Sink(_)));
+        assert!(err.to_string().contains("bus is gone"), "{err}");
+    }
+
+    #[test]
     fn stop_flag_ends_a_feed_that_cannot_connect() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
