@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use crate::event::EventSink;
 
-pub use publish::{FeedCounters, FeedStats, Publisher};
+pub use publish::{FeedCounters, FeedSink, FeedStats, PlainSink, Publisher, TICK_EVERY};
 pub use ws::{Action, Backoff, FeedError, Protocol};
 
 /// A venue with a live connector.
@@ -139,6 +139,17 @@ pub fn run_feed(
     venue: Venue,
     opts: &FeedOptions,
     sink: &mut dyn EventSink,
+    stop: Arc<AtomicBool>,
+) -> Result<FeedStats, FeedError> {
+    run_feed_ticking(venue, opts, &mut PlainSink(sink), stop)
+}
+
+/// [`run_feed`] for a sink that also gets [`FeedSink::tick`] about every 100 ms in the
+/// feed's thread, e.g. to send bus heartbeats while the venue is quiet or unreachable.
+pub fn run_feed_ticking(
+    venue: Venue,
+    opts: &FeedOptions,
+    sink: &mut dyn FeedSink,
     stop: Arc<AtomicBool>,
 ) -> Result<FeedStats, FeedError> {
     let mut protocol = protocol(venue, opts)?;
@@ -517,6 +528,41 @@ mod tests {
                 .unwrap()
                 .contains("cannot connect")
         );
+    }
+
+    #[test]
+    fn ticks_keep_coming_while_the_venue_is_unreachable() {
+        #[derive(Default)]
+        struct Ticks(u32);
+        impl EventSink for Ticks {
+            fn accept(&mut self, _event: Event) -> anyhow::Result<()> {
+                Ok(())
+            }
+        }
+        impl FeedSink for Ticks {
+            fn tick(&mut self, _stats: &FeedStats) -> anyhow::Result<()> {
+                self.0 += 1;
+                Ok(())
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let opts = test_options(format!("ws://127.0.0.1:{port}"), &["XBT/USD"]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopper = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(700));
+                stop.store(true, Ordering::SeqCst);
+            })
+        };
+        let mut ticks = Ticks::default();
+        run_feed_ticking(Venue::Kraken, &opts, &mut ticks, stop).unwrap();
+        stopper.join().unwrap();
+        assert!(ticks.0 >= 4, "only {} ticks in 700 ms", ticks.0);
     }
 
     #[test]

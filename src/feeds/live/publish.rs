@@ -114,12 +114,41 @@ impl fmt::Display for FeedStats {
     }
 }
 
+/// A sink that also wants to run something periodically in the feed's thread
+/// (bus heartbeats, a status line), since the feed blocks while the venue is quiet.
+pub trait FeedSink: EventSink {
+    /// Called about every [`TICK_EVERY`] while the feed runs: between messages, on read
+    /// timeouts and during reconnect backoff (not during a connect attempt, which is
+    /// bounded by `connect_timeout`). An error stops the feed like a refused event.
+    fn tick(&mut self, stats: &FeedStats) -> anyhow::Result<()> {
+        let _ = stats;
+        Ok(())
+    }
+}
+
+impl FeedSink for Vec<Event> {}
+
+/// How often [`FeedSink::tick`] is called.
+pub const TICK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Adapts a plain [`EventSink`] (no ticks).
+pub struct PlainSink<'s>(pub &'s mut dyn EventSink);
+
+impl EventSink for PlainSink<'_> {
+    fn accept(&mut self, event: Event) -> anyhow::Result<()> {
+        self.0.accept(event)
+    }
+}
+
+impl FeedSink for PlainSink<'_> {}
+
 /// Stamps events of one venue and pushes them into a sink.
 ///
 /// `pub_seq` counts per (kind, symbol) from 1 and survives reconnects, so a subscriber
 /// sees a jump only when events were really not published.
 pub struct Publisher<'a> {
-    sink: &'a mut dyn EventSink,
+    sink: &'a mut dyn FeedSink,
+    last_tick: std::time::Instant,
     venue: Arc<str>,
     names: Interner,
     seqs: HashMap<(Kind, Arc<str>), u64>,
@@ -132,12 +161,13 @@ impl<'a> Publisher<'a> {
     pub fn new(
         venue: &str,
         origin: &str,
-        sink: &'a mut dyn EventSink,
+        sink: &'a mut dyn FeedSink,
         counters: Arc<FeedCounters>,
     ) -> Publisher<'a> {
         let mut names = Interner::default();
         Publisher {
             sink,
+            last_tick: std::time::Instant::now(),
             venue: names.intern(venue),
             names,
             seqs: HashMap::new(),
@@ -154,6 +184,15 @@ impl<'a> Publisher<'a> {
     /// The counters this publisher updates.
     pub fn counters(&self) -> &FeedCounters {
         &self.counters
+    }
+
+    /// Calls the sink's [`FeedSink::tick`] if [`TICK_EVERY`] has passed since the last one.
+    pub fn tick(&mut self) -> anyhow::Result<()> {
+        if self.last_tick.elapsed() < TICK_EVERY {
+            return Ok(());
+        }
+        self.last_tick = std::time::Instant::now();
+        self.sink.tick(&self.counters.snapshot())
     }
 
     /// Stamps `pub_seq` and pushes one event; an error from the sink stops the feed.

@@ -186,8 +186,18 @@ pub fn run(
         FeedCounters::bump(&counters.reconnects);
         let delay = config.backoff.delay(attempt, &mut rng);
         attempt = attempt.saturating_add(1);
-        if !sleep_unless_stopped(delay, stop) {
-            return Ok(());
+        let deadline = Instant::now() + delay;
+        while Instant::now() < deadline {
+            // Heartbeats and status keep going while the venue is unreachable.
+            out.tick()?;
+            if !sleep_unless_stopped(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(STOP_POLL),
+                stop,
+            ) {
+                return Ok(());
+            }
         }
     }
 }
@@ -284,6 +294,7 @@ fn session(
         if stop.load(Ordering::Relaxed) {
             return Ok(SessionEnd::Stopped);
         }
+        out.tick()?;
         let message = match socket.read() {
             Ok(message) => message,
             Err(e) if is_timeout(&e) => {
