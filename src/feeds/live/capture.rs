@@ -142,12 +142,17 @@ pub fn received(lines: &[CaptureLine]) -> Vec<(UnixNanos, String)> {
         .collect()
 }
 
-/// Where the repository's shared real captures live, for tests.
+/// Where the shared real captures live, for tests: `$TICKTAPE_REAL_DATA`, else
+/// `shared/data/real` beside the repository (as CI lays it out), else `/work/shared`.
 #[cfg(test)]
 pub(crate) fn sample_path(name: &str) -> std::path::PathBuf {
-    let base = std::env::var("TICKTAPE_REAL_DATA")
-        .unwrap_or_else(|_| "/work/shared/data/real".to_string());
-    Path::new(&base).join("cryptofeed/sample_data").join(name)
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/real");
+    let base = match std::env::var_os("TICKTAPE_REAL_DATA") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None if beside.is_dir() => beside,
+        None => std::path::PathBuf::from("/work/shared/data/real"),
+    };
+    base.join("cryptofeed/sample_data").join(name)
 }
 
 #[cfg(test)]
