@@ -98,7 +98,10 @@ impl Publisher {
         // slow-joiner wait needs. Only `Block` turns on NODROP.
         let mut socket = ctx.socket(zmq::XPUB)?;
         socket.set_sndhwm(config.send_hwm)?;
-        socket.set_sndbuf(8 << 20)?;
+        if config.backpressure == Backpressure::Drop {
+            // Live data: absorb bursts in the kernel rather than drop at the HWM.
+            socket.set_sndbuf(8 << 20)?;
+        }
         socket.set_linger(2000)?;
         socket.set_xpub_verbose(true)?;
         if config.backpressure == Backpressure::Block {

@@ -116,6 +116,9 @@ struct ReplayArgs {
     /// Publisher id in heartbeats.
     #[arg(long, default_value = "replay")]
     id: String,
+    /// Messages queued per subscriber before the replay waits for it.
+    #[arg(long, default_value_t = 100_000)]
+    send_hwm: i32,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -217,6 +220,10 @@ struct SimulateArgs {
     /// Deterministic timestamps starting at this time (UTC, e.g. 2024-01-01T00:00:00Z).
     #[arg(long)]
     synthetic_clock: Option<String>,
+    /// Events per second of synthetic time (default --rate), to generate a deterministic
+    /// stream faster than its timestamps.
+    #[arg(long)]
+    synthetic_rate: Option<f64>,
     /// Fault: after N events, drop --drop-count events.
     #[arg(long)]
     drop_after: Option<u64>,
@@ -328,6 +335,7 @@ fn simulate_cmd(a: SimulateArgs) -> Result<()> {
         skip: a.skip,
         wait_for: a.wait_for,
         clock,
+        synthetic_rate: a.synthetic_rate,
         faults: Faults {
             drop_after: a.drop_after,
             drop_count: a.drop_count,
@@ -461,6 +469,7 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
         lockstep: a.lockstep,
         lookahead: a.lookahead,
         publisher_id: a.id,
+        send_hwm: a.send_hwm,
         ..Default::default()
     };
     let stop = ticktape::shutdown::on_signal();

@@ -82,6 +82,8 @@ pub struct ReplayConfig {
     pub mark_interval: Duration,
     /// Give up on a lockstep strategy that has not acked for this long.
     pub ack_timeout: Duration,
+    /// Messages queued per subscriber before the replay waits for it.
+    pub send_hwm: i32,
 }
 
 impl Default for ReplayConfig {
@@ -100,6 +102,7 @@ impl Default for ReplayConfig {
             heartbeat: Duration::from_secs(1),
             mark_interval: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(30),
+            send_hwm: 100_000,
         }
     }
 }
@@ -272,7 +275,7 @@ pub fn run(
         &PublisherConfig {
             bind: config.bind.clone(),
             backpressure: Backpressure::Block,
-            send_hwm: 100_000,
+            send_hwm: config.send_hwm,
         },
     )?;
     let mut gateway = match &config.gateway {

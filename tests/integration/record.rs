@@ -283,9 +283,12 @@ fn kill_9_mid_stream_loses_nothing_older_than_flush_interval() {
     run_ok(&["recover", ds.to_str().unwrap()]);
 
     let stored = dataset_payloads(&ds);
-    // The recorder and this test receive the same messages within a few ms; allow 100 ms.
-    let margin = flush + Duration::from_millis(100);
+    // The promise is about the recorder's receive time; the test knows its own. Both
+    // subscribe to one publisher, but on a loaded 2-core CI machine either process can
+    // be descheduled for a few hundred ms, so allow that much on top of the interval.
+    let margin = flush + Duration::from_millis(400);
     let mut must_have = 0;
+    let mut lost: Vec<((String, u64), Duration)> = Vec::new();
     for (topic, payload, at) in &captured.messages {
         if !(topic.starts_with(b"book.") || topic.starts_with(b"trade.")) {
             continue;
@@ -296,13 +299,16 @@ fn kill_9_mid_stream_loses_nothing_older_than_flush_interval() {
         must_have += 1;
         let ev = wire::decode(payload, &mut Interner::default()).unwrap();
         let key = (String::from_utf8(topic.clone()).unwrap(), ev.pub_seq);
-        assert_eq!(
-            stored.get(&key),
-            Some(payload),
-            "lost {key:?} received {:?} before kill",
-            killed_at.duration_since(*at)
-        );
+        if stored.get(&key) != Some(payload) {
+            lost.push((key, killed_at.duration_since(*at)));
+        }
     }
+    assert!(
+        lost.is_empty(),
+        "{} of {must_have} events lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
     assert!(
         must_have > 30_000,
         "the test covered a real stream ({must_have} events)"

@@ -26,10 +26,11 @@ n_arrow = sum(1 for k in table.column("kind").to_pylist() if k != "gap")
 df = pl.scan_parquet(pattern).filter(pl.col("kind") != "gap").select(pl.len()).collect()
 n_polars = df.item()
 
-n_duck = duckdb.sql(f"select count(*) from read_parquet('{pattern}') where kind <> 'gap'").fetchone()[0]
+con = duckdb.connect()
+n_duck = con.execute(f"select count(*) from read_parquet('{pattern}') where kind <> 'gap'").fetchone()[0]
 
 # Exact decimals: price / 10^price_scale reconstructs the venue's number.
-px = duckdb.sql(
+px = con.execute(
     f"select price, price_scale from read_parquet('{pattern}') where kind = 'book' limit 1"
 ).fetchone()
 assert px is None or px[1] is not None
