@@ -356,7 +356,11 @@ pub fn trade_event(
         body: Body::Trade(Trade {
             price: parse_fixed(t.price, "trade price")?,
             size: parse_fixed(t.qty, "trade quantity")?,
-            aggressor: if t.buyer_is_maker { Side::Ask } else { Side::Bid },
+            aggressor: if t.buyer_is_maker {
+                Side::Ask
+            } else {
+                Side::Bid
+            },
             trade_id: t.id.to_string(),
         }),
     })
@@ -570,7 +574,12 @@ impl BookSync {
         Ok(())
     }
 
-    fn apply(&mut self, diff: &DepthDiff, ts_recv: UnixNanos, sink: &mut dyn EventSink) -> Result<()> {
+    fn apply(
+        &mut self,
+        diff: &DepthDiff,
+        ts_recv: UnixNanos,
+        sink: &mut dyn EventSink,
+    ) -> Result<()> {
         let total = diff.bids.len() + diff.asks.len();
         let prev = Some(diff.prev_venue_seq());
         let levels = diff
@@ -579,7 +588,11 @@ impl BookSync {
             .map(|l| (Side::Bid, l))
             .chain(diff.asks.iter().map(|l| (Side::Ask, l)));
         for (i, (side, &(price, size))) in levels.enumerate() {
-            let flags = if i + 1 == total { Flags::LAST } else { Flags::default() };
+            let flags = if i + 1 == total {
+                Flags::LAST
+            } else {
+                Flags::default()
+            };
             sink.accept(self.event(
                 diff.ts_event,
                 ts_recv,
@@ -673,7 +686,10 @@ mod tests {
         let m = parse_message(bt).unwrap();
         assert_eq!(m.market(), Some(Market::Spot));
         let kline = r#"{"stream":"btcusdt@kline_1m","data":{"k":{"x":1}}}"#;
-        assert!(matches!(parse_message(kline).unwrap(), Message::Other("btcusdt@kline_1m")));
+        assert!(matches!(
+            parse_message(kline).unwrap(),
+            Message::Other("btcusdt@kline_1m")
+        ));
         assert!(parse_message(r#"{"data":{},"stream":"x@trade"}"#).is_err());
         assert!(parse_message("not json").is_err());
     }
@@ -682,9 +698,12 @@ mod tests {
     fn buffered_diffs_bridge_a_late_snapshot_stamped_at_its_receive_time() {
         let mut out: Vec<Event> = Vec::new();
         let mut sync = BookSync::new(Market::Spot, Arc::from("binance"), Arc::from("X"));
-        sync.on_diff(diff(1, 4, 10, ("99.0", "1")), &mut out).unwrap();
-        sync.on_diff(diff(5, 8, 20, ("98.0", "3")), &mut out).unwrap();
-        sync.on_diff(diff(9, 9, 30, ("100.0", "0")), &mut out).unwrap();
+        sync.on_diff(diff(1, 4, 10, ("99.0", "1")), &mut out)
+            .unwrap();
+        sync.on_diff(diff(5, 8, 20, ("98.0", "3")), &mut out)
+            .unwrap();
+        sync.on_diff(diff(9, 9, 30, ("100.0", "0")), &mut out)
+            .unwrap();
         assert!(out.is_empty(), "nothing before the snapshot");
         let json = snapshot_json(6);
         let Message::Snapshot(snap) = parse_message(&json).unwrap() else {
@@ -708,8 +727,10 @@ mod tests {
             panic!()
         };
         sync.on_snapshot(&snap, 1, &mut out).unwrap();
-        sync.on_diff(diff(11, 12, 2, ("99", "1")), &mut out).unwrap();
-        sync.on_diff(diff(16, 17, 3, ("98", "1")), &mut out).unwrap();
+        sync.on_diff(diff(11, 12, 2, ("99", "1")), &mut out)
+            .unwrap();
+        sync.on_diff(diff(16, 17, 3, ("98", "1")), &mut out)
+            .unwrap();
         let gap = out.last().unwrap();
         match &gap.body {
             Body::Gap(g) => {
@@ -719,7 +740,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let before = out.len();
-        sync.on_diff(diff(18, 19, 4, ("97", "1")), &mut out).unwrap();
+        sync.on_diff(diff(18, 19, 4, ("97", "1")), &mut out)
+            .unwrap();
         assert_eq!(out.len(), before, "no book events while out of sync");
         assert!(sync.needs_snapshot());
     }
@@ -728,7 +750,8 @@ mod tests {
     fn first_diff_not_straddling_snapshot_is_a_gap() {
         let mut out: Vec<Event> = Vec::new();
         let mut sync = BookSync::new(Market::Spot, Arc::from("binance"), Arc::from("X"));
-        sync.on_diff(diff(20, 25, 1, ("99", "1")), &mut out).unwrap();
+        sync.on_diff(diff(20, 25, 1, ("99", "1")), &mut out)
+            .unwrap();
         let json = snapshot_json(10);
         let Message::Snapshot(snap) = parse_message(&json).unwrap() else {
             panic!()

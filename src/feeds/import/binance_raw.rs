@@ -28,7 +28,9 @@ use anyhow::{Context, Result, bail};
 
 use super::{ImportOptions, ImportStats, next_line, open_text_counted};
 use crate::event::{EventSink, Interner};
-use crate::feeds::binance::{BookSync, DepthDiff, Market, Message, SyncState, parse_message, trade_event};
+use crate::feeds::binance::{
+    BookSync, DepthDiff, Market, Message, SyncState, parse_message, trade_event,
+};
 
 /// True when `line` looks like `<digits> {` (a raw capture line).
 pub fn looks_like(line: &str) -> bool {
@@ -141,7 +143,7 @@ fn import_file(
     while next_line(&mut *reader, &mut line, path, line_no + 1)? {
         line_no += 1;
         stats.records += 1;
-        if line_no % 8192 == 0 {
+        if line_no.is_multiple_of(8192) {
             progress(bytes.load(Ordering::Relaxed));
         }
         if line.trim().is_empty() {
@@ -156,10 +158,18 @@ fn import_file(
             );
         };
         let local: i64 = ts.parse().with_context(|| {
-            format!("{}: the local timestamp {:?} is not an integer (ns)", at(), snippet(ts))
+            format!(
+                "{}: the local timestamp {:?} is not an integer (ns)",
+                at(),
+                snippet(ts)
+            )
         })?;
         let msg = parse_message(json).with_context(|| {
-            format!("{}: not a Binance stream message: {:?}", at(), snippet(json))
+            format!(
+                "{}: not a Binance stream message: {:?}",
+                at(),
+                snippet(json)
+            )
         })?;
         let Some(venue) = state.venue(&msg) else {
             stats.skipped += 1;
@@ -172,12 +182,20 @@ fn import_file(
                 state.book(&venue, &symbol).on_diff(diff, sink)
             }
             Message::Snapshot(s) => {
-                let name = match (s.symbol, state.opts.symbol.as_deref(), &file_symbol) {
-                    (Some(sym), _, _) | (None, Some(sym), _) => sym.to_string(),
-                    (None, None, Some(sym)) => sym.clone(),
-                    (None, None, None) if state.books.len() == 1 => {
-                        state.books.keys().next().map(|k| k.to_string()).unwrap_or_default()
-                    }
+                // Spot snapshots name no symbol: the one book seen so far, else the
+                // file name, tells which it is.
+                let only_book = (state.books.len() == 1)
+                    .then(|| state.books.keys().next().map(|k| k.to_string()))
+                    .flatten();
+                let name = match (
+                    s.symbol,
+                    state.opts.symbol.as_deref(),
+                    only_book,
+                    &file_symbol,
+                ) {
+                    (Some(sym), _, _, _) | (None, Some(sym), _, _) => sym.to_string(),
+                    (None, None, Some(sym), _) => sym,
+                    (None, None, None, Some(sym)) => sym.clone(),
                     _ => bail!(
                         "{}: a depth snapshot without a symbol, and the file name does not \
                          say which symbol it is; pass --symbol",
@@ -331,12 +349,21 @@ mod tests {
             return;
         };
         let mut events: Vec<Event> = Vec::new();
-        let stats =
-            import_any(ImportFormat::BinanceRaw, &[b], &ImportOptions::default(), &mut events, &|_| {})
-                .unwrap();
+        let stats = import_any(
+            ImportFormat::BinanceRaw,
+            &[b],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap();
         assert_eq!(stats.book_deltas, 0);
         assert_eq!(stats.trades, 10147);
-        assert!(stats.warnings[0].contains("no depth snapshot"), "{:?}", stats.warnings);
+        assert!(
+            stats.warnings[0].contains("no depth snapshot"),
+            "{:?}",
+            stats.warnings
+        );
     }
 
     #[test]

@@ -73,7 +73,12 @@ pub fn render_book(book: &L2Book, depth: usize) -> String {
         .max(4);
     let _ = writeln!(out, "     {:>price_w$}  {:>size_w$}", "price", "size");
     for (p, s) in asks.iter().rev() {
-        let _ = writeln!(out, "ask  {:>price_w$}  {:>size_w$}", p.to_string(), s.to_string());
+        let _ = writeln!(
+            out,
+            "ask  {:>price_w$}  {:>size_w$}",
+            p.to_string(),
+            s.to_string()
+        );
     }
     match (book.best_bid(), book.best_ask()) {
         (Some((b, _)), Some((a, _))) => {
@@ -88,10 +93,17 @@ pub fn render_book(book: &L2Book, depth: usize) -> String {
         _ => out.push_str("---- one-sided book ----\n"),
     }
     for (p, s) in &bids {
-        let _ = writeln!(out, "bid  {:>price_w$}  {:>size_w$}", p.to_string(), s.to_string());
+        let _ = writeln!(
+            out,
+            "bid  {:>price_w$}  {:>size_w$}",
+            p.to_string(),
+            s.to_string()
+        );
     }
     if !book.is_consistent() {
-        out.push_str("(note: the last message before this time was not complete or followed a gap)\n");
+        out.push_str(
+            "(note: the last message before this time was not complete or followed a gap)\n",
+        );
     }
     out
 }
@@ -131,7 +143,13 @@ mod tests {
         vec![
             lvl(1, Side::Bid, "100.00", "1.0", Flags::SNAPSHOT),
             lvl(1, Side::Ask, "101.00", "2.5", Flags::SNAPSHOT),
-            lvl(1, Side::Ask, "101.50", "3.0", Flags::SNAPSHOT.with(Flags::LAST)),
+            lvl(
+                1,
+                Side::Ask,
+                "101.50",
+                "3.0",
+                Flags::SNAPSHOT.with(Flags::LAST),
+            ),
             lvl(2, Side::Bid, "100.50", "4.0", Flags::LAST),
             ev(
                 3,
@@ -142,7 +160,13 @@ mod tests {
                 }),
             ),
             lvl(4, Side::Bid, "99.00", "1", Flags::SNAPSHOT),
-            lvl(4, Side::Ask, "99.50", "1", Flags::SNAPSHOT.with(Flags::LAST)),
+            lvl(
+                4,
+                Side::Ask,
+                "99.50",
+                "1",
+                Flags::SNAPSHOT.with(Flags::LAST),
+            ),
         ]
     }
 
@@ -162,7 +186,10 @@ mod tests {
         assert!(!b.is_consistent());
         let b = book_at(stream().into_iter(), "v", "S", 10);
         assert_eq!(b.depth(), (1, 1));
-        assert_eq!(book_at(stream().into_iter(), "v", "OTHER", 10).depth(), (0, 0));
+        assert_eq!(
+            book_at(stream().into_iter(), "v", "OTHER", 10).depth(),
+            (0, 0)
+        );
     }
 
     #[test]
@@ -170,10 +197,16 @@ mod tests {
         let b = book_at(stream().into_iter(), "v", "S", 2);
         let text = render_book(&b, 10);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[1].starts_with("ask") && lines[1].contains("101.50"), "{text}");
+        assert!(
+            lines[1].starts_with("ask") && lines[1].contains("101.50"),
+            "{text}"
+        );
         assert!(lines[2].contains("101.00"), "{text}");
         assert!(lines[3].contains("spread 0.50"), "{text}");
-        assert!(lines[4].starts_with("bid") && lines[4].contains("100.50"), "{text}");
+        assert!(
+            lines[4].starts_with("bid") && lines[4].contains("100.50"),
+            "{text}"
+        );
         assert!(lines[5].contains("100.00"), "{text}");
         let top1 = render_book(&b, 1);
         assert_eq!(top1.lines().count(), 4, "{top1}");

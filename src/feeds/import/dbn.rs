@@ -32,14 +32,15 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use dbn::decode::{DbnMetadata, DecodeRecordRef, DynDecoder};
-use dbn::{FlagSet, RecordRefEnum, VersionUpgradePolicy};
 use dbn::symbol_map::SymbolIndex;
+use dbn::{Compression, FlagSet, Record, RecordRefEnum, VersionUpgradePolicy};
 
 use super::{CountingReader, ImportOptions, ImportStats};
 use crate::event::{Body, BookDelta, Event, EventSink, Fixed, Flags, Interner, Side, Trade};
@@ -122,17 +123,39 @@ pub fn import(
 ) -> Result<()> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let bytes = Arc::new(AtomicU64::new(0));
-    let reader = CountingReader {
+    let mut raw = BufReader::new(CountingReader {
         inner: file,
         count: bytes.clone(),
+    });
+    let zstd_magic = raw
+        .fill_buf()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+    let inner: Box<dyn Read> = if zstd_magic {
+        // The zstd decoder reads every frame (files written in parts have several).
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(raw)
+                .with_context(|| format!("{}: cannot start zstd decoding", path.display()))?,
+        )
+    } else {
+        Box::new(raw)
     };
-    let mut decoder = DynDecoder::new_inferred(reader, VersionUpgradePolicy::UpgradeToV3)
+    let tally = Tally {
+        inner,
+        delivered: Arc::new(AtomicU64::new(0)),
+        head: Arc::new(std::sync::Mutex::new(Vec::with_capacity(8))),
+    };
+    let (delivered, head) = (tally.delivered.clone(), tally.head.clone());
+    // `AsIs`: MBO/MBP/trade layouts are identical in every DBN version, and record
+    // sizes must stay the on-disk ones for the completeness check below.
+    let mut decoder = DynDecoder::new(tally, Compression::None, VersionUpgradePolicy::AsIs)
         .with_context(|| {
             format!(
                 "{}: not a readable DBN file (expected DBN metadata, optionally zstd-compressed)",
                 path.display()
             )
         })?;
+    let mut record_bytes = 0u64;
     let metadata = decoder.metadata().clone();
     let symbols = metadata.symbol_map().ok();
     let mut names = Interner::default();
@@ -158,12 +181,15 @@ pub fn import(
         let Some(rec) = rec else { break };
         record_no += 1;
         stats.records += 1;
-        if record_no % 65_536 == 0 {
+        record_bytes += rec.record_size() as u64;
+        if record_no.is_multiple_of(65_536) {
             progress(bytes.load(Ordering::Relaxed));
         }
-        let rec_enum = rec.as_enum().with_context(|| {
-            format!("{}: record {record_no}: unknown record type", path.display())
-        })?;
+        let Ok(rec_enum) = rec.as_enum() else {
+            // A record type this crate version does not know: nothing we model.
+            stats.skipped += 1;
+            continue;
+        };
         let (hd, flags, ts_recv, sequence) = match rec_enum {
             RecordRefEnum::Mbo(m) => (&m.hd, m.flags, m.ts_recv, m.sequence),
             RecordRefEnum::Mbp1(m) => (&m.hd, m.flags, m.ts_recv, m.sequence),
@@ -178,7 +204,10 @@ pub fn import(
         let symbol = match &inst.symbol {
             Some(s) => s.clone(),
             None => {
-                let name = match (&opts.symbol, symbols.as_ref().and_then(|m| m.get_for_rec(&rec_enum))) {
+                let name = match (
+                    &opts.symbol,
+                    symbols.as_ref().and_then(|m| m.get_for_rec(&rec_enum)),
+                ) {
                     (Some(s), _) => s.clone(),
                     (None, Some(s)) => s.clone(),
                     (None, None) => hd.instrument_id.to_string(),
@@ -205,7 +234,11 @@ pub fn import(
                 side: Side::None,
                 price: Fixed::ZERO,
                 size: Fixed::ZERO,
-                flags: if snapshot { Flags::SNAPSHOT } else { Flags::default() },
+                flags: if snapshot {
+                    Flags::SNAPSHOT
+                } else {
+                    Flags::default()
+                },
             }),
         };
         let level = |inst: &mut Instrument, side: Side, raw: i64| -> Event {
@@ -233,7 +266,8 @@ pub fn import(
                 let side = side_of(m.side);
                 match m.action as u8 {
                     b'A' => {
-                        inst.orders.insert(m.order_id, (side, m.price, m.size as i64));
+                        inst.orders
+                            .insert(m.order_id, (side, m.price, m.size as i64));
                         *inst.levels.entry((side, m.price)).or_insert(0) += m.size as i64;
                         group.events.push(level(inst, side, m.price));
                     }
@@ -253,19 +287,23 @@ pub fn import(
                         group.events.push(level(inst, side, price));
                     }
                     b'M' => {
-                        if let Some((old_side, old_price, old_size)) = inst.orders.remove(&m.order_id) {
+                        if let Some((old_side, old_price, old_size)) =
+                            inst.orders.remove(&m.order_id)
+                        {
                             reduce(inst, old_side, old_price, old_size);
                             if (old_side, old_price) != (side, m.price) {
                                 group.events.push(level(inst, old_side, old_price));
                             }
                         }
-                        inst.orders.insert(m.order_id, (side, m.price, m.size as i64));
+                        inst.orders
+                            .insert(m.order_id, (side, m.price, m.size as i64));
                         *inst.levels.entry((side, m.price)).or_insert(0) += m.size as i64;
                         group.events.push(level(inst, side, m.price));
                     }
                     b'R' => {
                         inst.orders.clear();
-                        let mut old: Vec<(Side, i64)> = inst.levels.drain().map(|(k, _)| k).collect();
+                        let mut old: Vec<(Side, i64)> =
+                            inst.levels.drain().map(|(k, _)| k).collect();
                         old.sort();
                         for (side, price) in old {
                             group.events.push(level(inst, side, price));
@@ -277,19 +315,27 @@ pub fn import(
             }
             RecordRefEnum::Mbp1(m) => {
                 if m.action as u8 == b'T' {
-                    group.events.push(trade(inst, m.price, m.size, side_of(m.side)));
+                    group
+                        .events
+                        .push(trade(inst, m.price, m.size, side_of(m.side)));
                 }
                 let top = window(&m.levels);
                 diff_window(inst, top, &mut group.events, &level);
             }
             RecordRefEnum::Mbp10(m) => {
                 if m.action as u8 == b'T' {
-                    group.events.push(trade(inst, m.price, m.size, side_of(m.side)));
+                    group
+                        .events
+                        .push(trade(inst, m.price, m.size, side_of(m.side)));
                 }
                 let top = window(&m.levels);
                 diff_window(inst, top, &mut group.events, &level);
             }
-            RecordRefEnum::Trade(m) => group.events.push(trade(inst, m.price, m.size, side_of(m.side))),
+            RecordRefEnum::Trade(m) => {
+                group
+                    .events
+                    .push(trade(inst, m.price, m.size, side_of(m.side)))
+            }
             _ => {}
         }
         if !snapshot && is_last(flags) {
@@ -300,8 +346,58 @@ pub fn import(
         }
     }
     group.finish(sink)?;
+    // The decoder treats a cut-off record as the end of the stream: compare what was
+    // decompressed with the metadata and the records decoded.
+    let meta_len = {
+        let head = head.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        match head.get(4..8) {
+            Some(b) => 8 + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64,
+            None => 0,
+        }
+    };
+    let total = delivered.load(Ordering::Relaxed);
+    if total != meta_len + record_bytes {
+        bail!(
+            "{}: truncated or corrupt DBN file: {} bytes after record {record_no} do not form \
+             a whole record (was the download or copy cut short?)",
+            path.display(),
+            total.saturating_sub(meta_len + record_bytes)
+        );
+    }
     progress(bytes.load(Ordering::Relaxed));
     Ok(())
+}
+
+/// Counts decompressed bytes and keeps the first 8 (DBN's prefix with the metadata
+/// length); turns an unexpected end inside a zstd frame into an error the decoder
+/// reports instead of taking it for the end of the file.
+struct Tally {
+    inner: Box<dyn Read>,
+    delivered: Arc<AtomicU64>,
+    head: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Read for Tally {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("compressed stream cut short: {e}"),
+                )
+            } else {
+                e
+            }
+        })?;
+        let before = self.delivered.fetch_add(n as u64, Ordering::Relaxed);
+        if before < 8
+            && let Ok(mut head) = self.head.lock()
+        {
+            let take = (8 - before as usize).min(n);
+            head.extend_from_slice(&buf[..take]);
+        }
+        Ok(n)
+    }
 }
 
 fn is_last(flags: FlagSet) -> bool {
@@ -346,7 +442,7 @@ fn diff_window(
         }
     }
     for &(side, price, size) in &top {
-        if !old.iter().any(|o| *o == (side, price, size)) {
+        if !old.contains(&(side, price, size)) {
             inst.levels.insert((side, price), size);
             out.push(level(inst, side, price));
         }
@@ -392,14 +488,19 @@ mod tests {
 
     #[test]
     fn futures_trades_count_and_size_match_databento() {
-        let (events, stats) =
-            run(&fixture("dbn/futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst"));
+        let (events, stats) = run(&fixture(
+            "dbn/futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst",
+        ));
         assert_eq!(stats.trades, 120);
         let mut sum = Fixed::ZERO;
         for e in &events {
             if let Body::Trade(t) = &e.body {
                 sum = sum.checked_add(t.size).unwrap();
-                assert_eq!(t.price.scale, 2, "ES prices strip to 2 decimals: {}", t.price);
+                assert_eq!(
+                    t.price.scale, 2,
+                    "ES prices strip to 2 decimals: {}",
+                    t.price
+                );
             }
         }
         assert_eq!(sum, Fixed::new(253, 0));
@@ -429,22 +530,43 @@ mod tests {
     }
 
     #[test]
-    fn christmas_session_mbo_never_crosses_and_trades_come_from_t_only() {
-        let Some(p) = real("nautilus_trader/tests/test_data/databento/esh4-glbx-mdp3-20231225.mbo.dbn.zst")
+    fn christmas_session_mbo_crosses_only_in_pre_open() {
+        let Some(p) =
+            real("nautilus_trader/tests/test_data/databento/esh4-glbx-mdp3-20231225.mbo.dbn.zst")
         else {
             return;
         };
         let (events, stats) = run(&p);
         assert_eq!(stats.records, 68792);
-        let (_, crossed) = crossed_at_last(&events);
-        assert_eq!(crossed, 0);
+        let mut book = L2Book::new();
+        let mut crossed_ts = Vec::new();
+        for e in &events {
+            if let Body::Book(d) = &e.body {
+                book.apply(d);
+                if d.flags.contains(Flags::LAST) && book.is_crossed() {
+                    crossed_ts.push(e.ts_event);
+                }
+            }
+        }
         assert!(stats.trades > 0);
+        // CME's pre-open lets orders lock and cross until the opening match at 17:00 CT
+        // (23:00 UTC); from the open on, the book never crosses at an event boundary.
+        let open = 1_703_545_200_000_000_000;
+        assert!(
+            !crossed_ts.is_empty(),
+            "the pre-open crosses in this sample"
+        );
+        assert!(
+            crossed_ts.iter().all(|&t| t < open),
+            "crossed after the open"
+        );
     }
 
     #[test]
     fn mbp1_records_become_level_updates_and_trades() {
-        let (events, stats) =
-            run(&fixture("dbn/futures_mbp-1_2024-07-01T23-58_2024-07-02T00-02.dbn.zst"));
+        let (events, stats) = run(&fixture(
+            "dbn/futures_mbp-1_2024-07-01T23-58_2024-07-02T00-02.dbn.zst",
+        ));
         assert_eq!(stats.records, 2288);
         assert_eq!(stats.trades, 120);
         let mut book = L2Book::new();
@@ -482,9 +604,34 @@ mod tests {
         let cut = dir.path().join("cut.mbo.dbn.zst");
         std::fs::write(&cut, &full[..full.len() / 3]).unwrap();
         let mut events: Vec<Event> = Vec::new();
-        let err = import_any(ImportFormat::Dbn, &[cut], &ImportOptions::default(), &mut events, &|_| {})
-            .unwrap_err();
+        let err = import_any(
+            ImportFormat::Dbn,
+            &[cut],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap_err();
         let msg = format!("{err:#}");
-        assert!(msg.contains("cut.mbo.dbn.zst") && msg.contains("record"), "{msg}");
+        assert!(
+            msg.contains("cut.mbo.dbn.zst") && msg.contains("record"),
+            "{msg}"
+        );
+        // An uncompressed file cut mid-record is caught too.
+        let plain = std::fs::read(fixture("dbn/test_data.mbo.v3.dbn")).unwrap();
+        let cut = dir.path().join("cut.mbo.dbn");
+        std::fs::write(&cut, &plain[..plain.len() - 10]).unwrap();
+        let err = import_any(
+            ImportFormat::Auto,
+            &[cut],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("truncated or corrupt DBN"),
+            "{err:#}"
+        );
     }
 }

@@ -8,6 +8,10 @@
 //!   direction (1 buy order, −1 sell order).
 //! - Types 1 (add) add `size` at the level; 2 (partial cancel), 3 (delete) and 4 (visible
 //!   execution) remove it. Each message is one book delta (the level's new total, `LAST`).
+//! - A level-N file (`_message_N`) only carries messages that touch the top N levels, so
+//!   the book is kept to N levels per side: a level pushed beyond N is deleted (a second
+//!   delta in the same message), because the file says nothing more about it.
+//! - `venue_seq` is the message's line number (LOBSTER has no sequence of its own).
 //! - Types 4 and 5 (hidden execution) also produce a trade; the aggressor is the side
 //!   opposite the resting order. Type 5 changes no visible level. Type 6 (cross trade,
 //!   auctions) is a trade with unknown aggressor; type 7 (halt) is skipped.
@@ -17,14 +21,20 @@
 //!   time exists, so `ts_recv = ts_event`.
 //!
 //! Cannot represent: order ids (aggregated away); hidden liquidity (type 5 trades have
-//! no visible level); levels that existed before the first message. Give the matching
-//! `*_orderbook_N.csv` ([`super::ImportOptions::lobster_book`]) to seed them: its first
-//! row is the book *after* message 1, so it is emitted as a snapshot at message 1's time
-//! and message 1's own book change is not applied again. Even seeded, only the top N
-//! levels are known at the start: a deeper level shows only what later messages added to
-//! it, and removals of unknown orders are clamped at zero.
+//! no visible level); levels that existed before the first message; and, since a
+//! level-N message file only carries changes inside the top N levels, anything that
+//! happens deeper (a level coming back into the top N from there has an unknown size).
+//!
+//! Give the matching `*_orderbook_N.csv` ([`super::ImportOptions::lobster_book`],
+//! `--lobster-book`) and the book is exact: its row *i* is the top N after message *i*,
+//! so row 1 is emitted as a snapshot at message 1's time and each later message emits
+//! how its row differs from the previous one (which includes levels returning from
+//! depth). Each message is still checked against its row (the row must extend the book
+//! the message alone predicts); disagreements are counted in a warning. Without it,
+//! messages are aggregated best effort: the book starts empty, levels beyond N are
+//! dropped, and removals of orders the book never saw are clamped at zero (warned).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +43,7 @@ use anyhow::{Context, Result, bail};
 
 use super::{ImportOptions, ImportStats, next_line, open_text, open_text_counted};
 use crate::event::{
-    Body, BookDelta, Event, EventSink, Fixed, Flags, Side, Trade, UnixNanos, NANOS_PER_SEC,
+    Body, BookDelta, Event, EventSink, Fixed, Flags, NANOS_PER_SEC, Side, Trade, UnixNanos,
 };
 
 /// LOBSTER prices are integers in units of 10⁻⁴ dollars.
@@ -61,7 +71,10 @@ struct Msg {
 fn parse_message(line: &str) -> Result<Msg> {
     let cols: Vec<&str> = line.split(',').collect();
     if cols.len() != 6 {
-        bail!("expected 6 columns (time,type,order id,size,price,direction), found {}", cols.len());
+        bail!(
+            "expected 6 columns (time,type,order id,size,price,direction), found {}",
+            cols.len()
+        );
     }
     let secs: Fixed = cols[0]
         .parse()
@@ -103,7 +116,13 @@ fn name_parts(path: &Path) -> Result<(String, (i64, u32, u32))> {
     let date = parts.next().unwrap_or_default();
     let ymd: Vec<&str> = date.split('-').collect();
     let parsed = (ymd.len() == 3)
-        .then(|| Some((ymd[0].parse().ok()?, ymd[1].parse().ok()?, ymd[2].parse().ok()?)))
+        .then(|| {
+            Some((
+                ymd[0].parse().ok()?,
+                ymd[1].parse().ok()?,
+                ymd[2].parse().ok()?,
+            ))
+        })
         .flatten();
     match parsed {
         Some(d) if !symbol.is_empty() => Ok((symbol, d)),
@@ -157,22 +176,23 @@ pub fn import(
     let midnight = midnight_ns(date);
     let venue: Arc<str> = Arc::from(opts.venue.as_deref().unwrap_or("nasdaq"));
     let symbol: Arc<str> = Arc::from(opts.symbol.as_deref().unwrap_or(&file_symbol));
-    let seed = match &opts.lobster_book {
-        Some(book) => Some(read_seed(book)?),
+    let mut rows = match &opts.lobster_book {
+        Some(book) => Some((book.as_path(), open_text(book)?)),
         None => None,
     };
     let bytes = Arc::new(AtomicU64::new(0));
     let mut reader = open_text_counted(path, bytes.clone())?;
-    let mut levels: HashMap<(Side, i64), i64> = HashMap::new();
-    let mut clamped = 0u64;
-    let mut line = String::new();
+    let depth = depth_from_name(path);
+    let mut book = Levels::default();
+    let (mut clamped, mut disagree) = (0u64, 0u64);
+    let (mut line, mut row_line) = (String::new(), String::new());
     let mut line_no = 0u64;
     let price = |p: i64| Fixed::new(p, PRICE_SCALE);
     let size = |s: i64| Fixed::new(s, 0);
     while next_line(&mut *reader, &mut line, path, line_no + 1)? {
         line_no += 1;
         stats.records += 1;
-        if line_no % 8192 == 0 {
+        if line_no.is_multiple_of(8192) {
             progress(bytes.load(Ordering::Relaxed));
         }
         if line.is_empty() {
@@ -186,13 +206,18 @@ pub fn import(
             symbol: symbol.clone(),
             ts_event: ts,
             ts_recv: ts,
-            venue_seq: None,
+            // LOBSTER has no venue sequence; the line number identifies the message.
+            venue_seq: Some(line_no),
             prev_venue_seq: None,
             pub_seq: 0,
             body,
         };
         if matches!(msg.kind, 4..=6) {
-            let aggressor = if msg.kind == 6 { Side::None } else { msg.side.opposite() };
+            let aggressor = if msg.kind == 6 {
+                Side::None
+            } else {
+                msg.side.opposite()
+            };
             sink.accept(event(Body::Trade(Trade {
                 price: price(msg.price),
                 size: size(msg.size),
@@ -200,59 +225,195 @@ pub fn import(
                 trade_id: msg.order_id.to_string(),
             })))?;
         }
-        if line_no == 1
-            && let Some(seed) = &seed
-        {
-            let n = seed.len();
-            for (i, &(side, p, s)) in seed.iter().enumerate() {
-                levels.insert((side, p), s);
-                let flags = if i + 1 == n { Flags::SNAPSHOT.with(Flags::LAST) } else { Flags::SNAPSHOT };
-                sink.accept(event(Body::Book(BookDelta {
+        if msg.kind == 7 {
+            stats.skipped += 1;
+        }
+        let mut deltas: Vec<BookDelta> = Vec::new();
+        if let Some((book_path, row_reader)) = rows.as_mut() {
+            // The orderbook row is the truth after this message: emit how it differs
+            // from the previous one, and check the message explains it.
+            if !next_line(&mut **row_reader, &mut row_line, book_path, line_no)? {
+                bail!(
+                    "{}: has fewer rows than {} has messages (row {line_no} missing); give \
+                     the orderbook file that matches the message file",
+                    book_path.display(),
+                    path.display()
+                );
+            }
+            let row = parse_book_row(&row_line).with_context(|| {
+                format!(
+                    "{}:{line_no}: bad LOBSTER orderbook row",
+                    book_path.display()
+                )
+            })?;
+            let next = Levels::from_row(&row);
+            let snapshot = line_no == 1;
+            if !snapshot {
+                let mut predicted = book.clone();
+                predicted.apply(&msg, depth);
+                disagree += !next.extends(&predicted) as u64;
+            }
+            let flags = if snapshot {
+                Flags::SNAPSHOT
+            } else {
+                Flags::default()
+            };
+            for (side, p, s) in book.diff_to(&next, snapshot) {
+                deltas.push(BookDelta {
                     side,
                     price: price(p),
                     size: size(s),
                     flags,
-                })))?;
+                });
             }
-            continue;
-        }
-        let change = match msg.kind {
-            1 => msg.size,
-            2..=4 => -msg.size,
-            _ => {
-                if msg.kind == 7 {
-                    stats.skipped += 1;
-                }
-                continue;
+            book = next;
+        } else {
+            let (changed, dropped, was_clamped) = book.apply(&msg, depth);
+            clamped += was_clamped as u64;
+            for (side, p, s) in changed.into_iter().chain(dropped) {
+                deltas.push(BookDelta {
+                    side,
+                    price: price(p),
+                    size: size(s),
+                    flags: Flags::default(),
+                });
             }
-        };
-        let level = levels.entry((msg.side, msg.price)).or_insert(0);
-        *level += change;
-        if *level < 0 {
-            clamped += 1;
-            *level = 0;
         }
-        let new_size = *level;
-        if new_size == 0 {
-            levels.remove(&(msg.side, msg.price));
+        if let Some(last) = deltas.last_mut() {
+            last.flags = last.flags.with(Flags::LAST);
         }
-        sink.accept(event(Body::Book(BookDelta {
-            side: msg.side,
-            price: price(msg.price),
-            size: size(new_size),
-            flags: Flags::LAST,
-        })))?;
+        for d in deltas {
+            sink.accept(event(Body::Book(d)))?;
+        }
+    }
+    if disagree > 0 {
+        stats.warnings.push(format!(
+            "{}: {disagree} messages do not explain the orderbook row that follows them \
+             (is it the matching orderbook file?); the rows were trusted",
+            path.display()
+        ));
     }
     if clamped > 0 {
         stats.warnings.push(format!(
             "{}: {clamped} cancels/executions removed more than the book knew at their level \
-             (orders older than the file{}); those levels were clamped at zero",
-            path.display(),
-            if seed.is_some() { " beyond the seeded depth" } else { "; pass the orderbook file to seed" }
+             (orders older than the file; pass the orderbook file to seed); those levels \
+             were clamped at zero",
+            path.display()
         ));
     }
     progress(bytes.load(Ordering::Relaxed));
     Ok(())
+}
+
+/// Aggregate size per raw price, per side.
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
+struct Levels {
+    bids: BTreeMap<i64, i64>,
+    asks: BTreeMap<i64, i64>,
+}
+
+impl Levels {
+    fn side(&mut self, side: Side) -> &mut BTreeMap<i64, i64> {
+        match side {
+            Side::Ask => &mut self.asks,
+            _ => &mut self.bids,
+        }
+    }
+
+    fn from_row(row: &[(Side, i64, i64)]) -> Levels {
+        let mut l = Levels::default();
+        for &(side, p, s) in row {
+            l.side(side).insert(p, s);
+        }
+        l
+    }
+
+    /// Applies one message: returns the changed level `(side, price, new size)`, a level
+    /// pushed beyond `depth` (deleted), and whether a removal was clamped at zero.
+    #[allow(clippy::type_complexity)]
+    fn apply(
+        &mut self,
+        msg: &Msg,
+        depth: Option<usize>,
+    ) -> (Option<(Side, i64, i64)>, Option<(Side, i64, i64)>, bool) {
+        let change = match msg.kind {
+            1 => msg.size,
+            2..=4 => -msg.size,
+            _ => return (None, None, false),
+        };
+        let levels = self.side(msg.side);
+        let level = levels.entry(msg.price).or_insert(0);
+        *level += change;
+        let clamped = *level < 0;
+        let new_size = (*level).max(0);
+        if new_size == 0 {
+            levels.remove(&msg.price);
+        }
+        // A level-N file only carries changes inside the top N levels: a level pushed
+        // out is no longer tracked by the file, so it leaves the book.
+        let dropped = depth
+            .and_then(|n| self.drop_beyond(msg.side, n))
+            .map(|p| (msg.side, p, 0));
+        (Some((msg.side, msg.price, new_size)), dropped, clamped)
+    }
+
+    /// True when `self` (a published row) holds every level of `known` at the same
+    /// rank, best first; levels beyond may have come back from unseen depth.
+    fn extends(&self, known: &Levels) -> bool {
+        let prefix = |a: &BTreeMap<i64, i64>, b: &BTreeMap<i64, i64>, rev: bool| {
+            let (a, b): (Vec<_>, Vec<_>) = if rev {
+                (a.iter().rev().collect(), b.iter().rev().collect())
+            } else {
+                (a.iter().collect(), b.iter().collect())
+            };
+            a.starts_with(&b)
+        };
+        prefix(&self.bids, &known.bids, true) && prefix(&self.asks, &known.asks, false)
+    }
+
+    /// The `(side, price, size)` changes turning `self` into `next` (size 0 deletes);
+    /// with `full`, every level of `next` (a snapshot), bids first.
+    fn diff_to(&self, next: &Levels, full: bool) -> Vec<(Side, i64, i64)> {
+        let mut out = Vec::new();
+        for (side, old, new) in [
+            (Side::Bid, &self.bids, &next.bids),
+            (Side::Ask, &self.asks, &next.asks),
+        ] {
+            for (&p, _) in old.iter().filter(|(p, _)| !new.contains_key(p)) {
+                if !full {
+                    out.push((side, p, 0));
+                }
+            }
+            for (&p, &s) in new {
+                if full || old.get(&p) != Some(&s) {
+                    out.push((side, p, s));
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes the worst level of `side` when it holds more than `n`; returns its price.
+    fn drop_beyond(&mut self, side: Side, n: usize) -> Option<i64> {
+        let levels = self.side(side);
+        if levels.len() <= n {
+            return None;
+        }
+        let worst = match side {
+            Side::Ask => levels.keys().next_back().copied(),
+            _ => levels.keys().next().copied(),
+        }?;
+        levels.remove(&worst);
+        Some(worst)
+    }
+}
+
+/// N of a `..._message_N.csv` file: how many levels per side the file tracks.
+fn depth_from_name(path: &Path) -> Option<usize> {
+    super::file_stem(path)
+        .rsplit_once("_message_")
+        .and_then(|(_, n)| n.parse().ok())
+        .filter(|&n| n > 0)
 }
 
 /// One LOBSTER orderbook row as `(side, price, size)` levels, bids then asks, dummy
@@ -260,10 +421,17 @@ pub fn import(
 fn parse_book_row(line: &str) -> Result<Vec<(Side, i64, i64)>> {
     let nums: Vec<i64> = line
         .split(',')
-        .map(|c| c.trim().parse::<i64>().with_context(|| format!("{c:?} is not an integer")))
+        .map(|c| {
+            c.trim()
+                .parse::<i64>()
+                .with_context(|| format!("{c:?} is not an integer"))
+        })
         .collect::<Result<_>>()?;
-    if nums.is_empty() || nums.len() % 4 != 0 {
-        bail!("expected 4 columns per level (ask px, ask size, bid px, bid size), found {}", nums.len());
+    if nums.is_empty() || !nums.len().is_multiple_of(4) {
+        bail!(
+            "expected 4 columns per level (ask px, ask size, bid px, bid size), found {}",
+            nums.len()
+        );
     }
     let mut bids = Vec::new();
     let mut asks = Vec::new();
@@ -277,15 +445,6 @@ fn parse_book_row(line: &str) -> Result<Vec<(Side, i64, i64)>> {
     }
     bids.extend(asks);
     Ok(bids)
-}
-
-fn read_seed(path: &Path) -> Result<Vec<(Side, i64, i64)>> {
-    let mut r = open_text(path)?;
-    let mut line = String::new();
-    if !next_line(&mut *r, &mut line, path, 1)? {
-        bail!("{}: the LOBSTER orderbook file is empty", path.display());
-    }
-    parse_book_row(&line).with_context(|| format!("{}:1: bad LOBSTER orderbook row", path.display()))
 }
 
 #[cfg(test)]
@@ -306,65 +465,73 @@ mod tests {
     }
 
     /// Imports messages seeded from the book file, then checks that after every message
-    /// the rebuilt book equals the published row on every level the seed made knowable
-    /// (prices inside the seed's 10 levels); returns `(rows equal, rows)`.
+    /// the rebuilt book equals the published row on every level it knows, best first;
+    /// returns `(rows equal, rows)`.
     fn check_against_orderbook(messages: &Path, book: &Path) -> (usize, usize) {
         let opts = ImportOptions {
             lobster_book: Some(book.to_path_buf()),
             ..Default::default()
         };
         let mut events: Vec<Event> = Vec::new();
-        import_any(ImportFormat::Auto, &[messages.to_path_buf()], &opts, &mut events, &|_| {})
-            .unwrap();
+        let stats = import_any(
+            ImportFormat::Auto,
+            &[messages.to_path_buf()],
+            &opts,
+            &mut events,
+            &|_| {},
+        )
+        .unwrap();
+        assert!(
+            stats.warnings.is_empty(),
+            "every message explains its row: {:?}",
+            stats.warnings
+        );
         let rows: Vec<Vec<(Side, i64, i64)>> = std::fs::read_to_string(book)
             .unwrap()
             .lines()
             .map(|l| parse_book_row(l).unwrap())
             .collect();
-        let kinds: Vec<u8> = std::fs::read_to_string(messages)
-            .unwrap()
-            .lines()
-            .map(|l| parse_message(l).unwrap().kind)
-            .collect();
-        let worst = |side| rows[0].iter().filter(|l| l.0 == side).map(|l| l.1).last().unwrap();
-        let (worst_bid, worst_ask) = (worst(Side::Bid), worst(Side::Ask));
-        let knowable = |l: &(Side, i64, i64)| match l.0 {
-            Side::Bid => l.1 >= worst_bid,
-            _ => l.1 <= worst_ask,
-        };
         let mut l2 = L2Book::new();
-        let mut events = events.into_iter();
+        let mut events = events.into_iter().peekable();
         let mut equal = 0;
-        for (i, kind) in kinds.iter().enumerate() {
-            if matches!(kind, 4..=6) {
-                assert!(matches!(events.next().unwrap().body, Body::Trade(_)));
-            }
-            if matches!(kind, 1..=4) || i == 0 {
-                for e in events.by_ref() {
-                    let Body::Book(d) = &e.body else { panic!("{e:?}") };
+        let mut known = 0;
+        for (i, row) in rows.iter().enumerate() {
+            while let Some(e) = events.next_if(|e| e.venue_seq == Some(i as u64 + 1)) {
+                if let Body::Book(d) = &e.body {
                     l2.apply(d);
-                    if d.flags.contains(Flags::LAST) {
-                        break;
-                    }
                 }
             }
-            let mine: Vec<(Side, i64, i64)> = [Side::Bid, Side::Ask]
-                .into_iter()
-                .flat_map(|s| {
-                    l2.levels(s)
-                        .map(move |(p, q)| (s, p.rescale(4).unwrap().mantissa, q.mantissa))
-                        .collect::<Vec<_>>()
-                })
-                .filter(knowable)
-                .collect();
-            let theirs: Vec<_> = rows[i].iter().copied().filter(knowable).collect();
-            if mine == theirs {
+            let mut same = true;
+            for side in [Side::Bid, Side::Ask] {
+                let mine: Vec<(i64, i64)> = l2
+                    .levels(side)
+                    .map(|(p, q)| (p.rescale(4).unwrap().mantissa, q.mantissa))
+                    .collect();
+                let theirs: Vec<(i64, i64)> = row
+                    .iter()
+                    .filter(|l| l.0 == side)
+                    .map(|l| (l.1, l.2))
+                    .collect();
+                assert!(mine.len() <= 10, "the book keeps the file's 10 levels");
+                known += mine.len();
+                let ok = mine == theirs;
+                if !ok {
+                    eprintln!("{side:?} mine {mine:?}\ntheirs {theirs:?}");
+                }
+                same &= ok;
+            }
+            if same {
                 equal += 1;
             } else {
-                eprintln!("row {}: mine {mine:?}\ntheirs {theirs:?}", i + 1);
+                eprintln!("row {} differs", i + 1);
             }
         }
         assert!(events.next().is_none());
+        assert!(
+            known >= rows.len() * 19,
+            "known levels {known} over {} rows",
+            rows.len()
+        );
         (equal, rows.len())
     }
 
@@ -389,11 +556,66 @@ mod tests {
     }
 
     #[test]
+    fn each_message_turns_the_previous_row_into_the_next() {
+        let Some(dir) = real("OrderBook_HLS_lobster/data") else {
+            return;
+        };
+        let base = "AAPL_2012-06-21_34200000_57600000";
+        let text =
+            |k: &str| std::fs::read_to_string(dir.join(format!("{base}_{k}_10.csv"))).unwrap();
+        let msgs: Vec<Msg> = text("message")
+            .lines()
+            .map(|l| parse_message(l).unwrap())
+            .collect();
+        let rows: Vec<Levels> = text("orderbook")
+            .lines()
+            .map(|l| Levels::from_row(&parse_book_row(l).unwrap()))
+            .collect();
+        let mut explained = 0;
+        for i in 1..rows.len() {
+            let mut book = rows[i - 1].clone();
+            book.apply(&msgs[i], Some(10));
+            explained += rows[i].extends(&book) as usize;
+        }
+        assert_eq!(explained, 998, "998 transitions, as the MANIFEST counts");
+    }
+
+    #[test]
+    fn without_orderbook_messages_aggregate_to_at_most_n_levels() {
+        let msgs = fixture("lobster/AAPL_2012-06-21_34200000_57600000_message_10.csv");
+        let mut events: Vec<Event> = Vec::new();
+        import_any(
+            ImportFormat::Lobster,
+            &[msgs],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap();
+        let mut l2 = L2Book::new();
+        for e in &events {
+            if let Body::Book(d) = &e.body {
+                l2.apply(d);
+                let (b, a) = l2.depth();
+                assert!(!d.flags.contains(Flags::LAST) || (b <= 10 && a <= 10));
+            }
+        }
+        assert!(l2.is_consistent());
+        assert!(!l2.is_crossed());
+    }
+
+    #[test]
     fn executions_are_trades_and_times_are_new_york() {
         let msgs = fixture("lobster/AAPL_2012-06-21_34200000_57600000_message_10.csv");
         let mut events: Vec<Event> = Vec::new();
-        let stats = import_any(ImportFormat::Lobster, &[msgs], &ImportOptions::default(), &mut events, &|_| {})
-            .unwrap();
+        let stats = import_any(
+            ImportFormat::Lobster,
+            &[msgs],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap();
         assert!(stats.trades > 0);
         assert_eq!(&*events[0].venue, "nasdaq");
         assert_eq!(&*events[0].symbol, "AAPL");
@@ -407,9 +629,18 @@ mod tests {
         let p = dir.path().join("AAPL_2012-06-21_0_0_message_10.csv");
         std::fs::write(&p, "34200.1,1,1,10,5853300,1\n34200.2,9,1,10,5853300,1\n").unwrap();
         let mut events: Vec<Event> = Vec::new();
-        let err = import_any(ImportFormat::Lobster, &[p], &ImportOptions::default(), &mut events, &|_| {})
-            .unwrap_err();
+        let err = import_any(
+            ImportFormat::Lobster,
+            &[p],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap_err();
         let msg = format!("{err:#}");
-        assert!(msg.contains("message_10.csv:2") && msg.contains("type 9"), "{msg}");
+        assert!(
+            msg.contains("message_10.csv:2") && msg.contains("type 9"),
+            "{msg}"
+        );
     }
 }

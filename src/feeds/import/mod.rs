@@ -130,7 +130,6 @@ pub struct ImportStats {
     pub warnings: Vec<String>,
 }
 
-
 /// Imports `paths` in the order given, as one continuous stream (a day's file followed
 /// by the next day's continues its book and sequence ids).
 ///
@@ -312,13 +311,7 @@ pub(crate) fn open_text_counted(
     count: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<Box<dyn BufRead>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut raw = BufReader::with_capacity(
-        1 << 16,
-        CountingReader {
-            inner: file,
-            count,
-        },
-    );
+    let mut raw = BufReader::with_capacity(1 << 16, CountingReader { inner: file, count });
     let magic = raw
         .fill_buf()
         .with_context(|| format!("cannot read {}", path.display()))?;

@@ -56,7 +56,10 @@ pub fn import(
     let mut reader = open_text_counted(path, bytes.clone())?;
     let mut line = String::new();
     if !next_line(&mut *reader, &mut line, path, 1)? {
-        bail!("{}: empty file, expected a Tardis CSV header", path.display());
+        bail!(
+            "{}: empty file, expected a Tardis CSV header",
+            path.display()
+        );
     }
     let header: Vec<String> = line.split(',').map(str::to_string).collect();
     let kind = match header.get(4..).map(|h| h.join(",")) {
@@ -86,7 +89,7 @@ pub fn import(
     while next_line(&mut *reader, &mut line, path, line_no + 1)? {
         line_no += 1;
         stats.records += 1;
-        if line_no % 8192 == 0 {
+        if line_no.is_multiple_of(8192) {
             progress(bytes.load(Ordering::Relaxed));
         }
         if line.is_empty() {
@@ -150,7 +153,11 @@ pub fn import(
                     side,
                     price: fixed(cols[6], "price").with_context(at)?,
                     size: fixed(cols[7], "amount").with_context(at)?,
-                    flags: if snapshot { Flags::SNAPSHOT } else { Flags::default() },
+                    flags: if snapshot {
+                        Flags::SNAPSHOT
+                    } else {
+                        Flags::default()
+                    },
                 });
                 if let Some(prev) = pending.take() {
                     let same_message = prev.event.symbol == e.symbol
@@ -246,7 +253,8 @@ fn micros(s: &str) -> Result<UnixNanos> {
 }
 
 fn fixed(s: &str, what: &str) -> Result<Fixed> {
-    s.parse::<Fixed>().with_context(|| format!("bad {what} {s:?}"))
+    s.parse::<Fixed>()
+        .with_context(|| format!("bad {what} {s:?}"))
 }
 
 fn side(s: &str) -> Result<Side> {
@@ -288,8 +296,10 @@ mod tests {
 
     #[test]
     fn incremental_l2_snapshot_rows_form_one_snapshot() {
-        let (events, stats) =
-            run(&fixture("tardis/deribit_incremental_book_L2_BTC-PERPETUAL.csv")).unwrap();
+        let (events, stats) = run(&fixture(
+            "tardis/deribit_incremental_book_L2_BTC-PERPETUAL.csv",
+        ))
+        .unwrap();
         assert_eq!(stats.book_deltas, 15);
         let lasts = events
             .iter()
@@ -318,7 +328,11 @@ mod tests {
         .unwrap();
         let (events, _) = run(&p).unwrap();
         let b = book(&events);
-        assert_eq!(b.depth(), (1, 1), "level 9 from before the snapshot is gone");
+        assert_eq!(
+            b.depth(),
+            (1, 1),
+            "level 9 from before the snapshot is gone"
+        );
         assert_eq!(b.best_bid().unwrap().0.to_string(), "8");
         let flags: Vec<Flags> = events
             .iter()
@@ -342,16 +356,23 @@ mod tests {
 
     #[test]
     fn book_snapshot_rows_are_full_replacements() {
-        let (events, stats) =
-            run(&fixture("tardis/binance-futures_book_snapshot_5_BTCUSDT.csv")).unwrap();
+        let (events, stats) = run(&fixture(
+            "tardis/binance-futures_book_snapshot_5_BTCUSDT.csv",
+        ))
+        .unwrap();
         assert_eq!(stats.book_deltas, 10 * 10);
         let b = book(&events);
         assert_eq!(b.depth(), (5, 5));
         assert_eq!(&*events[0].venue, "binance-futures");
-        let (events25, _) =
-            run(&fixture("tardis/binance-futures_book_snapshot_25_BTCUSDT.csv")).unwrap();
+        let (events25, _) = run(&fixture(
+            "tardis/binance-futures_book_snapshot_25_BTCUSDT.csv",
+        ))
+        .unwrap();
         assert_eq!(book(&events25).depth(), (25, 25));
-        assert_eq!(book(&events25).best_ask().unwrap().0.to_string(), b.best_ask().unwrap().0.to_string());
+        assert_eq!(
+            book(&events25).best_ask().unwrap().0.to_string(),
+            b.best_ask().unwrap().0.to_string()
+        );
     }
 
     #[test]
@@ -371,7 +392,10 @@ mod tests {
     #[test]
     fn unsupported_tardis_kind_and_bad_rows_are_clear_errors() {
         let err = run(&fixture("tardis/huobi-dm-swap_quotes_BTC-USD.csv")).unwrap_err();
-        assert!(format!("{err:#}").contains("unsupported Tardis CSV header"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("unsupported Tardis CSV header"),
+            "{err:#}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.csv");
         std::fs::write(
@@ -380,6 +404,9 @@ mod tests {
         )
         .unwrap();
         let err = format!("{:#}", run(&p).unwrap_err());
-        assert!(err.contains("t.csv:3") && err.contains("local_timestamp"), "{err}");
+        assert!(
+            err.contains("t.csv:3") && err.contains("local_timestamp"),
+            "{err}"
+        );
     }
 }
