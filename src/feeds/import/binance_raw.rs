@@ -344,6 +344,19 @@ mod tests {
     }
 
     #[test]
+    fn coinm_btc_two_days_stay_in_sync_across_files() {
+        let (Some(a), Some(b)) = (
+            real("hftbacktest/examples/cm/btcusd_perp_20240808.gz"),
+            real("hftbacktest/examples/cm/btcusd_perp_20240809.gz"),
+        ) else {
+            return;
+        };
+        let events = check_oracle(&[a, b], 1885);
+        assert_eq!(&*events[0].venue, "binance-coinm");
+        assert_eq!(&*events[0].symbol, "BTCUSD_PERP");
+    }
+
+    #[test]
     fn capture_without_snapshot_gives_trades_and_a_warning() {
         let Some(b) = real("hftbacktest/examples/spot/btcusdt_20240809.gz") else {
             return;
