@@ -382,15 +382,18 @@ mod tests {
     #[test]
     fn fixture_slice_imports_and_skips_book_tickers() {
         let path = fixture("binance/spot_btcusdt_head.gz");
+        let size = std::fs::metadata(&path).unwrap().len();
         let mut events: Vec<Event> = Vec::new();
+        let seen = std::cell::Cell::new(0u64);
         let stats = import_any(
             ImportFormat::Auto,
             &[path],
             &ImportOptions::default(),
             &mut events,
-            &|_| {},
+            &|n| seen.set(n),
         )
         .unwrap();
+        assert_eq!(seen.get(), size, "progress ends at the compressed file size");
         assert!(stats.skipped > 0);
         assert!(stats.book_deltas > 2000, "{stats:?}");
         assert!(stats.trades > 0);

@@ -130,10 +130,25 @@ pub struct ImportStats {
     pub warnings: Vec<String>,
 }
 
+impl fmt::Display for ImportStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} file(s), {} records -> {} book levels, {} trades, {} gaps ({} records skipped)",
+            self.files, self.records, self.book_deltas, self.trades, self.gaps, self.skipped
+        )?;
+        for w in &self.warnings {
+            write!(f, "\nwarning: {w}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Imports `paths` in the order given, as one continuous stream (a day's file followed
 /// by the next day's continues its book and sequence ids).
 ///
-/// `progress` is called now and then with the input bytes read so far (all files).
+/// `progress` is called now and then with the input bytes read so far, summed over the
+/// files (compressed bytes for `.gz`/`.zst`), so a bar sized by the files' total fits.
 /// Events reach `sink` with `pub_seq` assigned per (kind, venue, symbol) and in
 /// non-decreasing `ts_recv` per (venue, symbol); a file that would break that order is
 /// refused. With [`ImportFormat::Auto`] every file must be of the same detected format.
@@ -170,19 +185,21 @@ pub fn import(
         ImportFormat::BinanceRaw => {
             binance_raw::import(paths, opts, &mut seq, &mut stats, progress)?
         }
-        ImportFormat::Tardis => {
+        ImportFormat::Tardis | ImportFormat::Lobster | ImportFormat::Dbn => {
+            // Per-file importers count their own bytes; report a running total.
+            let mut done = 0u64;
             for path in paths {
-                tardis::import(path, opts, &mut seq, &mut stats, progress)?;
-            }
-        }
-        ImportFormat::Lobster => {
-            for path in paths {
-                lobster::import(path, opts, &mut seq, &mut stats, progress)?;
-            }
-        }
-        ImportFormat::Dbn => {
-            for path in paths {
-                dbn::import(path, opts, &mut seq, &mut stats, progress)?;
+                let file_progress = |n: u64| progress(done + n);
+                match format {
+                    ImportFormat::Tardis => {
+                        tardis::import(path, opts, &mut seq, &mut stats, &file_progress)?
+                    }
+                    ImportFormat::Lobster => {
+                        lobster::import(path, opts, &mut seq, &mut stats, &file_progress)?
+                    }
+                    _ => dbn::import(path, opts, &mut seq, &mut stats, &file_progress)?,
+                }
+                done += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             }
         }
         ImportFormat::Auto => unreachable!("resolved above"),
