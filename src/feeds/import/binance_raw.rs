@@ -393,7 +393,11 @@ mod tests {
             &|n| seen.set(n),
         )
         .unwrap();
-        assert_eq!(seen.get(), size, "progress ends at the compressed file size");
+        assert_eq!(
+            seen.get(),
+            size,
+            "progress ends at the compressed file size"
+        );
         assert!(stats.skipped > 0);
         assert!(stats.book_deltas > 2000, "{stats:?}");
         assert!(stats.trades > 0);
