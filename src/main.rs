@@ -662,7 +662,10 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     eprintln!("run directory: {}", summary.run_dir.display());
     report_after_run(&summary.run_dir)?;
     if summary.interrupted {
-        bail!("interrupted: partial results are in {}", summary.run_dir.display());
+        bail!(
+            "interrupted: partial results are in {}",
+            summary.run_dir.display()
+        );
     }
     Ok(())
 }

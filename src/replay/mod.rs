@@ -364,7 +364,15 @@ pub fn run(
                 acked_ts = ts;
             }
             let wait_began = Instant::now();
-            while acked_ts.saturating_add(lookahead) < ts {
+            loop {
+                if acked_ts.saturating_add(lookahead) >= ts {
+                    break;
+                }
+                // Everything published so far is acknowledged: nothing can be in flight.
+                let all_acked = gateway.as_ref().is_some_and(|g| g.min_acked() >= step);
+                if marker_sent_for_last && all_acked {
+                    break;
+                }
                 if !marker_sent_for_last {
                     step += 1;
                     step_ts.insert(step, last_ts);

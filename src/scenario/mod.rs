@@ -155,9 +155,8 @@ fn line_of(text: &str, offset: usize) -> usize {
 impl Scenario {
     /// Reads and validates a scenario file. Every error names the file, the line and the key.
     pub fn load(path: &Path) -> Result<Scenario> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            anyhow::anyhow!("cannot read scenario {}: {e}", path.display())
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read scenario {}: {e}", path.display()))?;
         Scenario::parse(&text, path)
     }
 
@@ -172,7 +171,11 @@ impl Scenario {
             }
         })?;
         let at = |span: std::ops::Range<usize>, key: &str, msg: String| {
-            anyhow::anyhow!("{}:{}: {key}: {msg}", path.display(), line_of(text, span.start))
+            anyhow::anyhow!(
+                "{}:{}: {key}: {msg}",
+                path.display(),
+                line_of(text, span.start)
+            )
         };
         scenario
             .replay
@@ -183,7 +186,10 @@ impl Scenario {
         if let Some(l) = &scenario.replay.lookahead {
             parse_duration(l.get_ref()).map_err(|m| at(l.span(), "replay.lookahead", m))?;
         }
-        for t in [&scenario.data.start, &scenario.data.end].into_iter().flatten() {
+        for t in [&scenario.data.start, &scenario.data.end]
+            .into_iter()
+            .flatten()
+        {
             crate::store::layout::parse_ts(t.get_ref())
                 .map_err(|e| at(t.span(), "data.start/end", e.to_string()))?;
         }
@@ -197,12 +203,19 @@ impl Scenario {
             }
         }
         if scenario.strategies.is_empty() {
-            bail!("{}: no [[strategy]] table: a run needs at least one strategy", path.display());
+            bail!(
+                "{}: no [[strategy]] table: a run needs at least one strategy",
+                path.display()
+            );
         }
         let mut names = std::collections::HashSet::new();
         for s in &scenario.strategies {
             if !names.insert(&s.name) {
-                bail!("{}: strategy name {:?} is used twice", path.display(), s.name);
+                bail!(
+                    "{}: strategy name {:?} is used twice",
+                    path.display(),
+                    s.name
+                );
             }
             s.size
                 .get_ref()
@@ -214,7 +227,10 @@ impl Scenario {
                         return Err(at(
                             b.span(),
                             "strategy.builtin",
-                            format!("unknown built-in {:?} (use mm or taker, or give a command)", b.get_ref()),
+                            format!(
+                                "unknown built-in {:?} (use mm or taker, or give a command)",
+                                b.get_ref()
+                            ),
                         ));
                     }
                 }
@@ -242,9 +258,7 @@ impl Scenario {
 /// Parses `500us`, `1ms`, `2s`, `1.5m`.
 pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let v: f64 = num
         .parse()
@@ -290,7 +304,10 @@ size = "0.001"
 "#;
 
     fn err(text: &str) -> String {
-        format!("{:#}", Scenario::parse(text, Path::new("s.toml")).unwrap_err())
+        format!(
+            "{:#}",
+            Scenario::parse(text, Path::new("s.toml")).unwrap_err()
+        )
     }
 
     #[test]

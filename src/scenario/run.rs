@@ -130,7 +130,11 @@ pub fn run(
     )?;
 
     // Short ipc paths: a Unix socket path must stay under ~100 bytes.
-    let tag = format!("{}-{}", std::process::id(), layout::format_ts(crate::event::now_nanos()).replace([':', '.'], ""));
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        layout::format_ts(crate::event::now_nanos()).replace([':', '.'], "")
+    );
     let sock_dir = std::env::temp_dir().join(format!("tt-{tag}"));
     std::fs::create_dir_all(&sock_dir)?;
     let bus = format!("ipc://{}", sock_dir.join("bus").display());
@@ -159,8 +163,16 @@ pub fn run(
             .iter()
             .filter_map(|k| crate::event::Kind::from_name(k.get_ref()))
             .collect(),
-        start: data.start.as_ref().map(|t| layout::parse_ts(t.get_ref())).transpose()?,
-        end: data.end.as_ref().map(|t| layout::parse_ts(t.get_ref())).transpose()?,
+        start: data
+            .start
+            .as_ref()
+            .map(|t| layout::parse_ts(t.get_ref()))
+            .transpose()?,
+        end: data
+            .end
+            .as_ref()
+            .map(|t| layout::parse_ts(t.get_ref()))
+            .transpose()?,
     };
 
     let mut host = ExchangeHost::new(&ExchangeHostConfig {
@@ -172,7 +184,11 @@ pub fn run(
     let exe = std::env::current_exe().context("cannot find the ticktape executable")?;
     let mut children = Children { procs: Vec::new() };
     for s in &scenario.strategies {
-        let lockstep_flag = if scenario.replay.lockstep { "--lockstep" } else { "" };
+        let lockstep_flag = if scenario.replay.lockstep {
+            "--lockstep"
+        } else {
+            ""
+        };
         let argv: Vec<String> = match (&s.builtin, &s.command) {
             (Some(b), _) => {
                 let mut v = vec![
@@ -353,7 +369,11 @@ pub fn run(
             dir.display()
         );
     }
-    if let Some(bad) = summary.strategies.iter().find(|s| s.code.is_some_and(|c| c != 0)) {
+    if let Some(bad) = summary
+        .strategies
+        .iter()
+        .find(|s| s.code.is_some_and(|c| c != 0))
+    {
         bail!(
             "strategy {:?} exited with code {:?}; see {}:\n{}",
             bad.name,
