@@ -41,6 +41,79 @@ enum Command {
     Strategy(StrategyArgs),
     /// Run a whole backtest from a scenario file and print its report.
     Run(RunArgs),
+    /// Import files in other formats (Binance raw captures, Tardis, DBN, LOBSTER) into a dataset.
+    Import(ImportArgs),
+    /// Print the order book reconstructed from a dataset at a moment.
+    Book(BookArgs),
+    /// Connect to a live venue (kraken, coinbase) and publish its feed on the bus.
+    Feed(FeedArgs),
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// Input files, imported in order as one stream.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Dataset directory to write (created, or appended to as a new generation).
+    #[arg(long)]
+    out: PathBuf,
+    /// auto, binance-raw, tardis, lobster or dbn.
+    #[arg(long, default_value = "auto")]
+    format: String,
+    /// Venue name to store under.
+    #[arg(long)]
+    venue: Option<String>,
+    /// Symbol to store under.
+    #[arg(long)]
+    symbol: Option<String>,
+    /// LOBSTER: the matching orderbook file, to seed and check the book.
+    #[arg(long)]
+    lobster_book: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct BookArgs {
+    /// Dataset directory.
+    dataset: PathBuf,
+    /// Venue.
+    #[arg(long)]
+    venue: String,
+    /// Symbol.
+    #[arg(long)]
+    symbol: String,
+    /// Time (UTC, YYYY-MM-DDTHH:MM:SS[.f]Z, or ns).
+    #[arg(long)]
+    at: String,
+    /// Levels per side.
+    #[arg(long, default_value_t = 10)]
+    depth: usize,
+}
+
+#[derive(Args)]
+struct FeedArgs {
+    /// kraken or coinbase.
+    venue: String,
+    /// Comma-separated venue symbols (XBT/USD, BTC-USD).
+    #[arg(long, value_delimiter = ',', required = true)]
+    symbols: Vec<String>,
+    /// Endpoint(s) to bind the bus on.
+    #[arg(long, default_value = "tcp://127.0.0.1:5555")]
+    bind: Vec<String>,
+    /// Book depth to subscribe.
+    #[arg(long, default_value_t = 100)]
+    depth: usize,
+    /// Websocket URL instead of the venue's public one.
+    #[arg(long)]
+    url: Option<String>,
+    /// Publisher id in heartbeats.
+    #[arg(long)]
+    id: Option<String>,
+    /// No status line.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -674,6 +747,157 @@ fn report_after_run(_run_dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+fn import_cmd(a: ImportArgs) -> Result<()> {
+    use ticktape::feeds::import::{self, ImportFormat, ImportOptions};
+    let format: ImportFormat = a
+        .format
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--format: {e}"))?;
+    for f in &a.files {
+        if !f.is_file() {
+            bail!("cannot import {}: no such file", f.display());
+        }
+    }
+    let total: u64 = a
+        .files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "import {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    let options = ImportOptions {
+        venue: a.venue,
+        symbol: a.symbol,
+        lobster_book: a.lobster_book,
+    };
+    let started = std::time::Instant::now();
+    let (stats, written) =
+        ticktape::store::write_generation(&a.out, &WriterOptions::default(), |writer| {
+            import::import(format, &a.files, &options, writer, &|done| {
+                bar.set_position(done)
+            })
+        })
+        .with_context(|| format!("import failed; nothing was added to {}", a.out.display()))?;
+    bar.finish_and_clear();
+    ticktape::record::log_session(
+        &a.out,
+        &serde_json::json!({
+            "tool": "import",
+            "files": a.files,
+            "stats": { "rows": written.rows, "gaps": stats.gaps, "duplicates": 0, "malformed": 0 },
+        }),
+    )?;
+    eprintln!("{stats}");
+    for w in &stats.warnings {
+        eprintln!("  warning: {w}");
+    }
+    eprintln!(
+        "import: {} rows in {} files into {} in {:.2}s",
+        written.rows,
+        written.files_closed,
+        a.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn book_cmd(a: BookArgs) -> Result<()> {
+    let at = layout::parse_ts(&a.at)?;
+    let selection = ticktape::store::Selection {
+        venues: vec![a.venue.clone()],
+        symbols: vec![a.symbol.clone()],
+        kinds: vec![ticktape::event::Kind::Book, ticktape::event::Kind::Gap],
+        start: None,
+        end: Some(at.saturating_add(1)),
+    };
+    let reader = ticktape::store::EventReader::open(&a.dataset, selection)?;
+    if reader.files().is_empty() {
+        bail!(
+            "no data for {}/{} before {} in {} (`ticktape inspect {}` lists what is there)",
+            a.venue,
+            a.symbol,
+            a.at,
+            a.dataset.display(),
+            a.dataset.display()
+        );
+    }
+    let mut error = None;
+    let events = reader.map_while(|e| match e {
+        Ok(e) => Some(e),
+        Err(err) => {
+            error = Some(err);
+            None
+        }
+    });
+    let book = ticktape::feeds::import::book_at(events, &a.venue, &a.symbol, at);
+    if let Some(e) = error {
+        return Err(e);
+    }
+    println!("{} {} at {}", a.venue, a.symbol, layout::format_ts(at));
+    print!("{}", ticktape::feeds::import::render_book(&book, a.depth));
+    Ok(())
+}
+
+/// Publishes a live feed's events on the bus, beats, and draws the status line.
+struct BusFeedSink {
+    publisher: ticktape::bus::Publisher,
+    heartbeat: ticktape::bus::HeartbeatTimer,
+    bar: ProgressBar,
+}
+
+impl ticktape::event::EventSink for BusFeedSink {
+    fn accept(&mut self, event: ticktape::event::Event) -> Result<()> {
+        self.publisher.send(&event)
+    }
+}
+
+impl ticktape::feeds::live::FeedSink for BusFeedSink {
+    fn tick(&mut self, stats: &ticktape::feeds::live::FeedStats) -> Result<()> {
+        self.heartbeat.tick(&mut self.publisher)?;
+        self.bar.set_message(stats.to_string());
+        Ok(())
+    }
+}
+
+fn feed_cmd(a: FeedArgs) -> Result<()> {
+    use ticktape::feeds::live::{self, FeedOptions, Venue};
+    let venue: Venue = a.venue.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let symbols: Vec<&str> = a.symbols.iter().map(String::as_str).collect();
+    let mut options = FeedOptions::new(&symbols);
+    options.depth = a.depth;
+    options.url = a.url;
+    let ctx = ticktape::bus::context();
+    let publisher = ticktape::bus::Publisher::bind(
+        &ctx,
+        &PublisherConfig {
+            bind: a.bind,
+            ..PublisherConfig::default()
+        },
+    )?;
+    let id = a.id.unwrap_or_else(|| venue.name().to_string());
+    let mut sink = BusFeedSink {
+        publisher,
+        heartbeat: ticktape::bus::HeartbeatTimer::new(&id, Duration::from_secs(1), false),
+        bar: spinner(a.quiet),
+    };
+    let stop = ticktape::shutdown::on_signal();
+    let stats = live::run_feed_ticking(venue, &options, &mut sink, stop.flag())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    sink.bar.finish_and_clear();
+    eprintln!("feed {}: {stats}", venue.name());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -684,6 +908,9 @@ fn main() -> ExitCode {
         Command::Replay(a) => replay_cmd(a),
         Command::Strategy(a) => strategy_cmd(a),
         Command::Run(a) => run_cmd(a),
+        Command::Import(a) => import_cmd(a),
+        Command::Book(a) => book_cmd(a),
+        Command::Feed(a) => feed_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -346,12 +346,17 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
             let key = (event.venue.to_string(), event.symbol.to_string());
             match &event.body {
                 Body::Book(delta) => {
-                    let book = ctx.books.entry(key.clone()).or_default();
+                    // Lend the book to the callback without cloning it (books can hold
+                    // thousands of levels); it goes back into the map right after.
+                    let mut book = ctx.books.remove(&key).unwrap_or_default();
                     book.apply(delta);
-                    let snapshot = book.clone();
-                    if snapshot.is_consistent() {
-                        strategy.on_book(&mut ctx, &event, &snapshot)?;
-                    }
+                    let result = if book.is_consistent() {
+                        strategy.on_book(&mut ctx, &event, &book)
+                    } else {
+                        Ok(())
+                    };
+                    ctx.books.insert(key, book);
+                    result?;
                 }
                 Body::Trade(_) => strategy.on_trade(&mut ctx, &event)?,
                 Body::Gap(_) => {
