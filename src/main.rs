@@ -47,6 +47,29 @@ enum Command {
     Book(BookArgs),
     /// Connect to a live venue (kraken, coinbase) and publish its feed on the bus.
     Feed(FeedArgs),
+    /// PnL report of a run directory (table, JSON, CSV, SVG chart), or two side by side.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Run directory (with fills.parquet and marks.parquet).
+    run_dir: PathBuf,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Also write a CSV here.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Also write the SVG chart (equity, drawdown, inventory) here.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// A second run directory to compare with.
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// Starting balance instead of the run's summary.json.
+    #[arg(long)]
+    starting_balance: Option<f64>,
 }
 
 #[derive(Args)]
@@ -743,7 +766,44 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn report_after_run(_run_dir: &std::path::Path) -> Result<()> {
+/// Writes report.json, report.csv and report.svg into the run directory and prints the table.
+fn report_after_run(run_dir: &std::path::Path) -> Result<()> {
+    use ticktape::report::{self, ReportOptions};
+    let json = report::run(
+        run_dir,
+        None,
+        &ReportOptions {
+            json: true,
+            csv: Some(run_dir.join("report.csv")),
+            chart: Some(run_dir.join("report.svg")),
+            ..ReportOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot build the report of {}", run_dir.display()))?;
+    std::fs::write(run_dir.join("report.json"), json)?;
+    let table = report::run(run_dir, None, &ReportOptions::default())?;
+    println!("{table}");
+    eprintln!(
+        "report: {} (chart {}, {}, {})",
+        run_dir.display(),
+        run_dir.join("report.svg").display(),
+        "report.json",
+        "report.csv"
+    );
+    Ok(())
+}
+
+fn report_cmd(a: ReportArgs) -> Result<()> {
+    let options = ticktape::report::ReportOptions {
+        json: a.json,
+        csv: a.csv,
+        chart: a.chart,
+        starting_balance: a.starting_balance,
+        ..Default::default()
+    };
+    let text = ticktape::report::run(&a.run_dir, a.compare.as_deref(), &options)
+        .with_context(|| format!("cannot report on {}", a.run_dir.display()))?;
+    println!("{text}");
     Ok(())
 }
 
@@ -911,6 +971,7 @@ fn main() -> ExitCode {
         Command::Import(a) => import_cmd(a),
         Command::Book(a) => book_cmd(a),
         Command::Feed(a) => feed_cmd(a),
+        Command::Report(a) => report_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
