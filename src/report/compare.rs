@@ -81,7 +81,13 @@ pub fn compare(a: &Report, b: &Report) -> String {
     let mut body = Vec::new();
     for ((label, kind, va), (_, _, vb)) in rows(&a.total).into_iter().zip(rows(&b.total)) {
         let [d, rel] = diff_cells(&kind, va, vb);
-        body.push(vec![label.to_string(), cell(&kind, va), cell(&kind, vb), d, rel]);
+        body.push(vec![
+            label.to_string(),
+            cell(&kind, va),
+            cell(&kind, vb),
+            d,
+            rel,
+        ]);
     }
     out.push_str(&table(&["metric", "A", "B", "B - A", "change"], &body));
 

@@ -46,7 +46,10 @@ fn scan(path: &Path) -> Result<LazyFrame> {
     }
     let what = format!("cannot scan {}", path.display());
     let p = pl(&what, PlRefPath::try_from_path(path))?;
-    pl(&what, LazyFrame::scan_parquet(p, ScanArgsParquet::default()))
+    pl(
+        &what,
+        LazyFrame::scan_parquet(p, ScanArgsParquet::default()),
+    )
 }
 
 /// Per-fill ledger state in a frame ready for the as-of join, plus each key's final totals.
@@ -95,8 +98,11 @@ fn run_ledger(fills_path: &Path) -> Result<FillState> {
         pl(&what, c.i64())?.iter().collect()
     };
     let (strategy, venue, symbol) = (str_col("strategy")?, str_col("venue")?, str_col("symbol")?);
-    let (side, size_exact, liquidity) =
-        (str_col("side")?, str_col("size_exact")?, str_col("liquidity")?);
+    let (side, size_exact, liquidity) = (
+        str_col("side")?,
+        str_col("size_exact")?,
+        str_col("liquidity")?,
+    );
     let (price, fee) = (f64_col("price")?, f64_col("fee")?);
 
     let mut key_index: HashMap<Key, usize> = HashMap::new();
@@ -122,7 +128,11 @@ fn run_ledger(fills_path: &Path) -> Result<FillState> {
         let buy = match side[row].as_deref() {
             Some("buy") => true,
             Some("sell") => false,
-            other => return Err(bad(format!("side must be \"buy\" or \"sell\", got {other:?}"))),
+            other => {
+                return Err(bad(format!(
+                    "side must be \"buy\" or \"sell\", got {other:?}"
+                )));
+            }
         };
         let size_text = size_exact[row]
             .as_deref()
@@ -148,9 +158,7 @@ fn run_ledger(fills_path: &Path) -> Result<FillState> {
             last_row_of_key.push(None);
             keys.len() - 1
         });
-        let snap = ledgers[k]
-            .apply(&fill)
-            .map_err(|e| bad(format!("{e}")))?;
+        let snap = ledgers[k].apply(&fill).map_err(|e| bad(format!("{e}")))?;
         // Several fills of one key at one timestamp: only the state after the last one
         // may be visible to the as-of join, or a mark at that instant could see half of it.
         if let Some((prev_row, prev_ts)) = last_row_of_key[k]
@@ -375,7 +383,9 @@ fn order_stats(path: &Path) -> Result<Option<OrderStats>> {
     };
     for row in 0..by_status.height() {
         let n = get_f64(&by_status, "n", row).unwrap_or(0.0) as u64;
-        stats.by_status.insert(get_str(&by_status, "status", row), n);
+        stats
+            .by_status
+            .insert(get_str(&by_status, "status", row), n);
     }
     if let (Some(f), Some(s)) = (get_f64(&sums, "filled", 0), get_f64(&sums, "size", 0)) {
         stats.fill_ratio = ratio(f, s);
@@ -406,7 +416,10 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
             col("position").alias("mark_position"),
         ])
         .filter(col("mid").is_not_null())
-        .sort(["ts"], SortMultipleOptions::default().with_maintain_order(true));
+        .sort(
+            ["ts"],
+            SortMultipleOptions::default().with_maintain_order(true),
+        );
 
     let asof = AsOfOptions {
         strategy: AsofStrategy::Backward,
@@ -435,7 +448,8 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
             .alias("pnl"),
             (col("position").abs() * col("mid")).alias("gross"),
             (col("position") * col("mid")).alias("net"),
-            ((col("mark_position") - col("position")).abs()
+            ((col("mark_position") - col("position"))
+                .abs()
                 .gt(lit(1e-9) * (col("position").abs() + lit(1.0))))
             .alias("mismatch"),
         ])
@@ -452,7 +466,10 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         .alias("twa_abs_position"),
         col("gross").mean().alias("mean_gross"),
         col("gross").max().alias("max_gross"),
-        col("mismatch").cast(DataType::Float64).sum().alias("mismatches"),
+        col("mismatch")
+            .cast(DataType::Float64)
+            .sum()
+            .alias("mismatches"),
     ];
     per_key_aggs.extend(curve_stats(col("pnl"), starting_balance, false));
     let per_key = joined.clone().group_by(key_cols()).agg(per_key_aggs);
@@ -486,7 +503,9 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         len().alias("points"),
         col("ts").first().alias("start"),
         col("ts").last().alias("end"),
-        (col("ts") - col("ts").shift(lit(1))).median().alias("interval"),
+        (col("ts") - col("ts").shift(lit(1)))
+            .median()
+            .alias("interval"),
         col("gross").mean().alias("mean_gross"),
         col("gross").max().alias("max_gross"),
     ];

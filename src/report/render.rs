@@ -241,7 +241,11 @@ pub fn render_table(r: &Report) -> String {
         );
     }
     if let Some(o) = &r.orders {
-        let statuses: Vec<String> = o.by_status.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let statuses: Vec<String> = o
+            .by_status
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         let _ = writeln!(
             out,
             "orders: {} ({})   fill ratio: {}",
@@ -376,7 +380,10 @@ mod tests {
     fn table_columns_are_aligned() {
         let t = table(
             &["k", "value"],
-            &[vec!["a".into(), "1".into()], vec!["bbb".into(), "12345".into()]],
+            &[
+                vec!["a".into(), "1".into()],
+                vec!["bbb".into(), "12345".into()],
+            ],
         );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "k    value");

@@ -70,9 +70,15 @@ fn write_fills(dir: &Path, fills: &[HandFill]) {
         &dir.join("fills.parquet"),
         vec![
             ts_col("ts", &secs),
-            str_col("strategy", &fills.iter().map(|f| f.strategy).collect::<Vec<_>>()),
+            str_col(
+                "strategy",
+                &fills.iter().map(|f| f.strategy).collect::<Vec<_>>(),
+            ),
             str_col("venue", &vec!["sim"; n]),
-            str_col("symbol", &fills.iter().map(|f| f.symbol).collect::<Vec<_>>()),
+            str_col(
+                "symbol",
+                &fills.iter().map(|f| f.symbol).collect::<Vec<_>>(),
+            ),
             u64_col("order_id", &ids),
             str_col(
                 "client_order_id",
@@ -86,7 +92,10 @@ fn write_fills(dir: &Path, fills: &[HandFill]) {
                 "price_exact",
                 &price_exact.iter().map(String::as_str).collect::<Vec<_>>(),
             ),
-            str_col("size_exact", &fills.iter().map(|f| f.size).collect::<Vec<_>>()),
+            str_col(
+                "size_exact",
+                &fills.iter().map(|f| f.size).collect::<Vec<_>>(),
+            ),
             f64_col("fee", &fills.iter().map(|f| f.fee).collect::<Vec<_>>()),
             str_col(
                 "liquidity",
@@ -112,8 +121,7 @@ fn write_marks(dir: &Path, rows: &[(i64, &str, &str, f64, f64)]) {
 
 fn fill(
     secs: i64,
-    strategy: &'static str,
-    symbol: &'static str,
+    (strategy, symbol): (&'static str, &'static str),
     side: &'static str,
     price: f64,
     size: &'static str,
@@ -146,18 +154,20 @@ fn fill(
 /// - t6 sell 1@48 fee .05 → short 4 @ (3·50 + 48)/4 = 49.5
 fn hand_fills() -> Vec<HandFill> {
     vec![
-        fill(1, "a", "BTC", "buy", 100.0, "1", 0.1, "taker"),
-        fill(1, "a", "BTC", "buy", 100.0, "1", 0.1, "taker"),
-        fill(2, "b", "ETH", "sell", 50.0, "4", -0.02, "maker"),
-        fill(3, "a", "BTC", "sell", 110.0, "1", -0.05, "maker"),
-        fill(4, "b", "ETH", "buy", 45.0, "1", 0.05, "taker"),
-        fill(5, "a", "BTC", "sell", 105.0, "3", 0.3, "taker"),
-        fill(6, "b", "ETH", "sell", 48.0, "1", 0.05, "taker"),
-        fill(7, "a", "BTC", "buy", 108.0, "2", 0.2, "taker"),
+        fill(1, ("a", "BTC"), "buy", 100.0, "1", 0.1, "taker"),
+        fill(1, ("a", "BTC"), "buy", 100.0, "1", 0.1, "taker"),
+        fill(2, ("b", "ETH"), "sell", 50.0, "4", -0.02, "maker"),
+        fill(3, ("a", "BTC"), "sell", 110.0, "1", -0.05, "maker"),
+        fill(4, ("b", "ETH"), "buy", 45.0, "1", 0.05, "taker"),
+        fill(5, ("a", "BTC"), "sell", 105.0, "3", 0.3, "taker"),
+        fill(6, ("b", "ETH"), "sell", 48.0, "1", 0.05, "taker"),
+        fill(7, ("a", "BTC"), "buy", 108.0, "2", 0.2, "taker"),
     ]
 }
 
-const BTC_MID: [f64; 9] = [100.0, 100.0, 104.0, 110.0, 106.0, 105.0, 110.0, 108.0, 108.0];
+const BTC_MID: [f64; 9] = [
+    100.0, 100.0, 104.0, 110.0, 106.0, 105.0, 110.0, 108.0, 108.0,
+];
 const BTC_POS: [f64; 9] = [0.0, 2.0, 2.0, 1.0, 1.0, -2.0, -2.0, 0.0, 0.0];
 const ETH_MID: [f64; 9] = [50.0, 50.0, 50.0, 48.0, 45.0, 46.0, 48.0, 49.0, 47.0];
 const ETH_POS: [f64; 9] = [0.0, 0.0, -4.0, -4.0, -3.0, -3.0, -4.0, -4.0, -4.0];
@@ -165,9 +175,7 @@ const ETH_POS: [f64; 9] = [0.0, 0.0, -4.0, -4.0, -3.0, -3.0, -4.0, -4.0, -4.0];
 /// Net PnL per mark, worked out by hand from the fills above:
 /// BTC: 0, −.2, 7.8, 19.85, 15.85, 14.55, 4.55, 8.35, 8.35
 /// ETH: 0, 0, .02, 8.02, 19.97, 16.97, 10.92, 6.92, 14.92
-const TOTAL_PNL: [f64; 9] = [
-    0.0, -0.2, 7.82, 27.87, 35.82, 31.52, 15.47, 15.27, 23.27,
-];
+const TOTAL_PNL: [f64; 9] = [0.0, -0.2, 7.82, 27.87, 35.82, 31.52, 15.47, 15.27, 23.27];
 
 fn hand_run(dir: &Path, with_extras: bool) {
     write_fills(dir, &hand_fills());
@@ -343,7 +351,10 @@ fn missing_summary_and_orders_mean_zero_balance_and_no_order_stats() {
     // No capital: the percent drawdown is relative to the PnL peak (35.82 at t4), and the
     // ratios use PnL changes instead of returns.
     assert_close!(r.total.max_drawdown, 20.55);
-    assert_close!(r.total.max_drawdown_pct.expect("pct"), 20.55 / 35.82 * 100.0);
+    assert_close!(
+        r.total.max_drawdown_pct.expect("pct"),
+        20.55 / 35.82 * 100.0
+    );
     assert!(r.total.sharpe.is_some());
 }
 
@@ -401,7 +412,10 @@ fn chart_is_an_svg_with_three_titled_panels() {
     let path = dir.path().join("chart.svg");
     write_chart(&r, &path).expect("chart");
     let svg = std::fs::read_to_string(&path).expect("read chart");
-    assert!(svg.starts_with("<svg") || svg.contains("<svg "), "not an SVG");
+    assert!(
+        svg.starts_with("<svg") || svg.contains("<svg "),
+        "not an SVG"
+    );
     assert!(svg.trim_end().ends_with("</svg>"));
     for title in ["Equity - hand", "Drawdown - hand", "Inventory - hand"] {
         assert!(svg.contains(title), "missing panel title {title}");
@@ -409,7 +423,10 @@ fn chart_is_an_svg_with_three_titled_panels() {
     for axis in ["equity (quote)", "drawdown (quote)", "notional (quote)"] {
         assert!(svg.contains(axis), "missing axis label {axis}");
     }
-    assert!(svg.matches("<polyline").count() >= 3, "expected line series");
+    assert!(
+        svg.matches("<polyline").count() >= 3,
+        "expected line series"
+    );
 }
 
 #[test]
@@ -428,7 +445,11 @@ fn renderers_show_every_key_and_a_total() {
     assert_eq!(lines.len(), 4);
     assert!(lines[0].starts_with("strategy,venue,symbol,realized_pnl"));
     assert!(lines[3].starts_with("TOTAL,,,14,"), "{}", lines[3]);
-    assert!(lines.iter().all(|l| l.split(',').count() == render::CSV_COLUMNS.len()));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.split(',').count() == render::CSV_COLUMNS.len())
+    );
 
     let json: serde_json::Value = serde_json::from_str(&render_json(&r)).expect("json");
     assert_eq!(json["schema_version"], 1);
@@ -453,7 +474,10 @@ fn compare_shows_both_runs_and_the_difference() {
         .lines()
         .find(|l| l.starts_with("final equity"))
         .expect("final equity row");
-    assert!(line.contains("1,023.27") && line.contains("23.27"), "{line}");
+    assert!(
+        line.contains("1,023.27") && line.contains("23.27"),
+        "{line}"
+    );
     assert!(line.contains("-1,000.00"), "{line}");
     assert!(text.contains("a/sim/BTC"));
 }
