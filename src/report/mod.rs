@@ -1,1 +1,307 @@
 //! PnL reports over a run directory, computed with polars. Never touches live sockets.
+//!
+//! # Layout
+//! - [`ledger`]: the average-cost state machine, applied fill by fill (path-dependent, so it
+//!   is a single pass in Rust over the sorted fill columns).
+//! - `metrics`: the polars lazy pipeline. It scans `fills.parquet`, feeds the ledger, turns
+//!   the per-fill snapshots into a frame, and **as-of joins** (backward, by strategy/venue/
+//!   symbol) that state onto `marks.parquet`; equity, drawdown, Sharpe/Sortino and
+//!   inventory are then polars expressions over the joined marks.
+//! - `render`: terminal table, JSON, CSV. `chart`: the three-panel SVG. `compare`: two
+//!   runs side by side.
+//!
+//! The entry points are [`compute`] (a [`Report`] value), [`render_table`], [`render_json`],
+//! [`render_csv`], [`write_chart`], [`compare`], and [`run`] which does what the
+//! `ticktape report` command does. Metric definitions live in `docs/REPORT.md`.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use ticktape::report::{compute, render_table, ReportOptions};
+//! let report = compute(Path::new("runs/demo"), &ReportOptions::default())?;
+//! println!("{}", render_table(&report));
+//! # Ok::<(), ticktape::report::ReportError>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+mod chart;
+mod compare;
+pub mod ledger;
+mod metrics;
+mod render;
+#[cfg(test)]
+mod tests;
+
+pub use chart::write_chart;
+pub use compare::compare;
+pub use render::{render_csv, render_json, render_table};
+
+/// Version of the JSON layout produced by [`render_json`]; bumped when a field changes meaning
+/// or disappears (adding fields does not bump it).
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
+/// Default number of points per chart series (min and max of each time bucket are kept).
+pub const DEFAULT_CHART_POINTS: usize = 2000;
+
+/// What to compute and where to write side outputs.
+#[derive(Clone, Debug)]
+pub struct ReportOptions {
+    /// Print JSON instead of the terminal table (used by [`run`]).
+    pub json: bool,
+    /// Also write a CSV (one row per strategy/venue/symbol plus a `TOTAL` row) here.
+    pub csv: Option<PathBuf>,
+    /// Also write the three-panel SVG chart here.
+    pub chart: Option<PathBuf>,
+    /// Upper bound on points per chart series (downsampled with min/max per bucket).
+    pub chart_max_points: usize,
+    /// Overrides `starting_balance` from `summary.json` (quote currency).
+    pub starting_balance: Option<f64>,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            json: false,
+            csv: None,
+            chart: None,
+            chart_max_points: DEFAULT_CHART_POINTS,
+            starting_balance: None,
+        }
+    }
+}
+
+/// Why a report could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A required input file is missing from the run directory.
+    #[error(
+        "{path} not found: a run directory needs fills.parquet and marks.parquet (is this the directory the exchange wrote?)"
+    )]
+    MissingInput {
+        /// The path that was looked for.
+        path: PathBuf,
+    },
+    /// polars failed while reading or computing.
+    #[error("{context}: {source}")]
+    Polars {
+        /// What was being done.
+        context: String,
+        /// The polars error.
+        #[source]
+        source: polars::error::PolarsError,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `summary.json` is not a JSON object.
+    #[error("{path} is not a JSON object: {reason} (fix or delete it; it is optional)")]
+    BadSummary {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A fill row could not be interpreted.
+    #[error("fills.parquet row {row}: {reason}")]
+    BadFill {
+        /// Row number after sorting by time (0-based).
+        row: usize,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The chart could not be drawn or written.
+    #[error("cannot draw chart {path}: {reason}")]
+    Chart {
+        /// Output path.
+        path: PathBuf,
+        /// The plotting error.
+        reason: String,
+    },
+}
+
+/// Result alias for this module.
+pub type Result<T> = std::result::Result<T, ReportError>;
+
+/// Metrics for one (strategy, venue, symbol) or for the whole run. All money is quote
+/// currency; sizes are base units. `None` means "not defined for this input" (for example
+/// a Sharpe ratio with fewer than two returns) and is `null` in JSON.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Realized PnL, average-cost method, gross of fees.
+    pub realized_pnl: f64,
+    /// `position × (last mid − average cost)` at the last mark.
+    pub unrealized_pnl: f64,
+    /// Fees paid (negative = net rebate).
+    pub fees: f64,
+    /// `realized_pnl + unrealized_pnl − fees`.
+    pub net_pnl: f64,
+    /// `starting_balance + net_pnl` (total only).
+    pub final_equity: Option<f64>,
+    /// Largest peak-to-trough fall of the equity curve, as a positive amount.
+    pub max_drawdown: f64,
+    /// Largest fall relative to its peak equity, percent (total only; needs a positive peak).
+    pub max_drawdown_pct: Option<f64>,
+    /// Annualised Sharpe ratio of per-interval equity returns (risk-free rate 0).
+    pub sharpe: Option<f64>,
+    /// Annualised Sortino ratio (downside deviation with target 0).
+    pub sortino: Option<f64>,
+    /// Notional traded, `Σ price × size`.
+    pub turnover: f64,
+    /// Number of fills.
+    pub trades: u64,
+    /// Fills that reduced the absolute position.
+    pub closing_trades: u64,
+    /// Closing fills with strictly positive realized PnL (gross of fees).
+    pub winning_trades: u64,
+    /// `winning_trades / closing_trades`.
+    pub win_rate: Option<f64>,
+    /// Positions opened from flat that were closed or flipped.
+    pub round_trips: u64,
+    /// Mean round-trip duration, seconds.
+    pub avg_holding_secs: Option<f64>,
+    /// Signed position after the last fill (per key only).
+    pub final_position: Option<f64>,
+    /// Mean `|position|` over marks (per key only).
+    pub mean_abs_position: Option<f64>,
+    /// Max `|position|` over marks (per key only).
+    pub max_abs_position: Option<f64>,
+    /// Time-weighted mean `|position|` between the first and last mark (per key only).
+    pub time_weighted_abs_position: Option<f64>,
+    /// Mean gross inventory notional `Σ |position| × mid` over marks.
+    pub mean_gross_notional: Option<f64>,
+    /// Max gross inventory notional.
+    pub max_gross_notional: Option<f64>,
+    /// Maker fill count.
+    pub maker_trades: u64,
+    /// Taker fill count.
+    pub taker_trades: u64,
+    /// Maker notional.
+    pub maker_notional: f64,
+    /// Taker notional.
+    pub taker_notional: f64,
+    /// Fees on maker fills.
+    pub maker_fees: f64,
+    /// Fees on taker fills.
+    pub taker_fees: f64,
+    /// `maker_notional / (maker_notional + taker_notional)`.
+    pub maker_share: Option<f64>,
+    /// Number of marks (rows of `marks.parquet`) used.
+    pub marks: u64,
+    /// Marks whose `position` column disagrees with the position rebuilt from fills.
+    pub position_mismatches: u64,
+}
+
+/// Metrics of one (strategy, venue, symbol).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyMetrics {
+    /// Strategy name.
+    pub strategy: String,
+    /// Venue name.
+    pub venue: String,
+    /// Symbol.
+    pub symbol: String,
+    /// The metrics.
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+/// Order statistics, present when `orders.parquet` exists.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OrderStats {
+    /// Number of order rows.
+    pub orders: u64,
+    /// Count of orders by final `status`.
+    pub by_status: BTreeMap<String, u64>,
+    /// `Σ filled / Σ size`.
+    pub fill_ratio: Option<f64>,
+}
+
+/// Downsampled series for the chart: `(ts ns since the Unix epoch, value)` in time order,
+/// at most two points (the bucket's min and max) per time bucket.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChartSeries {
+    /// Total equity (quote currency).
+    pub equity: Vec<(i64, f64)>,
+    /// Drawdown from the running peak (≤ 0, quote currency).
+    pub drawdown: Vec<(i64, f64)>,
+    /// Net inventory notional `Σ position × mid` (signed).
+    pub net_notional: Vec<(i64, f64)>,
+    /// Gross inventory notional `Σ |position| × mid`.
+    pub gross_notional: Vec<(i64, f64)>,
+}
+
+/// Everything `ticktape report` knows about one run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// [`REPORT_SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The run directory as given.
+    pub run_dir: String,
+    /// `scenario` from `summary.json`.
+    pub scenario: Option<String>,
+    /// Starting balance (quote currency).
+    pub starting_balance: f64,
+    /// First mark time, ns since the Unix epoch.
+    pub start_ns: Option<i64>,
+    /// Last mark time, ns since the Unix epoch.
+    pub end_ns: Option<i64>,
+    /// Median spacing of the total equity curve, ns: the return interval for Sharpe/Sortino.
+    pub interval_ns: Option<i64>,
+    /// Return intervals per 365-day year: the annualisation factor is its square root.
+    pub periods_per_year: Option<f64>,
+    /// Whole-run metrics.
+    pub total: Metrics,
+    /// One entry per (strategy, venue, symbol), sorted by those names.
+    pub by_key: Vec<KeyMetrics>,
+    /// Order statistics, if `orders.parquet` exists.
+    pub orders: Option<OrderStats>,
+    /// `summary.json` as found (untouched), if present.
+    pub summary: Option<serde_json::Value>,
+    /// Downsampled series for [`write_chart`]; not serialized.
+    #[serde(skip)]
+    pub series: ChartSeries,
+}
+
+/// Computes the report for `run_dir` (see the module docs for the pipeline).
+pub fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
+    metrics::compute(run_dir, opts)
+}
+
+/// What `ticktape report` does: compute, write the CSV/chart if asked, and return the text
+/// for stdout (JSON when `opts.json`, else the table). With `compare_with`, the second run is
+/// computed too and the comparison is appended (JSON: `{"a": …, "b": …}`).
+pub fn run(run_dir: &Path, compare_with: Option<&Path>, opts: &ReportOptions) -> Result<String> {
+    let report = compute(run_dir, opts)?;
+    if let Some(path) = &opts.csv {
+        std::fs::write(path, render_csv(&report)).map_err(|source| ReportError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    if let Some(path) = &opts.chart {
+        write_chart(&report, path)?;
+    }
+    let Some(other_dir) = compare_with else {
+        return Ok(if opts.json {
+            render_json(&report)
+        } else {
+            render_table(&report)
+        });
+    };
+    let other = compute(other_dir, opts)?;
+    if opts.json {
+        let both = serde_json::json!({ "a": report, "b": other });
+        Ok(serde_json::to_string_pretty(&both).unwrap_or_default())
+    } else {
+        Ok(compare(&report, &other))
+    }
+}

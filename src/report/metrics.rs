@@ -1,0 +1,704 @@
+//! The polars pipeline behind [`super::compute`]: fills → ledger snapshots → as-of join onto
+//! marks → equity, drawdown, ratios and inventory, per (strategy, venue, symbol) and in total.
+//!
+//! Owns reading the run directory (Parquet via `scan_parquet`, `summary.json`) and the
+//! assembly of [`Report`]. Never renders anything and never writes files.
+//!
+//! Scaling: fills are collected (they are small next to marks) and walked once in Rust
+//! because average-cost PnL is path-dependent. Marks stay lazy: the as-of join, the window
+//! expressions and the aggregations run inside polars, and the three outputs (per-key
+//! aggregates, total statistics, chart buckets) are collected together over one cached join
+//! so the 10-million-row marks file is scanned and joined once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use polars::prelude::*;
+
+use super::ledger::{Ledger, LedgerFill, LedgerTotals, Liquidity};
+use super::{
+    ChartSeries, KeyMetrics, Metrics, OrderStats, REPORT_SCHEMA_VERSION, Report, ReportError,
+    ReportOptions, Result,
+};
+
+const KEYS: [&str; 3] = ["strategy", "venue", "symbol"];
+/// 365 days: crypto venues trade every day, so every interval counts.
+const NS_PER_YEAR: f64 = 365.0 * 86_400.0 * 1e9;
+
+type Key = (String, String, String);
+
+fn pl<T>(what: &str, r: PolarsResult<T>) -> Result<T> {
+    r.map_err(|source| ReportError::Polars {
+        context: what.to_string(),
+        source,
+    })
+}
+
+fn key_cols() -> [Expr; 3] {
+    KEYS.map(col)
+}
+
+fn scan(path: &Path) -> Result<LazyFrame> {
+    if !path.is_file() {
+        return Err(ReportError::MissingInput {
+            path: path.to_path_buf(),
+        });
+    }
+    let what = format!("cannot scan {}", path.display());
+    let p = pl(&what, PlRefPath::try_from_path(path))?;
+    pl(
+        &what,
+        LazyFrame::scan_parquet(p, ScanArgsParquet::default()),
+    )
+}
+
+/// Per-fill ledger state in a frame ready for the as-of join, plus each key's final totals.
+struct FillState {
+    frame: DataFrame,
+    totals: BTreeMap<Key, LedgerTotals>,
+}
+
+fn run_ledger(fills_path: &Path) -> Result<FillState> {
+    let what = format!("cannot read {}", fills_path.display());
+    let df = pl(
+        &what,
+        scan(fills_path)?
+            .select([
+                col("ts").cast(DataType::Int64),
+                col("strategy"),
+                col("venue"),
+                col("symbol"),
+                col("fill_id"),
+                col("side"),
+                col("price"),
+                col("size_exact"),
+                col("fee"),
+                col("liquidity"),
+            ])
+            .sort_by_exprs(
+                [col("ts"), col("fill_id")],
+                SortMultipleOptions::default().with_maintain_order(true),
+            )
+            .collect(),
+    )?;
+    let n = df.height();
+    let str_col = |name: &str| -> Result<Vec<Option<String>>> {
+        let c = pl(&what, df.column(name))?;
+        let s = pl(&format!("{what}: column {name} must be Utf8"), c.str())?;
+        Ok(s.iter().map(|v| v.map(str::to_owned)).collect())
+    };
+    let f64_col = |name: &str| -> Result<Vec<Option<f64>>> {
+        let c = pl(&what, df.column(name))?;
+        let c = pl(&what, c.cast(&DataType::Float64))?;
+        let s = pl(&format!("{what}: column {name} must be numeric"), c.f64())?;
+        Ok(s.iter().collect())
+    };
+    let ts: Vec<Option<i64>> = {
+        let c = pl(&what, df.column("ts"))?;
+        pl(&what, c.i64())?.iter().collect()
+    };
+    let (strategy, venue, symbol) = (str_col("strategy")?, str_col("venue")?, str_col("symbol")?);
+    let (side, size_exact, liquidity) = (
+        str_col("side")?,
+        str_col("size_exact")?,
+        str_col("liquidity")?,
+    );
+    let (price, fee) = (f64_col("price")?, f64_col("fee")?);
+
+    let mut key_index: HashMap<Key, usize> = HashMap::new();
+    let mut keys: Vec<Key> = Vec::new();
+    let mut ledgers: Vec<Ledger> = Vec::new();
+    let mut last_row_of_key: Vec<Option<(usize, i64)>> = Vec::new();
+    let mut keep = vec![true; n];
+    let mut out_key = Vec::with_capacity(n);
+    let (mut o_pos, mut o_avg, mut o_real, mut o_fee) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for row in 0..n {
+        let bad = |reason: String| ReportError::BadFill { row, reason };
+        let t = ts[row].ok_or_else(|| bad("ts is null".into()))?;
+        let key: Key = (
+            strategy[row].clone().unwrap_or_default(),
+            venue[row].clone().unwrap_or_default(),
+            symbol[row].clone().unwrap_or_default(),
+        );
+        let buy = match side[row].as_deref() {
+            Some("buy") => true,
+            Some("sell") => false,
+            other => {
+                return Err(bad(format!(
+                    "side must be \"buy\" or \"sell\", got {other:?}"
+                )));
+            }
+        };
+        let size_text = size_exact[row]
+            .as_deref()
+            .ok_or_else(|| bad("size_exact is null".into()))?;
+        let size = size_text
+            .parse()
+            .map_err(|e| bad(format!("size_exact: {e}")))?;
+        let fill = LedgerFill {
+            ts: t,
+            buy,
+            price: price[row].ok_or_else(|| bad("price is null".into()))?,
+            size,
+            fee: fee[row].unwrap_or(0.0),
+            liquidity: match liquidity[row].as_deref() {
+                Some("maker") => Liquidity::Maker,
+                Some("taker") => Liquidity::Taker,
+                _ => Liquidity::Unknown,
+            },
+        };
+        let k = *key_index.entry(key.clone()).or_insert_with(|| {
+            keys.push(key);
+            ledgers.push(Ledger::new());
+            last_row_of_key.push(None);
+            keys.len() - 1
+        });
+        let snap = ledgers[k].apply(&fill).map_err(|e| bad(format!("{e}")))?;
+        // Several fills of one key at one timestamp: only the state after the last one
+        // may be visible to the as-of join, or a mark at that instant could see half of it.
+        if let Some((prev_row, prev_ts)) = last_row_of_key[k]
+            && prev_ts == t
+        {
+            keep[prev_row] = false;
+        }
+        last_row_of_key[k] = Some((row, t));
+        out_key.push(k);
+        o_pos.push(snap.position);
+        o_avg.push(snap.avg_cost);
+        o_real.push(snap.cum_realized);
+        o_fee.push(snap.cum_fees);
+    }
+
+    let rows: Vec<usize> = (0..n).filter(|&r| keep[r]).collect();
+    let pick_f = |v: &[f64]| rows.iter().map(|&r| v[r]).collect::<Vec<f64>>();
+    let pick_k = |part: fn(&Key) -> &str| {
+        rows.iter()
+            .map(|&r| part(&keys[out_key[r]]))
+            .collect::<Vec<&str>>()
+    };
+    let fill_ts: Vec<i64> = rows.iter().map(|&r| ts[r].unwrap_or_default()).collect();
+    let frame = pl(
+        "cannot build the fill-state frame",
+        df!(
+            "fill_ts" => fill_ts,
+            "strategy" => pick_k(|k| k.0.as_str()),
+            "venue" => pick_k(|k| k.1.as_str()),
+            "symbol" => pick_k(|k| k.2.as_str()),
+            "position" => pick_f(&o_pos),
+            "avg_cost" => pick_f(&o_avg),
+            "cum_realized" => pick_f(&o_real),
+            "cum_fees" => pick_f(&o_fee),
+        ),
+    )?;
+    let totals = keys
+        .into_iter()
+        .zip(ledgers)
+        .map(|(k, l)| (k, l.totals().clone()))
+        .collect();
+    Ok(FillState { frame, totals })
+}
+
+/// Aggregations of an equity-like curve `base + value` (rows in time order): max drawdown
+/// (absolute, and percent when `with_pct`) and the moments of per-interval returns.
+fn curve_stats(value: Expr, base: f64, with_pct: bool) -> Vec<Expr> {
+    let equity = lit(base) + value;
+    let running = equity.clone().cum_max(false);
+    // The starting balance is the first peak: a run that only loses has a drawdown too.
+    let peak = when(running.clone().gt(lit(base)))
+        .then(running)
+        .otherwise(lit(base));
+    let dd = peak.clone() - equity.clone();
+    let prev = equity.clone().shift(lit(1));
+    let ret = if base > 0.0 {
+        (equity - prev.clone()) / prev
+    } else {
+        // No capital to divide by: use PnL changes; Sharpe is a ratio so the scale cancels.
+        equity - prev
+    };
+    let mut out = vec![dd.clone().max().alias("max_dd")];
+    if with_pct {
+        out.push(
+            (when(peak.clone().gt(lit(0.0)))
+                .then(dd / peak)
+                .otherwise(lit(NULL))
+                .max()
+                * lit(100.0))
+            .alias("max_dd_pct"),
+        );
+    }
+    out.push(ret.clone().mean().alias("ret_mean"));
+    out.push(ret.clone().std(1).alias("ret_std"));
+    out.push(ret.clone().count().alias("ret_n"));
+    out.push(
+        when(ret.clone().lt(lit(0.0)))
+            .then(ret.clone().pow(2))
+            .otherwise(lit(0.0))
+            .filter(ret.is_not_null())
+            .mean()
+            .alias("ret_down2"),
+    );
+    out
+}
+
+/// Reads `name` at `row` as `f64` (any numeric column), `None` for null/NaN/missing.
+fn get_f64(df: &DataFrame, name: &str, row: usize) -> Option<f64> {
+    let c = df.column(name).ok()?.cast(&DataType::Float64).ok()?;
+    c.f64().ok()?.get(row).filter(|v| v.is_finite())
+}
+
+/// Reads `name` at `row` as `i64` (timestamps must not go through `f64`).
+fn get_i64(df: &DataFrame, name: &str, row: usize) -> Option<i64> {
+    let c = df.column(name).ok()?.cast(&DataType::Int64).ok()?;
+    c.i64().ok()?.get(row)
+}
+
+fn f64_values(df: &DataFrame, name: &str) -> Vec<Option<f64>> {
+    df.column(name)
+        .ok()
+        .and_then(|c| c.cast(&DataType::Float64).ok())
+        .and_then(|c| c.f64().ok().map(|s| s.iter().collect()))
+        .unwrap_or_else(|| vec![None; df.height()])
+}
+
+fn i64_values(df: &DataFrame, name: &str) -> Vec<Option<i64>> {
+    df.column(name)
+        .ok()
+        .and_then(|c| c.cast(&DataType::Int64).ok())
+        .and_then(|c| c.i64().ok().map(|s| s.iter().collect()))
+        .unwrap_or_else(|| vec![None; df.height()])
+}
+
+fn get_str(df: &DataFrame, name: &str, row: usize) -> String {
+    df.column(name)
+        .ok()
+        .and_then(|c| c.str().ok().and_then(|s| s.get(row).map(str::to_owned)))
+        .unwrap_or_default()
+}
+
+struct Ratios {
+    sharpe: Option<f64>,
+    sortino: Option<f64>,
+}
+
+fn ratios(df: &DataFrame, row: usize, periods_per_year: Option<f64>) -> Ratios {
+    let ann = periods_per_year.map(f64::sqrt);
+    let mean = get_f64(df, "ret_mean", row);
+    let n = get_f64(df, "ret_n", row).unwrap_or(0.0);
+    if n < 2.0 {
+        return Ratios {
+            sharpe: None,
+            sortino: None,
+        };
+    }
+    let sharpe = match (mean, get_f64(df, "ret_std", row), ann) {
+        (Some(m), Some(s), Some(a)) if s > 0.0 => Some(m / s * a),
+        _ => None,
+    };
+    let sortino = match (mean, get_f64(df, "ret_down2", row), ann) {
+        (Some(m), Some(d2), Some(a)) if d2 > 0.0 => Some(m / d2.sqrt() * a),
+        _ => None,
+    };
+    Ratios { sharpe, sortino }
+}
+
+fn ratio(num: f64, den: f64) -> Option<f64> {
+    (den != 0.0).then(|| num / den)
+}
+
+fn fill_metrics(m: &mut Metrics, t: &LedgerTotals) {
+    m.realized_pnl = t.realized;
+    m.fees = t.fees;
+    m.turnover = t.turnover;
+    m.trades = t.trades;
+    m.closing_trades = t.closing_trades;
+    m.winning_trades = t.winning_trades;
+    m.round_trips = t.round_trips;
+    m.maker_trades = t.maker_trades;
+    m.taker_trades = t.taker_trades;
+    m.maker_notional = t.maker_notional;
+    m.taker_notional = t.taker_notional;
+    m.maker_fees = t.maker_fees;
+    m.taker_fees = t.taker_fees;
+}
+
+fn derive_ratios(m: &mut Metrics, holding_ns: i128) {
+    m.win_rate = ratio(m.winning_trades as f64, m.closing_trades as f64);
+    m.avg_holding_secs = ratio(holding_ns as f64 / 1e9, m.round_trips as f64);
+    m.maker_share = ratio(m.maker_notional, m.maker_notional + m.taker_notional);
+}
+
+fn read_summary(run_dir: &Path) -> Result<Option<serde_json::Value>> {
+    let path = run_dir.join("summary.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| ReportError::BadSummary {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    if !value.is_object() {
+        return Err(ReportError::BadSummary {
+            path,
+            reason: "top level is not an object".into(),
+        });
+    }
+    Ok(Some(value))
+}
+
+fn order_stats(path: &Path) -> Result<Option<OrderStats>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let what = format!("cannot read {}", path.display());
+    let lf = scan(path)?;
+    let by_status = pl(
+        &what,
+        lf.clone()
+            .group_by([col("status")])
+            .agg([len().alias("n")])
+            .collect(),
+    )?;
+    let sums = pl(
+        &what,
+        lf.select([
+            len().alias("orders"),
+            col("size").sum().alias("size"),
+            col("filled").sum().alias("filled"),
+        ])
+        .collect(),
+    )?;
+    let mut stats = OrderStats {
+        orders: get_f64(&sums, "orders", 0).unwrap_or(0.0) as u64,
+        ..OrderStats::default()
+    };
+    for row in 0..by_status.height() {
+        let n = get_f64(&by_status, "n", row).unwrap_or(0.0) as u64;
+        stats
+            .by_status
+            .insert(get_str(&by_status, "status", row), n);
+    }
+    if let (Some(f), Some(s)) = (get_f64(&sums, "filled", 0), get_f64(&sums, "size", 0)) {
+        stats.fill_ratio = ratio(f, s);
+    }
+    Ok(Some(stats))
+}
+
+pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
+    let summary = read_summary(run_dir)?;
+    let from_summary = |k: &str| summary.as_ref().and_then(|s| s.get(k));
+    let starting_balance = opts
+        .starting_balance
+        .or_else(|| from_summary("starting_balance").and_then(|v| v.as_f64()))
+        .unwrap_or(0.0);
+    let scenario = from_summary("scenario")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+
+    let fills = run_ledger(&run_dir.join("fills.parquet"))?;
+    let marks_path = run_dir.join("marks.parquet");
+    let marks = scan(&marks_path)?
+        .select([
+            col("ts").cast(DataType::Int64),
+            col("strategy"),
+            col("venue"),
+            col("symbol"),
+            col("mid"),
+            col("position").alias("mark_position"),
+        ])
+        .filter(col("mid").is_not_null())
+        .sort(
+            ["ts"],
+            SortMultipleOptions::default().with_maintain_order(true),
+        );
+
+    let asof = AsOfOptions {
+        strategy: AsofStrategy::Backward,
+        left_by: Some(KEYS.iter().map(|k| PlSmallStr::from(*k)).collect()),
+        right_by: Some(KEYS.iter().map(|k| PlSmallStr::from(*k)).collect()),
+        allow_eq: true,
+        check_sortedness: false,
+        ..Default::default()
+    };
+    let joined = marks
+        .join_builder()
+        .with(fills.frame.clone().lazy())
+        .left_on([col("ts")])
+        .right_on([col("fill_ts")])
+        .how(JoinType::AsOf(Box::new(asof)))
+        .finish()
+        .with_columns([
+            col("position").fill_null(lit(0.0)),
+            col("avg_cost").fill_null(lit(0.0)),
+            col("cum_realized").fill_null(lit(0.0)),
+            col("cum_fees").fill_null(lit(0.0)),
+        ])
+        .with_columns([
+            (col("cum_realized") + col("position") * (col("mid") - col("avg_cost"))
+                - col("cum_fees"))
+            .alias("pnl"),
+            (col("position").abs() * col("mid")).alias("gross"),
+            (col("position") * col("mid")).alias("net"),
+            ((col("mark_position") - col("position"))
+                .abs()
+                .gt(lit(1e-9) * (col("position").abs() + lit(1.0))))
+            .alias("mismatch"),
+        ])
+        .cache();
+
+    let mut per_key_aggs = vec![
+        len().alias("marks"),
+        col("mid").last().alias("last_mid"),
+        col("position").abs().mean().alias("mean_abs_position"),
+        col("position").abs().max().alias("max_abs_position"),
+        ((col("position").abs() * (col("ts").shift(lit(-1)) - col("ts")).cast(DataType::Float64))
+            .sum()
+            / (col("ts").last() - col("ts").first()).cast(DataType::Float64))
+        .alias("twa_abs_position"),
+        col("gross").mean().alias("mean_gross"),
+        col("gross").max().alias("max_gross"),
+        col("mismatch")
+            .cast(DataType::Float64)
+            .sum()
+            .alias("mismatches"),
+    ];
+    per_key_aggs.extend(curve_stats(col("pnl"), starting_balance, false));
+    let per_key = joined.clone().group_by(key_cols()).agg(per_key_aggs);
+
+    // The total curve must carry each key's last value forward between that key's marks, so
+    // it is the running sum of per-key PnL *changes* in time order, not a sum per timestamp.
+    let step = |name: &str| -> Result<Expr> {
+        Ok(pl(
+            "cannot build the total curve",
+            (col(name) - col(name).shift(lit(1))).over(key_cols()),
+        )?
+        .fill_null(col(name))
+        .alias(name))
+    };
+    let total = joined
+        .select([col("ts"), step("pnl")?, step("gross")?, step("net")?])
+        .select([
+            col("ts"),
+            (lit(starting_balance) + col("pnl").cum_sum(false)).alias("equity"),
+            col("gross").cum_sum(false),
+            col("net").cum_sum(false),
+        ])
+        .filter(
+            col("ts")
+                .neq(col("ts").shift(lit(-1)))
+                .or(col("ts").shift(lit(-1)).is_null()),
+        )
+        .cache();
+
+    let mut total_aggs = vec![
+        len().alias("points"),
+        col("ts").first().alias("start"),
+        col("ts").last().alias("end"),
+        (col("ts") - col("ts").shift(lit(1)))
+            .median()
+            .alias("interval"),
+        col("gross").mean().alias("mean_gross"),
+        col("gross").max().alias("max_gross"),
+    ];
+    total_aggs.extend(curve_stats(
+        col("equity") - lit(starting_balance),
+        starting_balance,
+        true,
+    ));
+    let total_stats = total.clone().select(total_aggs);
+
+    let buckets = (opts.chart_max_points / 2).max(1) as f64;
+    let running = col("equity").cum_max(false);
+    let peak = when(running.clone().gt(lit(starting_balance)))
+        .then(running)
+        .otherwise(lit(starting_balance));
+    let span = (col("ts").max() - col("ts").min()).cast(DataType::Float64) + lit(1.0);
+    let mut chart_aggs = Vec::new();
+    for name in ["equity", "drawdown", "net", "gross"] {
+        chart_aggs.push(col(name).min().alias(format!("{name}_min")));
+        chart_aggs.push(col(name).max().alias(format!("{name}_max")));
+        chart_aggs.push(
+            col("ts")
+                .get(col(name).arg_min(), true)
+                .alias(format!("{name}_tmin")),
+        );
+        chart_aggs.push(
+            col("ts")
+                .get(col(name).arg_max(), true)
+                .alias(format!("{name}_tmax")),
+        );
+    }
+    let chart = total
+        .with_columns([
+            (col("equity") - peak).alias("drawdown"),
+            ((col("ts") - col("ts").min()).cast(DataType::Float64) * lit(buckets) / span)
+                .floor()
+                .cast(DataType::Int64)
+                .alias("bucket"),
+        ])
+        .group_by_stable([col("bucket")])
+        .agg(chart_aggs);
+
+    let opt = per_key.get_current_optimizations();
+    let mut out = pl(
+        &format!("cannot compute metrics over {}", marks_path.display()),
+        LazyFrame::collect_all_with_engine(
+            vec![
+                per_key.logical_plan,
+                total_stats.logical_plan,
+                chart.logical_plan,
+            ],
+            Engine::Auto,
+            opt,
+        ),
+    )?;
+    let chart_df = out.pop().unwrap_or_default();
+    let total_df = out.pop().unwrap_or_default();
+    let per_key_df = out.pop().unwrap_or_default();
+
+    let interval_ns = get_f64(&total_df, "interval", 0).filter(|v| *v > 0.0);
+    let periods_per_year = interval_ns.map(|i| NS_PER_YEAR / i);
+
+    let mut key_rows: HashMap<Key, usize> = HashMap::new();
+    for row in 0..per_key_df.height() {
+        let key = (
+            get_str(&per_key_df, "strategy", row),
+            get_str(&per_key_df, "venue", row),
+            get_str(&per_key_df, "symbol", row),
+        );
+        key_rows.insert(key, row);
+    }
+    let all_keys: BTreeSet<Key> = key_rows
+        .keys()
+        .cloned()
+        .chain(fills.totals.keys().cloned())
+        .collect();
+
+    let mut total = Metrics::default();
+    let mut total_holding: i128 = 0;
+    let mut by_key = Vec::with_capacity(all_keys.len());
+    let empty = LedgerTotals::default();
+    for key in all_keys {
+        let t = fills.totals.get(&key).unwrap_or(&empty);
+        let mut m = Metrics::default();
+        fill_metrics(&mut m, t);
+        total_holding += t.holding_ns;
+        let row = key_rows.get(&key).copied();
+        let last_mid = row
+            .and_then(|r| get_f64(&per_key_df, "last_mid", r))
+            .unwrap_or(t.last_price);
+        m.unrealized_pnl = if t.position == 0.0 {
+            0.0
+        } else {
+            t.position * (last_mid - t.avg_cost)
+        };
+        m.net_pnl = m.realized_pnl + m.unrealized_pnl - m.fees;
+        m.final_position = Some(t.position);
+        if let Some(r) = row {
+            let df = &per_key_df;
+            m.marks = get_f64(df, "marks", r).unwrap_or(0.0) as u64;
+            m.position_mismatches = get_f64(df, "mismatches", r).unwrap_or(0.0) as u64;
+            m.max_drawdown = get_f64(df, "max_dd", r).unwrap_or(0.0);
+            let rt = ratios(df, r, periods_per_year);
+            m.sharpe = rt.sharpe;
+            m.sortino = rt.sortino;
+            m.mean_abs_position = get_f64(df, "mean_abs_position", r);
+            m.max_abs_position = get_f64(df, "max_abs_position", r);
+            m.time_weighted_abs_position = get_f64(df, "twa_abs_position", r);
+            m.mean_gross_notional = get_f64(df, "mean_gross", r);
+            m.max_gross_notional = get_f64(df, "max_gross", r);
+        }
+        derive_ratios(&mut m, t.holding_ns);
+
+        total.realized_pnl += m.realized_pnl;
+        total.unrealized_pnl += m.unrealized_pnl;
+        total.fees += m.fees;
+        total.turnover += m.turnover;
+        total.trades += m.trades;
+        total.closing_trades += m.closing_trades;
+        total.winning_trades += m.winning_trades;
+        total.round_trips += m.round_trips;
+        total.maker_trades += m.maker_trades;
+        total.taker_trades += m.taker_trades;
+        total.maker_notional += m.maker_notional;
+        total.taker_notional += m.taker_notional;
+        total.maker_fees += m.maker_fees;
+        total.taker_fees += m.taker_fees;
+        total.marks += m.marks;
+        total.position_mismatches += m.position_mismatches;
+        by_key.push(KeyMetrics {
+            strategy: key.0,
+            venue: key.1,
+            symbol: key.2,
+            metrics: m,
+        });
+    }
+    total.net_pnl = total.realized_pnl + total.unrealized_pnl - total.fees;
+    total.final_equity = Some(starting_balance + total.net_pnl);
+    total.max_drawdown = get_f64(&total_df, "max_dd", 0).unwrap_or(0.0);
+    total.max_drawdown_pct = get_f64(&total_df, "max_dd_pct", 0);
+    let rt = ratios(&total_df, 0, periods_per_year);
+    total.sharpe = rt.sharpe;
+    total.sortino = rt.sortino;
+    total.mean_gross_notional = get_f64(&total_df, "mean_gross", 0);
+    total.max_gross_notional = get_f64(&total_df, "max_gross", 0);
+    derive_ratios(&mut total, total_holding);
+
+    Ok(Report {
+        schema_version: REPORT_SCHEMA_VERSION,
+        run_dir: run_dir.display().to_string(),
+        scenario,
+        starting_balance,
+        start_ns: get_i64(&total_df, "start", 0),
+        end_ns: get_i64(&total_df, "end", 0),
+        interval_ns: interval_ns.map(|v| v.round() as i64),
+        periods_per_year,
+        total,
+        by_key,
+        orders: order_stats(&run_dir.join("orders.parquet"))?,
+        summary,
+        series: chart_series(&chart_df),
+    })
+}
+
+/// Turns the per-bucket min/max frame into time-ordered points (two per bucket at most).
+fn chart_series(df: &DataFrame) -> ChartSeries {
+    let points = |name: &str| -> Vec<(i64, f64)> {
+        let lo = f64_values(df, &format!("{name}_min"));
+        let hi = f64_values(df, &format!("{name}_max"));
+        let tlo = i64_values(df, &format!("{name}_tmin"));
+        let thi = i64_values(df, &format!("{name}_tmax"));
+        let mut out = Vec::with_capacity(df.height() * 2);
+        for row in 0..df.height() {
+            let (Some(lo), Some(hi), Some(tlo), Some(thi)) = (lo[row], hi[row], tlo[row], thi[row])
+            else {
+                continue;
+            };
+            if tlo == thi {
+                out.push((tlo, hi));
+            } else if tlo < thi {
+                out.push((tlo, lo));
+                out.push((thi, hi));
+            } else {
+                out.push((thi, hi));
+                out.push((tlo, lo));
+            }
+        }
+        out
+    };
+    ChartSeries {
+        equity: points("equity"),
+        drawdown: points("drawdown"),
+        net_notional: points("net"),
+        gross_notional: points("gross"),
+    }
+}

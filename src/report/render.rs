@@ -1,0 +1,393 @@
+//! Text renderings of a [`Report`]: the terminal table, JSON and CSV.
+//!
+//! Owns formatting only (units, alignment, field order). Never computes a metric and never
+//! touches the file system; callers decide where the text goes.
+
+use std::fmt::Write as _;
+
+use super::{KeyMetrics, Metrics, Report};
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for ns since the Unix epoch (no time-zone database needed).
+pub(super) fn format_ts(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil-from-days (H. Hinnant), valid for the proleptic Gregorian calendar.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
+/// Human duration: `850ms`, `42.0s`, `12.5m`, `3.2h`, `1.5d`.
+pub(super) fn format_secs(secs: f64) -> String {
+    let a = secs.abs();
+    if a < 1.0 {
+        format!("{:.0}ms", secs * 1e3)
+    } else if a < 120.0 {
+        format!("{secs:.1}s")
+    } else if a < 7200.0 {
+        format!("{:.1}m", secs / 60.0)
+    } else if a < 172_800.0 {
+        format!("{:.1}h", secs / 3600.0)
+    } else {
+        format!("{:.1}d", secs / 86_400.0)
+    }
+}
+
+/// Money with thousands separators and two decimals: `-12,345.67`.
+pub(super) fn money(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    let s = format!("{:.2}", v.abs());
+    let (int, frac) = s.split_once('.').unwrap_or((&s, "00"));
+    let mut grouped = String::with_capacity(int.len() + int.len() / 3);
+    for (i, ch) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(ch);
+    }
+    let sign = if v < 0.0 && s != "0.00" { "-" } else { "" };
+    format!("{sign}{grouped}.{frac}")
+}
+
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "-".into())
+}
+
+fn pct(v: Option<f64>) -> String {
+    opt(v, |x| format!("{:.1}%", x * 100.0))
+}
+
+fn size(v: f64) -> String {
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
+}
+
+/// Lays out rows as aligned columns: first column left-aligned, the rest right-aligned.
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let mut parts = Vec::new();
+        for (i, cell) in cells.enumerate() {
+            let w = widths.get(i).copied().unwrap_or(0);
+            parts.push(if i == 0 {
+                format!("{cell:<w$}")
+            } else {
+                format!("{cell:>w$}")
+            });
+        }
+        let _ = writeln!(out, "{}", parts.join("  ").trim_end());
+    };
+    line(&mut out, &mut header.iter().copied());
+    let total: usize = widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
+    let _ = writeln!(out, "{}", "-".repeat(total));
+    for row in rows {
+        line(&mut out, &mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+fn key_label(k: &KeyMetrics) -> String {
+    format!("{}/{}/{}", k.strategy, k.venue, k.symbol)
+}
+
+fn pnl_row(label: String, m: &Metrics) -> Vec<String> {
+    vec![
+        label,
+        m.trades.to_string(),
+        money(m.turnover),
+        money(m.realized_pnl),
+        money(m.unrealized_pnl),
+        money(m.fees),
+        money(m.net_pnl),
+        money(m.max_drawdown),
+        opt(m.sharpe, |x| format!("{x:.2}")),
+        opt(m.sortino, |x| format!("{x:.2}")),
+    ]
+}
+
+fn activity_row(label: String, m: &Metrics) -> Vec<String> {
+    vec![
+        label,
+        m.closing_trades.to_string(),
+        pct(m.win_rate),
+        m.round_trips.to_string(),
+        opt(m.avg_holding_secs, format_secs),
+        pct(m.maker_share),
+        money(m.maker_fees),
+        money(m.taker_fees),
+        opt(m.final_position, size),
+        opt(m.mean_abs_position, size),
+        opt(m.max_abs_position, size),
+        opt(m.time_weighted_abs_position, size),
+        opt(m.max_gross_notional, money),
+    ]
+}
+
+/// The terminal table: header block, a PnL table and an activity/inventory table (one row
+/// per strategy/venue/symbol plus TOTAL), then whole-run risk figures.
+pub fn render_table(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "ticktape report: {}", r.run_dir);
+    if let Some(s) = &r.scenario {
+        let _ = writeln!(out, "scenario:         {s}");
+    }
+    if let (Some(a), Some(b)) = (r.start_ns, r.end_ns) {
+        let _ = writeln!(
+            out,
+            "period:           {} -> {} ({})",
+            format_ts(a),
+            format_ts(b),
+            format_secs((b - a) as f64 / 1e9)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "marks:            {} (return interval {}, {} per year)",
+        r.total.marks,
+        opt(r.interval_ns.map(|i| i as f64 / 1e9), format_secs),
+        opt(r.periods_per_year, |p| format!("{p:.0}"))
+    );
+    let _ = writeln!(
+        out,
+        "starting balance: {}   final equity: {}",
+        money(r.starting_balance),
+        opt(r.total.final_equity, money)
+    );
+    let _ = writeln!(out, "\nPnL (quote currency)");
+    let mut rows: Vec<Vec<String>> = r
+        .by_key
+        .iter()
+        .map(|k| pnl_row(key_label(k), &k.metrics))
+        .collect();
+    rows.push(pnl_row("TOTAL".into(), &r.total));
+    out.push_str(&table(
+        &[
+            "strategy/venue/symbol",
+            "fills",
+            "turnover",
+            "realized",
+            "unrealized",
+            "fees",
+            "net PnL",
+            "max DD",
+            "Sharpe",
+            "Sortino",
+        ],
+        &rows,
+    ));
+    let _ = writeln!(out, "\nActivity and inventory (positions in base units)");
+    let mut rows: Vec<Vec<String>> = r
+        .by_key
+        .iter()
+        .map(|k| activity_row(key_label(k), &k.metrics))
+        .collect();
+    rows.push(activity_row("TOTAL".into(), &r.total));
+    out.push_str(&table(
+        &[
+            "strategy/venue/symbol",
+            "closes",
+            "win rate",
+            "round trips",
+            "avg hold",
+            "maker %",
+            "maker fees",
+            "taker fees",
+            "final pos",
+            "mean |pos|",
+            "max |pos|",
+            "tw |pos|",
+            "max gross",
+        ],
+        &rows,
+    ));
+    let t = &r.total;
+    let _ = writeln!(
+        out,
+        "\nmax drawdown: {} ({})   Sharpe: {}   Sortino: {}   (annualised, 365-day year, risk-free 0)",
+        money(t.max_drawdown),
+        opt(t.max_drawdown_pct, |p| format!("{p:.2}%")),
+        opt(t.sharpe, |x| format!("{x:.2}")),
+        opt(t.sortino, |x| format!("{x:.2}")),
+    );
+    if t.position_mismatches > 0 {
+        let _ = writeln!(
+            out,
+            "warning: {} marks report a position that differs from the one rebuilt from fills",
+            t.position_mismatches
+        );
+    }
+    if let Some(o) = &r.orders {
+        let statuses: Vec<String> = o
+            .by_status
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "orders: {} ({})   fill ratio: {}",
+            o.orders,
+            statuses.join(", "),
+            pct(o.fill_ratio)
+        );
+    }
+    out
+}
+
+/// Pretty JSON with the field names documented in `docs/REPORT.md`.
+pub fn render_json(r: &Report) -> String {
+    // Serializing plain structs of numbers and strings cannot fail; NaN/inf become null.
+    serde_json::to_string_pretty(r).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// CSV columns, in order; `strategy,venue,symbol` are `TOTAL,,` on the total row.
+pub const CSV_COLUMNS: [&str; 31] = [
+    "strategy",
+    "venue",
+    "symbol",
+    "realized_pnl",
+    "unrealized_pnl",
+    "fees",
+    "net_pnl",
+    "final_equity",
+    "max_drawdown",
+    "max_drawdown_pct",
+    "sharpe",
+    "sortino",
+    "turnover",
+    "trades",
+    "closing_trades",
+    "winning_trades",
+    "win_rate",
+    "round_trips",
+    "avg_holding_secs",
+    "final_position",
+    "mean_abs_position",
+    "max_abs_position",
+    "time_weighted_abs_position",
+    "mean_gross_notional",
+    "max_gross_notional",
+    "maker_trades",
+    "taker_trades",
+    "maker_notional",
+    "taker_notional",
+    "maker_share",
+    "position_mismatches",
+];
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn csv_row(out: &mut String, names: [&str; 3], m: &Metrics) {
+    let o = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    let cells = [
+        csv_field(names[0]),
+        csv_field(names[1]),
+        csv_field(names[2]),
+        m.realized_pnl.to_string(),
+        m.unrealized_pnl.to_string(),
+        m.fees.to_string(),
+        m.net_pnl.to_string(),
+        o(m.final_equity),
+        m.max_drawdown.to_string(),
+        o(m.max_drawdown_pct),
+        o(m.sharpe),
+        o(m.sortino),
+        m.turnover.to_string(),
+        m.trades.to_string(),
+        m.closing_trades.to_string(),
+        m.winning_trades.to_string(),
+        o(m.win_rate),
+        m.round_trips.to_string(),
+        o(m.avg_holding_secs),
+        o(m.final_position),
+        o(m.mean_abs_position),
+        o(m.max_abs_position),
+        o(m.time_weighted_abs_position),
+        o(m.mean_gross_notional),
+        o(m.max_gross_notional),
+        m.maker_trades.to_string(),
+        m.taker_trades.to_string(),
+        m.maker_notional.to_string(),
+        m.taker_notional.to_string(),
+        o(m.maker_share),
+        m.position_mismatches.to_string(),
+    ];
+    let _ = writeln!(out, "{}", cells.join(","));
+}
+
+/// CSV: header [`CSV_COLUMNS`], one row per strategy/venue/symbol, then a `TOTAL` row.
+/// Undefined values are empty cells.
+pub fn render_csv(r: &Report) -> String {
+    let mut out = CSV_COLUMNS.join(",");
+    out.push('\n');
+    for k in &r.by_key {
+        csv_row(&mut out, [&k.strategy, &k.venue, &k.symbol], &k.metrics);
+    }
+    csv_row(&mut out, ["TOTAL", "", ""], &r.total);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_format_as_utc_calendar_dates() {
+        assert_eq!(format_ts(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            format_ts(1_700_000_000_000_000_000),
+            "2023-11-14 22:13:20 UTC"
+        );
+    }
+
+    #[test]
+    fn money_groups_thousands_and_keeps_sign() {
+        assert_eq!(money(-1234567.891), "-1,234,567.89");
+        assert_eq!(money(12.0), "12.00");
+        assert_eq!(money(-0.001), "0.00");
+    }
+
+    #[test]
+    fn table_columns_are_aligned() {
+        let t = table(
+            &["k", "value"],
+            &[
+                vec!["a".into(), "1".into()],
+                vec!["bbb".into(), "12345".into()],
+            ],
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "k    value");
+        assert_eq!(lines[2], "a        1");
+        assert_eq!(lines[3], "bbb  12345");
+    }
+}

@@ -1,0 +1,483 @@
+//! End-to-end tests: hand-built run directories written as real Parquet files, then
+//! [`compute`] and the renderers, with every expected number worked out by hand below.
+
+use std::fs::File;
+use std::path::Path;
+
+use polars::prelude::*;
+
+use super::*;
+
+const S: i64 = 1_000_000_000;
+/// 2024-01-01 00:00:00 UTC.
+const T0: i64 = 1_704_067_200 * S;
+
+fn ts_col(name: &str, secs: &[i64]) -> Column {
+    let ns: Vec<i64> = secs.iter().map(|s| T0 + s * S).collect();
+    Series::new(name.into(), ns)
+        .cast(&DataType::Datetime(
+            TimeUnit::Nanoseconds,
+            Some(TimeZone::UTC),
+        ))
+        .expect("datetime cast")
+        .into()
+}
+
+fn str_col(name: &str, v: &[&str]) -> Column {
+    Series::new(name.into(), v).into()
+}
+
+fn f64_col(name: &str, v: &[f64]) -> Column {
+    Series::new(name.into(), v).into()
+}
+
+fn u64_col(name: &str, v: &[u64]) -> Column {
+    Series::new(name.into(), v).into()
+}
+
+fn write_parquet(path: &Path, columns: Vec<Column>) {
+    let mut df = DataFrame::new_infer_height(columns).expect("frame");
+    let file = File::create(path).expect("create parquet");
+    ParquetWriter::new(file)
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(&mut df)
+        .expect("write parquet");
+}
+
+struct HandFill {
+    secs: i64,
+    strategy: &'static str,
+    symbol: &'static str,
+    side: &'static str,
+    price: f64,
+    size: &'static str,
+    fee: f64,
+    liquidity: &'static str,
+}
+
+fn write_fills(dir: &Path, fills: &[HandFill]) {
+    let n = fills.len();
+    let secs: Vec<i64> = fills.iter().map(|f| f.secs).collect();
+    let ids: Vec<u64> = (1..=n as u64).collect();
+    let sizes: Vec<f64> = fills
+        .iter()
+        .map(|f| f.size.parse().expect("size"))
+        .collect();
+    let prices: Vec<f64> = fills.iter().map(|f| f.price).collect();
+    let price_exact: Vec<String> = prices.iter().map(|p| p.to_string()).collect();
+    let coids: Vec<String> = ids.iter().map(|i| format!("c{i}")).collect();
+    write_parquet(
+        &dir.join("fills.parquet"),
+        vec![
+            ts_col("ts", &secs),
+            str_col(
+                "strategy",
+                &fills.iter().map(|f| f.strategy).collect::<Vec<_>>(),
+            ),
+            str_col("venue", &vec!["sim"; n]),
+            str_col(
+                "symbol",
+                &fills.iter().map(|f| f.symbol).collect::<Vec<_>>(),
+            ),
+            u64_col("order_id", &ids),
+            str_col(
+                "client_order_id",
+                &coids.iter().map(String::as_str).collect::<Vec<_>>(),
+            ),
+            u64_col("fill_id", &ids),
+            str_col("side", &fills.iter().map(|f| f.side).collect::<Vec<_>>()),
+            f64_col("price", &prices),
+            f64_col("size", &sizes),
+            str_col(
+                "price_exact",
+                &price_exact.iter().map(String::as_str).collect::<Vec<_>>(),
+            ),
+            str_col(
+                "size_exact",
+                &fills.iter().map(|f| f.size).collect::<Vec<_>>(),
+            ),
+            f64_col("fee", &fills.iter().map(|f| f.fee).collect::<Vec<_>>()),
+            str_col(
+                "liquidity",
+                &fills.iter().map(|f| f.liquidity).collect::<Vec<_>>(),
+            ),
+        ],
+    );
+}
+
+fn write_marks(dir: &Path, rows: &[(i64, &str, &str, f64, f64)]) {
+    write_parquet(
+        &dir.join("marks.parquet"),
+        vec![
+            ts_col("ts", &rows.iter().map(|r| r.0).collect::<Vec<_>>()),
+            str_col("strategy", &rows.iter().map(|r| r.1).collect::<Vec<_>>()),
+            str_col("venue", &vec!["sim"; rows.len()]),
+            str_col("symbol", &rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+            f64_col("mid", &rows.iter().map(|r| r.3).collect::<Vec<_>>()),
+            f64_col("position", &rows.iter().map(|r| r.4).collect::<Vec<_>>()),
+        ],
+    );
+}
+
+fn fill(
+    secs: i64,
+    (strategy, symbol): (&'static str, &'static str),
+    side: &'static str,
+    price: f64,
+    size: &'static str,
+    fee: f64,
+    liquidity: &'static str,
+) -> HandFill {
+    HandFill {
+        secs,
+        strategy,
+        symbol,
+        side,
+        price,
+        size,
+        fee,
+        liquidity,
+    }
+}
+
+/// Two books:
+///
+/// `a/sim/BTC` (long, partial close, flip through zero, back to flat):
+/// - t1 buy 1@100 fee .1 and buy 1@100 fee .1 (same instant) → long 2 @ 100
+/// - t3 sell 1@110 rebate .05 (maker) → realized +10, long 1 @ 100
+/// - t5 sell 3@105 fee .3 → closes 1 (+5, realized 15), flips to short 2 @ 105
+/// - t7 buy 2@108 fee .2 → closes short (−6, realized 9), flat
+///
+/// `b/sim/ETH` (short, partial cover, add, open at the end):
+/// - t2 sell 4@50 rebate .02 (maker) → short 4 @ 50
+/// - t4 buy 1@45 fee .05 → realized +5, short 3 @ 50
+/// - t6 sell 1@48 fee .05 → short 4 @ (3·50 + 48)/4 = 49.5
+fn hand_fills() -> Vec<HandFill> {
+    vec![
+        fill(1, ("a", "BTC"), "buy", 100.0, "1", 0.1, "taker"),
+        fill(1, ("a", "BTC"), "buy", 100.0, "1", 0.1, "taker"),
+        fill(2, ("b", "ETH"), "sell", 50.0, "4", -0.02, "maker"),
+        fill(3, ("a", "BTC"), "sell", 110.0, "1", -0.05, "maker"),
+        fill(4, ("b", "ETH"), "buy", 45.0, "1", 0.05, "taker"),
+        fill(5, ("a", "BTC"), "sell", 105.0, "3", 0.3, "taker"),
+        fill(6, ("b", "ETH"), "sell", 48.0, "1", 0.05, "taker"),
+        fill(7, ("a", "BTC"), "buy", 108.0, "2", 0.2, "taker"),
+    ]
+}
+
+const BTC_MID: [f64; 9] = [
+    100.0, 100.0, 104.0, 110.0, 106.0, 105.0, 110.0, 108.0, 108.0,
+];
+const BTC_POS: [f64; 9] = [0.0, 2.0, 2.0, 1.0, 1.0, -2.0, -2.0, 0.0, 0.0];
+const ETH_MID: [f64; 9] = [50.0, 50.0, 50.0, 48.0, 45.0, 46.0, 48.0, 49.0, 47.0];
+const ETH_POS: [f64; 9] = [0.0, 0.0, -4.0, -4.0, -3.0, -3.0, -4.0, -4.0, -4.0];
+
+/// Net PnL per mark, worked out by hand from the fills above:
+/// BTC: 0, −.2, 7.8, 19.85, 15.85, 14.55, 4.55, 8.35, 8.35
+/// ETH: 0, 0, .02, 8.02, 19.97, 16.97, 10.92, 6.92, 14.92
+const TOTAL_PNL: [f64; 9] = [0.0, -0.2, 7.82, 27.87, 35.82, 31.52, 15.47, 15.27, 23.27];
+
+fn hand_run(dir: &Path, with_extras: bool) {
+    write_fills(dir, &hand_fills());
+    let mut marks = Vec::new();
+    for t in 0..9 {
+        marks.push((t as i64, "a", "BTC", BTC_MID[t], BTC_POS[t]));
+        marks.push((t as i64, "b", "ETH", ETH_MID[t], ETH_POS[t]));
+    }
+    write_marks(dir, &marks);
+    if with_extras {
+        std::fs::write(
+            dir.join("summary.json"),
+            r#"{"starting_balance": 1000, "scenario": "hand", "kept": [1, 2]}"#,
+        )
+        .expect("summary");
+        let n = 3;
+        write_parquet(
+            &dir.join("orders.parquet"),
+            vec![
+                ts_col("ts", &[1, 2, 3]),
+                str_col("strategy", &["a", "b", "a"]),
+                str_col("venue", &vec!["sim"; n]),
+                str_col("symbol", &["BTC", "ETH", "BTC"]),
+                u64_col("order_id", &[1, 2, 3]),
+                str_col("client_order_id", &["c1", "c2", "c3"]),
+                str_col("side", &["buy", "sell", "sell"]),
+                str_col("order_type", &["limit", "limit", "limit"]),
+                str_col("tif", &["gtc", "gtc", "gtc"]),
+                Series::new("price".into(), &[Some(100.0), None, Some(120.0)]).into(),
+                f64_col("size", &[2.0, 4.0, 2.0]),
+                f64_col("filled", &[2.0, 4.0, 0.0]),
+                str_col("status", &["filled", "filled", "cancelled"]),
+                Series::new("reason".into(), &[None, None, Some("user")]).into(),
+            ],
+        );
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()))
+}
+
+macro_rules! assert_close {
+    ($a:expr, $b:expr) => {{
+        let (a, b): (f64, f64) = ($a, $b);
+        assert!(close(a, b), "{} = {a}, expected {b}", stringify!($a));
+    }};
+}
+
+fn key<'a>(r: &'a Report, strategy: &str) -> &'a Metrics {
+    &r.by_key
+        .iter()
+        .find(|k| k.strategy == strategy)
+        .expect("key present")
+        .metrics
+}
+
+#[test]
+fn hand_built_run_matches_hand_computed_pnl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    hand_run(dir.path(), true);
+    let r = compute(dir.path(), &ReportOptions::default()).expect("report");
+
+    assert_eq!(r.scenario.as_deref(), Some("hand"));
+    assert_eq!(r.starting_balance, 1000.0);
+    assert_eq!(r.start_ns, Some(T0));
+    assert_eq!(r.end_ns, Some(T0 + 8 * S));
+    assert_eq!(r.interval_ns, Some(S));
+    assert_close!(r.periods_per_year.expect("ppy"), 31_536_000.0);
+    assert_eq!(r.by_key.len(), 2);
+
+    let a = key(&r, "a");
+    assert_close!(a.realized_pnl, 9.0);
+    assert_close!(a.fees, 0.65);
+    assert_close!(a.unrealized_pnl, 0.0);
+    assert_close!(a.net_pnl, 8.35);
+    assert_close!(a.turnover, 100.0 + 100.0 + 110.0 + 315.0 + 216.0);
+    assert_eq!((a.trades, a.closing_trades, a.winning_trades), (5, 3, 2));
+    assert_eq!(a.round_trips, 2);
+    assert_close!(a.avg_holding_secs.expect("hold"), 3.0); // (5−1 + 7−5) / 2
+    assert_eq!((a.maker_trades, a.taker_trades), (1, 4));
+    assert_close!(a.maker_notional, 110.0);
+    assert_close!(a.maker_fees, -0.05);
+    assert_close!(a.taker_fees, 0.7);
+    assert_close!(a.final_position.expect("pos"), 0.0);
+    assert_close!(a.max_drawdown, 19.85 - 4.55);
+    assert_close!(a.mean_abs_position.expect("mean"), 10.0 / 9.0);
+    assert_close!(a.max_abs_position.expect("max"), 2.0);
+    assert_close!(a.time_weighted_abs_position.expect("twa"), 10.0 / 8.0);
+    assert_eq!(a.marks, 9);
+    assert_eq!(a.position_mismatches, 0);
+
+    let b = key(&r, "b");
+    assert_close!(b.realized_pnl, 5.0);
+    assert_close!(b.fees, 0.08);
+    assert_close!(b.unrealized_pnl, 10.0); // −4 × (47 − 49.5)
+    assert_close!(b.net_pnl, 14.92);
+    assert_close!(b.final_position.expect("pos"), -4.0);
+    assert_eq!((b.trades, b.closing_trades, b.winning_trades), (3, 1, 1));
+    assert_eq!(b.round_trips, 0);
+    assert_eq!(b.avg_holding_secs, None);
+    assert_close!(b.max_drawdown, 19.97 - 6.92);
+    assert_close!(b.time_weighted_abs_position.expect("twa"), 22.0 / 8.0);
+
+    let t = &r.total;
+    assert_close!(t.realized_pnl, 14.0);
+    assert_close!(t.fees, 0.73);
+    assert_close!(t.unrealized_pnl, 10.0);
+    assert_close!(t.net_pnl, 23.27);
+    assert_close!(t.final_equity.expect("equity"), 1023.27);
+    assert_eq!((t.trades, t.closing_trades, t.winning_trades), (8, 4, 3));
+    assert_close!(t.win_rate.expect("win rate"), 0.75);
+    assert_close!(t.avg_holding_secs.expect("hold"), 3.0);
+    assert_close!(t.turnover, 1134.0);
+    assert_close!(t.maker_share.expect("maker share"), 310.0 / 1134.0);
+    // Peak 1035.82 at t4, trough 1015.27 at t7.
+    assert_close!(t.max_drawdown, 20.55);
+    assert_close!(t.max_drawdown_pct.expect("pct"), 20.55 / 1035.82 * 100.0);
+    assert_close!(t.max_gross_notional.expect("gross"), 412.0);
+    assert_close!(t.mean_gross_notional.expect("gross"), 2295.0 / 9.0);
+
+    // Sharpe/Sortino of 1-second simple returns, annualised with sqrt(365·86400).
+    let eq: Vec<f64> = TOTAL_PNL.iter().map(|p| 1000.0 + p).collect();
+    let ret: Vec<f64> = eq.windows(2).map(|w| w[1] / w[0] - 1.0).collect();
+    let n = ret.len() as f64;
+    let mean = ret.iter().sum::<f64>() / n;
+    let sd = (ret.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    let down = (ret.iter().map(|r| r.min(0.0).powi(2)).sum::<f64>() / n).sqrt();
+    let ann = 31_536_000f64.sqrt();
+    assert!((t.sharpe.expect("sharpe") / (mean / sd * ann) - 1.0).abs() < 1e-6);
+    assert!((t.sortino.expect("sortino") / (mean / down * ann) - 1.0).abs() < 1e-6);
+
+    let o = r.orders.as_ref().expect("orders");
+    assert_eq!(o.orders, 3);
+    assert_eq!(o.by_status.get("filled"), Some(&2));
+    assert_eq!(o.by_status.get("cancelled"), Some(&1));
+    assert_close!(o.fill_ratio.expect("ratio"), 6.0 / 8.0);
+    assert_eq!(
+        r.summary.as_ref().and_then(|s| s.get("kept")),
+        Some(&serde_json::json!([1, 2]))
+    );
+}
+
+#[test]
+fn equity_curve_follows_hand_computed_points() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    hand_run(dir.path(), true);
+    // Enough chart points that no bucket merges two marks: the series is the curve itself.
+    let opts = ReportOptions {
+        chart_max_points: 100,
+        ..ReportOptions::default()
+    };
+    let r = compute(dir.path(), &opts).expect("report");
+    let got: Vec<f64> = r.series.equity.iter().map(|p| p.1).collect();
+    let want: Vec<f64> = TOTAL_PNL.iter().map(|p| 1000.0 + p).collect();
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_close!(*g, *w);
+    }
+    let dd_min = r.series.drawdown.iter().map(|p| p.1).fold(0.0, f64::min);
+    assert_close!(dd_min, -20.55);
+}
+
+#[test]
+fn missing_summary_and_orders_mean_zero_balance_and_no_order_stats() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    hand_run(dir.path(), false);
+    let r = compute(dir.path(), &ReportOptions::default()).expect("report");
+    assert_eq!(r.starting_balance, 0.0);
+    assert_eq!(r.orders, None);
+    assert_eq!(r.scenario, None);
+    assert_close!(r.total.final_equity.expect("equity"), 23.27);
+    // No capital: the percent drawdown is relative to the PnL peak (35.82 at t4), and the
+    // ratios use PnL changes instead of returns.
+    assert_close!(r.total.max_drawdown, 20.55);
+    assert_close!(
+        r.total.max_drawdown_pct.expect("pct"),
+        20.55 / 35.82 * 100.0
+    );
+    assert!(r.total.sharpe.is_some());
+}
+
+#[test]
+fn starting_balance_option_overrides_summary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    hand_run(dir.path(), true);
+    let opts = ReportOptions {
+        starting_balance: Some(5000.0),
+        ..ReportOptions::default()
+    };
+    let r = compute(dir.path(), &opts).expect("report");
+    assert_close!(r.total.final_equity.expect("equity"), 5023.27);
+}
+
+#[test]
+fn missing_marks_file_is_reported_with_its_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_fills(dir.path(), &hand_fills());
+    let err = compute(dir.path(), &ReportOptions::default()).expect_err("must fail");
+    assert!(matches!(err, ReportError::MissingInput { .. }), "{err}");
+    assert!(err.to_string().contains("marks.parquet"), "{err}");
+}
+
+#[test]
+fn fills_without_marks_still_count_trades_and_mark_at_last_fill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_fills(dir.path(), &hand_fills());
+    write_marks(dir.path(), &[(0, "a", "BTC", 100.0, 0.0)]);
+    let r = compute(dir.path(), &ReportOptions::default()).expect("report");
+    let b = key(&r, "b");
+    assert_eq!(b.marks, 0);
+    // No ETH marks: the open short is marked at the last fill price (48).
+    assert_close!(b.unrealized_pnl, -4.0 * (48.0 - 49.5));
+    assert_eq!(r.total.trades, 8);
+}
+
+#[test]
+fn bad_side_names_the_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut fills = hand_fills();
+    fills[0].side = "BUY";
+    write_fills(dir.path(), &fills);
+    write_marks(dir.path(), &[(0, "a", "BTC", 100.0, 0.0)]);
+    let err = compute(dir.path(), &ReportOptions::default()).expect_err("must fail");
+    assert!(err.to_string().contains("row 0"), "{err}");
+    assert!(err.to_string().contains("side"), "{err}");
+}
+
+#[test]
+fn chart_is_an_svg_with_three_titled_panels() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    hand_run(dir.path(), true);
+    let r = compute(dir.path(), &ReportOptions::default()).expect("report");
+    let path = dir.path().join("chart.svg");
+    write_chart(&r, &path).expect("chart");
+    let svg = std::fs::read_to_string(&path).expect("read chart");
+    assert!(
+        svg.starts_with("<svg") || svg.contains("<svg "),
+        "not an SVG"
+    );
+    assert!(svg.trim_end().ends_with("</svg>"));
+    for title in ["Equity - hand", "Drawdown - hand", "Inventory - hand"] {
+        assert!(svg.contains(title), "missing panel title {title}");
+    }
+    for axis in ["equity (quote)", "drawdown (quote)", "notional (quote)"] {
+        assert!(svg.contains(axis), "missing axis label {axis}");
+    }
+    assert!(
+        svg.matches("<polyline").count() >= 3,
+        "expected line series"
+    );
+}
+
+#[test]
+fn renderers_show_every_key_and_a_total() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    hand_run(dir.path(), true);
+    let r = compute(dir.path(), &ReportOptions::default()).expect("report");
+
+    let table = render_table(&r);
+    assert!(table.contains("a/sim/BTC") && table.contains("b/sim/ETH"));
+    assert!(table.contains("TOTAL"));
+    assert!(table.contains("1,023.27"), "{table}");
+
+    let csv = render_csv(&r);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines[0].starts_with("strategy,venue,symbol,realized_pnl"));
+    assert!(lines[3].starts_with("TOTAL,,,14,"), "{}", lines[3]);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.split(',').count() == render::CSV_COLUMNS.len())
+    );
+
+    let json: serde_json::Value = serde_json::from_str(&render_json(&r)).expect("json");
+    assert_eq!(json["schema_version"], 1);
+    assert_eq!(json["total"]["trades"], 8);
+    assert_eq!(json["by_key"][0]["strategy"], "a");
+    assert!(json["by_key"][0]["realized_pnl"].is_number());
+    assert!(json.get("series").is_none());
+    let back: Report = serde_json::from_value(json).expect("round trip");
+    assert_eq!(back.total, r.total);
+}
+
+#[test]
+fn compare_shows_both_runs_and_the_difference() {
+    let a_dir = tempfile::tempdir().expect("tempdir");
+    let b_dir = tempfile::tempdir().expect("tempdir");
+    hand_run(a_dir.path(), true);
+    hand_run(b_dir.path(), false);
+    let a = compute(a_dir.path(), &ReportOptions::default()).expect("a");
+    let b = compute(b_dir.path(), &ReportOptions::default()).expect("b");
+    let text = compare(&a, &b);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("final equity"))
+        .expect("final equity row");
+    assert!(
+        line.contains("1,023.27") && line.contains("23.27"),
+        "{line}"
+    );
+    assert!(line.contains("-1,000.00"), "{line}");
+    assert!(text.contains("a/sim/BTC"));
+}
