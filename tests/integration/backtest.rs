@@ -18,7 +18,11 @@ fn summary(run_dir: &Path) -> serde_json::Value {
 fn fills_by_strategy(run_dir: &Path) -> std::collections::BTreeMap<String, u64> {
     let file = std::fs::File::open(run_dir.join("fills.parquet")).unwrap();
     let mut out = std::collections::BTreeMap::new();
-    for batch in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+    for batch in ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+    {
         let batch = batch.unwrap();
         let col = batch.column_by_name("strategy").unwrap();
         let names = col.as_any().downcast_ref::<StringArray>().unwrap();
@@ -33,22 +37,49 @@ fn fills_by_strategy(run_dir: &Path) -> std::collections::BTreeMap<String, u64> 
 fn demo_scenario_completes_with_report_chart_and_a_stable_digest() {
     let dir = tempdir();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let out = run_ok(&["run", "scenarios/demo.toml", "--out", a.to_str().unwrap(), "--quiet"]);
-    run_ok(&["run", "scenarios/demo.toml", "--out", b.to_str().unwrap(), "--quiet", "--speed", "max"]);
+    let out = run_ok(&[
+        "run",
+        "scenarios/demo.toml",
+        "--out",
+        a.to_str().unwrap(),
+        "--quiet",
+    ]);
+    run_ok(&[
+        "run",
+        "scenarios/demo.toml",
+        "--out",
+        b.to_str().unwrap(),
+        "--quiet",
+        "--speed",
+        "max",
+    ]);
     let (sa, sb) = (summary(&a), summary(&b));
     assert!(sa["digest"].as_str().is_some_and(|d| d.len() == 16), "{sa}");
     assert_eq!(sa["digest"], sb["digest"], "same inputs, same fills");
     assert_eq!(sa["replay"]["events"], 135_830);
     let fills = fills_by_strategy(&a);
-    assert!(fills.get("mm").copied().unwrap_or(0) > 0, "market maker filled: {fills:?}");
-    assert!(fills.get("taker").copied().unwrap_or(0) > 0, "taker filled: {fills:?}");
+    assert!(
+        fills.get("mm").copied().unwrap_or(0) > 0,
+        "market maker filled: {fills:?}"
+    );
+    assert!(
+        fills.get("taker").copied().unwrap_or(0) > 0,
+        "taker filled: {fills:?}"
+    );
     let svg = std::fs::read_to_string(a.join("report.svg")).expect("chart written");
     assert!(svg.contains("<svg"));
     assert!(a.join("report.csv").exists() && a.join("report.json").exists());
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("mm") && table.contains("taker"), "report table printed:\n{table}");
+    assert!(
+        table.contains("mm") && table.contains("taker"),
+        "report table printed:\n{table}"
+    );
     if let Some(py) = python() {
-        run_python(&py, "report_python_check.py", &[a.to_str().unwrap(), a.join("report.json").to_str().unwrap()]);
+        run_python(
+            &py,
+            "report_python_check.py",
+            &[a.to_str().unwrap(), a.join("report.json").to_str().unwrap()],
+        );
     }
 }
 
@@ -84,14 +115,27 @@ order_latency = {{ model = "constant", ns = 1_000_000 }}
     )
     .unwrap();
     let run_dir = dir.path().join("run");
-    let out = spawn(&["run", scenario.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--quiet"])
-        .wait(Duration::from_secs(300));
+    let out = spawn(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--quiet",
+    ])
+    .wait(Duration::from_secs(300));
     assert_ok("run py scenario", &out);
     let fills = fills_by_strategy(&run_dir);
-    assert!(fills.get("py-momentum").copied().unwrap_or(0) > 0, "{fills:?}");
+    assert!(
+        fills.get("py-momentum").copied().unwrap_or(0) > 0,
+        "{fills:?}"
+    );
     let log = std::fs::read_to_string(run_dir.join("strategy-py-momentum.log")).unwrap();
     let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
-    assert_eq!(last["fills"].as_u64(), fills.get("py-momentum").copied(), "the strategy saw every fill");
+    assert_eq!(
+        last["fills"].as_u64(),
+        fills.get("py-momentum").copied(),
+        "the strategy saw every fill"
+    );
 }
 
 #[test]
@@ -111,11 +155,20 @@ symbol = "BTCUSDT"
 "#,
     )
     .unwrap();
-    let out = spawn(&["run", scenario.to_str().unwrap(), "--out", dir.path().join("r").to_str().unwrap(), "--quiet"])
-        .wait(Duration::from_secs(60));
+    let out = spawn(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
+        "--quiet",
+    ])
+    .wait(Duration::from_secs(60));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("\"boom\"") && err.contains("code 3") && err.contains("about to fail"), "{err}");
+    assert!(
+        err.contains("\"boom\"") && err.contains("code 3") && err.contains("about to fail"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -130,5 +183,8 @@ fn malformed_scenario_names_file_line_and_key() {
     let out = spawn(&["run", scenario.to_str().unwrap(), "--quiet"]).wait(Duration::from_secs(30));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:5:") && err.contains("speeed"), "{err}");
+    assert!(
+        err.contains("bad.toml:5:") && err.contains("speeed"),
+        "{err}"
+    );
 }
