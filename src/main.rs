@@ -784,11 +784,8 @@ fn report_after_run(run_dir: &std::path::Path) -> Result<()> {
     let table = report::run(run_dir, None, &ReportOptions::default())?;
     println!("{table}");
     eprintln!(
-        "report: {} (chart {}, {}, {})",
-        run_dir.display(),
-        run_dir.join("report.svg").display(),
-        "report.json",
-        "report.csv"
+        "report: {} (chart report.svg, report.json, report.csv in that directory)",
+        run_dir.display()
     );
     Ok(())
 }

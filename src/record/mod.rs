@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use serde::Serialize;
 
 use crate::bus::{Subscriber, SubscriberConfig};
@@ -434,9 +434,20 @@ pub fn run(
                             }
                             batch.push(event);
                             if batch.len() >= 4096 {
-                                to_writer
-                                    .send(ToWriter::Events(std::mem::take(&mut batch)))
-                                    .context("Parquet writer stopped")?;
+                                let full = std::mem::take(&mut batch);
+                                match to_writer.try_send(ToWriter::Events(full)) {
+                                    Ok(()) => {}
+                                    Err(TrySendError::Full(full)) => {
+                                        // The writer is behind: make what we hold durable
+                                        // before waiting for it, so the flush promise holds.
+                                        journal.flush(config.fsync)?;
+                                        last_flush = Instant::now();
+                                        to_writer.send(full).context("Parquet writer stopped")?;
+                                    }
+                                    Err(TrySendError::Disconnected(_)) => {
+                                        anyhow::bail!("Parquet writer stopped")
+                                    }
+                                }
                             }
                         }
                     }

@@ -351,7 +351,7 @@ pub fn run(
         publisher.send_raw(b"step", payload.as_bytes())
     };
 
-    while let Some(event) = reader.next() {
+    for event in reader.by_ref() {
         let event = event?;
         if stop.is_set() {
             break;
@@ -488,7 +488,7 @@ pub fn run(
             }
             stats.ack_wait_secs += waited.elapsed().as_secs_f64();
             pacer.rebase(ts);
-        } else if config.lockstep > 0 && stats.events % 64 == 0 {
+        } else if config.lockstep > 0 && stats.events.is_multiple_of(64) {
             // Lookahead form: a marker now and then keeps acks flowing while we run ahead.
             step += 1;
             step_ts.insert(step, ts);

@@ -90,7 +90,7 @@ impl Pacer {
             }
         }
         self.seen += 1;
-        if self.seen % self.sample_every == 0 {
+        if self.seen.is_multiple_of(self.sample_every) {
             let late = Instant::now().saturating_duration_since(due);
             self.samples
                 .push(late.as_micros().min(u32::MAX as u128) as u32);

@@ -55,13 +55,16 @@ pub struct RunSummary {
     pub run_dir: PathBuf,
 }
 
+/// A strategy that exited badly: name, exit code, log file.
+type Crash = (String, Option<i32>, PathBuf);
+
 struct Children {
     procs: Vec<(String, Child, PathBuf)>,
 }
 
 impl Children {
     /// First child that exited with failure, if any.
-    fn failed(&mut self) -> Option<(String, Option<i32>, PathBuf)> {
+    fn failed(&mut self) -> Option<Crash> {
         for (name, child, log) in &mut self.procs {
             if let Ok(Some(status)) = child.try_wait()
                 && !status.success()
@@ -243,7 +246,7 @@ pub fn run(
 
     // A watchdog stops the replay as soon as a strategy dies, or on Ctrl-C.
     let run_stop = Stop::new();
-    let failure: Arc<Mutex<Option<(String, Option<i32>, PathBuf)>>> = Arc::default();
+    let failure: Arc<Mutex<Option<Crash>>> = Arc::default();
     let children = Arc::new(Mutex::new(children));
     let finished = Stop::new();
     let watchdog = {

@@ -124,7 +124,7 @@ fn slow_subscriber_at_max_speed_still_receives_every_event() {
         let frames = sock.recv_multipart(0).unwrap();
         if frames[0].starts_with(b"book.") || frames[0].starts_with(b"trade.") {
             data += 1;
-            if data % 50 == 0 {
+            if data.is_multiple_of(50) {
                 std::thread::sleep(Duration::from_millis(2)); // a deliberately slow consumer
             }
         } else if frames[0].starts_with(b"eos.") {
