@@ -132,12 +132,7 @@ mod tests {
         let mut book = L2Book::new();
         book.apply(&d(Side::Bid, "99", "1", Flags::default()));
         book.apply(&d(Side::Bid, "100", "2", Flags::SNAPSHOT));
-        book.apply(&d(
-            Side::Ask,
-            "101",
-            "3",
-            Flags::SNAPSHOT.with(Flags::LAST),
-        ));
+        book.apply(&d(Side::Ask, "101", "3", Flags::SNAPSHOT.with(Flags::LAST)));
         assert_eq!(book.depth(), (1, 1));
         assert!(book.is_consistent());
         book.apply(&d(Side::Bid, "100.0", "0", Flags::LAST));

@@ -98,7 +98,10 @@ impl Publisher {
         // slow-joiner wait needs. Only `Block` turns on NODROP.
         let mut socket = ctx.socket(zmq::XPUB)?;
         socket.set_sndhwm(config.send_hwm)?;
-        socket.set_sndbuf(8 << 20)?;
+        if config.backpressure == Backpressure::Drop {
+            // Live data: absorb bursts in the kernel rather than drop at the HWM.
+            socket.set_sndbuf(8 << 20)?;
+        }
         socket.set_linger(2000)?;
         socket.set_xpub_verbose(true)?;
         if config.backpressure == Backpressure::Block {
@@ -117,9 +120,7 @@ impl Publisher {
             socket.bind(ep).with_context(|| {
                 format!("cannot bind publisher to {ep} (in use? try another port or ipc:// path)")
             })?;
-            let actual = socket
-                .get_last_endpoint()?
-                .unwrap_or_else(|_| ep.clone());
+            let actual = socket.get_last_endpoint()?.unwrap_or_else(|_| ep.clone());
             endpoints.push(actual);
         }
         Ok(Publisher {
@@ -367,8 +368,9 @@ impl Subscriber {
             for t in &config.topics {
                 s.set_subscribe(t.as_bytes())?;
             }
-            s.connect(ep)
-                .with_context(|| format!("bad endpoint {ep:?} (expected tcp://host:port or ipc://path)"))?;
+            s.connect(ep).with_context(|| {
+                format!("bad endpoint {ep:?} (expected tcp://host:port or ipc://path)")
+            })?;
             sockets.push(s);
         }
         Ok(Subscriber {

@@ -1,19 +1,35 @@
 //! ticktape: a record-and-replay backtest harness for order-book market data.
 //!
-//! Data flows one way: sources (feeds, `simulate`, `replay`) publish normalized
-//! [`event::Event`]s on a ZeroMQ [`bus`]; sinks (`record`, strategies, the simulated
-//! exchange) consume them; the exchange answers orders and publishes fills; reports read
-//! Parquet only. See `docs/ARCHITECTURE.md` for the map.
+//! Data flows one way: sources publish normalized [`event::Event`]s on a ZeroMQ
+//! [`bus`]; sinks consume them; the simulated exchange answers orders and publishes
+//! fills; reports read Parquet only.
+//!
+//! # Layout (in the order data flows)
+//! - [`event`]: the event vocabulary, exact fixed-point numbers, nanosecond time.
+//! - [`wire`]: topics and JSON payloads on the bus.
+//! - [`bus`]: ZeroMQ publisher/subscriber, lossless mode, heartbeats.
+//! - [`feeds`]: sources — the synthetic venue, live venues, importers.
+//! - [`record`]: the recorder (dedup, gaps, quarantine) writing through [`store`].
+//! - [`store`]: dataset layout, journal, crash-safe Parquet writer, time-ordered reader.
+//! - [`inspect`]: what a dataset holds.
+//! - [`book`]: the L2 book every consumer rebuilds from deltas.
+//! - [`exchange`]: the simulated exchange and its models.
+//! - [`report`]: PnL analytics with polars.
+//! - [`shutdown`]: the one stop flag signals raise.
 
 #![deny(missing_docs)]
 
 pub mod book;
+pub mod bus;
 pub mod event;
-pub mod wire;
 pub mod exchange;
 pub mod feeds;
-pub mod report;
-pub mod store;
-pub mod bus;
-pub mod shutdown;
+pub mod inspect;
 pub mod record;
+pub mod replay;
+pub mod report;
+pub mod scenario;
+pub mod shutdown;
+pub mod store;
+pub mod strategy;
+pub mod wire;

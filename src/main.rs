@@ -1,1 +1,983 @@
-fn main(){}
+//! The `ticktape` command line: parse arguments, build a config, call the library,
+//! show progress, map errors to exit codes. No logic lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use ticktape::bus::{Backpressure, PublisherConfig};
+use ticktape::feeds::simulate::{self, Clock, Faults, SimulateConfig};
+use ticktape::record::{self, RecordConfig};
+use ticktape::store::{WriterOptions, layout};
+
+#[derive(Parser)]
+#[command(
+    name = "ticktape",
+    version,
+    about = "Record-and-replay backtest harness for order-book market data over a ZeroMQ bus"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish a synthetic venue (random-walk L2 books and trades) on the bus.
+    Simulate(SimulateArgs),
+    /// Subscribe to one or more publishers and write a crash-safe Parquet dataset.
+    Record(RecordArgs),
+    /// Summarize a dataset: venues, symbols, kinds, time range, rows, gaps.
+    Inspect(InspectArgs),
+    /// Turn journals left by a crashed recorder into Parquet (record does this on start).
+    Recover(RecoverArgs),
+    /// Publish a recorded dataset on the bus, paced, as fast as possible, or in lockstep.
+    Replay(ReplayArgs),
+    /// Run a built-in example strategy against a bus and order gateway.
+    Strategy(StrategyArgs),
+    /// Run a whole backtest from a scenario file and print its report.
+    Run(RunArgs),
+    /// Import files in other formats (Binance raw captures, Tardis, DBN, LOBSTER) into a dataset.
+    Import(ImportArgs),
+    /// Print the order book reconstructed from a dataset at a moment.
+    Book(BookArgs),
+    /// Connect to a live venue (kraken, coinbase) and publish its feed on the bus.
+    Feed(FeedArgs),
+    /// PnL report of a run directory (table, JSON, CSV, SVG chart), or two side by side.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Run directory (with fills.parquet and marks.parquet).
+    run_dir: PathBuf,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Also write a CSV here.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Also write the SVG chart (equity, drawdown, inventory) here.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// A second run directory to compare with.
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// Starting balance instead of the run's summary.json.
+    #[arg(long)]
+    starting_balance: Option<f64>,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// Input files, imported in order as one stream.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Dataset directory to write (created, or appended to as a new generation).
+    #[arg(long)]
+    out: PathBuf,
+    /// auto, binance-raw, tardis, lobster or dbn.
+    #[arg(long, default_value = "auto")]
+    format: String,
+    /// Venue name to store under.
+    #[arg(long)]
+    venue: Option<String>,
+    /// Symbol to store under.
+    #[arg(long)]
+    symbol: Option<String>,
+    /// LOBSTER: the matching orderbook file, to seed and check the book.
+    #[arg(long)]
+    lobster_book: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct BookArgs {
+    /// Dataset directory.
+    dataset: PathBuf,
+    /// Venue.
+    #[arg(long)]
+    venue: String,
+    /// Symbol.
+    #[arg(long)]
+    symbol: String,
+    /// Time (UTC, YYYY-MM-DDTHH:MM:SS[.f]Z, or ns).
+    #[arg(long)]
+    at: String,
+    /// Levels per side.
+    #[arg(long, default_value_t = 10)]
+    depth: usize,
+}
+
+#[derive(Args)]
+struct FeedArgs {
+    /// kraken or coinbase.
+    venue: String,
+    /// Comma-separated venue symbols (XBT/USD, BTC-USD).
+    #[arg(long, value_delimiter = ',', required = true)]
+    symbols: Vec<String>,
+    /// Endpoint(s) to bind the bus on.
+    #[arg(long, default_value = "tcp://127.0.0.1:5555")]
+    bind: Vec<String>,
+    /// Book depth to subscribe.
+    #[arg(long, default_value_t = 100)]
+    depth: usize,
+    /// Websocket URL instead of the venue's public one.
+    #[arg(long)]
+    url: Option<String>,
+    /// Publisher id in heartbeats.
+    #[arg(long)]
+    id: Option<String>,
+    /// No status line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Scenario file (see docs/SCENARIOS.md).
+    scenario: PathBuf,
+    /// Run directory (default: the scenario's output.dir, or runs/<name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override the scenario's replay speed (max, 1, 10, ...).
+    #[arg(long)]
+    speed: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct RecoverArgs {
+    /// Dataset directory.
+    dataset: PathBuf,
+}
+
+#[derive(Args)]
+struct SelectionArgs {
+    /// Venues to keep (default all).
+    #[arg(long = "venue", value_delimiter = ',')]
+    venues: Vec<String>,
+    /// Symbols to keep (default all).
+    #[arg(long = "symbol", value_delimiter = ',')]
+    symbols: Vec<String>,
+    /// Kinds to keep: book, trade, gap (default all).
+    #[arg(long = "kind", value_delimiter = ',')]
+    kinds: Vec<String>,
+    /// Start of the window (UTC time, YYYY-MM-DD[THH:MM:SS[.f]] or ns).
+    #[arg(long)]
+    start: Option<String>,
+    /// End of the window, exclusive.
+    #[arg(long)]
+    end: Option<String>,
+}
+
+impl SelectionArgs {
+    fn build(&self) -> Result<ticktape::store::Selection> {
+        let kinds = self
+            .kinds
+            .iter()
+            .map(|k| match ticktape::event::Kind::from_name(k) {
+                Some(kind) if kind.is_stored() => Ok(kind),
+                _ => bail!("unknown kind {k:?}: use book, trade or gap"),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ticktape::store::Selection {
+            venues: self.venues.clone(),
+            symbols: self.symbols.clone(),
+            kinds,
+            start: self.start.as_deref().map(layout::parse_ts).transpose()?,
+            end: self.end.as_deref().map(layout::parse_ts).transpose()?,
+        })
+    }
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Dataset directory.
+    dataset: PathBuf,
+    #[command(flatten)]
+    selection: SelectionArgs,
+    /// Speed: 1 = recorded pace, 10 = ten times faster, max = as fast as subscribers take it.
+    #[arg(long, default_value = "max")]
+    speed: ticktape::replay::Speed,
+    /// Endpoint(s) to bind the bus on.
+    #[arg(long, default_value = "tcp://127.0.0.1:5556")]
+    bind: Vec<String>,
+    /// Wait for this many subscribers before the first event.
+    #[arg(long, default_value_t = 0)]
+    wait_for: usize,
+    /// Give up waiting for subscribers/strategies after this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    wait_timeout: Duration,
+    /// Order gateway / lockstep ack endpoint (ROUTER).
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Lockstep with this many strategies.
+    #[arg(long, default_value_t = 0)]
+    lockstep: usize,
+    /// Lockstep lookahead (run ahead by up to this much event time; use the order latency).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    lookahead: Duration,
+    /// Publisher id in heartbeats.
+    #[arg(long, default_value = "replay")]
+    id: String,
+    /// Messages queued per subscriber before the replay waits for it.
+    #[arg(long, default_value_t = 100_000)]
+    send_hwm: i32,
+    /// Run the simulated exchange on the gateway (needs --gateway).
+    #[arg(long)]
+    exchange: bool,
+    /// Order latency of the simulated exchange.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    order_latency: Duration,
+    /// Queue model: risk_averse or proportional.
+    #[arg(long, default_value = "risk_averse")]
+    queue: String,
+    /// Maker fee in basis points (negative = rebate).
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    maker_bps: f64,
+    /// Taker fee in basis points.
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    taker_bps: f64,
+    /// Write orders/fills/marks Parquet here (with --exchange).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct StrategyArgs {
+    /// Which example: mm (market maker) or taker (trade-flow taker).
+    name: String,
+    /// Bus endpoint(s).
+    #[arg(long, default_value = "tcp://127.0.0.1:5556")]
+    bus: Vec<String>,
+    /// Order gateway endpoint.
+    #[arg(long)]
+    gateway: String,
+    /// Venue to trade.
+    #[arg(long)]
+    venue: String,
+    /// Symbol to trade.
+    #[arg(long)]
+    symbol: String,
+    /// Order size (decimal).
+    #[arg(long, default_value = "1")]
+    size: String,
+    /// Ack lockstep step markers.
+    #[arg(long)]
+    lockstep: bool,
+    /// Strategy id (prefix of client order ids).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+/// Parses durations like `500ms`, `2s`, `1.5s`, `15m`, `1h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (examples: 500ms, 2s, 15m, 1h)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m or h)")),
+    };
+    if !(secs >= 0.0 && secs.is_finite()) {
+        return Err(format!("duration {s:?} must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Endpoint(s) to bind.
+    #[arg(long, default_value = "tcp://127.0.0.1:5555")]
+    bind: Vec<String>,
+    /// Venue name in events.
+    #[arg(long, default_value = "sim")]
+    venue: String,
+    /// Comma-separated symbols.
+    #[arg(long, default_value = "BTC-USD,ETH-USD,SOL-USD", value_delimiter = ',')]
+    symbols: Vec<String>,
+    /// Mean events per second; 0 = as fast as possible.
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    /// Stop after this many data events.
+    #[arg(long)]
+    events: Option<u64>,
+    /// Stop after this long (e.g. 30s).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// RNG seed; equal seeds give equal streams (redundant publishers).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Levels per side.
+    #[arg(long, default_value_t = 10)]
+    depth: usize,
+    /// Publisher id in heartbeats.
+    #[arg(long, default_value = "sim")]
+    id: String,
+    /// Heartbeat interval.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    heartbeat: Duration,
+    /// Re-send full snapshots this often.
+    #[arg(long, value_parser = parse_duration)]
+    snapshot_every: Option<Duration>,
+    /// Wait for this many subscribers before publishing (avoids the slow-joiner loss).
+    #[arg(long, default_value_t = 0)]
+    wait_for: usize,
+    /// Do not publish the first N events (still generated): a partly overlapping redundant publisher.
+    #[arg(long, default_value_t = 0)]
+    skip: u64,
+    /// Deterministic timestamps starting at this time (UTC, e.g. 2024-01-01T00:00:00Z).
+    #[arg(long)]
+    synthetic_clock: Option<String>,
+    /// Events per second of synthetic time (default --rate), to generate a deterministic
+    /// stream faster than its timestamps.
+    #[arg(long)]
+    synthetic_rate: Option<f64>,
+    /// Fault: after N events, drop --drop-count events.
+    #[arg(long)]
+    drop_after: Option<u64>,
+    /// Fault: how many events to drop.
+    #[arg(long, default_value_t = 0)]
+    drop_count: u64,
+    /// Fault: send every k-th event twice.
+    #[arg(long)]
+    duplicate_every: Option<u64>,
+    /// Fault: send a malformed message after every k-th event.
+    #[arg(long)]
+    malformed_every: Option<u64>,
+    /// Fault: after N events, go silent (no heartbeats either) for --stall.
+    #[arg(long)]
+    stall_after: Option<u64>,
+    /// Fault: stall length.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    stall: Duration,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct RecordArgs {
+    /// Dataset directory (created, or appended to).
+    dataset: PathBuf,
+    /// Publisher endpoint(s); repeat for redundant publishers.
+    #[arg(long = "connect", default_value = "tcp://127.0.0.1:5555")]
+    connect: Vec<String>,
+    /// Topic prefixes to record (default: everything).
+    #[arg(long = "topic")]
+    topics: Vec<String>,
+    /// Durability bound: events older than this survive kill -9.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    flush_interval: Duration,
+    /// Skip fdatasync of the journal (still survives kill -9, not power loss).
+    #[arg(long)]
+    no_fsync: bool,
+    /// Start new files this often.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    rotate_every: Duration,
+    /// ... or when a generation's journal reaches this many MiB.
+    #[arg(long, default_value_t = 256)]
+    rotate_mib: u64,
+    /// Recent events remembered for deduplication.
+    #[arg(long, default_value_t = 1 << 20)]
+    dedup_window: usize,
+    /// How long a sequence hole waits for a redundant publisher's late copy.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    gap_grace: Duration,
+    /// Rows per Parquet row group.
+    #[arg(long, default_value_t = 65_536)]
+    row_group_rows: usize,
+    /// Exit once every publisher has sent end-of-stream.
+    #[arg(long)]
+    until_eos: bool,
+    /// No status line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// Dataset directory.
+    dataset: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn spinner(quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn simulate_cmd(a: SimulateArgs) -> Result<()> {
+    let clock = match &a.synthetic_clock {
+        Some(t) => Clock::Synthetic(layout::parse_ts(t)?),
+        None => Clock::Wall,
+    };
+    if a.symbols.is_empty() {
+        bail!("--symbols needs at least one symbol");
+    }
+    let config = SimulateConfig {
+        publisher: PublisherConfig {
+            bind: a.bind,
+            backpressure: Backpressure::Drop,
+            ..PublisherConfig::default()
+        },
+        publisher_id: a.id,
+        venue: a.venue,
+        symbols: a.symbols,
+        rate: a.rate,
+        events: a.events,
+        duration: a.duration,
+        seed: a.seed,
+        depth: a.depth,
+        heartbeat: a.heartbeat,
+        snapshot_every: a.snapshot_every,
+        skip: a.skip,
+        wait_for: a.wait_for,
+        clock,
+        synthetic_rate: a.synthetic_rate,
+        faults: Faults {
+            drop_after: a.drop_after,
+            drop_count: a.drop_count,
+            duplicate_every: a.duplicate_every,
+            malformed_every: a.malformed_every,
+            stall_after: a.stall_after,
+            stall: a.stall,
+        },
+    };
+    let bar = spinner(a.quiet);
+    let stop = ticktape::shutdown::on_signal();
+    let stats = simulate::run(&config, &stop, |s, p| {
+        let rate = s.published as f64 / s.elapsed.as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "simulate on {}: {} events ({:.0}/s), {:.1} MB",
+            p.endpoints().join(","),
+            s.published,
+            rate,
+            p.stats().bytes as f64 / 1e6
+        ));
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "simulate: published {} events in {:.2}s ({:.0}/s); injected: dropped {}, duplicated {}, malformed {}",
+        stats.published,
+        stats.elapsed.as_secs_f64(),
+        stats.published as f64 / stats.elapsed.as_secs_f64().max(1e-9),
+        stats.dropped,
+        stats.duplicated,
+        stats.malformed
+    );
+    Ok(())
+}
+
+fn record_cmd(a: RecordArgs) -> Result<()> {
+    let config = RecordConfig {
+        dataset: a.dataset,
+        connect: a.connect,
+        topics: a.topics,
+        flush_interval: a.flush_interval,
+        fsync: !a.no_fsync,
+        rotate_interval: a.rotate_every,
+        rotate_bytes: a.rotate_mib << 20,
+        dedup_window: a.dedup_window,
+        gap_grace: a.gap_grace,
+        until_eos: a.until_eos,
+        writer: WriterOptions {
+            row_group_rows: a.row_group_rows.max(1),
+            ..WriterOptions::default()
+        },
+        ..RecordConfig::default()
+    };
+    let bar = spinner(a.quiet);
+    let stop = ticktape::shutdown::on_signal();
+    let mut last = (0u64, 0.0f64);
+    let stats = record::run(&config, &stop, |s| {
+        let dt = (s.elapsed_secs - last.1).max(1e-9);
+        let rate = (s.received - last.0) as f64 / dt;
+        last = (s.received, s.elapsed_secs);
+        bar.set_message(format!(
+            "record {}: {} ev ({:.0}/s) {:.1} MB | rows {} files {} | gaps {} dup {} bad {} | publishers: {}",
+            config.dataset.display(),
+            s.accepted,
+            rate,
+            s.bytes_received as f64 / 1e6,
+            s.writer.rows,
+            s.writer.files_closed,
+            s.gaps,
+            s.duplicates,
+            s.malformed,
+            record::publishers_line(s)
+        ));
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "record: {} received, {} written ({} rows in {} files, {:.1} MB), {} duplicates dropped, {} gaps, {} malformed quarantined, {} recovered from a previous journal, {:.1}s",
+        stats.received,
+        stats.accepted,
+        stats.writer.rows,
+        stats.writer.files_closed,
+        stats.writer.bytes_closed as f64 / 1e6,
+        stats.duplicates,
+        stats.gaps,
+        stats.malformed,
+        stats.recovered,
+        stats.elapsed_secs
+    );
+    for p in &stats.publishers {
+        eprintln!(
+            "  publisher {}: {} msgs, {} missing by sequence, {} silences{}",
+            p.endpoint,
+            p.received,
+            p.seq_missing,
+            p.silences,
+            if p.ended { ", ended" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn inspect_cmd(a: InspectArgs) -> Result<()> {
+    let summary = ticktape::inspect::inspect(&a.dataset)
+        .with_context(|| format!("cannot inspect {}", a.dataset.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", ticktape::inspect::render(&a.dataset, &summary));
+    }
+    Ok(())
+}
+
+fn recover_cmd(a: RecoverArgs) -> Result<()> {
+    let r = ticktape::store::recover(&a.dataset, &WriterOptions::default())
+        .with_context(|| format!("cannot recover {}", a.dataset.display()))?;
+    eprintln!(
+        "recover: {} journal(s) replayed, {} events rebuilt, {} torn bytes discarded, {} stale files removed",
+        r.journals, r.events, r.torn_bytes, r.removed_files
+    );
+    Ok(())
+}
+
+fn replay_cmd(a: ReplayArgs) -> Result<()> {
+    let config = ticktape::replay::ReplayConfig {
+        dataset: a.dataset.clone(),
+        selection: a.selection.build()?,
+        speed: a.speed,
+        bind: a.bind,
+        wait_for: a.wait_for,
+        wait_timeout: a.wait_timeout,
+        gateway: a.gateway,
+        lockstep: a.lockstep,
+        lookahead: a.lookahead,
+        publisher_id: a.id,
+        send_hwm: a.send_hwm,
+        ..Default::default()
+    };
+    let stop = ticktape::shutdown::on_signal();
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} events {per_sec} eta {eta} | {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    let mut host = if a.exchange {
+        use ticktape::exchange::models::{ExchangeSettings, FeeSchedule, LatencySpec, QueueSpec};
+        if config.gateway.is_none() {
+            bail!("--exchange needs --gateway ENDPOINT for the strategies' orders");
+        }
+        let queue = match a.queue.as_str() {
+            "risk_averse" => QueueSpec::RiskAverse,
+            "proportional" => QueueSpec::Proportional,
+            other => bail!("unknown --queue {other:?}: use risk_averse or proportional"),
+        };
+        let settings = ExchangeSettings {
+            order_latency: LatencySpec::Constant {
+                ns: a.order_latency.as_nanos() as i64,
+            },
+            queue,
+            fees: FeeSchedule {
+                maker_bps: a.maker_bps,
+                taker_bps: a.taker_bps,
+                ..FeeSchedule::default()
+            },
+            ..ExchangeSettings::default()
+        };
+        Some(ticktape::exchange::host::ExchangeHost::new(
+            &ticktape::exchange::host::ExchangeHostConfig {
+                settings,
+                run_dir: a.run_dir.clone(),
+            },
+        )?)
+    } else {
+        None
+    };
+    let venue_host = host
+        .as_mut()
+        .map(|h| h as &mut dyn ticktape::replay::VenueHost);
+    let stats = ticktape::replay::run(&config, venue_host, &stop, |p| {
+        bar.set_length(p.stats.estimate);
+        bar.set_position(p.stats.events);
+        bar.set_message(format!("at {}", layout::format_ts(p.ts)));
+    })?;
+    bar.finish_and_clear();
+    print_replay_summary(&stats, a.json)
+}
+
+fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(stats)?);
+    }
+    eprintln!(
+        "replay: {} events ({} gaps) in {:.2}s = {:.0} events/s; subscriber stalls {} ({:.2}s)",
+        stats.events,
+        stats.gaps,
+        stats.elapsed_secs,
+        stats.events as f64 / stats.elapsed_secs.max(1e-9),
+        stats.stalls,
+        stats.stalled_secs
+    );
+    if let Some((a, b)) = stats.time_range {
+        eprintln!(
+            "  window {} .. {} ({:.2}s of recorded time)",
+            layout::format_ts(a),
+            layout::format_ts(b),
+            (b - a) as f64 / 1e9
+        );
+    }
+    if let Some(l) = &stats.lateness {
+        eprintln!(
+            "  pacing lateness p50 {:.0} us, p99 {:.0} us, max {:.0} us ({} samples)",
+            l.p50_us, l.p99_us, l.max_us, l.samples
+        );
+    }
+    if stats.steps > 0 {
+        eprintln!(
+            "  lockstep: {} steps, {:.2}s waiting for acks; slowest: {}",
+            stats.steps,
+            stats.ack_wait_secs,
+            stats
+                .slowest
+                .iter()
+                .map(|(n, s)| format!("{n} {s:.2}s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if let Some(d) = &stats.digest {
+        eprintln!("  fills digest {d}");
+    }
+    Ok(())
+}
+
+fn strategy_cmd(a: StrategyArgs) -> Result<()> {
+    use ticktape::strategy::{self, RunnerConfig, examples};
+    let size: ticktape::event::Fixed = a
+        .size
+        .parse()
+        .with_context(|| format!("bad --size {:?}", a.size))?;
+    let mut boxed: Box<dyn strategy::Strategy> = match a.name.as_str() {
+        "mm" => Box::new(examples::MarketMaker::new(&a.venue, &a.symbol, size)),
+        "taker" => Box::new(examples::TradeFlowTaker::new(&a.venue, &a.symbol, size)),
+        other => bail!("unknown strategy {other:?}: built-in examples are mm and taker"),
+    };
+    let config = RunnerConfig {
+        name: a.id.unwrap_or_else(|| a.name.clone()),
+        bus: a.bus,
+        gateway: a.gateway,
+        lockstep: a.lockstep,
+        timer: Duration::from_secs(1),
+        idle_timeout: Some(Duration::from_secs(120)),
+    };
+    let stop = ticktape::shutdown::on_signal();
+    let stats = strategy::run(&config, boxed.as_mut(), &stop)?;
+    eprintln!(
+        "strategy {}: {} events, {} orders, {} fills, {} lockstep acks",
+        config.name, stats.events, stats.orders, stats.fills, stats.acks
+    );
+    Ok(())
+}
+
+fn run_cmd(a: RunArgs) -> Result<()> {
+    let stop = ticktape::shutdown::on_signal();
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} events {per_sec} eta {eta} | {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    let options = ticktape::scenario::run::RunOptions {
+        out: a.out,
+        speed: a.speed,
+    };
+    let summary = ticktape::scenario::run::run(&a.scenario, &options, &stop, |p| {
+        bar.set_length(p.stats.estimate);
+        bar.set_position(p.stats.events);
+        bar.set_message(format!("at {}", layout::format_ts(p.ts)));
+    });
+    bar.finish_and_clear();
+    let summary = summary?;
+    print_replay_summary(&summary.replay, false)?;
+    eprintln!("run directory: {}", summary.run_dir.display());
+    report_after_run(&summary.run_dir)?;
+    if summary.interrupted {
+        bail!(
+            "interrupted: partial results are in {}",
+            summary.run_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes report.json, report.csv and report.svg into the run directory and prints the table.
+fn report_after_run(run_dir: &std::path::Path) -> Result<()> {
+    use ticktape::report::{self, ReportOptions};
+    let json = report::run(
+        run_dir,
+        None,
+        &ReportOptions {
+            json: true,
+            csv: Some(run_dir.join("report.csv")),
+            chart: Some(run_dir.join("report.svg")),
+            ..ReportOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot build the report of {}", run_dir.display()))?;
+    std::fs::write(run_dir.join("report.json"), json)?;
+    let table = report::run(run_dir, None, &ReportOptions::default())?;
+    println!("{table}");
+    eprintln!(
+        "report: {} (chart {}, {}, {})",
+        run_dir.display(),
+        run_dir.join("report.svg").display(),
+        "report.json",
+        "report.csv"
+    );
+    Ok(())
+}
+
+fn report_cmd(a: ReportArgs) -> Result<()> {
+    let options = ticktape::report::ReportOptions {
+        json: a.json,
+        csv: a.csv,
+        chart: a.chart,
+        starting_balance: a.starting_balance,
+        ..Default::default()
+    };
+    let text = ticktape::report::run(&a.run_dir, a.compare.as_deref(), &options)
+        .with_context(|| format!("cannot report on {}", a.run_dir.display()))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn import_cmd(a: ImportArgs) -> Result<()> {
+    use ticktape::feeds::import::{self, ImportFormat, ImportOptions};
+    let format: ImportFormat = a
+        .format
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--format: {e}"))?;
+    for f in &a.files {
+        if !f.is_file() {
+            bail!("cannot import {}: no such file", f.display());
+        }
+    }
+    let total: u64 = a
+        .files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "import {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    let options = ImportOptions {
+        venue: a.venue,
+        symbol: a.symbol,
+        lobster_book: a.lobster_book,
+    };
+    let started = std::time::Instant::now();
+    let (stats, written) =
+        ticktape::store::write_generation(&a.out, &WriterOptions::default(), |writer| {
+            import::import(format, &a.files, &options, writer, &|done| {
+                bar.set_position(done)
+            })
+        })
+        .with_context(|| format!("import failed; nothing was added to {}", a.out.display()))?;
+    bar.finish_and_clear();
+    ticktape::record::log_session(
+        &a.out,
+        &serde_json::json!({
+            "tool": "import",
+            "files": a.files,
+            "stats": { "rows": written.rows, "gaps": stats.gaps, "duplicates": 0, "malformed": 0 },
+        }),
+    )?;
+    eprintln!("{stats}");
+    for w in &stats.warnings {
+        eprintln!("  warning: {w}");
+    }
+    eprintln!(
+        "import: {} rows in {} files into {} in {:.2}s",
+        written.rows,
+        written.files_closed,
+        a.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn book_cmd(a: BookArgs) -> Result<()> {
+    let at = layout::parse_ts(&a.at)?;
+    let selection = ticktape::store::Selection {
+        venues: vec![a.venue.clone()],
+        symbols: vec![a.symbol.clone()],
+        kinds: vec![ticktape::event::Kind::Book, ticktape::event::Kind::Gap],
+        start: None,
+        end: Some(at.saturating_add(1)),
+    };
+    let reader = ticktape::store::EventReader::open(&a.dataset, selection)?;
+    if reader.files().is_empty() {
+        bail!(
+            "no data for {}/{} before {} in {} (`ticktape inspect {}` lists what is there)",
+            a.venue,
+            a.symbol,
+            a.at,
+            a.dataset.display(),
+            a.dataset.display()
+        );
+    }
+    let mut error = None;
+    let events = reader.map_while(|e| match e {
+        Ok(e) => Some(e),
+        Err(err) => {
+            error = Some(err);
+            None
+        }
+    });
+    let book = ticktape::feeds::import::book_at(events, &a.venue, &a.symbol, at);
+    if let Some(e) = error {
+        return Err(e);
+    }
+    println!("{} {} at {}", a.venue, a.symbol, layout::format_ts(at));
+    print!("{}", ticktape::feeds::import::render_book(&book, a.depth));
+    Ok(())
+}
+
+/// Publishes a live feed's events on the bus, beats, and draws the status line.
+struct BusFeedSink {
+    publisher: ticktape::bus::Publisher,
+    heartbeat: ticktape::bus::HeartbeatTimer,
+    bar: ProgressBar,
+}
+
+impl ticktape::event::EventSink for BusFeedSink {
+    fn accept(&mut self, event: ticktape::event::Event) -> Result<()> {
+        self.publisher.send(&event)
+    }
+}
+
+impl ticktape::feeds::live::FeedSink for BusFeedSink {
+    fn tick(&mut self, stats: &ticktape::feeds::live::FeedStats) -> Result<()> {
+        self.heartbeat.tick(&mut self.publisher)?;
+        self.bar.set_message(stats.to_string());
+        Ok(())
+    }
+}
+
+fn feed_cmd(a: FeedArgs) -> Result<()> {
+    use ticktape::feeds::live::{self, FeedOptions, Venue};
+    let venue: Venue = a.venue.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let symbols: Vec<&str> = a.symbols.iter().map(String::as_str).collect();
+    let mut options = FeedOptions::new(&symbols);
+    options.depth = a.depth;
+    options.url = a.url;
+    let ctx = ticktape::bus::context();
+    let publisher = ticktape::bus::Publisher::bind(
+        &ctx,
+        &PublisherConfig {
+            bind: a.bind,
+            ..PublisherConfig::default()
+        },
+    )?;
+    let id = a.id.unwrap_or_else(|| venue.name().to_string());
+    let mut sink = BusFeedSink {
+        publisher,
+        heartbeat: ticktape::bus::HeartbeatTimer::new(&id, Duration::from_secs(1), false),
+        bar: spinner(a.quiet),
+    };
+    let stop = ticktape::shutdown::on_signal();
+    let stats = live::run_feed_ticking(venue, &options, &mut sink, stop.flag())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    sink.bar.finish_and_clear();
+    eprintln!("feed {}: {stats}", venue.name());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Simulate(a) => simulate_cmd(a),
+        Command::Record(a) => record_cmd(a),
+        Command::Inspect(a) => inspect_cmd(a),
+        Command::Recover(a) => recover_cmd(a),
+        Command::Replay(a) => replay_cmd(a),
+        Command::Strategy(a) => strategy_cmd(a),
+        Command::Run(a) => run_cmd(a),
+        Command::Import(a) => import_cmd(a),
+        Command::Book(a) => book_cmd(a),
+        Command::Feed(a) => feed_cmd(a),
+        Command::Report(a) => report_cmd(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

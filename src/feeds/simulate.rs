@@ -81,6 +81,9 @@ pub struct SimulateConfig {
     pub wait_for: usize,
     /// Timestamp source.
     pub clock: Clock,
+    /// Events per second of *synthetic* time (default: `rate`, or 10,000 when `rate`
+    /// is 0), so a deterministic stream can be generated as fast as possible.
+    pub synthetic_rate: Option<f64>,
     /// Faults to inject.
     pub faults: Faults,
 }
@@ -102,6 +105,7 @@ impl Default for SimulateConfig {
             skip: 0,
             wait_for: 0,
             clock: Clock::Wall,
+            synthetic_rate: None,
             faults: Faults::default(),
         }
     }
@@ -211,7 +215,11 @@ fn next_message(book: &mut SimBook, rng: &mut SmallRng) -> Message {
     if roll < 0.15 {
         // A trade at the touch consumes part of the best level.
         is_trade = true;
-        let side = if rng.r#gen::<bool>() { Side::Bid } else { Side::Ask };
+        let side = if rng.r#gen::<bool>() {
+            Side::Bid
+        } else {
+            Side::Ask
+        };
         let sizes = match side {
             Side::Bid => &mut book.bids,
             _ => &mut book.asks,
@@ -270,7 +278,11 @@ fn next_message(book: &mut SimBook, rng: &mut SmallRng) -> Message {
         is_trade = false;
         let n = rng.gen_range(1..=3);
         for _ in 0..n {
-            let side = if rng.r#gen::<bool>() { Side::Bid } else { Side::Ask };
+            let side = if rng.r#gen::<bool>() {
+                Side::Bid
+            } else {
+                Side::Ask
+            };
             let level = rng.gen_range(0..depth);
             let size = rng.gen_range(1..50_000);
             match side {
@@ -306,7 +318,12 @@ pub fn run(
         .enumerate()
         .map(|(i, s)| SimBook::new(s, i, config.depth.max(2), &mut rng))
         .collect();
-    let inter_arrival = Exp::new(config.rate.max(1e-9)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let model_rate = match config.synthetic_rate {
+        Some(r) if r > 0.0 => r,
+        _ if config.rate > 0.0 => config.rate,
+        _ => 10_000.0,
+    };
+    let inter_arrival = Exp::new(model_rate).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut seq = Sequencer::default();
     let mut stats = SimulateStats::default();
     let started = Instant::now();
@@ -347,11 +364,7 @@ pub fn run(
             let (bodies, is_trade) = next_message(&mut books[i], &mut rng);
             (i, bodies, is_trade)
         };
-        let gap: f64 = if config.rate > 0.0 {
-            inter_arrival.sample(&mut rng) * bodies.len() as f64
-        } else {
-            0.0
-        };
+        let gap: f64 = inter_arrival.sample(&mut rng) * bodies.len() as f64;
         if config.rate > 0.0 {
             due += gap;
             let ahead = due - started.elapsed().as_secs_f64();
@@ -373,8 +386,12 @@ pub fn run(
             book.venue_seq += 1;
             (book.venue_seq, book.venue_seq - 1)
         };
-        let n = bodies.len();
-        for (k, mut body) in bodies.into_iter().enumerate() {
+        // Stop exactly at `events`, closing the truncated venue message with LAST.
+        let n = match config.events {
+            Some(limit) => bodies.len().min((limit - stats.generated) as usize),
+            None => bodies.len(),
+        };
+        for (k, mut body) in bodies.into_iter().take(n).enumerate() {
             if let Body::Book(d) = &mut body
                 && k + 1 == n
             {
@@ -496,7 +513,12 @@ mod tests {
                     book.apply(&d);
                 }
             }
-            assert!(!book.is_crossed(), "crossed: {:?} {:?}", book.best_bid(), book.best_ask());
+            assert!(
+                !book.is_crossed(),
+                "crossed: {:?} {:?}",
+                book.best_bid(),
+                book.best_ask()
+            );
             assert_eq!(book.depth(), (10, 10));
         }
     }

@@ -2,9 +2,10 @@
 //!
 //! Rules (also in `docs/STORAGE.md`):
 //! - Every publisher-sequence jump is counted for that publisher. It becomes a gap row
-//!   only for events without venue sequence ids; where the venue numbers its messages
-//!   the merged venue sequence decides, because a hole in one publisher's stream that a
-//!   redundant publisher fills is not a hole in the dataset.
+//!   when the recorder has a single publisher, or the event has no venue sequence id.
+//!   With redundant publishers and venue ids, the merged venue sequence decides,
+//!   because a hole in one publisher's stream that another fills is not a hole in the
+//!   dataset.
 //! - A venue-sequence break (`prev_venue_seq` ahead of the last `venue_seq`) opens a
 //!   *hole*. Late events from slower publishers may fill it during a grace period; what
 //!   is still missing afterwards is written as a gap row stamped at the break.
@@ -100,8 +101,16 @@ impl VenueSeqs {
         self.holes.len()
     }
 
-    /// Observes an accepted event; `publisher` names where it came from.
-    pub fn observe(&mut self, event: &Event, publisher: &str, now: Instant) {
+    /// Observes an accepted event; `publisher` names where it came from. With
+    /// `already_reported`, a break at this event was written as a gap row by the
+    /// publisher-sequence check and must not be reported twice.
+    pub fn observe(
+        &mut self,
+        event: &Event,
+        publisher: &str,
+        now: Instant,
+        already_reported: bool,
+    ) {
         let (Some(seq), Some(prev)) = (event.venue_seq, event.prev_venue_seq) else {
             return;
         };
@@ -111,6 +120,7 @@ impl VenueSeqs {
             None => {
                 self.last.insert(key, seq);
             }
+            Some(last) if prev > *last && already_reported => *last = seq,
             Some(last) if prev > *last => {
                 self.holes.push(Hole {
                     venue: event.venue.clone(),
@@ -202,11 +212,11 @@ mod tests {
         let now = Instant::now();
         let mut v = VenueSeqs::new(Duration::from_secs(1));
         for s in [10, 11, 14] {
-            v.observe(&ev(s, s), "a", now);
+            v.observe(&ev(s, s), "a", now, false);
         }
         assert_eq!(v.open_holes(), 1);
-        v.observe(&ev(12, 12), "b", now);
-        v.observe(&ev(13, 13), "b", now);
+        v.observe(&ev(12, 12), "b", now, false);
+        v.observe(&ev(13, 13), "b", now, false);
         assert!(v.expired(now + Duration::from_secs(2), false).is_empty());
     }
 
@@ -215,9 +225,9 @@ mod tests {
         let now = Instant::now();
         let mut v = VenueSeqs::new(Duration::from_secs(1));
         for s in [10, 11, 15] {
-            v.observe(&ev(s, s), "a", now);
+            v.observe(&ev(s, s), "a", now, false);
         }
-        v.observe(&ev(13, 13), "b", now);
+        v.observe(&ev(13, 13), "b", now, false);
         assert!(v.expired(now, false).is_empty());
         let gaps = v.expired(now + Duration::from_secs(2), false);
         assert_eq!(gaps.len(), 1);

@@ -127,7 +127,9 @@ pub struct RecordStats {
 enum ToWriter {
     Events(Vec<Event>),
     /// Close the current generation, delete its journal, start `next`.
-    Rotate { next: u64 },
+    Rotate {
+        next: u64,
+    },
 }
 
 fn writer_thread(
@@ -190,7 +192,13 @@ struct Quarantine {
 }
 
 impl Quarantine {
-    fn keep(&mut self, generation: u64, source: &str, frames: &[Vec<u8>], error: &str) -> Result<()> {
+    fn keep(
+        &mut self,
+        generation: u64,
+        source: &str,
+        frames: &[Vec<u8>],
+        error: &str,
+    ) -> Result<()> {
         if self.file.is_none() {
             std::fs::create_dir_all(&self.dir)?;
             let path = self.dir.join(format!("malformed-{generation:08}.jsonl"));
@@ -333,8 +341,7 @@ pub fn run(
     let mut last_flush = Instant::now();
     let mut last_status = Instant::now();
     let mut gap_payload = Vec::with_capacity(256);
-    let mut any_data_source_alive_at_start = false;
-    let _ = &mut any_data_source_alive_at_start;
+    let single_publisher = config.connect.len() == 1;
 
     // Journals and hands over one event the recorder itself produced (a gap row).
     let mut accept_own = |event: Event,
@@ -391,11 +398,12 @@ pub fn run(
                     }
                     Kind::EndOfStream => stats.publishers[msg.source].ended = true,
                     Kind::Book | Kind::Trade | Kind::Gap => {
-                        let endpoint = &stats.publishers[msg.source].endpoint;
+                        let endpoint = stats.publishers[msg.source].endpoint.clone();
+                        let mut reported = false;
                         if let Some(missing) = pub_seqs.observe(msg.source, &event) {
                             stats.publishers[msg.source].seq_missing += missing;
-                            if event.venue_seq.is_none() {
-                                let endpoint = endpoint.clone();
+                            if single_publisher || event.venue_seq.is_none() {
+                                reported = true;
                                 accept_own(
                                     gaps::gap_event(
                                         event.venue.clone(),
@@ -415,7 +423,7 @@ pub fn run(
                             stats.duplicates += 1;
                         } else {
                             let endpoint = stats.publishers[msg.source].endpoint.clone();
-                            venue_seqs.observe(&event, &endpoint, now);
+                            venue_seqs.observe(&event, &endpoint, now, reported);
                             stats.publishers[msg.source]
                                 .partitions
                                 .insert((event.venue.clone(), event.symbol.clone()));
@@ -462,7 +470,14 @@ pub fn run(
                 let partitions: Vec<_> = stats.publishers[i].partitions.iter().cloned().collect();
                 for (venue, symbol) in partitions {
                     accept_own(
-                        gaps::gap_event(venue, symbol, now_nanos(), GapReason::Silence, None, &endpoint),
+                        gaps::gap_event(
+                            venue,
+                            symbol,
+                            now_nanos(),
+                            GapReason::Silence,
+                            None,
+                            &endpoint,
+                        ),
                         &mut journal,
                         &mut batch,
                         &mut stats,

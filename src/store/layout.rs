@@ -33,7 +33,8 @@ pub const META_DIR: &str = "_ticktape";
 pub fn encode_component(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') && !(out.is_empty() && b == b'.')
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.') && !(out.is_empty() && b == b'.')
         {
             out.push(b as char);
         } else {
@@ -239,11 +240,7 @@ pub fn max_generation(root: &Path) -> Result<Option<u64>> {
     let journal_dir = root.join(JOURNAL_DIR);
     if journal_dir.exists() {
         for entry in std::fs::read_dir(&journal_dir)? {
-            if let Some(g) = entry?
-                .file_name()
-                .to_str()
-                .and_then(generation_of_journal)
-            {
+            if let Some(g) = entry?.file_name().to_str().and_then(generation_of_journal) {
                 max = max.max(Some(g));
             }
         }
@@ -269,7 +266,10 @@ mod tests {
         assert_eq!(date_string(19944), "2024-08-09");
         let ts = parse_ts("2024-08-08T23:54:13.94Z").unwrap();
         assert_eq!(format_ts(ts), "2024-08-08T23:54:13.940000000Z");
-        assert_eq!(parse_ts("1723161253940000000").unwrap(), 1723161253940000000);
+        assert_eq!(
+            parse_ts("1723161253940000000").unwrap(),
+            1723161253940000000
+        );
         assert!(parse_ts("yesterday").is_err());
     }
 

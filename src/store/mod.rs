@@ -92,3 +92,36 @@ pub fn recover(root: &Path, options: &WriterOptions) -> Result<Recovery> {
     }
     Ok(report)
 }
+
+/// Writes one new generation into the dataset at `root` through `fill`, all or nothing:
+/// if `fill` fails, every file of that generation is removed again (and the dataset
+/// directory too, when this call created it), so a failed import leaves no half-written
+/// dataset behind.
+pub fn write_generation<T>(
+    root: &Path,
+    options: &WriterOptions,
+    fill: impl FnOnce(&mut DatasetWriter) -> Result<T>,
+) -> Result<(T, WriterStats)> {
+    let existed = root.exists();
+    let generation = layout::max_generation(root)?.map_or(0, |g| g + 1);
+    let mut writer = DatasetWriter::new(root, generation, options.clone())?;
+    let cleanup = |root: &Path| {
+        if !existed {
+            let _ = std::fs::remove_dir_all(root);
+            return;
+        }
+        for file in layout::partition_files(root).unwrap_or_default() {
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if layout::generation_of_part(name) == Some(generation) {
+                let _ = std::fs::remove_file(&file);
+            }
+        }
+    };
+    match fill(&mut writer).and_then(|value| Ok((value, writer.close()?))) {
+        Ok(done) => Ok(done),
+        Err(e) => {
+            cleanup(root);
+            Err(e)
+        }
+    }
+}

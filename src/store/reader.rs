@@ -186,7 +186,9 @@ impl Cursor {
                 while self.row < batch.num_rows() {
                     let ts = view.ts_recv(self.row);
                     let kind_ok = selection.kinds.is_empty()
-                        || view.kind(self.row).is_some_and(|k| selection.kinds.contains(&k));
+                        || view
+                            .kind(self.row)
+                            .is_some_and(|k| selection.kinds.contains(&k));
                     if kind_ok && selection.keeps_ts(ts) {
                         return Ok(true);
                     }
@@ -262,8 +264,8 @@ impl EventReader {
 
     fn admit(&mut self, order: usize) -> Result<()> {
         let file = &self.files[order];
-        let handle =
-            File::open(&file.path).with_context(|| format!("cannot open {}", file.path.display()))?;
+        let handle = File::open(&file.path)
+            .with_context(|| format!("cannot open {}", file.path.display()))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(handle)
             .with_context(|| format!("{} is not a readable Parquet file", file.path.display()))?
             .with_batch_size(self.batch_rows)

@@ -116,7 +116,14 @@ impl EventColumns {
         self.prev_venue_seq.push(ev.prev_venue_seq);
         self.pub_seq.push(ev.pub_seq);
         let (side, price, size, flags, trade_id, gap) = match &ev.body {
-            Body::Book(b) => (Some(b.side), Some(b.price), Some(b.size), Some(b.flags.0), None, None),
+            Body::Book(b) => (
+                Some(b.side),
+                Some(b.price),
+                Some(b.size),
+                Some(b.flags.0),
+                None,
+                None,
+            ),
             Body::Trade(t) => (
                 Some(t.aggressor),
                 Some(t.price),
@@ -167,9 +174,8 @@ impl EventColumns {
         if !self.ts_recv.windows(2).all(|w| w[0] <= w[1]) {
             order.sort_by_key(|&i| self.ts_recv[i]);
         }
-        let pick = |v: &Vec<_>| order.iter().map(|&i| v[i]).collect::<Vec<_>>();
-        let ts_recv: Vec<i64> = pick(&self.ts_recv);
-        let ts_event: Vec<i64> = pick(&self.ts_event);
+        let ts_recv: Vec<i64> = pick(&order, &self.ts_recv);
+        let ts_event: Vec<i64> = pick(&order, &self.ts_event);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(TimestampNanosecondArray::from(ts_recv).with_timezone("UTC")),
             Arc::new(TimestampNanosecondArray::from(ts_event).with_timezone("UTC")),
@@ -182,23 +188,23 @@ impl EventColumns {
             Arc::new(StringArray::from_iter_values(
                 order.iter().map(|&i| self.kind[i]),
             )),
-            Arc::new(UInt64Array::from(pick(&self.venue_seq))),
-            Arc::new(UInt64Array::from(pick(&self.prev_venue_seq))),
-            Arc::new(UInt64Array::from(pick(&self.pub_seq))),
-            Arc::new(StringArray::from(pick(&self.side))),
-            Arc::new(Int64Array::from(pick(&self.price))),
-            Arc::new(UInt8Array::from(pick(&self.price_scale))),
-            Arc::new(Int64Array::from(pick(&self.size))),
-            Arc::new(UInt8Array::from(pick(&self.size_scale))),
-            Arc::new(UInt8Array::from(pick(&self.flags))),
+            Arc::new(UInt64Array::from(pick(&order, &self.venue_seq))),
+            Arc::new(UInt64Array::from(pick(&order, &self.prev_venue_seq))),
+            Arc::new(UInt64Array::from(pick(&order, &self.pub_seq))),
+            Arc::new(StringArray::from(pick(&order, &self.side))),
+            Arc::new(Int64Array::from(pick(&order, &self.price))),
+            Arc::new(UInt8Array::from(pick(&order, &self.price_scale))),
+            Arc::new(Int64Array::from(pick(&order, &self.size))),
+            Arc::new(UInt8Array::from(pick(&order, &self.size_scale))),
+            Arc::new(UInt8Array::from(pick(&order, &self.flags))),
             Arc::new(StringArray::from(
                 order
                     .iter()
                     .map(|&i| self.trade_id[i].as_deref())
                     .collect::<Vec<_>>(),
             )),
-            Arc::new(StringArray::from(pick(&self.gap_reason))),
-            Arc::new(UInt64Array::from(pick(&self.gap_missing))),
+            Arc::new(StringArray::from(pick(&order, &self.gap_reason))),
+            Arc::new(UInt64Array::from(pick(&order, &self.gap_missing))),
             Arc::new(StringArray::from(
                 order
                     .iter()
@@ -213,6 +219,10 @@ impl EventColumns {
         self.size_scales = scales.1;
         Ok(batch)
     }
+}
+
+fn pick<T: Copy>(order: &[usize], v: &[T]) -> Vec<T> {
+    order.iter().map(|&i| v[i]).collect()
 }
 
 /// Typed views of a dataset record batch's columns, for decoding rows into events.

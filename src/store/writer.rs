@@ -15,9 +15,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::format::SortingColumn;
 
 use super::layout::{self, IN_PROGRESS_SUFFIX};
 use super::schema::{self, EventColumns};
@@ -42,7 +41,7 @@ impl Default for WriterOptions {
 }
 
 /// Counters of a writer's life so far.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WriterStats {
     /// Rows handed to Parquet.
     pub rows: u64,
@@ -150,9 +149,13 @@ impl DatasetWriter {
             .set_compression(Compression::ZSTD(
                 ZstdLevel::try_new(self.options.zstd_level).unwrap_or_default(),
             ))
-            .set_max_row_group_size(self.options.row_group_rows)
+            .set_max_row_group_row_count(Some(self.options.row_group_rows))
             .set_statistics_enabled(EnabledStatistics::Chunk)
-            .set_sorting_columns(Some(vec![SortingColumn::new(0, false, false)]))
+            .set_sorting_columns(Some(vec![SortingColumn {
+                column_idx: 0,
+                descending: false,
+                nulls_first: false,
+            }]))
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 schema::META_SCHEMA_VERSION.to_string(),
                 schema::SCHEMA_VERSION.to_string(),

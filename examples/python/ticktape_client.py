@@ -1,0 +1,128 @@
+"""A small helper for writing ticktape strategies in Python with pyzmq alone.
+
+It speaks the bus protocol (docs/PROTOCOL.md) and the order gateway (docs/EXCHANGE.md):
+keeps L2 books with exact decimals, uses event time as the clock, answers lockstep
+step markers after everything before them was handled, and sends orders stamped with
+the event time they answer. The same strategy runs against `ticktape simulate` plus
+`ticktape paper` (live) and against `ticktape replay --exchange` (backtest).
+"""
+import json
+from decimal import Decimal
+
+import zmq
+
+SNAPSHOT, LAST = 1, 2
+
+
+class Book:
+    """Price levels of one instrument: Decimal price -> Decimal size, per side."""
+
+    def __init__(self):
+        self.bids, self.asks = {}, {}
+        self._in_snapshot = False
+
+    def apply(self, ev):
+        flags = ev.get("flags", 0)
+        if flags & SNAPSHOT and not self._in_snapshot:
+            self.bids.clear()
+            self.asks.clear()
+        self._in_snapshot = bool(flags & SNAPSHOT) and not flags & LAST
+        side = self.bids if ev["side"] == "B" else self.asks
+        price, size = Decimal(ev["price"]), Decimal(ev["size"])
+        if size == 0:
+            side.pop(price, None)
+        else:
+            side[price] = size
+        return bool(flags & LAST)
+
+    def best_bid(self):
+        return max(self.bids) if self.bids else None
+
+    def best_ask(self):
+        return min(self.asks) if self.asks else None
+
+
+class Client:
+    """Bus subscriber + gateway dealer. Iterate over `events()`; call order methods."""
+
+    def __init__(self, name, bus, gateway, lockstep=False, topics=("",)):
+        self.name, self.lockstep = name, lockstep
+        self.ctx = zmq.Context.instance()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.RCVHWM, 0)
+        for t in topics:
+            self.sub.setsockopt(zmq.SUBSCRIBE, t.encode())
+        for ep in bus if isinstance(bus, (list, tuple)) else [bus]:
+            self.sub.connect(ep)
+        self.dealer = self.ctx.socket(zmq.DEALER)
+        self.dealer.connect(gateway)
+        self.dealer.send_json({"type": "hello", "strategy": name, "lockstep": lockstep})
+        self.books, self.position, self.now, self.fills = {}, {}, 0, []
+        self.replies = []
+        self._next_id = 0
+
+    def events(self):
+        """Yields market events (dicts) in order; fills/order updates update state and
+        are yielded too (kind 'fill'/'order'). Ends at a replay's end-of-stream."""
+        poller = zmq.Poller()
+        poller.register(self.sub, zmq.POLLIN)
+        poller.register(self.dealer, zmq.POLLIN)
+        while True:
+            ready = dict(poller.poll(1000))
+            if self.dealer in ready:
+                while self.dealer.poll(0):
+                    self.replies.append(json.loads(self.dealer.recv()))
+            if self.sub not in ready:
+                continue
+            while self.sub.poll(0):
+                topic, payload = self.sub.recv_multipart()
+                msg = json.loads(payload)
+                if topic == b"step":
+                    if self.lockstep:
+                        self.dealer.send_json({"type": "ack", "step": msg["step"]})
+                    continue
+                if topic.startswith(b"fill.") or topic.startswith(b"order."):
+                    if msg.get("strategy") not in (None, self.name):
+                        continue
+                    kind = "fill" if topic.startswith(b"fill.") else "order"
+                    if kind == "fill":
+                        key = (msg["venue"], msg["symbol"])
+                        qty = Decimal(msg["size"]) * (1 if msg["side"] == "buy" else -1)
+                        self.position[key] = self.position.get(key, Decimal(0)) + qty
+                        self.fills.append(msg)
+                    msg["kind"] = kind
+                    yield msg
+                    continue
+                kind = msg.get("kind")
+                if kind == "eos":
+                    if msg.get("replay"):
+                        return
+                    continue
+                if kind in ("hb",):
+                    continue
+                self.now = max(self.now, msg["ts_recv"])
+                key = (msg["venue"], msg["symbol"])
+                if kind == "book":
+                    msg["consistent"] = self.books.setdefault(key, Book()).apply(msg)
+                elif kind == "gap":
+                    self.books.pop(key, None)
+                yield msg
+
+    def _order(self, **fields):
+        self._next_id += 1
+        cid = f"{self.name}-{self._next_id}"
+        self.dealer.send_json({"type": "new", "client_order_id": cid,
+                               "decided_at": self.now, **fields})
+        return cid
+
+    def limit(self, venue, symbol, side, price, size, tif="gtc"):
+        return self._order(venue=venue, symbol=symbol, side=side, order_type="limit",
+                           tif=tif, price=str(price), size=str(size))
+
+    def market(self, venue, symbol, side, size):
+        return self._order(venue=venue, symbol=symbol, side=side, order_type="market",
+                           tif="ioc", size=str(size))
+
+    def cancel(self, client_order_id):
+        self.dealer.send_json({"type": "cancel", "client_order_id": client_order_id,
+                               "decided_at": self.now})

@@ -1,0 +1,524 @@
+//! Run outputs: the exchange's order updates, fills and marks as three Parquet files in a
+//! run directory (`orders.parquet`, `fills.parquet`, `marks.parquet`), read by the report.
+//!
+//! Owns those files' Arrow schemas (the contract with `crate::report`; schema version in
+//! the file metadata under `ticktape.schema`) and writing them in bounded memory. Never
+//! reads them back (the report does) and never decides anything about orders.
+//!
+//! Files are written as `<name>.parquet.partial` and renamed on [`RunWriter::finish`], so
+//! a reader never sees a file without its footer.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    Float64Builder, StringBuilder, TimestampNanosecondBuilder, UInt64Builder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use super::protocol::{ExchangeOutput, Fill, Mark, OrderUpdate};
+
+/// Version of the three schemas below, stored as `ticktape.schema` in each file.
+pub const RUN_SCHEMA_VERSION: &str = "exchange-v1";
+
+/// Rows buffered per table before they become a record batch.
+const BATCH_ROWS: usize = 4096;
+/// Rows per Parquet row group: bounds what the writer holds in memory.
+const ROW_GROUP_ROWS: usize = 65_536;
+
+/// Why run outputs could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// Creating, renaming or writing a file failed.
+    #[error("cannot write run output {path}: {source} (is the run directory writable?)")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The Parquet/Arrow writer refused.
+    #[error("cannot encode run output {path}: {message}")]
+    Encode {
+        /// The file concerned.
+        path: PathBuf,
+        /// What the writer said.
+        message: String,
+    },
+}
+
+/// Rows written per file, returned by [`RunWriter::finish`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    /// Rows in `orders.parquet`.
+    pub orders: u64,
+    /// Rows in `fills.parquet`.
+    pub fills: u64,
+    /// Rows in `marks.parquet`.
+    pub marks: u64,
+}
+
+fn ts_field() -> Field {
+    Field::new(
+        "ts",
+        DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+        false,
+    )
+}
+
+fn utf8(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, false)
+}
+
+fn f64_field(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Float64, nullable)
+}
+
+/// Schema of `fills.parquet`.
+pub fn fills_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        ts_field(),
+        utf8("strategy"),
+        utf8("venue"),
+        utf8("symbol"),
+        Field::new("order_id", DataType::UInt64, false),
+        utf8("client_order_id"),
+        Field::new("fill_id", DataType::UInt64, false),
+        utf8("side"),
+        f64_field("price", false),
+        f64_field("size", false),
+        utf8("price_exact"),
+        utf8("size_exact"),
+        f64_field("fee", false),
+        utf8("liquidity"),
+    ]))
+}
+
+/// Schema of `orders.parquet`.
+pub fn orders_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        ts_field(),
+        utf8("strategy"),
+        utf8("venue"),
+        utf8("symbol"),
+        Field::new("order_id", DataType::UInt64, false),
+        utf8("client_order_id"),
+        utf8("side"),
+        utf8("order_type"),
+        utf8("tif"),
+        f64_field("price", true),
+        f64_field("size", false),
+        f64_field("filled", false),
+        utf8("status"),
+        Field::new("reason", DataType::Utf8, true),
+    ]))
+}
+
+/// Schema of `marks.parquet`.
+pub fn marks_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        ts_field(),
+        utf8("strategy"),
+        utf8("venue"),
+        utf8("symbol"),
+        f64_field("mid", false),
+        f64_field("position", false),
+    ]))
+}
+
+/// One Parquet file being written: a writer plus the rows not yet in a batch.
+struct Table<R> {
+    path: PathBuf,
+    partial: PathBuf,
+    schema: SchemaRef,
+    writer: ArrowWriter<File>,
+    rows: Vec<R>,
+    written: u64,
+    to_batch: fn(&SchemaRef, &[R]) -> Result<RecordBatch, arrow_schema::ArrowError>,
+}
+
+impl<R> Table<R> {
+    fn create(
+        dir: &Path,
+        name: &str,
+        schema: SchemaRef,
+        to_batch: fn(&SchemaRef, &[R]) -> Result<RecordBatch, arrow_schema::ArrowError>,
+    ) -> Result<Table<R>, OutputError> {
+        let path = dir.join(name);
+        let partial = dir.join(format!("{name}.partial"));
+        let file = File::create(&partial).map_err(|source| OutputError::Io {
+            path: partial.clone(),
+            source,
+        })?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                "ticktape.schema".to_string(),
+                RUN_SCHEMA_VERSION.to_string(),
+            )]))
+            .build();
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| {
+            OutputError::Encode {
+                path: partial.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok(Table {
+            path,
+            partial,
+            schema,
+            writer,
+            rows: Vec::with_capacity(BATCH_ROWS),
+            written: 0,
+            to_batch,
+        })
+    }
+
+    fn push(&mut self, row: R) -> Result<(), OutputError> {
+        self.rows.push(row);
+        if self.rows.len() >= BATCH_ROWS {
+            self.flush_rows()?;
+        }
+        Ok(())
+    }
+
+    fn encode_err(&self, message: String) -> OutputError {
+        OutputError::Encode {
+            path: self.partial.clone(),
+            message,
+        }
+    }
+
+    fn flush_rows(&mut self) -> Result<(), OutputError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let batch = (self.to_batch)(&self.schema, &self.rows)
+            .map_err(|e| self.encode_err(e.to_string()))?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| self.encode_err(e.to_string()))?;
+        self.written += self.rows.len() as u64;
+        self.rows.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<u64, OutputError> {
+        self.flush_rows()?;
+        let Table {
+            path,
+            partial,
+            writer,
+            written,
+            ..
+        } = self;
+        writer.close().map_err(|e| OutputError::Encode {
+            path: partial.clone(),
+            message: e.to_string(),
+        })?;
+        std::fs::rename(&partial, &path).map_err(|source| OutputError::Io { path, source })?;
+        Ok(written)
+    }
+}
+
+fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
+    let mut b = StringBuilder::new();
+    for v in values {
+        b.append_value(v);
+    }
+    Arc::new(b.finish())
+}
+
+fn timestamps(values: impl Iterator<Item = i64>) -> ArrayRef {
+    let mut b = TimestampNanosecondBuilder::new().with_timezone("UTC");
+    for v in values {
+        b.append_value(v);
+    }
+    Arc::new(b.finish())
+}
+
+fn floats(values: impl Iterator<Item = Option<f64>>) -> ArrayRef {
+    let mut b = Float64Builder::new();
+    for v in values {
+        b.append_option(v);
+    }
+    Arc::new(b.finish())
+}
+
+fn u64s(values: impl Iterator<Item = u64>) -> ArrayRef {
+    let mut b = UInt64Builder::new();
+    for v in values {
+        b.append_value(v);
+    }
+    Arc::new(b.finish())
+}
+
+fn fills_batch(schema: &SchemaRef, rows: &[Fill]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let price_exact: Vec<String> = rows.iter().map(|r| r.price.to_string()).collect();
+    let size_exact: Vec<String> = rows.iter().map(|r| r.size.to_string()).collect();
+    RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            timestamps(rows.iter().map(|r| r.ts)),
+            strings(rows.iter().map(|r| &*r.strategy)),
+            strings(rows.iter().map(|r| &*r.venue)),
+            strings(rows.iter().map(|r| &*r.symbol)),
+            u64s(rows.iter().map(|r| r.order_id)),
+            strings(rows.iter().map(|r| r.client_order_id.as_str())),
+            u64s(rows.iter().map(|r| r.fill_id)),
+            strings(rows.iter().map(|r| r.side.name())),
+            floats(rows.iter().map(|r| Some(r.price.to_f64()))),
+            floats(rows.iter().map(|r| Some(r.size.to_f64()))),
+            strings(price_exact.iter().map(String::as_str)),
+            strings(size_exact.iter().map(String::as_str)),
+            floats(rows.iter().map(|r| Some(r.fee))),
+            strings(rows.iter().map(|r| r.liquidity.name())),
+        ],
+    )
+}
+
+fn orders_batch(
+    schema: &SchemaRef,
+    rows: &[OrderUpdate],
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let mut reason = StringBuilder::new();
+    for r in rows {
+        reason.append_option(r.reason.as_deref());
+    }
+    RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            timestamps(rows.iter().map(|r| r.ts)),
+            strings(rows.iter().map(|r| &*r.strategy)),
+            strings(rows.iter().map(|r| &*r.venue)),
+            strings(rows.iter().map(|r| &*r.symbol)),
+            u64s(rows.iter().map(|r| r.order_id)),
+            strings(rows.iter().map(|r| r.client_order_id.as_str())),
+            strings(rows.iter().map(|r| r.side.name())),
+            strings(rows.iter().map(|r| r.order_type.name())),
+            strings(rows.iter().map(|r| r.tif.name())),
+            floats(rows.iter().map(|r| r.price.map(|p| p.to_f64()))),
+            floats(rows.iter().map(|r| Some(r.size.to_f64()))),
+            floats(rows.iter().map(|r| Some(r.filled.to_f64()))),
+            strings(rows.iter().map(|r| r.status.name())),
+            Arc::new(reason.finish()),
+        ],
+    )
+}
+
+fn marks_batch(schema: &SchemaRef, rows: &[Mark]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            timestamps(rows.iter().map(|r| r.ts)),
+            strings(rows.iter().map(|r| &*r.strategy)),
+            strings(rows.iter().map(|r| &*r.venue)),
+            strings(rows.iter().map(|r| &*r.symbol)),
+            floats(rows.iter().map(|r| Some(r.mid))),
+            floats(rows.iter().map(|r| Some(r.position.to_f64()))),
+        ],
+    )
+}
+
+/// Writes a run's `orders.parquet`, `fills.parquet` and `marks.parquet`.
+///
+/// Memory stays bounded: rows are buffered [`BATCH_ROWS`](self) at a time and Parquet row
+/// groups are capped. Call [`RunWriter::finish`]; dropping the writer leaves only
+/// `*.parquet.partial` files behind.
+pub struct RunWriter {
+    orders: Table<OrderUpdate>,
+    fills: Table<Fill>,
+    marks: Table<Mark>,
+}
+
+impl RunWriter {
+    /// Creates the three files in `dir` (which must exist).
+    pub fn create(dir: &Path) -> Result<RunWriter, OutputError> {
+        Ok(RunWriter {
+            orders: Table::create(dir, "orders.parquet", orders_schema(), orders_batch)?,
+            fills: Table::create(dir, "fills.parquet", fills_schema(), fills_batch)?,
+            marks: Table::create(dir, "marks.parquet", marks_schema(), marks_batch)?,
+        })
+    }
+
+    /// Records one exchange output in the file it belongs to.
+    pub fn write(&mut self, output: &ExchangeOutput) -> Result<(), OutputError> {
+        match output {
+            ExchangeOutput::OrderUpdate(u) => self.orders.push(u.clone()),
+            ExchangeOutput::Fill(f) => self.fills.push(f.clone()),
+        }
+    }
+
+    /// Records marks (from [`super::SimExchange::marks`]).
+    pub fn write_marks(&mut self, marks: &[Mark]) -> Result<(), OutputError> {
+        for m in marks {
+            self.marks.push(m.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Flushes, writes the footers and renames the files into place.
+    pub fn finish(self) -> Result<RunCounts, OutputError> {
+        Ok(RunCounts {
+            orders: self.orders.finish()?,
+            fills: self.fills.finish()?,
+            marks: self.marks.finish()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::protocol::{Liquidity, OrderSide, OrderStatus, OrderType, TimeInForce};
+    use arrow_array::{Array, Float64Array, StringArray, TimestampNanosecondArray, UInt64Array};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn read(path: &Path) -> (SchemaRef, Vec<RecordBatch>, Option<String>) {
+        let file = File::open(path).unwrap();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let version = builder
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|k| k.key == "ticktape.schema"))
+            .and_then(|k| k.value.clone());
+        let schema = builder.schema().clone();
+        let batches = builder.build().unwrap().map(|b| b.unwrap()).collect();
+        (schema, batches, version)
+    }
+
+    fn fill(i: u64) -> ExchangeOutput {
+        ExchangeOutput::Fill(Fill {
+            ts: 1_700_000_000_000_000_000 + i as i64,
+            strategy: "mm".into(),
+            venue: "binance".into(),
+            symbol: "BTCUSDT".into(),
+            order_id: i,
+            client_order_id: format!("c{i}"),
+            fill_id: i,
+            side: OrderSide::Buy,
+            price: "61000.10".parse().unwrap(),
+            size: "0.0010".parse().unwrap(),
+            fee: -0.01,
+            liquidity: Liquidity::Maker,
+        })
+    }
+
+    #[test]
+    fn run_files_read_back_with_the_agreed_schemas() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = RunWriter::create(dir.path()).unwrap();
+        // More than one batch of fills, to cross the buffering boundary.
+        let n = BATCH_ROWS as u64 + 10;
+        for i in 1..=n {
+            w.write(&fill(i)).unwrap();
+        }
+        for (price, reason) in [
+            (Some("100.5"), None),
+            (None, Some("ioc: unfilled rest canceled")),
+        ] {
+            w.write(&ExchangeOutput::OrderUpdate(OrderUpdate {
+                ts: 5,
+                strategy: "mm".into(),
+                venue: "binance".into(),
+                symbol: "BTCUSDT".into(),
+                order_id: 1,
+                client_order_id: "c1".into(),
+                side: OrderSide::Sell,
+                order_type: if price.is_some() {
+                    OrderType::Limit
+                } else {
+                    OrderType::Market
+                },
+                tif: TimeInForce::Ioc,
+                price: price.map(|p| p.parse().unwrap()),
+                size: "2".parse().unwrap(),
+                filled: "0.5".parse().unwrap(),
+                status: OrderStatus::Canceled,
+                reason: reason.map(String::from),
+            }))
+            .unwrap();
+        }
+        w.write_marks(&[Mark {
+            ts: 9,
+            strategy: "mm".into(),
+            venue: "binance".into(),
+            symbol: "BTCUSDT".into(),
+            mid: 61000.05,
+            position: "-0.25".parse().unwrap(),
+        }])
+        .unwrap();
+        let counts = w.finish().unwrap();
+        assert_eq!(
+            counts,
+            RunCounts {
+                orders: 2,
+                fills: n,
+                marks: 1
+            }
+        );
+        assert!(!dir.path().join("fills.parquet.partial").exists());
+
+        let (schema, batches, version) = read(&dir.path().join("fills.parquet"));
+        assert_eq!(schema.fields(), fills_schema().fields());
+        assert_eq!(version.as_deref(), Some(RUN_SCHEMA_VERSION));
+        assert_eq!(
+            batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+            n as usize
+        );
+        let b = &batches[0];
+        let col = |name: &str| b.column(b.schema().index_of(name).unwrap()).clone();
+        let exact = col("price_exact");
+        let exact = exact.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(exact.value(0), "61000.10");
+        let size = col("size_exact");
+        assert_eq!(
+            size.as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .value(0),
+            "0.0010"
+        );
+        let ts = col("ts");
+        let ts = ts
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()
+            .unwrap();
+        assert_eq!(ts.value(0), 1_700_000_000_000_000_001);
+        let ids = col("order_id");
+        assert_eq!(
+            ids.as_any().downcast_ref::<UInt64Array>().unwrap().value(1),
+            2
+        );
+
+        let (schema, batches, _) = read(&dir.path().join("orders.parquet"));
+        assert_eq!(schema.fields(), orders_schema().fields());
+        let b = &batches[0];
+        let price = b.column(schema.index_of("price").unwrap());
+        let price = price.as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!(price.value(0), 100.5);
+        assert!(price.is_null(1));
+        let reason = b.column(schema.index_of("reason").unwrap());
+        assert!(reason.is_null(0));
+        assert!(!reason.is_null(1));
+
+        let (schema, batches, _) = read(&dir.path().join("marks.parquet"));
+        assert_eq!(schema.fields(), marks_schema().fields());
+        let pos = batches[0].column(schema.index_of("position").unwrap());
+        assert_eq!(
+            pos.as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap()
+                .value(0),
+            -0.25
+        );
+    }
+}

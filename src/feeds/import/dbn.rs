@@ -1,0 +1,637 @@
+//! Importer for Databento DBN files (`.dbn`, or zstd `.dbn.zst`, every frame read),
+//! decoded with the official `dbn` crate: MBO, MBP-1, MBP-10 and trades schemas.
+//!
+//! Owns the mapping of DBN records to ticktape events; never writes anything itself.
+//! Venue: `cme` for `GLBX.MDP3`, `nasdaq` for `XNAS.ITCH`, else the dataset name in lower
+//! case. Symbol: the file's symbology (raw symbol such as `ESH4`), else the instrument id.
+//! `ts_event` and `ts_recv` are DBN's own (ns; `ts_recv` is Databento's capture time);
+//! `venue_seq` is the record's `sequence` (no `prev_venue_seq`: CME sequences are per
+//! channel, not per instrument).
+//!
+//! Prices are int64 × 10⁻⁹: each is read at scale 9 and stripped of trailing zeros down to
+//! the instrument's scale, which starts at the first price's and only grows (ES ticks of
+//! 0.25 give scale 2; if the very first prices are whole numbers the earliest events can
+//! carry a smaller scale, equal in value). Sizes are whole contracts/shares (scale 0).
+//!
+//! - MBO: orders are aggregated to price levels. `A` adds, `C` removes the cancelled size,
+//!   `M` moves/resizes the order, `R` deletes every level of the instrument. `T` (trade)
+//!   emits a trade; `F` (fill) is the resting side of that same trade and changes
+//!   nothing (the book is reduced by the `C` that follows), so trades are never counted
+//!   twice. One book delta per order event, carrying the level's new total.
+//! - MBP-1 / MBP-10: each record's top-N levels are diffed against the previous ones:
+//!   changed levels are emitted, levels that left the window are deleted. Action `T`
+//!   records also emit a trade.
+//! - Trades: one trade per record (`side` is the aggressor; `N` → none).
+//! - `LAST` goes on the last book delta of each DBN event (records up to `F_LAST`); a run
+//!   of `F_SNAPSHOT` records becomes one ticktape snapshot with a single `LAST`.
+//! - Other schemas (definitions, OHLCV, status, statistics, ...) are skipped and counted.
+//!
+//! Cannot represent: order ids and queue order (aggregated away); per-level order counts;
+//! levels beyond MBP-N's depth (a level leaving the window looks deleted); whether a
+//! `T` without `F` hit hidden liquidity.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result, bail};
+use dbn::decode::{DbnMetadata, DecodeRecordRef, DynDecoder};
+use dbn::symbol_map::SymbolIndex;
+use dbn::{Compression, FlagSet, Record, RecordRefEnum, VersionUpgradePolicy};
+
+use super::{CountingReader, ImportOptions, ImportStats};
+use crate::event::{Body, BookDelta, Event, EventSink, Fixed, Flags, Interner, Side, Trade};
+
+/// Venue name for a Databento dataset code.
+pub fn venue_for_dataset(dataset: &str) -> String {
+    match dataset {
+        "GLBX.MDP3" => "cme".to_string(),
+        "XNAS.ITCH" => "nasdaq".to_string(),
+        other => other.to_ascii_lowercase(),
+    }
+}
+
+fn side_of(c: std::ffi::c_char) -> Side {
+    match c as u8 {
+        b'B' => Side::Bid,
+        b'A' => Side::Ask,
+        _ => Side::None,
+    }
+}
+
+/// Per-instrument state.
+#[derive(Default)]
+struct Instrument {
+    symbol: Option<Arc<str>>,
+    /// Price scale chosen so far (grows only).
+    scale: u8,
+    scale_set: bool,
+    /// MBO: order id → (side, price, size).
+    orders: HashMap<u64, (Side, i64, i64)>,
+    /// Aggregate size per (side, raw price).
+    levels: HashMap<(Side, i64), i64>,
+    /// MBP: last seen top-N as (side, raw price, size).
+    window: Vec<(Side, i64, i64)>,
+}
+
+impl Instrument {
+    fn price(&mut self, raw: i64) -> Fixed {
+        let exact = Fixed::new(raw, 9).normalized();
+        if !self.scale_set || exact.scale > self.scale {
+            self.scale = exact.scale.max(if self.scale_set { self.scale } else { 0 });
+            self.scale_set = true;
+        }
+        exact.rescale(self.scale).unwrap_or(exact)
+    }
+}
+
+/// Events of the current DBN event (up to a record with `F_LAST`), so `LAST` can go on
+/// its final book delta.
+struct Group {
+    events: Vec<Event>,
+    snapshot: bool,
+}
+
+impl Group {
+    fn finish(&mut self, sink: &mut dyn EventSink) -> Result<()> {
+        if let Some(Body::Book(d)) = self
+            .events
+            .iter_mut()
+            .rev()
+            .find(|e| matches!(e.body, Body::Book(_)))
+            .map(|e| &mut e.body)
+        {
+            d.flags = d.flags.with(Flags::LAST);
+        }
+        for e in self.events.drain(..) {
+            sink.accept(e)?;
+        }
+        Ok(())
+    }
+}
+
+/// Imports one DBN file.
+pub fn import(
+    path: &Path,
+    opts: &ImportOptions,
+    sink: &mut dyn EventSink,
+    stats: &mut ImportStats,
+    progress: &dyn Fn(u64),
+) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let bytes = Arc::new(AtomicU64::new(0));
+    let mut raw = BufReader::new(CountingReader {
+        inner: file,
+        count: bytes.clone(),
+    });
+    let zstd_magic = raw
+        .fill_buf()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+    let inner: Box<dyn Read> = if zstd_magic {
+        // The zstd decoder reads every frame (files written in parts have several).
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(raw)
+                .with_context(|| format!("{}: cannot start zstd decoding", path.display()))?,
+        )
+    } else {
+        Box::new(raw)
+    };
+    let tally = Tally {
+        inner,
+        delivered: Arc::new(AtomicU64::new(0)),
+        head: Arc::new(std::sync::Mutex::new(Vec::with_capacity(8))),
+    };
+    let (delivered, head) = (tally.delivered.clone(), tally.head.clone());
+    // `AsIs`: MBO/MBP/trade layouts are identical in every DBN version, and record
+    // sizes must stay the on-disk ones for the completeness check below.
+    let mut decoder = DynDecoder::new(tally, Compression::None, VersionUpgradePolicy::AsIs)
+        .with_context(|| {
+            format!(
+                "{}: not a readable DBN file (expected DBN metadata, optionally zstd-compressed)",
+                path.display()
+            )
+        })?;
+    let mut record_bytes = 0u64;
+    let metadata = decoder.metadata().clone();
+    let symbols = metadata.symbol_map().ok();
+    let mut names = Interner::default();
+    let venue = names.intern(
+        opts.venue
+            .as_deref()
+            .unwrap_or(&venue_for_dataset(&metadata.dataset)),
+    );
+    let mut instruments: HashMap<u32, Instrument> = HashMap::new();
+    let mut group = Group {
+        events: Vec::new(),
+        snapshot: false,
+    };
+    let mut record_no = 0u64;
+    loop {
+        let rec = decoder.decode_record_ref().with_context(|| {
+            format!(
+                "{}: record {}: cannot decode (truncated or corrupt file?)",
+                path.display(),
+                record_no + 1
+            )
+        })?;
+        let Some(rec) = rec else { break };
+        record_no += 1;
+        stats.records += 1;
+        record_bytes += rec.record_size() as u64;
+        if record_no.is_multiple_of(65_536) {
+            progress(bytes.load(Ordering::Relaxed));
+        }
+        let Ok(rec_enum) = rec.as_enum() else {
+            // A record type this crate version does not know: nothing we model.
+            stats.skipped += 1;
+            continue;
+        };
+        let (hd, flags, ts_recv, sequence) = match rec_enum {
+            RecordRefEnum::Mbo(m) => (&m.hd, m.flags, m.ts_recv, m.sequence),
+            RecordRefEnum::Mbp1(m) => (&m.hd, m.flags, m.ts_recv, m.sequence),
+            RecordRefEnum::Mbp10(m) => (&m.hd, m.flags, m.ts_recv, m.sequence),
+            RecordRefEnum::Trade(m) => (&m.hd, m.flags, m.ts_recv, m.sequence),
+            _ => {
+                stats.skipped += 1;
+                continue;
+            }
+        };
+        let inst = instruments.entry(hd.instrument_id).or_default();
+        let symbol = match &inst.symbol {
+            Some(s) => s.clone(),
+            None => {
+                let name = match (
+                    &opts.symbol,
+                    symbols.as_ref().and_then(|m| m.get_for_rec(&rec_enum)),
+                ) {
+                    (Some(s), _) => s.clone(),
+                    (None, Some(s)) => s.clone(),
+                    (None, None) => hd.instrument_id.to_string(),
+                };
+                let s = names.intern(&name);
+                inst.symbol = Some(s.clone());
+                s
+            }
+        };
+        let snapshot = flags.is_snapshot();
+        if snapshot != group.snapshot && !group.events.is_empty() {
+            group.finish(sink)?;
+        }
+        group.snapshot = snapshot;
+        let base = Event {
+            venue: venue.clone(),
+            symbol,
+            ts_event: hd.ts_event as i64,
+            ts_recv: ts_recv as i64,
+            venue_seq: Some(sequence as u64),
+            prev_venue_seq: None,
+            pub_seq: 0,
+            body: Body::Book(BookDelta {
+                side: Side::None,
+                price: Fixed::ZERO,
+                size: Fixed::ZERO,
+                flags: if snapshot {
+                    Flags::SNAPSHOT
+                } else {
+                    Flags::default()
+                },
+            }),
+        };
+        let level = |inst: &mut Instrument, side: Side, raw: i64| -> Event {
+            let size = inst.levels.get(&(side, raw)).copied().unwrap_or(0);
+            let mut e = base.clone();
+            if let Body::Book(d) = &mut e.body {
+                d.side = side;
+                d.price = inst.price(raw);
+                d.size = Fixed::new(size.max(0), 0);
+            }
+            e
+        };
+        let trade = |inst: &mut Instrument, raw: i64, size: u32, side| -> Event {
+            let mut e = base.clone();
+            e.body = Body::Trade(Trade {
+                price: inst.price(raw),
+                size: Fixed::new(size as i64, 0),
+                aggressor: side,
+                trade_id: sequence.to_string(),
+            });
+            e
+        };
+        match rec_enum {
+            RecordRefEnum::Mbo(m) => {
+                let side = side_of(m.side);
+                match m.action as u8 {
+                    b'A' => {
+                        inst.orders
+                            .insert(m.order_id, (side, m.price, m.size as i64));
+                        *inst.levels.entry((side, m.price)).or_insert(0) += m.size as i64;
+                        group.events.push(level(inst, side, m.price));
+                    }
+                    b'C' => {
+                        let (side, price) = match inst.orders.get_mut(&m.order_id) {
+                            Some(o) => {
+                                o.2 -= m.size as i64;
+                                let key = (o.0, o.1);
+                                if o.2 <= 0 {
+                                    inst.orders.remove(&m.order_id);
+                                }
+                                key
+                            }
+                            None => (side, m.price),
+                        };
+                        reduce(inst, side, price, m.size as i64);
+                        group.events.push(level(inst, side, price));
+                    }
+                    b'M' => {
+                        if let Some((old_side, old_price, old_size)) =
+                            inst.orders.remove(&m.order_id)
+                        {
+                            reduce(inst, old_side, old_price, old_size);
+                            if (old_side, old_price) != (side, m.price) {
+                                group.events.push(level(inst, old_side, old_price));
+                            }
+                        }
+                        inst.orders
+                            .insert(m.order_id, (side, m.price, m.size as i64));
+                        *inst.levels.entry((side, m.price)).or_insert(0) += m.size as i64;
+                        group.events.push(level(inst, side, m.price));
+                    }
+                    b'R' => {
+                        inst.orders.clear();
+                        let mut old: Vec<(Side, i64)> =
+                            inst.levels.drain().map(|(k, _)| k).collect();
+                        old.sort();
+                        for (side, price) in old {
+                            group.events.push(level(inst, side, price));
+                        }
+                    }
+                    b'T' => group.events.push(trade(inst, m.price, m.size, side)),
+                    _ => {}
+                }
+            }
+            RecordRefEnum::Mbp1(m) => {
+                if m.action as u8 == b'T' {
+                    group
+                        .events
+                        .push(trade(inst, m.price, m.size, side_of(m.side)));
+                }
+                let top = window(&m.levels);
+                diff_window(inst, top, &mut group.events, &level);
+            }
+            RecordRefEnum::Mbp10(m) => {
+                if m.action as u8 == b'T' {
+                    group
+                        .events
+                        .push(trade(inst, m.price, m.size, side_of(m.side)));
+                }
+                let top = window(&m.levels);
+                diff_window(inst, top, &mut group.events, &level);
+            }
+            RecordRefEnum::Trade(m) => {
+                group
+                    .events
+                    .push(trade(inst, m.price, m.size, side_of(m.side)))
+            }
+            _ => {}
+        }
+        if !snapshot && is_last(flags) {
+            group.finish(sink)?;
+        } else if group.events.len() > 1_000_000 {
+            // A source that never sets F_LAST: do not hold the whole file.
+            group.finish(sink)?;
+        }
+    }
+    group.finish(sink)?;
+    // The decoder treats a cut-off record as the end of the stream: compare what was
+    // decompressed with the metadata and the records decoded.
+    let meta_len = {
+        let head = head.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        match head.get(4..8) {
+            Some(b) => 8 + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64,
+            None => 0,
+        }
+    };
+    let total = delivered.load(Ordering::Relaxed);
+    if total != meta_len + record_bytes {
+        bail!(
+            "{}: truncated or corrupt DBN file: {} bytes after record {record_no} do not form \
+             a whole record (was the download or copy cut short?)",
+            path.display(),
+            total.saturating_sub(meta_len + record_bytes)
+        );
+    }
+    progress(bytes.load(Ordering::Relaxed));
+    Ok(())
+}
+
+/// Counts decompressed bytes and keeps the first 8 (DBN's prefix with the metadata
+/// length); turns an unexpected end inside a zstd frame into an error the decoder
+/// reports instead of taking it for the end of the file.
+struct Tally {
+    inner: Box<dyn Read>,
+    delivered: Arc<AtomicU64>,
+    head: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Read for Tally {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("compressed stream cut short: {e}"),
+                )
+            } else {
+                e
+            }
+        })?;
+        let before = self.delivered.fetch_add(n as u64, Ordering::Relaxed);
+        if before < 8
+            && let Ok(mut head) = self.head.lock()
+        {
+            let take = (8 - before as usize).min(n);
+            head.extend_from_slice(&buf[..take]);
+        }
+        Ok(n)
+    }
+}
+
+fn is_last(flags: FlagSet) -> bool {
+    flags.is_last()
+}
+
+fn reduce(inst: &mut Instrument, side: Side, price: i64, by: i64) {
+    if let Some(size) = inst.levels.get_mut(&(side, price)) {
+        *size -= by;
+        if *size <= 0 {
+            inst.levels.remove(&(side, price));
+        }
+    }
+}
+
+/// The levels of an MBP record as `(side, raw price, size)`, undefined prices left out.
+fn window(levels: &[dbn::BidAskPair]) -> Vec<(Side, i64, i64)> {
+    let mut out = Vec::with_capacity(levels.len() * 2);
+    for l in levels {
+        if l.bid_px != dbn::UNDEF_PRICE && l.bid_sz > 0 {
+            out.push((Side::Bid, l.bid_px, l.bid_sz as i64));
+        }
+        if l.ask_px != dbn::UNDEF_PRICE && l.ask_sz > 0 {
+            out.push((Side::Ask, l.ask_px, l.ask_sz as i64));
+        }
+    }
+    out
+}
+
+/// Emits the difference between the instrument's previous MBP window and `top`.
+fn diff_window(
+    inst: &mut Instrument,
+    top: Vec<(Side, i64, i64)>,
+    out: &mut Vec<Event>,
+    level: &dyn Fn(&mut Instrument, Side, i64) -> Event,
+) {
+    let old = std::mem::take(&mut inst.window);
+    for &(side, price, _) in &old {
+        if !top.iter().any(|t| t.0 == side && t.1 == price) {
+            inst.levels.remove(&(side, price));
+            out.push(level(inst, side, price));
+        }
+    }
+    for &(side, price, size) in &top {
+        if !old.contains(&(side, price, size)) {
+            inst.levels.insert((side, price), size);
+            out.push(level(inst, side, price));
+        }
+    }
+    inst.window = top;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::L2Book;
+    use crate::feeds::import::testdata::{fixture, real};
+    use crate::feeds::import::{ImportFormat, import as import_any};
+
+    fn run(path: &Path) -> (Vec<Event>, ImportStats) {
+        let mut events: Vec<Event> = Vec::new();
+        let stats = import_any(
+            ImportFormat::Auto,
+            &[path.to_path_buf()],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap();
+        (events, stats)
+    }
+
+    /// Applies events; returns (consistent points checked, crossed among them).
+    fn crossed_at_last(events: &[Event]) -> (usize, usize) {
+        let mut book = L2Book::new();
+        let (mut checked, mut crossed) = (0, 0);
+        for e in events {
+            if let Body::Book(d) = &e.body {
+                book.apply(d);
+                if d.flags.contains(Flags::LAST) {
+                    checked += 1;
+                    crossed += book.is_crossed() as usize;
+                }
+            }
+        }
+        (checked, crossed)
+    }
+
+    #[test]
+    fn futures_trades_count_and_size_match_databento() {
+        let (events, stats) = run(&fixture(
+            "dbn/futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst",
+        ));
+        assert_eq!(stats.trades, 120);
+        let mut sum = Fixed::ZERO;
+        for e in &events {
+            if let Body::Trade(t) = &e.body {
+                sum = sum.checked_add(t.size).unwrap();
+                assert_eq!(
+                    t.price.scale, 2,
+                    "ES prices strip to 2 decimals: {}",
+                    t.price
+                );
+            }
+        }
+        assert_eq!(sum, Fixed::new(253, 0));
+        assert_eq!(&*events[0].venue, "cme");
+        assert_eq!(&*events[0].symbol, "ESU4");
+    }
+
+    #[test]
+    fn mbo_snapshot_then_live_events_never_cross_at_event_boundaries() {
+        let (events, stats) = run(&fixture(
+            "dbn/orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst",
+        ));
+        assert_eq!(stats.records, 13796);
+        let (checked, crossed) = crossed_at_last(&events);
+        assert!(checked > 50, "{checked}");
+        assert_eq!(crossed, 0);
+        assert_eq!(&*events[0].symbol, "ESM4");
+        let first_live = events
+            .iter()
+            .position(|e| matches!(&e.body, Body::Book(d) if !d.flags.contains(Flags::SNAPSHOT)))
+            .unwrap();
+        let snapshot_lasts = events[..first_live]
+            .iter()
+            .filter(|e| matches!(&e.body, Body::Book(d) if d.flags.contains(Flags::LAST)))
+            .count();
+        assert_eq!(snapshot_lasts, 1, "the snapshot is one ticktape snapshot");
+    }
+
+    #[test]
+    fn christmas_session_mbo_crosses_only_in_pre_open() {
+        let Some(p) =
+            real("nautilus_trader/tests/test_data/databento/esh4-glbx-mdp3-20231225.mbo.dbn.zst")
+        else {
+            return;
+        };
+        let (events, stats) = run(&p);
+        assert_eq!(stats.records, 68792);
+        let mut book = L2Book::new();
+        let mut crossed_ts = Vec::new();
+        for e in &events {
+            if let Body::Book(d) = &e.body {
+                book.apply(d);
+                if d.flags.contains(Flags::LAST) && book.is_crossed() {
+                    crossed_ts.push(e.ts_event);
+                }
+            }
+        }
+        assert!(stats.trades > 0);
+        // CME's pre-open lets orders lock and cross until the opening match at 17:00 CT
+        // (23:00 UTC); from the open on, the book never crosses at an event boundary.
+        let open = 1_703_545_200_000_000_000;
+        assert!(
+            !crossed_ts.is_empty(),
+            "the pre-open crosses in this sample"
+        );
+        assert!(
+            crossed_ts.iter().all(|&t| t < open),
+            "crossed after the open"
+        );
+    }
+
+    #[test]
+    fn mbp1_records_become_level_updates_and_trades() {
+        let (events, stats) = run(&fixture(
+            "dbn/futures_mbp-1_2024-07-01T23-58_2024-07-02T00-02.dbn.zst",
+        ));
+        assert_eq!(stats.records, 2288);
+        assert_eq!(stats.trades, 120);
+        let mut book = L2Book::new();
+        for e in &events {
+            if let Body::Book(d) = &e.body {
+                book.apply(d);
+            }
+        }
+        assert_eq!(book.depth(), (1, 1), "MBP-1 is a one-level window");
+        assert!(!book.is_crossed());
+    }
+
+    #[test]
+    fn small_v3_files_of_each_schema_decode() {
+        for (name, book, trades) in [
+            ("test_data.mbp-10.v3.dbn.zst", true, false),
+            ("test_data.mbp-1.v3.dbn.zst", true, false),
+            ("test_data.trades.v3.dbn.zst", false, true),
+            ("test_data.mbo.v3.dbn.zst", true, false),
+        ] {
+            let (_, stats) = run(&fixture(&format!("dbn/{name}")));
+            assert_eq!(stats.records, 2, "{name}");
+            assert_eq!(stats.book_deltas > 0, book, "{name}: {stats:?}");
+            assert_eq!(stats.trades > 0, trades, "{name}: {stats:?}");
+        }
+    }
+
+    #[test]
+    fn truncated_dbn_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = std::fs::read(fixture(
+            "dbn/orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst",
+        ))
+        .unwrap();
+        let cut = dir.path().join("cut.mbo.dbn.zst");
+        std::fs::write(&cut, &full[..full.len() / 3]).unwrap();
+        let mut events: Vec<Event> = Vec::new();
+        let err = import_any(
+            ImportFormat::Dbn,
+            &[cut],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("cut.mbo.dbn.zst") && msg.contains("record"),
+            "{msg}"
+        );
+        // An uncompressed file cut mid-record is caught too.
+        let plain = std::fs::read(fixture("dbn/test_data.mbo.v3.dbn")).unwrap();
+        let cut = dir.path().join("cut.mbo.dbn");
+        std::fs::write(&cut, &plain[..plain.len() - 10]).unwrap();
+        let err = import_any(
+            ImportFormat::Auto,
+            &[cut],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("truncated or corrupt DBN"),
+            "{err:#}"
+        );
+    }
+}

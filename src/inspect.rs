@@ -1,0 +1,248 @@
+//! `ticktape inspect`: what a dataset holds — venues, symbols, kinds, time range, row
+//! counts, gaps, and the recorder's duplicate/malformed counters.
+//!
+//! Reads only Parquet footers and the few columns it counts. Never writes.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use arrow_array::{Array, StringArray, TimestampNanosecondArray, UInt64Array};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Serialize;
+
+use crate::store::{Selection, layout, reader};
+
+/// One gap row.
+#[derive(Clone, Debug, Serialize)]
+pub struct GapRow {
+    /// When (ts_recv).
+    pub ts: i64,
+    /// Venue.
+    pub venue: String,
+    /// Symbol.
+    pub symbol: String,
+    /// Reason name.
+    pub reason: String,
+    /// Missing messages, if known.
+    pub missing: Option<u64>,
+    /// Publisher the gap was seen on.
+    pub publisher: String,
+}
+
+/// Summary of one venue/symbol.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PartitionSummary {
+    /// Venue.
+    pub venue: String,
+    /// Symbol.
+    pub symbol: String,
+    /// Closed Parquet files.
+    pub files: u64,
+    /// Rows.
+    pub rows: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// First `ts_recv`.
+    pub first_ts: i64,
+    /// Last `ts_recv`.
+    pub last_ts: i64,
+    /// Rows per kind.
+    pub kinds: BTreeMap<String, u64>,
+}
+
+/// Summary of a dataset.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DatasetSummary {
+    /// Per venue/symbol.
+    pub partitions: Vec<PartitionSummary>,
+    /// Every gap row, in time order.
+    pub gaps: Vec<GapRow>,
+    /// Duplicates dropped by recorder sessions (from `_ticktape/sessions.jsonl`).
+    pub duplicates: u64,
+    /// Malformed messages quarantined by recorder sessions.
+    pub malformed: u64,
+    /// Recorder and importer sessions logged.
+    pub sessions: u64,
+    /// Journals not yet turned into Parquet (a recorder is running, or crashed and has
+    /// not been restarted: `ticktape record` on the dataset recovers them).
+    pub pending_journals: u64,
+}
+
+/// Summarizes the dataset at `root`.
+pub fn inspect(root: &Path) -> Result<DatasetSummary> {
+    let files = reader::list_files(root, &Selection::default())?;
+    let mut parts: BTreeMap<(String, String), PartitionSummary> = BTreeMap::new();
+    let mut summary = DatasetSummary::default();
+    for f in &files {
+        let p = parts
+            .entry((f.venue.clone(), f.symbol.clone()))
+            .or_insert_with(|| PartitionSummary {
+                venue: f.venue.clone(),
+                symbol: f.symbol.clone(),
+                first_ts: i64::MAX,
+                last_ts: i64::MIN,
+                ..Default::default()
+            });
+        p.files += 1;
+        p.rows += f.rows;
+        p.bytes += f.bytes;
+        p.first_ts = p.first_ts.min(f.min_ts);
+        p.last_ts = p.last_ts.max(f.max_ts);
+        count_file(&f.path, p, &mut summary.gaps)?;
+    }
+    summary.partitions = parts.into_values().collect();
+    summary.gaps.sort_by_key(|g| g.ts);
+    if let Ok(text) = std::fs::read_to_string(root.join(layout::META_DIR).join("sessions.jsonl")) {
+        for line in text.lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                summary.sessions += 1;
+                summary.duplicates += v["stats"]["duplicates"].as_u64().unwrap_or(0);
+                summary.malformed += v["stats"]["malformed"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(root.join(layout::JOURNAL_DIR)) {
+        summary.pending_journals = dir.count() as u64;
+    }
+    Ok(summary)
+}
+
+fn count_file(path: &Path, p: &mut PartitionSummary, gaps: &mut Vec<GapRow>) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    let wanted = [
+        "ts_recv",
+        "venue",
+        "symbol",
+        "kind",
+        "gap_reason",
+        "gap_missing",
+        "gap_publisher",
+    ];
+    let mask = ProjectionMask::columns(builder.parquet_schema(), wanted);
+    for batch in builder.with_projection(mask).build()? {
+        let batch = batch?;
+        let col = |name: &str| batch.column_by_name(name).cloned();
+        let kind = col("kind").context("no kind column")?;
+        let kind = kind
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .context("kind type")?;
+        for i in 0..kind.len() {
+            *p.kinds.entry(kind.value(i).to_string()).or_default() += 1;
+            if kind.value(i) == "gap" {
+                let s = |name: &str| {
+                    col(name)
+                        .and_then(|c| {
+                            c.as_any()
+                                .downcast_ref::<StringArray>()
+                                .map(|a| a.value(i).to_string())
+                        })
+                        .unwrap_or_default()
+                };
+                let ts = col("ts_recv")
+                    .and_then(|c| {
+                        c.as_any()
+                            .downcast_ref::<TimestampNanosecondArray>()
+                            .map(|a| a.value(i))
+                    })
+                    .unwrap_or_default();
+                let missing = col("gap_missing").and_then(|c| {
+                    c.as_any()
+                        .downcast_ref::<UInt64Array>()
+                        .and_then(|a| a.is_valid(i).then(|| a.value(i)))
+                });
+                gaps.push(GapRow {
+                    ts,
+                    venue: s("venue"),
+                    symbol: s("symbol"),
+                    reason: s("gap_reason"),
+                    missing,
+                    publisher: s("gap_publisher"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// Renders the summary as a readable report.
+pub fn render(root: &Path, s: &DatasetSummary) -> String {
+    let mut out = String::new();
+    let rows: u64 = s.partitions.iter().map(|p| p.rows).sum();
+    let bytes: u64 = s.partitions.iter().map(|p| p.bytes).sum();
+    let files: u64 = s.partitions.iter().map(|p| p.files).sum();
+    out.push_str(&format!(
+        "dataset {}: {} rows in {} files, {} on disk\n\n",
+        root.display(),
+        rows,
+        files,
+        human_bytes(bytes)
+    ));
+    out.push_str(&format!(
+        "{:<12} {:<12} {:>10} {:>10} {:>8} {:>6}  {:<30} {:<30}\n",
+        "venue",
+        "symbol",
+        "book",
+        "trade",
+        "gap",
+        "files",
+        "first ts_recv (UTC)",
+        "last ts_recv (UTC)"
+    ));
+    for p in &s.partitions {
+        let k = |name: &str| p.kinds.get(name).copied().unwrap_or(0);
+        out.push_str(&format!(
+            "{:<12} {:<12} {:>10} {:>10} {:>8} {:>6}  {:<30} {:<30}\n",
+            p.venue,
+            p.symbol,
+            k("book"),
+            k("trade"),
+            k("gap"),
+            p.files,
+            layout::format_ts(p.first_ts),
+            layout::format_ts(p.last_ts)
+        ));
+    }
+    out.push_str(&format!(
+        "\nsessions {}   duplicates dropped {}   malformed quarantined {}   gaps {}\n",
+        s.sessions,
+        s.duplicates,
+        s.malformed,
+        s.gaps.len()
+    ));
+    if s.pending_journals > 0 {
+        out.push_str(&format!(
+            "note: {} journal(s) not yet in Parquet (recorder running, or run `ticktape record` on this dataset to recover)\n",
+            s.pending_journals
+        ));
+    }
+    for g in s.gaps.iter().take(20) {
+        out.push_str(&format!(
+            "  gap {} {}/{} {} missing={} publisher={}\n",
+            layout::format_ts(g.ts),
+            g.venue,
+            g.symbol,
+            g.reason,
+            g.missing.map_or("?".to_string(), |m| m.to_string()),
+            g.publisher
+        ));
+    }
+    if s.gaps.len() > 20 {
+        out.push_str(&format!("  ... {} more (use --json)\n", s.gaps.len() - 20));
+    }
+    out
+}

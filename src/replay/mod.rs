@@ -1,0 +1,556 @@
+//! The replayer: recorded events back onto the bus, on the live topics and payloads,
+//! paced by recorded time, as fast as subscribers take them, or in lockstep with
+//! strategies. Owns pacing, the no-drop publisher, the slow-joiner wait and the
+//! lockstep protocol; the simulated exchange plugs in through [`VenueHost`].
+//!
+//! Lockstep (see `docs/PROTOCOL.md`): strategies connect a DEALER socket to the gateway
+//! and say `hello`. After events the replayer publishes a step marker on topic `step`
+//! (`{"kind":"step","step":k,"ts_recv":t}`); a strategy answers `{"type":"ack","step":k}`
+//! on its DEALER after it has handled everything before the marker, sending any orders
+//! first. Simple form: one marker per event and the next event waits for every ack.
+//! Lookahead form (`lookahead = L`): an order decided at event time `t` cannot reach the
+//! exchange before `t + L`, so events up to `acked_ts + L` are safe to publish before the
+//! acks arrive; markers are sent in batches and the run stays exact.
+
+pub mod pacing;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::bus::{Backpressure, HeartbeatTimer, Publisher, PublisherConfig};
+use crate::event::{Body, EndOfStream, Event, UnixNanos, now_nanos};
+use crate::shutdown::Stop;
+use crate::store::{EventReader, Selection};
+
+pub use pacing::{Lateness, Pacer, Speed};
+
+/// Messages a venue host wants published: `(topic, payload)`.
+pub type Outbox = Vec<(String, Vec<u8>)>;
+
+/// Something the replay loop drives in simulated time besides the bus: the simulated
+/// exchange. Calls come in this order for every replayed event at `ts`:
+/// `advance_before(ts)`, the event is published, `on_market(event)`.
+pub trait VenueHost {
+    /// Applies everything due strictly before `ts` (queued orders).
+    fn advance_before(&mut self, ts: UnixNanos, out: &mut Outbox) -> Result<()>;
+    /// Applies one replayed market event.
+    fn on_market(&mut self, event: &Event, out: &mut Outbox) -> Result<()>;
+    /// Handles one gateway request from `strategy`; `now` is the replay's event time.
+    fn on_request(
+        &mut self,
+        strategy: &str,
+        request: &[u8],
+        now: UnixNanos,
+        out: &mut Outbox,
+    ) -> Result<Vec<u8>>;
+    /// Called every mark interval of simulated time.
+    fn on_mark(&mut self, ts: UnixNanos) -> Result<()>;
+    /// End of the replay: apply what is still queued and close outputs; returns a digest.
+    fn finish(&mut self, ts: UnixNanos, out: &mut Outbox) -> Result<Option<String>>;
+}
+
+/// Replay configuration.
+#[derive(Clone, Debug)]
+pub struct ReplayConfig {
+    /// Dataset to replay.
+    pub dataset: PathBuf,
+    /// What to replay.
+    pub selection: Selection,
+    /// Pace.
+    pub speed: Speed,
+    /// Bus endpoints to bind.
+    pub bind: Vec<String>,
+    /// Subscribers to wait for before the first event.
+    pub wait_for: usize,
+    /// How long to wait for them.
+    pub wait_timeout: Duration,
+    /// Gateway endpoint for orders and lockstep acks (ROUTER).
+    pub gateway: Option<String>,
+    /// Lockstep strategies to wait for (0: no lockstep).
+    pub lockstep: usize,
+    /// Lookahead window for lockstep (zero: simple form, one ack per event).
+    pub lookahead: Duration,
+    /// Publisher id in heartbeats and end-of-stream.
+    pub publisher_id: String,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Simulated-time interval between marks.
+    pub mark_interval: Duration,
+    /// Give up on a lockstep strategy that has not acked for this long.
+    pub ack_timeout: Duration,
+    /// Messages queued per subscriber before the replay waits for it.
+    pub send_hwm: i32,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> ReplayConfig {
+        ReplayConfig {
+            dataset: PathBuf::from("data/sample"),
+            selection: Selection::default(),
+            speed: Speed::Max,
+            bind: vec!["tcp://127.0.0.1:5556".into()],
+            wait_for: 0,
+            wait_timeout: Duration::from_secs(60),
+            gateway: None,
+            lockstep: 0,
+            lookahead: Duration::ZERO,
+            publisher_id: "replay".into(),
+            heartbeat: Duration::from_secs(1),
+            mark_interval: Duration::from_secs(1),
+            ack_timeout: Duration::from_secs(30),
+            send_hwm: 100_000,
+        }
+    }
+}
+
+/// What a replay did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReplayStats {
+    /// Events published.
+    pub events: u64,
+    /// Gap events among them.
+    pub gaps: u64,
+    /// Wall seconds from first event to end.
+    pub elapsed_secs: f64,
+    /// First and last `ts_recv` replayed.
+    pub time_range: Option<(UnixNanos, UnixNanos)>,
+    /// Lateness against the pacing schedule (paced replays only).
+    pub lateness: Option<Lateness>,
+    /// Times the publisher waited for a slow subscriber.
+    pub stalls: u64,
+    /// Seconds spent waiting for slow subscribers.
+    pub stalled_secs: f64,
+    /// Step markers sent (lockstep).
+    pub steps: u64,
+    /// Seconds spent waiting for lockstep acks.
+    pub ack_wait_secs: f64,
+    /// Lockstep strategies and how long each kept the replay waiting, in seconds.
+    pub slowest: Vec<(String, f64)>,
+    /// Gateway requests handled.
+    pub requests: u64,
+    /// Digest of the simulated exchange's fills, when one ran.
+    pub digest: Option<String>,
+    /// Rows the selection covered, for progress.
+    pub estimate: u64,
+}
+
+/// Live progress for the caller's progress bar.
+pub struct Progress<'a> {
+    /// Counters so far.
+    pub stats: &'a ReplayStats,
+    /// Current event time.
+    pub ts: UnixNanos,
+}
+
+struct Strategy {
+    name: String,
+    acked: u64,
+    waited: Duration,
+}
+
+/// The gateway ROUTER and the lockstep bookkeeping.
+struct Gateway {
+    socket: zmq::Socket,
+    strategies: HashMap<Vec<u8>, Strategy>,
+    lockstep: usize,
+}
+
+impl Gateway {
+    /// Handles every pending request; blocks up to `timeout` for the first.
+    fn pump(
+        &mut self,
+        host: &mut Option<&mut dyn VenueHost>,
+        now: UnixNanos,
+        out: &mut Outbox,
+        timeout: Duration,
+        stats: &mut ReplayStats,
+    ) -> Result<()> {
+        if timeout > Duration::ZERO {
+            self.socket
+                .poll(zmq::POLLIN, timeout.as_millis().max(1) as i64)?;
+        }
+        loop {
+            let frames = match self.socket.recv_multipart(zmq::DONTWAIT) {
+                Ok(f) => f,
+                Err(zmq::Error::EAGAIN) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            let (Some(identity), Some(body)) = (frames.first(), frames.last()) else {
+                continue;
+            };
+            stats.requests += 1;
+            let parsed: serde_json::Value =
+                serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+            match parsed["type"].as_str() {
+                Some("hello") => {
+                    let name = parsed["strategy"]
+                        .as_str()
+                        .unwrap_or("anonymous")
+                        .to_string();
+                    self.strategies.insert(
+                        identity.clone(),
+                        Strategy {
+                            name: name.clone(),
+                            acked: 0,
+                            waited: Duration::ZERO,
+                        },
+                    );
+                    let reply = serde_json::json!({"type": "welcome", "strategy": name,
+                        "lockstep": self.lockstep > 0});
+                    self.reply(identity, reply.to_string().as_bytes())?;
+                }
+                Some("ack") => {
+                    if let Some(s) = self.strategies.get_mut(identity) {
+                        s.acked = s.acked.max(parsed["step"].as_u64().unwrap_or(0));
+                    }
+                }
+                _ => {
+                    let name = self
+                        .strategies
+                        .get(identity)
+                        .map(|s| s.name.clone())
+                        .unwrap_or_else(|| "anonymous".into());
+                    let reply = match host.as_deref_mut() {
+                        Some(h) => h.on_request(&name, body, now, out)?,
+                        None => serde_json::json!({"type": "error",
+                            "reason": "this replay runs no exchange (start it with --exchange)"})
+                        .to_string()
+                        .into_bytes(),
+                    };
+                    self.reply(identity, &reply)?;
+                }
+            }
+        }
+    }
+
+    fn reply(&self, identity: &[u8], body: &[u8]) -> Result<()> {
+        self.socket.send(identity, zmq::SNDMORE)?;
+        self.socket.send(body, 0)?;
+        Ok(())
+    }
+
+    fn min_acked(&self) -> u64 {
+        self.strategies
+            .values()
+            .map(|s| s.acked)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+}
+
+fn publish_outbox(publisher: &mut Publisher, out: &mut Outbox) -> Result<()> {
+    for (topic, payload) in out.drain(..) {
+        publisher.send_raw(topic.as_bytes(), &payload)?;
+    }
+    Ok(())
+}
+
+/// Replays until the selection is exhausted or `stop` is raised.
+pub fn run(
+    config: &ReplayConfig,
+    mut host: Option<&mut dyn VenueHost>,
+    stop: &Stop,
+    mut on_progress: impl FnMut(Progress<'_>),
+) -> Result<ReplayStats> {
+    let mut reader = EventReader::open(&config.dataset, config.selection.clone())
+        .with_context(|| format!("cannot open dataset {}", config.dataset.display()))?;
+    if reader.files().is_empty() {
+        bail!(
+            "nothing to replay in {}: no files match the selection (check --venue/--symbol/--start/--end; `ticktape inspect {}` lists what is there)",
+            config.dataset.display(),
+            config.dataset.display()
+        );
+    }
+    let mut stats = ReplayStats {
+        estimate: reader.row_estimate(),
+        ..ReplayStats::default()
+    };
+    let ctx = crate::bus::context();
+    let mut publisher = Publisher::bind(
+        &ctx,
+        &PublisherConfig {
+            bind: config.bind.clone(),
+            backpressure: Backpressure::Block,
+            send_hwm: config.send_hwm,
+        },
+    )?;
+    let mut gateway = match &config.gateway {
+        Some(ep) => {
+            let socket = ctx.socket(zmq::ROUTER)?;
+            socket.set_linger(1000)?;
+            socket
+                .bind(ep)
+                .with_context(|| format!("cannot bind gateway to {ep}"))?;
+            Some(Gateway {
+                socket,
+                strategies: HashMap::new(),
+                lockstep: config.lockstep,
+            })
+        }
+        None => None,
+    };
+    if config.lockstep > 0 && gateway.is_none() {
+        bail!("lockstep needs a gateway endpoint (--gateway) for the strategies' acks");
+    }
+    let mut heartbeat = HeartbeatTimer::new(&config.publisher_id, config.heartbeat, true);
+    let mut out: Outbox = Vec::new();
+
+    // Slow joiners: wait for subscribers, and in lockstep for every strategy's hello.
+    let wait_started = Instant::now();
+    let want_subs = config.wait_for.max(config.lockstep);
+    loop {
+        heartbeat.tick(&mut publisher)?;
+        let subs_ready =
+            publisher
+                .wait_for_subscribers(want_subs, Duration::from_millis(20), &|| stop.is_set())?;
+        if let Some(g) = gateway.as_mut() {
+            g.pump(&mut host, 0, &mut out, Duration::from_millis(5), &mut stats)?;
+        }
+        let strategies_ready = gateway
+            .as_ref()
+            .is_none_or(|g| g.strategies.len() >= config.lockstep);
+        if subs_ready && strategies_ready {
+            break;
+        }
+        if stop.is_set() {
+            return Ok(stats);
+        }
+        if wait_started.elapsed() > config.wait_timeout {
+            bail!(
+                "waited {:?} for {} subscriber(s) and {} lockstep strategies; saw {} subscription(s) and {} strateg(ies). Are they connected to {} / {}?",
+                config.wait_timeout,
+                want_subs,
+                config.lockstep,
+                publisher.stats().subscriptions,
+                gateway.as_ref().map_or(0, |g| g.strategies.len()),
+                publisher.endpoints().join(","),
+                config.gateway.as_deref().unwrap_or("-")
+            );
+        }
+    }
+
+    let mut pacer = Pacer::new(config.speed);
+    let started = Instant::now();
+    let lookahead = config.lookahead.as_nanos() as i64;
+    let simple_lockstep = config.lockstep > 0 && lookahead == 0;
+    let mut step: u64 = 0;
+    let mut step_ts: HashMap<u64, UnixNanos> = HashMap::new();
+    let mut acked_ts: UnixNanos = i64::MIN;
+    let mut marker_sent_for_last = true;
+    let mut last_ts: UnixNanos = 0;
+    let mut next_mark: Option<UnixNanos> = None;
+    let mut last_progress = Instant::now();
+    let mark_every = config.mark_interval.as_nanos().max(1) as i64;
+
+    let send_marker = |publisher: &mut Publisher, step: u64, ts: UnixNanos| -> Result<()> {
+        let payload = format!("{{\"kind\":\"step\",\"step\":{step},\"ts_recv\":{ts}}}");
+        publisher.send_raw(b"step", payload.as_bytes())
+    };
+
+    while let Some(event) = reader.next() {
+        let event = event?;
+        if stop.is_set() {
+            break;
+        }
+        let ts = event.ts_recv;
+        // Lookahead lockstep: never publish past what acks make safe.
+        if config.lockstep > 0 && !simple_lockstep {
+            if stats.events == 0 {
+                // Before the first event no order can exist: nothing to wait for.
+                acked_ts = ts;
+            }
+            let wait_began = Instant::now();
+            loop {
+                if acked_ts.saturating_add(lookahead) >= ts {
+                    break;
+                }
+                // Everything published so far is acknowledged: nothing can be in flight.
+                let all_acked = gateway.as_ref().is_some_and(|g| g.min_acked() >= step);
+                if marker_sent_for_last && all_acked {
+                    break;
+                }
+                if !marker_sent_for_last {
+                    step += 1;
+                    step_ts.insert(step, last_ts);
+                    send_marker(&mut publisher, step, last_ts)?;
+                    stats.steps += 1;
+                    marker_sent_for_last = true;
+                }
+                let waited = Instant::now();
+                let g = gateway.as_mut().context("lockstep without gateway")?;
+                g.pump(
+                    &mut host,
+                    last_ts,
+                    &mut out,
+                    Duration::from_millis(10),
+                    &mut stats,
+                )?;
+                publish_outbox(&mut publisher, &mut out)?;
+                let acked = g.min_acked();
+                if let Some(t) = step_ts.get(&acked) {
+                    acked_ts = *t;
+                    step_ts.retain(|k, _| *k >= acked);
+                }
+                stats.ack_wait_secs += waited.elapsed().as_secs_f64();
+                if stop.is_set() {
+                    break;
+                }
+                if wait_began.elapsed() > config.ack_timeout {
+                    let late: Vec<&str> = g
+                        .strategies
+                        .values()
+                        .filter(|s| s.acked < step)
+                        .map(|s| s.name.as_str())
+                        .collect();
+                    bail!(
+                        "lockstep: {} did not ack step {step} within {:?} (crashed or hung?)",
+                        late.join(", "),
+                        config.ack_timeout
+                    );
+                }
+            }
+            if stop.is_set() {
+                break;
+            }
+        }
+        pacer.wait_for(ts);
+        heartbeat.tick(&mut publisher)?;
+        if let Some(h) = host.as_deref_mut() {
+            let due = next_mark.get_or_insert(ts - ts.rem_euclid(mark_every) + mark_every);
+            while *due <= ts {
+                h.advance_before(*due, &mut out)?;
+                h.on_mark(*due)?;
+                *due += mark_every;
+            }
+            h.advance_before(ts, &mut out)?;
+            publish_outbox(&mut publisher, &mut out)?;
+        }
+        publisher.send(&event)?;
+        if matches!(event.body, Body::Gap(_)) {
+            stats.gaps += 1;
+        }
+        stats.events += 1;
+        stats.time_range = Some(match stats.time_range {
+            Some((a, _)) => (a, ts),
+            None => (ts, ts),
+        });
+        last_ts = ts;
+        marker_sent_for_last = false;
+        if let Some(h) = host.as_deref_mut() {
+            h.on_market(&event, &mut out)?;
+            publish_outbox(&mut publisher, &mut out)?;
+        }
+        if let Some(g) = gateway.as_mut() {
+            g.pump(&mut host, ts, &mut out, Duration::ZERO, &mut stats)?;
+            publish_outbox(&mut publisher, &mut out)?;
+        }
+        if simple_lockstep {
+            step += 1;
+            send_marker(&mut publisher, step, ts)?;
+            stats.steps += 1;
+            marker_sent_for_last = true;
+            let waited = Instant::now();
+            let g = gateway.as_mut().context("lockstep without gateway")?;
+            while g.min_acked() < step {
+                let before = Instant::now();
+                g.pump(
+                    &mut host,
+                    ts,
+                    &mut out,
+                    Duration::from_millis(10),
+                    &mut stats,
+                )?;
+                publish_outbox(&mut publisher, &mut out)?;
+                let spent = before.elapsed();
+                for s in g.strategies.values_mut().filter(|s| s.acked < step) {
+                    s.waited += spent;
+                }
+                if stop.is_set() {
+                    break;
+                }
+                if waited.elapsed() > config.ack_timeout {
+                    let late: Vec<&str> = g
+                        .strategies
+                        .values()
+                        .filter(|s| s.acked < step)
+                        .map(|s| s.name.as_str())
+                        .collect();
+                    bail!(
+                        "lockstep: {} did not ack step {step} within {:?} (crashed or hung?)",
+                        late.join(", "),
+                        config.ack_timeout
+                    );
+                }
+            }
+            stats.ack_wait_secs += waited.elapsed().as_secs_f64();
+            pacer.rebase(ts);
+        } else if config.lockstep > 0 && stats.events % 64 == 0 {
+            // Lookahead form: a marker now and then keeps acks flowing while we run ahead.
+            step += 1;
+            step_ts.insert(step, ts);
+            send_marker(&mut publisher, step, ts)?;
+            stats.steps += 1;
+            marker_sent_for_last = true;
+        }
+        if last_progress.elapsed() >= Duration::from_millis(100) {
+            last_progress = Instant::now();
+            stats.elapsed_secs = started.elapsed().as_secs_f64();
+            on_progress(Progress { stats: &stats, ts });
+        }
+    }
+
+    // End of stream: flush the exchange, tell everyone, let lockstep strategies finish.
+    if let Some(h) = host.as_deref_mut() {
+        stats.digest = h.finish(last_ts, &mut out)?;
+        publish_outbox(&mut publisher, &mut out)?;
+    }
+    let eos = Event {
+        venue: "".into(),
+        symbol: "".into(),
+        ts_event: now_nanos(),
+        ts_recv: last_ts,
+        venue_seq: None,
+        prev_venue_seq: None,
+        pub_seq: 1,
+        body: Body::EndOfStream(EndOfStream {
+            publisher: config.publisher_id.clone(),
+            replay: true,
+            events: stats.events,
+        }),
+    };
+    publisher.send(&eos)?;
+    if let Some(g) = gateway.as_mut() {
+        // Answer last requests (e.g. a final position query) for a moment.
+        let until = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < until {
+            g.pump(
+                &mut host,
+                last_ts,
+                &mut out,
+                Duration::from_millis(20),
+                &mut stats,
+            )?;
+            publish_outbox(&mut publisher, &mut out)?;
+        }
+        let mut slowest: Vec<(String, f64)> = g
+            .strategies
+            .values()
+            .map(|s| (s.name.clone(), s.waited.as_secs_f64()))
+            .collect();
+        slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+        stats.slowest = slowest;
+    }
+    stats.elapsed_secs = started.elapsed().as_secs_f64();
+    stats.lateness = pacer.lateness();
+    stats.stalls = publisher.stats().stalls;
+    stats.stalled_secs = publisher.stats().stalled.as_secs_f64();
+    on_progress(Progress {
+        stats: &stats,
+        ts: last_ts,
+    });
+    Ok(stats)
+}

@@ -1,0 +1,386 @@
+//! `ticktape run`: one backtest from a scenario. The replay and the simulated exchange
+//! run in this process; strategies run as child processes (any language); the run
+//! directory collects orders, fills, marks, the resolved scenario and `summary.json`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use super::{Scenario, parse_duration, run_dir};
+use crate::exchange::host::{ExchangeHost, ExchangeHostConfig};
+use crate::replay::{self, ReplayConfig, ReplayStats, Speed};
+use crate::shutdown::Stop;
+use crate::store::{Selection, layout};
+
+/// Options from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Run directory instead of the scenario's.
+    pub out: Option<PathBuf>,
+    /// Replay speed instead of the scenario's (`max`, `1`, `10`).
+    pub speed: Option<String>,
+}
+
+/// How one strategy process ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct StrategyExit {
+    /// Strategy name.
+    pub name: String,
+    /// Exit code (None: killed by a signal or by ticktape).
+    pub code: Option<i32>,
+    /// Its log file, in the run directory.
+    pub log: PathBuf,
+}
+
+/// `summary.json` of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    /// Scenario name.
+    pub scenario: String,
+    /// Starting balance (quote currency), for the report.
+    pub starting_balance: f64,
+    /// Digest of all fills: equal inputs give equal digests.
+    pub digest: Option<String>,
+    /// Replay counters.
+    pub replay: ReplayStats,
+    /// Strategy exits.
+    pub strategies: Vec<StrategyExit>,
+    /// True when Ctrl-C stopped the run early.
+    pub interrupted: bool,
+    /// The run directory.
+    pub run_dir: PathBuf,
+}
+
+struct Children {
+    procs: Vec<(String, Child, PathBuf)>,
+}
+
+impl Children {
+    /// First child that exited with failure, if any.
+    fn failed(&mut self) -> Option<(String, Option<i32>, PathBuf)> {
+        for (name, child, log) in &mut self.procs {
+            if let Ok(Some(status)) = child.try_wait()
+                && !status.success()
+            {
+                return Some((name.clone(), status.code(), log.clone()));
+            }
+        }
+        None
+    }
+
+    fn kill_all(&mut self) {
+        for (_, child, _) in &mut self.procs {
+            let _ = child.kill();
+        }
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        self.kill_all();
+        for (_, child, _) in &mut self.procs {
+            let _ = child.wait();
+        }
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Prepares an empty run directory, refusing to delete anything that is not a run.
+fn prepare_run_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        let is_run = dir.join("summary.json").exists()
+            || dir.join("scenario.toml").exists()
+            || std::fs::read_dir(dir)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+        if !is_run {
+            bail!(
+                "run directory {} exists and does not look like a ticktape run (no summary.json or scenario.toml); choose another --out",
+                dir.display()
+            );
+        }
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("cannot clear previous run in {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// Runs a scenario to completion. `on_progress` sees the replay's progress.
+pub fn run(
+    scenario_path: &Path,
+    options: &RunOptions,
+    stop: &Stop,
+    mut on_progress: impl FnMut(replay::Progress<'_>),
+) -> Result<RunSummary> {
+    let scenario = Scenario::load(scenario_path)?;
+    let dir = run_dir(&scenario, options.out.as_deref());
+    prepare_run_dir(&dir)?;
+    std::fs::write(
+        dir.join("scenario.toml"),
+        toml::to_string_pretty(&scenario).context("cannot serialize the resolved scenario")?,
+    )?;
+
+    // Short ipc paths: a Unix socket path must stay under ~100 bytes.
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        layout::format_ts(crate::event::now_nanos()).replace([':', '.'], "")
+    );
+    let sock_dir = std::env::temp_dir().join(format!("tt-{tag}"));
+    std::fs::create_dir_all(&sock_dir)?;
+    let bus = format!("ipc://{}", sock_dir.join("bus").display());
+    let gateway = format!("ipc://{}", sock_dir.join("gw").display());
+
+    let speed: Speed = options
+        .speed
+        .as_deref()
+        .unwrap_or(scenario.replay.speed.get_ref())
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let lookahead = scenario
+        .replay
+        .lookahead
+        .as_ref()
+        .map(|l| parse_duration(l.get_ref()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?
+        .unwrap_or_default();
+    let data = &scenario.data;
+    let selection = Selection {
+        venues: data.venues.clone(),
+        symbols: data.symbols.clone(),
+        kinds: data
+            .kinds
+            .iter()
+            .filter_map(|k| crate::event::Kind::from_name(k.get_ref()))
+            .collect(),
+        start: data
+            .start
+            .as_ref()
+            .map(|t| layout::parse_ts(t.get_ref()))
+            .transpose()?,
+        end: data
+            .end
+            .as_ref()
+            .map(|t| layout::parse_ts(t.get_ref()))
+            .transpose()?,
+    };
+
+    let mut host = ExchangeHost::new(&ExchangeHostConfig {
+        settings: scenario.exchange.clone(),
+        run_dir: Some(dir.clone()),
+    })?;
+
+    // Strategy processes.
+    let exe = std::env::current_exe().context("cannot find the ticktape executable")?;
+    let mut children = Children { procs: Vec::new() };
+    for s in &scenario.strategies {
+        let lockstep_flag = if scenario.replay.lockstep {
+            "--lockstep"
+        } else {
+            ""
+        };
+        let argv: Vec<String> = match (&s.builtin, &s.command) {
+            (Some(b), _) => {
+                let mut v = vec![
+                    exe.display().to_string(),
+                    "strategy".into(),
+                    b.get_ref().clone(),
+                    "--bus".into(),
+                    bus.clone(),
+                    "--gateway".into(),
+                    gateway.clone(),
+                    "--venue".into(),
+                    s.venue.clone(),
+                    "--symbol".into(),
+                    s.symbol.clone(),
+                    "--size".into(),
+                    s.size.get_ref().clone(),
+                    "--id".into(),
+                    s.name.clone(),
+                ];
+                if scenario.replay.lockstep {
+                    v.push("--lockstep".into());
+                }
+                v
+            }
+            (None, Some(cmd)) => cmd
+                .get_ref()
+                .iter()
+                .map(|a| {
+                    a.replace("{bus}", &bus)
+                        .replace("{gateway}", &gateway)
+                        .replace("{venue}", &s.venue)
+                        .replace("{symbol}", &s.symbol)
+                        .replace("{size}", s.size.get_ref())
+                        .replace("{name}", &s.name)
+                        .replace("{lockstep}", lockstep_flag)
+                })
+                .filter(|a| !a.is_empty())
+                .collect(),
+            (None, None) => bail!("strategy {:?} has neither builtin nor command", s.name),
+        };
+        let log = dir.join(format!("strategy-{}.log", s.name));
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("cannot start strategy {:?}: {}", s.name, argv.join(" ")))?;
+        children.procs.push((s.name.clone(), child, log));
+    }
+
+    // A watchdog stops the replay as soon as a strategy dies, or on Ctrl-C.
+    let run_stop = Stop::new();
+    let failure: Arc<Mutex<Option<(String, Option<i32>, PathBuf)>>> = Arc::default();
+    let children = Arc::new(Mutex::new(children));
+    let finished = Stop::new();
+    let watchdog = {
+        let (run_stop, failure, children, finished, stop) = (
+            run_stop.clone(),
+            failure.clone(),
+            children.clone(),
+            finished.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || {
+            while !finished.is_set() {
+                if stop.is_set() {
+                    run_stop.set();
+                }
+                if let Ok(mut c) = children.lock()
+                    && let Some(f) = c.failed()
+                {
+                    *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+                    run_stop.set();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+
+    let lockstep = if scenario.replay.lockstep {
+        scenario.strategies.len()
+    } else {
+        0
+    };
+    let config = ReplayConfig {
+        dataset: data.dataset.get_ref().clone(),
+        selection,
+        speed,
+        bind: vec![bus],
+        wait_for: scenario.strategies.len(),
+        wait_timeout: Duration::from_secs(60),
+        gateway: Some(gateway),
+        lockstep,
+        lookahead,
+        publisher_id: format!("run-{}", scenario.name),
+        mark_interval: Duration::from_secs_f64(scenario.replay.mark_interval_secs),
+        ack_timeout: Duration::from_secs_f64(scenario.replay.ack_timeout_secs),
+        ..ReplayConfig::default()
+    };
+    let replay_result = replay::run(&config, Some(&mut host), &run_stop, &mut on_progress);
+
+    // Stop watching before ending the children, so their end is not taken for a crash.
+    finished.set();
+    let _ = watchdog.join();
+    // Let strategies see end-of-stream and exit on their own, then make sure they are gone.
+    let mut exits = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut hung = Vec::new();
+    if let Ok(mut c) = children.lock() {
+        for (name, child, log) in &mut c.procs {
+            let code = loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => break status.code(),
+                    Ok(None) if Instant::now() < deadline && replay_result.is_ok() => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        hung.push(name.clone());
+                        break None;
+                    }
+                }
+            };
+            exits.push(StrategyExit {
+                name: name.clone(),
+                code,
+                log: log.clone(),
+            });
+        }
+    }
+    let _ = std::fs::remove_dir_all(&sock_dir);
+
+    let interrupted = stop.is_set();
+    let crashed = failure.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let replay_stats = match replay_result {
+        Ok(stats) => stats,
+        Err(e) => {
+            if let Some((name, code, log)) = &crashed {
+                bail!(
+                    "strategy {name:?} exited with {} during the replay; last lines of {}:\n{}",
+                    code.map_or("a signal".to_string(), |c| format!("code {c}")),
+                    log.display(),
+                    tail(log, 15)
+                );
+            }
+            return Err(e.context(format!("run {:?} failed", scenario.name)));
+        }
+    };
+    if let Some((name, code, log)) = crashed {
+        bail!(
+            "strategy {name:?} exited with {}; last lines of {}:\n{}",
+            code.map_or("a signal".to_string(), |c| format!("code {c}")),
+            log.display(),
+            tail(&log, 15)
+        );
+    }
+    let summary = RunSummary {
+        scenario: scenario.name.clone(),
+        starting_balance: scenario.account.starting_balance,
+        digest: replay_stats.digest.clone(),
+        replay: replay_stats,
+        strategies: exits,
+        interrupted,
+        run_dir: dir.clone(),
+    };
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    if !interrupted && !hung.is_empty() {
+        bail!(
+            "strategy {} did not exit after end-of-stream (hung?); results are in {}",
+            hung.join(", "),
+            dir.display()
+        );
+    }
+    if let Some(bad) = summary
+        .strategies
+        .iter()
+        .find(|s| s.code.is_some_and(|c| c != 0))
+    {
+        bail!(
+            "strategy {:?} exited with code {:?}; see {}:\n{}",
+            bad.name,
+            bad.code,
+            bad.log.display(),
+            tail(&bad.log, 15)
+        );
+    }
+    Ok(summary)
+}

@@ -1,0 +1,190 @@
+//! Whole backtests: `ticktape run` on the shipped demo scenario, a Python strategy,
+//! failing strategies and malformed scenario files.
+
+use std::path::Path;
+use std::time::Duration;
+
+use arrow_array::{Array, StringArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::util::*;
+
+fn summary(run_dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).expect("summary.json");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Fill rows per strategy in a run's fills.parquet.
+fn fills_by_strategy(run_dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    let file = std::fs::File::open(run_dir.join("fills.parquet")).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for batch in ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+    {
+        let batch = batch.unwrap();
+        let col = batch.column_by_name("strategy").unwrap();
+        let names = col.as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..names.len() {
+            *out.entry(names.value(i).to_string()).or_default() += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn demo_scenario_completes_with_report_chart_and_a_stable_digest() {
+    let dir = tempdir();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let out = run_ok(&[
+        "run",
+        "scenarios/demo.toml",
+        "--out",
+        a.to_str().unwrap(),
+        "--quiet",
+    ]);
+    run_ok(&[
+        "run",
+        "scenarios/demo.toml",
+        "--out",
+        b.to_str().unwrap(),
+        "--quiet",
+        "--speed",
+        "max",
+    ]);
+    let (sa, sb) = (summary(&a), summary(&b));
+    assert!(sa["digest"].as_str().is_some_and(|d| d.len() == 16), "{sa}");
+    assert_eq!(sa["digest"], sb["digest"], "same inputs, same fills");
+    assert_eq!(sa["replay"]["events"], 135_830);
+    let fills = fills_by_strategy(&a);
+    assert!(
+        fills.get("mm").copied().unwrap_or(0) > 0,
+        "market maker filled: {fills:?}"
+    );
+    assert!(
+        fills.get("taker").copied().unwrap_or(0) > 0,
+        "taker filled: {fills:?}"
+    );
+    let svg = std::fs::read_to_string(a.join("report.svg")).expect("chart written");
+    assert!(svg.contains("<svg"));
+    assert!(a.join("report.csv").exists() && a.join("report.json").exists());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("mm") && table.contains("taker"),
+        "report table printed:\n{table}"
+    );
+    if let Some(py) = python() {
+        run_python(
+            &py,
+            "report_python_check.py",
+            &[a.to_str().unwrap(), a.join("report.json").to_str().unwrap()],
+        );
+    }
+}
+
+#[test]
+fn python_strategy_runs_unchanged_in_a_lockstep_backtest_and_trades() {
+    let Some(py) = python() else { return };
+    let dir = tempdir();
+    let scenario = dir.path().join("py.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"name = "py"
+[data]
+dataset = "data/binance-spot"
+start = "2024-08-08T23:55:00Z"
+end = "2024-08-08T23:57:00Z"
+[replay]
+lockstep = true
+lookahead = "1ms"
+[[strategy]]
+name = "py-momentum"
+command = ["{py}", "examples/python/momentum.py", "--bus", "{{bus}}", "--gateway", "{{gateway}}",
+           "--venue", "{{venue}}", "--symbol", "{{symbol}}", "--size", "{{size}}", "--name", "{{name}}",
+           "--cooldown-ms", "200", "{{lockstep}}"]
+venue = "binance"
+symbol = "BTCUSDT"
+size = "0.01"
+[exchange]
+order_latency = {{ model = "constant", ns = 1_000_000 }}
+"#,
+            py = py.display()
+        ),
+    )
+    .unwrap();
+    let run_dir = dir.path().join("run");
+    let out = spawn(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--quiet",
+    ])
+    .wait(Duration::from_secs(300));
+    assert_ok("run py scenario", &out);
+    let fills = fills_by_strategy(&run_dir);
+    assert!(
+        fills.get("py-momentum").copied().unwrap_or(0) > 0,
+        "{fills:?}"
+    );
+    let log = std::fs::read_to_string(run_dir.join("strategy-py-momentum.log")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        last["fills"].as_u64(),
+        fills.get("py-momentum").copied(),
+        "the strategy saw every fill"
+    );
+}
+
+#[test]
+fn a_crashing_strategy_ends_the_run_with_a_clear_message() {
+    let dir = tempdir();
+    let scenario = dir.path().join("crash.toml");
+    std::fs::write(
+        &scenario,
+        r#"name = "crash"
+[data]
+dataset = "data/binance-spot"
+[[strategy]]
+name = "boom"
+command = ["sh", "-c", "echo about to fail; exit 3"]
+venue = "binance"
+symbol = "BTCUSDT"
+"#,
+    )
+    .unwrap();
+    let out = spawn(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
+        "--quiet",
+    ])
+    .wait(Duration::from_secs(60));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"boom\"") && err.contains("code 3") && err.contains("about to fail"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_scenario_names_file_line_and_key() {
+    let dir = tempdir();
+    let scenario = dir.path().join("bad.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"bad\"\n[data]\ndataset = \"data/binance-spot\"\n[replay]\nspeeed = \"max\"\n",
+    )
+    .unwrap();
+    let out = spawn(&["run", scenario.to_str().unwrap(), "--quiet"]).wait(Duration::from_secs(30));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:5:") && err.contains("speeed"),
+        "{err}"
+    );
+}

@@ -1,0 +1,6 @@
+//! Integration tests: one binary (so polars is linked once) with a module per area.
+
+mod backtest;
+mod record;
+mod replay;
+mod util;

@@ -1,0 +1,260 @@
+//! Replay behaviour with real processes and sockets: identical payloads in order to a
+//! plain pyzmq subscriber, no loss to a slow subscriber, recorded pace, lockstep.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ticktape::store::{EventReader, Selection};
+use ticktape::wire;
+
+use crate::util::*;
+
+/// Records `events` synthetic events (deterministic clock at `rate` per second).
+pub fn record_dataset(dir: &Path, events: u64, rate: u64) -> PathBuf {
+    let ds = dir.join("ds");
+    let ep = free_tcp();
+    let recorder = spawn(&[
+        "record",
+        ds.to_str().unwrap(),
+        "--connect",
+        &ep,
+        "--until-eos",
+        "--quiet",
+    ]);
+    let sim = spawn(&[
+        "simulate",
+        "--bind",
+        &ep,
+        "--events",
+        &events.to_string(),
+        "--rate",
+        "0",
+        "--wait-for",
+        "1",
+        "--seed",
+        "21",
+        "--quiet",
+        "--synthetic-clock",
+        "2024-03-04T05:06:07Z",
+        "--synthetic-rate",
+        &rate.to_string(),
+    ]);
+    assert_ok("simulate", &sim.wait(Duration::from_secs(60)));
+    assert_ok("record", &recorder.wait(Duration::from_secs(60)));
+    ds
+}
+
+fn expected_payloads(ds: &Path) -> Vec<Vec<u8>> {
+    EventReader::open(ds, Selection::default())
+        .unwrap()
+        .map(|e| wire::encode_to_vec(&e.unwrap()))
+        .collect()
+}
+
+fn replay_summary(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).expect("replay --json summary")
+}
+
+#[test]
+fn plain_pyzmq_subscriber_receives_every_event_in_order_with_identical_payloads() {
+    let Some(py) = python() else { return };
+    let dir = tempdir();
+    let ds = record_dataset(dir.path(), 6000, 5000);
+    let ep = free_tcp();
+    let out_file = dir.path().join("received.txt");
+    let replay = spawn(&[
+        "replay",
+        ds.to_str().unwrap(),
+        "--bind",
+        &ep,
+        "--wait-for",
+        "1",
+        "--speed",
+        "max",
+        "--quiet",
+        "--json",
+    ]);
+    run_python(&py, "subscribe.py", &[&ep, out_file.to_str().unwrap()]);
+    let out = replay.wait(Duration::from_secs(60));
+    assert_ok("replay", &out);
+    let received = std::fs::read(&out_file).unwrap();
+    let received: Vec<&[u8]> = received
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let expected = expected_payloads(&ds);
+    assert_eq!(received.len(), 6000);
+    assert_eq!(received.len(), expected.len());
+    for (i, (got, want)) in received.iter().zip(&expected).enumerate() {
+        assert_eq!(*got, want.as_slice(), "event {i} differs");
+    }
+    assert_eq!(replay_summary(&out)["events"], 6000);
+}
+
+#[test]
+fn slow_subscriber_at_max_speed_still_receives_every_event() {
+    let dir = tempdir();
+    let ds = record_dataset(dir.path(), 20_000, 5000);
+    let ep = format!("ipc://{}", dir.path().join("bus.sock").display());
+    let replay = spawn(&[
+        "replay",
+        ds.to_str().unwrap(),
+        "--bind",
+        &ep,
+        "--wait-for",
+        "1",
+        "--speed",
+        "max",
+        "--send-hwm",
+        "500",
+        "--quiet",
+        "--json",
+    ]);
+    let ctx = zmq::Context::new();
+    let sock = ctx.socket(zmq::SUB).unwrap();
+    sock.set_rcvhwm(500).unwrap();
+    sock.set_subscribe(b"").unwrap();
+    sock.connect(&ep).unwrap();
+    let mut data = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if sock.poll(zmq::POLLIN, 200).unwrap() == 0 {
+            continue;
+        }
+        let frames = sock.recv_multipart(0).unwrap();
+        if frames[0].starts_with(b"book.") || frames[0].starts_with(b"trade.") {
+            data += 1;
+            if data % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(2)); // a deliberately slow consumer
+            }
+        } else if frames[0].starts_with(b"eos.") {
+            break;
+        }
+    }
+    let out = replay.wait(Duration::from_secs(60));
+    assert_ok("replay", &out);
+    assert_eq!(data, 20_000, "no event dropped");
+    let summary = replay_summary(&out);
+    assert!(
+        summary["stalls"].as_u64().unwrap() > 0,
+        "the replay noticed the slow subscriber: {summary}"
+    );
+}
+
+#[test]
+fn speed_one_takes_the_recorded_duration_and_reports_lateness() {
+    let dir = tempdir();
+    // 3000 events at 1500/s of synthetic time: about two seconds recorded.
+    let ds = record_dataset(dir.path(), 3000, 1500);
+    let ep = free_tcp();
+    let tap = capture(&ep, Duration::from_secs(30));
+    let started = Instant::now();
+    let out = spawn(&[
+        "replay",
+        ds.to_str().unwrap(),
+        "--bind",
+        &ep,
+        "--wait-for",
+        "1",
+        "--speed",
+        "1",
+        "--quiet",
+        "--json",
+    ])
+    .wait(Duration::from_secs(60));
+    assert_ok("replay", &out);
+    let wall = started.elapsed().as_secs_f64();
+    let summary = replay_summary(&out);
+    let range = summary["time_range"].as_array().unwrap();
+    let recorded = (range[1].as_i64().unwrap() - range[0].as_i64().unwrap()) as f64 / 1e9;
+    let replayed = summary["elapsed_secs"].as_f64().unwrap();
+    assert!(recorded > 1.5, "dataset spans {recorded}s");
+    assert!(
+        (replayed - recorded).abs() < 0.1 * recorded + 0.2,
+        "replayed {replayed:.3}s for {recorded:.3}s recorded"
+    );
+    assert!(wall >= recorded, "wall {wall:.3}s");
+    assert!(
+        summary["lateness"]["p99_us"].as_f64().is_some(),
+        "{summary}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pacing lateness p50"));
+    let captured = tap.join().unwrap();
+    assert_eq!(
+        captured
+            .messages
+            .iter()
+            .filter(|m| m.0.starts_with(b"book.") || m.0.starts_with(b"trade."))
+            .count(),
+        3000
+    );
+}
+
+#[test]
+fn lockstep_never_delivers_event_n_plus_1_before_ack_n() {
+    let dir = tempdir();
+    let ds = record_dataset(dir.path(), 1500, 5000);
+    let bus = format!("ipc://{}", dir.path().join("bus.sock").display());
+    let gw = format!("ipc://{}", dir.path().join("gw.sock").display());
+    let replay = spawn(&[
+        "replay",
+        ds.to_str().unwrap(),
+        "--bind",
+        &bus,
+        "--gateway",
+        &gw,
+        "--lockstep",
+        "1",
+        "--quiet",
+        "--json",
+    ]);
+    let ctx = zmq::Context::new();
+    let sub = ctx.socket(zmq::SUB).unwrap();
+    sub.set_subscribe(b"").unwrap();
+    sub.connect(&bus).unwrap();
+    let dealer = ctx.socket(zmq::DEALER).unwrap();
+    dealer.connect(&gw).unwrap();
+    dealer
+        .send(
+            &br#"{"type":"hello","strategy":"probe","lockstep":true}"#[..],
+            0,
+        )
+        .unwrap();
+    let (mut data, mut steps, mut early) = (0u64, 0u64, 0u64);
+    let mut since_ack = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if sub.poll(zmq::POLLIN, 200).unwrap() == 0 {
+            continue;
+        }
+        let frames = sub.recv_multipart(0).unwrap();
+        let topic = &frames[0];
+        if topic.starts_with(b"book.") || topic.starts_with(b"trade.") {
+            data += 1;
+            since_ack += 1;
+            if since_ack > 1 {
+                early += 1;
+            }
+        } else if topic.as_slice() == b"step" {
+            let v: serde_json::Value = serde_json::from_slice(&frames[1]).unwrap();
+            steps += 1;
+            // Hold the ack a moment on some steps: nothing may arrive meanwhile.
+            if steps % 100 == 0 && sub.poll(zmq::POLLIN, 20).unwrap() > 0 {
+                early += 1;
+            }
+            let ack = format!(r#"{{"type":"ack","step":{}}}"#, v["step"]);
+            dealer.send(ack.as_bytes(), 0).unwrap();
+            since_ack = 0;
+        } else if topic.starts_with(b"eos.") {
+            break;
+        }
+    }
+    let out = replay.wait(Duration::from_secs(60));
+    assert_ok("replay", &out);
+    assert_eq!(data, 1500);
+    assert_eq!(steps, 1500, "one step marker per event");
+    assert_eq!(
+        early, 0,
+        "an event arrived before the previous one was acked"
+    );
+}

@@ -1,0 +1,188 @@
+//! Test harness: real `ticktape` processes, real sockets, temp datasets; a failure
+//! prints the command, its status and its output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `ticktape` binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ticktape"))
+}
+
+/// A free TCP endpoint on loopback (bound then released; the race is harmless here).
+pub fn free_tcp() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    format!("tcp://127.0.0.1:{}", l.local_addr().unwrap().port())
+}
+
+/// A child process killed when dropped, so a failing test leaves nothing behind.
+pub struct Proc {
+    pub child: Child,
+    pub desc: String,
+}
+
+impl Proc {
+    /// Waits for exit with a deadline; panics with its output otherwise.
+    pub fn wait(mut self, timeout: Duration) -> Output {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(_status) = self.child.try_wait().expect("try_wait") {
+                let child = std::mem::replace(&mut self.child, dummy_child());
+                return child.wait_with_output().expect("output");
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let child = std::mem::replace(&mut self.child, dummy_child());
+                let out = child.wait_with_output().expect("output");
+                panic!(
+                    "{} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.desc,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal (e.g. "KILL", "TERM").
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+}
+
+fn dummy_child() -> Child {
+    Command::new("true").spawn().expect("spawn true")
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `ticktape <args>` with captured output.
+pub fn spawn(args: &[&str]) -> Proc {
+    let child = Command::new(bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ticktape");
+    Proc {
+        child,
+        desc: format!("ticktape {}", args.join(" ")),
+    }
+}
+
+/// Runs `ticktape <args>` to completion and asserts success.
+pub fn run_ok(args: &[&str]) -> Output {
+    let out = spawn(args).wait(Duration::from_secs(180));
+    assert_ok(&format!("ticktape {}", args.join(" ")), &out);
+    out
+}
+
+/// Panics with the full output unless the process succeeded.
+pub fn assert_ok(desc: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{desc} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The Python with pyzmq/pyarrow/polars/duckdb: `$TICKTAPE_PYTHON`, else `.venv/bin/python`.
+/// Under CI a missing Python is a failure, never a silent skip.
+pub fn python() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("TICKTAPE_PYTHON").map(PathBuf::from),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")),
+    ];
+    for c in candidates.into_iter().flatten() {
+        if c.exists() {
+            return Some(c);
+        }
+    }
+    if std::env::var("CI").is_ok() {
+        panic!("CI=true but no Python with test packages: run .ci/run (it creates .venv)");
+    }
+    eprintln!("skipping Python checks: set TICKTAPE_PYTHON or create .venv (see .ci/run)");
+    None
+}
+
+/// Runs a Python script from `tests/python/` with arguments; asserts success.
+pub fn run_python(py: &Path, script: &str, args: &[&str]) -> Output {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let out = Command::new(py)
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert_ok(&format!("python {script} {}", args.join(" ")), &out);
+    out
+}
+
+/// A fresh temporary directory.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// `ticktape inspect --json` of a dataset.
+pub fn inspect(dataset: &Path) -> serde_json::Value {
+    let out = run_ok(&["inspect", "--json", dataset.to_str().unwrap()]);
+    serde_json::from_slice(&out.stdout).expect("inspect json")
+}
+
+/// Rows of a kind over all partitions of an inspect summary.
+pub fn kind_rows(summary: &serde_json::Value, kind: &str) -> u64 {
+    summary["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kinds"][kind].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Collects `[topic, payload]` messages from a SUB socket until `eos` or timeout.
+pub struct Capture {
+    pub messages: Vec<(Vec<u8>, Vec<u8>, Instant)>,
+}
+
+/// Subscribes to everything at `endpoint` in a thread; returns a handle to join.
+pub fn capture(endpoint: &str, timeout: Duration) -> std::thread::JoinHandle<Capture> {
+    let endpoint = endpoint.to_string();
+    let ctx = zmq::Context::new();
+    let sock = ctx.socket(zmq::SUB).unwrap();
+    sock.set_rcvhwm(0).unwrap();
+    sock.set_subscribe(b"").unwrap();
+    sock.connect(&endpoint).unwrap();
+    std::thread::spawn(move || {
+        let _ctx = ctx;
+        let mut messages = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if sock.poll(zmq::POLLIN, 100).unwrap_or(0) == 0 {
+                continue;
+            }
+            let frames = sock.recv_multipart(0).unwrap();
+            let now = Instant::now();
+            if frames.len() == 2 {
+                let done = frames[0].starts_with(b"eos.");
+                messages.push((frames[0].clone(), frames[1].clone(), now));
+                if done {
+                    break;
+                }
+            }
+        }
+        Capture { messages }
+    })
+}
