@@ -8,11 +8,23 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::render::format_ts;
+use super::render::{format_ts, money};
 use super::{Report, ReportError, Result};
 
 const WIDTH: u32 = 1200;
+const DARK_GREEN: RGBColor = RGBColor(0, 128, 0);
 const PANEL_HEIGHT: u32 = 320;
+
+/// Axis labels: whole numbers with thousands separators from 100 up (`1,000,500`), else
+/// two decimals; millions of equity must stay distinguishable at a 0.05% range.
+fn axis_label(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        let m = money(v.round());
+        m.trim_end_matches(".00").to_string()
+    } else {
+        format!("{v:.2}")
+    }
+}
 
 /// Picks a readable time unit for the x axis from the span, in ns.
 fn time_unit(span_ns: i64) -> (f64, &'static str) {
@@ -109,6 +121,7 @@ fn render_svg(report: &Report) -> std::result::Result<String, String> {
         c.configure_mesh()
             .x_desc(x_desc.as_str())
             .y_desc("equity (quote)")
+            .y_label_formatter(&|v| axis_label(*v))
             .draw()
             .map_err(|e| e.to_string())?;
         c.draw_series(LineSeries::new(
@@ -129,6 +142,7 @@ fn render_svg(report: &Report) -> std::result::Result<String, String> {
         c.configure_mesh()
             .x_desc(x_desc.as_str())
             .y_desc("drawdown (quote)")
+            .y_label_formatter(&|v| axis_label(*v))
             .draw()
             .map_err(|e| e.to_string())?;
         c.draw_series(
@@ -156,15 +170,16 @@ fn render_svg(report: &Report) -> std::result::Result<String, String> {
         c.configure_mesh()
             .x_desc(x_desc.as_str())
             .y_desc("notional (quote)")
+            .y_label_formatter(&|v| axis_label(*v))
             .draw()
             .map_err(|e| e.to_string())?;
         c.draw_series(LineSeries::new(
             s.net_notional.iter().map(|&(t, v)| (x(t), v)),
-            GREEN.stroke_width(2),
+            DARK_GREEN.stroke_width(2),
         ))
         .map_err(|e| e.to_string())?
         .label("net position x mid")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN.stroke_width(2)));
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], DARK_GREEN.stroke_width(2)));
         c.draw_series(LineSeries::new(
             s.gross_notional.iter().map(|&(t, v)| (x(t), v)),
             BLACK.mix(0.5).stroke_width(1),

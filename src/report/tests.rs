@@ -481,3 +481,32 @@ fn compare_shows_both_runs_and_the_difference() {
     assert!(line.contains("-1,000.00"), "{line}");
     assert!(text.contains("a/sim/BTC"));
 }
+
+#[test]
+fn run_writes_csv_and_chart_and_returns_json_or_comparison() {
+    let a_dir = tempfile::tempdir().expect("tempdir");
+    let b_dir = tempfile::tempdir().expect("tempdir");
+    hand_run(a_dir.path(), true);
+    hand_run(b_dir.path(), false);
+    let out = tempfile::tempdir().expect("tempdir");
+    let opts = ReportOptions {
+        json: true,
+        csv: Some(out.path().join("r.csv")),
+        chart: Some(out.path().join("r.svg")),
+        ..ReportOptions::default()
+    };
+    let text = run(a_dir.path(), None, &opts).expect("run");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(json["total"]["trades"], 8);
+    assert!(out.path().join("r.csv").is_file());
+    assert!(out.path().join("r.svg").is_file());
+
+    let both = run(a_dir.path(), Some(b_dir.path()), &opts).expect("compare run");
+    let both: serde_json::Value = serde_json::from_str(&both).expect("json");
+    assert_eq!(both["a"]["starting_balance"], 1000.0);
+    assert_eq!(both["b"]["starting_balance"], 0.0);
+
+    let table =
+        run(a_dir.path(), Some(b_dir.path()), &ReportOptions::default()).expect("compare table");
+    assert!(table.contains("B - A"), "{table}");
+}

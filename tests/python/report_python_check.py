@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cross-check `ticktape report --json` against an independent python-polars computation.
 
-Usage: tests/report_python_check.py RUN_DIR JSON_FILE [--rel 1e-6]
+Usage: tests/python/report_python_check.py RUN_DIR JSON_FILE [--rel 1e-6]
 
 Recomputes, from RUN_DIR's Parquet files and without sharing code with the Rust side:
   - realized PnL (average cost, position kept exactly with Decimal from `size_exact`),
