@@ -25,6 +25,7 @@ pub mod event;
 pub mod exchange;
 pub mod feeds;
 pub mod inspect;
+pub mod paper;
 pub mod record;
 pub mod replay;
 pub mod report;

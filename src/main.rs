@@ -49,6 +49,36 @@ enum Command {
     Feed(FeedArgs),
     /// PnL report of a run directory (table, JSON, CSV, SVG chart), or two side by side.
     Report(ReportArgs),
+    /// Paper trading: the simulated exchange answering orders against a live feed.
+    Paper(PaperArgs),
+}
+
+#[derive(Args)]
+struct PaperArgs {
+    /// Live bus endpoint(s) to trade against.
+    #[arg(long = "connect", default_value = "tcp://127.0.0.1:5555")]
+    connect: Vec<String>,
+    /// Where to publish order updates and fills.
+    #[arg(long, default_value = "tcp://127.0.0.1:5558")]
+    bind: Vec<String>,
+    /// Order gateway endpoint.
+    #[arg(long, default_value = "tcp://127.0.0.1:5557")]
+    gateway: String,
+    /// Order latency.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    order_latency: Duration,
+    /// Maker fee in basis points (negative = rebate).
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    maker_bps: f64,
+    /// Taker fee in basis points.
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    taker_bps: f64,
+    /// Write orders/fills/marks Parquet here.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// No status line.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -769,20 +799,12 @@ fn run_cmd(a: RunArgs) -> Result<()> {
 /// Writes report.json, report.csv and report.svg into the run directory and prints the table.
 fn report_after_run(run_dir: &std::path::Path) -> Result<()> {
     use ticktape::report::{self, ReportOptions};
-    let json = report::run(
-        run_dir,
-        None,
-        &ReportOptions {
-            json: true,
-            csv: Some(run_dir.join("report.csv")),
-            chart: Some(run_dir.join("report.svg")),
-            ..ReportOptions::default()
-        },
-    )
-    .with_context(|| format!("cannot build the report of {}", run_dir.display()))?;
-    std::fs::write(run_dir.join("report.json"), json)?;
-    let table = report::run(run_dir, None, &ReportOptions::default())?;
-    println!("{table}");
+    let r = report::compute(run_dir, &ReportOptions::default())
+        .with_context(|| format!("cannot build the report of {}", run_dir.display()))?;
+    std::fs::write(run_dir.join("report.json"), report::render_json(&r))?;
+    std::fs::write(run_dir.join("report.csv"), report::render_csv(&r))?;
+    report::write_chart(&r, &run_dir.join("report.svg"))?;
+    println!("{}", report::render_table(&r));
     eprintln!(
         "report: {} (chart report.svg, report.json, report.csv in that directory)",
         run_dir.display()
@@ -955,6 +977,44 @@ fn feed_cmd(a: FeedArgs) -> Result<()> {
     Ok(())
 }
 
+fn paper_cmd(a: PaperArgs) -> Result<()> {
+    use ticktape::exchange::models::{ExchangeSettings, FeeSchedule, LatencySpec};
+    let config = ticktape::paper::PaperConfig {
+        connect: a.connect,
+        bind: a.bind,
+        gateway: a.gateway,
+        settings: ExchangeSettings {
+            order_latency: LatencySpec::Constant {
+                ns: a.order_latency.as_nanos() as i64,
+            },
+            fees: FeeSchedule {
+                maker_bps: a.maker_bps,
+                taker_bps: a.taker_bps,
+                ..FeeSchedule::default()
+            },
+            ..ExchangeSettings::default()
+        },
+        run_dir: a.run_dir,
+        mark_interval: Duration::from_secs(1),
+    };
+    let bar = spinner(a.quiet);
+    let stop = ticktape::shutdown::on_signal();
+    let stats = ticktape::paper::run(&config, &stop, |s| {
+        bar.set_message(format!(
+            "paper: {} market events, {} gateway requests",
+            s.events, s.requests
+        ));
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "paper: {} market events, {} requests, fills digest {}",
+        stats.events,
+        stats.requests,
+        stats.digest.unwrap_or_default()
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -969,6 +1029,7 @@ fn main() -> ExitCode {
         Command::Book(a) => book_cmd(a),
         Command::Feed(a) => feed_cmd(a),
         Command::Report(a) => report_cmd(a),
+        Command::Paper(a) => paper_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,11 +26,13 @@ def main():
     ap.add_argument("--cooldown-ms", type=int, default=1000)
     ap.add_argument("--lockstep", action="store_true")
     ap.add_argument("--name", default="py-momentum")
+    ap.add_argument("--exit-on-eos", action="store_true",
+                    help="also stop at a live publisher's end-of-stream (paper runs on simulate)")
     a = ap.parse_args()
 
     client = Client(a.name, a.bus, a.gateway, lockstep=a.lockstep)
     size, prices, last_order, events = Decimal(a.size), deque(maxlen=a.window), -10**30, 0
-    for ev in client.events():
+    for ev in client.events(stop_on_live_eos=a.exit_on_eos):
         events += 1
         if ev.get("kind") != "trade" or ev["venue"] != a.venue or ev["symbol"] != a.symbol:
             continue

@@ -61,9 +61,10 @@ class Client:
         self.replies = []
         self._next_id = 0
 
-    def events(self):
+    def events(self, stop_on_live_eos=False):
         """Yields market events (dicts) in order; fills/order updates update state and
-        are yielded too (kind 'fill'/'order'). Ends at a replay's end-of-stream."""
+        are yielded too (kind 'fill'/'order'). Ends at a replay's end-of-stream (and at a
+        live publisher's with `stop_on_live_eos`)."""
         poller = zmq.Poller()
         poller.register(self.sub, zmq.POLLIN)
         poller.register(self.dealer, zmq.POLLIN)
@@ -95,7 +96,7 @@ class Client:
                     continue
                 kind = msg.get("kind")
                 if kind == "eos":
-                    if msg.get("replay"):
+                    if msg.get("replay") or stop_on_live_eos:
                         return
                     continue
                 if kind in ("hb",):

@@ -152,16 +152,30 @@ struct Strategy {
     waited: Duration,
 }
 
-/// The gateway ROUTER and the lockstep bookkeeping.
-struct Gateway {
+/// The gateway ROUTER and the lockstep bookkeeping (shared with paper trading).
+pub(crate) struct Gateway {
     socket: zmq::Socket,
     strategies: HashMap<Vec<u8>, Strategy>,
     lockstep: usize,
 }
 
 impl Gateway {
+    /// Binds a gateway ROUTER at `endpoint`.
+    pub(crate) fn bind(ctx: &zmq::Context, endpoint: &str, lockstep: usize) -> Result<Gateway> {
+        let socket = ctx.socket(zmq::ROUTER)?;
+        socket.set_linger(1000)?;
+        socket
+            .bind(endpoint)
+            .with_context(|| format!("cannot bind gateway to {endpoint}"))?;
+        Ok(Gateway {
+            socket,
+            strategies: HashMap::new(),
+            lockstep,
+        })
+    }
+
     /// Handles every pending request; blocks up to `timeout` for the first.
-    fn pump(
+    pub(crate) fn pump(
         &mut self,
         host: &mut Option<&mut dyn VenueHost>,
         now: UnixNanos,
@@ -242,7 +256,7 @@ impl Gateway {
     }
 }
 
-fn publish_outbox(publisher: &mut Publisher, out: &mut Outbox) -> Result<()> {
+pub(crate) fn publish_outbox(publisher: &mut Publisher, out: &mut Outbox) -> Result<()> {
     for (topic, payload) in out.drain(..) {
         publisher.send_raw(topic.as_bytes(), &payload)?;
     }
@@ -279,18 +293,7 @@ pub fn run(
         },
     )?;
     let mut gateway = match &config.gateway {
-        Some(ep) => {
-            let socket = ctx.socket(zmq::ROUTER)?;
-            socket.set_linger(1000)?;
-            socket
-                .bind(ep)
-                .with_context(|| format!("cannot bind gateway to {ep}"))?;
-            Some(Gateway {
-                socket,
-                strategies: HashMap::new(),
-                lockstep: config.lockstep,
-            })
-        }
+        Some(ep) => Some(Gateway::bind(&ctx, ep, config.lockstep)?),
         None => None,
     };
     if config.lockstep > 0 && gateway.is_none() {

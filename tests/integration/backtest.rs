@@ -188,3 +188,79 @@ fn malformed_scenario_names_file_line_and_key() {
         "{err}"
     );
 }
+
+#[test]
+fn python_strategy_runs_unchanged_paper_live_against_simulate() {
+    let Some(py) = python() else { return };
+    let dir = tempdir();
+    let live = free_tcp();
+    let paper_pub = free_tcp();
+    let gw = format!("ipc://{}", dir.path().join("gw.sock").display());
+    let paper = spawn(&[
+        "paper",
+        "--connect",
+        &live,
+        "--bind",
+        &paper_pub,
+        "--gateway",
+        &gw,
+        "--quiet",
+        "--order-latency",
+        "1ms",
+        "--run-dir",
+        dir.path().join("paper").to_str().unwrap(),
+    ]);
+    let strategy = std::process::Command::new(&py)
+        .args([
+            "examples/python/momentum.py",
+            "--bus",
+            &live,
+            "--bus",
+            &paper_pub,
+            "--gateway",
+            &gw,
+            "--venue",
+            "sim",
+            "--symbol",
+            "BTC-USD",
+            "--size",
+            "0.1",
+            "--window",
+            "5",
+            "--cooldown-ms",
+            "50",
+            "--exit-on-eos",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let strategy = Proc {
+        child: strategy,
+        desc: "momentum.py (paper)".into(),
+    };
+    let sim = spawn(&[
+        "simulate",
+        "--bind",
+        &live,
+        "--rate",
+        "4000",
+        "--events",
+        "16000",
+        "--wait-for",
+        "2",
+        "--quiet",
+    ]);
+    assert_ok("simulate", &sim.wait(Duration::from_secs(60)));
+    let out = strategy.wait(Duration::from_secs(60));
+    assert_ok("momentum.py", &out);
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert!(
+        last["fills"].as_u64().unwrap() > 0,
+        "paper fills reached the strategy: {last}"
+    );
+    paper.signal("INT");
+    assert_ok("paper", &paper.wait(Duration::from_secs(30)));
+    assert!(dir.path().join("paper/fills.parquet").exists());
+}

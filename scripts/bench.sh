@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# End-to-end benchmarks, each printed beside a baseline measured in the same invocation
+# (machines are noisy: compare ratios, not absolute numbers). Release build.
+#
+#   scripts/bench.sh [events]        default 2,000,000 events for record/replay
+#
+# Figures:
+#   record   simulate → tcp → record, zero loss, vs a bare libzmq PUB→SUB pair
+#   size     Parquet bytes/event vs gzip'd JSON lines of the same payloads
+#   replay   --speed max to one subscriber vs the bare pair
+#   lockstep demo scenario, simple form vs lookahead form (1 ms)
+#   import   Binance raw capture vs `zcat | wc -l`
+#   micro    criterion: encode/decode/dedup per event (cargo bench --bench wire)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-2000000}
+cargo build --release --bin ticktape --example zmq_baseline 2>&1 | tail -1
+T=target/release/ticktape
+B=target/release/examples/zmq_baseline
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+PY=${TICKTAPE_PYTHON:-.venv/bin/python}
+rate() { python3 -c "print(f'{$1/$2:,.0f}')"; }
+
+echo "== baseline: bare libzmq PUB→SUB, $N msgs of 200 bytes, tcp loopback"
+BASE=$($B "$N" 200)
+echo "$BASE"
+BASE_RATE=$(python3 -c "import json,sys; print(json.loads('$BASE')['msgs_per_sec'])")
+
+echo "== record: simulate --rate 0 → tcp → record, $N events"
+EP=tcp://127.0.0.1:5651
+/usr/bin/time -f "%e %M" -o "$W/rec.time" $T record "$W/ds" --connect $EP --until-eos --quiet --no-fsync 2> "$W/rec.log" &
+RP=$!
+sleep 0.5
+START=$(date +%s.%N)
+$T simulate --bind $EP --rate 0 --events "$N" --wait-for 1 --quiet --synthetic-clock 2024-01-01T00:00:00Z --synthetic-rate 100000 2> "$W/sim.log"
+wait $RP
+END=$(date +%s.%N)
+cat "$W/sim.log" "$W/rec.log"
+read -r REC_SECS REC_KB < "$W/rec.time"
+ROWS=$($T inspect --json "$W/ds" | python3 -c "import json,sys; s=json.load(sys.stdin); print(sum(p['rows'] for p in s['partitions']))")
+WALL=$(python3 -c "print($END-$START)")
+echo "record: rows $ROWS of $N (zero loss: $([ "$ROWS" = "$N" ] && echo yes || echo NO)), $(rate "$N" "$WALL") events/s end to end, recorder peak RSS $((REC_KB/1024)) MiB"
+python3 -c "print(f'record / bare pair = {$N/$WALL/$BASE_RATE:.2f}')"
+
+echo "== size on disk"
+PARQ=$(du -sb "$W/ds" | cut -f1)
+$T replay "$W/ds" --bind ipc://$W/size.sock --wait-for 1 --quiet 2>/dev/null &
+if [ -x "$PY" ]; then
+  "$PY" tests/python/subscribe.py "ipc://$W/size.sock" "$W/events.jsonl"
+else
+  $B sub "ipc://$W/size.sock" > /dev/null
+fi
+wait
+if [ -f "$W/events.jsonl" ]; then
+  GZ=$(gzip -6 -c "$W/events.jsonl" | wc -c)
+  python3 -c "print(f'parquet {$PARQ/$N:.1f} B/event, gzip JSON lines {$GZ/$N:.1f} B/event, ratio {$PARQ/$GZ:.2f}')"
+else
+  echo "parquet $((PARQ / N)) B/event (no Python for the gzip comparison)"
+fi
+
+echo "== replay --speed max → one subscriber (tcp), $N events"
+EP2=tcp://127.0.0.1:5652
+$B sub $EP2 > "$W/sub.json" &
+SP=$!
+$T replay "$W/ds" --bind $EP2 --wait-for 1 --quiet 2> "$W/replay.log"
+wait $SP
+cat "$W/replay.log" | head -1
+SUB=$(cat "$W/sub.json"); echo "subscriber: $SUB"
+python3 -c "import json; s=json.loads('$SUB'); print(f'replay / bare pair = {s[\"msgs_per_sec\"]/$BASE_RATE:.2f}')"
+
+echo "== lockstep: demo scenario (135,830 real events, 2 Rust strategies over ipc)"
+sed 's/lookahead = "1ms"/lookahead = "0s"/' scenarios/demo.toml > "$W/simple.toml"
+$T run "$W/simple.toml" --out "$W/simple" --quiet 2>&1 | grep -E "^replay:|digest"
+$T run scenarios/demo.toml --out "$W/lookahead" --quiet 2>&1 | grep -E "^replay:|digest"
+
+echo "== import: Binance spot BTCUSDT raw capture"
+RAW=../shared/data/real/hftbacktest/examples/spot/btcusdt_20240808.gz
+if [ -f "$RAW" ]; then
+  S=$(date +%s.%N); LINES=$(zcat "$RAW" | wc -l); E=$(date +%s.%N)
+  echo "baseline zcat | wc -l: $LINES lines in $(python3 -c "print(f'{$E-$S:.3f}')")s = $(rate "$LINES" "$E-$S") lines/s"
+  S=$(date +%s.%N); $T import "$RAW" --out "$W/imp" --quiet 2>&1 | tail -1; E=$(date +%s.%N)
+  echo "ticktape import: $(rate "$LINES" "$E-$S") lines/s (same $LINES lines)"
+fi
+
+echo "== micro: cargo bench --bench wire"
+cargo bench --bench wire 2>&1 | grep -E "^per_event|time:|thrpt:" || true
