@@ -13,7 +13,10 @@
 //! - [`store`]: dataset layout, journal, crash-safe Parquet writer, time-ordered reader.
 //! - [`inspect`]: what a dataset holds.
 //! - [`book`]: the L2 book every consumer rebuilds from deltas.
-//! - [`exchange`]: the simulated exchange and its models.
+//! - [`replay`]: recorded events back on the bus: pacing, no-drop, lockstep.
+//! - [`exchange`]: the simulated exchange and its models; [`paper`] runs it live.
+//! - [`strategy`]: the strategy SDK and example strategies.
+//! - [`scenario`]: scenario files and `ticktape run`.
 //! - [`report`]: PnL analytics with polars.
 //! - [`shutdown`]: the one stop flag signals raise.
 

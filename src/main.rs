@@ -315,26 +315,9 @@ struct StrategyArgs {
     id: Option<String>,
 }
 
-/// Parses durations like `500ms`, `2s`, `1.5s`, `15m`, `1h`.
+/// Parses durations like `500us`, `2s`, `15m` (shared with scenario files).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?} (examples: 500ms, 2s, 15m, 1h)"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m or h)")),
-    };
-    if !(secs >= 0.0 && secs.is_finite()) {
-        return Err(format!("duration {s:?} must be positive"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    ticktape::scenario::parse_duration(s)
 }
 
 #[derive(Args)]

@@ -247,6 +247,20 @@ impl Gateway {
         Ok(())
     }
 
+    /// The error for strategies that did not acknowledge `step` in time, naming them.
+    fn ack_timeout_error(&self, step: u64, timeout: Duration) -> anyhow::Error {
+        let late: Vec<&str> = self
+            .strategies
+            .values()
+            .filter(|s| s.acked < step)
+            .map(|s| s.name.as_str())
+            .collect();
+        anyhow::anyhow!(
+            "lockstep: {} did not ack step {step} within {timeout:?} (crashed or hung?)",
+            late.join(", ")
+        )
+    }
+
     fn min_acked(&self) -> u64 {
         self.strategies
             .values()
@@ -403,17 +417,7 @@ pub fn run(
                     break;
                 }
                 if wait_began.elapsed() > config.ack_timeout {
-                    let late: Vec<&str> = g
-                        .strategies
-                        .values()
-                        .filter(|s| s.acked < step)
-                        .map(|s| s.name.as_str())
-                        .collect();
-                    bail!(
-                        "lockstep: {} did not ack step {step} within {:?} (crashed or hung?)",
-                        late.join(", "),
-                        config.ack_timeout
-                    );
+                    return Err(g.ack_timeout_error(step, config.ack_timeout));
                 }
             }
             if stop.is_set() {
@@ -476,17 +480,7 @@ pub fn run(
                     break;
                 }
                 if waited.elapsed() > config.ack_timeout {
-                    let late: Vec<&str> = g
-                        .strategies
-                        .values()
-                        .filter(|s| s.acked < step)
-                        .map(|s| s.name.as_str())
-                        .collect();
-                    bail!(
-                        "lockstep: {} did not ack step {step} within {:?} (crashed or hung?)",
-                        late.join(", "),
-                        config.ack_timeout
-                    );
+                    return Err(g.ack_timeout_error(step, config.ack_timeout));
                 }
             }
             stats.ack_wait_secs += waited.elapsed().as_secs_f64();

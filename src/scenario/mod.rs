@@ -255,7 +255,7 @@ impl Scenario {
     }
 }
 
-/// Parses `500us`, `1ms`, `2s`, `1.5m`.
+/// Parses `500us`, `1ms`, `2s`, `1.5m`, `1h`.
 pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
@@ -269,7 +269,8 @@ pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, Strin
         "ms" => 1e-3,
         "s" | "" => 1.0,
         "m" => 60.0,
-        _ => return Err(format!("bad duration unit in {s:?} (ns, us, ms, s, m)")),
+        "h" => 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?} (ns, us, ms, s, m, h)")),
     };
     if !(v >= 0.0 && v.is_finite()) {
         return Err(format!("duration {s:?} must not be negative"));
