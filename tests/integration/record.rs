@@ -366,3 +366,35 @@ fn restart_appends_and_python_readers_see_one_dataset() {
         run_python(&py, "check_dataset.py", &[ds.to_str().unwrap(), "8000"]);
     }
 }
+
+#[test]
+fn sigterm_flushes_closes_prints_a_summary_and_exits_zero() {
+    let dir = tempdir();
+    let ds = dir.path().join("ds");
+    let ep = free_tcp();
+    let recorder = spawn(&["record", ds.to_str().unwrap(), "--connect", &ep, "--quiet"]);
+    let sim = spawn(&[
+        "simulate",
+        "--bind",
+        &ep,
+        "--events",
+        "3000",
+        "--rate",
+        "0",
+        "--wait-for",
+        "1",
+        "--quiet",
+    ]);
+    assert_ok("simulate", &sim.wait(Duration::from_secs(60)));
+    std::thread::sleep(Duration::from_millis(500));
+    recorder.signal("TERM");
+    let out = recorder.wait(Duration::from_secs(30));
+    assert_ok("record after SIGTERM", &out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(" received, 3000 written"), "{err}");
+    assert!(
+        !ds.join("_journal").read_dir().unwrap().any(|_| true),
+        "journal retired"
+    );
+    assert_eq!(dataset_payloads(&ds).len(), 3000);
+}
