@@ -83,5 +83,21 @@ if [ -f "$RAW" ]; then
   echo "ticktape import: $(rate "$LINES" "$E-$S") lines/s (same $LINES lines)"
 fi
 
+DBN=../shared/data/real/nautilus_trader/tests/test_data/databento/esh4-glbx-mdp3-20231225.mbo.dbn.zst
+if [ -f "$DBN" ] && command -v zstd > /dev/null; then
+  echo "== import: Databento DBN MBO (ESH4, 68,792 records)"
+  S=$(date +%s.%N); zstd -dc "$DBN" | wc -c > /dev/null; E=$(date +%s.%N)
+  echo "baseline zstd -dc: $(python3 -c "print(f'{$E-$S:.3f}')")s"
+  S=$(date +%s.%N); $T import "$DBN" --out "$W/dbn" --quiet 2>&1 | tail -1; E=$(date +%s.%N)
+  echo "ticktape import: $(rate 68792 "$E-$S") records/s"
+fi
+
+if [ "${BENCH_REPORT:-0}" = 1 ] && [ -x "$PY" ]; then
+  echo "== report: 10 M marks, 1 M fills (ticktape report vs plain python polars)"
+  "$PY" scripts/gen_report_bench.py "$W/rb" > /dev/null
+  /usr/bin/time -f "python polars: %e s, peak %M KiB" "$PY" benches/report_baseline.py "$W/rb" > /dev/null
+  /usr/bin/time -f "ticktape report: %e s, peak %M KiB" $T report "$W/rb" > /dev/null
+fi
+
 echo "== micro: cargo bench --bench wire"
 cargo bench --bench wire 2>&1 | grep -E "^per_event|time:|thrpt:" || true

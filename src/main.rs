@@ -355,6 +355,9 @@ struct SimulateArgs {
     /// Re-send full snapshots this often.
     #[arg(long, value_parser = parse_duration)]
     snapshot_every: Option<Duration>,
+    /// REP endpoint where any request triggers fresh snapshots of every book.
+    #[arg(long)]
+    snapshot_endpoint: Option<String>,
     /// Wait for this many subscribers before publishing (avoids the slow-joiner loss).
     #[arg(long, default_value_t = 0)]
     wait_for: usize,
@@ -476,6 +479,7 @@ fn simulate_cmd(a: SimulateArgs) -> Result<()> {
         depth: a.depth,
         heartbeat: a.heartbeat,
         snapshot_every: a.snapshot_every,
+        snapshot_endpoint: a.snapshot_endpoint,
         skip: a.skip,
         wait_for: a.wait_for,
         clock,

@@ -74,6 +74,9 @@ pub struct SimulateConfig {
     pub heartbeat: Duration,
     /// Publish a full snapshot of every book this often (they are always sent at start).
     pub snapshot_every: Option<Duration>,
+    /// A REP endpoint: any request makes the venue publish fresh snapshots of every book
+    /// (what a consumer does after a gap), answered with `{"snapshots":N}`.
+    pub snapshot_endpoint: Option<String>,
     /// Do not publish the first `skip` data events (they are still generated), to make
     /// a redundant publisher that overlaps another only partly.
     pub skip: u64,
@@ -102,6 +105,7 @@ impl Default for SimulateConfig {
             depth: 10,
             heartbeat: Duration::from_secs(1),
             snapshot_every: None,
+            snapshot_endpoint: None,
             skip: 0,
             wait_for: 0,
             clock: Clock::Wall,
@@ -310,6 +314,15 @@ pub fn run(
             stop.is_set()
         })?;
     }
+    let snapshot_requests = match &config.snapshot_endpoint {
+        Some(ep) => {
+            let rep = ctx.socket(zmq::REP)?;
+            rep.bind(ep)
+                .map_err(|e| anyhow::anyhow!("cannot bind snapshot endpoint {ep}: {e}"))?;
+            Some(rep)
+        }
+        None => None,
+    };
     let mut rng = SmallRng::seed_from_u64(config.seed);
     let venue: std::sync::Arc<str> = config.venue.as_str().into();
     let mut books: Vec<SimBook> = config
@@ -355,6 +368,12 @@ pub fn run(
         {
             last_snapshot = Instant::now();
             pending_snapshots = (0..books.len()).collect();
+        }
+        if let Some(rep) = &snapshot_requests
+            && rep.recv_bytes(zmq::DONTWAIT).is_ok()
+        {
+            pending_snapshots = (0..books.len()).collect();
+            rep.send(format!("{{\"snapshots\":{}}}", books.len()).as_bytes(), 0)?;
         }
         // Choose the next message: pending snapshots first, then random activity.
         let (index, bodies, is_trade) = if let Some(i) = pending_snapshots.pop() {

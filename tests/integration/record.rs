@@ -398,3 +398,68 @@ fn sigterm_flushes_closes_prints_a_summary_and_exits_zero() {
     );
     assert_eq!(dataset_payloads(&ds).len(), 3000);
 }
+
+#[test]
+fn simulate_publishes_fresh_snapshots_on_request() {
+    let dir = tempdir();
+    let ep = free_tcp();
+    let snap = format!("ipc://{}", dir.path().join("snap.sock").display());
+    let ctx = zmq::Context::new();
+    let sub = ctx.socket(zmq::SUB).unwrap();
+    sub.set_subscribe(b"book.").unwrap();
+    sub.connect(&ep).unwrap();
+    let _sim = spawn(&[
+        "simulate",
+        "--bind",
+        &ep,
+        "--rate",
+        "2000",
+        "--duration",
+        "20s",
+        "--wait-for",
+        "1",
+        "--snapshot-endpoint",
+        &snap,
+        "--symbols",
+        "A,B",
+        "--depth",
+        "5",
+        "--quiet",
+    ]);
+    let count_snapshot_levels = |for_how_long: Duration| {
+        let until = Instant::now() + for_how_long;
+        let mut n = 0;
+        while Instant::now() < until {
+            if sub.poll(zmq::POLLIN, 50).unwrap() > 0 {
+                let frames = sub.recv_multipart(0).unwrap();
+                let ev = wire::decode(&frames[1], &mut Interner::default()).unwrap();
+                if let ticktape::event::Body::Book(d) = ev.body
+                    && d.flags.contains(ticktape::event::Flags::SNAPSHOT)
+                {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    assert_eq!(
+        count_snapshot_levels(Duration::from_millis(800)),
+        20,
+        "start-up snapshots: 2 symbols x 2 sides x 5 levels"
+    );
+    assert_eq!(
+        count_snapshot_levels(Duration::from_millis(300)),
+        0,
+        "no snapshots unasked"
+    );
+    let req = ctx.socket(zmq::REQ).unwrap();
+    req.connect(&snap).unwrap();
+    req.send(&b"snapshot"[..], 0).unwrap();
+    let reply = req.recv_bytes(0).unwrap();
+    assert_eq!(reply, br#"{"snapshots":2}"#);
+    assert_eq!(
+        count_snapshot_levels(Duration::from_millis(800)),
+        20,
+        "snapshots on request"
+    );
+}
