@@ -64,9 +64,22 @@ struct PaperArgs {
     /// Order gateway endpoint.
     #[arg(long, default_value = "tcp://127.0.0.1:5557")]
     gateway: String,
-    /// Order latency.
+    #[command(flatten)]
+    models: ExchangeArgs,
+    /// No status line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The simulated exchange's models from the command line (a scenario's `[exchange]`).
+#[derive(Args)]
+struct ExchangeArgs {
+    /// Order latency of the simulated exchange.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     order_latency: Duration,
+    /// Queue model: risk_averse or proportional.
+    #[arg(long, default_value = "risk_averse")]
+    queue: String,
     /// Maker fee in basis points (negative = rebate).
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     maker_bps: f64,
@@ -76,9 +89,29 @@ struct PaperArgs {
     /// Write orders/fills/marks Parquet here.
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// No status line.
-    #[arg(long)]
-    quiet: bool,
+}
+
+impl ExchangeArgs {
+    fn settings(&self) -> Result<ticktape::exchange::models::ExchangeSettings> {
+        use ticktape::exchange::models::{ExchangeSettings, FeeSchedule, LatencySpec, QueueSpec};
+        let queue = match self.queue.as_str() {
+            "risk_averse" => QueueSpec::RiskAverse,
+            "proportional" => QueueSpec::Proportional,
+            other => bail!("unknown --queue {other:?}: use risk_averse or proportional"),
+        };
+        Ok(ExchangeSettings {
+            order_latency: LatencySpec::Constant {
+                ns: self.order_latency.as_nanos() as i64,
+            },
+            queue,
+            fees: FeeSchedule {
+                maker_bps: self.maker_bps,
+                taker_bps: self.taker_bps,
+                ..FeeSchedule::default()
+            },
+            ..ExchangeSettings::default()
+        })
+    }
 }
 
 #[derive(Args)]
@@ -265,21 +298,8 @@ struct ReplayArgs {
     /// Run the simulated exchange on the gateway (needs --gateway).
     #[arg(long)]
     exchange: bool,
-    /// Order latency of the simulated exchange.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
-    order_latency: Duration,
-    /// Queue model: risk_averse or proportional.
-    #[arg(long, default_value = "risk_averse")]
-    queue: String,
-    /// Maker fee in basis points (negative = rebate).
-    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
-    maker_bps: f64,
-    /// Taker fee in basis points.
-    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
-    taker_bps: f64,
-    /// Write orders/fills/marks Parquet here (with --exchange).
-    #[arg(long)]
-    run_dir: Option<PathBuf>,
+    #[command(flatten)]
+    models: ExchangeArgs,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -632,31 +652,13 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
         bar
     };
     let mut host = if a.exchange {
-        use ticktape::exchange::models::{ExchangeSettings, FeeSchedule, LatencySpec, QueueSpec};
         if config.gateway.is_none() {
             bail!("--exchange needs --gateway ENDPOINT for the strategies' orders");
         }
-        let queue = match a.queue.as_str() {
-            "risk_averse" => QueueSpec::RiskAverse,
-            "proportional" => QueueSpec::Proportional,
-            other => bail!("unknown --queue {other:?}: use risk_averse or proportional"),
-        };
-        let settings = ExchangeSettings {
-            order_latency: LatencySpec::Constant {
-                ns: a.order_latency.as_nanos() as i64,
-            },
-            queue,
-            fees: FeeSchedule {
-                maker_bps: a.maker_bps,
-                taker_bps: a.taker_bps,
-                ..FeeSchedule::default()
-            },
-            ..ExchangeSettings::default()
-        };
         Some(ticktape::exchange::host::ExchangeHost::new(
             &ticktape::exchange::host::ExchangeHostConfig {
-                settings,
-                run_dir: a.run_dir.clone(),
+                settings: a.models.settings()?,
+                run_dir: a.models.run_dir.clone(),
             },
         )?)
     } else {
@@ -965,23 +967,12 @@ fn feed_cmd(a: FeedArgs) -> Result<()> {
 }
 
 fn paper_cmd(a: PaperArgs) -> Result<()> {
-    use ticktape::exchange::models::{ExchangeSettings, FeeSchedule, LatencySpec};
     let config = ticktape::paper::PaperConfig {
         connect: a.connect,
         bind: a.bind,
         gateway: a.gateway,
-        settings: ExchangeSettings {
-            order_latency: LatencySpec::Constant {
-                ns: a.order_latency.as_nanos() as i64,
-            },
-            fees: FeeSchedule {
-                maker_bps: a.maker_bps,
-                taker_bps: a.taker_bps,
-                ..FeeSchedule::default()
-            },
-            ..ExchangeSettings::default()
-        },
-        run_dir: a.run_dir,
+        settings: a.models.settings()?,
+        run_dir: a.models.run_dir.clone(),
         mark_interval: Duration::from_secs(1),
     };
     let bar = spinner(a.quiet);
