@@ -74,6 +74,21 @@ sed 's/lookahead = "1ms"/lookahead = "0s"/' scenarios/demo.toml > "$W/simple.tom
 $T run "$W/simple.toml" --out "$W/simple" --quiet 2>&1 | grep -E "^replay:|digest"
 $T run scenarios/demo.toml --out "$W/lookahead" --quiet 2>&1 | grep -E "^replay:|digest"
 
+echo "== memory: replay + exchange + strategy, demo dataset vs one about ten times larger"
+R=../shared/data/real/hftbacktest/examples
+if [ -d "$R" ]; then
+  for s in spot/btcusdt spot/ethusdt cm/btcusd_perp cm/ethusd_perp; do
+    $T import $R/${s}_20240808.gz $R/${s}_20240809.gz --out "$W/big" --quiet 2>/dev/null
+  done
+  for s in usdm/btcusdt usdm/ethusdt; do $T import $R/${s}_20240808.gz --out "$W/big" --quiet 2>/dev/null; done
+  sed -e "s#data/binance-spot#$W/big#" -e '/^start/d' -e '/^end/d' -e '/^venues/d' -e '/^symbols/d' scenarios/demo.toml > "$W/big.toml"
+  for sc in scenarios/demo.toml "$W/big.toml"; do
+    /usr/bin/time -f "%M" -o "$W/mem" $T run "$sc" --out "$W/mem-run" --quiet > /dev/null 2> "$W/mem.log"
+    EV=$(grep -o "^replay: [0-9]*" "$W/mem.log" | grep -o "[0-9]*")
+    echo "$sc: $EV events, replayer+exchange peak RSS $(( $(cat "$W/mem") / 1024 )) MiB"
+  done
+fi
+
 echo "== import: Binance spot BTCUSDT raw capture"
 RAW=../shared/data/real/hftbacktest/examples/spot/btcusdt_20240808.gz
 if [ -f "$RAW" ]; then
