@@ -37,9 +37,9 @@ pub fn read_binance_capture(path: &Path) -> anyhow::Result<BinanceCapture> {
         let (ts, json) = line.split_once(' ').with_context(|| {
             format!("{} line {}: not `<local_ns> <json>`", path.display(), i + 1)
         })?;
-        let ts: UnixNanos = ts.parse().with_context(|| {
-            format!("{} line {}: bad timestamp {ts:?}", path.display(), i + 1)
-        })?;
+        let ts: UnixNanos = ts
+            .parse()
+            .with_context(|| format!("{} line {}: bad timestamp {ts:?}", path.display(), i + 1))?;
         if json.starts_with("{\"lastUpdateId\"") {
             capture.snapshot = Some(json.to_string());
         } else {

@@ -164,9 +164,9 @@ pub fn protocol(venue: Venue, opts: &FeedOptions) -> Result<Box<dyn Protocol>, F
         Venue::Kraken => Box::new(kraken::Kraken::new(&opts.symbols, opts.depth, opts.trades)?),
         Venue::Coinbase => Box::new(coinbase::Coinbase::new(&opts.symbols, opts.trades)?),
         Venue::Binance | Venue::BinanceUsdM | Venue::BinanceCoinM => {
-            let market = venue.binance_market().ok_or_else(|| {
-                FeedError::Options(format!("{venue} has no Binance market"))
-            })?;
+            let market = venue
+                .binance_market()
+                .ok_or_else(|| FeedError::Options(format!("{venue} has no Binance market")))?;
             Box::new(binance::Binance::new(
                 market,
                 &opts.symbols,
