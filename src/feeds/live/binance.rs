@@ -82,6 +82,11 @@ struct SymbolState {
     retry_at: Option<Instant>,
     /// Delivered data since the last gap: a disconnect is a gap for it.
     live: bool,
+    /// `(U, pu)` of the oldest diff waiting for a snapshot, to refuse snapshots older
+    /// than it (they could never bridge and would only cause a gap).
+    first_waiting: Option<(u64, Option<u64>)>,
+    /// Snapshots refused as older than the first waiting diff.
+    stale_snapshots: u64,
 }
 
 /// The Binance protocol state: one [`BookSync`] per symbol.
@@ -138,6 +143,11 @@ impl Binance {
         self.snapshots
     }
 
+    /// REST snapshots fetched but refused as older than the first buffered diff.
+    pub fn stale_snapshots(&self) -> u64 {
+        self.states.values().map(|s| s.stale_snapshots).sum()
+    }
+
     fn state(&mut self, symbol: &str, out: &mut Publisher<'_>) -> Option<&mut SymbolState> {
         if !self.symbols.iter().any(|s| s == symbol) {
             return None;
@@ -151,6 +161,8 @@ impl Binance {
                 last_trade_id: None,
                 retry_at: None,
                 live: false,
+                first_waiting: None,
+                stale_snapshots: 0,
             });
         Some(state)
     }
@@ -210,10 +222,22 @@ impl Binance {
                 return Ok(());
             }
         };
+        let l = snapshot.last_update_id;
+        let bridges = state.first_waiting.is_none_or(|(first, pu)| {
+            first <= l + 1 || (self.market.is_futures() && pu == Some(l))
+        });
+        if !bridges {
+            // Binance's procedure: a snapshot older than the first buffered event is
+            // fetched again, not applied (the REST cache can lag the stream).
+            state.stale_snapshots += 1;
+            state.retry_at = Some(Instant::now() + SNAPSHOT_RETRY);
+            return Ok(());
+        }
         let mut sink = Stamp::new(out);
         match state.sync.on_snapshot(&snapshot, ts_recv, &mut sink) {
             Ok(()) => {
                 state.retry_at = None;
+                state.first_waiting = None;
                 state.live = true;
                 self.snapshots += 1;
                 Ok(())
@@ -286,10 +310,17 @@ impl Protocol for Binance {
                     return Ok(Action::Continue);
                 };
                 state.live = true;
+                let ids = (diff.first_id, diff.prev_last_id);
+                let was_waiting = state.sync.needs_snapshot();
                 state
                     .sync
                     .on_diff(diff, &mut Stamp::new(out))
                     .map_err(FeedError::Sink)?;
+                if state.sync.needs_snapshot() && (!was_waiting || state.first_waiting.is_none()) {
+                    // First diff buffered, or the diff that broke the chain (BookSync
+                    // keeps it as the first of the new buffer).
+                    state.first_waiting = Some(ids);
+                }
                 let due = state.retry_at.is_none_or(|at| Instant::now() >= at);
                 if state.sync.needs_snapshot() && state.sync.buffered() > 0 && due {
                     self.fetch_snapshot(&symbol, out)?;
@@ -337,6 +368,7 @@ impl Protocol for Binance {
             state.sync = BookSync::new(market, Arc::from(market.venue()), name);
             state.retry_at = None;
             state.live = false;
+            state.first_waiting = None;
         }
         Ok(())
     }
@@ -800,5 +832,61 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("Invalid request"), "{err}");
         assert_eq!(counters.snapshot().malformed, 0);
+    }
+
+    fn depth(first: u64, last: u64, bid: &str) -> String {
+        format!(
+            r#"{{"stream":"btcusdt@depth@100ms","data":{{"e":"depthUpdate","E":1723161255208,"s":"BTCUSDT","U":{first},"u":{last},"b":[["{bid}","1.0"]],"a":[["70000.0","2.0"]]}}}}"#
+        )
+    }
+
+    #[test]
+    fn snapshot_older_than_the_first_buffered_diff_is_fetched_again_not_gapped() {
+        let old = SnapshotServer::start(
+            r#"{"lastUpdateId":50,"bids":[["60000.0","1.0"]],"asks":[["70000.0","1.0"]]}"#.into(),
+            Framing::Length,
+        )
+        .unwrap();
+        let fresh = SnapshotServer::start(
+            r#"{"lastUpdateId":102,"bids":[["60000.0","1.0"]],"asks":[["70000.0","1.0"]]}"#.into(),
+            Framing::Length,
+        )
+        .unwrap();
+        let mut feed = Binance::new(
+            Market::Spot,
+            &["BTCUSDT".into()],
+            true,
+            Some(old.url()),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let mut sink: Vec<Event> = Vec::new();
+        let counters = FeedCounters::shared();
+        let mut out = Publisher::new("binance", "test", &mut sink, counters.clone());
+        feed.on_message(&depth(100, 105, "60001.0"), 1, &mut out)
+            .unwrap();
+        assert_eq!((feed.stale_snapshots(), feed.snapshots_applied()), (1, 0));
+        assert_eq!(old.requests().len(), 1);
+        // Within the retry delay no new request is made; the diff just waits.
+        feed.on_message(&depth(106, 110, "60002.0"), 2, &mut out)
+            .unwrap();
+        assert_eq!(old.requests().len(), 1);
+        feed.rest_url = fresh.url();
+        feed.states.get_mut("BTCUSDT").unwrap().retry_at = None;
+        feed.on_message(&depth(111, 112, "60003.0"), 3, &mut out)
+            .unwrap();
+        assert_eq!(feed.snapshots_applied(), 1);
+        drop(out);
+        assert!(sink.iter().all(|e| !matches!(e.body, Body::Gap(_))));
+        let mut book = L2Book::new();
+        for e in &sink {
+            if let Body::Book(d) = &e.body {
+                book.apply(d);
+            }
+        }
+        // Snapshot 102, then diffs 100..105 (straddles 103), 106..110 and 111..112.
+        assert_eq!(book.best_bid().unwrap().0.to_string(), "60003.0");
+        assert_eq!(book.depth(), (4, 1));
+        assert_eq!(counters.snapshot().gaps, 0);
     }
 }
