@@ -584,10 +584,8 @@ mod tests {
     const SPOT_0808_TRADES: usize = 9757;
 
     fn capture_path() -> PathBuf {
-        std::env::var_os("TICKTAPE_REAL_DATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/work/shared/data/real"))
-            .join("hftbacktest/examples/spot/btcusdt_20240808.gz")
+        // Same data root as the other live-feed tests (env, beside the repo, /work).
+        super::super::capture::sample_path("../../hftbacktest/examples/spot/btcusdt_20240808.gz")
     }
 
     type Bbo = (Fixed, Fixed, Fixed, Fixed);
