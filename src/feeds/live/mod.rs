@@ -61,9 +61,9 @@ impl Venue {
         match self {
             Venue::Coinbase => "coinbase",
             Venue::Kraken => "kraken",
-            Venue::Binance | Venue::BinanceUsdM | Venue::BinanceCoinM => {
-                self.binance_market().map_or("binance", Market::venue)
-            }
+            Venue::Binance => Market::Spot.venue(),
+            Venue::BinanceUsdM => Market::UsdM.venue(),
+            Venue::BinanceCoinM => Market::CoinM.venue(),
         }
     }
 
@@ -82,9 +82,9 @@ impl Venue {
         match self {
             Venue::Coinbase => coinbase::DEFAULT_URL,
             Venue::Kraken => kraken::DEFAULT_URL,
-            Venue::Binance | Venue::BinanceUsdM | Venue::BinanceCoinM => self
-                .binance_market()
-                .map_or(kraken::DEFAULT_URL, binance::default_ws_url),
+            Venue::Binance => binance::default_ws_url(Market::Spot),
+            Venue::BinanceUsdM => binance::default_ws_url(Market::UsdM),
+            Venue::BinanceCoinM => binance::default_ws_url(Market::CoinM),
         }
     }
 }
