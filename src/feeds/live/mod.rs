@@ -1,4 +1,4 @@
-//! Live venue connectors over websockets (Kraken, Coinbase), normalizing onto the bus.
+//! Live venue connectors over websockets (Kraken, Coinbase, Binance), normalizing onto the bus.
 //!
 //! Owns the connection to each venue and the translation of its messages into
 //! [`crate::event::Event`]s pushed into an [`EventSink`]. Never writes storage and never
@@ -8,15 +8,19 @@
 //! - [`ws`]: the blocking client loop (connect, subscribe, read, reconnect with backoff,
 //!   stop flag) and the [`Protocol`] trait a venue implements;
 //! - [`publish`]: [`Publisher`] stamps `pub_seq` and counts into [`FeedCounters`];
-//! - [`kraken`], [`coinbase`]: the venue protocols (books, checksums, sequences, trades);
+//! - [`kraken`], [`coinbase`], [`binance`]: the venue protocols (books, checksums,
+//!   sequences, REST snapshots, trades);
 //! - [`capture`]: reader for cryptofeed capture files, used by tests and the replay server;
-//! - [`testserver`]: a local websocket server replaying a capture over real TCP.
+//! - [`testserver`]: a local websocket server replaying a capture over real TCP;
+//! - [`binance_testserver`]: the Binance capture reader and a local REST depth endpoint.
 //!
 //! A break (checksum mismatch, crossed or unreadable book, lost connection) is always
 //! published as a `Gap` event for the symbol before anything else, and the broken book
 //! is dropped until the venue sends a new snapshot, so no subscriber ever rebuilds a
 //! book from deltas that do not fit. See `docs/FEEDS.md`.
 
+pub mod binance;
+pub mod binance_testserver;
 pub mod capture;
 pub mod coinbase;
 pub mod kraken;
@@ -31,6 +35,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::event::EventSink;
+use crate::feeds::binance::Market;
 
 pub use publish::{FeedCounters, FeedSink, FeedStats, PlainSink, Publisher, TICK_EVERY};
 pub use ws::{Action, Backoff, FeedError, Protocol};
@@ -42,6 +47,12 @@ pub enum Venue {
     Coinbase,
     /// Kraken spot, websocket API v1 (`book`, `trade`).
     Kraken,
+    /// Binance spot (`depth@100ms`, `trade`, REST `/api/v3/depth`).
+    Binance,
+    /// Binance USD-M futures (`depth@0ms`, `trade`, REST `/fapi/v1/depth`).
+    BinanceUsdM,
+    /// Binance COIN-M futures (`depth@0ms`, `trade`, REST `/dapi/v1/depth`).
+    BinanceCoinM,
 }
 
 impl Venue {
@@ -50,6 +61,19 @@ impl Venue {
         match self {
             Venue::Coinbase => "coinbase",
             Venue::Kraken => "kraken",
+            Venue::Binance => Market::Spot.venue(),
+            Venue::BinanceUsdM => Market::UsdM.venue(),
+            Venue::BinanceCoinM => Market::CoinM.venue(),
+        }
+    }
+
+    /// The Binance market of a Binance venue.
+    pub fn binance_market(self) -> Option<Market> {
+        match self {
+            Venue::Binance => Some(Market::Spot),
+            Venue::BinanceUsdM => Some(Market::UsdM),
+            Venue::BinanceCoinM => Some(Market::CoinM),
+            Venue::Coinbase | Venue::Kraken => None,
         }
     }
 
@@ -58,6 +82,9 @@ impl Venue {
         match self {
             Venue::Coinbase => coinbase::DEFAULT_URL,
             Venue::Kraken => kraken::DEFAULT_URL,
+            Venue::Binance => binance::default_ws_url(Market::Spot),
+            Venue::BinanceUsdM => binance::default_ws_url(Market::UsdM),
+            Venue::BinanceCoinM => binance::default_ws_url(Market::CoinM),
         }
     }
 }
@@ -75,8 +102,12 @@ impl FromStr for Venue {
         match s.to_ascii_lowercase().as_str() {
             "coinbase" => Ok(Venue::Coinbase),
             "kraken" => Ok(Venue::Kraken),
+            "binance" => Ok(Venue::Binance),
+            "binance-usdm" => Ok(Venue::BinanceUsdM),
+            "binance-coinm" => Ok(Venue::BinanceCoinM),
             other => Err(FeedError::Options(format!(
-                "no live feed for venue {other:?}; use coinbase or kraken"
+                "no live feed for venue {other:?}; use coinbase, kraken, binance, \
+                 binance-usdm or binance-coinm"
             ))),
         }
     }
@@ -88,7 +119,10 @@ pub struct FeedOptions {
     /// Endpoint override (tests point it at a [`testserver::ReplayServer`]); `None` is the
     /// venue's public endpoint.
     pub url: Option<String>,
-    /// Symbols verbatim as the venue spells them (`XBT/USD`, `BTC-USD`).
+    /// Binance only: REST base URL for depth snapshots (tests point it at a
+    /// [`binance_testserver::SnapshotServer`]); `None` is the market's public one.
+    pub rest_url: Option<String>,
+    /// Symbols verbatim as the venue spells them (`XBT/USD`, `BTC-USD`, `BTCUSDT`).
     pub symbols: Vec<String>,
     /// Kraken book depth per side (10, 25, 100, 500 or 1000); Coinbase's
     /// `level2_batch` is always full depth and ignores it.
@@ -112,6 +146,7 @@ impl FeedOptions {
     pub fn new(symbols: &[&str]) -> FeedOptions {
         FeedOptions {
             url: None,
+            rest_url: None,
             symbols: symbols.iter().map(|s| s.to_string()).collect(),
             depth: 100,
             trades: true,
@@ -128,6 +163,18 @@ pub fn protocol(venue: Venue, opts: &FeedOptions) -> Result<Box<dyn Protocol>, F
     Ok(match venue {
         Venue::Kraken => Box::new(kraken::Kraken::new(&opts.symbols, opts.depth, opts.trades)?),
         Venue::Coinbase => Box::new(coinbase::Coinbase::new(&opts.symbols, opts.trades)?),
+        Venue::Binance | Venue::BinanceUsdM | Venue::BinanceCoinM => {
+            let market = venue
+                .binance_market()
+                .ok_or_else(|| FeedError::Options(format!("{venue} has no Binance market")))?;
+            Box::new(binance::Binance::new(
+                market,
+                &opts.symbols,
+                opts.trades,
+                opts.rest_url.clone(),
+                opts.connect_timeout,
+            )?)
+        }
     })
 }
 
@@ -568,7 +615,12 @@ mod tests {
     #[test]
     fn venue_names_parse_and_bad_options_are_refused() {
         assert_eq!("Kraken".parse::<Venue>().unwrap(), Venue::Kraken);
-        assert!("binance".parse::<Venue>().is_err());
+        assert_eq!("binance".parse::<Venue>().unwrap(), Venue::Binance);
+        assert_eq!(
+            "Binance-USDM".parse::<Venue>().unwrap().name(),
+            "binance-usdm"
+        );
+        assert!("bitstamp".parse::<Venue>().is_err());
         let mut opts = FeedOptions::new(&["XBT/USD"]);
         opts.depth = 7;
         let mut sink: Vec<Event> = Vec::new();
