@@ -45,7 +45,7 @@ enum Command {
     Import(ImportArgs),
     /// Print the order book reconstructed from a dataset at a moment.
     Book(BookArgs),
-    /// Connect to a live venue (kraken, coinbase) and publish its feed on the bus.
+    /// Connect to a live venue (binance, kraken, coinbase) and publish its feed on the bus.
     Feed(FeedArgs),
     /// PnL report of a run directory (table, JSON, CSV, SVG chart), or two side by side.
     Report(ReportArgs),
@@ -180,7 +180,7 @@ struct BookArgs {
 
 #[derive(Args)]
 struct FeedArgs {
-    /// kraken or coinbase.
+    /// kraken, coinbase, binance, binance-usdm or binance-coinm.
     venue: String,
     /// Comma-separated venue symbols (XBT/USD, BTC-USD).
     #[arg(long, value_delimiter = ',', required = true)]
@@ -194,6 +194,9 @@ struct FeedArgs {
     /// Websocket URL instead of the venue's public one.
     #[arg(long)]
     url: Option<String>,
+    /// Binance: REST base URL for depth snapshots instead of the public one.
+    #[arg(long)]
+    rest_url: Option<String>,
     /// Publisher id in heartbeats.
     #[arg(long)]
     id: Option<String>,
@@ -944,6 +947,7 @@ fn feed_cmd(a: FeedArgs) -> Result<()> {
     let mut options = FeedOptions::new(&symbols);
     options.depth = a.depth;
     options.url = a.url;
+    options.rest_url = a.rest_url;
     let ctx = ticktape::bus::context();
     let publisher = ticktape::bus::Publisher::bind(
         &ctx,
