@@ -15,8 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000000}
 cargo build --release --bin ticktape --example zmq_baseline 2>&1 | tail -1
-T=target/release/ticktape
-B=target/release/examples/zmq_baseline
+T=${CARGO_TARGET_DIR:-target}/release/ticktape
+B=${CARGO_TARGET_DIR:-target}/release/examples/zmq_baseline
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 PY=${TICKTAPE_PYTHON:-.venv/bin/python}

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release
-T=target/release/ticktape
+T=${CARGO_TARGET_DIR:-target}/release/ticktape
 REC=runs/demo-recording
 rm -rf "$REC"
 mkdir -p runs
