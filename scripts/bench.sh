@@ -20,7 +20,7 @@ B=${CARGO_TARGET_DIR:-target}/release/examples/zmq_baseline
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 PY=${TICKTAPE_PYTHON:-.venv/bin/python}
-rate() { python3 -c "print(f'{$1/$2:,.0f}')"; }
+rate() { python3 -c "print(f'{($1)/($2):,.0f}')"; }
 
 echo "== baseline: bare libzmq PUB→SUB, $N msgs of 200 bytes, tcp loopback"
 BASE=$($B "$N" 200)
