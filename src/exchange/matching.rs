@@ -1123,6 +1123,15 @@ mod tests {
         exchange_with(Models::default())
     }
 
+    fn order_updates(out: &[ExchangeOutput]) -> Vec<OrderUpdate> {
+        out.iter()
+            .filter_map(|o| match o {
+                ExchangeOutput::OrderUpdate(u) => Some(u.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn fills(out: &[ExchangeOutput]) -> Vec<(String, String, Liquidity)> {
         out.iter()
             .filter_map(|o| match o {
@@ -1267,13 +1276,7 @@ mod tests {
         ex.advance_to(10);
         let out = ex.drain();
         assert!(fills(&out).is_empty());
-        let updates: Vec<OrderUpdate> = out
-            .iter()
-            .filter_map(|o| match o {
-                ExchangeOutput::OrderUpdate(u) => Some(u.clone()),
-                _ => None,
-            })
-            .collect();
+        let updates = order_updates(&out);
         assert_eq!(updates[0].status, OrderStatus::Rejected);
         assert!(
             updates[0]
@@ -1681,13 +1684,7 @@ mod tests {
         }
         ex.advance_to(11);
         let out = ex.drain();
-        let updates: Vec<OrderUpdate> = out
-            .iter()
-            .filter_map(|o| match o {
-                ExchangeOutput::OrderUpdate(u) => Some(u.clone()),
-                _ => None,
-            })
-            .collect();
+        let updates = order_updates(&out);
         assert_eq!(updates[0].status, OrderStatus::Canceled);
         assert_eq!(updates[1].status, OrderStatus::Filled);
         assert!(

@@ -317,11 +317,8 @@ impl Protocol for Coinbase {
         ts_recv: UnixNanos,
         out: &mut Publisher<'_>,
     ) -> Result<Action, FeedError> {
-        if let Some(product) = self
-            .pending
-            .iter()
-            .find(|(_, since)| ts_recv - **since > RESYNC_TIMEOUT_NS)
-            .map(|(product, _)| product.clone())
+        if let Some(product) =
+            super::publish::overdue_resubscribe(&self.pending, ts_recv, RESYNC_TIMEOUT_NS)
         {
             self.pending.clear();
             return Ok(Action::Reconnect(format!(

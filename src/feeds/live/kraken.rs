@@ -241,11 +241,8 @@ impl Protocol for Kraken {
         ts_recv: UnixNanos,
         out: &mut Publisher<'_>,
     ) -> Result<Action, FeedError> {
-        if let Some(pair) = self
-            .pending
-            .iter()
-            .find(|(_, since)| ts_recv - **since > RESYNC_TIMEOUT_NS)
-            .map(|(pair, _)| pair.clone())
+        if let Some(pair) =
+            super::publish::overdue_resubscribe(&self.pending, ts_recv, RESYNC_TIMEOUT_NS)
         {
             self.pending.clear();
             return Ok(Action::Reconnect(format!(

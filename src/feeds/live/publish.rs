@@ -243,6 +243,19 @@ impl<'a> Publisher<'a> {
     }
 }
 
+/// The first instrument whose resubscribe (at the time stored in `pending`) has waited
+/// longer than `timeout_ns` for its new snapshot: the feed should reconnect.
+pub(crate) fn overdue_resubscribe(
+    pending: &std::collections::HashMap<String, crate::event::UnixNanos>,
+    now: crate::event::UnixNanos,
+    timeout_ns: i64,
+) -> Option<String> {
+    pending
+        .iter()
+        .find(|(_, since)| now - **since > timeout_ns)
+        .map(|(name, _)| name.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
