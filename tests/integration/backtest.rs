@@ -264,3 +264,52 @@ fn python_strategy_runs_unchanged_paper_live_against_simulate() {
     assert_ok("paper", &paper.wait(Duration::from_secs(30)));
     assert!(dir.path().join("paper/fills.parquet").exists());
 }
+
+#[test]
+fn a_truncated_import_fails_with_one_message_and_leaves_no_dataset() {
+    let dir = tempdir();
+    let full = std::fs::read("tests/fixtures/binance/spot_btcusdt_head.gz").unwrap();
+    let cut = dir.path().join("btcusdt_cut.gz");
+    std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
+    let fresh = dir.path().join("fresh");
+    let out = spawn(&[
+        "import",
+        cut.to_str().unwrap(),
+        "--format",
+        "binance-raw",
+        "--out",
+        fresh.to_str().unwrap(),
+        "--quiet",
+    ])
+    .wait(Duration::from_secs(60));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("btcusdt_cut.gz") && err.contains("nothing was added"),
+        "{err}"
+    );
+    assert!(!fresh.exists(), "no half-written dataset left behind");
+    // Into an existing dataset: the failed generation is removed, earlier data untouched.
+    let good = dir.path().join("good.gz");
+    std::fs::write(&good, &full).unwrap();
+    run_ok(&[
+        "import",
+        good.to_str().unwrap(),
+        "--out",
+        fresh.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let before = inspect(&fresh);
+    let out = spawn(&[
+        "import",
+        cut.to_str().unwrap(),
+        "--format",
+        "binance-raw",
+        "--out",
+        fresh.to_str().unwrap(),
+        "--quiet",
+    ])
+    .wait(Duration::from_secs(60));
+    assert!(!out.status.success());
+    assert_eq!(inspect(&fresh)["partitions"], before["partitions"]);
+}
