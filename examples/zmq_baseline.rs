@@ -6,6 +6,11 @@
 //!
 //! With `sub ENDPOINT` it is instead a plain subscriber that counts data messages until a
 //! replay's end-of-stream and prints its receive rate (the replay benchmark's consumer).
+//!
+//! With `lockstep N` it measures the floor of a lockstep step over `ipc://`: this process
+//! publishes one message plus a step marker on a PUB socket and waits for the ack that a
+//! child process (a SUB plus a DEALER, nothing else) sends back to a ROUTER, `N` times.
+//! Prints steps per second: no lockstep replay can beat one round trip per step.
 
 use std::time::Instant;
 
@@ -33,11 +38,94 @@ fn subscribe(endpoint: &str) {
     );
 }
 
+/// The parent side of `lockstep N`: publish, mark, wait for the child's ack.
+fn lockstep(n: u64) {
+    let dir = std::env::temp_dir().join(format!("zmq-baseline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bus = format!("ipc://{}/bus", dir.display());
+    let gateway = format!("ipc://{}/gw", dir.display());
+    let ctx = zmq::Context::new();
+    let publisher = ctx.socket(zmq::PUB).unwrap();
+    publisher.set_sndhwm(0).unwrap();
+    publisher.bind(&bus).unwrap();
+    let router = ctx.socket(zmq::ROUTER).unwrap();
+    router.bind(&gateway).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["lockstep-child", &bus, &gateway])
+        .spawn()
+        .unwrap();
+    // The child says hello once its subscription is in place; re-mark until then.
+    let hello = loop {
+        publisher.send(&b"step"[..], zmq::SNDMORE).unwrap();
+        publisher.send(&b"0"[..], 0).unwrap();
+        if router.poll(zmq::POLLIN, 10).unwrap() > 0 {
+            break router.recv_multipart(0).unwrap();
+        }
+    };
+    let identity = hello[0].clone();
+    let payload = [b'x'; 100];
+    let started = Instant::now();
+    for step in 1..=n {
+        publisher
+            .send(&b"book.sim.BTC-USD"[..], zmq::SNDMORE)
+            .unwrap();
+        publisher.send(&payload[..], 0).unwrap();
+        publisher.send(&b"step"[..], zmq::SNDMORE).unwrap();
+        publisher.send(step.to_string().as_bytes(), 0).unwrap();
+        loop {
+            let ack = router.recv_multipart(0).unwrap();
+            if ack[0] == identity && ack[1] == step.to_string().as_bytes() {
+                break;
+            }
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    publisher.send(&b"eos."[..], zmq::SNDMORE).unwrap();
+    publisher.send(&b""[..], 0).unwrap();
+    child.wait().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    println!(
+        "{{\"steps\":{n},\"seconds\":{took:.3},\"steps_per_sec\":{:.0}}}",
+        n as f64 / took
+    );
+}
+
+/// The child side of `lockstep N`: ack every step marker, stop at `eos.`.
+fn lockstep_child(bus: &str, gateway: &str) {
+    let ctx = zmq::Context::new();
+    let sub = ctx.socket(zmq::SUB).unwrap();
+    sub.set_rcvhwm(0).unwrap();
+    sub.set_subscribe(b"").unwrap();
+    sub.connect(bus).unwrap();
+    let dealer = ctx.socket(zmq::DEALER).unwrap();
+    dealer.connect(gateway).unwrap();
+    let mut said_hello = false;
+    loop {
+        let frames = sub.recv_multipart(0).unwrap();
+        if frames[0] == b"step" {
+            if !said_hello {
+                dealer.send(&b"hello"[..], 0).unwrap();
+                said_hello = true;
+            } else if frames[1] != b"0" {
+                dealer.send(&frames[1][..], 0).unwrap();
+            }
+        } else if frames[0] == b"eos." {
+            return;
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("sub") {
-        subscribe(args.get(2).map_or("tcp://127.0.0.1:5556", String::as_str));
-        return;
+    match args.get(1).map(String::as_str) {
+        Some("sub") => {
+            return subscribe(args.get(2).map_or("tcp://127.0.0.1:5556", String::as_str));
+        }
+        Some("lockstep") => {
+            return lockstep(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000));
+        }
+        Some("lockstep-child") => return lockstep_child(&args[2], &args[3]),
+        _ => {}
     }
     let n: u64 = args
         .get(1)

@@ -36,6 +36,8 @@ pub struct PublisherConfig {
     pub backpressure: Backpressure,
     /// Send high-water mark in messages per subscriber.
     pub send_hwm: i32,
+    /// Payload encoding of [`Publisher::send`].
+    pub encoding: wire::Encoding,
 }
 
 impl Default for PublisherConfig {
@@ -44,6 +46,7 @@ impl Default for PublisherConfig {
             bind: vec!["tcp://127.0.0.1:5555".into()],
             backpressure: Backpressure::Drop,
             send_hwm: 1_000_000,
+            encoding: wire::Encoding::Json,
         }
     }
 }
@@ -73,6 +76,7 @@ pub struct Publisher {
     stats: PublisherStats,
     topic_buf: String,
     payload_buf: Vec<u8>,
+    encoding: wire::Encoding,
 }
 
 fn set_int_option(socket: &mut zmq::Socket, option: u32, value: i32) -> Result<()> {
@@ -132,6 +136,7 @@ impl Publisher {
             stats: PublisherStats::default(),
             topic_buf: String::with_capacity(64),
             payload_buf: Vec::with_capacity(256),
+            encoding: config.encoding,
         })
     }
 
@@ -240,7 +245,7 @@ impl Publisher {
         topic.clear();
         payload.clear();
         wire::write_topic(event, &mut topic);
-        wire::encode(event, &mut payload);
+        wire::encode_as(self.encoding, event, &mut payload);
         let result = self.send_raw(topic.as_bytes(), &payload);
         self.topic_buf = topic;
         self.payload_buf = payload;

@@ -298,6 +298,9 @@ struct ReplayArgs {
     /// Messages queued per subscriber before the replay waits for it.
     #[arg(long, default_value_t = 100_000)]
     send_hwm: i32,
+    /// Payload encoding: json (any language) or binary (fast; `docs/PROTOCOL.md`).
+    #[arg(long, value_enum, default_value = "json")]
+    encoding: ticktape::wire::Encoding,
     /// Run the simulated exchange on the gateway (needs --gateway).
     #[arg(long)]
     exchange: bool,
@@ -394,6 +397,9 @@ struct SimulateArgs {
     /// stream faster than its timestamps.
     #[arg(long)]
     synthetic_rate: Option<f64>,
+    /// Payload encoding: json (any language) or binary (fast; `docs/PROTOCOL.md`).
+    #[arg(long, value_enum, default_value = "json")]
+    encoding: ticktape::wire::Encoding,
     /// Fault: after N events, drop --drop-count events.
     #[arg(long)]
     drop_after: Option<u64>,
@@ -490,6 +496,7 @@ fn simulate_cmd(a: SimulateArgs) -> Result<()> {
         publisher: PublisherConfig {
             bind: a.bind,
             backpressure: Backpressure::Drop,
+            encoding: a.encoding,
             ..PublisherConfig::default()
         },
         publisher_id: a.id,
@@ -641,6 +648,7 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
         lookahead: a.lookahead,
         publisher_id: a.id,
         send_hwm: a.send_hwm,
+        encoding: a.encoding,
         ..Default::default()
     };
     let stop = ticktape::shutdown::on_signal();

@@ -25,6 +25,7 @@ use crate::bus::{Backpressure, HeartbeatTimer, Publisher, PublisherConfig};
 use crate::event::{Body, EndOfStream, Event, UnixNanos, now_nanos};
 use crate::shutdown::Stop;
 use crate::store::{EventReader, Selection};
+use crate::wire::Encoding;
 
 pub use pacing::{Lateness, Pacer, Speed};
 
@@ -84,6 +85,8 @@ pub struct ReplayConfig {
     pub ack_timeout: Duration,
     /// Messages queued per subscriber before the replay waits for it.
     pub send_hwm: i32,
+    /// Payload encoding on the bus.
+    pub encoding: Encoding,
 }
 
 impl Default for ReplayConfig {
@@ -103,6 +106,7 @@ impl Default for ReplayConfig {
             mark_interval: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(30),
             send_hwm: 100_000,
+            encoding: Encoding::Json,
         }
     }
 }
@@ -144,6 +148,16 @@ pub struct Progress<'a> {
     pub stats: &'a ReplayStats,
     /// Current event time.
     pub ts: UnixNanos,
+}
+
+/// The fields of a gateway request the gateway itself reads; the rest is the exchange's.
+#[derive(Default, serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    step: Option<u64>,
+    #[serde(borrow)]
+    strategy: Option<std::borrow::Cow<'a, str>>,
 }
 
 struct Strategy {
@@ -197,12 +211,12 @@ impl Gateway {
                 continue;
             };
             stats.requests += 1;
-            let parsed: serde_json::Value =
-                serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
-            match parsed["type"].as_str() {
+            let envelope: Envelope<'_> = serde_json::from_slice(body).unwrap_or_default();
+            match envelope.kind.as_deref() {
                 Some("hello") => {
-                    let name = parsed["strategy"]
-                        .as_str()
+                    let name = envelope
+                        .strategy
+                        .as_deref()
                         .unwrap_or("anonymous")
                         .to_string();
                     self.strategies.insert(
@@ -219,7 +233,7 @@ impl Gateway {
                 }
                 Some("ack") => {
                     if let Some(s) = self.strategies.get_mut(identity) {
-                        s.acked = s.acked.max(parsed["step"].as_u64().unwrap_or(0));
+                        s.acked = s.acked.max(envelope.step.unwrap_or(0));
                     }
                 }
                 _ => {
@@ -304,6 +318,7 @@ pub fn run(
             bind: config.bind.clone(),
             backpressure: Backpressure::Block,
             send_hwm: config.send_hwm,
+            encoding: config.encoding,
         },
     )?;
     let mut gateway = match &config.gateway {

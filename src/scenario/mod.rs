@@ -54,6 +54,10 @@ pub struct ReplaySection {
     /// Simulated seconds between marks (mid price and position samples).
     #[serde(default = "default_mark_interval")]
     pub mark_interval_secs: f64,
+    /// Bus payload encoding: `json` (default, any language) or `binary` (fast; the
+    /// Python client and the Rust SDK read both).
+    #[serde(default)]
+    pub encoding: crate::wire::Encoding,
 }
 
 fn default_speed() -> Spanned<String> {
@@ -77,6 +81,7 @@ impl Default for ReplaySection {
             lookahead: None,
             ack_timeout_secs: default_ack_timeout(),
             mark_interval_secs: default_mark_interval(),
+            encoding: crate::wire::Encoding::Json,
         }
     }
 }

@@ -292,6 +292,7 @@ pub fn run(
         publisher_id: format!("run-{}", scenario.name),
         mark_interval: Duration::from_secs_f64(scenario.replay.mark_interval_secs),
         ack_timeout: Duration::from_secs_f64(scenario.replay.ack_timeout_secs),
+        encoding: scenario.replay.encoding,
         ..ReplayConfig::default()
     };
     let replay_result = replay::run(&config, Some(&mut host), &run_stop, &mut on_progress);

@@ -11,7 +11,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use arrow_array::RecordBatch;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -173,7 +172,8 @@ pub fn partitions(root: &Path) -> Result<BTreeSet<(String, String)>> {
 struct Cursor {
     order: usize,
     reader: ParquetRecordBatchReader,
-    batch: Option<RecordBatch>,
+    batch: Option<BatchView>,
+    rows: usize,
     row: usize,
     path: PathBuf,
 }
@@ -182,9 +182,8 @@ impl Cursor {
     /// Moves to the next row the selection keeps; false at end of file.
     fn advance_to_kept(&mut self, selection: &Selection) -> Result<bool> {
         loop {
-            if let Some(batch) = &self.batch {
-                let view = BatchView::new(batch)?;
-                while self.row < batch.num_rows() {
+            if let Some(view) = &self.batch {
+                while self.row < self.rows {
                     let ts = view.ts_recv(self.row);
                     let kind_ok = selection.kinds.is_empty()
                         || view
@@ -198,8 +197,12 @@ impl Cursor {
             }
             match self.reader.next() {
                 Some(batch) => {
+                    let batch =
+                        batch.with_context(|| format!("cannot read {}", self.path.display()))?;
+                    self.rows = batch.num_rows();
                     self.batch = Some(
-                        batch.with_context(|| format!("cannot read {}", self.path.display()))?,
+                        BatchView::new(&batch)
+                            .with_context(|| format!("in {}", self.path.display()))?,
                     );
                     self.row = 0;
                 }
@@ -209,8 +212,8 @@ impl Cursor {
     }
 
     fn ts(&self) -> Result<UnixNanos> {
-        let batch = self.batch.as_ref().context("cursor without batch")?;
-        Ok(BatchView::new(batch)?.ts_recv(self.row))
+        let view = self.batch.as_ref().context("cursor without batch")?;
+        Ok(view.ts_recv(self.row))
     }
 }
 
@@ -276,6 +279,7 @@ impl EventReader {
             order,
             reader,
             batch: None,
+            rows: 0,
             row: 0,
             path: file.path.clone(),
         };
@@ -303,8 +307,8 @@ impl EventReader {
             return Ok(None);
         };
         let cursor = self.cursors[order].as_mut().context("cursor vanished")?;
-        let batch = cursor.batch.as_ref().context("cursor without batch")?;
-        let event = BatchView::new(batch)?
+        let view = cursor.batch.as_ref().context("cursor without batch")?;
+        let event = view
             .event(cursor.row, &mut self.names)
             .with_context(|| format!("bad row in {}", cursor.path.display()))?;
         cursor.row += 1;

@@ -225,34 +225,37 @@ fn pick<T: Copy>(order: &[usize], v: &[T]) -> Vec<T> {
     order.iter().map(|&i| v[i]).collect()
 }
 
-/// Typed views of a dataset record batch's columns, for decoding rows into events.
-pub struct BatchView<'a> {
-    ts_recv: &'a TimestampNanosecondArray,
-    ts_event: &'a TimestampNanosecondArray,
-    venue: &'a StringArray,
-    symbol: &'a StringArray,
-    kind: &'a StringArray,
-    venue_seq: &'a UInt64Array,
-    prev_venue_seq: &'a UInt64Array,
-    pub_seq: &'a UInt64Array,
-    side: &'a StringArray,
-    price: &'a Int64Array,
-    price_scale: &'a UInt8Array,
-    size: &'a Int64Array,
-    size_scale: &'a UInt8Array,
-    flags: &'a UInt8Array,
-    trade_id: &'a StringArray,
-    gap_reason: &'a StringArray,
-    gap_missing: &'a UInt64Array,
-    gap_publisher: &'a StringArray,
+/// Typed columns of one dataset record batch, resolved once per batch (by name, so column
+/// order does not matter) and then decoded row by row. Arrow arrays are reference-counted,
+/// so holding them is cheap.
+pub struct BatchView {
+    ts_recv: TimestampNanosecondArray,
+    ts_event: TimestampNanosecondArray,
+    venue: StringArray,
+    symbol: StringArray,
+    kind: StringArray,
+    venue_seq: UInt64Array,
+    prev_venue_seq: UInt64Array,
+    pub_seq: UInt64Array,
+    side: StringArray,
+    price: Int64Array,
+    price_scale: UInt8Array,
+    size: Int64Array,
+    size_scale: UInt8Array,
+    flags: UInt8Array,
+    trade_id: StringArray,
+    gap_reason: StringArray,
+    gap_missing: UInt64Array,
+    gap_publisher: StringArray,
 }
 
-fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
+fn column<T: Clone + 'static>(batch: &RecordBatch, name: &str) -> Result<T> {
     batch
         .column_by_name(name)
         .with_context(|| format!("column {name:?} missing: not a ticktape dataset file?"))?
         .as_any()
         .downcast_ref::<T>()
+        .cloned()
         .with_context(|| format!("column {name:?} has an unexpected type"))
 }
 
@@ -260,9 +263,9 @@ fn opt<T: Copy>(v: bool, x: T) -> Option<T> {
     v.then_some(x)
 }
 
-impl<'a> BatchView<'a> {
+impl BatchView {
     /// Checks the batch's columns and borrows them.
-    pub fn new(batch: &'a RecordBatch) -> Result<BatchView<'a>> {
+    pub fn new(batch: &RecordBatch) -> Result<BatchView> {
         Ok(BatchView {
             ts_recv: column(batch, "ts_recv")?,
             ts_event: column(batch, "ts_event")?,
@@ -311,14 +314,14 @@ impl<'a> BatchView<'a> {
         let body = match Kind::from_name(kind_name) {
             Some(Kind::Book) => Body::Book(BookDelta {
                 side: side()?,
-                price: fixed(self.price, self.price_scale)?,
-                size: fixed(self.size, self.size_scale)?,
+                price: fixed(&self.price, &self.price_scale)?,
+                size: fixed(&self.size, &self.size_scale)?,
                 flags: Flags(self.flags.value(i)),
             }),
             Some(Kind::Trade) => Body::Trade(Trade {
                 aggressor: side()?,
-                price: fixed(self.price, self.price_scale)?,
-                size: fixed(self.size, self.size_scale)?,
+                price: fixed(&self.price, &self.price_scale)?,
+                size: fixed(&self.size, &self.size_scale)?,
                 trade_id: self.trade_id.value(i).to_string(),
             }),
             Some(Kind::Gap) => Body::Gap(Gap {

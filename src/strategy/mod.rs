@@ -9,6 +9,8 @@
 pub mod examples;
 
 use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -75,7 +77,8 @@ pub struct Context {
     dealer: zmq::Socket,
     name: String,
     now: UnixNanos,
-    books: HashMap<(String, String), L2Book>,
+    /// Local books, few per strategy: a scan beats hashing two strings per event.
+    books: Vec<(Arc<str>, Arc<str>, L2Book)>,
     positions: HashMap<(String, String), Fixed>,
     next_id: u64,
     /// Orders sent so far.
@@ -90,7 +93,10 @@ impl Context {
 
     /// The local book of a venue/symbol, rebuilt from deltas.
     pub fn book(&self, venue: &str, symbol: &str) -> Option<&L2Book> {
-        self.books.get(&(venue.to_string(), symbol.to_string()))
+        self.books
+            .iter()
+            .find(|(v, s, _)| &**v == venue && &**s == symbol)
+            .map(|(_, _, book)| book)
     }
 
     /// Net position from the fills seen so far (positive = long).
@@ -99,6 +105,19 @@ impl Context {
             .get(&(venue.to_string(), symbol.to_string()))
             .copied()
             .unwrap_or(Fixed::ZERO)
+    }
+
+    /// Index of the local book of `event`'s venue and symbol, created empty if new.
+    fn book_index(&mut self, event: &Event) -> usize {
+        let found = self.books.iter().position(|(v, s, _)| {
+            (Arc::ptr_eq(v, &event.venue) || *v == event.venue)
+                && (Arc::ptr_eq(s, &event.symbol) || *s == event.symbol)
+        });
+        found.unwrap_or_else(|| {
+            let entry = (event.venue.clone(), event.symbol.clone(), L2Book::default());
+            self.books.push(entry);
+            self.books.len() - 1
+        })
     }
 
     fn send(&mut self, msg: serde_json::Value) -> Result<()> {
@@ -215,6 +234,12 @@ pub struct RunnerStats {
     pub acks: u64,
 }
 
+/// The part of a lockstep step marker the runner needs.
+#[derive(serde::Deserialize)]
+struct StepMarker {
+    step: u64,
+}
+
 fn side_from(s: &str) -> Side {
     match s {
         "buy" | "B" | "bid" => Side::Bid,
@@ -251,7 +276,7 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
         dealer,
         name: config.name.clone(),
         now: 0,
-        books: HashMap::new(),
+        books: Vec::new(),
         positions: HashMap::new(),
         next_id: 0,
         orders_sent: 0,
@@ -261,6 +286,7 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
     let mut next_timer: Option<UnixNanos> = None;
     let timer_every = config.timer.as_nanos().max(1) as i64;
     let mut last_msg = Instant::now();
+    let mut ack = Vec::with_capacity(48);
     loop {
         if stop.is_set() {
             break;
@@ -309,12 +335,12 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
             };
             if topic.as_slice() == b"step" {
                 if config.lockstep {
-                    let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-                    let step = v["step"].as_u64().unwrap_or(0);
-                    ctx.dealer.send(
-                        json!({"type": "ack", "step": step}).to_string().as_bytes(),
-                        0,
-                    )?;
+                    let step = serde_json::from_slice::<StepMarker>(payload)
+                        .map(|m| m.step)
+                        .unwrap_or(0);
+                    ack.clear();
+                    write!(ack, "{{\"type\":\"ack\",\"step\":{step}}}")?;
+                    ctx.dealer.send(&ack[..], 0)?;
                     stats.acks += 1;
                 }
                 continue;
@@ -343,26 +369,25 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
                 strategy.on_timer(&mut ctx)?;
             }
             stats.events += 1;
-            let key = (event.venue.to_string(), event.symbol.to_string());
             match &event.body {
                 Body::Book(delta) => {
                     // Lend the book to the callback without cloning it (books can hold
-                    // thousands of levels); it goes back into the map right after.
-                    let mut book = ctx.books.remove(&key).unwrap_or_default();
+                    // thousands of levels); it goes back in its slot right after.
+                    let i = ctx.book_index(&event);
+                    let mut book = std::mem::take(&mut ctx.books[i].2);
                     book.apply(delta);
                     let result = if book.is_consistent() {
                         strategy.on_book(&mut ctx, &event, &book)
                     } else {
                         Ok(())
                     };
-                    ctx.books.insert(key, book);
+                    ctx.books[i].2 = book;
                     result?;
                 }
                 Body::Trade(_) => strategy.on_trade(&mut ctx, &event)?,
                 Body::Gap(_) => {
-                    if let Some(book) = ctx.books.get_mut(&key) {
-                        book.clear();
-                    }
+                    let i = ctx.book_index(&event);
+                    ctx.books[i].2.clear();
                     strategy.on_gap(&mut ctx, &event)?;
                 }
                 _ => {}

@@ -1,0 +1,312 @@
+//! The binary payload: a fixed little-endian layout that decodes with a few bounds checks
+//! instead of a JSON parse (the recorder's and strategies' hot path). Exact like JSON:
+//! a price is its mantissa and scale, so `61671.55000000` keeps its trailing zeros.
+//!
+//! ```text
+//! offset size  field
+//!      0    1  magic 0xB7 (never the first byte of a JSON payload)
+//!      1    1  kind: 1 book, 2 trade, 3 gap, 4 heartbeat, 5 end_of_stream
+//!      2    1  presence bits: 1 venue_seq, 2 prev_venue_seq, 4 gap missing, 8 replay
+//!      3    1  side ('B', 'A', 'N') for book and trade; for gap the reason: 1 publisher_seq,
+//!              2 venue_seq, 3 silence, 4 resync; else 0
+//!      4    8  ts_event   i64
+//!     12    8  ts_recv    i64
+//!     20    8  pub_seq    u64
+//!     28    8  venue_seq  u64 (0 when absent)
+//!     36    8  prev_venue_seq u64 (0 when absent)
+//!     44       body:
+//!              book   price i64, size i64, price scale u8, size scale u8, flags u8
+//!              trade  price i64, size i64, price scale u8, size scale u8, trade_id str
+//!              gap    missing u64 (0 when absent), publisher str
+//!              heartbeat  interval_ms u64, protocol u32, publisher str
+//!              end_of_stream  events u64, publisher str
+//!              then venue str, symbol str       (str = u16 length + UTF-8 bytes)
+//! ```
+
+use super::{PROTOCOL_VERSION, WireError};
+use crate::event::{
+    Body, BookDelta, EndOfStream, Event, Fixed, Flags, Gap, GapReason, Heartbeat, Interner, Kind,
+    MAX_SCALE, Side, Trade,
+};
+
+/// First byte of every binary payload.
+pub const MAGIC: u8 = 0xB7;
+
+const HEADER: usize = 44;
+const HAS_VENUE_SEQ: u8 = 1;
+const HAS_PREV_VENUE_SEQ: u8 = 2;
+const HAS_MISSING: u8 = 4;
+const REPLAY: u8 = 8;
+
+fn kind_code(kind: Kind) -> u8 {
+    match kind {
+        Kind::Book => 1,
+        Kind::Trade => 2,
+        Kind::Gap => 3,
+        Kind::Heartbeat => 4,
+        Kind::EndOfStream => 5,
+    }
+}
+
+fn reason_code(reason: GapReason) -> u8 {
+    match reason {
+        GapReason::PublisherSeq => 1,
+        GapReason::VenueSeq => 2,
+        GapReason::Silence => 3,
+        GapReason::Resync => 4,
+    }
+}
+
+fn reason_from(code: u8) -> Option<GapReason> {
+    Some(match code {
+        1 => GapReason::PublisherSeq,
+        2 => GapReason::VenueSeq,
+        3 => GapReason::Silence,
+        4 => GapReason::Resync,
+        _ => return None,
+    })
+}
+
+fn side_code(side: Side) -> u8 {
+    side.code().as_bytes()[0]
+}
+
+/// Strings of the event, which must each fit a u16 length.
+fn strings(event: &Event) -> [&str; 3] {
+    let extra = match &event.body {
+        Body::Trade(t) => t.trade_id.as_str(),
+        Body::Gap(g) => g.publisher.as_str(),
+        Body::Heartbeat(h) => h.publisher.as_str(),
+        Body::EndOfStream(e) => e.publisher.as_str(),
+        Body::Book(_) => "",
+    };
+    [extra, &event.venue, &event.symbol]
+}
+
+/// True when every string of `event` fits the layout's u16 lengths.
+pub(super) fn fits(event: &Event) -> bool {
+    strings(event).iter().all(|s| s.len() <= u16::MAX as usize)
+}
+
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn push_fixed_pair(out: &mut Vec<u8>, price: Fixed, size: Fixed) {
+    out.extend_from_slice(&price.mantissa.to_le_bytes());
+    out.extend_from_slice(&size.mantissa.to_le_bytes());
+    out.push(price.scale);
+    out.push(size.scale);
+}
+
+/// Appends `event`'s binary payload to `out`. Callers check [`fits`] first.
+pub(super) fn encode(event: &Event, out: &mut Vec<u8>) {
+    let mut bits = 0u8;
+    if event.venue_seq.is_some() {
+        bits |= HAS_VENUE_SEQ;
+    }
+    if event.prev_venue_seq.is_some() {
+        bits |= HAS_PREV_VENUE_SEQ;
+    }
+    let detail = match &event.body {
+        Body::Book(b) => side_code(b.side),
+        Body::Trade(t) => side_code(t.aggressor),
+        Body::Gap(g) => {
+            if g.missing.is_some() {
+                bits |= HAS_MISSING;
+            }
+            reason_code(g.reason)
+        }
+        Body::Heartbeat(h) => {
+            if h.replay {
+                bits |= REPLAY;
+            }
+            0
+        }
+        Body::EndOfStream(e) => {
+            if e.replay {
+                bits |= REPLAY;
+            }
+            0
+        }
+    };
+    out.reserve(HEADER + 32 + event.venue.len() + event.symbol.len());
+    out.extend_from_slice(&[MAGIC, kind_code(event.kind()), bits, detail]);
+    out.extend_from_slice(&event.ts_event.to_le_bytes());
+    out.extend_from_slice(&event.ts_recv.to_le_bytes());
+    out.extend_from_slice(&event.pub_seq.to_le_bytes());
+    out.extend_from_slice(&event.venue_seq.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&event.prev_venue_seq.unwrap_or(0).to_le_bytes());
+    match &event.body {
+        Body::Book(b) => {
+            push_fixed_pair(out, b.price, b.size);
+            out.push(b.flags.0);
+        }
+        Body::Trade(t) => {
+            push_fixed_pair(out, t.price, t.size);
+            push_str(out, &t.trade_id);
+        }
+        Body::Gap(g) => {
+            out.extend_from_slice(&g.missing.unwrap_or(0).to_le_bytes());
+            push_str(out, &g.publisher);
+        }
+        Body::Heartbeat(h) => {
+            out.extend_from_slice(&h.interval_ms.to_le_bytes());
+            out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+            push_str(out, &h.publisher);
+        }
+        Body::EndOfStream(e) => {
+            out.extend_from_slice(&e.events.to_le_bytes());
+            push_str(out, &e.publisher);
+        }
+    }
+    push_str(out, &event.venue);
+    push_str(out, &event.symbol);
+}
+
+/// A bounds-checked reader over a payload.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+fn short() -> WireError {
+    WireError::Payload("binary payload is truncated".into())
+}
+
+impl<'a> Reader<'a> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let end = self.at + N;
+        let bytes = self.bytes.get(self.at..end).ok_or_else(short)?;
+        self.at = end;
+        Ok(bytes.try_into().expect("slice of length N"))
+    }
+
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take::<1>()?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(self.take()?))
+    }
+
+    fn i64(&mut self) -> Result<i64, WireError> {
+        Ok(i64::from_le_bytes(self.take()?))
+    }
+
+    fn str(&mut self, what: &str) -> Result<&'a str, WireError> {
+        let len = u16::from_le_bytes(self.take()?) as usize;
+        let bytes = self.bytes.get(self.at..self.at + len).ok_or_else(short)?;
+        self.at += len;
+        std::str::from_utf8(bytes)
+            .map_err(|_| WireError::Payload(format!("binary payload: {what} is not UTF-8")))
+    }
+
+    fn fixed_pair(&mut self) -> Result<(Fixed, Fixed), WireError> {
+        let (price, size) = (self.i64()?, self.i64()?);
+        let (price_scale, size_scale) = (self.u8()?, self.u8()?);
+        if price_scale > MAX_SCALE || size_scale > MAX_SCALE {
+            return Err(WireError::Payload(format!(
+                "binary payload: scale above {MAX_SCALE}"
+            )));
+        }
+        Ok((Fixed::new(price, price_scale), Fixed::new(size, size_scale)))
+    }
+}
+
+fn side_from(code: u8) -> Result<Side, WireError> {
+    match code {
+        b'B' => Ok(Side::Bid),
+        b'A' => Ok(Side::Ask),
+        b'N' => Ok(Side::None),
+        other => Err(WireError::Payload(format!(
+            "binary payload: side byte {other:#04x} is not B, A or N"
+        ))),
+    }
+}
+
+/// Decodes a binary payload (first byte [`MAGIC`]).
+pub(super) fn decode(payload: &[u8], names: &mut Interner) -> Result<Event, WireError> {
+    let mut r = Reader {
+        bytes: payload,
+        at: 0,
+    };
+    let [magic, kind, bits, detail] = r.take::<4>()?;
+    debug_assert_eq!(magic, MAGIC);
+    let (ts_event, ts_recv, pub_seq) = (r.i64()?, r.i64()?, r.u64()?);
+    let (venue_seq, prev_venue_seq) = (r.u64()?, r.u64()?);
+    let body = match kind {
+        1 => {
+            let (price, size) = r.fixed_pair()?;
+            let side = side_from(detail)?;
+            if side == Side::None {
+                return Err(WireError::Payload("book delta needs side B or A".into()));
+            }
+            if size.mantissa < 0 {
+                return Err(WireError::Payload("book delta with negative size".into()));
+            }
+            Body::Book(BookDelta {
+                side,
+                price,
+                size,
+                flags: Flags(r.u8()?),
+            })
+        }
+        2 => {
+            let (price, size) = r.fixed_pair()?;
+            Body::Trade(Trade {
+                aggressor: side_from(detail)?,
+                price,
+                size,
+                trade_id: r.str("trade_id")?.to_string(),
+            })
+        }
+        3 => {
+            let reason = reason_from(detail)
+                .ok_or_else(|| WireError::Payload(format!("unknown gap reason code {detail}")))?;
+            let missing = r.u64()?;
+            Body::Gap(Gap {
+                reason,
+                missing: (bits & HAS_MISSING != 0).then_some(missing),
+                publisher: r.str("publisher")?.to_string(),
+            })
+        }
+        4 => {
+            let interval_ms = r.u64()?;
+            let _protocol = u32::from_le_bytes(r.take()?);
+            Body::Heartbeat(Heartbeat {
+                publisher: r.str("publisher")?.to_string(),
+                interval_ms,
+                replay: bits & REPLAY != 0,
+            })
+        }
+        5 => {
+            let events = r.u64()?;
+            Body::EndOfStream(EndOfStream {
+                publisher: r.str("publisher")?.to_string(),
+                replay: bits & REPLAY != 0,
+                events,
+            })
+        }
+        other => return Err(WireError::Payload(format!("unknown kind code {other}"))),
+    };
+    let venue = names.intern(r.str("venue")?);
+    let symbol = names.intern(r.str("symbol")?);
+    if r.at != payload.len() {
+        return Err(WireError::Payload(format!(
+            "binary payload has {} trailing bytes",
+            payload.len() - r.at
+        )));
+    }
+    Ok(Event {
+        venue,
+        symbol,
+        ts_event,
+        ts_recv,
+        venue_seq: (bits & HAS_VENUE_SEQ != 0).then_some(venue_seq),
+        prev_venue_seq: (bits & HAS_PREV_VENUE_SEQ != 0).then_some(prev_venue_seq),
+        pub_seq,
+        body,
+    })
+}
