@@ -568,7 +568,7 @@ impl Event {
 /// Shares venue and symbol strings so millions of events cost one allocation per name.
 #[derive(Default, Debug)]
 pub struct Interner {
-    names: std::collections::HashMap<Box<str>, Arc<str>>,
+    names: rustc_hash::FxHashMap<Box<str>, Arc<str>>,
 }
 
 impl Interner {

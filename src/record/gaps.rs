@@ -10,7 +10,7 @@
 //!   *hole*. Late events from slower publishers may fill it during a grace period; what
 //!   is still missing afterwards is written as a gap row stamped at the break.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ pub fn gap_event(
 /// Last publisher sequence per (source, topic).
 #[derive(Default)]
 pub struct PublisherSeqs {
-    last: HashMap<(usize, Kind, Arc<str>, Arc<str>), u64>,
+    last: FxHashMap<(usize, Kind, Arc<str>, Arc<str>), u64>,
 }
 
 impl PublisherSeqs {
@@ -81,7 +81,7 @@ struct Hole {
 
 /// Venue-sequence continuity over the merged (deduplicated) stream.
 pub struct VenueSeqs {
-    last: HashMap<(Kind, Arc<str>, Arc<str>), u64>,
+    last: FxHashMap<(Kind, Arc<str>, Arc<str>), u64>,
     holes: Vec<Hole>,
     grace: Duration,
 }
@@ -90,7 +90,7 @@ impl VenueSeqs {
     /// A tracker that waits `grace` for late events before declaring a gap.
     pub fn new(grace: Duration) -> VenueSeqs {
         VenueSeqs {
-            last: HashMap::new(),
+            last: FxHashMap::default(),
             holes: Vec::new(),
             grace,
         }

@@ -342,6 +342,8 @@ pub fn run(
     let mut last_status = Instant::now();
     let mut gap_payload = Vec::with_capacity(256);
     let single_publisher = config.connect.len() == 1;
+    let endpoints: Vec<String> = stats.publishers.iter().map(|p| p.endpoint.clone()).collect();
+    let mut last_partition: Vec<Option<(Arc<str>, Arc<str>)>> = vec![None; endpoints.len()];
 
     // Journals and hands over one event the recorder itself produced (a gap row).
     let mut accept_own = |event: Event,
@@ -398,7 +400,7 @@ pub fn run(
                     }
                     Kind::EndOfStream => stats.publishers[msg.source].ended = true,
                     Kind::Book | Kind::Trade | Kind::Gap => {
-                        let endpoint = stats.publishers[msg.source].endpoint.clone();
+                        let endpoint = &endpoints[msg.source];
                         let mut reported = false;
                         if let Some(missing) = pub_seqs.observe(msg.source, &event) {
                             stats.publishers[msg.source].seq_missing += missing;
@@ -411,7 +413,7 @@ pub fn run(
                                         event.ts_recv,
                                         GapReason::PublisherSeq,
                                         Some(missing),
-                                        &endpoint,
+                                        endpoint,
                                     ),
                                     &mut journal,
                                     &mut batch,
@@ -422,11 +424,17 @@ pub fn run(
                         if !dedup.first_time(dedup::key(&event)) {
                             stats.duplicates += 1;
                         } else {
-                            let endpoint = stats.publishers[msg.source].endpoint.clone();
-                            venue_seqs.observe(&event, &endpoint, now, reported);
-                            stats.publishers[msg.source]
-                                .partitions
-                                .insert((event.venue.clone(), event.symbol.clone()));
+                            venue_seqs.observe(&event, endpoint, now, reported);
+                            // Interned names: the same partition as last time is the same
+                            // pair of pointers, so the set is only touched on a change.
+                            let last = &mut last_partition[msg.source];
+                            if !last.as_ref().is_some_and(|(v, s)| {
+                                Arc::ptr_eq(v, &event.venue) && Arc::ptr_eq(s, &event.symbol)
+                            }) {
+                                let key = (event.venue.clone(), event.symbol.clone());
+                                stats.publishers[msg.source].partitions.insert(key.clone());
+                                *last = Some(key);
+                            }
                             journal.append(&msg.frames[1])?;
                             stats.accepted += 1;
                             if event.kind() == Kind::Gap {

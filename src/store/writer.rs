@@ -7,16 +7,17 @@
 //! go back in time (a late event from a slower redundant publisher) closes the file and
 //! starts the next part instead.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use super::layout::{self, IN_PROGRESS_SUFFIX};
 use super::schema::{self, EventColumns};
@@ -76,7 +77,7 @@ pub struct DatasetWriter {
     generation: u64,
     next_part: u64,
     options: WriterOptions,
-    open: HashMap<PartitionKey, OpenFile>,
+    open: FxHashMap<PartitionKey, OpenFile>,
     stats: WriterStats,
 }
 
@@ -90,7 +91,7 @@ impl DatasetWriter {
             generation,
             next_part: 0,
             options,
-            open: HashMap::new(),
+            open: FxHashMap::default(),
             stats: WriterStats::default(),
         })
     }
@@ -120,14 +121,18 @@ impl DatasetWriter {
             symbol: event.symbol.clone(),
             day: layout::day_of(event.ts_recv),
         };
-        if !self.open.contains_key(&key) {
-            let file = self.open_file(&key)?;
-            self.open.insert(key.clone(), file);
-        }
-        let full = {
-            let file = self.open.get_mut(&key).context("partition vanished")?;
-            file.buffer.push(event);
-            file.buffer.len() >= self.options.row_group_rows
+        let full = match self.open.get_mut(&key) {
+            Some(file) => {
+                file.buffer.push(event);
+                file.buffer.len() >= self.options.row_group_rows
+            }
+            None => {
+                let mut file = self.open_file(&key)?;
+                file.buffer.push(event);
+                let full = file.buffer.len() >= self.options.row_group_rows;
+                self.open.insert(key.clone(), file);
+                full
+            }
         };
         if full {
             self.write_row_group(&key)?;
@@ -145,10 +150,19 @@ impl DatasetWriter {
         let tmp_path = dir.join(format!("{name}{IN_PROGRESS_SUFFIX}"));
         let file = File::create(&tmp_path)
             .with_context(|| format!("cannot create {}", tmp_path.display()))?;
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(
                 ZstdLevel::try_new(self.options.zstd_level).unwrap_or_default(),
-            ))
+            ));
+        // Timestamps and sequence numbers almost never repeat: a dictionary only costs
+        // time there, while deltas of a sorted or counting column pack into a few bits.
+        for column in schema::MONOTONIC_COLUMNS {
+            let path = ColumnPath::from(*column);
+            props = props
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+        }
+        let props = props
             .set_max_row_group_row_count(Some(self.options.row_group_rows))
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_sorting_columns(Some(vec![SortingColumn {
