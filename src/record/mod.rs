@@ -342,7 +342,11 @@ pub fn run(
     let mut last_status = Instant::now();
     let mut gap_payload = Vec::with_capacity(256);
     let single_publisher = config.connect.len() == 1;
-    let endpoints: Vec<String> = stats.publishers.iter().map(|p| p.endpoint.clone()).collect();
+    let endpoints: Vec<String> = stats
+        .publishers
+        .iter()
+        .map(|p| p.endpoint.clone())
+        .collect();
     let mut last_partition: Vec<Option<(Arc<str>, Arc<str>)>> = vec![None; endpoints.len()];
 
     // Journals and hands over one event the recorder itself produced (a gap row).
