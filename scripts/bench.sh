@@ -5,10 +5,12 @@
 #   scripts/bench.sh [events]        default 2,000,000 events for record/replay
 #
 # Figures:
-#   record   simulate → tcp → record, zero loss, vs a bare libzmq PUB→SUB pair
+#   record   simulate → tcp → record, zero loss, binary and JSON payloads, each vs a bare
+#            libzmq PUB→SUB pair moving messages of the same size
 #   size     Parquet bytes/event vs gzip'd JSON lines of the same payloads
-#   replay   --speed max to one subscriber vs the bare pair
-#   lockstep demo scenario, simple form vs lookahead form (1 ms)
+#   replay   --speed max to one subscriber vs the bare pair, binary and JSON
+#   lockstep simple and lookahead (1 ms) forms vs a bare libzmq step round trip over ipc:
+#            the shipped demo, one Rust strategy on it, and the Binance USD-M capture
 #   import   Binance raw capture vs `zcat | wc -l`
 #   micro    criterion: encode/decode/dedup per event (cargo bench --bench wire)
 set -euo pipefail
@@ -22,26 +24,37 @@ trap 'rm -rf "$W"' EXIT
 PY=${TICKTAPE_PYTHON:-.venv/bin/python}
 rate() { python3 -c "print(f'{($1)/($2):,.0f}')"; }
 
-echo "== baseline: bare libzmq PUB→SUB, $N msgs of 200 bytes, tcp loopback"
-BASE=$($B "$N" 200)
-echo "$BASE"
-BASE_RATE=$(python3 -c "import json,sys; print(json.loads('$BASE')['msgs_per_sec'])")
+json_field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 
-echo "== record: simulate --rate 0 → tcp → record, $N events"
-EP=tcp://127.0.0.1:5651
-/usr/bin/time -f "%e %M" -o "$W/rec.time" $T record "$W/ds" --connect $EP --until-eos --quiet --no-fsync 2> "$W/rec.log" &
-RP=$!
-sleep 0.5
-START=$(date +%s.%N)
-$T simulate --bind $EP --rate 0 --events "$N" --wait-for 1 --quiet --synthetic-clock 2024-01-01T00:00:00Z --synthetic-rate 100000 2> "$W/sim.log"
-wait $RP
-END=$(date +%s.%N)
-cat "$W/sim.log" "$W/rec.log"
-read -r REC_SECS REC_KB < "$W/rec.time"
-ROWS=$($T inspect --json "$W/ds" | python3 -c "import json,sys; s=json.load(sys.stdin); print(sum(p['rows'] for p in s['partitions']))")
-WALL=$(python3 -c "print($END-$START)")
-echo "record: rows $ROWS of $N (zero loss: $([ "$ROWS" = "$N" ] && echo yes || echo NO)), $(rate "$N" "$WALL") events/s end to end, recorder peak RSS $((REC_KB/1024)) MiB"
-python3 -c "print(f'record / bare pair = {$N/$WALL/$BASE_RATE:.2f}')"
+# The bare pair moves payloads of each encoding's size: binary events are ~80 bytes,
+# JSON ones ~200 (measured by the size figure below).
+declare -A BASE_RATE
+for bytes in 80 200; do
+  echo "== baseline: bare libzmq PUB→SUB, $N msgs of $bytes bytes, tcp loopback"
+  BASE=$($B "$N" $bytes)
+  echo "$BASE"
+  BASE_RATE[$bytes]=$(json_field "$BASE" msgs_per_sec)
+done
+declare -A SIZE=([binary]=80 [json]=200)
+
+for ENC in binary json; do
+  echo "== record ($ENC): simulate --rate 0 → tcp → record, $N events"
+  EP=tcp://127.0.0.1:5651
+  rm -rf "$W/ds"
+  /usr/bin/time -f "%e %M" -o "$W/rec.time" $T record "$W/ds" --connect $EP --until-eos --quiet --no-fsync 2> "$W/rec.log" &
+  RP=$!
+  sleep 0.5
+  START=$(date +%s.%N)
+  $T simulate --bind $EP --rate 0 --events "$N" --wait-for 1 --quiet --synthetic-clock 2024-01-01T00:00:00Z --synthetic-rate 100000 --encoding $ENC 2> "$W/sim.log"
+  wait $RP
+  END=$(date +%s.%N)
+  head -1 "$W/rec.log"
+  read -r REC_SECS REC_KB < "$W/rec.time"
+  ROWS=$($T inspect --json "$W/ds" | python3 -c "import json,sys; s=json.load(sys.stdin); print(sum(p['rows'] for p in s['partitions']))")
+  WALL=$(python3 -c "print($END-$START)")
+  echo "record ($ENC): rows $ROWS of $N (zero loss: $([ "$ROWS" = "$N" ] && echo yes || echo NO)), $(rate "$N" "$WALL") events/s end to end, recorder peak RSS $((REC_KB/1024)) MiB"
+  python3 -c "print(f'record ($ENC) / bare pair of {${SIZE[$ENC]}}-byte msgs = {$N/$WALL/${BASE_RATE[${SIZE[$ENC]}]}:.2f}')"
+done
 
 echo "== size on disk"
 PARQ=$(du -sb "$W/ds" | cut -f1)
@@ -59,20 +72,58 @@ else
   echo "parquet $((PARQ / N)) B/event (no Python for the gzip comparison)"
 fi
 
-echo "== replay --speed max → one subscriber (tcp), $N events"
-EP2=tcp://127.0.0.1:5652
-$B sub $EP2 > "$W/sub.json" &
-SP=$!
-$T replay "$W/ds" --bind $EP2 --wait-for 1 --quiet 2> "$W/replay.log"
-wait $SP
-cat "$W/replay.log" | head -1
-SUB=$(cat "$W/sub.json"); echo "subscriber: $SUB"
-python3 -c "import json; s=json.loads('$SUB'); print(f'replay / bare pair = {s[\"msgs_per_sec\"]/$BASE_RATE:.2f}')"
+for ENC in binary json; do
+  echo "== replay ($ENC) --speed max → one subscriber (tcp), $N events"
+  EP2=tcp://127.0.0.1:5652
+  $B sub $EP2 > "$W/sub.json" &
+  $T replay "$W/ds" --bind $EP2 --wait-for 1 --quiet --encoding $ENC 2> "$W/replay.log"
+  wait
+  head -1 "$W/replay.log"
+  SUB=$(cat "$W/sub.json"); echo "subscriber: $SUB"
+  python3 -c "print(f'replay ($ENC) / bare pair of {${SIZE[$ENC]}}-byte msgs = {$(json_field "$SUB" msgs_per_sec)/${BASE_RATE[${SIZE[$ENC]}]}:.2f}')"
+done
 
-echo "== lockstep: demo scenario (135,830 real events, 2 Rust strategies over ipc)"
+echo "== lockstep floor: bare libzmq step over ipc (PUB event + marker, DEALER ack → ROUTER)"
+LS=$($B lockstep 20000)
+echo "$LS"
+LS_RATE=$(json_field "$LS" steps_per_sec)
+lockstep_run() { # scenario, label
+  local line
+  line=$($T run "$1" --out "$W/ls-run" --quiet 2>&1 | grep -E "^replay:|digest" | tr '\n' ' ')
+  echo "$2: $line"
+  python3 -c "import re,sys; r=float(re.search(r'= (\d+) events/s', sys.argv[1]).group(1)); print(f'  {r:,.0f} events/s = {r/$LS_RATE:.2f} x the bare step rate')" "$line"
+}
+one_strategy() { # dataset, venue, encoding, lookahead → scenario on stdout
+  python3 - "$@" <<'PY'
+import re, sys
+dataset, venue, encoding, lookahead = sys.argv[1:]
+s = open("scenarios/demo.toml").read()
+s = s[: s.index('[[strategy]]\nname = "taker"')] + s[s.index("[exchange]"):]
+s = s.replace("data/binance-spot", dataset).replace('"binance"', f'"{venue}"')
+s = s.replace('lookahead = "1ms"', f'lookahead = "{lookahead}"\nencoding = "{encoding}"')
+if dataset != "data/binance-spot":
+    s = re.sub(r"\nstart = .*\nend = .*\n", "\n", s)
+print(s)
+PY
+}
+echo "== lockstep: demo scenario as shipped (135,830 real events, 2 Rust strategies, JSON, ipc)"
 sed 's/lookahead = "1ms"/lookahead = "0s"/' scenarios/demo.toml > "$W/simple.toml"
-$T run "$W/simple.toml" --out "$W/simple" --quiet 2>&1 | grep -E "^replay:|digest"
-$T run scenarios/demo.toml --out "$W/lookahead" --quiet 2>&1 | grep -E "^replay:|digest"
+lockstep_run "$W/simple.toml" "simple"
+lockstep_run scenarios/demo.toml "lookahead 1ms"
+echo "== lockstep: demo data, one Rust strategy (mm), binary payloads"
+one_strategy data/binance-spot binance binary 0s > "$W/one-simple.toml"
+one_strategy data/binance-spot binance binary 1ms > "$W/one.toml"
+lockstep_run "$W/one-simple.toml" "simple"
+lockstep_run "$W/one.toml" "lookahead 1ms"
+USDM=../shared/data/real/hftbacktest/examples/usdm/btcusdt_20240808.gz
+if [ -f "$USDM" ]; then
+  echo "== lockstep: Binance USD-M BTCUSDT capture (the issue's reference), one Rust strategy, lookahead 1ms"
+  $T import "$USDM" --out "$W/usdm" --quiet > /dev/null 2>&1
+  one_strategy "$W/usdm" binance-usdm binary 1ms > "$W/usdm.toml"
+  lockstep_run "$W/usdm.toml" "binary"
+  one_strategy "$W/usdm" binance-usdm json 1ms > "$W/usdm-json.toml"
+  lockstep_run "$W/usdm-json.toml" "json"
+fi
 
 echo "== memory: replay + exchange + strategy, demo dataset vs one about ten times larger"
 R=../shared/data/real/hftbacktest/examples

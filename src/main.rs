@@ -188,6 +188,9 @@ struct FeedArgs {
     /// Endpoint(s) to bind the bus on.
     #[arg(long, default_value = "tcp://127.0.0.1:5555")]
     bind: Vec<String>,
+    /// Payload encoding: json (any language) or binary (fast; `docs/PROTOCOL.md`).
+    #[arg(long, value_enum, default_value = "json")]
+    encoding: ticktape::wire::Encoding,
     /// Book depth to subscribe.
     #[arg(long, default_value_t = 100)]
     depth: usize,
@@ -961,6 +964,7 @@ fn feed_cmd(a: FeedArgs) -> Result<()> {
         &ctx,
         &PublisherConfig {
             bind: a.bind,
+            encoding: a.encoding,
             ..PublisherConfig::default()
         },
     )?;

@@ -7,11 +7,83 @@ the event time they answer. The same strategy runs against `ticktape simulate` p
 `ticktape paper` (live) and against `ticktape replay --exchange` (backtest).
 """
 import json
+import struct
 from decimal import Decimal
 
 import zmq
 
 SNAPSHOT, LAST = 1, 2
+
+_KINDS = {1: "book", 2: "trade", 3: "gap", 4: "hb", 5: "eos"}
+_REASONS = {1: "publisher_seq", 2: "venue_seq", 3: "silence", 4: "resync"}
+_HEADER = struct.Struct("<4BqqQQQ")  # magic, kind, presence bits, side/reason, ts.., seqs
+
+
+def _decimal(mantissa, scale):
+    """Exact decimal string of mantissa / 10**scale, trailing zeros kept."""
+    digits = str(abs(mantissa)).rjust(scale + 1, "0")
+    text = f"{digits[:-scale]}.{digits[-scale:]}" if scale else digits
+    return "-" + text if mantissa < 0 else text
+
+
+def decode_payload(payload: bytes) -> dict:
+    """Decodes a bus payload of either encoding into the dict the JSON payload gives.
+
+    A payload starting with 0xB7 is the binary layout of docs/PROTOCOL.md ("Binary
+    encoding"); anything else is JSON. Same keys, decimal strings and omitted optional
+    keys (venue_seq, prev_venue_seq, missing) either way.
+    """
+    if payload[:1] != b"\xb7":
+        return json.loads(payload)
+    _, kind, bits, detail, ts_event, ts_recv, pub_seq, venue_seq, prev_seq = (
+        _HEADER.unpack_from(payload))
+    at = _HEADER.size
+
+    def take(fmt):
+        nonlocal at
+        values = struct.unpack_from(fmt, payload, at)
+        at += struct.calcsize(fmt)
+        return values
+
+    def text():
+        nonlocal at
+        (n,) = take("<H")
+        at += n
+        return payload[at - n:at].decode()
+
+    kind = _KINDS[kind]
+    if kind in ("book", "trade"):
+        price, size, price_scale, size_scale = take("<qqBB")
+        body = {"side": chr(detail), "price": _decimal(price, price_scale),
+                "size": _decimal(size, size_scale)}
+        if kind == "book":
+            body["flags"] = take("<B")[0]
+        else:
+            body["trade_id"] = text()
+    elif kind == "gap":
+        (missing,) = take("<Q")
+        body = {"reason": _REASONS[detail]}
+        if bits & 4:
+            body["missing"] = missing
+        body["publisher"] = text()
+    elif kind == "hb":
+        interval_ms, protocol = take("<QI")
+        body = {"publisher": text(), "interval_ms": interval_ms, "replay": bool(bits & 8),
+                "protocol": protocol}
+    else:
+        (events,) = take("<Q")
+        body = {"publisher": text(), "replay": bool(bits & 8), "events": events}
+    msg = {"kind": kind, "venue": text(), "symbol": text(), "ts_event": ts_event,
+           "ts_recv": ts_recv}
+    if at != len(payload):
+        raise ValueError(f"binary payload: {len(payload) - at} bytes left over")
+    if bits & 1:
+        msg["venue_seq"] = venue_seq
+    if bits & 2:
+        msg["prev_venue_seq"] = prev_seq
+    msg["pub_seq"] = pub_seq
+    msg.update(body)
+    return msg
 
 
 class Book:
@@ -77,7 +149,7 @@ class Client:
                 continue
             while self.sub.poll(0):
                 topic, payload = self.sub.recv_multipart()
-                msg = json.loads(payload)
+                msg = decode_payload(payload)  # JSON or binary; step/fill/order are JSON
                 if topic == b"step":
                     if self.lockstep:
                         self.dealer.send_json({"type": "ack", "step": msg["step"]})

@@ -34,8 +34,13 @@ fn ts_type() -> DataType {
 }
 
 /// Integer columns that mostly grow (timestamps and sequence numbers), stored as deltas.
-pub const MONOTONIC_COLUMNS: &[&str] =
-    &["ts_recv", "ts_event", "venue_seq", "prev_venue_seq", "pub_seq"];
+pub const MONOTONIC_COLUMNS: &[&str] = &[
+    "ts_recv",
+    "ts_event",
+    "venue_seq",
+    "prev_venue_seq",
+    "pub_seq",
+];
 
 /// The Arrow schema of dataset files.
 pub fn schema() -> SchemaRef {

@@ -150,10 +150,9 @@ impl DatasetWriter {
         let tmp_path = dir.join(format!("{name}{IN_PROGRESS_SUFFIX}"));
         let file = File::create(&tmp_path)
             .with_context(|| format!("cannot create {}", tmp_path.display()))?;
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(self.options.zstd_level).unwrap_or_default(),
-            ));
+        let mut props = WriterProperties::builder().set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(self.options.zstd_level).unwrap_or_default(),
+        ));
         // Timestamps and sequence numbers almost never repeat: a dictionary only costs
         // time there, while deltas of a sorted or counting column pack into a few bits.
         for column in schema::MONOTONIC_COLUMNS {

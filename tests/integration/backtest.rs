@@ -139,6 +139,73 @@ order_latency = {{ model = "constant", ns = 1_000_000 }}
 }
 
 #[test]
+fn python_strategy_trades_the_same_over_the_binary_encoding_as_over_json() {
+    let Some(py) = python() else { return };
+    let dir = tempdir();
+    // The same lockstep backtest twice, only the bus encoding differs.
+    let run = |encoding: &str| {
+        let scenario = dir.path().join(format!("py-{encoding}.toml"));
+        std::fs::write(
+            &scenario,
+            format!(
+                r#"name = "py-{encoding}"
+[data]
+dataset = "data/binance-spot"
+start = "2024-08-08T23:55:00Z"
+end = "2024-08-08T23:57:00Z"
+[replay]
+lockstep = true
+lookahead = "1ms"
+encoding = "{encoding}"
+[[strategy]]
+name = "py-momentum"
+command = ["{py}", "examples/python/momentum.py", "--bus", "{{bus}}", "--gateway", "{{gateway}}",
+           "--venue", "{{venue}}", "--symbol", "{{symbol}}", "--size", "{{size}}", "--name", "{{name}}",
+           "--cooldown-ms", "200", "{{lockstep}}"]
+venue = "binance"
+symbol = "BTCUSDT"
+size = "0.01"
+[exchange]
+order_latency = {{ model = "constant", ns = 1_000_000 }}
+"#,
+                py = py.display()
+            ),
+        )
+        .unwrap();
+        let run_dir = dir.path().join(format!("run-{encoding}"));
+        let out = spawn(&[
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+            "--quiet",
+        ])
+        .wait(Duration::from_secs(300));
+        assert_ok(&format!("run py scenario ({encoding})"), &out);
+        run_dir
+    };
+    let (binary, json) = (run("binary"), run("json"));
+    let fills = fills_by_strategy(&binary);
+    let n = fills.get("py-momentum").copied().unwrap_or(0);
+    assert!(n > 0, "the strategy traded over binary: {fills:?}");
+    let log = std::fs::read_to_string(binary.join("strategy-py-momentum.log")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert!(
+        last["events"].as_u64().unwrap_or(0) > 0,
+        "the strategy decoded market data: {last}"
+    );
+    assert_eq!(
+        last["fills"].as_u64(),
+        Some(n),
+        "the strategy saw every fill"
+    );
+    let (sb, sj) = (summary(&binary), summary(&json));
+    assert!(sb["digest"].as_str().is_some_and(|d| d.len() == 16), "{sb}");
+    assert_eq!(sb["digest"], sj["digest"], "the encoding changes no fill");
+    assert_eq!(fills_by_strategy(&json), fills);
+}
+
+#[test]
 fn a_crashing_strategy_ends_the_run_with_a_clear_message() {
     let dir = tempdir();
     let scenario = dir.path().join("crash.toml");
