@@ -41,22 +41,62 @@ pub fn gap_event(
     }
 }
 
+/// A value per (kind, venue, symbol), looked up by borrowed names: the recorder checks
+/// every event, and cloning `Arc` names per lookup would bounce their reference counts
+/// between the ingest and writer threads.
+struct PerTopic<T> {
+    map: FxHashMap<Kind, BySymbol<BySymbol<T>>>,
+}
+
+/// A map keyed by a venue or symbol name.
+type BySymbol<T> = FxHashMap<Arc<str>, T>;
+
+impl<T> Default for PerTopic<T> {
+    fn default() -> PerTopic<T> {
+        PerTopic {
+            map: FxHashMap::default(),
+        }
+    }
+}
+
+impl<T> PerTopic<T> {
+    fn get_mut(&mut self, event: &Event) -> Option<&mut T> {
+        self.map
+            .get_mut(&event.kind())?
+            .get_mut(&*event.venue)?
+            .get_mut(&*event.symbol)
+    }
+
+    fn insert(&mut self, event: &Event, value: T) {
+        self.map
+            .entry(event.kind())
+            .or_default()
+            .entry(event.venue.clone())
+            .or_default()
+            .insert(event.symbol.clone(), value);
+    }
+
+    fn get_or_insert(&mut self, event: &Event, value: T) -> &mut T {
+        if self.get_mut(event).is_none() {
+            self.insert(event, value);
+        }
+        self.get_mut(event).expect("just inserted")
+    }
+}
+
 /// Last publisher sequence per (source, topic).
 #[derive(Default)]
 pub struct PublisherSeqs {
-    last: FxHashMap<(usize, Kind, Arc<str>, Arc<str>), u64>,
+    by_source: Vec<PerTopic<u64>>,
 }
 
 impl PublisherSeqs {
     /// Missing messages before `event` on its source's topic, if the sequence jumped.
     pub fn observe(&mut self, source: usize, event: &Event) -> Option<u64> {
-        let key = (
-            source,
-            event.kind(),
-            event.venue.clone(),
-            event.symbol.clone(),
-        );
-        let last = self.last.entry(key).or_insert(0);
+        if self.by_source.len() <= source {
+            self.by_source.resize_with(source + 1, PerTopic::default);
+        }
+        let last = self.by_source[source].get_or_insert(event, 0);
         let jump = (*last > 0 && event.pub_seq > *last + 1).then(|| event.pub_seq - *last - 1);
         // A publisher that restarted begins again at 1: accept it as the new baseline.
         if event.pub_seq > *last || event.pub_seq == 1 {
@@ -81,7 +121,7 @@ struct Hole {
 
 /// Venue-sequence continuity over the merged (deduplicated) stream.
 pub struct VenueSeqs {
-    last: FxHashMap<(Kind, Arc<str>, Arc<str>), u64>,
+    last: PerTopic<u64>,
     holes: Vec<Hole>,
     grace: Duration,
 }
@@ -90,7 +130,7 @@ impl VenueSeqs {
     /// A tracker that waits `grace` for late events before declaring a gap.
     pub fn new(grace: Duration) -> VenueSeqs {
         VenueSeqs {
-            last: FxHashMap::default(),
+            last: PerTopic::default(),
             holes: Vec::new(),
             grace,
         }
@@ -115,11 +155,8 @@ impl VenueSeqs {
             return;
         };
         let kind = event.kind();
-        let key = (kind, event.venue.clone(), event.symbol.clone());
-        match self.last.get_mut(&key) {
-            None => {
-                self.last.insert(key, seq);
-            }
+        match self.last.get_mut(event) {
+            None => self.last.insert(event, seq),
             Some(last) if prev > *last && already_reported => *last = seq,
             Some(last) if prev > *last => {
                 self.holes.push(Hole {

@@ -71,8 +71,11 @@ pub fn schema() -> SchemaRef {
 pub struct EventColumns {
     ts_recv: Vec<i64>,
     ts_event: Vec<i64>,
-    venue: Vec<Arc<str>>,
-    symbol: Vec<Arc<str>>,
+    /// Distinct venue and symbol names of the buffered rows, which hold indexes into it:
+    /// a file holds one partition, so this stays tiny and rows cost no reference counting.
+    names: Vec<Arc<str>>,
+    venue: Vec<u32>,
+    symbol: Vec<u32>,
     kind: Vec<&'static str>,
     venue_seq: Vec<Option<u64>>,
     prev_venue_seq: Vec<Option<u64>>,
@@ -118,8 +121,10 @@ impl EventColumns {
         }
         self.ts_recv.push(ev.ts_recv);
         self.ts_event.push(ev.ts_event);
-        self.venue.push(ev.venue.clone());
-        self.symbol.push(ev.symbol.clone());
+        let venue = self.name_index(&ev.venue);
+        let symbol = self.name_index(&ev.symbol);
+        self.venue.push(venue);
+        self.symbol.push(symbol);
         self.kind.push(kind.name());
         self.venue_seq.push(ev.venue_seq);
         self.prev_venue_seq.push(ev.prev_venue_seq);
@@ -162,6 +167,17 @@ impl EventColumns {
         self.gap_publisher.push(gap.map(|g| g.publisher.clone()));
     }
 
+    fn name_index(&mut self, name: &Arc<str>) -> u32 {
+        let found = self
+            .names
+            .iter()
+            .rposition(|n| Arc::ptr_eq(n, name) || n == name);
+        found.unwrap_or_else(|| {
+            self.names.push(name.clone());
+            self.names.len() - 1
+        }) as u32
+    }
+
     /// Dominant price and size scales, for file metadata.
     pub fn dominant_scales(&self) -> (u8, u8) {
         let argmax = |counts: &[u64; 19]| {
@@ -189,10 +205,10 @@ impl EventColumns {
             Arc::new(TimestampNanosecondArray::from(ts_recv).with_timezone("UTC")),
             Arc::new(TimestampNanosecondArray::from(ts_event).with_timezone("UTC")),
             Arc::new(StringArray::from_iter_values(
-                order.iter().map(|&i| &*self.venue[i]),
+                order.iter().map(|&i| &*self.names[self.venue[i] as usize]),
             )),
             Arc::new(StringArray::from_iter_values(
-                order.iter().map(|&i| &*self.symbol[i]),
+                order.iter().map(|&i| &*self.names[self.symbol[i] as usize]),
             )),
             Arc::new(StringArray::from_iter_values(
                 order.iter().map(|&i| self.kind[i]),

@@ -78,6 +78,9 @@ pub struct DatasetWriter {
     next_part: u64,
     options: WriterOptions,
     open: FxHashMap<PartitionKey, OpenFile>,
+    /// The previous event's partition: consecutive events mostly share it, and reusing
+    /// the key spares two `Arc` clones per event.
+    last_key: Option<PartitionKey>,
     stats: WriterStats,
 }
 
@@ -92,6 +95,7 @@ impl DatasetWriter {
             next_part: 0,
             options,
             open: FxHashMap::default(),
+            last_key: None,
             stats: WriterStats::default(),
         })
     }
@@ -116,25 +120,36 @@ impl DatasetWriter {
         if !event.kind().is_stored() {
             return Ok(());
         }
-        let key = PartitionKey {
-            venue: event.venue.clone(),
-            symbol: event.symbol.clone(),
-            day: layout::day_of(event.ts_recv),
-        };
-        let full = match self.open.get_mut(&key) {
+        let day = layout::day_of(event.ts_recv);
+        let same = self.last_key.as_ref().is_some_and(|k| {
+            k.day == day
+                && Arc::ptr_eq(&k.venue, &event.venue)
+                && Arc::ptr_eq(&k.symbol, &event.symbol)
+        });
+        if !same {
+            self.last_key = Some(PartitionKey {
+                venue: event.venue.clone(),
+                symbol: event.symbol.clone(),
+                day,
+            });
+        }
+        let key = self.last_key.as_ref().expect("set above");
+        let full = match self.open.get_mut(key) {
             Some(file) => {
                 file.buffer.push(event);
                 file.buffer.len() >= self.options.row_group_rows
             }
             None => {
+                let key = key.clone();
                 let mut file = self.open_file(&key)?;
                 file.buffer.push(event);
                 let full = file.buffer.len() >= self.options.row_group_rows;
-                self.open.insert(key.clone(), file);
+                self.open.insert(key, file);
                 full
             }
         };
         if full {
+            let key = self.last_key.clone().expect("set above");
             self.write_row_group(&key)?;
         }
         Ok(())
