@@ -45,11 +45,11 @@ pub fn gap_event(
 /// every event, and cloning `Arc` names per lookup would bounce their reference counts
 /// between the ingest and writer threads.
 struct PerTopic<T> {
-    map: FxHashMap<Kind, BySymbol<BySymbol<T>>>,
+    map: FxHashMap<Kind, ByName<ByName<T>>>,
 }
 
 /// A map keyed by a venue or symbol name.
-type BySymbol<T> = FxHashMap<Arc<str>, T>;
+type ByName<T> = FxHashMap<Arc<str>, T>;
 
 impl<T> Default for PerTopic<T> {
     fn default() -> PerTopic<T> {
