@@ -1,4 +1,4 @@
-//! Micro-benchmarks of the per-event hot path: JSON encode/decode of the wire format,
+//! Micro-benchmarks of the per-event hot path: JSON and binary encode/decode of the wire format,
 //! the recorder's dedup key, exact decimal parsing, and Arrow column building.
 //! Run with `cargo bench --bench wire`; `scripts/bench.sh` runs the end-to-end figures.
 
@@ -42,6 +42,22 @@ fn bench(c: &mut Criterion) {
     g.bench_function("wire_decode", |b| {
         let mut names = Interner::default();
         b.iter(|| wire::decode(black_box(&payload), &mut names).unwrap())
+    });
+    let binary = {
+        let mut out = Vec::new();
+        wire::encode_as(wire::Encoding::Binary, &ev, &mut out);
+        out
+    };
+    g.bench_function("wire_encode_binary", |b| {
+        let mut out = Vec::with_capacity(256);
+        b.iter(|| {
+            out.clear();
+            wire::encode_as(wire::Encoding::Binary, black_box(&ev), &mut out);
+        })
+    });
+    g.bench_function("wire_decode_binary", |b| {
+        let mut names = Interner::default();
+        b.iter(|| wire::decode(black_box(&binary), &mut names).unwrap())
     });
     g.bench_function("dedup_key", |b| b.iter(|| dedup::key(black_box(&ev))));
     g.bench_function("fixed_parse", |b| {
