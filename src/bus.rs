@@ -27,6 +27,9 @@ pub enum Backpressure {
     Block,
 }
 
+/// How long a no-drop publisher's close waits for subscribers to take what is queued.
+const BLOCK_LINGER_MS: i32 = 120_000;
+
 /// Publisher configuration.
 #[derive(Clone, Debug)]
 pub struct PublisherConfig {
@@ -106,10 +109,14 @@ impl Publisher {
             // Live data: absorb bursts in the kernel rather than drop at the HWM.
             socket.set_sndbuf(8 << 20)?;
         }
-        socket.set_linger(2000)?;
         socket.set_xpub_verbose(true)?;
         if config.backpressure == Backpressure::Block {
             set_int_option(&mut socket, zmq_sys::ZMQ_XPUB_NODROP, 1)?;
+            // What is queued at the end still reaches slow subscribers: closing waits for
+            // them (a subscriber that disconnects is not waited for).
+            socket.set_linger(BLOCK_LINGER_MS)?;
+        } else {
+            socket.set_linger(2000)?;
         }
         let addr = format!("inproc://tt-monitor-{}", unique_id());
         socket.monitor(
@@ -220,12 +227,21 @@ impl Publisher {
                 // A subscriber's queue is full: wait for it (never drop in replay).
                 let started = Instant::now();
                 self.stats.stalls += 1;
+                // XPUB reports POLLOUT even when NODROP refuses a send, so polling would
+                // spin a core the slow subscriber needs: back off from yields to sleeps.
+                let mut attempts = 0u32;
                 loop {
                     self.drain_control();
                     match self.socket.send(data, flags | zmq::DONTWAIT) {
                         Ok(()) => break,
                         Err(zmq::Error::EAGAIN) => {
-                            self.socket.poll(zmq::POLLOUT, 10)?;
+                            attempts += 1;
+                            if attempts < 64 {
+                                std::thread::yield_now();
+                            } else {
+                                let pause = 50u64 << (attempts - 64).min(4);
+                                std::thread::sleep(Duration::from_micros(pause));
+                            }
                         }
                         Err(e) => return Err(e.into()),
                     }
