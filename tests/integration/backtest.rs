@@ -1,7 +1,7 @@
 //! Whole backtests: `ticktape run` on the shipped demo scenario, a Python strategy,
 //! failing strategies and malformed scenario files.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use arrow_array::{Array, StringArray};
@@ -83,72 +83,14 @@ fn demo_scenario_completes_with_report_chart_and_a_stable_digest() {
     }
 }
 
-#[test]
-fn python_strategy_runs_unchanged_in_a_lockstep_backtest_and_trades() {
-    let Some(py) = python() else { return };
-    let dir = tempdir();
-    let scenario = dir.path().join("py.toml");
+/// Runs the Python momentum strategy in a 2-minute lockstep backtest of the demo data with
+/// the bus in `encoding`; returns the run directory.
+fn run_python_backtest(dir: &Path, py: &Path, encoding: &str) -> PathBuf {
+    let scenario = dir.join(format!("py-{encoding}.toml"));
     std::fs::write(
         &scenario,
         format!(
-            r#"name = "py"
-[data]
-dataset = "data/binance-spot"
-start = "2024-08-08T23:55:00Z"
-end = "2024-08-08T23:57:00Z"
-[replay]
-lockstep = true
-lookahead = "1ms"
-[[strategy]]
-name = "py-momentum"
-command = ["{py}", "examples/python/momentum.py", "--bus", "{{bus}}", "--gateway", "{{gateway}}",
-           "--venue", "{{venue}}", "--symbol", "{{symbol}}", "--size", "{{size}}", "--name", "{{name}}",
-           "--cooldown-ms", "200", "{{lockstep}}"]
-venue = "binance"
-symbol = "BTCUSDT"
-size = "0.01"
-[exchange]
-order_latency = {{ model = "constant", ns = 1_000_000 }}
-"#,
-            py = py.display()
-        ),
-    )
-    .unwrap();
-    let run_dir = dir.path().join("run");
-    let out = spawn(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-        "--quiet",
-    ])
-    .wait(Duration::from_secs(300));
-    assert_ok("run py scenario", &out);
-    let fills = fills_by_strategy(&run_dir);
-    assert!(
-        fills.get("py-momentum").copied().unwrap_or(0) > 0,
-        "{fills:?}"
-    );
-    let log = std::fs::read_to_string(run_dir.join("strategy-py-momentum.log")).unwrap();
-    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
-    assert_eq!(
-        last["fills"].as_u64(),
-        fills.get("py-momentum").copied(),
-        "the strategy saw every fill"
-    );
-}
-
-#[test]
-fn python_strategy_trades_the_same_over_the_binary_encoding_as_over_json() {
-    let Some(py) = python() else { return };
-    let dir = tempdir();
-    // The same lockstep backtest twice, only the bus encoding differs.
-    let run = |encoding: &str| {
-        let scenario = dir.path().join(format!("py-{encoding}.toml"));
-        std::fs::write(
-            &scenario,
-            format!(
-                r#"name = "py-{encoding}"
+            r#"name = "py-{encoding}"
 [data]
 dataset = "data/binance-spot"
 start = "2024-08-08T23:55:00Z"
@@ -168,28 +110,57 @@ size = "0.01"
 [exchange]
 order_latency = {{ model = "constant", ns = 1_000_000 }}
 "#,
-                py = py.display()
-            ),
-        )
-        .unwrap();
-        let run_dir = dir.path().join(format!("run-{encoding}"));
-        let out = spawn(&[
-            "run",
-            scenario.to_str().unwrap(),
-            "--out",
-            run_dir.to_str().unwrap(),
-            "--quiet",
-        ])
-        .wait(Duration::from_secs(300));
-        assert_ok(&format!("run py scenario ({encoding})"), &out);
-        run_dir
-    };
-    let (binary, json) = (run("binary"), run("json"));
+            py = py.display()
+        ),
+    )
+    .unwrap();
+    let run_dir = dir.join(format!("run-{encoding}"));
+    let out = spawn(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--quiet",
+    ])
+    .wait(Duration::from_secs(300));
+    assert_ok(&format!("run py scenario ({encoding})"), &out);
+    run_dir
+}
+
+/// The Python strategy's last log line (its own counters).
+fn python_strategy_summary(run_dir: &Path) -> serde_json::Value {
+    let log = std::fs::read_to_string(run_dir.join("strategy-py-momentum.log")).unwrap();
+    serde_json::from_str(log.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn python_strategy_runs_unchanged_in_a_lockstep_backtest_and_trades() {
+    let Some(py) = python() else { return };
+    let dir = tempdir();
+    let run_dir = run_python_backtest(dir.path(), &py, "json");
+    let fills = fills_by_strategy(&run_dir);
+    assert!(
+        fills.get("py-momentum").copied().unwrap_or(0) > 0,
+        "{fills:?}"
+    );
+    assert_eq!(
+        python_strategy_summary(&run_dir)["fills"].as_u64(),
+        fills.get("py-momentum").copied(),
+        "the strategy saw every fill"
+    );
+}
+
+#[test]
+fn python_strategy_trades_the_same_over_the_binary_encoding_as_over_json() {
+    let Some(py) = python() else { return };
+    let dir = tempdir();
+    // The same lockstep backtest twice, only the bus encoding differs.
+    let binary = run_python_backtest(dir.path(), &py, "binary");
+    let json = run_python_backtest(dir.path(), &py, "json");
     let fills = fills_by_strategy(&binary);
     let n = fills.get("py-momentum").copied().unwrap_or(0);
     assert!(n > 0, "the strategy traded over binary: {fills:?}");
-    let log = std::fs::read_to_string(binary.join("strategy-py-momentum.log")).unwrap();
-    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let last = python_strategy_summary(&binary);
     assert!(
         last["events"].as_u64().unwrap_or(0) > 0,
         "the strategy decoded market data: {last}"
