@@ -719,8 +719,9 @@ fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -> Re
     }
     if stats.steps > 0 {
         eprintln!(
-            "  lockstep: {} steps, {:.2}s waiting for acks; slowest: {}",
+            "  lockstep: {} steps, waited {} times for acks ({:.2}s); slowest: {}",
             stats.steps,
+            stats.ack_waits,
             stats.ack_wait_secs,
             stats
                 .slowest

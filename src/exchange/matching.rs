@@ -17,8 +17,11 @@
 //! - Requests of one strategy reach the engine in the order they were sent (one TCP
 //!   connection): a later request is never applied before an earlier one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+// Fx: keys here are small and never attacker-chosen; SipHash showed in replay profiles.
+use rustc_hash::FxHashMap as HashMap;
 
 use xxhash_rust::xxh3::Xxh3;
 
@@ -184,11 +187,11 @@ impl SimExchange {
         SimExchange {
             models,
             markets: BTreeMap::new(),
-            orders: HashMap::new(),
-            client_ids: HashMap::new(),
+            orders: HashMap::default(),
+            client_ids: HashMap::default(),
             names: Interner::default(),
             pending: BTreeMap::new(),
-            last_apply: HashMap::new(),
+            last_apply: HashMap::default(),
             positions: BTreeMap::new(),
             outputs: Vec::new(),
             next_order_id: 1,
@@ -1897,8 +1900,8 @@ mod tests {
         assert_eq!(digest, again, "same seed, same fills");
         assert_ne!(digest, random_session(12).0);
 
-        let mut filled: HashMap<u64, Fixed> = HashMap::new();
-        let mut last: HashMap<u64, OrderUpdate> = HashMap::new();
+        let mut filled: HashMap<u64, Fixed> = HashMap::default();
+        let mut last: HashMap<u64, OrderUpdate> = HashMap::default();
         let mut net = Fixed::ZERO;
         let mut fills_seen = 0;
         for o in &out {

@@ -14,7 +14,7 @@
 
 pub mod pacing;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -130,6 +130,8 @@ pub struct ReplayStats {
     pub stalled_secs: f64,
     /// Step markers sent (lockstep).
     pub steps: u64,
+    /// Times the replay stopped to wait for lockstep acks.
+    pub ack_waits: u64,
     /// Seconds spent waiting for lockstep acks.
     pub ack_wait_secs: f64,
     /// Lockstep strategies and how long each kept the replay waiting, in seconds.
@@ -149,6 +151,31 @@ pub struct Progress<'a> {
     /// Current event time.
     pub ts: UnixNanos,
 }
+
+/// Step markers sent in the lookahead form and not yet acknowledged by every strategy,
+/// oldest first.
+#[derive(Default)]
+struct UnackedMarkers(VecDeque<(u64, UnixNanos)>);
+
+impl UnackedMarkers {
+    fn push(&mut self, step: u64, ts: UnixNanos) {
+        self.0.push_back((step, ts));
+    }
+
+    /// Drops markers up to step `acked` and moves `acked_ts` to the last one's time.
+    fn release(&mut self, acked: u64, acked_ts: &mut UnixNanos) {
+        while let Some(&(step, ts)) = self.0.front() {
+            if step > acked {
+                break;
+            }
+            *acked_ts = ts;
+            self.0.pop_front();
+        }
+    }
+}
+
+/// In the lookahead form, the most events between two step markers.
+const MARKER_EVERY_EVENTS: u64 = 64;
 
 /// The fields of a gateway request the gateway itself reads; the rest is the exchange's.
 #[derive(Default, serde::Deserialize)]
@@ -366,11 +393,12 @@ pub fn run(
     }
 
     let mut pacer = Pacer::new(config.speed);
+    let paced = !matches!(config.speed, Speed::Max);
     let started = Instant::now();
     let lookahead = config.lookahead.as_nanos() as i64;
     let simple_lockstep = config.lockstep > 0 && lookahead == 0;
     let mut step: u64 = 0;
-    let mut step_ts: HashMap<u64, UnixNanos> = HashMap::new();
+    let mut unacked = UnackedMarkers::default();
     let mut acked_ts: UnixNanos = i64::MIN;
     let mut marker_sent_for_last = true;
     let mut last_ts: UnixNanos = 0;
@@ -395,8 +423,11 @@ pub fn run(
                 // Before the first event no order can exist: nothing to wait for.
                 acked_ts = ts;
             }
-            let wait_began = Instant::now();
+            let mut wait_began: Option<Instant> = None;
             loop {
+                if let Some(g) = gateway.as_ref() {
+                    unacked.release(g.min_acked(), &mut acked_ts);
+                }
                 if acked_ts.saturating_add(lookahead) >= ts {
                     break;
                 }
@@ -405,9 +436,13 @@ pub fn run(
                 if marker_sent_for_last && all_acked {
                     break;
                 }
+                let wait_began = *wait_began.get_or_insert_with(|| {
+                    stats.ack_waits += 1;
+                    Instant::now()
+                });
                 if !marker_sent_for_last {
                     step += 1;
-                    step_ts.insert(step, last_ts);
+                    unacked.push(step, last_ts);
                     send_marker(&mut publisher, step, last_ts)?;
                     stats.steps += 1;
                     marker_sent_for_last = true;
@@ -422,11 +457,6 @@ pub fn run(
                     &mut stats,
                 )?;
                 publish_outbox(&mut publisher, &mut out)?;
-                let acked = g.min_acked();
-                if let Some(t) = step_ts.get(&acked) {
-                    acked_ts = *t;
-                    step_ts.retain(|k, _| *k >= acked);
-                }
                 stats.ack_wait_secs += waited.elapsed().as_secs_f64();
                 if stop.is_set() {
                     break;
@@ -440,7 +470,12 @@ pub fn run(
             }
         }
         pacer.wait_for(ts);
-        heartbeat.tick(&mut publisher)?;
+        // Flat out, reading the clock for heartbeats and progress every event would cost
+        // more than the checks are worth; paced, events are far enough apart.
+        let clock_due = paced || stats.events.is_multiple_of(64);
+        if clock_due {
+            heartbeat.tick(&mut publisher)?;
+        }
         if let Some(h) = host.as_deref_mut() {
             let due = next_mark.get_or_insert(ts - ts.rem_euclid(mark_every) + mark_every);
             while *due <= ts {
@@ -466,7 +501,15 @@ pub fn run(
             h.on_market(&event, &mut out)?;
             publish_outbox(&mut publisher, &mut out)?;
         }
-        if let Some(g) = gateway.as_mut() {
+        // Orders are read at once unless lockstep makes that unnecessary: the simple form
+        // reads them while it waits for the ack below, and in the lookahead form an order
+        // not yet read answers an event past the acked horizon, so it applies after `ts`
+        // anyway (a non-blocking read costs a system call when nothing is queued).
+        let lookahead_pump_due =
+            !simple_lockstep && stats.events.is_multiple_of(MARKER_EVERY_EVENTS);
+        if let Some(g) = gateway.as_mut()
+            && (config.lockstep == 0 || lookahead_pump_due)
+        {
             g.pump(&mut host, ts, &mut out, Duration::ZERO, &mut stats)?;
             publish_outbox(&mut publisher, &mut out)?;
         }
@@ -474,6 +517,7 @@ pub fn run(
             step += 1;
             send_marker(&mut publisher, step, ts)?;
             stats.steps += 1;
+            stats.ack_waits += 1;
             marker_sent_for_last = true;
             let waited = Instant::now();
             let g = gateway.as_mut().context("lockstep without gateway")?;
@@ -500,15 +544,17 @@ pub fn run(
             }
             stats.ack_wait_secs += waited.elapsed().as_secs_f64();
             pacer.rebase(ts);
-        } else if config.lockstep > 0 && stats.events.is_multiple_of(64) {
+        } else if config.lockstep > 0 && stats.events.is_multiple_of(MARKER_EVERY_EVENTS) {
             // Lookahead form: a marker now and then keeps acks flowing while we run ahead.
+            // (One per half lookahead of event time as well was tried: more messages, no
+            // fewer waits, since most waits are holes in the data longer than the lookahead.)
             step += 1;
-            step_ts.insert(step, ts);
+            unacked.push(step, ts);
             send_marker(&mut publisher, step, ts)?;
             stats.steps += 1;
             marker_sent_for_last = true;
         }
-        if last_progress.elapsed() >= Duration::from_millis(100) {
+        if clock_due && last_progress.elapsed() >= Duration::from_millis(100) {
             last_progress = Instant::now();
             stats.elapsed_secs = started.elapsed().as_secs_f64();
             on_progress(Progress { stats: &stats, ts });

@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 
 use crate::book::L2Book;
-use crate::event::{Body, Event, Fixed, Interner, Kind, Side, UnixNanos};
+use crate::event::{Body, Event, Fixed, Interner, Side, UnixNanos};
 use crate::shutdown::Stop;
 use crate::wire;
 
@@ -81,6 +81,9 @@ pub struct Context {
     books: Vec<(Arc<str>, Arc<str>, L2Book)>,
     positions: HashMap<(String, String), Fixed>,
     next_id: u64,
+    /// Gateway requests sent whose reply has not come back yet. While none is owed,
+    /// only the bus can speak, and the runner blocks on it alone.
+    replies_owed: u32,
     /// Orders sent so far.
     pub orders_sent: u64,
 }
@@ -124,6 +127,7 @@ impl Context {
         self.dealer
             .send(msg.to_string().as_bytes(), 0)
             .context("cannot send to the order gateway")?;
+        self.replies_owed += 1;
         Ok(())
     }
 
@@ -234,6 +238,9 @@ pub struct RunnerStats {
     pub acks: u64,
 }
 
+/// How long the runner waits for a message before it checks the stop flag and idle timeout.
+const IDLE_CHECK_MS: i32 = 100;
+
 /// The part of a lockstep step marker the runner needs.
 #[derive(serde::Deserialize)]
 struct StepMarker {
@@ -254,6 +261,7 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
     let sub = zctx.socket(zmq::SUB)?;
     sub.set_rcvhwm(0)?;
     sub.set_linger(0)?;
+    sub.set_rcvtimeo(IDLE_CHECK_MS)?;
     for prefix in ["book.", "trade.", "gap.", "fill.", "order.", "step", "eos."] {
         sub.set_subscribe(prefix.as_bytes())?;
     }
@@ -279,23 +287,53 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
         books: Vec::new(),
         positions: HashMap::new(),
         next_id: 0,
+        // The hello's welcome.
+        replies_owed: 1,
         orders_sent: 0,
     };
-    let mut names = Interner::default();
-    let mut stats = RunnerStats::default();
-    let mut next_timer: Option<UnixNanos> = None;
-    let timer_every = config.timer.as_nanos().max(1) as i64;
+    let mut bus = BusState {
+        lockstep: config.lockstep,
+        names: Interner::default(),
+        next_timer: None,
+        timer_every: config.timer.as_nanos().max(1) as i64,
+        ack: Vec::with_capacity(48),
+        stats: RunnerStats::default(),
+    };
     let mut last_msg = Instant::now();
-    let mut ack = Vec::with_capacity(48);
+    let idle_check = |last_msg: Instant| -> Result<()> {
+        if config.idle_timeout.is_some_and(|t| last_msg.elapsed() > t) {
+            bail!(
+                "no market data for {:?}: is the replay running?",
+                config.idle_timeout
+            );
+        }
+        Ok(())
+    };
     loop {
         if stop.is_set() {
             break;
+        }
+        if ctx.replies_owed == 0 {
+            // Only the bus can speak: a blocking receive costs no system call while
+            // messages are queued, where polling and draining cost two per wake-up.
+            match sub.recv_multipart(0) {
+                Ok(frames) => {
+                    last_msg = Instant::now();
+                    if bus.handle(&frames, strategy, &mut ctx)? {
+                        break;
+                    }
+                }
+                // Timeout or a signal: loop round and let the stop flag decide.
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => idle_check(last_msg)?,
+                Err(e) => return Err(e.into()),
+            }
+            continue;
         }
         let mut items = [
             sub.as_poll_item(zmq::POLLIN),
             ctx.dealer.as_poll_item(zmq::POLLIN),
         ];
-        match zmq::poll(&mut items, 100) {
+        match zmq::poll(&mut items, IDLE_CHECK_MS as i64) {
             Ok(_) => {}
             // A signal: loop round and let the stop flag decide.
             Err(zmq::Error::EINTR) => continue,
@@ -303,17 +341,13 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
         }
         let (sub_ready, dealer_ready) = (items[0].is_readable(), items[1].is_readable());
         if !sub_ready && !dealer_ready {
-            if config.idle_timeout.is_some_and(|t| last_msg.elapsed() > t) {
-                bail!(
-                    "no market data for {:?}: is the replay running?",
-                    config.idle_timeout
-                );
-            }
+            idle_check(last_msg)?;
             continue;
         }
         last_msg = Instant::now();
         if dealer_ready {
             while let Ok(reply) = ctx.dealer.recv_bytes(zmq::DONTWAIT) {
+                ctx.replies_owed = ctx.replies_owed.saturating_sub(1);
                 let v: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
                 if let (Some(t), Some(id)) = (v["type"].as_str(), v["client_order_id"].as_str()) {
                     let update = OrderUpdate {
@@ -329,73 +363,98 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
             continue;
         }
         // Drain the bus in order; step markers are acked after what precedes them.
+        let mut ended = false;
         while let Ok(frames) = sub.recv_multipart(zmq::DONTWAIT) {
-            let [topic, payload] = frames.as_slice() else {
-                continue;
-            };
-            if topic.as_slice() == b"step" {
-                if config.lockstep {
-                    let step = serde_json::from_slice::<StepMarker>(payload)
-                        .map(|m| m.step)
-                        .unwrap_or(0);
-                    ack.clear();
-                    write!(ack, "{{\"type\":\"ack\",\"step\":{step}}}")?;
-                    ctx.dealer.send(&ack[..], 0)?;
-                    stats.acks += 1;
-                }
-                continue;
-            }
-            if topic.starts_with(b"fill.") || topic.starts_with(b"order.") {
-                handle_exchange_message(topic, payload, strategy, &mut ctx, &mut stats)?;
-                continue;
-            }
-            let event = match wire::decode(payload, &mut names) {
-                Ok(e) => e,
-                Err(_) => continue,
-            };
-            if event.kind() == Kind::EndOfStream {
-                if let Body::EndOfStream(e) = &event.body
-                    && e.replay
-                {
-                    stats.orders = ctx.orders_sent;
-                    return Ok(stats);
-                }
-                continue;
-            }
-            ctx.now = ctx.now.max(event.ts_recv);
-            let due = next_timer.get_or_insert(ctx.now + timer_every);
-            if ctx.now >= *due {
-                *due = ctx.now + timer_every;
-                strategy.on_timer(&mut ctx)?;
-            }
-            stats.events += 1;
-            match &event.body {
-                Body::Book(delta) => {
-                    // Lend the book to the callback without cloning it (books can hold
-                    // thousands of levels); it goes back in its slot right after.
-                    let i = ctx.book_index(&event);
-                    let mut book = std::mem::take(&mut ctx.books[i].2);
-                    book.apply(delta);
-                    let result = if book.is_consistent() {
-                        strategy.on_book(&mut ctx, &event, &book)
-                    } else {
-                        Ok(())
-                    };
-                    ctx.books[i].2 = book;
-                    result?;
-                }
-                Body::Trade(_) => strategy.on_trade(&mut ctx, &event)?,
-                Body::Gap(_) => {
-                    let i = ctx.book_index(&event);
-                    ctx.books[i].2.clear();
-                    strategy.on_gap(&mut ctx, &event)?;
-                }
-                _ => {}
+            ended = bus.handle(&frames, strategy, &mut ctx)?;
+            if ended {
+                break;
             }
         }
+        if ended {
+            break;
+        }
     }
+    let mut stats = bus.stats;
     stats.orders = ctx.orders_sent;
     Ok(stats)
+}
+
+/// Runner state for what arrives on the bus.
+struct BusState {
+    lockstep: bool,
+    names: Interner,
+    next_timer: Option<UnixNanos>,
+    timer_every: i64,
+    /// Reused buffer for lockstep acks.
+    ack: Vec<u8>,
+    stats: RunnerStats,
+}
+
+impl BusState {
+    /// Handles one bus message; true once the replay's end of stream has arrived.
+    fn handle(
+        &mut self,
+        frames: &[Vec<u8>],
+        strategy: &mut dyn Strategy,
+        ctx: &mut Context,
+    ) -> Result<bool> {
+        let [topic, payload] = frames else {
+            return Ok(false);
+        };
+        if topic.as_slice() == b"step" {
+            if self.lockstep {
+                let step = serde_json::from_slice::<StepMarker>(payload)
+                    .map(|m| m.step)
+                    .unwrap_or(0);
+                self.ack.clear();
+                write!(self.ack, "{{\"type\":\"ack\",\"step\":{step}}}")?;
+                ctx.dealer.send(&self.ack[..], 0)?;
+                self.stats.acks += 1;
+            }
+            return Ok(false);
+        }
+        if topic.starts_with(b"fill.") || topic.starts_with(b"order.") {
+            handle_exchange_message(topic, payload, strategy, ctx, &mut self.stats)?;
+            return Ok(false);
+        }
+        let Ok(event) = wire::decode(payload, &mut self.names) else {
+            return Ok(false);
+        };
+        if let Body::EndOfStream(e) = &event.body {
+            return Ok(e.replay);
+        }
+        ctx.now = ctx.now.max(event.ts_recv);
+        let due = self.next_timer.get_or_insert(ctx.now + self.timer_every);
+        if ctx.now >= *due {
+            *due = ctx.now + self.timer_every;
+            strategy.on_timer(ctx)?;
+        }
+        self.stats.events += 1;
+        match &event.body {
+            Body::Book(delta) => {
+                // Lend the book to the callback without cloning it (books can hold
+                // thousands of levels); it goes back in its slot right after.
+                let i = ctx.book_index(&event);
+                let mut book = std::mem::take(&mut ctx.books[i].2);
+                book.apply(delta);
+                let result = if book.is_consistent() {
+                    strategy.on_book(ctx, &event, &book)
+                } else {
+                    Ok(())
+                };
+                ctx.books[i].2 = book;
+                result?;
+            }
+            Body::Trade(_) => strategy.on_trade(ctx, &event)?,
+            Body::Gap(_) => {
+                let i = ctx.book_index(&event);
+                ctx.books[i].2.clear();
+                strategy.on_gap(ctx, &event)?;
+            }
+            _ => {}
+        }
+        Ok(false)
+    }
 }
 
 fn handle_exchange_message(
