@@ -669,9 +669,15 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
         if config.gateway.is_none() {
             bail!("--exchange needs --gateway ENDPOINT for the strategies' orders");
         }
+        let settings = a.models.settings()?;
+        if config.lockstep > 0 {
+            settings
+                .check_lookahead(config.lookahead)
+                .context("--lookahead does not fit the exchange's latency models")?;
+        }
         Some(ticktape::exchange::host::ExchangeHost::new(
             &ticktape::exchange::host::ExchangeHostConfig {
-                settings: a.models.settings()?,
+                settings,
                 run_dir: a.models.run_dir.clone(),
             },
         )?)

@@ -1753,6 +1753,7 @@ mod tests {
             order_latency: crate::exchange::models::LatencySpec::LogNormal {
                 mean_ns: 3_000,
                 sigma: 0.7,
+                min_ns: 0,
             },
             queue: crate::exchange::models::QueueSpec::Proportional,
             fees: FeeSchedule {

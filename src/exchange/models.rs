@@ -56,15 +56,17 @@ impl MarketDataLatency for ConstantLatency {
 }
 
 /// Latency drawn from a log-normal distribution with a given mean, seeded so a run is
-/// reproducible.
+/// reproducible, never below a floor.
 ///
 /// Assumption: "latency is usually near its typical value with a long right tail of slow
-/// requests": the usual shape of network and gateway delays. Draws happen in request
-/// order, so the same run with the same seed gets the same latencies.
+/// requests, and never beats the wire": the usual shape of network and gateway delays.
+/// Draws happen in request order, so the same run with the same seed gets the same
+/// latencies.
 #[derive(Clone, Debug)]
 pub struct LogNormalLatency {
     dist: LogNormal<f64>,
     rng: SmallRng,
+    floor_ns: i64,
 }
 
 impl LogNormalLatency {
@@ -88,12 +90,21 @@ impl LogNormalLatency {
         Ok(LogNormalLatency {
             dist,
             rng: SmallRng::seed_from_u64(seed),
+            floor_ns: 0,
         })
+    }
+
+    /// Raises every draw below `floor_ns` to it: the wire's minimum. A lockstep lookahead
+    /// needs a floor, since an unbounded distribution can draw any small latency.
+    pub fn with_floor(mut self, floor_ns: i64) -> LogNormalLatency {
+        self.floor_ns = floor_ns.max(0);
+        self
     }
 
     fn draw(&mut self) -> i64 {
         let ns = self.dist.sample(&mut self.rng);
-        if ns.is_finite() { ns.round() as i64 } else { 0 }
+        let ns = if ns.is_finite() { ns.round() as i64 } else { 0 };
+        ns.max(self.floor_ns)
     }
 }
 
@@ -247,7 +258,29 @@ pub enum LatencySpec {
         mean_ns: i64,
         /// Log-space standard deviation (0.5 is a moderate tail).
         sigma: f64,
+        /// No draw is faster than this (default 0).
+        #[serde(default)]
+        min_ns: i64,
     },
+}
+
+impl LatencySpec {
+    /// The least latency the model can produce, in nanoseconds.
+    pub fn min_ns(&self) -> i64 {
+        match *self {
+            LatencySpec::Constant { ns } => ns.max(0),
+            LatencySpec::LogNormal { min_ns, .. } => min_ns.max(0),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match *self {
+            LatencySpec::Constant { ns } => format!("constant {ns} ns"),
+            LatencySpec::LogNormal { min_ns, .. } => {
+                format!("log_normal with min_ns = {min_ns}")
+            }
+        }
+    }
 }
 
 impl Default for LatencySpec {
@@ -293,6 +326,35 @@ pub struct ExchangeSettings {
     pub seed: u64,
 }
 
+impl ExchangeSettings {
+    /// Checks that lockstep with `lookahead` stays exact under these models.
+    ///
+    /// The replayer publishes events up to `lookahead` past the last one every strategy
+    /// acknowledged; an order answering an unacknowledged event must therefore not be due
+    /// at the exchange earlier than `lookahead` after it, or it would land after events
+    /// that, in simple lockstep, it precedes. The least order latency plus the least
+    /// market-data latency must cover the lookahead.
+    pub fn check_lookahead(&self, lookahead: std::time::Duration) -> Result<(), ModelError> {
+        let lookahead_ns = i64::try_from(lookahead.as_nanos()).unwrap_or(i64::MAX);
+        let least = self
+            .order_latency
+            .min_ns()
+            .saturating_add(self.md_latency.min_ns());
+        if lookahead_ns > least {
+            return Err(ModelError::Invalid(format!(
+                "lockstep lookahead {lookahead_ns} ns exceeds the least latency an order can \
+                 have ({least} ns: order_latency {}, md_latency {}); orders could then reach \
+                 the exchange after events already published and fills would differ from \
+                 simple lockstep. Lower the lookahead to at most {least} ns, or raise the \
+                 latency (a log_normal latency takes a floor, min_ns)",
+                self.order_latency.describe(),
+                self.md_latency.describe(),
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The four models a [`super::SimExchange`] runs with, assembled explicitly.
 pub struct Models {
     /// Decision → matching engine.
@@ -329,8 +391,17 @@ impl Models {
                     )));
                 }
                 LatencySpec::Constant { ns } => Box::new(ConstantLatency(ns)),
-                LatencySpec::LogNormal { mean_ns, sigma } => {
-                    Box::new(LogNormalLatency::new(mean_ns, sigma, seed)?)
+                LatencySpec::LogNormal {
+                    mean_ns,
+                    sigma,
+                    min_ns,
+                } if min_ns >= 0 => {
+                    Box::new(LogNormalLatency::new(mean_ns, sigma, seed)?.with_floor(min_ns))
+                }
+                LatencySpec::LogNormal { min_ns, .. } => {
+                    return Err(ModelError::Invalid(format!(
+                        "log-normal latency needs min_ns >= 0, got {min_ns}"
+                    )));
                 }
             })
         }
@@ -380,6 +451,65 @@ mod tests {
     fn log_normal_latency_rejects_nonsense_parameters() {
         assert!(LogNormalLatency::new(0, 0.5, 1).is_err());
         assert!(LogNormalLatency::new(10, f64::NAN, 1).is_err());
+    }
+
+    #[test]
+    fn log_normal_floor_bounds_every_draw() {
+        let mut l = LogNormalLatency::new(1_000, 2.0, 3)
+            .unwrap()
+            .with_floor(800);
+        let draws: Vec<i64> = (0..1_000).map(|_| l.order_latency(0)).collect();
+        assert!(draws.iter().all(|&d| d >= 800));
+        // A wide distribution: the floor is hit, and not everything is the floor.
+        assert!(draws.contains(&800));
+        assert!(draws.iter().any(|&d| d > 800));
+    }
+
+    #[test]
+    fn lookahead_must_fit_within_the_least_latency() {
+        use std::time::Duration;
+        let ms = Duration::from_millis(1);
+        let constant = |ns| LatencySpec::Constant { ns };
+        let settings = |order, md| ExchangeSettings {
+            order_latency: order,
+            md_latency: md,
+            ..ExchangeSettings::default()
+        };
+        assert!(
+            settings(constant(1_000_000), constant(0))
+                .check_lookahead(ms)
+                .is_ok()
+        );
+        assert!(
+            settings(constant(600_000), constant(400_000))
+                .check_lookahead(ms)
+                .is_ok()
+        );
+        assert!(
+            settings(constant(0), constant(0))
+                .check_lookahead(Duration::ZERO)
+                .is_ok()
+        );
+        let err = settings(constant(999_999), constant(0))
+            .check_lookahead(ms)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("999999 ns"), "{err}");
+        let log_normal = |min_ns| LatencySpec::LogNormal {
+            mean_ns: 2_000_000,
+            sigma: 0.5,
+            min_ns,
+        };
+        let err = settings(log_normal(0), constant(0))
+            .check_lookahead(ms)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("min_ns"), "{err}");
+        assert!(
+            settings(log_normal(1_000_000), constant(0))
+                .check_lookahead(ms)
+                .is_ok()
+        );
     }
 
     #[test]

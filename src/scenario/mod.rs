@@ -189,7 +189,14 @@ impl Scenario {
             .parse::<crate::replay::Speed>()
             .map_err(|m| at(scenario.replay.speed.span(), "replay.speed", m))?;
         if let Some(l) = &scenario.replay.lookahead {
-            parse_duration(l.get_ref()).map_err(|m| at(l.span(), "replay.lookahead", m))?;
+            let lookahead =
+                parse_duration(l.get_ref()).map_err(|m| at(l.span(), "replay.lookahead", m))?;
+            if scenario.replay.lockstep {
+                scenario
+                    .exchange
+                    .check_lookahead(lookahead)
+                    .map_err(|e| at(l.span(), "replay.lookahead", e.to_string()))?;
+            }
         }
         for t in [&scenario.data.start, &scenario.data.end]
             .into_iter()
@@ -321,6 +328,27 @@ size = "0.001"
         let s = Scenario::parse(GOOD, Path::new("s.toml")).unwrap();
         assert_eq!(s.strategies[0].size.get_ref(), "0.001");
         assert!(s.replay.lockstep);
+    }
+
+    #[test]
+    fn a_lookahead_beyond_the_order_latency_is_refused() {
+        let with = |lookahead: &str, latency_ns: i64| {
+            format!(
+                "{}[exchange]\norder_latency = {{ model = \"constant\", ns = {latency_ns} }}\n",
+                GOOD.replace(
+                    "speed = \"10\"",
+                    &format!("speed = \"10\"\nlookahead = \"{lookahead}\"")
+                )
+            )
+        };
+        assert!(Scenario::parse(&with("1ms", 1_000_000), Path::new("s.toml")).is_ok());
+        assert!(Scenario::parse(&with("500us", 1_000_000), Path::new("s.toml")).is_ok());
+        let e = err(&with("2ms", 1_000_000));
+        assert!(e.starts_with("s.toml:7: replay.lookahead"), "{e}");
+        assert!(e.contains("at most 1000000 ns"), "{e}");
+        // Without lockstep the lookahead is unused, so nothing to refuse.
+        let free = with("2ms", 1_000_000).replace("[replay]", "[replay]\nlockstep = false");
+        assert!(Scenario::parse(&free, Path::new("s.toml")).is_ok());
     }
 
     #[test]
