@@ -351,3 +351,57 @@ fn a_truncated_import_fails_with_one_message_and_leaves_no_dataset() {
     assert!(!out.status.success());
     assert_eq!(inspect(&fresh)["partitions"], before["partitions"]);
 }
+
+/// Processes whose command line mentions `needle` (the run's socket directory names
+/// every strategy it started).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn ctrl_c_mid_run_keeps_partial_results_reports_them_and_leaves_no_strategy_behind() {
+    let dir = tempdir();
+    let run_dir = dir.path().join("r");
+    // Recorded pace: six minutes of data, so the interrupt lands mid-run on any machine.
+    let proc = spawn(&[
+        "run",
+        "scenarios/demo.toml",
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--quiet",
+        "--speed",
+        "1",
+    ]);
+    let tag = format!("tt-{}-", proc.child.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while processes_mentioning(&tag).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "strategies never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    proc.signal("INT");
+    let out = proc.wait(Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an interrupted run is not a success");
+    assert!(err.contains("interrupted: partial results are in"), "{err}");
+    let s = summary(&run_dir);
+    assert_eq!(s["interrupted"], true, "{s}");
+    let events = s["replay"]["events"].as_u64().unwrap();
+    assert!(events > 0 && events < 135_830, "{s}");
+    // The partial run is readable and reported.
+    fills_by_strategy(&run_dir);
+    assert!(run_dir.join("report.json").exists(), "{err}");
+    assert_eq!(processes_mentioning(&tag), Vec::<String>::new());
+}
