@@ -7,6 +7,7 @@
 # Figures:
 #   record   simulate → tcp → record, zero loss, binary and JSON payloads, each vs a bare
 #            libzmq PUB→SUB pair moving messages of the same size
+#   memory   recorder peak RSS at a sustained rate, short vs four times longer
 #   size     Parquet bytes/event vs gzip'd JSON lines of the same payloads
 #   replay   --speed max to one subscriber vs the bare pair, binary and JSON
 #   lockstep simple and lookahead (1 ms) forms vs a bare libzmq step round trip over ipc:
@@ -54,6 +55,19 @@ for ENC in binary json; do
   WALL=$(python3 -c "print($END-$START)")
   echo "record ($ENC): rows $ROWS of $N (zero loss: $([ "$ROWS" = "$N" ] && echo yes || echo NO)), $(rate "$N" "$WALL") events/s end to end, recorder peak RSS $((REC_KB/1024)) MiB"
   python3 -c "print(f'record ($ENC) / bare pair of {${SIZE[$ENC]}}-byte msgs = {$N/$WALL/${BASE_RATE[${SIZE[$ENC]}]}:.2f}')"
+done
+
+echo "== record memory: sustained 100,000 events/s (binary) for 10 s and for 40 s, zero loss"
+for SECS in 10 40; do
+  EP=tcp://127.0.0.1:5653
+  rm -rf "$W/mem-ds"
+  /usr/bin/time -f "%M" -o "$W/rec-mem.time" $T record "$W/mem-ds" --connect $EP --until-eos --quiet --no-fsync 2> /dev/null &
+  RP=$!
+  sleep 0.5
+  $T simulate --bind $EP --rate 100000 --events $((SECS * 100000)) --wait-for 1 --quiet --encoding binary 2> /dev/null
+  wait $RP
+  ROWS=$($T inspect --json "$W/mem-ds" | python3 -c "import json,sys; s=json.load(sys.stdin); print(sum(p['rows'] for p in s['partitions']))")
+  echo "record ${SECS}s at 100k/s: rows $ROWS of $((SECS * 100000)), recorder peak RSS $(( $(cat "$W/rec-mem.time") / 1024 )) MiB"
 done
 
 echo "== size on disk"

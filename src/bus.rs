@@ -348,11 +348,14 @@ impl HeartbeatTimer {
 }
 
 /// One message received by a [`Subscriber`], tagged with the endpoint it came from.
-pub struct Received {
+///
+/// The frames are the subscriber's own reused buffers, valid until its next receive:
+/// a recorder takes millions of messages a second and should not allocate for each.
+pub struct Received<'a> {
     /// Index of the endpoint in [`SubscriberConfig::connect`].
     pub source: usize,
     /// The frames, normally `[topic, payload]`.
-    pub frames: Vec<Vec<u8>>,
+    pub frames: &'a [zmq::Message],
 }
 
 /// Subscriber configuration.
@@ -371,6 +374,8 @@ pub struct Subscriber {
     sockets: Vec<zmq::Socket>,
     endpoints: Vec<String>,
     next: usize,
+    /// Frame buffers of the last message received (and spares).
+    frames: Vec<zmq::Message>,
 }
 
 impl Subscriber {
@@ -398,6 +403,7 @@ impl Subscriber {
             sockets,
             endpoints: config.connect.clone(),
             next: 0,
+            frames: Vec::new(),
         })
     }
 
@@ -407,14 +413,46 @@ impl Subscriber {
     }
 
     /// Receives one message without blocking, rotating fairly over sources.
-    pub fn try_recv(&mut self) -> Result<Option<Received>> {
+    pub fn try_recv(&mut self) -> Result<Option<Received<'_>>> {
+        let got = self.receive()?;
+        Ok(self.received(got))
+    }
+
+    /// Waits up to `timeout` for a message.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Received<'_>>> {
+        let mut got = self.receive()?;
+        if got.is_none() {
+            let mut items: Vec<zmq::PollItem> = self
+                .sockets
+                .iter()
+                .map(|s| s.as_poll_item(zmq::POLLIN))
+                .collect();
+            match zmq::poll(&mut items, timeout.as_millis() as i64) {
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            drop(items);
+            got = self.receive()?;
+        }
+        Ok(self.received(got))
+    }
+
+    fn received(&self, got: Option<(usize, usize)>) -> Option<Received<'_>> {
+        got.map(|(source, frames)| Received {
+            source,
+            frames: &self.frames[..frames],
+        })
+    }
+
+    /// Receives one message into `self.frames` without blocking: `(source, frames)`.
+    fn receive(&mut self) -> Result<Option<(usize, usize)>> {
         let n = self.sockets.len();
         for k in 0..n {
             let i = (self.next + k) % n;
-            match self.sockets[i].recv_multipart(zmq::DONTWAIT) {
-                Ok(frames) => {
+            match recv_frames(&self.sockets[i], &mut self.frames) {
+                Ok(count) => {
                     self.next = (i + 1) % n;
-                    return Ok(Some(Received { source: i, frames }));
+                    return Ok(Some((i, count)));
                 }
                 Err(zmq::Error::EAGAIN) => continue,
                 Err(e) => return Err(e.into()),
@@ -422,22 +460,22 @@ impl Subscriber {
         }
         Ok(None)
     }
+}
 
-    /// Waits up to `timeout` for a message.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Received>> {
-        if let Some(r) = self.try_recv()? {
-            return Ok(Some(r));
+/// Receives the frames of one message into reused buffers, growing `frames` as needed;
+/// returns how many there are. Only the first frame can be missing (`EAGAIN`): ZeroMQ
+/// delivers the frames of a message together.
+fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> zmq::Result<usize> {
+    let mut count = 0;
+    loop {
+        if frames.len() == count {
+            frames.push(zmq::Message::new());
         }
-        let mut items: Vec<zmq::PollItem> = self
-            .sockets
-            .iter()
-            .map(|s| s.as_poll_item(zmq::POLLIN))
-            .collect();
-        match zmq::poll(&mut items, timeout.as_millis() as i64) {
-            Ok(_) | Err(zmq::Error::EINTR) => {}
-            Err(e) => return Err(e.into()),
+        let flags = if count == 0 { zmq::DONTWAIT } else { 0 };
+        socket.recv(&mut frames[count], flags)?;
+        count += 1;
+        if !frames[count - 1].get_more() {
+            return Ok(count);
         }
-        drop(items);
-        self.try_recv()
     }
 }

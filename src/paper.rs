@@ -86,7 +86,7 @@ pub fn run(
     while !stop.is_set() {
         heartbeat.tick(&mut publisher)?;
         if let Some(msg) = subscriber.recv_timeout(Duration::from_millis(5))?
-            && let Ok(event) = crate::wire::decode_message(&msg.frames, &mut names)
+            && let Ok(event) = crate::wire::decode_message(msg.frames, &mut names)
             && matches!(event.kind(), Kind::Book | Kind::Trade | Kind::Gap)
         {
             now = now.max(event.ts_recv);

@@ -196,7 +196,7 @@ impl Quarantine {
         &mut self,
         generation: u64,
         source: &str,
-        frames: &[Vec<u8>],
+        frames: &[zmq::Message],
         error: &str,
     ) -> Result<()> {
         if self.file.is_none() {
@@ -389,11 +389,11 @@ pub fn run(
             }
             stats.received += 1;
             stats.bytes_received += msg.frames.iter().map(|f| f.len() as u64).sum::<u64>();
-            match wire::decode_message(&msg.frames, &mut names) {
+            match wire::decode_message(msg.frames, &mut names) {
                 Err(e) => {
                     stats.malformed += 1;
                     let endpoint = stats.publishers[msg.source].endpoint.clone();
-                    quarantine.keep(generation, &endpoint, &msg.frames, &e.to_string())?;
+                    quarantine.keep(generation, &endpoint, msg.frames, &e.to_string())?;
                 }
                 Ok(event) => match event.kind() {
                     Kind::Heartbeat => {

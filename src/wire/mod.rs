@@ -142,7 +142,10 @@ pub fn decode(payload: &[u8], names: &mut Interner) -> Result<Event, WireError> 
 }
 
 /// Decodes a whole multipart message and checks its topic against the payload.
-pub fn decode_message(frames: &[Vec<u8>], names: &mut Interner) -> Result<Event, WireError> {
+pub fn decode_message<F: std::ops::Deref<Target = [u8]>>(
+    frames: &[F],
+    names: &mut Interner,
+) -> Result<Event, WireError> {
     if frames.len() != 2 {
         return Err(WireError::FrameCount(frames.len()));
     }
