@@ -7,12 +7,13 @@
 //! Memory is bounded: the window remembers the last `capacity` keys.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::event::{Body, Event};
 
-/// The dedup key of an event.
+/// The content key of an event; [`MessagePosition::key`] makes it the dedup key.
 pub fn key(event: &Event) -> u64 {
     // One-shot hashing of a stack buffer: streaming xxh3 costs more per call than the
     // few bytes it hashes here.
@@ -47,6 +48,93 @@ pub fn key(event: &Event) -> u64 {
         Body::Heartbeat(_) | Body::EndOfStream(_) => {}
     }
     xxh3_64(buf.bytes())
+}
+
+/// Tells apart copies of one delta that a venue repeats within one message, counted on
+/// one publisher's stream.
+///
+/// A venue message may set the same level to the same size twice: the copies share every
+/// field, so content alone would take the second for a duplicate of the first. The n-th
+/// copy within its message gets its content key mixed with n (a copy the publisher sends
+/// twice, under one publisher sequence number, counts once). Redundant publishers relay
+/// a venue message's events in order, so the n-th copy is the n-th copy on each of them,
+/// also for a publisher that joins in the middle of a message, unless it joins between
+/// two copies (then one copy may be written twice: never a drop).
+#[derive(Default)]
+pub struct MessagePosition {
+    /// The venue message of the last event.
+    last: Option<MessageId>,
+    /// Content keys seen in the current message: copies so far and the publisher
+    /// sequence number of the last one.
+    seen: rustc_hash::FxHashMap<u64, (u32, u64)>,
+}
+
+/// What events of one venue message share.
+struct MessageId {
+    venue: Arc<str>,
+    symbol: Arc<str>,
+    kind: u8,
+    /// The venue sequence id, or `u64::MAX` without one.
+    venue_seq: u64,
+    /// Tells messages apart only where the venue has no sequence id.
+    ts_event: i64,
+}
+
+impl MessageId {
+    fn of(event: &Event) -> MessageId {
+        MessageId {
+            venue: event.venue.clone(),
+            symbol: event.symbol.clone(),
+            kind: event.kind() as u8,
+            venue_seq: event.venue_seq.unwrap_or(u64::MAX),
+            ts_event: if event.venue_seq.is_some() {
+                0
+            } else {
+                event.ts_event
+            },
+        }
+    }
+
+    /// Names are interned, so pointers compare.
+    fn holds(&self, event: &Event) -> bool {
+        Arc::ptr_eq(&self.venue, &event.venue)
+            && Arc::ptr_eq(&self.symbol, &event.symbol)
+            && self.kind == event.kind() as u8
+            && self.venue_seq == event.venue_seq.unwrap_or(u64::MAX)
+            && (event.venue_seq.is_some() || self.ts_event == event.ts_event)
+    }
+}
+
+impl MessagePosition {
+    /// The dedup key of `event`, the next event of this publisher.
+    pub fn key(&mut self, event: &Event) -> u64 {
+        if !self.last.as_ref().is_some_and(|m| m.holds(event)) {
+            self.last = Some(MessageId::of(event));
+            // A snapshot message can be thousands of events; keep the next clears cheap.
+            if self.seen.capacity() > 1024 {
+                self.seen = Default::default();
+            } else {
+                self.seen.clear();
+            }
+        }
+        let content = key(event);
+        let (copies, last_pub_seq) = self.seen.entry(content).or_insert((0, u64::MAX));
+        // The same publisher sequence number again is the publisher sending one copy
+        // twice, not the venue repeating it.
+        if *last_pub_seq != event.pub_seq {
+            *copies += 1;
+            *last_pub_seq = event.pub_seq;
+        }
+        match *copies {
+            1 => content,
+            n => {
+                let mut mixed = [0u8; 12];
+                mixed[..8].copy_from_slice(&content.to_le_bytes());
+                mixed[8..].copy_from_slice(&n.to_le_bytes());
+                xxh3_64(&mixed)
+            }
+        }
+    }
 }
 
 /// The bytes a key hashes: on the stack unless names or trade ids are unusually long.
@@ -212,6 +300,62 @@ mod tests {
         assert!(w.first_time(3));
         // The window forgot the oldest key.
         assert!(w.first_time(key(&a)));
+    }
+
+    #[test]
+    fn a_delta_repeated_within_one_venue_message_is_kept_yet_deduped_across_publishers() {
+        let delta = |size: &str, seq: u64| {
+            let mut e = crate::wire::event(
+                "v",
+                "S",
+                10,
+                1,
+                Body::Book(BookDelta {
+                    side: Side::Bid,
+                    price: "100.5".parse().unwrap(),
+                    size: size.parse().unwrap(),
+                    flags: Flags::default(),
+                }),
+            );
+            e.venue_seq = Some(seq);
+            e
+        };
+        // One venue message (seq 7) sets the level to 2, to 2 again, then to 3; the
+        // next message (seq 8) sets it to 2. Names are shared, as the recorder interns.
+        let first = delta("2", 7);
+        let mut message = [first.clone(), first.clone(), delta("3", 7), delta("2", 8)];
+        for (i, e) in message.iter_mut().enumerate() {
+            e.venue = first.venue.clone();
+            e.symbol = first.symbol.clone();
+            e.pub_seq = i as u64 + 1;
+        }
+        let mut window = DedupWindow::new(100);
+        for publisher in 0..2 {
+            let mut position = MessagePosition::default();
+            let kept: Vec<bool> = message
+                .iter()
+                .map(|e| window.first_time(position.key(e)))
+                .collect();
+            let expected = publisher == 0;
+            assert_eq!(kept, vec![expected; 4], "publisher {publisher}");
+        }
+        // A publisher sending one event twice (same publisher sequence number) is
+        // deduplicated even inside a venue message.
+        let mut position = MessagePosition::default();
+        let mut resend = DedupWindow::new(100);
+        assert!(resend.first_time(position.key(&message[0])));
+        assert!(!resend.first_time(position.key(&message[0])));
+        let mut next_copy = message[1].clone();
+        next_copy.pub_seq += 1;
+        assert!(resend.first_time(position.key(&next_copy)));
+        // A publisher joining mid-message (after the first copy) still lines up on the
+        // events after the repeated pair.
+        let mut late = MessagePosition::default();
+        let kept: Vec<bool> = message[2..]
+            .iter()
+            .map(|e| window.first_time(late.key(e)))
+            .collect();
+        assert_eq!(kept, vec![false; 2]);
     }
 
     #[test]

@@ -331,6 +331,11 @@ pub fn run(
     };
     let mut names = Interner::default();
     let mut dedup = dedup::DedupWindow::new(config.dedup_window);
+    let mut positions: Vec<dedup::MessagePosition> = config
+        .connect
+        .iter()
+        .map(|_| dedup::MessagePosition::default())
+        .collect();
     let mut pub_seqs = gaps::PublisherSeqs::default();
     let mut venue_seqs = gaps::VenueSeqs::new(config.gap_grace);
     let mut quarantine = Quarantine {
@@ -425,7 +430,7 @@ pub fn run(
                                 )?;
                             }
                         }
-                        if !dedup.first_time(dedup::key(&event)) {
+                        if !dedup.first_time(positions[msg.source].key(&event)) {
                             stats.duplicates += 1;
                         } else {
                             venue_seqs.observe(&event, endpoint, now, reported);
