@@ -309,6 +309,14 @@ impl Gateway {
             .min()
             .unwrap_or(u64::MAX)
     }
+
+    /// Charges `spent` waiting to every strategy that has not acknowledged `step` yet:
+    /// the summary's "slowest" list.
+    fn charge_wait(&mut self, step: u64, spent: Duration) {
+        for s in self.strategies.values_mut().filter(|s| s.acked < step) {
+            s.waited += spent;
+        }
+    }
 }
 
 pub(crate) fn publish_outbox(publisher: &mut Publisher, out: &mut Outbox) -> Result<()> {
@@ -457,7 +465,9 @@ pub fn run(
                     &mut stats,
                 )?;
                 publish_outbox(&mut publisher, &mut out)?;
-                stats.ack_wait_secs += waited.elapsed().as_secs_f64();
+                let spent = waited.elapsed();
+                g.charge_wait(step, spent);
+                stats.ack_wait_secs += spent.as_secs_f64();
                 if stop.is_set() {
                     break;
                 }
@@ -531,10 +541,7 @@ pub fn run(
                     &mut stats,
                 )?;
                 publish_outbox(&mut publisher, &mut out)?;
-                let spent = before.elapsed();
-                for s in g.strategies.values_mut().filter(|s| s.acked < step) {
-                    s.waited += spent;
-                }
+                g.charge_wait(step, before.elapsed());
                 if stop.is_set() {
                     break;
                 }

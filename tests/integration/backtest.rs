@@ -57,6 +57,14 @@ fn demo_scenario_completes_with_report_chart_and_a_stable_digest() {
     assert!(sa["digest"].as_str().is_some_and(|d| d.len() == 16), "{sa}");
     assert_eq!(sa["digest"], sb["digest"], "same inputs, same fills");
     assert_eq!(sa["replay"]["events"], 135_830);
+    // The lookahead form waits for acks at holes in the data; the summary names who
+    // was waited for, and the time charged to one strategy never exceeds the total.
+    let waits = sa["replay"]["ack_wait_secs"].as_f64().unwrap();
+    let slowest = sa["replay"]["slowest"].as_array().unwrap();
+    let names: Vec<&str> = slowest.iter().map(|s| s[0].as_str().unwrap()).collect();
+    assert!(names.contains(&"mm") && names.contains(&"taker"), "{sa}");
+    let most = slowest[0][1].as_f64().unwrap();
+    assert!(most > 0.0 && most <= waits + 1e-6, "{sa}");
     let fills = fills_by_strategy(&a);
     assert!(
         fills.get("mm").copied().unwrap_or(0) > 0,
