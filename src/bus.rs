@@ -67,6 +67,138 @@ pub struct PublisherStats {
     pub stalled: Duration,
     /// Subscription messages seen (XPUB only).
     pub subscriptions: u64,
+    /// Who the stalls waited for (only with [`Backpressure::Block`]), most waited first.
+    pub slow_subscribers: Vec<SlowSubscriber>,
+}
+
+/// A subscriber a no-drop publisher had to wait for.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct SlowSubscriber {
+    /// `tcp 127.0.0.1:53122` or, over ipc, `pid 4242 (python3)`.
+    pub peer: String,
+    /// Stalls charged to it.
+    pub stalls: u64,
+    /// Seconds waited for it.
+    pub secs: f64,
+}
+
+/// The subscriber connections of a publisher, by file descriptor, to name who a stall
+/// waits for: the one whose kernel send queue is fullest.
+#[derive(Default)]
+struct Peers {
+    open: HashMap<i32, SlowSubscriber>,
+    closed: Vec<SlowSubscriber>,
+}
+
+impl Peers {
+    fn accepted(&mut self, fd: i32) {
+        let peer = peer_name(fd);
+        self.open.insert(
+            fd,
+            SlowSubscriber {
+                peer,
+                ..SlowSubscriber::default()
+            },
+        );
+    }
+
+    fn disconnected(&mut self, fd: i32) {
+        if let Some(p) = self.open.remove(&fd)
+            && p.stalls > 0
+        {
+            self.closed.push(p);
+        }
+    }
+
+    /// The connection with the most bytes the kernel has not sent yet (with a single
+    /// subscriber, that one: its backlog may still sit in libzmq's queue).
+    fn fullest(&self) -> Option<i32> {
+        if self.open.len() == 1 {
+            return self.open.keys().next().copied();
+        }
+        self.open
+            .keys()
+            .map(|&fd| (unsent_bytes(fd), fd))
+            .filter(|&(bytes, _)| bytes > 0)
+            .max()
+            .map(|(_, fd)| fd)
+    }
+
+    fn charge(&mut self, fd: i32, waited: Duration) {
+        if let Some(p) = self.open.get_mut(&fd) {
+            p.stalls += 1;
+            p.secs += waited.as_secs_f64();
+        }
+    }
+
+    fn slowest(&self) -> Vec<SlowSubscriber> {
+        let mut all: Vec<SlowSubscriber> = self
+            .open
+            .values()
+            .filter(|p| p.stalls > 0)
+            .chain(&self.closed)
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| b.secs.total_cmp(&a.secs));
+        all
+    }
+}
+
+/// Bytes queued in the kernel for a socket and not yet sent (`SIOCOUTQ`); 0 if unknown.
+/// The descriptor is libzmq's; asking about it changes nothing.
+fn unsent_bytes(fd: i32) -> i64 {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one int through the pointer; a stale descriptor only
+    // makes the call fail.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
+    if rc == 0 { queued as i64 } else { 0 }
+}
+
+/// Who is at the other end of a subscriber connection: the address for TCP, the process
+/// for a Unix socket (whose client address is anonymous).
+fn peer_name(fd: i32) -> String {
+    // SAFETY: both calls only write into the buffers given with their sizes.
+    unsafe {
+        let mut cred: libc::ucred = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if libc::getpeername(
+            fd,
+            &mut addr as *mut _ as *mut libc::sockaddr,
+            &mut addr_len,
+        ) == 0
+        {
+            match addr.ss_family as i32 {
+                libc::AF_INET => {
+                    let a = &*(&addr as *const _ as *const libc::sockaddr_in);
+                    let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                    return format!("tcp {ip}:{}", u16::from_be(a.sin_port));
+                }
+                libc::AF_INET6 => {
+                    let a = &*(&addr as *const _ as *const libc::sockaddr_in6);
+                    let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+                    return format!("tcp [{ip}]:{}", u16::from_be(a.sin6_port));
+                }
+                _ => {}
+            }
+        }
+        if libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut _ as *mut libc::c_void,
+            &mut len,
+        ) == 0
+            && cred.pid > 0
+        {
+            let comm = std::fs::read_to_string(format!("/proc/{}/comm", cred.pid))
+                .map(|c| format!(" ({})", c.trim()))
+                .unwrap_or_default();
+            return format!("pid {}{comm}", cred.pid);
+        }
+    }
+    format!("connection fd {fd}")
 }
 
 /// A bound PUB/XPUB socket sending `[topic, payload]` messages.
@@ -76,6 +208,7 @@ pub struct Publisher {
     endpoints: Vec<String>,
     backpressure: Backpressure,
     connected: i64,
+    peers: Peers,
     stats: PublisherStats,
     topic_buf: String,
     payload_buf: Vec<u8>,
@@ -140,6 +273,7 @@ impl Publisher {
             endpoints,
             backpressure: config.backpressure,
             connected: 0,
+            peers: Peers::default(),
             stats: PublisherStats::default(),
             topic_buf: String::with_capacity(64),
             payload_buf: Vec::with_capacity(256),
@@ -166,12 +300,18 @@ impl Publisher {
     fn drain_control(&mut self) {
         if let Some(mon) = &self.monitor {
             while let Ok(frames) = mon.recv_multipart(zmq::DONTWAIT) {
-                if let Some(first) = frames.first().filter(|f| f.len() >= 2) {
+                // First frame: the event (u16) and its value (u32, here the descriptor).
+                if let Some(first) = frames.first().filter(|f| f.len() >= 6) {
                     let event = u16::from_le_bytes([first[0], first[1]]);
+                    let fd = i32::from_le_bytes([first[2], first[3], first[4], first[5]]);
                     if event == zmq::SocketEvent::ACCEPTED.to_raw() {
                         self.connected += 1;
+                        if self.backpressure == Backpressure::Block {
+                            self.peers.accepted(fd);
+                        }
                     } else if event == zmq::SocketEvent::DISCONNECTED.to_raw() {
                         self.connected -= 1;
+                        self.peers.disconnected(fd);
                     }
                 }
             }
@@ -227,6 +367,8 @@ impl Publisher {
                 // A subscriber's queue is full: wait for it (never drop in replay).
                 let started = Instant::now();
                 self.stats.stalls += 1;
+                self.drain_control();
+                let culprit = self.peers.fullest();
                 // XPUB reports POLLOUT even when NODROP refuses a send, so polling would
                 // spin a core the slow subscriber needs: back off from yields to sleeps.
                 let mut attempts = 0u32;
@@ -246,7 +388,12 @@ impl Publisher {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                self.stats.stalled += started.elapsed();
+                let waited = started.elapsed();
+                self.stats.stalled += waited;
+                if let Some(fd) = culprit {
+                    self.peers.charge(fd, waited);
+                    self.stats.slow_subscribers = self.peers.slowest();
+                }
                 Ok(())
             }
             // PUB never returns EAGAIN (it drops), so this is a real error.

@@ -709,6 +709,17 @@ fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -> Re
         stats.stalls,
         stats.stalled_secs
     );
+    if !stats.slow_subscribers.is_empty() {
+        eprintln!(
+            "  slow subscribers: {}",
+            stats
+                .slow_subscribers
+                .iter()
+                .map(|p| format!("{} {} stalls ({:.2}s)", p.peer, p.stalls, p.secs))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if let Some((a, b)) = stats.time_range {
         eprintln!(
             "  window {} .. {} ({:.2}s of recorded time)",

@@ -128,6 +128,8 @@ pub struct ReplayStats {
     pub stalls: u64,
     /// Seconds spent waiting for slow subscribers.
     pub stalled_secs: f64,
+    /// Who those waits were for, most waited first.
+    pub slow_subscribers: Vec<crate::bus::SlowSubscriber>,
     /// Step markers sent (lockstep).
     pub steps: u64,
     /// Times the replay stopped to wait for lockstep acks.
@@ -613,6 +615,7 @@ pub fn run(
     stats.lateness = pacer.lateness();
     stats.stalls = publisher.stats().stalls;
     stats.stalled_secs = publisher.stats().stalled.as_secs_f64();
+    stats.slow_subscribers = publisher.stats().slow_subscribers.clone();
     on_progress(Progress {
         stats: &stats,
         ts: last_ts,

@@ -141,6 +141,15 @@ fn slow_subscriber_at_max_speed_still_receives_every_event() {
         summary["stalls"].as_u64().unwrap() > 0,
         "the replay noticed the slow subscriber: {summary}"
     );
+    // ... and names it: over ipc, the process at the other end of the socket (this one).
+    let slow = summary["slow_subscribers"].as_array().unwrap();
+    assert!(!slow.is_empty(), "{summary}");
+    let me = format!("pid {} ", std::process::id());
+    assert!(
+        slow[0]["peer"].as_str().unwrap().starts_with(&me),
+        "the slow subscriber is this test process ({me}): {summary}"
+    );
+    assert!(slow[0]["stalls"].as_u64().unwrap() > 0, "{summary}");
 }
 
 #[test]
