@@ -207,6 +207,8 @@ pub struct Publisher {
     monitor: Option<zmq::Socket>,
     endpoints: Vec<String>,
     backpressure: Backpressure,
+    /// Once raised, a no-drop send stops waiting for slow subscribers.
+    give_up: Option<crate::shutdown::Stop>,
     connected: i64,
     peers: Peers,
     stats: PublisherStats,
@@ -272,6 +274,7 @@ impl Publisher {
             monitor,
             endpoints,
             backpressure: config.backpressure,
+            give_up: None,
             connected: 0,
             peers: Peers::default(),
             stats: PublisherStats::default(),
@@ -351,18 +354,35 @@ impl Publisher {
         }
     }
 
+    /// Makes closing return at once, dropping what subscribers have not taken yet
+    /// (normally a no-drop publisher's close waits for them, up to two minutes).
+    pub fn discard_queued_on_close(&mut self) -> Result<()> {
+        self.socket.set_linger(0)?;
+        Ok(())
+    }
+
+    /// Once `stop` is raised, a no-drop send stops waiting for a slow subscriber: the
+    /// message is dropped and closing no longer waits (whoever raised it wants out).
+    pub fn give_up_waiting_on(&mut self, stop: crate::shutdown::Stop) {
+        self.give_up = Some(stop);
+    }
+
     /// Sends an already encoded message.
     pub fn send_raw(&mut self, topic: &[u8], payload: &[u8]) -> Result<()> {
-        self.send_frame(topic, zmq::SNDMORE)?;
+        // Only a message's first frame can meet a full queue; the rest go with it.
+        if !self.send_frame(topic, zmq::SNDMORE)? {
+            return Ok(());
+        }
         self.send_frame(payload, 0)?;
         self.stats.sent += 1;
         self.stats.bytes += payload.len() as u64;
         Ok(())
     }
 
-    fn send_frame(&mut self, data: &[u8], flags: i32) -> Result<()> {
+    /// Sends one frame; false when it was dropped because of [`Self::give_up_waiting_on`].
+    fn send_frame(&mut self, data: &[u8], flags: i32) -> Result<bool> {
         match self.socket.send(data, flags | zmq::DONTWAIT) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             Err(zmq::Error::EAGAIN) if self.backpressure == Backpressure::Block => {
                 // A subscriber's queue is full: wait for it (never drop in replay).
                 let started = Instant::now();
@@ -372,10 +392,14 @@ impl Publisher {
                 // XPUB reports POLLOUT even when NODROP refuses a send, so polling would
                 // spin a core the slow subscriber needs: back off from yields to sleeps.
                 let mut attempts = 0u32;
-                loop {
+                let sent = loop {
                     self.drain_control();
+                    if self.give_up.as_ref().is_some_and(|s| s.is_set()) {
+                        self.discard_queued_on_close()?;
+                        break false;
+                    }
                     match self.socket.send(data, flags | zmq::DONTWAIT) {
-                        Ok(()) => break,
+                        Ok(()) => break true,
                         Err(zmq::Error::EAGAIN) => {
                             attempts += 1;
                             if attempts < 64 {
@@ -387,14 +411,14 @@ impl Publisher {
                         }
                         Err(e) => return Err(e.into()),
                     }
-                }
+                };
                 let waited = started.elapsed();
                 self.stats.stalled += waited;
                 if let Some(fd) = culprit {
                     self.peers.charge(fd, waited);
                     self.stats.slow_subscribers = self.peers.slowest();
                 }
-                Ok(())
+                Ok(sent)
             }
             // PUB never returns EAGAIN (it drops), so this is a real error.
             Err(e) => Err(e).context("publish failed"),

@@ -358,6 +358,7 @@ pub fn run(
             encoding: config.encoding,
         },
     )?;
+    publisher.give_up_waiting_on(stop.clone());
     let mut gateway = match &config.gateway {
         Some(ep) => Some(Gateway::bind(&ctx, ep, config.lockstep)?),
         None => None,
@@ -610,6 +611,11 @@ pub fn run(
             .collect();
         slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
         stats.slowest = slowest;
+    }
+    if stop.is_set() {
+        // Interrupted: the user wants out now, not after a stuck subscriber has taken
+        // what is still queued for it.
+        publisher.discard_queued_on_close()?;
     }
     stats.elapsed_secs = started.elapsed().as_secs_f64();
     stats.lateness = pacer.lateness();

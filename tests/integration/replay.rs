@@ -269,3 +269,37 @@ fn lockstep_never_delivers_event_n_plus_1_before_ack_n() {
         "an event arrived before the previous one was acked"
     );
 }
+
+#[test]
+fn ctrl_c_ends_a_replay_stuck_on_a_subscriber_that_stopped_reading() {
+    let dir = tempdir();
+    let ds = record_dataset(dir.path(), 10_000, 5000);
+    let ep = format!("ipc://{}", dir.path().join("bus.sock").display());
+    let replay = spawn(&[
+        "replay",
+        ds.to_str().unwrap(),
+        "--bind",
+        &ep,
+        "--wait-for",
+        "1",
+        "--send-hwm",
+        "100",
+        "--quiet",
+        "--json",
+    ]);
+    // Subscribes, then never reads: the no-drop replay fills its queue and waits.
+    let ctx = zmq::Context::new();
+    let sock = ctx.socket(zmq::SUB).unwrap();
+    sock.set_rcvhwm(100).unwrap();
+    sock.set_subscribe(b"").unwrap();
+    sock.connect(&ep).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    replay.signal("INT");
+    // Without dropping the queue on interrupt, closing would wait two minutes for it.
+    let out = replay.wait(Duration::from_secs(30));
+    let summary = replay_summary(&out);
+    let events = summary["events"].as_u64().unwrap();
+    assert!(events < 10_000, "the replay was stuck, not done: {summary}");
+    assert!(summary["stalls"].as_u64().unwrap() > 0, "{summary}");
+    drop(sock);
+}
