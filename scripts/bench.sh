@@ -7,7 +7,7 @@
 # Figures:
 #   record   simulate → tcp → record, zero loss, binary and JSON payloads, each vs a bare
 #            libzmq PUB→SUB pair moving messages of the same size
-#   memory   recorder peak RSS at a sustained rate, short vs four times longer
+#   memory   recorder peak RSS at a sustained rate, 10 s vs 40 s vs 120 s
 #   size     Parquet bytes/event vs gzip'd JSON lines of the same payloads
 #   replay   --speed max to one subscriber vs the bare pair, binary and JSON
 #   lockstep simple and lookahead (1 ms) forms vs a bare libzmq step round trip over ipc:
@@ -57,8 +57,8 @@ for ENC in binary json; do
   python3 -c "print(f'record ($ENC) / bare pair of {${SIZE[$ENC]}}-byte msgs = {$N/$WALL/${BASE_RATE[${SIZE[$ENC]}]}:.2f}')"
 done
 
-echo "== record memory: sustained 100,000 events/s (binary) for 10 s and for 40 s, zero loss"
-for SECS in 10 40; do
+echo "== record memory: sustained 100,000 events/s (binary) for 10, 40 and 120 s, zero loss"
+for SECS in 10 40 120; do
   EP=tcp://127.0.0.1:5653
   rm -rf "$W/mem-ds"
   /usr/bin/time -f "%M" -o "$W/rec-mem.time" $T record "$W/mem-ds" --connect $EP --until-eos --quiet --no-fsync 2> /dev/null &
