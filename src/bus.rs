@@ -29,6 +29,8 @@ pub enum Backpressure {
 
 /// How long a no-drop publisher's close waits for subscribers to take what is queued.
 const BLOCK_LINGER_MS: i32 = 120_000;
+/// The same limit for [`Publisher::drain`].
+pub const DRAIN_LIMIT: Duration = Duration::from_millis(BLOCK_LINGER_MS as u64);
 
 /// Publisher configuration.
 #[derive(Clone, Debug)]
@@ -365,6 +367,42 @@ impl Publisher {
     /// message is dropped and closing no longer waits (whoever raised it wants out).
     pub fn give_up_waiting_on(&mut self, stop: crate::shutdown::Stop) {
         self.give_up = Some(stop);
+    }
+
+    /// Waits until every subscriber has taken what the kernel still holds for it, so a
+    /// hung subscriber is named instead of silently holding the close. After a short
+    /// grace, calls `waiting` with who is behind (about every 100 ms). Gives up after
+    /// `limit` or once `stop` is raised, dropping the rest; returns who was still behind
+    /// then. Only meaningful for [`Backpressure::Block`].
+    pub fn drain(
+        &mut self,
+        limit: Duration,
+        stop: &crate::shutdown::Stop,
+        mut waiting: impl FnMut(&[String]),
+    ) -> Result<Vec<String>> {
+        let started = Instant::now();
+        loop {
+            self.drain_control();
+            let behind: Vec<String> = self
+                .peers
+                .open
+                .iter()
+                .map(|(&fd, p)| (unsent_bytes(fd), &p.peer))
+                .filter(|&(bytes, _)| bytes > 0)
+                .map(|(bytes, peer)| format!("{peer} ({bytes} bytes unsent)"))
+                .collect();
+            if behind.is_empty() {
+                return Ok(behind);
+            }
+            if started.elapsed() >= limit || stop.is_set() {
+                self.discard_queued_on_close()?;
+                return Ok(behind);
+            }
+            if started.elapsed() >= Duration::from_millis(500) {
+                waiting(&behind);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Sends an already encoded message.

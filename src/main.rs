@@ -655,16 +655,7 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
         ..Default::default()
     };
     let stop = ticktape::shutdown::on_signal();
-    let bar = if a.quiet {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} events {per_sec} eta {eta} | {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    };
+    let mut progress = ReplayProgress::new(a.quiet);
     let mut host = if a.exchange {
         if config.gateway.is_none() {
             bail!("--exchange needs --gateway ENDPOINT for the strategies' orders");
@@ -687,13 +678,58 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
     let venue_host = host
         .as_mut()
         .map(|h| h as &mut dyn ticktape::replay::VenueHost);
-    let stats = ticktape::replay::run(&config, venue_host, &stop, |p| {
-        bar.set_length(p.stats.estimate);
-        bar.set_position(p.stats.events);
-        bar.set_message(format!("at {}", layout::format_ts(p.ts)));
-    })?;
-    bar.finish_and_clear();
+    let stats = ticktape::replay::run(&config, venue_host, &stop, |p| progress.show(&p))?;
+    progress.bar.finish_and_clear();
     print_replay_summary(&stats, a.json)
+}
+
+/// The progress line of a replay or a scenario run: events, position in recorded time,
+/// and, after the last event, who the replay is still waiting for.
+struct ReplayProgress {
+    bar: ProgressBar,
+    announced: bool,
+}
+
+impl ReplayProgress {
+    fn new(quiet: bool) -> ReplayProgress {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} events {per_sec} eta {eta} | {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        };
+        ReplayProgress {
+            bar,
+            announced: false,
+        }
+    }
+
+    fn show(&mut self, p: &ticktape::replay::Progress<'_>) {
+        if !p.waiting_for.is_empty() {
+            // Said once, even when quiet: a hung subscriber would otherwise look like a
+            // hung replay.
+            if !self.announced {
+                self.announced = true;
+                self.bar.suspend(|| {
+                    eprintln!(
+                        "replay: every event sent; waiting for subscribers to take the end of the stream: {} (Ctrl-C drops it)",
+                        p.waiting_for.join(", ")
+                    )
+                });
+            }
+            return;
+        }
+        self.bar.set_length(p.stats.estimate);
+        self.bar.set_position(p.stats.events);
+        self.bar
+            .set_message(format!("at {}", layout::format_ts(p.ts)));
+    }
 }
 
 fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -> Result<()> {
@@ -709,6 +745,12 @@ fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -> Re
         stats.stalls,
         stats.stalled_secs
     );
+    if !stats.dropped_at_close.is_empty() {
+        eprintln!(
+            "  end of stream not taken by: {}",
+            stats.dropped_at_close.join(", ")
+        );
+    }
     if !stats.slow_subscribers.is_empty() {
         eprintln!(
             "  slow subscribers: {}",
@@ -784,26 +826,13 @@ fn strategy_cmd(a: StrategyArgs) -> Result<()> {
 
 fn run_cmd(a: RunArgs) -> Result<()> {
     let stop = ticktape::shutdown::on_signal();
-    let bar = if a.quiet {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} events {per_sec} eta {eta} | {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    };
+    let mut progress = ReplayProgress::new(a.quiet);
     let options = ticktape::scenario::run::RunOptions {
         out: a.out,
         speed: a.speed,
     };
-    let summary = ticktape::scenario::run::run(&a.scenario, &options, &stop, |p| {
-        bar.set_length(p.stats.estimate);
-        bar.set_position(p.stats.events);
-        bar.set_message(format!("at {}", layout::format_ts(p.ts)));
-    });
-    bar.finish_and_clear();
+    let summary = ticktape::scenario::run::run(&a.scenario, &options, &stop, |p| progress.show(&p));
+    progress.bar.finish_and_clear();
     let summary = summary?;
     print_replay_summary(&summary.replay, false)?;
     eprintln!("run directory: {}", summary.run_dir.display());

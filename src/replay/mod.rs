@@ -130,6 +130,9 @@ pub struct ReplayStats {
     pub stalled_secs: f64,
     /// Who those waits were for, most waited first.
     pub slow_subscribers: Vec<crate::bus::SlowSubscriber>,
+    /// Subscribers that had not taken the end of the stream when the replay closed
+    /// (interrupted, or not reading for [`crate::bus::DRAIN_LIMIT`]).
+    pub dropped_at_close: Vec<String>,
     /// Step markers sent (lockstep).
     pub steps: u64,
     /// Times the replay stopped to wait for lockstep acks.
@@ -152,6 +155,9 @@ pub struct Progress<'a> {
     pub stats: &'a ReplayStats,
     /// Current event time.
     pub ts: UnixNanos,
+    /// After the last event: subscribers the replay is waiting for to take the end of
+    /// the stream, with what they still have to take.
+    pub waiting_for: &'a [String],
 }
 
 /// Step markers sent in the lookahead form and not yet acknowledged by every strategy,
@@ -567,7 +573,11 @@ pub fn run(
         if clock_due && last_progress.elapsed() >= Duration::from_millis(100) {
             last_progress = Instant::now();
             stats.elapsed_secs = started.elapsed().as_secs_f64();
-            on_progress(Progress { stats: &stats, ts });
+            on_progress(Progress {
+                stats: &stats,
+                ts,
+                waiting_for: &[],
+            });
         }
     }
 
@@ -612,11 +622,15 @@ pub fn run(
         slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
         stats.slowest = slowest;
     }
-    if stop.is_set() {
-        // Interrupted: the user wants out now, not after a stuck subscriber has taken
-        // what is still queued for it.
-        publisher.discard_queued_on_close()?;
-    }
+    // The end of the stream reaches every subscriber before we close; one that stopped
+    // reading is named while we wait. Interrupted, the user wants out now: drop its tail.
+    stats.dropped_at_close = publisher.drain(crate::bus::DRAIN_LIMIT, stop, |behind| {
+        on_progress(Progress {
+            stats: &stats,
+            ts: last_ts,
+            waiting_for: behind,
+        })
+    })?;
     stats.elapsed_secs = started.elapsed().as_secs_f64();
     stats.lateness = pacer.lateness();
     stats.stalls = publisher.stats().stalls;
@@ -625,6 +639,7 @@ pub fn run(
     on_progress(Progress {
         stats: &stats,
         ts: last_ts,
+        waiting_for: &[],
     });
     Ok(stats)
 }

@@ -303,3 +303,46 @@ fn ctrl_c_ends_a_replay_stuck_on_a_subscriber_that_stopped_reading() {
     assert!(summary["stalls"].as_u64().unwrap() > 0, "{summary}");
     drop(sock);
 }
+
+#[test]
+fn a_subscriber_that_stops_reading_is_named_while_the_replay_waits_to_close() {
+    let dir = tempdir();
+    let ds = record_dataset(dir.path(), 5_000, 5000);
+    let ep = format!("ipc://{}", dir.path().join("bus.sock").display());
+    let replay = spawn(&[
+        "replay",
+        ds.to_str().unwrap(),
+        "--bind",
+        &ep,
+        "--wait-for",
+        "1",
+        "--quiet",
+        "--json",
+    ]);
+    // Subscribes, then never reads: every event fits in the publisher's queue, so the
+    // replay sends them all and then waits for this subscriber to take them.
+    let ctx = zmq::Context::new();
+    let sock = ctx.socket(zmq::SUB).unwrap();
+    sock.set_rcvhwm(10).unwrap();
+    sock.set_subscribe(b"").unwrap();
+    sock.connect(&ep).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    replay.signal("INT");
+    let out = replay.wait(Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let me = format!("pid {} ", std::process::id());
+    assert!(
+        err.contains(&format!(
+            "waiting for subscribers to take the end of the stream: {me}"
+        )),
+        "{err}"
+    );
+    let summary = replay_summary(&out);
+    assert_eq!(summary["events"], 5_000, "{summary}");
+    let dropped = summary["dropped_at_close"].as_array().unwrap();
+    assert!(
+        dropped.len() == 1 && dropped[0].as_str().unwrap().starts_with(&me),
+        "{summary}"
+    );
+    drop(sock);
+}
