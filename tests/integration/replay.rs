@@ -270,65 +270,53 @@ fn lockstep_never_delivers_event_n_plus_1_before_ack_n() {
     );
 }
 
-#[test]
-fn ctrl_c_ends_a_replay_stuck_on_a_subscriber_that_stopped_reading() {
+/// Replays `events` recorded events over ipc to one subscriber that subscribes and then
+/// never reads, interrupts the replay after `wait`, and returns its output.
+fn replay_to_a_subscriber_that_never_reads(
+    events: u64,
+    extra_args: &[&str],
+    wait: Duration,
+) -> std::process::Output {
     let dir = tempdir();
-    let ds = record_dataset(dir.path(), 10_000, 5000);
+    let ds = record_dataset(dir.path(), events, 5000);
     let ep = format!("ipc://{}", dir.path().join("bus.sock").display());
-    let replay = spawn(&[
-        "replay",
-        ds.to_str().unwrap(),
-        "--bind",
-        &ep,
-        "--wait-for",
-        "1",
-        "--send-hwm",
-        "100",
-        "--quiet",
-        "--json",
-    ]);
-    // Subscribes, then never reads: the no-drop replay fills its queue and waits.
-    let ctx = zmq::Context::new();
-    let sock = ctx.socket(zmq::SUB).unwrap();
-    sock.set_rcvhwm(100).unwrap();
-    sock.set_subscribe(b"").unwrap();
-    sock.connect(&ep).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    replay.signal("INT");
-    // Without dropping the queue on interrupt, closing would wait two minutes for it.
-    let out = replay.wait(Duration::from_secs(30));
-    let summary = replay_summary(&out);
-    let events = summary["events"].as_u64().unwrap();
-    assert!(events < 10_000, "the replay was stuck, not done: {summary}");
-    assert!(summary["stalls"].as_u64().unwrap() > 0, "{summary}");
-    drop(sock);
-}
-
-#[test]
-fn a_subscriber_that_stops_reading_is_named_while_the_replay_waits_to_close() {
-    let dir = tempdir();
-    let ds = record_dataset(dir.path(), 5_000, 5000);
-    let ep = format!("ipc://{}", dir.path().join("bus.sock").display());
-    let replay = spawn(&[
-        "replay",
-        ds.to_str().unwrap(),
-        "--bind",
-        &ep,
-        "--wait-for",
-        "1",
-        "--quiet",
-        "--json",
-    ]);
-    // Subscribes, then never reads: every event fits in the publisher's queue, so the
-    // replay sends them all and then waits for this subscriber to take them.
+    let ds_arg = ds.to_str().unwrap();
+    let mut args = vec!["replay", ds_arg, "--bind", &ep, "--wait-for", "1"];
+    args.extend(extra_args);
+    args.extend(["--quiet", "--json"]);
+    let replay = spawn(&args);
     let ctx = zmq::Context::new();
     let sock = ctx.socket(zmq::SUB).unwrap();
     sock.set_rcvhwm(10).unwrap();
     sock.set_subscribe(b"").unwrap();
     sock.connect(&ep).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(wait);
     replay.signal("INT");
+    // Without dropping the queue on interrupt, closing would wait two minutes for it.
     let out = replay.wait(Duration::from_secs(30));
+    drop(sock);
+    out
+}
+
+#[test]
+fn ctrl_c_ends_a_replay_stuck_on_a_subscriber_that_stopped_reading() {
+    // A small queue: the no-drop replay fills it and waits mid-stream.
+    let out = replay_to_a_subscriber_that_never_reads(
+        10_000,
+        &["--send-hwm", "100"],
+        Duration::from_secs(2),
+    );
+    let summary = replay_summary(&out);
+    let events = summary["events"].as_u64().unwrap();
+    assert!(events < 10_000, "the replay was stuck, not done: {summary}");
+    assert!(summary["stalls"].as_u64().unwrap() > 0, "{summary}");
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_is_named_while_the_replay_waits_to_close() {
+    // Every event fits in the publisher's queue: the replay sends them all, then waits
+    // for the subscriber to take them.
+    let out = replay_to_a_subscriber_that_never_reads(5_000, &[], Duration::from_secs(3));
     let err = String::from_utf8_lossy(&out.stderr);
     let me = format!("pid {} ", std::process::id());
     assert!(
@@ -344,5 +332,4 @@ fn a_subscriber_that_stops_reading_is_named_while_the_replay_waits_to_close() {
         dropped.len() == 1 && dropped[0].as_str().unwrap().starts_with(&me),
         "{summary}"
     );
-    drop(sock);
 }
