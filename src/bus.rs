@@ -69,8 +69,6 @@ pub struct PublisherStats {
     pub stalled: Duration,
     /// Subscription messages seen (XPUB only).
     pub subscriptions: u64,
-    /// Who the stalls waited for (only with [`Backpressure::Block`]), most waited first.
-    pub slow_subscribers: Vec<SlowSubscriber>,
 }
 
 /// A subscriber a no-drop publisher had to wait for.
@@ -296,6 +294,11 @@ impl Publisher {
         &self.stats
     }
 
+    /// Who the stalls waited for (only with [`Backpressure::Block`]), most waited first.
+    pub fn slow_subscribers(&self) -> Vec<SlowSubscriber> {
+        self.peers.slowest()
+    }
+
     /// Connected subscribers.
     pub fn connected(&mut self) -> i64 {
         self.drain_control();
@@ -358,7 +361,7 @@ impl Publisher {
 
     /// Makes closing return at once, dropping what subscribers have not taken yet
     /// (normally a no-drop publisher's close waits for them, up to two minutes).
-    pub fn discard_queued_on_close(&mut self) -> Result<()> {
+    fn discard_queued_on_close(&mut self) -> Result<()> {
         self.socket.set_linger(0)?;
         Ok(())
     }
@@ -454,7 +457,6 @@ impl Publisher {
                 self.stats.stalled += waited;
                 if let Some(fd) = culprit {
                     self.peers.charge(fd, waited);
-                    self.stats.slow_subscribers = self.peers.slowest();
                 }
                 Ok(sent)
             }

@@ -569,28 +569,16 @@ impl Event {
 #[derive(Default, Debug)]
 pub struct Interner {
     names: rustc_hash::FxHashMap<Box<str>, Arc<str>>,
-    /// The last names handed out: a stream repeats few names (a venue and its symbols),
-    /// and comparing against them beats hashing.
-    recent: [Option<Arc<str>>; 4],
-    next_recent: usize,
 }
 
 impl Interner {
     /// The shared copy of `name`, created on first use.
     pub fn intern(&mut self, name: &str) -> Arc<str> {
-        if let Some(shared) = self.recent.iter().flatten().find(|r| ***r == *name) {
+        if let Some(shared) = self.names.get(name) {
             return shared.clone();
         }
-        let shared = match self.names.get(name) {
-            Some(shared) => shared.clone(),
-            None => {
-                let shared: Arc<str> = Arc::from(name);
-                self.names.insert(Box::from(name), shared.clone());
-                shared
-            }
-        };
-        self.recent[self.next_recent] = Some(shared.clone());
-        self.next_recent = (self.next_recent + 1) % self.recent.len();
+        let shared: Arc<str> = Arc::from(name);
+        self.names.insert(Box::from(name), shared.clone());
         shared
     }
 }

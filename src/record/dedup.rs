@@ -74,10 +74,9 @@ struct MessageId {
     venue: Arc<str>,
     symbol: Arc<str>,
     kind: u8,
-    /// The venue sequence id, or `u64::MAX` without one.
-    venue_seq: u64,
+    venue_seq: Option<u64>,
     /// Tells messages apart only where the venue has no sequence id.
-    ts_event: i64,
+    ts_event: Option<i64>,
 }
 
 impl MessageId {
@@ -86,22 +85,19 @@ impl MessageId {
             venue: event.venue.clone(),
             symbol: event.symbol.clone(),
             kind: event.kind() as u8,
-            venue_seq: event.venue_seq.unwrap_or(u64::MAX),
-            ts_event: if event.venue_seq.is_some() {
-                0
-            } else {
-                event.ts_event
-            },
+            venue_seq: event.venue_seq,
+            ts_event: event.venue_seq.is_none().then_some(event.ts_event),
         }
     }
 
-    /// Names are interned, so pointers compare.
+    /// True when `event` belongs to this message (compared in place: this runs for
+    /// every event, and building its id would clone two names).
     fn holds(&self, event: &Event) -> bool {
-        Arc::ptr_eq(&self.venue, &event.venue)
-            && Arc::ptr_eq(&self.symbol, &event.symbol)
-            && self.kind == event.kind() as u8
-            && self.venue_seq == event.venue_seq.unwrap_or(u64::MAX)
-            && (event.venue_seq.is_some() || self.ts_event == event.ts_event)
+        self.kind == event.kind() as u8
+            && self.venue_seq == event.venue_seq
+            && self.ts_event == event.venue_seq.is_none().then_some(event.ts_event)
+            && *self.venue == *event.venue
+            && *self.symbol == *event.symbol
     }
 }
 

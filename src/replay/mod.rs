@@ -635,7 +635,7 @@ pub fn run(
     stats.lateness = pacer.lateness();
     stats.stalls = publisher.stats().stalls;
     stats.stalled_secs = publisher.stats().stalled.as_secs_f64();
-    stats.slow_subscribers = publisher.stats().slow_subscribers.clone();
+    stats.slow_subscribers = publisher.slow_subscribers();
     on_progress(Progress {
         stats: &stats,
         ts: last_ts,
