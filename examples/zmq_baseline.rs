@@ -4,6 +4,10 @@
 //!
 //! `cargo run --release --example zmq_baseline -- 2000000 200`
 //!
+//! With `procs N BYTES` the subscriber runs in a child process with its own context
+//! (so each side has its own I/O thread, like `simulate` → `record`) and receives into
+//! reused frames; the child prints the rate.
+//!
 //! With `sub ENDPOINT` it is instead a plain subscriber that counts data messages until a
 //! replay's end-of-stream and prints its receive rate (the replay benchmark's consumer).
 //!
@@ -115,6 +119,57 @@ fn lockstep_child(bus: &str, gateway: &str) {
     }
 }
 
+/// Publisher in this process, subscriber in a child with its own libzmq context (the
+/// shape of `simulate` → `record`): both sides have an I/O thread of their own.
+fn two_processes(n: u64, bytes: usize) {
+    let ctx = zmq::Context::new();
+    let publisher = ctx.socket(zmq::PUB).unwrap();
+    publisher.set_sndhwm(0).unwrap();
+    publisher.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = publisher.get_last_endpoint().unwrap().unwrap();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["procs-child", &endpoint])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let topic = b"book.sim.BTC-USD";
+    let payload = vec![b'x'; bytes];
+    for _ in 0..n {
+        publisher.send(&topic[..], zmq::SNDMORE).unwrap();
+        publisher.send(&payload[..], 0).unwrap();
+    }
+    publisher.send(&b"eos."[..], zmq::SNDMORE).unwrap();
+    publisher.send(&b""[..], 0).unwrap();
+    let out = child.wait_with_output().unwrap();
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Counts two-frame messages into reused frames until `eos.`; prints the rate.
+fn counting_child(endpoint: &str) {
+    let ctx = zmq::Context::new();
+    let sub = ctx.socket(zmq::SUB).unwrap();
+    sub.set_rcvhwm(0).unwrap();
+    sub.set_subscribe(b"").unwrap();
+    sub.connect(endpoint).unwrap();
+    let (mut topic, mut payload) = (zmq::Message::new(), zmq::Message::new());
+    let (mut got, mut started) = (0u64, None);
+    loop {
+        sub.recv(&mut topic, 0).unwrap();
+        sub.recv(&mut payload, 0).unwrap();
+        if topic.starts_with(b"eos.") {
+            break;
+        }
+        started.get_or_insert_with(Instant::now);
+        got += 1;
+    }
+    let took = started.map_or(0.0, |s: Instant| s.elapsed().as_secs_f64());
+    println!(
+        "{{\"messages\":{got},\"seconds\":{took:.3},\"msgs_per_sec\":{:.0}}}",
+        got as f64 / took.max(1e-9)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -125,6 +180,15 @@ fn main() {
             return lockstep(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000));
         }
         Some("lockstep-child") => return lockstep_child(&args[2], &args[3]),
+        Some("procs") => {
+            let n = args
+                .get(2)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(2_000_000);
+            let bytes = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(200);
+            return two_processes(n, bytes);
+        }
+        Some("procs-child") => return counting_child(&args[2]),
         _ => {}
     }
     let n: u64 = args

@@ -6,14 +6,16 @@
 #
 # Figures:
 #   record   simulate → tcp → record, zero loss, binary and JSON payloads, each vs a bare
-#            libzmq PUB→SUB pair moving messages of the same size
+#            libzmq PUB→SUB pair moving messages of the same size (the faster of one
+#            process and two processes)
 #   memory   recorder peak RSS at a sustained rate, 10 s vs 40 s vs 120 s
 #   size     Parquet bytes/event vs gzip'd JSON lines of the same payloads
 #   replay   --speed max to one subscriber vs the bare pair, binary and JSON
 #   lockstep simple and lookahead (1 ms) forms vs a bare libzmq step round trip over ipc:
 #            the shipped demo, one Rust strategy on it, and the Binance USD-M capture
 #   import   Binance raw capture vs `zcat | wc -l`
-#   micro    criterion: encode/decode/dedup per event (cargo bench --bench wire)
+#   micro    criterion: encode/decode/dedup per event, and the recorder without its socket
+#            (record_ingest) (cargo bench --bench wire)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000000}
@@ -28,13 +30,17 @@ rate() { python3 -c "print(f'{($1)/($2):,.0f}')"; }
 json_field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 
 # The bare pair moves payloads of each encoding's size: binary events are ~80 bytes,
-# JSON ones ~200 (measured by the size figure below).
+# JSON ones ~200 (measured by the size figure below). Two shapes: one process with one
+# libzmq context, and publisher and subscriber in two processes with a context (and an
+# I/O thread) each, like simulate → record. Ratios are taken against the faster one.
 declare -A BASE_RATE
 for bytes in 80 200; do
   echo "== baseline: bare libzmq PUB→SUB, $N msgs of $bytes bytes, tcp loopback"
-  BASE=$($B "$N" $bytes)
-  echo "$BASE"
-  BASE_RATE[$bytes]=$(json_field "$BASE" msgs_per_sec)
+  ONE=$($B "$N" $bytes)
+  TWO=$($B procs "$N" $bytes)
+  echo "one process:   $ONE"
+  echo "two processes: $TWO"
+  BASE_RATE[$bytes]=$(python3 -c "print(max($(json_field "$ONE" msgs_per_sec), $(json_field "$TWO" msgs_per_sec)))")
 done
 declare -A SIZE=([binary]=80 [json]=200)
 
@@ -180,4 +186,4 @@ if [ "${BENCH_REPORT:-0}" = 1 ] && [ -x "$PY" ]; then
 fi
 
 echo "== micro: cargo bench --bench wire"
-cargo bench --bench wire 2>&1 | grep -E "^per_event|time:|thrpt:" || true
+cargo bench --bench wire 2>&1 | grep -E "^per_event|^recorder|time:|thrpt:" || true

@@ -468,13 +468,19 @@ impl Publisher {
     /// Encodes and sends one event.
     pub fn send(&mut self, event: &Event) -> Result<()> {
         let mut topic = std::mem::take(&mut self.topic_buf);
-        let mut payload = std::mem::take(&mut self.payload_buf);
         topic.clear();
-        payload.clear();
         wire::write_topic(event, &mut topic);
+        let result = self.send_on(&topic, event);
+        self.topic_buf = topic;
+        result
+    }
+
+    /// Like [`Self::send`] with the event's topic already built (by a [`Sequencer`]).
+    pub fn send_on(&mut self, topic: &str, event: &Event) -> Result<()> {
+        let mut payload = std::mem::take(&mut self.payload_buf);
+        payload.clear();
         wire::encode_as(self.encoding, event, &mut payload);
         let result = self.send_raw(topic.as_bytes(), &payload);
-        self.topic_buf = topic;
         self.payload_buf = payload;
         result
     }
@@ -493,13 +499,14 @@ fn unique_id() -> String {
 /// Numbers events per topic: the publisher's `pub_seq`, starting at 1 on each topic.
 #[derive(Default)]
 pub struct Sequencer {
-    next: HashMap<String, u64>,
+    next: rustc_hash::FxHashMap<String, u64>,
     topic: String,
 }
 
 impl Sequencer {
-    /// Stamps `event.pub_seq` with the next number of its topic.
-    pub fn stamp(&mut self, event: &mut Event) {
+    /// Stamps `event.pub_seq` with the next number of its topic, and returns the topic
+    /// (for [`Publisher::send_on`], so it is built once per event).
+    pub fn stamp(&mut self, event: &mut Event) -> &str {
         self.topic.clear();
         wire::write_topic(event, &mut self.topic);
         let seq = match self.next.get_mut(self.topic.as_str()) {
@@ -508,6 +515,7 @@ impl Sequencer {
         };
         *seq += 1;
         event.pub_seq = *seq;
+        &self.topic
     }
 }
 

@@ -1,0 +1,168 @@
+//! The Parquet side of the recorder: a thread that turns batches of accepted events into
+//! Parquet, so encoding and compression never delay receiving.
+//!
+//! Batches travel in recycled vectors: a batch is several hundred KiB, and a fresh one per
+//! hand-over would be a fresh mapping, page faults on one thread and unmapping on the
+//! other, for every few thousand events.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+
+use crate::event::Event;
+use crate::store::{DatasetWriter, WriterOptions, WriterStats, layout};
+
+/// Events per hand-over to the writer thread.
+pub const BATCH: usize = 4096;
+
+/// Batches in flight before the ingest side waits for the writer.
+const IN_FLIGHT: usize = 64;
+
+enum ToWriter {
+    Events(Vec<Event>),
+    /// Close the current generation, delete its journal, start `next`.
+    Rotate {
+        next: u64,
+    },
+}
+
+/// The ingest side's handle on the writer thread.
+pub struct ParquetWriter {
+    to_writer: Sender<ToWriter>,
+    recycled: Receiver<Vec<Event>>,
+    stats: Arc<Mutex<WriterStats>>,
+    thread: JoinHandle<Result<()>>,
+}
+
+impl ParquetWriter {
+    /// Starts the writer thread on generation `generation` of the dataset at `root`.
+    pub fn start(root: PathBuf, generation: u64, options: WriterOptions) -> Result<ParquetWriter> {
+        let stats = Arc::new(Mutex::new(WriterStats::default()));
+        let (to_writer, inbox) = bounded(IN_FLIGHT);
+        let (give_back, recycled) = bounded(IN_FLIGHT + 2);
+        let thread = {
+            let stats = stats.clone();
+            std::thread::Builder::new()
+                .name("parquet-writer".into())
+                .spawn(move || run(root, generation, options, inbox, give_back, stats))?
+        };
+        Ok(ParquetWriter {
+            to_writer,
+            recycled,
+            stats,
+            thread,
+        })
+    }
+
+    /// An empty batch with room for [`BATCH`] events, recycled when one is back.
+    pub fn empty_batch(&self) -> Vec<Event> {
+        match self.recycled.try_recv() {
+            Ok(written) => written,
+            Err(_) => Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Hands `batch` over unless the writer is behind, in which case the batch comes back
+    /// (to be sent with [`Self::hand_over`] once what it covers is durable).
+    pub fn try_hand_over(&self, batch: Vec<Event>) -> Result<Option<Vec<Event>>> {
+        match self.to_writer.try_send(ToWriter::Events(batch)) {
+            Ok(()) => Ok(None),
+            Err(TrySendError::Full(ToWriter::Events(batch))) => Ok(Some(batch)),
+            Err(_) => anyhow::bail!("Parquet writer stopped"),
+        }
+    }
+
+    /// Hands `batch` over, waiting for the writer if it is behind.
+    pub fn hand_over(&self, batch: Vec<Event>) -> Result<()> {
+        self.to_writer
+            .send(ToWriter::Events(batch))
+            .context("Parquet writer stopped")
+    }
+
+    /// Closes the current generation's files (deleting its journal) and starts `next`.
+    pub fn rotate(&self, next: u64) -> Result<()> {
+        self.to_writer
+            .send(ToWriter::Rotate { next })
+            .context("Parquet writer stopped")
+    }
+
+    /// The writer's counters so far.
+    pub fn stats(&self) -> WriterStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Writes what is queued, closes every file and returns the final counters.
+    pub fn close(self) -> Result<WriterStats> {
+        let ParquetWriter {
+            to_writer,
+            stats,
+            thread,
+            ..
+        } = self;
+        drop(to_writer);
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("Parquet writer thread panicked"))??;
+        Ok(stats.lock().map(|s| s.clone()).unwrap_or_default())
+    }
+}
+
+fn run(
+    root: PathBuf,
+    mut generation: u64,
+    options: WriterOptions,
+    inbox: Receiver<ToWriter>,
+    give_back: Sender<Vec<Event>>,
+    stats: Arc<Mutex<WriterStats>>,
+) -> Result<()> {
+    let mut writer = DatasetWriter::new(&root, generation, options.clone())?;
+    let mut done = WriterStats::default();
+    let publish = |w: &DatasetWriter, done: &WriterStats| {
+        if let Ok(mut s) = stats.lock() {
+            s.rows = done.rows + w.stats().rows;
+            s.files_closed = done.files_closed + w.stats().files_closed;
+            s.bytes_closed = done.bytes_closed + w.stats().bytes_closed;
+            s.late_splits = done.late_splits + w.stats().late_splits;
+        }
+    };
+    let finish = |writer: DatasetWriter, generation: u64, done: &mut WriterStats| -> Result<()> {
+        let s = writer.close()?;
+        std::fs::remove_file(layout::journal_path(&root, generation)).ok();
+        layout::sync_dir(&root.join(layout::JOURNAL_DIR));
+        done.rows += s.rows;
+        done.files_closed += s.files_closed;
+        done.bytes_closed += s.bytes_closed;
+        done.late_splits += s.late_splits;
+        Ok(())
+    };
+    for msg in inbox.iter() {
+        match msg {
+            ToWriter::Events(mut events) => {
+                for e in &events {
+                    writer.write(e)?;
+                }
+                events.clear();
+                // The ingest side allocates anew when none is back: nothing to wait for.
+                let _ = give_back.try_send(events);
+            }
+            ToWriter::Rotate { next } => {
+                let old = std::mem::replace(
+                    &mut writer,
+                    DatasetWriter::new(&root, next, options.clone())?,
+                );
+                finish(old, generation, &mut done)?;
+                generation = next;
+            }
+        }
+        publish(&writer, &done);
+    }
+    // The channel closed: clean shutdown.
+    finish(writer, generation, &mut done)?;
+    if let Ok(mut s) = stats.lock() {
+        *s = done;
+    }
+    Ok(())
+}
