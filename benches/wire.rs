@@ -214,6 +214,28 @@ fn record_ingest(c: &mut Criterion) {
             started.elapsed()
         })
     });
+    // The writer thread's share: the same events, decoded, through DatasetWriter
+    // (partition routing, Arrow columns, sorting, Parquet encoding, zstd) until closed.
+    g.bench_function("dataset_writer", |b| {
+        b.iter_custom(|iters| {
+            let (buf, spans) = venue_messages(iters as usize);
+            let mut names = Interner::default();
+            let events: Vec<Event> = spans
+                .iter()
+                .map(|[_, payload]| wire::decode(&buf[payload.clone()], &mut names).unwrap())
+                .collect();
+            let dir = tempfile::tempdir().unwrap();
+            let started = Instant::now();
+            let mut writer =
+                ticktape::store::DatasetWriter::new(dir.path(), 0, Default::default()).unwrap();
+            for e in &events {
+                writer.write(e).unwrap();
+            }
+            let stats = writer.close().unwrap();
+            assert_eq!(stats.rows, iters);
+            started.elapsed()
+        })
+    });
     g.finish();
 }
 
