@@ -427,3 +427,71 @@ fn lock_dataset(root: &Path) -> Result<File> {
     })?;
     Ok(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{BookDelta, Fixed, Flags, Side};
+
+    /// `[topic, binary payload]` of a one-level book message with venue sequence `seq`.
+    fn message(seq: u64, pub_seq: u64) -> [Vec<u8>; 2] {
+        let mut e = wire::event(
+            "v",
+            "S",
+            1_700_000_000_000_000_000 + seq as i64,
+            pub_seq,
+            Body::Book(BookDelta {
+                side: Side::Bid,
+                price: Fixed::new(100 + seq as i64, 2),
+                size: Fixed::new(7, 0),
+                flags: Flags::LAST,
+            }),
+        );
+        e.venue_seq = Some(seq);
+        e.prev_venue_seq = Some(seq - 1);
+        let mut payload = Vec::new();
+        wire::encode_as(wire::Encoding::Binary, &e, &mut payload);
+        [wire::topic(&e).into_bytes(), payload]
+    }
+
+    #[test]
+    fn two_sources_one_copy_each_holes_and_bad_input_without_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RecordConfig {
+            dataset: dir.path().join("ds"),
+            connect: vec!["a".into(), "b".into()],
+            fsync: false,
+            ..RecordConfig::default()
+        };
+        let mut ingest = Ingest::open(&config).unwrap();
+        let now = Instant::now();
+        for seq in 1..=100 {
+            ingest.on_message(0, &message(seq, seq), now).unwrap();
+        }
+        // The second publisher joins late and relays the same venue messages.
+        for (i, seq) in (51..=100).enumerate() {
+            ingest
+                .on_message(1, &message(seq, i as u64 + 1), now)
+                .unwrap();
+        }
+        ingest
+            .on_message(0, &[b"book.v.S".to_vec(), b"{not json".to_vec()], now)
+            .unwrap();
+        // Venue messages 101..=104 never arrive from anyone.
+        ingest.on_message(0, &message(105, 101), now).unwrap();
+        let stats = ingest.close().unwrap();
+        assert_eq!(stats.duplicates, 50);
+        assert_eq!(stats.malformed, 1);
+        assert_eq!(stats.gaps, 1, "one venue_seq gap row for 101..=104");
+        assert_eq!(stats.accepted, 101 + 1);
+        assert_eq!(stats.writer.rows, 102);
+        let quarantine = dir.path().join("ds").join(layout::QUARANTINE_DIR);
+        let kept = std::fs::read_dir(&quarantine).unwrap().count();
+        assert_eq!(
+            kept,
+            1,
+            "the malformed message is kept in {}",
+            quarantine.display()
+        );
+    }
+}
