@@ -108,9 +108,9 @@ impl Ingest {
             .saturating_sub(now.duration_since(self.last_flush))
     }
 
-    /// Takes one message `[topic, payload]` from publisher `source`, received at `now`.
-    /// A message that does not decode is quarantined, never an error; errors are the
-    /// dataset's (disk, writer thread).
+    /// Takes one message `[topic, payload]` from publisher `source` (an index into
+    /// [`RecordConfig::connect`]), received at `now`. A message that does not decode is
+    /// quarantined, never an error; errors are the dataset's (disk, writer thread).
     pub fn on_message<F: Deref<Target = [u8]>>(
         &mut self,
         source: usize,
@@ -219,7 +219,7 @@ impl Ingest {
         Ok(())
     }
 
-    /// Makes every accepted event durable in the journal and hands the batch over.
+    /// Makes every accepted event durable in the journal (and the quarantine readable).
     fn flush(&mut self) -> Result<()> {
         self.last_flush = Instant::now();
         self.journal.flush(self.config.fsync)?;
