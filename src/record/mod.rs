@@ -162,9 +162,9 @@ pub fn run(
             .min(Duration::from_millis(50));
         // Drain what is there, reading the clock once per few dozen messages (liveness
         // and grace periods are seconds) and bounding the burst so flushes stay on time.
+        let mut next = subscriber.recv_timeout(wait)?;
         let mut now = Instant::now();
         let mut burst = 0u32;
-        let mut next = subscriber.recv_timeout(wait)?;
         while let Some(msg) = next {
             ingest.on_message(msg.source, msg.frames, now)?;
             burst += 1;
