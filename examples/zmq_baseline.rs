@@ -18,12 +18,27 @@
 
 use std::time::Instant;
 
-fn subscribe(endpoint: &str) {
-    let ctx = zmq::Context::new();
+/// A SUB socket on `endpoint` for everything, with an unbounded queue (never drops).
+fn lossless_subscriber(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
     let sub = ctx.socket(zmq::SUB).unwrap();
     sub.set_rcvhwm(0).unwrap();
     sub.set_subscribe(b"").unwrap();
     sub.connect(endpoint).unwrap();
+    sub
+}
+
+/// Prints `got` messages over the time since the first one, as one JSON line.
+fn print_rate(got: u64, started: Option<Instant>) {
+    let took = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    println!(
+        "{{\"messages\":{got},\"seconds\":{took:.3},\"msgs_per_sec\":{:.0}}}",
+        got as f64 / took.max(1e-9)
+    );
+}
+
+fn subscribe(endpoint: &str) {
+    let ctx = zmq::Context::new();
+    let sub = lossless_subscriber(&ctx, endpoint);
     let (mut got, mut started) = (0u64, None);
     loop {
         let frames = sub.recv_multipart(0).unwrap();
@@ -35,11 +50,7 @@ fn subscribe(endpoint: &str) {
             got += 1;
         }
     }
-    let took = started.map_or(0.0, |s: Instant| s.elapsed().as_secs_f64());
-    println!(
-        "{{\"messages\":{got},\"seconds\":{took:.3},\"msgs_per_sec\":{:.0}}}",
-        got as f64 / took.max(1e-9)
-    );
+    print_rate(got, started);
 }
 
 /// The parent side of `lockstep N`: publish, mark, wait for the child's ack.
@@ -97,10 +108,7 @@ fn lockstep(n: u64) {
 /// The child side of `lockstep N`: ack every step marker, stop at `eos.`.
 fn lockstep_child(bus: &str, gateway: &str) {
     let ctx = zmq::Context::new();
-    let sub = ctx.socket(zmq::SUB).unwrap();
-    sub.set_rcvhwm(0).unwrap();
-    sub.set_subscribe(b"").unwrap();
-    sub.connect(bus).unwrap();
+    let sub = lossless_subscriber(&ctx, bus);
     let dealer = ctx.socket(zmq::DEALER).unwrap();
     dealer.connect(gateway).unwrap();
     let mut said_hello = false;
@@ -148,10 +156,7 @@ fn two_processes(n: u64, bytes: usize) {
 /// Counts two-frame messages into reused frames until `eos.`; prints the rate.
 fn counting_child(endpoint: &str) {
     let ctx = zmq::Context::new();
-    let sub = ctx.socket(zmq::SUB).unwrap();
-    sub.set_rcvhwm(0).unwrap();
-    sub.set_subscribe(b"").unwrap();
-    sub.connect(endpoint).unwrap();
+    let sub = lossless_subscriber(&ctx, endpoint);
     let (mut topic, mut payload) = (zmq::Message::new(), zmq::Message::new());
     let (mut got, mut started) = (0u64, None);
     loop {
@@ -163,11 +168,7 @@ fn counting_child(endpoint: &str) {
         started.get_or_insert_with(Instant::now);
         got += 1;
     }
-    let took = started.map_or(0.0, |s: Instant| s.elapsed().as_secs_f64());
-    println!(
-        "{{\"messages\":{got},\"seconds\":{took:.3},\"msgs_per_sec\":{:.0}}}",
-        got as f64 / took.max(1e-9)
-    );
+    print_rate(got, started);
 }
 
 fn main() {
@@ -201,10 +202,7 @@ fn main() {
     publisher.set_sndhwm(0).unwrap();
     publisher.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = publisher.get_last_endpoint().unwrap().unwrap();
-    let subscriber = ctx.socket(zmq::SUB).unwrap();
-    subscriber.set_rcvhwm(0).unwrap();
-    subscriber.set_subscribe(b"").unwrap();
-    subscriber.connect(&endpoint).unwrap();
+    let subscriber = lossless_subscriber(&ctx, &endpoint);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let receiver = std::thread::spawn(move || {
         let mut got = 0u64;
