@@ -297,9 +297,12 @@ unsafe impl Send for Slots {}
 const HUGE_PAGE: usize = 2 << 20;
 
 impl Slots {
+    /// Huge-page aligned when the table spans at least one; cache-line aligned below
+    /// (small windows, as in tests, would otherwise each reserve 2 MiB).
     fn layout(len: usize) -> std::alloc::Layout {
-        std::alloc::Layout::from_size_align(len * std::mem::size_of::<u64>(), HUGE_PAGE)
-            .expect("dedup window size overflows")
+        let bytes = len * std::mem::size_of::<u64>();
+        let align = if bytes >= HUGE_PAGE { HUGE_PAGE } else { 64 };
+        std::alloc::Layout::from_size_align(bytes, align).expect("dedup window size overflows")
     }
 
     fn zeroed(len: usize) -> Slots {
@@ -314,7 +317,9 @@ impl Slots {
         // SAFETY: the range is exactly the allocation made above; zeroing it makes every
         // slot an initialised `EMPTY`.
         unsafe {
-            libc::madvise(raw.cast(), layout.size(), libc::MADV_HUGEPAGE);
+            if layout.align() == HUGE_PAGE {
+                libc::madvise(raw.cast(), layout.size(), libc::MADV_HUGEPAGE);
+            }
             std::ptr::write_bytes(raw, 0, layout.size());
         }
         Slots { ptr, len }
