@@ -1,9 +1,10 @@
 //! The Parquet side of the recorder: a thread that turns batches of accepted events into
 //! Parquet, so encoding and compression never delay receiving.
 //!
-//! Batches travel in recycled vectors: a batch is several hundred KiB, and a fresh one per
-//! hand-over would be a fresh mapping, page faults on one thread and unmapping on the
-//! other, for every few thousand events.
+//! Batches travel in recycled vectors: a batch is several hundred KiB, which a fresh
+//! vector per hand-over would allocate on one thread and free on the other every few
+//! thousand events. (Its gain was measured only together with the session's other
+//! recorder changes; see docs/BENCHMARKS.md.)
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -91,7 +92,7 @@ impl ParquetWriter {
 
     /// The writer's counters so far.
     pub fn stats(&self) -> WriterStats {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        snapshot(&self.stats)
     }
 
     /// Writes what is queued, closes every file and returns the final counters.
@@ -106,8 +107,12 @@ impl ParquetWriter {
         thread
             .join()
             .map_err(|_| anyhow::anyhow!("Parquet writer thread panicked"))??;
-        Ok(stats.lock().map(|s| s.clone()).unwrap_or_default())
+        Ok(snapshot(&stats))
     }
+}
+
+fn snapshot(stats: &Mutex<WriterStats>) -> WriterStats {
+    stats.lock().map(|s| s.clone()).unwrap_or_default()
 }
 
 fn run(
@@ -120,22 +125,17 @@ fn run(
 ) -> Result<()> {
     let mut writer = DatasetWriter::new(&root, generation, options.clone())?;
     let mut done = WriterStats::default();
+    // `done` counts closed generations; the live total adds the open writer's.
     let publish = |w: &DatasetWriter, done: &WriterStats| {
         if let Ok(mut s) = stats.lock() {
-            s.rows = done.rows + w.stats().rows;
-            s.files_closed = done.files_closed + w.stats().files_closed;
-            s.bytes_closed = done.bytes_closed + w.stats().bytes_closed;
-            s.late_splits = done.late_splits + w.stats().late_splits;
+            *s = done.clone();
+            s.add(w.stats());
         }
     };
     let finish = |writer: DatasetWriter, generation: u64, done: &mut WriterStats| -> Result<()> {
-        let s = writer.close()?;
+        done.add(&writer.close()?);
         std::fs::remove_file(layout::journal_path(&root, generation)).ok();
         layout::sync_dir(&root.join(layout::JOURNAL_DIR));
-        done.rows += s.rows;
-        done.files_closed += s.files_closed;
-        done.bytes_closed += s.bytes_closed;
-        done.late_splits += s.late_splits;
         Ok(())
     };
     for msg in inbox.iter() {

@@ -54,6 +54,16 @@ pub struct WriterStats {
     pub late_splits: u64,
 }
 
+impl WriterStats {
+    /// Adds `other`'s counters (of a later generation's writer) to these.
+    pub fn add(&mut self, other: &WriterStats) {
+        self.rows += other.rows;
+        self.files_closed += other.files_closed;
+        self.bytes_closed += other.bytes_closed;
+        self.late_splits += other.late_splits;
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PartitionKey {
     venue: Arc<str>,
