@@ -797,16 +797,12 @@ fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -> Re
 }
 
 fn strategy_cmd(a: StrategyArgs) -> Result<()> {
-    use ticktape::strategy::{self, RunnerConfig, examples};
+    use ticktape::strategy::{self, RunnerConfig};
     let size: ticktape::event::Fixed = a
         .size
         .parse()
         .with_context(|| format!("bad --size {:?}", a.size))?;
-    let mut boxed: Box<dyn strategy::Strategy> = match a.name.as_str() {
-        "mm" => Box::new(examples::MarketMaker::new(&a.venue, &a.symbol, size)),
-        "taker" => Box::new(examples::TradeFlowTaker::new(&a.venue, &a.symbol, size)),
-        other => bail!("unknown strategy {other:?}: built-in examples are mm and taker"),
-    };
+    let mut boxed = strategy::builtin(&a.name, &a.venue, &a.symbol, size)?;
     let config = RunnerConfig {
         name: a.id.unwrap_or_else(|| a.name.clone()),
         bus: a.bus,

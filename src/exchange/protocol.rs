@@ -377,7 +377,7 @@ impl Reply {
 }
 
 /// One change of an order's state, published on `order.<venue>.<symbol>`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OrderUpdate {
     /// Exchange time of the change, ns on the `ts_recv` timeline.
     pub ts: UnixNanos,
@@ -401,7 +401,11 @@ pub struct OrderUpdate {
     /// Time in force.
     pub tif: TimeInForce,
     /// Limit price; absent for market orders.
-    #[serde(with = "opt_fixed_str", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_fixed_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub price: Option<Fixed>,
     /// Original size.
     #[serde(with = "fixed_str")]
@@ -417,7 +421,7 @@ pub struct OrderUpdate {
 }
 
 /// One execution, published on `fill.<venue>.<symbol>`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Fill {
     /// Exchange time of the fill, ns on the `ts_recv` timeline.
     pub ts: UnixNanos,
@@ -451,7 +455,7 @@ pub struct Fill {
 }
 
 /// What the exchange has to say, drained by the host and published on the bus.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ExchangeOutput {
     /// An order changed state.

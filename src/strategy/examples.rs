@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 use anyhow::Result;
 
-use super::{Context, Fill, OrderUpdate, Strategy, Tif};
+use super::{Context, Fill, OrderSide, OrderUpdate, Strategy, TimeInForce};
 use crate::book::L2Book;
 use crate::event::{Body, Event, Fixed, Side};
 
@@ -96,10 +96,10 @@ impl Strategy for MarketMaker {
                         let id = ctx.limit(
                             &self.venue,
                             &self.symbol,
-                            side,
+                            order_side(side),
                             price,
                             self.size,
-                            Tif::PostOnly,
+                            TimeInForce::PostOnly,
                         )?;
                         self.quotes.insert(side, (id, price));
                     }
@@ -116,7 +116,7 @@ impl Strategy for MarketMaker {
     }
 
     fn on_order(&mut self, _ctx: &mut Context, update: &OrderUpdate) -> Result<()> {
-        if matches!(update.status.as_str(), "rejected" | "canceled" | "filled") {
+        if update.status.is_final() {
             self.quotes
                 .retain(|_, (id, _)| *id != update.client_order_id);
         }
@@ -129,6 +129,14 @@ impl Strategy for MarketMaker {
             ctx.cancel(&id)?;
         }
         Ok(())
+    }
+}
+
+/// The order side that quotes on book side `side`.
+fn order_side(side: Side) -> OrderSide {
+    match side {
+        Side::Ask => OrderSide::Sell,
+        _ => OrderSide::Buy,
     }
 }
 
@@ -199,9 +207,9 @@ impl Strategy for TradeFlowTaker {
         let inventory =
             (ctx.position(&self.venue, &self.symbol).to_f64() / self.size.to_f64()).round() as i64;
         let side = if share > self.threshold && inventory < self.max_inventory {
-            Side::Bid
+            OrderSide::Buy
         } else if share < 1.0 - self.threshold && inventory > -self.max_inventory {
-            Side::Ask
+            OrderSide::Sell
         } else {
             return Ok(());
         };

@@ -1,95 +1,82 @@
-//! Strategy SDK: the [`Strategy`] trait and a [`Runner`] that connects a strategy to the
-//! bus and the order gateway, keeps local books from deltas, uses event time as its
-//! clock and answers lockstep step markers transparently. The same binary trades
-//! paper-live and in backtests: only endpoints change.
+//! Strategy SDK: the [`Strategy`] trait, the [`Context`] a strategy sees, and the
+//! [`Dispatcher`] that hands it events, fills and order updates in order. The SDK knows
+//! no transport: orders are typed values ([`OrderRequest`]) queued on the context, and a
+//! driver takes them after each callback and delivers them:
 //!
-//! Never reaches into exchange internals: it speaks the gateway protocol
-//! (`docs/EXCHANGE.md`) and reads fills from the bus.
+//! - [`crate::backtest`]: in the same process and thread as the simulated exchange;
+//! - [`bus::run`]: over the ZeroMQ bus and order gateway (lockstep backtests, paper and
+//!   live), as JSON or binary, the interface any process in any language can use.
+//!
+//! The same `impl Strategy` runs unchanged under either driver and trades the same fills.
+//! Order and fill types are the exchange protocol's own ([`crate::exchange::protocol`]):
+//! one definition for the SDK, the gateway and the matching engine.
+//!
+//! The decision time of an order is the event time the driver handed the strategy
+//! ([`Context::now`]), never a value the strategy chooses.
 
+pub mod bus;
 pub mod examples;
 
-use std::collections::HashMap;
-use std::io::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
-use serde_json::json;
+use anyhow::{Result, bail};
 
 use crate::book::L2Book;
-use crate::event::{Body, Event, Fixed, Interner, Side, UnixNanos};
-use crate::shutdown::Stop;
-use crate::wire;
+use crate::event::{Body, Event, Fixed, UnixNanos};
+pub use crate::exchange::matching::OrderRequest;
+pub use crate::exchange::protocol::{
+    ExchangeOutput, Fill, Liquidity, NewOrder, OrderSide, OrderStatus, OrderType, OrderUpdate,
+    Reply, TimeInForce,
+};
 
-/// A fill as the strategy sees it (from `fill.<venue>.<symbol>`).
-#[derive(Clone, Debug)]
-pub struct Fill {
-    /// Venue.
-    pub venue: String,
-    /// Symbol.
-    pub symbol: String,
-    /// The strategy's own order id.
-    pub client_order_id: String,
-    /// Bid = bought, Ask = sold.
-    pub side: Side,
-    /// Fill price.
-    pub price: Fixed,
-    /// Filled quantity.
-    pub size: Fixed,
-    /// Event time of the fill.
-    pub ts: UnixNanos,
+pub use bus::{RunnerConfig, RunnerStats, run};
+
+/// An order or cancel a strategy queued, with the event time it was decided at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueuedRequest {
+    /// Event time (ns, `ts_recv` timeline) of the event being handled when the strategy
+    /// queued the request: set by the driver, never by the strategy.
+    pub decided_at: UnixNanos,
+    /// The request.
+    pub request: OrderRequest,
 }
 
-/// An order status change (from `order.<venue>.<symbol>` or a gateway reply).
-#[derive(Clone, Debug)]
-pub struct OrderUpdate {
-    /// The strategy's own order id.
-    pub client_order_id: String,
-    /// `accepted`, `rejected`, `new`, `partially_filled`, `filled`, `canceled`, ...
-    pub status: String,
-    /// Rejection reason, if any.
-    pub reason: Option<String>,
-}
-
-/// Order time-in-force.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tif {
-    /// Good till canceled.
-    Gtc,
-    /// Immediate or cancel.
-    Ioc,
-    /// Rejected if it would take liquidity.
-    PostOnly,
-}
-
-impl Tif {
-    fn name(self) -> &'static str {
-        match self {
-            Tif::Gtc => "gtc",
-            Tif::Ioc => "ioc",
-            Tif::PostOnly => "post_only",
-        }
-    }
-}
-
-/// What a strategy can see and do from inside a callback.
+/// What a strategy can see and do from inside a callback. Owns no socket: requests are
+/// queued here and delivered by the driver after the callback returns.
 pub struct Context {
-    dealer: zmq::Socket,
-    name: String,
+    name: Arc<str>,
     now: UnixNanos,
     /// Local books, few per strategy: a scan beats hashing two strings per event.
     books: Vec<(Arc<str>, Arc<str>, L2Book)>,
-    positions: HashMap<(String, String), Fixed>,
+    /// Net position per venue and symbol, from the fills seen.
+    positions: Vec<(Arc<str>, Arc<str>, Fixed)>,
     next_id: u64,
-    /// Gateway requests sent whose reply has not come back yet. While none is owed,
-    /// only the bus can speak, and the runner blocks on it alone.
-    replies_owed: u32,
-    /// Orders sent so far.
-    pub orders_sent: u64,
+    queued: Vec<QueuedRequest>,
+    orders_sent: u64,
 }
 
 impl Context {
-    /// Event time of the event being handled (the strategy's clock; never wall time).
+    /// A context for the strategy called `name` (the prefix of its client order ids).
+    pub fn new(name: &str) -> Context {
+        Context {
+            name: Arc::from(name),
+            now: UnixNanos::MIN,
+            books: Vec::new(),
+            positions: Vec::new(),
+            next_id: 0,
+            queued: Vec::new(),
+            orders_sent: 0,
+        }
+    }
+
+    /// The strategy's name, as in fills and reports.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Event time of the latest market event handed to the strategy, ns since the epoch
+    /// on the `ts_recv` timeline: the strategy's clock (never wall time).
     pub fn now(&self) -> UnixNanos {
         self.now
     }
@@ -105,9 +92,101 @@ impl Context {
     /// Net position from the fills seen so far (positive = long).
     pub fn position(&self, venue: &str, symbol: &str) -> Fixed {
         self.positions
-            .get(&(venue.to_string(), symbol.to_string()))
-            .copied()
-            .unwrap_or(Fixed::ZERO)
+            .iter()
+            .find(|(v, s, _)| &**v == venue && &**s == symbol)
+            .map_or(Fixed::ZERO, |(_, _, p)| *p)
+    }
+
+    /// Orders placed so far (cancels not counted).
+    pub fn orders_sent(&self) -> u64 {
+        self.orders_sent
+    }
+
+    fn next_client_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("{}-{}", self.name, self.next_id)
+    }
+
+    fn queue(&mut self, request: OrderRequest) {
+        self.queued.push(QueuedRequest {
+            decided_at: self.now,
+            request,
+        });
+    }
+
+    /// Places a limit order; returns its client order id. The order is queued and sent
+    /// when the callback returns, decided at [`Context::now`].
+    pub fn limit(
+        &mut self,
+        venue: &str,
+        symbol: &str,
+        side: OrderSide,
+        price: Fixed,
+        size: Fixed,
+        tif: TimeInForce,
+    ) -> Result<String> {
+        if price <= Fixed::ZERO || size <= Fixed::ZERO {
+            bail!("limit order needs price > 0 and size > 0, got price {price} size {size}");
+        }
+        let id = self.next_client_id();
+        self.queue(OrderRequest::New(NewOrder {
+            client_order_id: id.clone(),
+            venue: venue.into(),
+            symbol: symbol.into(),
+            side,
+            order_type: OrderType::Limit,
+            tif,
+            price: Some(price),
+            size,
+            decided_at: None,
+        }));
+        self.orders_sent += 1;
+        Ok(id)
+    }
+
+    /// Places a market order (immediate or cancel); returns its client order id.
+    pub fn market(
+        &mut self,
+        venue: &str,
+        symbol: &str,
+        side: OrderSide,
+        size: Fixed,
+    ) -> Result<String> {
+        if size <= Fixed::ZERO {
+            bail!("market order needs size > 0, got {size}");
+        }
+        let id = self.next_client_id();
+        self.queue(OrderRequest::New(NewOrder {
+            client_order_id: id.clone(),
+            venue: venue.into(),
+            symbol: symbol.into(),
+            side,
+            order_type: OrderType::Market,
+            tif: TimeInForce::Ioc,
+            price: None,
+            size,
+            decided_at: None,
+        }));
+        self.orders_sent += 1;
+        Ok(id)
+    }
+
+    /// Cancels an order by client order id.
+    pub fn cancel(&mut self, client_order_id: &str) -> Result<()> {
+        self.queue(OrderRequest::Cancel {
+            client_order_id: client_order_id.into(),
+        });
+        Ok(())
+    }
+
+    /// Takes the requests queued since the last call, oldest first (for drivers).
+    pub fn take_requests(&mut self) -> std::vec::Drain<'_, QueuedRequest> {
+        self.queued.drain(..)
+    }
+
+    /// True when requests are waiting for the driver.
+    pub fn has_requests(&self) -> bool {
+        !self.queued.is_empty()
     }
 
     /// Index of the local book of `event`'s venue and symbol, created empty if new.
@@ -123,66 +202,28 @@ impl Context {
         })
     }
 
-    fn send(&mut self, msg: serde_json::Value) -> Result<()> {
-        self.dealer
-            .send(msg.to_string().as_bytes(), 0)
-            .context("cannot send to the order gateway")?;
-        self.replies_owed += 1;
-        Ok(())
-    }
-
-    fn next_client_id(&mut self) -> String {
-        self.next_id += 1;
-        format!("{}-{}", self.name, self.next_id)
-    }
-
-    /// Sends a limit order; returns its client order id.
-    pub fn limit(
-        &mut self,
-        venue: &str,
-        symbol: &str,
-        side: Side,
-        price: Fixed,
-        size: Fixed,
-        tif: Tif,
-    ) -> Result<String> {
-        let id = self.next_client_id();
-        let msg = json!({
-            "type": "new", "client_order_id": id, "venue": venue, "symbol": symbol,
-            "side": if side == Side::Bid { "buy" } else { "sell" },
-            "order_type": "limit", "tif": tif.name(),
-            "price": price.to_string(), "size": size.to_string(), "decided_at": self.now,
-        });
-        self.send(msg)?;
-        self.orders_sent += 1;
-        Ok(id)
-    }
-
-    /// Sends a market order; returns its client order id.
-    pub fn market(&mut self, venue: &str, symbol: &str, side: Side, size: Fixed) -> Result<String> {
-        let id = self.next_client_id();
-        let msg = json!({
-            "type": "new", "client_order_id": id, "venue": venue, "symbol": symbol,
-            "side": if side == Side::Bid { "buy" } else { "sell" },
-            "order_type": "market", "tif": "ioc",
-            "size": size.to_string(), "decided_at": self.now,
-        });
-        self.send(msg)?;
-        self.orders_sent += 1;
-        Ok(id)
-    }
-
-    /// Cancels an order by client order id.
-    pub fn cancel(&mut self, client_order_id: &str) -> Result<()> {
-        let msg = json!({"type": "cancel", "client_order_id": client_order_id,
-            "decided_at": self.now});
-        self.send(msg)
+    fn add_fill(&mut self, fill: &Fill) {
+        let signed = match fill.side {
+            OrderSide::Buy => fill.size,
+            OrderSide::Sell => Fixed::new(-fill.size.mantissa, fill.size.scale),
+        };
+        let found = self
+            .positions
+            .iter_mut()
+            .find(|(v, s, _)| **v == *fill.venue && **s == *fill.symbol);
+        match found {
+            Some((_, _, p)) => *p = p.checked_add(signed).unwrap_or(*p),
+            None => self
+                .positions
+                .push((fill.venue.clone(), fill.symbol.clone(), signed)),
+        }
     }
 }
 
 /// A trading strategy. Every callback gets the [`Context`]; all are optional.
 pub trait Strategy {
-    /// A book delta was applied to the local book (`book` is after the change).
+    /// A book delta was applied to the local book (`book` is after the change; only
+    /// called once the venue message's last level has been applied).
     fn on_book(&mut self, _ctx: &mut Context, _event: &Event, _book: &L2Book) -> Result<()> {
         Ok(())
     }
@@ -194,239 +235,95 @@ pub trait Strategy {
     fn on_fill(&mut self, _ctx: &mut Context, _fill: &Fill) -> Result<()> {
         Ok(())
     }
-    /// One of the strategy's orders changed status or was answered by the gateway.
+    /// One of the strategy's orders changed status at the exchange.
     fn on_order(&mut self, _ctx: &mut Context, _update: &OrderUpdate) -> Result<()> {
+        Ok(())
+    }
+    /// The gateway's immediate answer to a request (`accepted`, `rejected`, ...).
+    fn on_reply(&mut self, _ctx: &mut Context, _reply: &Reply) -> Result<()> {
         Ok(())
     }
     /// Data may be missing; the local book was cleared.
     fn on_gap(&mut self, _ctx: &mut Context, _event: &Event) -> Result<()> {
         Ok(())
     }
-    /// Called every timer interval of event time.
+    /// Called every timer interval of event time, before the event that reaches it.
     fn on_timer(&mut self, _ctx: &mut Context) -> Result<()> {
         Ok(())
     }
 }
 
-/// Where the runner connects.
-#[derive(Clone, Debug)]
-pub struct RunnerConfig {
-    /// Strategy name (also the prefix of client order ids).
-    pub name: String,
-    /// Bus endpoints (market data and fills).
-    pub bus: Vec<String>,
-    /// Order gateway endpoint.
-    pub gateway: String,
-    /// Take part in lockstep (ack step markers).
-    pub lockstep: bool,
-    /// Event-time interval of `on_timer`.
-    pub timer: Duration,
-    /// Stop when no message arrived for this long (a dead replay), if set.
-    pub idle_timeout: Option<Duration>,
+impl<S: Strategy + ?Sized> Strategy for Box<S> {
+    fn on_book(&mut self, ctx: &mut Context, event: &Event, book: &L2Book) -> Result<()> {
+        (**self).on_book(ctx, event, book)
+    }
+    fn on_trade(&mut self, ctx: &mut Context, event: &Event) -> Result<()> {
+        (**self).on_trade(ctx, event)
+    }
+    fn on_fill(&mut self, ctx: &mut Context, fill: &Fill) -> Result<()> {
+        (**self).on_fill(ctx, fill)
+    }
+    fn on_order(&mut self, ctx: &mut Context, update: &OrderUpdate) -> Result<()> {
+        (**self).on_order(ctx, update)
+    }
+    fn on_reply(&mut self, ctx: &mut Context, reply: &Reply) -> Result<()> {
+        (**self).on_reply(ctx, reply)
+    }
+    fn on_gap(&mut self, ctx: &mut Context, event: &Event) -> Result<()> {
+        (**self).on_gap(ctx, event)
+    }
+    fn on_timer(&mut self, ctx: &mut Context) -> Result<()> {
+        (**self).on_timer(ctx)
+    }
 }
 
-/// What a strategy run did.
-#[derive(Clone, Debug, Default)]
-pub struct RunnerStats {
+/// Counters of what a strategy was handed.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DispatchStats {
     /// Market events handled.
     pub events: u64,
-    /// Fills received.
+    /// Fills of this strategy's orders.
     pub fills: u64,
-    /// Orders sent.
-    pub orders: u64,
-    /// Step markers acknowledged.
-    pub acks: u64,
+    /// Order updates of this strategy's orders.
+    pub order_updates: u64,
 }
 
-/// How long the runner waits for a message before it checks the stop flag and idle timeout.
-const IDLE_CHECK_MS: i32 = 100;
-
-/// The part of a lockstep step marker the runner needs.
-#[derive(serde::Deserialize)]
-struct StepMarker {
-    step: u64,
-}
-
-fn side_from(s: &str) -> Side {
-    match s {
-        "buy" | "B" | "bid" => Side::Bid,
-        "sell" | "A" | "ask" => Side::Ask,
-        _ => Side::None,
-    }
-}
-
-/// Runs `strategy` until end-of-stream of a replay, or `stop`.
-pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> Result<RunnerStats> {
-    let zctx = crate::bus::context();
-    let sub = zctx.socket(zmq::SUB)?;
-    sub.set_rcvhwm(0)?;
-    sub.set_linger(0)?;
-    sub.set_rcvtimeo(IDLE_CHECK_MS)?;
-    for prefix in ["book.", "trade.", "gap.", "fill.", "order.", "step", "eos."] {
-        sub.set_subscribe(prefix.as_bytes())?;
-    }
-    for ep in &config.bus {
-        sub.connect(ep)
-            .with_context(|| format!("bad bus endpoint {ep}"))?;
-    }
-    let dealer = zctx.socket(zmq::DEALER)?;
-    dealer.set_linger(1000)?;
-    dealer
-        .connect(&config.gateway)
-        .with_context(|| format!("bad gateway endpoint {}", config.gateway))?;
-    dealer.send(
-        json!({"type": "hello", "strategy": config.name, "lockstep": config.lockstep})
-            .to_string()
-            .as_bytes(),
-        0,
-    )?;
-    let mut ctx = Context {
-        dealer,
-        name: config.name.clone(),
-        now: 0,
-        books: Vec::new(),
-        positions: HashMap::new(),
-        next_id: 0,
-        // The hello's welcome.
-        replies_owed: 1,
-        orders_sent: 0,
-    };
-    let mut bus = BusState {
-        lockstep: config.lockstep,
-        names: Interner::default(),
-        next_timer: None,
-        timer_every: config.timer.as_nanos().max(1) as i64,
-        ack: Vec::with_capacity(48),
-        stats: RunnerStats::default(),
-    };
-    let mut last_msg = Instant::now();
-    let idle_check = |last_msg: Instant| -> Result<()> {
-        if config.idle_timeout.is_some_and(|t| last_msg.elapsed() > t) {
-            bail!(
-                "no market data for {:?}: is the replay running?",
-                config.idle_timeout
-            );
-        }
-        Ok(())
-    };
-    loop {
-        if stop.is_set() {
-            break;
-        }
-        if ctx.replies_owed == 0 {
-            // Only the bus can speak: a blocking receive costs no system call while
-            // messages are queued, where polling and draining cost two per wake-up.
-            match sub.recv_multipart(0) {
-                Ok(frames) => {
-                    last_msg = Instant::now();
-                    if bus.handle(&frames, strategy, &mut ctx)? {
-                        break;
-                    }
-                }
-                // Timeout or a signal: loop round and let the stop flag decide.
-                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => idle_check(last_msg)?,
-                Err(e) => return Err(e.into()),
-            }
-            continue;
-        }
-        let mut items = [
-            sub.as_poll_item(zmq::POLLIN),
-            ctx.dealer.as_poll_item(zmq::POLLIN),
-        ];
-        match zmq::poll(&mut items, IDLE_CHECK_MS as i64) {
-            Ok(_) => {}
-            // A signal: loop round and let the stop flag decide.
-            Err(zmq::Error::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-        let (sub_ready, dealer_ready) = (items[0].is_readable(), items[1].is_readable());
-        if !sub_ready && !dealer_ready {
-            idle_check(last_msg)?;
-            continue;
-        }
-        last_msg = Instant::now();
-        if dealer_ready {
-            while let Ok(reply) = ctx.dealer.recv_bytes(zmq::DONTWAIT) {
-                ctx.replies_owed = ctx.replies_owed.saturating_sub(1);
-                let v: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
-                if let (Some(t), Some(id)) = (v["type"].as_str(), v["client_order_id"].as_str()) {
-                    let update = OrderUpdate {
-                        client_order_id: id.to_string(),
-                        status: t.to_string(),
-                        reason: v["reason"].as_str().map(str::to_string),
-                    };
-                    strategy.on_order(&mut ctx, &update)?;
-                }
-            }
-        }
-        if !sub_ready {
-            continue;
-        }
-        // Drain the bus in order; step markers are acked after what precedes them.
-        let mut ended = false;
-        while let Ok(frames) = sub.recv_multipart(zmq::DONTWAIT) {
-            ended = bus.handle(&frames, strategy, &mut ctx)?;
-            if ended {
-                break;
-            }
-        }
-        if ended {
-            break;
-        }
-    }
-    let mut stats = bus.stats;
-    stats.orders = ctx.orders_sent;
-    Ok(stats)
-}
-
-/// Runner state for what arrives on the bus.
-struct BusState {
-    lockstep: bool,
-    names: Interner,
-    next_timer: Option<UnixNanos>,
+/// Hands one strategy its events, fills and order updates in order, keeping its
+/// [`Context`] (clock, local books, positions, timer) current. Every driver uses it, so
+/// what a strategy sees does not depend on the transport.
+pub struct Dispatcher {
+    /// The strategy's context (queued requests are taken from here).
+    pub ctx: Context,
     timer_every: i64,
-    /// Reused buffer for lockstep acks.
-    ack: Vec<u8>,
-    stats: RunnerStats,
+    next_timer: Option<UnixNanos>,
+    /// Counters.
+    pub stats: DispatchStats,
 }
 
-impl BusState {
-    /// Handles one bus message; true once the replay's end of stream has arrived.
-    fn handle(
-        &mut self,
-        frames: &[Vec<u8>],
-        strategy: &mut dyn Strategy,
-        ctx: &mut Context,
-    ) -> Result<bool> {
-        let [topic, payload] = frames else {
-            return Ok(false);
-        };
-        if topic.as_slice() == b"step" {
-            if self.lockstep {
-                let step = serde_json::from_slice::<StepMarker>(payload)
-                    .map(|m| m.step)
-                    .unwrap_or(0);
-                self.ack.clear();
-                write!(self.ack, "{{\"type\":\"ack\",\"step\":{step}}}")?;
-                ctx.dealer.send(&self.ack[..], 0)?;
-                self.stats.acks += 1;
-            }
-            return Ok(false);
+impl Dispatcher {
+    /// A dispatcher for strategy `name` with `on_timer` every `timer` of event time.
+    pub fn new(name: &str, timer: Duration) -> Dispatcher {
+        Dispatcher {
+            ctx: Context::new(name),
+            timer_every: i64::try_from(timer.as_nanos()).unwrap_or(i64::MAX).max(1),
+            next_timer: None,
+            stats: DispatchStats::default(),
         }
-        if topic.starts_with(b"fill.") || topic.starts_with(b"order.") {
-            handle_exchange_message(topic, payload, strategy, ctx, &mut self.stats)?;
-            return Ok(false);
-        }
-        let Ok(event) = wire::decode(payload, &mut self.names) else {
-            return Ok(false);
-        };
-        if let Body::EndOfStream(e) = &event.body {
-            return Ok(e.replay);
+    }
+
+    /// Hands a market event (book, trade, gap) to the strategy; other kinds are ignored.
+    /// Moves the clock to the event's `ts_recv` and runs a due timer first.
+    pub fn market(&mut self, strategy: &mut dyn Strategy, event: &Event) -> Result<()> {
+        let ctx = &mut self.ctx;
+        if !matches!(event.body, Body::Book(_) | Body::Trade(_) | Body::Gap(_)) {
+            return Ok(());
         }
         ctx.now = ctx.now.max(event.ts_recv);
-        let due = self.next_timer.get_or_insert(ctx.now + self.timer_every);
+        let due = self
+            .next_timer
+            .get_or_insert(ctx.now.saturating_add(self.timer_every));
         if ctx.now >= *due {
-            *due = ctx.now + self.timer_every;
+            *due = ctx.now.saturating_add(self.timer_every);
             strategy.on_timer(ctx)?;
         }
         self.stats.events += 1;
@@ -434,70 +331,183 @@ impl BusState {
             Body::Book(delta) => {
                 // Lend the book to the callback without cloning it (books can hold
                 // thousands of levels); it goes back in its slot right after.
-                let i = ctx.book_index(&event);
+                let i = ctx.book_index(event);
                 let mut book = std::mem::take(&mut ctx.books[i].2);
                 book.apply(delta);
                 let result = if book.is_consistent() {
-                    strategy.on_book(ctx, &event, &book)
+                    strategy.on_book(ctx, event, &book)
                 } else {
                     Ok(())
                 };
                 ctx.books[i].2 = book;
-                result?;
+                result
             }
-            Body::Trade(_) => strategy.on_trade(ctx, &event)?,
+            Body::Trade(_) => strategy.on_trade(ctx, event),
             Body::Gap(_) => {
-                let i = ctx.book_index(&event);
+                let i = ctx.book_index(event);
                 ctx.books[i].2.clear();
-                strategy.on_gap(ctx, &event)?;
+                strategy.on_gap(ctx, event)
             }
-            _ => {}
+            _ => Ok(()),
         }
-        Ok(false)
+    }
+
+    /// Hands an exchange output to the strategy if it is one of its own; returns whether
+    /// it was. Fills update the position before `on_fill` runs.
+    pub fn exchange(&mut self, strategy: &mut dyn Strategy, output: &ExchangeOutput) -> Result<bool> {
+        if output.strategy() != &*self.ctx.name {
+            return Ok(false);
+        }
+        match output {
+            ExchangeOutput::Fill(fill) => {
+                self.ctx.add_fill(fill);
+                self.stats.fills += 1;
+                strategy.on_fill(&mut self.ctx, fill)?;
+            }
+            ExchangeOutput::OrderUpdate(update) => {
+                self.stats.order_updates += 1;
+                strategy.on_order(&mut self.ctx, update)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Hands the gateway's answer to one of the strategy's requests.
+    pub fn reply(&mut self, strategy: &mut dyn Strategy, reply: &Reply) -> Result<()> {
+        strategy.on_reply(&mut self.ctx, reply)
     }
 }
 
-fn handle_exchange_message(
-    topic: &[u8],
-    payload: &[u8],
-    strategy: &mut dyn Strategy,
-    ctx: &mut Context,
-    stats: &mut RunnerStats,
-) -> Result<()> {
-    let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-    if v["strategy"].as_str().is_some_and(|s| s != ctx.name) {
-        return Ok(());
+/// The built-in example strategies by name (`mm`, `taker`), as `ticktape strategy` and
+/// scenarios' `builtin = "…"` name them.
+pub fn builtin(name: &str, venue: &str, symbol: &str, size: Fixed) -> Result<Box<dyn Strategy>> {
+    Ok(match name {
+        "mm" => Box::new(examples::MarketMaker::new(venue, symbol, size)),
+        "taker" => Box::new(examples::TradeFlowTaker::new(venue, symbol, size)),
+        other => bail!("unknown built-in strategy {other:?}: the built-in examples are mm and taker"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{BookDelta, Flags, Side, Trade};
+
+    fn event(ts: UnixNanos, body: Body) -> Event {
+        Event {
+            venue: Arc::from("sim"),
+            symbol: Arc::from("X"),
+            ts_event: ts,
+            ts_recv: ts,
+            venue_seq: None,
+            prev_venue_seq: None,
+            pub_seq: 0,
+            body,
+        }
     }
-    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-    if topic.starts_with(b"fill.") {
-        let fill = Fill {
-            venue: s("venue"),
-            symbol: s("symbol"),
-            client_order_id: s("client_order_id"),
-            side: side_from(&s("side")),
-            price: s("price").parse().unwrap_or_default(),
-            size: s("size").parse().unwrap_or_default(),
-            ts: v["ts"].as_i64().unwrap_or(ctx.now),
-        };
-        let pos = ctx
-            .positions
-            .entry((fill.venue.clone(), fill.symbol.clone()))
-            .or_insert(Fixed::ZERO);
-        let signed = if fill.side == Side::Bid {
-            fill.size
-        } else {
-            Fixed::new(-fill.size.mantissa, fill.size.scale)
-        };
-        *pos = pos.checked_add(signed).unwrap_or(*pos);
-        stats.fills += 1;
-        strategy.on_fill(ctx, &fill)?;
-    } else {
-        let update = OrderUpdate {
-            client_order_id: s("client_order_id"),
-            status: s("status"),
-            reason: v["reason"].as_str().map(str::to_string),
-        };
-        strategy.on_order(ctx, &update)?;
+
+    /// Quotes once per book update and records what it saw.
+    #[derive(Default)]
+    struct Probe {
+        seen: Vec<String>,
     }
-    Ok(())
+
+    impl Strategy for Probe {
+        fn on_book(&mut self, ctx: &mut Context, _e: &Event, book: &L2Book) -> Result<()> {
+            self.seen.push(format!("book {:?}", book.best_bid().map(|b| b.0.to_string())));
+            ctx.limit(
+                "sim",
+                "X",
+                OrderSide::Buy,
+                "99".parse()?,
+                "1".parse()?,
+                TimeInForce::Gtc,
+            )?;
+            Ok(())
+        }
+        fn on_trade(&mut self, _ctx: &mut Context, _e: &Event) -> Result<()> {
+            self.seen.push("trade".into());
+            Ok(())
+        }
+        fn on_fill(&mut self, ctx: &mut Context, fill: &Fill) -> Result<()> {
+            self.seen
+                .push(format!("fill {} pos {}", fill.size, ctx.position("sim", "X")));
+            Ok(())
+        }
+        fn on_timer(&mut self, ctx: &mut Context) -> Result<()> {
+            self.seen.push(format!("timer {}", ctx.now()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn dispatcher_keeps_books_clock_positions_and_stamps_requests_with_event_time() {
+        let mut d = Dispatcher::new("p", Duration::from_nanos(100));
+        let mut s = Probe::default();
+        let delta = |price: &str, flags| {
+            Body::Book(BookDelta {
+                side: Side::Bid,
+                price: price.parse().unwrap(),
+                size: "1".parse().unwrap(),
+                flags,
+            })
+        };
+        d.market(&mut s, &event(10, delta("99", Flags::default())))
+            .unwrap();
+        d.market(&mut s, &event(20, delta("100", Flags::LAST)))
+            .unwrap();
+        let trade = Body::Trade(Trade {
+            price: "100".parse().unwrap(),
+            size: "1".parse().unwrap(),
+            aggressor: Side::Ask,
+            trade_id: String::new(),
+        });
+        d.market(&mut s, &event(150, trade)).unwrap();
+        let q: Vec<QueuedRequest> = d.ctx.take_requests().collect();
+        assert_eq!(q.len(), 1, "one consistent book update, one order");
+        assert_eq!(q[0].decided_at, 20, "decided at the event time handed over");
+        let fill = ExchangeOutput::Fill(Fill {
+            ts: 160,
+            strategy: "p".into(),
+            venue: "sim".into(),
+            symbol: "X".into(),
+            order_id: 1,
+            client_order_id: "p-1".into(),
+            fill_id: 1,
+            side: OrderSide::Buy,
+            price: "99".parse().unwrap(),
+            size: "1".parse().unwrap(),
+            fee: 0.0,
+            liquidity: Liquidity::Maker,
+        });
+        assert!(d.exchange(&mut s, &fill).unwrap());
+        let mut other = fill.clone();
+        if let ExchangeOutput::Fill(f) = &mut other {
+            f.strategy = "someone-else".into();
+        }
+        assert!(!d.exchange(&mut s, &other).unwrap(), "not ours: not handed");
+        assert_eq!(d.ctx.position("sim", "X").to_string(), "1");
+        assert_eq!(
+            s.seen,
+            vec![
+                "book Some(\"100\")".to_string(),
+                "timer 150".into(),
+                "trade".into(),
+                "fill 1 pos 1".into()
+            ]
+        );
+    }
+
+    #[test]
+    fn orders_with_nonpositive_size_or_price_are_refused_in_the_callback() {
+        let mut ctx = Context::new("s");
+        let zero = Fixed::ZERO;
+        assert!(ctx.market("v", "s", OrderSide::Buy, zero).is_err());
+        assert!(
+            ctx.limit("v", "s", OrderSide::Sell, zero, "1".parse().unwrap(), TimeInForce::Gtc)
+                .is_err()
+        );
+        assert!(!ctx.has_requests());
+        assert_eq!(builtin("nope", "v", "s", zero).err().unwrap().to_string().contains("mm and taker"), true);
+    }
 }

@@ -1,0 +1,289 @@
+//! The bus driver: runs a [`Strategy`] against the ZeroMQ bus (market data, fills and
+//! order updates) and the order gateway (DEALER), answering lockstep step markers after
+//! everything before them was handled and its orders were sent. The same binary trades
+//! paper-live and in backtests: only endpoints change.
+//!
+//! Owns the sockets and the JSON shape of requests on the wire (`docs/EXCHANGE.md`);
+//! what the strategy sees is the [`Dispatcher`]'s business. Malformed messages are never
+//! guessed at: they are counted in [`RunnerStats`] and skipped, and a step marker that
+//! cannot be read ends the run (acking a wrong step would break exactness).
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{Dispatcher, QueuedRequest, Strategy};
+use crate::event::{Body, Interner};
+use crate::exchange::matching::OrderRequest;
+use crate::exchange::protocol::{ExchangeOutput, Reply, Request};
+use crate::shutdown::Stop;
+use crate::wire;
+
+/// Where the runner connects.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// Strategy name (also the prefix of client order ids).
+    pub name: String,
+    /// Bus endpoints (market data and fills).
+    pub bus: Vec<String>,
+    /// Order gateway endpoint.
+    pub gateway: String,
+    /// Take part in lockstep (ack step markers).
+    pub lockstep: bool,
+    /// Event-time interval of `on_timer`.
+    pub timer: Duration,
+    /// Stop when no message arrived for this long (a dead replay), if set.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// What a strategy run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunnerStats {
+    /// Market events handled.
+    pub events: u64,
+    /// Fills received.
+    pub fills: u64,
+    /// Orders sent.
+    pub orders: u64,
+    /// Step markers acknowledged.
+    pub acks: u64,
+    /// Market-data payloads that could not be decoded (skipped).
+    pub bad_events: u64,
+    /// `fill.*` / `order.*` payloads that could not be read (skipped, not guessed).
+    pub bad_exchange_messages: u64,
+    /// Gateway replies that could not be read (skipped).
+    pub bad_replies: u64,
+}
+
+/// How long the runner waits for a message before it checks the stop flag and idle timeout.
+const IDLE_CHECK_MS: i32 = 100;
+
+/// The part of a lockstep step marker the runner needs.
+#[derive(serde::Deserialize)]
+struct StepMarker {
+    step: u64,
+}
+
+/// The JSON request for a queued order or cancel, decided at the driver's event time.
+pub fn request_json(q: &QueuedRequest) -> Vec<u8> {
+    let request = match &q.request {
+        OrderRequest::New(o) => Request::New {
+            client_order_id: o.client_order_id.clone(),
+            venue: o.venue.clone(),
+            symbol: o.symbol.clone(),
+            side: o.side,
+            order_type: o.order_type,
+            tif: o.tif,
+            price: o.price,
+            size: o.size,
+            decided_at: Some(q.decided_at),
+        },
+        OrderRequest::Cancel { client_order_id } => Request::Cancel {
+            client_order_id: client_order_id.clone(),
+            decided_at: Some(q.decided_at),
+        },
+    };
+    // Plain strings and numbers: serializing cannot fail.
+    serde_json::to_vec(&request).unwrap_or_default()
+}
+
+/// The runner's sockets and state.
+struct Runner<'a> {
+    dealer: zmq::Socket,
+    dispatch: Dispatcher,
+    strategy: &'a mut dyn Strategy,
+    lockstep: bool,
+    names: Interner,
+    /// Gateway requests sent whose reply has not come back yet. While none is owed,
+    /// only the bus can speak, and the runner blocks on it alone.
+    replies_owed: u32,
+    /// Reused buffer for lockstep acks.
+    ack: Vec<u8>,
+    stats: RunnerStats,
+}
+
+impl Runner<'_> {
+    /// Sends what the strategy queued during the last callback.
+    fn send_queued(&mut self) -> Result<()> {
+        if !self.dispatch.ctx.has_requests() {
+            return Ok(());
+        }
+        let queued: Vec<QueuedRequest> = self.dispatch.ctx.take_requests().collect();
+        for q in &queued {
+            self.dealer
+                .send(request_json(q), 0)
+                .context("cannot send to the order gateway")?;
+            self.replies_owed += 1;
+            if matches!(q.request, OrderRequest::New(_)) {
+                self.stats.orders += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one gateway reply.
+    fn on_reply(&mut self, bytes: &[u8]) -> Result<()> {
+        self.replies_owed = self.replies_owed.saturating_sub(1);
+        match serde_json::from_slice::<Reply>(bytes) {
+            Ok(reply) => self.dispatch.reply(self.strategy, &reply)?,
+            Err(_) => self.stats.bad_replies += 1,
+        }
+        self.send_queued()
+    }
+
+    /// Handles one bus message; true once the replay's end of stream has arrived.
+    fn on_bus(&mut self, frames: &[Vec<u8>]) -> Result<bool> {
+        let [topic, payload] = frames else {
+            self.stats.bad_events += 1;
+            return Ok(false);
+        };
+        if topic.as_slice() == b"step" {
+            if self.lockstep {
+                let step = match serde_json::from_slice::<StepMarker>(payload) {
+                    Ok(m) => m.step,
+                    Err(e) => bail!(
+                        "lockstep step marker unreadable ({e}): {:?}; is the replay speaking this protocol version?",
+                        String::from_utf8_lossy(payload)
+                    ),
+                };
+                self.ack.clear();
+                write!(self.ack, "{{\"type\":\"ack\",\"step\":{step}}}")?;
+                self.dealer.send(&self.ack[..], 0)?;
+                self.stats.acks += 1;
+            }
+            return Ok(false);
+        }
+        if topic.starts_with(b"fill.") || topic.starts_with(b"order.") {
+            match serde_json::from_slice::<ExchangeOutput>(payload) {
+                Ok(output) => {
+                    if self.dispatch.exchange(self.strategy, &output)? {
+                        self.send_queued()?;
+                    }
+                }
+                Err(_) => self.stats.bad_exchange_messages += 1,
+            }
+            return Ok(false);
+        }
+        let event = match wire::decode(payload, &mut self.names) {
+            Ok(event) => event,
+            Err(_) => {
+                self.stats.bad_events += 1;
+                return Ok(false);
+            }
+        };
+        if let Body::EndOfStream(e) = &event.body {
+            return Ok(e.replay);
+        }
+        self.dispatch.market(self.strategy, &event)?;
+        self.send_queued()?;
+        Ok(false)
+    }
+}
+
+/// Runs `strategy` until end-of-stream of a replay, or `stop`.
+pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> Result<RunnerStats> {
+    let zctx = crate::bus::context();
+    let sub = zctx.socket(zmq::SUB)?;
+    sub.set_rcvhwm(0)?;
+    sub.set_linger(0)?;
+    sub.set_rcvtimeo(IDLE_CHECK_MS)?;
+    for prefix in ["book.", "trade.", "gap.", "fill.", "order.", "step", "eos."] {
+        sub.set_subscribe(prefix.as_bytes())?;
+    }
+    for ep in &config.bus {
+        sub.connect(ep)
+            .with_context(|| format!("bad bus endpoint {ep}"))?;
+    }
+    let dealer = zctx.socket(zmq::DEALER)?;
+    dealer.set_linger(1000)?;
+    dealer
+        .connect(&config.gateway)
+        .with_context(|| format!("bad gateway endpoint {}", config.gateway))?;
+    let hello = Request::Hello {
+        strategy: config.name.clone(),
+        lockstep: config.lockstep,
+    };
+    dealer.send(serde_json::to_vec(&hello)?, 0)?;
+    let mut r = Runner {
+        dealer,
+        dispatch: Dispatcher::new(&config.name, config.timer),
+        strategy,
+        lockstep: config.lockstep,
+        names: Interner::default(),
+        // The hello's welcome.
+        replies_owed: 1,
+        ack: Vec::with_capacity(48),
+        stats: RunnerStats::default(),
+    };
+    let mut last_msg = Instant::now();
+    let idle_check = |last_msg: Instant| -> Result<()> {
+        if config.idle_timeout.is_some_and(|t| last_msg.elapsed() > t) {
+            bail!(
+                "no market data for {:?}: is the replay running?",
+                config.idle_timeout
+            );
+        }
+        Ok(())
+    };
+    loop {
+        if stop.is_set() {
+            break;
+        }
+        if r.replies_owed == 0 {
+            // Only the bus can speak: a blocking receive costs no system call while
+            // messages are queued, where polling and draining cost two per wake-up.
+            match sub.recv_multipart(0) {
+                Ok(frames) => {
+                    last_msg = Instant::now();
+                    if r.on_bus(&frames)? {
+                        break;
+                    }
+                }
+                // Timeout or a signal: loop round and let the stop flag decide.
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => idle_check(last_msg)?,
+                Err(e) => return Err(e.into()),
+            }
+            continue;
+        }
+        let mut items = [
+            sub.as_poll_item(zmq::POLLIN),
+            r.dealer.as_poll_item(zmq::POLLIN),
+        ];
+        match zmq::poll(&mut items, IDLE_CHECK_MS as i64) {
+            Ok(_) => {}
+            // A signal: loop round and let the stop flag decide.
+            Err(zmq::Error::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let (sub_ready, dealer_ready) = (items[0].is_readable(), items[1].is_readable());
+        if !sub_ready && !dealer_ready {
+            idle_check(last_msg)?;
+            continue;
+        }
+        last_msg = Instant::now();
+        if dealer_ready {
+            while let Ok(reply) = r.dealer.recv_bytes(zmq::DONTWAIT) {
+                r.on_reply(&reply)?;
+            }
+        }
+        if !sub_ready {
+            continue;
+        }
+        // Drain the bus in order; step markers are acked after what precedes them.
+        let mut ended = false;
+        while let Ok(frames) = sub.recv_multipart(zmq::DONTWAIT) {
+            ended = r.on_bus(&frames)?;
+            if ended {
+                break;
+            }
+        }
+        if ended {
+            break;
+        }
+    }
+    let mut stats = r.stats;
+    stats.events = r.dispatch.stats.events;
+    stats.fills = r.dispatch.stats.fills;
+    Ok(stats)
+}
