@@ -15,13 +15,15 @@
 //! - [`book`]: the L2 book every consumer rebuilds from deltas.
 //! - [`replay`]: recorded events back on the bus: pacing, no-drop, lockstep.
 //! - [`exchange`]: the simulated exchange and its models; [`paper`] runs it live.
-//! - [`strategy`]: the strategy SDK and example strategies.
+//! - [`strategy`]: the transport-free strategy SDK, its bus driver, example strategies.
+//! - [`backtest`]: the in-process engine: data → exchange → strategies in one thread.
 //! - [`scenario`]: scenario files and `ticktape run`.
 //! - [`report`]: PnL analytics with polars.
 //! - [`shutdown`]: the one stop flag signals raise.
 
 #![deny(missing_docs)]
 
+pub mod backtest;
 pub mod book;
 pub mod bus;
 pub mod event;

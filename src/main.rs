@@ -827,16 +827,37 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         out: a.out,
         speed: a.speed,
     };
-    let summary = ticktape::scenario::run::run(&a.scenario, &options, &stop, |p| progress.show(&p));
+    use ticktape::scenario::run::{RunOutcome, RunProgress};
+    let outcome = ticktape::scenario::run::run(&a.scenario, &options, &stop, |p| match p {
+        RunProgress::Replay(p) => progress.show(&p),
+        RunProgress::Inproc(p) => {
+            progress.bar.set_length(p.estimate);
+            progress.bar.set_position(p.events);
+        }
+    });
     progress.bar.finish_and_clear();
-    let summary = summary?;
-    print_replay_summary(&summary.replay, false)?;
-    eprintln!("run directory: {}", summary.run_dir.display());
-    report_after_run(&summary.run_dir)?;
-    if summary.interrupted {
+    let outcome = outcome?;
+    match &outcome {
+        RunOutcome::Bus(summary) => print_replay_summary(&summary.replay, false)?,
+        RunOutcome::Inproc(s) => {
+            let rate = s.replay.events as f64 / s.elapsed_secs.max(1e-9);
+            eprintln!(
+                "in-process backtest: {} events in {:.3} s ({}/s), {} requests, {} fills",
+                s.replay.events,
+                s.elapsed_secs,
+                group_thousands(rate as u64),
+                s.replay.requests,
+                s.fills
+            );
+            eprintln!("  fills digest {}", s.digest);
+        }
+    }
+    eprintln!("run directory: {}", outcome.run_dir().display());
+    report_after_run(outcome.run_dir())?;
+    if outcome.interrupted() {
         bail!(
             "interrupted: partial results are in {}",
-            summary.run_dir.display()
+            outcome.run_dir().display()
         );
     }
     Ok(())
@@ -1075,4 +1096,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `1234567` as `1,234,567`.
+fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -53,8 +53,11 @@ pub struct SimExchange {
     orders: HashMap<u64, Order>,
     client_ids: HashMap<(Arc<str>, String), u64>,
     names: Interner,
-    /// Requests on their way to the engine, keyed by (apply_at, submission number).
-    pending: BTreeMap<(UnixNanos, u64), Pending>,
+    /// Requests on their way to the engine, keyed by (apply_at, strategy, submission
+    /// number): requests of different strategies due at the same nanosecond apply in
+    /// strategy-name order, so the result does not depend on which process's message
+    /// reached the gateway first (bus lockstep) or on the driver (in-process).
+    pending: BTreeMap<(UnixNanos, Arc<str>, u64), Pending>,
     /// Latest apply time per strategy, so its requests stay in order.
     last_apply: HashMap<Arc<str>, UnixNanos>,
     positions: BTreeMap<PositionKey, Position>,
@@ -215,7 +218,7 @@ impl SimExchange {
 
     /// When the earliest queued request will be applied, if any (for paper-mode timers).
     pub fn next_apply_at(&self) -> Option<UnixNanos> {
-        self.pending.keys().next().map(|(t, _)| *t)
+        self.pending.keys().next().map(|(t, _, _)| *t)
     }
 
     /// Handles one gateway request: `new` and `cancel` go to [`SimExchange::submit`]
@@ -377,7 +380,8 @@ impl SimExchange {
         // an earlier request of the same strategy.
         apply_at = apply_at.max(*last).max(self.clock);
         *last = apply_at;
-        self.pending.insert((apply_at, self.next_seq), what);
+        self.pending
+            .insert((apply_at, strategy.clone(), self.next_seq), what);
         self.next_seq += 1;
     }
 
@@ -447,7 +451,7 @@ impl SimExchange {
     pub fn close(&mut self, ts: UnixNanos) {
         self.advance_to(ts);
         let left = std::mem::take(&mut self.pending);
-        for ((apply_at, _), what) in left {
+        for ((apply_at, _, _), what) in left {
             if let Pending::New(id) = what {
                 let reason = format!(
                     "end of stream: the order would have reached the exchange at {apply_at}, after the last event at {ts}"
@@ -459,7 +463,7 @@ impl SimExchange {
 
     fn apply_pending(&mut self, due: impl Fn(UnixNanos) -> bool) {
         while let Some(entry) = self.pending.first_entry() {
-            let (apply_at, _) = *entry.key();
+            let apply_at = entry.key().0;
             if !due(apply_at) {
                 break;
             }
@@ -681,7 +685,10 @@ impl SimExchange {
         h.update(&fill.ts.to_le_bytes());
         h.update(fill.strategy.as_bytes());
         h.update(&[0x1f]);
-        h.update(&fill.order_id.to_le_bytes());
+        // The strategy's own id, not the exchange's: exchange ids count submissions across
+        // strategies, whose interleaving at a bus gateway is not part of the result.
+        h.update(fill.client_order_id.as_bytes());
+        h.update(&[0x1f]);
         h.update(fill.side.name().as_bytes());
         h.update(&[0x1f]);
         h.update(fill.price.to_string().as_bytes());
@@ -696,7 +703,7 @@ impl SimExchange {
         std::mem::take(&mut self.outputs)
     }
 
-    /// A stable hash of every fill so far (ts, strategy, order id, side, price and size
+    /// A stable hash of every fill so far (ts, strategy, client order id, side, price and size
     /// strings, in order), as 16 hex digits: equal runs print equal digests.
     pub fn fills_digest(&self) -> String {
         format!("{:016x}", self.digest.digest())

@@ -54,7 +54,7 @@ pub enum OutputError {
 }
 
 /// Rows written per file, returned by [`RunWriter::finish`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RunCounts {
     /// Rows in `orders.parquet`.
     pub orders: u64,

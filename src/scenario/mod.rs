@@ -110,6 +110,27 @@ fn default_size() -> Spanned<String> {
     Spanned::new(0..0, "1".to_string())
 }
 
+/// Which engine runs the backtest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineMode {
+    /// Strategies run as processes on the bus (any language), stepped in lockstep.
+    #[default]
+    Bus,
+    /// Built-in Rust strategies run in this process beside the exchange: no sockets,
+    /// same fills as the bus lockstep.
+    Inproc,
+}
+
+/// `[engine]`: how strategies are run.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// `bus` (default) or `inproc`.
+    #[serde(default)]
+    pub mode: EngineMode,
+}
+
 /// Account settings.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +159,9 @@ pub struct Scenario {
     /// Replay settings.
     #[serde(default)]
     pub replay: ReplaySection,
+    /// Engine: strategies over the bus (default) or in-process.
+    #[serde(default)]
+    pub engine: EngineSection,
     /// Strategy processes (`[[strategy]]` tables).
     #[serde(rename = "strategy")]
     pub strategies: Vec<StrategySection>,
@@ -248,6 +272,16 @@ impl Scenario {
                 }
                 (None, Some(c)) if c.get_ref().is_empty() => {
                     return Err(at(c.span(), "strategy.command", "is empty".into()));
+                }
+                (None, Some(c)) if scenario.engine.mode == EngineMode::Inproc => {
+                    return Err(at(
+                        c.span(),
+                        "strategy.command",
+                        format!(
+                            "strategy {:?} is a command, but [engine] mode = \"inproc\" runs built-in Rust strategies only (use mode = \"bus\", or the ticktape::backtest API for your own Rust strategy)",
+                            s.name
+                        ),
+                    ));
                 }
                 (None, Some(_)) => {}
                 _ => bail!(

@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::{Scenario, parse_duration, run_dir};
+use super::{EngineMode, Scenario, parse_duration, run_dir};
+use crate::backtest::{Backtest, BacktestSummary};
 use crate::exchange::host::{ExchangeHost, ExchangeHostConfig};
 use crate::replay::{self, ReplayConfig, ReplayStats, Speed};
 use crate::shutdown::Stop;
 use crate::store::{Selection, layout};
+use crate::strategy;
 
 /// Options from the command line.
 #[derive(Clone, Debug, Default)]
@@ -117,13 +119,80 @@ fn prepare_run_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
-/// Runs a scenario to completion. `on_progress` sees the replay's progress.
+/// The scenario's `[data]` block as a reader selection.
+fn selection(scenario: &Scenario) -> Result<Selection> {
+    let data = &scenario.data;
+    Ok(Selection {
+        venues: data.venues.clone(),
+        symbols: data.symbols.clone(),
+        kinds: data
+            .kinds
+            .iter()
+            .filter_map(|k| crate::event::Kind::from_name(k.get_ref()))
+            .collect(),
+        start: data
+            .start
+            .as_ref()
+            .map(|t| layout::parse_ts(t.get_ref()))
+            .transpose()?,
+        end: data
+            .end
+            .as_ref()
+            .map(|t| layout::parse_ts(t.get_ref()))
+            .transpose()?,
+    })
+}
+
+/// What `ticktape run` produced, by engine.
+#[derive(Clone, Debug)]
+pub enum RunOutcome {
+    /// Strategies ran as processes on the bus.
+    Bus(RunSummary),
+    /// Built-in strategies ran in this process.
+    Inproc(BacktestSummary),
+}
+
+impl RunOutcome {
+    /// The run directory.
+    pub fn run_dir(&self) -> &Path {
+        match self {
+            RunOutcome::Bus(s) => &s.run_dir,
+            RunOutcome::Inproc(s) => &s.run_dir,
+        }
+    }
+
+    /// True when Ctrl-C stopped the run early.
+    pub fn interrupted(&self) -> bool {
+        match self {
+            RunOutcome::Bus(s) => s.interrupted,
+            RunOutcome::Inproc(s) => s.interrupted,
+        }
+    }
+
+    /// The fills digest.
+    pub fn digest(&self) -> Option<&str> {
+        match self {
+            RunOutcome::Bus(s) => s.digest.as_deref(),
+            RunOutcome::Inproc(s) => Some(&s.digest),
+        }
+    }
+}
+
+/// Progress of a run, by engine.
+pub enum RunProgress<'a> {
+    /// The bus replay's progress.
+    Replay(replay::Progress<'a>),
+    /// The in-process engine's progress.
+    Inproc(crate::backtest::Progress),
+}
+
+/// Runs a scenario to completion with the engine it names (`[engine] mode`).
 pub fn run(
     scenario_path: &Path,
     options: &RunOptions,
     stop: &Stop,
-    mut on_progress: impl FnMut(replay::Progress<'_>),
-) -> Result<RunSummary> {
+    mut on_progress: impl FnMut(RunProgress<'_>),
+) -> Result<RunOutcome> {
     let scenario = Scenario::load(scenario_path)?;
     let dir = run_dir(&scenario, options.out.as_deref());
     prepare_run_dir(&dir)?;
@@ -131,7 +200,65 @@ pub fn run(
         dir.join("scenario.toml"),
         toml::to_string_pretty(&scenario).context("cannot serialize the resolved scenario")?,
     )?;
+    match scenario.engine.mode {
+        EngineMode::Inproc => run_inproc(&scenario, &dir, stop, |p| {
+            on_progress(RunProgress::Inproc(p))
+        })
+        .map(RunOutcome::Inproc),
+        EngineMode::Bus => run_bus(&scenario, dir, options, stop, |p| {
+            on_progress(RunProgress::Replay(p))
+        })
+        .map(RunOutcome::Bus),
+    }
+}
 
+/// The scenario's built-in strategies in this process (`[engine] mode = "inproc"`).
+fn run_inproc(
+    scenario: &Scenario,
+    dir: &Path,
+    stop: &Stop,
+    on_progress: impl FnMut(crate::backtest::Progress),
+) -> Result<BacktestSummary> {
+    let mut builder = Backtest::builder()
+        .name(&scenario.name)
+        .dataset(scenario.data.dataset.get_ref())
+        .selection(selection(scenario)?)
+        .exchange(scenario.exchange.clone())
+        .run_dir(dir)
+        .mark_interval(Duration::from_secs_f64(scenario.replay.mark_interval_secs))
+        .starting_balance(scenario.account.starting_balance);
+    for s in &scenario.strategies {
+        let Some(name) = &s.builtin else {
+            bail!(
+                "strategy {:?} is a command; [engine] mode = \"inproc\" runs built-in strategies only",
+                s.name
+            );
+        };
+        let size = s
+            .size
+            .get_ref()
+            .parse()
+            .with_context(|| format!("strategy {:?}: bad size", s.name))?;
+        builder = builder.boxed_strategy(
+            &s.name,
+            strategy::builtin(name.get_ref(), &s.venue, &s.symbol, size)?,
+        );
+    }
+    let summary = builder
+        .build()?
+        .run_with_progress(stop, on_progress)
+        .with_context(|| format!("run {:?} failed", scenario.name))?;
+    Ok(summary)
+}
+
+/// The bus form: replay + exchange here, strategies as child processes in lockstep.
+fn run_bus(
+    scenario: &Scenario,
+    dir: PathBuf,
+    options: &RunOptions,
+    stop: &Stop,
+    mut on_progress: impl FnMut(replay::Progress<'_>),
+) -> Result<RunSummary> {
     // Short ipc paths: a Unix socket path must stay under ~100 bytes.
     let tag = format!(
         "{}-{}",
@@ -158,25 +285,7 @@ pub fn run(
         .map_err(|e| anyhow::anyhow!(e))?
         .unwrap_or_default();
     let data = &scenario.data;
-    let selection = Selection {
-        venues: data.venues.clone(),
-        symbols: data.symbols.clone(),
-        kinds: data
-            .kinds
-            .iter()
-            .filter_map(|k| crate::event::Kind::from_name(k.get_ref()))
-            .collect(),
-        start: data
-            .start
-            .as_ref()
-            .map(|t| layout::parse_ts(t.get_ref()))
-            .transpose()?,
-        end: data
-            .end
-            .as_ref()
-            .map(|t| layout::parse_ts(t.get_ref()))
-            .transpose()?,
-    };
+    let selection = selection(scenario)?;
 
     let mut host = ExchangeHost::new(&ExchangeHostConfig {
         settings: scenario.exchange.clone(),

@@ -354,7 +354,11 @@ impl Dispatcher {
 
     /// Hands an exchange output to the strategy if it is one of its own; returns whether
     /// it was. Fills update the position before `on_fill` runs.
-    pub fn exchange(&mut self, strategy: &mut dyn Strategy, output: &ExchangeOutput) -> Result<bool> {
+    pub fn exchange(
+        &mut self,
+        strategy: &mut dyn Strategy,
+        output: &ExchangeOutput,
+    ) -> Result<bool> {
         if output.strategy() != &*self.ctx.name {
             return Ok(false);
         }
@@ -384,7 +388,9 @@ pub fn builtin(name: &str, venue: &str, symbol: &str, size: Fixed) -> Result<Box
     Ok(match name {
         "mm" => Box::new(examples::MarketMaker::new(venue, symbol, size)),
         "taker" => Box::new(examples::TradeFlowTaker::new(venue, symbol, size)),
-        other => bail!("unknown built-in strategy {other:?}: the built-in examples are mm and taker"),
+        other => {
+            bail!("unknown built-in strategy {other:?}: the built-in examples are mm and taker")
+        }
     })
 }
 
@@ -414,7 +420,10 @@ mod tests {
 
     impl Strategy for Probe {
         fn on_book(&mut self, ctx: &mut Context, _e: &Event, book: &L2Book) -> Result<()> {
-            self.seen.push(format!("book {:?}", book.best_bid().map(|b| b.0.to_string())));
+            self.seen.push(format!(
+                "book {:?}",
+                book.best_bid().map(|b| b.0.to_string())
+            ));
             ctx.limit(
                 "sim",
                 "X",
@@ -430,8 +439,11 @@ mod tests {
             Ok(())
         }
         fn on_fill(&mut self, ctx: &mut Context, fill: &Fill) -> Result<()> {
-            self.seen
-                .push(format!("fill {} pos {}", fill.size, ctx.position("sim", "X")));
+            self.seen.push(format!(
+                "fill {} pos {}",
+                fill.size,
+                ctx.position("sim", "X")
+            ));
             Ok(())
         }
         fn on_timer(&mut self, ctx: &mut Context) -> Result<()> {
@@ -504,10 +516,18 @@ mod tests {
         let zero = Fixed::ZERO;
         assert!(ctx.market("v", "s", OrderSide::Buy, zero).is_err());
         assert!(
-            ctx.limit("v", "s", OrderSide::Sell, zero, "1".parse().unwrap(), TimeInForce::Gtc)
-                .is_err()
+            ctx.limit(
+                "v",
+                "s",
+                OrderSide::Sell,
+                zero,
+                "1".parse().unwrap(),
+                TimeInForce::Gtc
+            )
+            .is_err()
         );
         assert!(!ctx.has_requests());
-        assert_eq!(builtin("nope", "v", "s", zero).err().unwrap().to_string().contains("mm and taker"), true);
+        let unknown = builtin("nope", "v", "s", zero).err().unwrap().to_string();
+        assert!(unknown.contains("mm and taker"), "{unknown}");
     }
 }
