@@ -770,6 +770,12 @@ fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -> Re
             (b - a) as f64 / 1e9
         );
     }
+    if stats.backdated > 0 {
+        eprintln!(
+            "  {} orders dated before their strategy's last acknowledged step were moved up to it (decision time belongs to the harness)",
+            stats.backdated
+        );
+    }
     if let Some(l) = &stats.lateness {
         eprintln!(
             "  pacing lateness p50 {:.0} us, p99 {:.0} us, max {:.0} us ({} samples)",

@@ -91,12 +91,13 @@ impl VenueHost for ExchangeHost {
         strategy: &str,
         request: &[u8],
         now: UnixNanos,
+        not_before: UnixNanos,
         out: &mut Outbox,
     ) -> Result<Vec<u8>> {
         let reply = match Request::from_json(request) {
             Ok(req) => self
                 .exchange
-                .handle(strategy, &req, now)
+                .handle(strategy, &not_backdated(req, not_before), now)
                 .unwrap_or(Reply::Error {
                     reason: "hello and ack go to the gateway, not the exchange".into(),
                 }),
@@ -122,6 +123,16 @@ impl VenueHost for ExchangeHost {
         }
         Ok(Some(self.exchange.fills_digest()))
     }
+}
+
+/// `request` with its decision time moved up to `not_before` if it was dated earlier.
+fn not_backdated(mut request: Request, not_before: UnixNanos) -> Request {
+    if let Request::New { decided_at, .. } | Request::Cancel { decided_at, .. } = &mut request
+        && let Some(t) = decided_at
+    {
+        *t = (*t).max(not_before);
+    }
+    request
 }
 
 #[cfg(test)]
@@ -168,11 +179,14 @@ mod tests {
                 br#"{"type":"new","client_order_id":"a","venue":"sim","symbol":"X",
                     "side":"buy","order_type":"market","size":"1","decided_at":10}"#,
                 10,
+                i64::MIN,
                 &mut out,
             )
             .unwrap();
         assert!(String::from_utf8(reply).unwrap().contains("\"accepted\""));
-        let bad = host.on_request("s", b"{nope", 10, &mut out).unwrap();
+        let bad = host
+            .on_request("s", b"{nope", 10, i64::MIN, &mut out)
+            .unwrap();
         assert!(String::from_utf8(bad).unwrap().contains("\"error\""));
         // An order decided after the last event never reaches the exchange: canceled.
         host.on_request(
@@ -180,6 +194,7 @@ mod tests {
             br#"{"type":"new","client_order_id":"late","venue":"sim","symbol":"X",
                 "side":"buy","order_type":"market","size":"1","decided_at":50}"#,
             10,
+            i64::MIN,
             &mut out,
         )
         .unwrap();

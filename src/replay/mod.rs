@@ -12,9 +12,10 @@
 //! exchange before `t + L`, so events up to `acked_ts + L` are safe to publish before the
 //! acks arrive; markers are sent in batches and the run stays exact.
 
+pub mod gateway;
 pub mod pacing;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use crate::shutdown::Stop;
 use crate::store::{EventReader, Selection};
 use crate::wire::Encoding;
 
+pub(crate) use gateway::Gateway;
 pub use pacing::{Lateness, Pacer, Speed};
 
 /// Messages a venue host wants published: `(topic, payload)`.
@@ -40,12 +42,15 @@ pub trait VenueHost {
     fn advance_before(&mut self, ts: UnixNanos, out: &mut Outbox) -> Result<()>;
     /// Applies one replayed market event.
     fn on_market(&mut self, event: &Event, out: &mut Outbox) -> Result<()>;
-    /// Handles one gateway request from `strategy`; `now` is the replay's event time.
+    /// Handles one gateway request from `strategy`; `now` is the replay's event time. An
+    /// order or cancel dated (`decided_at`) before `not_before` is treated as decided at
+    /// `not_before`: the gateway's bound on what the strategy can have seen.
     fn on_request(
         &mut self,
         strategy: &str,
         request: &[u8],
         now: UnixNanos,
+        not_before: UnixNanos,
         out: &mut Outbox,
     ) -> Result<Vec<u8>>;
     /// Called every mark interval of simulated time.
@@ -143,6 +148,9 @@ pub struct ReplayStats {
     pub slowest: Vec<(String, f64)>,
     /// Gateway requests handled.
     pub requests: u64,
+    /// Orders and cancels dated before the last step their strategy acknowledged (or
+    /// before the replay's clock without lockstep), moved up to that time.
+    pub backdated: u64,
     /// Digest of the simulated exchange's fills, when one ran.
     pub digest: Option<String>,
     /// Rows the selection covered, for progress.
@@ -184,148 +192,6 @@ impl UnackedMarkers {
 
 /// In the lookahead form, the most events between two step markers.
 const MARKER_EVERY_EVENTS: u64 = 64;
-
-/// The fields of a gateway request the gateway itself reads; the rest is the exchange's.
-#[derive(Default, serde::Deserialize)]
-struct Envelope<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<std::borrow::Cow<'a, str>>,
-    step: Option<u64>,
-    #[serde(borrow)]
-    strategy: Option<std::borrow::Cow<'a, str>>,
-}
-
-struct Strategy {
-    name: String,
-    acked: u64,
-    waited: Duration,
-}
-
-/// The gateway ROUTER and the lockstep bookkeeping (shared with paper trading).
-pub(crate) struct Gateway {
-    socket: zmq::Socket,
-    strategies: HashMap<Vec<u8>, Strategy>,
-    lockstep: usize,
-}
-
-impl Gateway {
-    /// Binds a gateway ROUTER at `endpoint`.
-    pub(crate) fn bind(ctx: &zmq::Context, endpoint: &str, lockstep: usize) -> Result<Gateway> {
-        let socket = ctx.socket(zmq::ROUTER)?;
-        socket.set_linger(1000)?;
-        socket
-            .bind(endpoint)
-            .with_context(|| format!("cannot bind gateway to {endpoint}"))?;
-        Ok(Gateway {
-            socket,
-            strategies: HashMap::new(),
-            lockstep,
-        })
-    }
-
-    /// Handles every pending request; blocks up to `timeout` for the first.
-    pub(crate) fn pump(
-        &mut self,
-        host: &mut Option<&mut dyn VenueHost>,
-        now: UnixNanos,
-        out: &mut Outbox,
-        timeout: Duration,
-        stats: &mut ReplayStats,
-    ) -> Result<()> {
-        if timeout > Duration::ZERO {
-            self.socket
-                .poll(zmq::POLLIN, timeout.as_millis().max(1) as i64)?;
-        }
-        loop {
-            let frames = match self.socket.recv_multipart(zmq::DONTWAIT) {
-                Ok(f) => f,
-                Err(zmq::Error::EAGAIN) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            let (Some(identity), Some(body)) = (frames.first(), frames.last()) else {
-                continue;
-            };
-            stats.requests += 1;
-            let envelope: Envelope<'_> = serde_json::from_slice(body).unwrap_or_default();
-            match envelope.kind.as_deref() {
-                Some("hello") => {
-                    let name = envelope
-                        .strategy
-                        .as_deref()
-                        .unwrap_or("anonymous")
-                        .to_string();
-                    self.strategies.insert(
-                        identity.clone(),
-                        Strategy {
-                            name: name.clone(),
-                            acked: 0,
-                            waited: Duration::ZERO,
-                        },
-                    );
-                    let reply = serde_json::json!({"type": "welcome", "strategy": name,
-                        "lockstep": self.lockstep > 0});
-                    self.reply(identity, reply.to_string().as_bytes())?;
-                }
-                Some("ack") => {
-                    if let Some(s) = self.strategies.get_mut(identity) {
-                        s.acked = s.acked.max(envelope.step.unwrap_or(0));
-                    }
-                }
-                _ => {
-                    let name = self
-                        .strategies
-                        .get(identity)
-                        .map(|s| s.name.clone())
-                        .unwrap_or_else(|| "anonymous".into());
-                    let reply = match host.as_deref_mut() {
-                        Some(h) => h.on_request(&name, body, now, out)?,
-                        None => serde_json::json!({"type": "error",
-                            "reason": "this replay runs no exchange (start it with --exchange)"})
-                        .to_string()
-                        .into_bytes(),
-                    };
-                    self.reply(identity, &reply)?;
-                }
-            }
-        }
-    }
-
-    fn reply(&self, identity: &[u8], body: &[u8]) -> Result<()> {
-        self.socket.send(identity, zmq::SNDMORE)?;
-        self.socket.send(body, 0)?;
-        Ok(())
-    }
-
-    /// The error for strategies that did not acknowledge `step` in time, naming them.
-    fn ack_timeout_error(&self, step: u64, timeout: Duration) -> anyhow::Error {
-        let late: Vec<&str> = self
-            .strategies
-            .values()
-            .filter(|s| s.acked < step)
-            .map(|s| s.name.as_str())
-            .collect();
-        anyhow::anyhow!(
-            "lockstep: {} did not ack step {step} within {timeout:?} (crashed or hung?)",
-            late.join(", ")
-        )
-    }
-
-    fn min_acked(&self) -> u64 {
-        self.strategies
-            .values()
-            .map(|s| s.acked)
-            .min()
-            .unwrap_or(u64::MAX)
-    }
-
-    /// Charges `spent` waiting to every strategy that has not acknowledged `step` yet:
-    /// the summary's "slowest" list.
-    fn charge_wait(&mut self, step: u64, spent: Duration) {
-        for s in self.strategies.values_mut().filter(|s| s.acked < step) {
-            s.waited += spent;
-        }
-    }
-}
 
 pub(crate) fn publish_outbox(publisher: &mut Publisher, out: &mut Outbox) -> Result<()> {
     for (topic, payload) in out.drain(..) {
@@ -460,6 +326,9 @@ pub fn run(
                 if !marker_sent_for_last {
                     step += 1;
                     unacked.push(step, last_ts);
+                    if let Some(g) = gateway.as_mut() {
+                        g.marker_sent(step, last_ts);
+                    }
                     send_marker(&mut publisher, step, last_ts)?;
                     stats.steps += 1;
                     marker_sent_for_last = true;
@@ -534,6 +403,9 @@ pub fn run(
         }
         if simple_lockstep {
             step += 1;
+            if let Some(g) = gateway.as_mut() {
+                g.marker_sent(step, ts);
+            }
             send_marker(&mut publisher, step, ts)?;
             stats.steps += 1;
             stats.ack_waits += 1;
@@ -566,6 +438,9 @@ pub fn run(
             // fewer waits, since most waits are holes in the data longer than the lookahead.)
             step += 1;
             unacked.push(step, ts);
+            if let Some(g) = gateway.as_mut() {
+                g.marker_sent(step, ts);
+            }
             send_marker(&mut publisher, step, ts)?;
             stats.steps += 1;
             marker_sent_for_last = true;

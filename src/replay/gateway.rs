@@ -1,0 +1,328 @@
+//! The order gateway: a ROUTER socket strategies connect a DEALER to, the `hello` / `ack`
+//! bookkeeping of lockstep, and the hand-off of order requests to the [`VenueHost`].
+//!
+//! Owns who is connected, which step each strategy acknowledged (and at what event time),
+//! and the rule that decision time belongs to the harness: an order may not be dated
+//! before the last step its strategy acknowledged (lockstep) or before the host's current
+//! time (no lockstep, paper). Earlier dates are moved up to that bound and counted in
+//! [`ReplayStats::backdated`], so a strategy that reads ahead cannot back-date an order
+//! into a fill it could not have had. Never publishes market data.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::{Outbox, ReplayStats, VenueHost};
+use crate::event::UnixNanos;
+
+/// The fields of a gateway request the gateway itself reads; the rest is the exchange's.
+#[derive(Default, serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    step: Option<u64>,
+    #[serde(borrow)]
+    strategy: Option<std::borrow::Cow<'a, str>>,
+    decided_at: Option<UnixNanos>,
+}
+
+pub(crate) struct Strategy {
+    pub(crate) name: String,
+    acked: u64,
+    /// Event time of the step `acked`: no order of this strategy may be dated earlier.
+    acked_ts: UnixNanos,
+    pub(crate) waited: Duration,
+}
+
+/// The gateway ROUTER and the lockstep bookkeeping (shared with paper trading).
+pub(crate) struct Gateway {
+    socket: zmq::Socket,
+    pub(crate) strategies: HashMap<Vec<u8>, Strategy>,
+    lockstep: usize,
+    /// Step markers sent and their event times, oldest first, while a strategy may
+    /// still acknowledge them.
+    markers: VecDeque<(u64, UnixNanos)>,
+}
+
+impl Gateway {
+    /// Binds a gateway ROUTER at `endpoint`.
+    pub(crate) fn bind(ctx: &zmq::Context, endpoint: &str, lockstep: usize) -> Result<Gateway> {
+        let socket = ctx.socket(zmq::ROUTER)?;
+        socket.set_linger(1000)?;
+        socket
+            .bind(endpoint)
+            .with_context(|| format!("cannot bind gateway to {endpoint}"))?;
+        Ok(Gateway {
+            socket,
+            strategies: HashMap::new(),
+            lockstep,
+            markers: VecDeque::new(),
+        })
+    }
+
+    /// Notes that step marker `step` went out for the events up to `ts`.
+    pub(crate) fn marker_sent(&mut self, step: u64, ts: UnixNanos) {
+        self.markers.push_back((step, ts));
+        // Markers every strategy has acknowledged are no longer needed.
+        let oldest = self.min_acked();
+        while self.markers.len() > 1 && self.markers.front().is_some_and(|&(s, _)| s < oldest) {
+            self.markers.pop_front();
+        }
+    }
+
+    /// The event time of step `step`, if it is still known.
+    fn marker_ts(&self, step: u64) -> Option<UnixNanos> {
+        let (first, _) = *self.markers.front()?;
+        let i = usize::try_from(step.checked_sub(first)?).ok()?;
+        self.markers.get(i).map(|&(_, ts)| ts)
+    }
+
+    /// Handles every pending request; blocks up to `timeout` for the first. `now` is the
+    /// host's current event time.
+    pub(crate) fn pump(
+        &mut self,
+        host: &mut Option<&mut dyn VenueHost>,
+        now: UnixNanos,
+        out: &mut Outbox,
+        timeout: Duration,
+        stats: &mut ReplayStats,
+    ) -> Result<()> {
+        if timeout > Duration::ZERO {
+            match self
+                .socket
+                .poll(zmq::POLLIN, timeout.as_millis().max(1) as i64)
+            {
+                // A signal (Ctrl-C): the caller's loop checks its stop flag.
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        loop {
+            let frames = match self.socket.recv_multipart(zmq::DONTWAIT) {
+                Ok(f) => f,
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            let (Some(identity), Some(body)) = (frames.first(), frames.last()) else {
+                continue;
+            };
+            stats.requests += 1;
+            let envelope: Envelope<'_> = serde_json::from_slice(body).unwrap_or_default();
+            match envelope.kind.as_deref() {
+                Some("hello") => {
+                    let name = envelope
+                        .strategy
+                        .as_deref()
+                        .unwrap_or("anonymous")
+                        .to_string();
+                    self.strategies.insert(
+                        identity.clone(),
+                        Strategy {
+                            name: name.clone(),
+                            acked: 0,
+                            acked_ts: UnixNanos::MIN,
+                            waited: Duration::ZERO,
+                        },
+                    );
+                    let reply = serde_json::json!({"type": "welcome", "strategy": name,
+                        "lockstep": self.lockstep > 0});
+                    self.reply(identity, reply.to_string().as_bytes())?;
+                }
+                Some("ack") => {
+                    let step = envelope.step.unwrap_or(0);
+                    let ts = self.marker_ts(step);
+                    if let Some(s) = self.strategies.get_mut(identity)
+                        && step > s.acked
+                    {
+                        s.acked = step;
+                        if let Some(ts) = ts {
+                            s.acked_ts = s.acked_ts.max(ts);
+                        }
+                    }
+                }
+                _ => {
+                    let (name, acked_ts) = self
+                        .strategies
+                        .get(identity)
+                        .map(|s| (s.name.clone(), s.acked_ts))
+                        .unwrap_or_else(|| ("anonymous".into(), UnixNanos::MIN));
+                    // Decision time belongs to the harness: never before the last step the
+                    // strategy acknowledged (lockstep), never before now otherwise.
+                    let not_before = if self.lockstep > 0 { acked_ts } else { now };
+                    if envelope.decided_at.is_some_and(|t| t < not_before) {
+                        stats.backdated += 1;
+                    }
+                    let reply = match host.as_deref_mut() {
+                        Some(h) => h.on_request(&name, body, now, not_before, out)?,
+                        None => serde_json::json!({"type": "error",
+                            "reason": "this replay runs no exchange (start it with --exchange)"})
+                        .to_string()
+                        .into_bytes(),
+                    };
+                    self.reply(identity, &reply)?;
+                }
+            }
+        }
+    }
+
+    fn reply(&self, identity: &[u8], body: &[u8]) -> Result<()> {
+        self.socket.send(identity, zmq::SNDMORE)?;
+        self.socket.send(body, 0)?;
+        Ok(())
+    }
+
+    /// The error for strategies that did not acknowledge `step` in time, naming them.
+    pub(crate) fn ack_timeout_error(&self, step: u64, timeout: Duration) -> anyhow::Error {
+        let late: Vec<&str> = self
+            .strategies
+            .values()
+            .filter(|s| s.acked < step)
+            .map(|s| s.name.as_str())
+            .collect();
+        anyhow::anyhow!(
+            "lockstep: {} did not ack step {step} within {timeout:?} (crashed or hung?)",
+            late.join(", ")
+        )
+    }
+
+    pub(crate) fn min_acked(&self) -> u64 {
+        self.strategies
+            .values()
+            .map(|s| s.acked)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Charges `spent` waiting to every strategy that has not acknowledged `step` yet:
+    /// the summary's "slowest" list.
+    pub(crate) fn charge_wait(&mut self, step: u64, spent: Duration) {
+        for s in self.strategies.values_mut().filter(|s| s.acked < step) {
+            s.waited += spent;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::event::{Body, BookDelta, Event, Flags, Side};
+    use crate::exchange::host::{ExchangeHost, ExchangeHostConfig};
+    use crate::exchange::{ExchangeSettings, LatencySpec};
+
+    fn level(ts: UnixNanos, side: Side, price: &str, size: &str) -> Event {
+        Event {
+            venue: Arc::from("sim"),
+            symbol: Arc::from("X"),
+            ts_event: ts,
+            ts_recv: ts,
+            venue_seq: None,
+            prev_venue_seq: None,
+            pub_seq: 0,
+            body: Body::Book(BookDelta {
+                side,
+                price: price.parse().unwrap(),
+                size: size.parse().unwrap(),
+                flags: Flags::LAST,
+            }),
+        }
+    }
+
+    fn buy(id: &str, decided_at: UnixNanos) -> String {
+        format!(
+            r#"{{"type":"new","client_order_id":"{id}","venue":"sim","symbol":"X","side":"buy","order_type":"market","size":"1","decided_at":{decided_at}}}"#
+        )
+    }
+
+    /// Pumps until `want` more requests were handled.
+    fn pump_until(
+        g: &mut Gateway,
+        host: &mut ExchangeHost,
+        now: UnixNanos,
+        out: &mut Outbox,
+        stats: &mut ReplayStats,
+        want: u64,
+    ) {
+        let target = stats.requests + want;
+        let mut host: Option<&mut dyn VenueHost> = Some(host);
+        for _ in 0..200 {
+            g.pump(&mut host, now, out, Duration::from_millis(10), stats)
+                .unwrap();
+            if stats.requests >= target {
+                return;
+            }
+        }
+        panic!("gateway saw {} of {target} requests", stats.requests);
+    }
+
+    #[test]
+    fn a_back_dated_order_gets_no_earlier_fill_than_an_honest_one() {
+        const MS: i64 = 1_000_000;
+        let settings = ExchangeSettings {
+            order_latency: LatencySpec::Constant { ns: MS },
+            ..ExchangeSettings::default()
+        };
+        let mut host = ExchangeHost::new(&ExchangeHostConfig {
+            settings,
+            run_dir: None,
+        })
+        .unwrap();
+        let mut out = Outbox::new();
+        // The exchange is at t = 0; the strategy has acknowledged the step at 1.5 ms
+        // (it read ahead in the lookahead form) and knows the ask leaves 101 at 2 ms.
+        host.on_market(&level(0, Side::Ask, "101", "10"), &mut out)
+            .unwrap();
+        host.on_market(&level(0, Side::Bid, "99", "10"), &mut out)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("ipc://{}", dir.path().join("gw").display());
+        let ctx = zmq::Context::new();
+        let mut g = Gateway::bind(&ctx, &endpoint, 1).unwrap();
+        let dealer = ctx.socket(zmq::DEALER).unwrap();
+        dealer.connect(&endpoint).unwrap();
+        let mut stats = ReplayStats::default();
+        dealer
+            .send(r#"{"type":"hello","strategy":"s","lockstep":true}"#, 0)
+            .unwrap();
+        pump_until(&mut g, &mut host, 0, &mut out, &mut stats, 1);
+        g.marker_sent(1, MS + MS / 2);
+        dealer.send(r#"{"type":"ack","step":1}"#, 0).unwrap();
+        pump_until(&mut g, &mut host, 0, &mut out, &mut stats, 1);
+        dealer.send(buy("cheat", 0).as_bytes(), 0).unwrap();
+        dealer
+            .send(buy("honest", MS + MS / 2).as_bytes(), 0)
+            .unwrap();
+        pump_until(&mut g, &mut host, 0, &mut out, &mut stats, 2);
+        assert_eq!(stats.backdated, 1, "the back-dated order is counted");
+        host.advance_before(2 * MS, &mut out).unwrap();
+        host.on_market(&level(2 * MS, Side::Ask, "101", "0"), &mut out)
+            .unwrap();
+        host.on_market(&level(2 * MS, Side::Ask, "105", "10"), &mut out)
+            .unwrap();
+        host.finish(4 * MS, &mut out).unwrap();
+        let fills: Vec<(String, String, i64)> = out
+            .iter()
+            .filter(|(topic, _)| topic.starts_with("fill."))
+            .map(|(_, payload)| {
+                let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+                let id = v["client_order_id"].as_str().unwrap().to_string();
+                (
+                    id,
+                    v["price"].as_str().unwrap().to_string(),
+                    v["ts"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let at = 2 * MS + MS / 2;
+        assert_eq!(
+            fills,
+            vec![
+                ("cheat".to_string(), "105".to_string(), at),
+                ("honest".to_string(), "105".to_string(), at)
+            ],
+            "dated at 0 the cheat would have bought at 101 before the ask moved"
+        );
+    }
+}
