@@ -186,3 +186,23 @@ pub fn capture(endpoint: &str, timeout: Duration) -> std::thread::JoinHandle<Cap
         Capture { messages }
     })
 }
+
+/// A file of `../shared/data/real` (the real captures beside the repository), or `None`
+/// with a line saying what is skipped. Under CI a missing file is a failure.
+pub fn real_data(rel: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("TICKTAPE_REAL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/real"));
+    let path = root.join(rel);
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("CI").is_ok() {
+        panic!(
+            "CI=true but the real data file {} is missing",
+            path.display()
+        );
+    }
+    eprintln!("skipping: real data file {} is missing", path.display());
+    None
+}

@@ -1,0 +1,185 @@
+//! The in-process engine against the bus lockstep: the same scenario gives the same fills
+//! in-process, in bus simple lockstep and in bus lookahead lockstep, on the shipped demo
+//! data and on the real Binance USD-M capture.
+
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::util::*;
+
+fn summary(run_dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).expect("summary.json");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn digest(run_dir: &Path) -> String {
+    summary(run_dir)["digest"]
+        .as_str()
+        .expect("digest in summary.json")
+        .to_string()
+}
+
+/// Every row of a run file, as arrow batches concatenated, minus the exchange order ids
+/// (they count submissions across strategies; the digest leaves them out too).
+fn rows(run_dir: &Path, file: &str) -> Vec<RecordBatch> {
+    let f = std::fs::File::open(run_dir.join(file)).expect("run file");
+    ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| {
+            let b = b.unwrap();
+            let keep: Vec<usize> = (0..b.num_columns())
+                .filter(|&i| b.schema().field(i).name() != "order_id")
+                .collect();
+            b.project(&keep).unwrap()
+        })
+        .collect()
+}
+
+fn run_scenario(scenario: &Path, out: &Path) -> String {
+    run_ok(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    digest(out)
+}
+
+/// `base` with `[engine] mode`, lookahead, window and dataset replaced, written to `dir`.
+fn variant(
+    base: &str,
+    dir: &Path,
+    name: &str,
+    mode: &str,
+    lookahead: Option<&str>,
+    window: (&str, &str),
+    dataset: &Path,
+) -> PathBuf {
+    let mut text = String::new();
+    let mut top = true;
+    for line in base.lines() {
+        top &= !line.starts_with('[');
+        let key = line.split('=').next().unwrap_or("").trim();
+        match key {
+            "lookahead" | "start" | "end" | "dataset" | "mode" | "[engine]" => continue,
+            "name" if top => {
+                text.push_str(&format!("name = \"{name}\"\n"));
+                continue;
+            }
+            _ => {}
+        }
+        text.push_str(line);
+        text.push('\n');
+        if line.trim() == "[data]" {
+            text.push_str(&format!(
+                "dataset = {:?}\nstart = {:?}\nend = {:?}\n",
+                dataset.display().to_string(),
+                window.0,
+                window.1
+            ));
+        }
+        if line.trim() == "[replay]"
+            && let Some(l) = lookahead
+        {
+            text.push_str(&format!("lookahead = {l:?}\n"));
+        }
+    }
+    text.push_str(&format!("\n[engine]\nmode = {mode:?}\n"));
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn demo_dataset() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/binance-spot")
+}
+
+#[test]
+fn inproc_demo_prints_the_same_digest_and_files_as_the_bus_lockstep() {
+    let dir = tempdir();
+    let (inproc, bus) = (dir.path().join("inproc"), dir.path().join("bus"));
+    let a = run_scenario(Path::new("scenarios/demo-inproc.toml"), &inproc);
+    let b = run_scenario(Path::new("scenarios/demo.toml"), &bus);
+    assert_eq!(a, b, "demo-inproc.toml and demo.toml (bus, 1 ms lookahead)");
+    let s = summary(&inproc);
+    assert_eq!(s["engine"], "inproc");
+    assert_eq!(s["replay"]["events"], 135_830);
+    assert!(s["fills"].as_u64().unwrap() > 100, "{s}");
+    for file in ["fills.parquet", "orders.parquet", "marks.parquet"] {
+        assert_eq!(rows(&inproc, file), rows(&bus, file), "{file} differs");
+    }
+    assert!(inproc.join("report.svg").exists(), "run writes the report");
+}
+
+#[test]
+fn simple_lockstep_lookahead_and_inproc_agree_on_one_minute_of_the_demo() {
+    let dir = tempdir();
+    let base = std::fs::read_to_string("scenarios/demo.toml").unwrap();
+    let window = ("2024-08-08T23:56:00Z", "2024-08-08T23:57:00Z");
+    let data = demo_dataset();
+    let simple = variant(&base, dir.path(), "simple", "bus", None, window, &data);
+    let ahead = variant(
+        &base,
+        dir.path(),
+        "ahead",
+        "bus",
+        Some("1ms"),
+        window,
+        &data,
+    );
+    let inproc = variant(&base, dir.path(), "inproc", "inproc", None, window, &data);
+    let d_simple = run_scenario(&simple, &dir.path().join("r-simple"));
+    let d_ahead = run_scenario(&ahead, &dir.path().join("r-ahead"));
+    let d_inproc = run_scenario(&inproc, &dir.path().join("r-inproc"));
+    let fills = summary(&dir.path().join("r-inproc"))["fills"]
+        .as_u64()
+        .unwrap();
+    assert!(fills > 0, "the minute has fills to compare");
+    assert_eq!(d_simple, d_inproc, "bus simple lockstep vs in-process");
+    assert_eq!(d_ahead, d_inproc, "bus lookahead lockstep vs in-process");
+    assert_eq!(
+        rows(&dir.path().join("r-simple"), "fills.parquet"),
+        rows(&dir.path().join("r-inproc"), "fills.parquet")
+    );
+}
+
+#[test]
+fn inproc_and_bus_lookahead_agree_on_the_binance_usdm_capture() {
+    let Some(capture) = real_data("hftbacktest/examples/usdm/btcusdt_20240808.gz") else {
+        return;
+    };
+    let dir = tempdir();
+    let data = dir.path().join("usdm");
+    run_ok(&[
+        "import",
+        capture.to_str().unwrap(),
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    let base = std::fs::read_to_string("scenarios/demo.toml")
+        .unwrap()
+        .replace("\"binance\"", "\"binance-usdm\"")
+        .replace("size = \"0.01\"", "size = \"0.002\"");
+    let window = ("2024-08-08T23:55:00Z", "2024-08-08T23:57:00Z");
+    let ahead = variant(
+        &base,
+        dir.path(),
+        "ahead",
+        "bus",
+        Some("1ms"),
+        window,
+        &data,
+    );
+    let inproc = variant(&base, dir.path(), "inproc", "inproc", None, window, &data);
+    let d_ahead = run_scenario(&ahead, &dir.path().join("r-ahead"));
+    let d_inproc = run_scenario(&inproc, &dir.path().join("r-inproc"));
+    let s = summary(&dir.path().join("r-inproc"));
+    assert!(s["fills"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["replay"]["events"].as_u64().unwrap() > 100_000, "{s}");
+    assert_eq!(d_ahead, d_inproc, "bus lookahead vs in-process on USD-M");
+}
