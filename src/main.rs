@@ -170,7 +170,7 @@ struct BookArgs {
     /// Symbol.
     #[arg(long)]
     symbol: String,
-    /// Time (UTC, YYYY-MM-DDTHH:MM:SS[.f]Z, or ns).
+    /// Time: RFC 3339 (2024-08-08T23:58:00.5Z; without offset: UTC), a date, or integer ns.
     #[arg(long)]
     at: String,
     /// Levels per side.
@@ -240,7 +240,7 @@ struct SelectionArgs {
     /// Kinds to keep: book, trade, gap (default all).
     #[arg(long = "kind", value_delimiter = ',')]
     kinds: Vec<String>,
-    /// Start of the window (UTC time, YYYY-MM-DD[THH:MM:SS[.f]] or ns).
+    /// Start of the window: RFC 3339 (2024-08-08T23:58:00Z; without offset: UTC), a date, or integer ns.
     #[arg(long)]
     start: Option<String>,
     /// End of the window, exclusive.

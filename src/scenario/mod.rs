@@ -198,12 +198,14 @@ impl Scenario {
                     .map_err(|e| at(l.span(), "replay.lookahead", e.to_string()))?;
             }
         }
-        for t in [&scenario.data.start, &scenario.data.end]
-            .into_iter()
-            .flatten()
-        {
-            crate::store::layout::parse_ts(t.get_ref())
-                .map_err(|e| at(t.span(), "data.start/end", e.to_string()))?;
+        for (key, t) in [
+            ("data.start", &scenario.data.start),
+            ("data.end", &scenario.data.end),
+        ] {
+            if let Some(t) = t {
+                crate::store::layout::parse_ts(t.get_ref())
+                    .map_err(|e| at(t.span(), key, e.to_string()))?;
+            }
         }
         for k in &scenario.data.kinds {
             if !matches!(k.get_ref().as_str(), "book" | "trade" | "gap") {
@@ -369,6 +371,13 @@ size = "0.001"
         let e = err(&GOOD.replace("dataset = \"data/x\"", "dataset = 5"));
         assert!(e.starts_with("s.toml:4:"), "{e}");
         let e = err(&GOOD.replace("[data]", "[data]\nstart = \"yesterday\""));
-        assert!(e.starts_with("s.toml:4: data.start/end"), "{e}");
+        assert!(e.starts_with("s.toml:4: data.start"), "{e}");
+        // Out-of-range fields are refused, not carried into the next day.
+        let e = err(&GOOD.replace(
+            "[data]",
+            "[data]\nstart = \"2024-08-08T00:00:00Z\"\nend = \"2024-08-08T99:00:00Z\"",
+        ));
+        assert!(e.starts_with("s.toml:5: data.end"), "{e}");
+        assert!(e.contains("hour"), "{e}");
     }
 }
