@@ -101,7 +101,9 @@ impl ExchangeArgs {
         };
         Ok(ExchangeSettings {
             order_latency: LatencySpec::Constant {
-                ns: self.order_latency.as_nanos() as i64,
+                // parse_duration bounds it to 365 days, far inside i64 nanoseconds.
+                ns: i64::try_from(self.order_latency.as_nanos())
+                    .context("--order-latency is too long")?,
             },
             queue,
             fees: FeeSchedule {
@@ -349,6 +351,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     ticktape::scenario::parse_duration(s)
 }
 
+/// Parses an events-per-second rate: finite and positive, or 0.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number (e.g. 10000, or 0 for as fast as possible)"))?;
+    simulate::check_rate(rate)
+}
+
 #[derive(Args)]
 struct SimulateArgs {
     /// Endpoint(s) to bind.
@@ -361,7 +372,7 @@ struct SimulateArgs {
     #[arg(long, default_value = "BTC-USD,ETH-USD,SOL-USD", value_delimiter = ',')]
     symbols: Vec<String>,
     /// Mean events per second; 0 = as fast as possible.
-    #[arg(long, default_value_t = 10_000.0)]
+    #[arg(long, default_value_t = 10_000.0, value_parser = parse_rate)]
     rate: f64,
     /// Stop after this many data events.
     #[arg(long)]
@@ -398,7 +409,7 @@ struct SimulateArgs {
     synthetic_clock: Option<String>,
     /// Events per second of synthetic time (default --rate), to generate a deterministic
     /// stream faster than its timestamps.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_rate)]
     synthetic_rate: Option<f64>,
     /// Payload encoding: json (any language) or binary (fast; `docs/PROTOCOL.md`).
     #[arg(long, value_enum, default_value = "json")]
