@@ -282,8 +282,10 @@ struct ReplayArgs {
     /// Endpoint(s) to bind the bus on.
     #[arg(long, default_value = "tcp://127.0.0.1:5556")]
     bind: Vec<String>,
-    /// Wait for this many subscribers before the first event.
-    #[arg(long, default_value_t = 0)]
+    /// Wait for this many subscribers before the first event. The default, 1, lets a
+    /// subscriber started first receive the whole stream; 0 publishes at once, and what is
+    /// sent before a subscriber's subscription arrives is lost (ZeroMQ's slow joiner).
+    #[arg(long, default_value_t = 1)]
     wait_for: usize,
     /// Give up waiting for subscribers/strategies after this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -666,6 +668,7 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
         ..Default::default()
     };
     let stop = ticktape::shutdown::on_signal();
+    announce_replay_wait(&config, a.quiet);
     let mut progress = ReplayProgress::new(a.quiet);
     let mut host = if a.exchange {
         if config.gateway.is_none() {
@@ -692,6 +695,26 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
     let stats = ticktape::replay::run(&config, venue_host, &stop, |p| progress.show(&p))?;
     progress.bar.finish_and_clear();
     print_replay_summary(&stats, a.json)
+}
+
+/// Says on stderr who the replay waits for before its first event, or, with `--wait-for 0`,
+/// that nobody is waited for: a replay must not lose its whole stream without a word.
+fn announce_replay_wait(config: &ticktape::replay::ReplayConfig, quiet: bool) {
+    let subscribers = config.wait_for.max(config.lockstep);
+    if subscribers == 0 {
+        // Said even when quiet: this is how a whole stream goes to nobody.
+        eprintln!(
+            "replay: --wait-for 0: publishing without waiting for a subscriber; whatever is \
+             sent before one subscribes is lost (drop the flag to wait for one)"
+        );
+    } else if !quiet {
+        eprintln!(
+            "replay: waiting up to {:?} for {subscribers} subscriber(s) on {} before the first \
+             event (--wait-for 0 publishes at once)",
+            config.wait_timeout,
+            config.bind.join(", ")
+        );
+    }
 }
 
 /// The progress line of a replay or a scenario run: events, position in recorded time,
