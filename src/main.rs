@@ -101,7 +101,9 @@ impl ExchangeArgs {
         };
         Ok(ExchangeSettings {
             order_latency: LatencySpec::Constant {
-                ns: self.order_latency.as_nanos() as i64,
+                // parse_duration bounds it to 365 days, far inside i64 nanoseconds.
+                ns: i64::try_from(self.order_latency.as_nanos())
+                    .context("--order-latency is too long")?,
             },
             queue,
             fees: FeeSchedule {
@@ -170,7 +172,7 @@ struct BookArgs {
     /// Symbol.
     #[arg(long)]
     symbol: String,
-    /// Time (UTC, YYYY-MM-DDTHH:MM:SS[.f]Z, or ns).
+    /// Time: RFC 3339 (2024-08-08T23:58:00.5Z; without offset: UTC), a date, or integer ns.
     #[arg(long)]
     at: String,
     /// Levels per side.
@@ -240,7 +242,7 @@ struct SelectionArgs {
     /// Kinds to keep: book, trade, gap (default all).
     #[arg(long = "kind", value_delimiter = ',')]
     kinds: Vec<String>,
-    /// Start of the window (UTC time, YYYY-MM-DD[THH:MM:SS[.f]] or ns).
+    /// Start of the window: RFC 3339 (2024-08-08T23:58:00Z; without offset: UTC), a date, or integer ns.
     #[arg(long)]
     start: Option<String>,
     /// End of the window, exclusive.
@@ -280,8 +282,10 @@ struct ReplayArgs {
     /// Endpoint(s) to bind the bus on.
     #[arg(long, default_value = "tcp://127.0.0.1:5556")]
     bind: Vec<String>,
-    /// Wait for this many subscribers before the first event.
-    #[arg(long, default_value_t = 0)]
+    /// Wait for this many subscribers before the first event. The default, 1, lets a
+    /// subscriber started first receive the whole stream; 0 publishes at once, and what is
+    /// sent before a subscriber's subscription arrives is lost (ZeroMQ's slow joiner).
+    #[arg(long, default_value_t = 1)]
     wait_for: usize,
     /// Give up waiting for subscribers/strategies after this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -349,6 +353,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     ticktape::scenario::parse_duration(s)
 }
 
+/// Parses an events-per-second rate: finite and positive, or 0.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number (e.g. 10000, or 0 for as fast as possible)"))?;
+    simulate::check_rate(rate)
+}
+
 #[derive(Args)]
 struct SimulateArgs {
     /// Endpoint(s) to bind.
@@ -361,7 +374,7 @@ struct SimulateArgs {
     #[arg(long, default_value = "BTC-USD,ETH-USD,SOL-USD", value_delimiter = ',')]
     symbols: Vec<String>,
     /// Mean events per second; 0 = as fast as possible.
-    #[arg(long, default_value_t = 10_000.0)]
+    #[arg(long, default_value_t = 10_000.0, value_parser = parse_rate)]
     rate: f64,
     /// Stop after this many data events.
     #[arg(long)]
@@ -398,7 +411,7 @@ struct SimulateArgs {
     synthetic_clock: Option<String>,
     /// Events per second of synthetic time (default --rate), to generate a deterministic
     /// stream faster than its timestamps.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_rate)]
     synthetic_rate: Option<f64>,
     /// Payload encoding: json (any language) or binary (fast; `docs/PROTOCOL.md`).
     #[arg(long, value_enum, default_value = "json")]
@@ -655,6 +668,7 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
         ..Default::default()
     };
     let stop = ticktape::shutdown::on_signal();
+    announce_replay_wait(&config, a.quiet);
     let mut progress = ReplayProgress::new(a.quiet);
     let mut host = if a.exchange {
         if config.gateway.is_none() {
@@ -681,6 +695,26 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
     let stats = ticktape::replay::run(&config, venue_host, &stop, |p| progress.show(&p))?;
     progress.bar.finish_and_clear();
     print_replay_summary(&stats, a.json)
+}
+
+/// Says on stderr who the replay waits for before its first event, or, with `--wait-for 0`,
+/// that nobody is waited for: a replay must not lose its whole stream without a word.
+fn announce_replay_wait(config: &ticktape::replay::ReplayConfig, quiet: bool) {
+    let subscribers = config.wait_for.max(config.lockstep);
+    if subscribers == 0 {
+        // Said even when quiet: this is how a whole stream goes to nobody.
+        eprintln!(
+            "replay: --wait-for 0: publishing without waiting for a subscriber; whatever is \
+             sent before one subscribes is lost (drop the flag to wait for one)"
+        );
+    } else if !quiet {
+        eprintln!(
+            "replay: waiting up to {:?} for {subscribers} subscriber(s) on {} before the first \
+             event (--wait-for 0 publishes at once)",
+            config.wait_timeout,
+            config.bind.join(", ")
+        );
+    }
 }
 
 /// The progress line of a replay or a scenario run: events, position in recorded time,

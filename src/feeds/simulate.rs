@@ -115,6 +115,22 @@ impl Default for SimulateConfig {
     }
 }
 
+/// The lowest positive rate [`check_rate`] accepts: one event per 1,000 s.
+pub const MIN_RATE: f64 = 0.001;
+
+/// Checks an events-per-second rate: 0 (as fast as possible) or a finite number of at
+/// least [`MIN_RATE`]. NaN, infinities and negative rates used to run unpaced silently.
+pub fn check_rate(rate: f64) -> std::result::Result<f64, String> {
+    if rate == 0.0 || (rate.is_finite() && rate >= MIN_RATE) {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "rate {rate} is not a number of events per second: use a finite number of at \
+             least {MIN_RATE} (e.g. 10000), or 0 for as fast as possible"
+        ))
+    }
+}
+
 /// What a simulation did.
 #[derive(Clone, Debug, Default)]
 pub struct SimulateStats {
@@ -306,6 +322,10 @@ pub fn run(
     stop: &Stop,
     mut progress: impl FnMut(&SimulateStats, &Publisher),
 ) -> Result<SimulateStats> {
+    check_rate(config.rate).map_err(|m| anyhow::anyhow!("simulate: {m}"))?;
+    if let Some(r) = config.synthetic_rate {
+        check_rate(r).map_err(|m| anyhow::anyhow!("simulate: synthetic {m}"))?;
+    }
     let ctx = crate::bus::context();
     let mut publisher = Publisher::bind(&ctx, &config.publisher)?;
     let mut heartbeat = HeartbeatTimer::new(&config.publisher_id, config.heartbeat, false);
@@ -401,7 +421,10 @@ pub fn run(
         let ts_recv = match config.clock {
             Clock::Wall => now_nanos(),
             Clock::Synthetic(_) => {
-                synthetic_ts += (gap * NANOS_PER_SEC as f64) as i64 + 1;
+                // `as` saturates; the sum must too (a start near the end of i64 time).
+                synthetic_ts = synthetic_ts
+                    .saturating_add((gap * NANOS_PER_SEC as f64) as i64)
+                    .saturating_add(1);
                 synthetic_ts
             }
         };
@@ -547,5 +570,22 @@ mod tests {
             );
             assert_eq!(book.depth(), (10, 10));
         }
+    }
+
+    #[test]
+    fn rates_that_are_not_finite_or_negative_are_refused() {
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, 1e-9] {
+            let e = check_rate(bad).unwrap_err();
+            assert!(e.contains("or 0 for as fast as possible"), "{bad}: {e}");
+        }
+        for good in [0.0, MIN_RATE, 2_000.0, 1e9] {
+            assert_eq!(check_rate(good), Ok(good));
+        }
+        let config = SimulateConfig {
+            rate: f64::NAN,
+            ..SimulateConfig::default()
+        };
+        let e = run(&config, &Stop::new(), |_, _| {}).unwrap_err();
+        assert!(format!("{e:#}").contains("rate NaN"), "{e:#}");
     }
 }

@@ -8,6 +8,7 @@
 pub mod run;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
@@ -48,12 +49,14 @@ pub struct ReplaySection {
     pub lockstep: bool,
     /// Lockstep lookahead (`1ms`); should not exceed the order latency.
     pub lookahead: Option<Spanned<String>>,
-    /// Seconds a strategy may take to acknowledge one step before the run fails.
+    /// Seconds a strategy may take to acknowledge one step before the run fails
+    /// (finite, 1 µs to 365 days; read it with [`ReplaySection::ack_timeout`]).
     #[serde(default = "default_ack_timeout")]
-    pub ack_timeout_secs: f64,
-    /// Simulated seconds between marks (mid price and position samples).
+    pub ack_timeout_secs: Spanned<f64>,
+    /// Simulated seconds between marks (mid price and position samples; finite, 1 µs to
+    /// 365 days; read it with [`ReplaySection::mark_interval`]).
     #[serde(default = "default_mark_interval")]
-    pub mark_interval_secs: f64,
+    pub mark_interval_secs: Spanned<f64>,
     /// Bus payload encoding: `json` (default, any language) or `binary` (fast; the
     /// Python client and the Rust SDK read both).
     #[serde(default)]
@@ -66,11 +69,35 @@ fn default_speed() -> Spanned<String> {
 fn yes() -> bool {
     true
 }
-fn default_ack_timeout() -> f64 {
-    30.0
+fn default_ack_timeout() -> Spanned<f64> {
+    Spanned::new(0..0, 30.0)
 }
-fn default_mark_interval() -> f64 {
-    1.0
+fn default_mark_interval() -> Spanned<f64> {
+    Spanned::new(0..0, 1.0)
+}
+
+impl ReplaySection {
+    /// `ack_timeout_secs` as a checked [`Duration`] (finite, 1 µs to [`MAX_DURATION`]).
+    pub fn ack_timeout(&self) -> Result<Duration> {
+        seconds(*self.ack_timeout_secs.get_ref())
+            .map_err(|m| anyhow::anyhow!("replay.ack_timeout_secs: {m}"))
+    }
+
+    /// `mark_interval_secs` as a checked [`Duration`] (finite, 1 µs to [`MAX_DURATION`]).
+    pub fn mark_interval(&self) -> Result<Duration> {
+        seconds(*self.mark_interval_secs.get_ref())
+            .map_err(|m| anyhow::anyhow!("replay.mark_interval_secs: {m}"))
+    }
+
+    /// `lookahead` parsed by [`parse_duration`]; zero when absent.
+    pub fn lookahead(&self) -> Result<Duration> {
+        match &self.lookahead {
+            Some(l) => {
+                parse_duration(l.get_ref()).map_err(|m| anyhow::anyhow!("replay.lookahead: {m}"))
+            }
+            None => Ok(Duration::ZERO),
+        }
+    }
 }
 
 impl Default for ReplaySection {
@@ -222,12 +249,14 @@ impl Scenario {
                     .map_err(|e| at(l.span(), "replay.lookahead", e.to_string()))?;
             }
         }
-        for t in [&scenario.data.start, &scenario.data.end]
-            .into_iter()
-            .flatten()
-        {
-            crate::store::layout::parse_ts(t.get_ref())
-                .map_err(|e| at(t.span(), "data.start/end", e.to_string()))?;
+        for (key, t) in [
+            ("data.start", &scenario.data.start),
+            ("data.end", &scenario.data.end),
+        ] {
+            if let Some(t) = t {
+                crate::store::layout::parse_ts(t.get_ref())
+                    .map_err(|e| at(t.span(), key, e.to_string()))?;
+            }
         }
         for k in &scenario.data.kinds {
             if !matches!(k.get_ref().as_str(), "book" | "trade" | "gap") {
@@ -291,37 +320,98 @@ impl Scenario {
                 ),
             }
         }
-        if scenario.replay.ack_timeout_secs <= 0.0 || scenario.replay.mark_interval_secs <= 0.0 {
-            bail!(
-                "{}: replay.ack_timeout_secs and replay.mark_interval_secs must be positive",
-                path.display()
-            );
+        for (key, secs) in [
+            ("replay.ack_timeout_secs", &scenario.replay.ack_timeout_secs),
+            (
+                "replay.mark_interval_secs",
+                &scenario.replay.mark_interval_secs,
+            ),
+        ] {
+            seconds(*secs.get_ref()).map_err(|m| at(secs.span(), key, m))?;
         }
         Ok(scenario)
     }
 }
 
-/// Parses `500us`, `1ms`, `2s`, `1.5m`, `1h`.
-pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+/// The longest duration accepted anywhere: a duration flag or string (`--flush-interval`,
+/// `--lookahead`, `lookahead = "…"`) and a scenario's seconds (`ack_timeout_secs`).
+/// 365 days: longer is a typo, and it keeps every duration inside `i64` nanoseconds and
+/// `Instant` arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// The shortest positive seconds value a scenario accepts (1 µs).
+pub const MIN_SECONDS: f64 = 1e-6;
+
+const DURATION_EXAMPLES: &str = "examples: 0s, 500us, 1ms, 2s, 1.5m, 1h; at most 8760h (365 days)";
+
+/// Parses `500us`, `1ms`, `2s`, `1.5m`, `1h` (units `ns`, `us`, `ms`, `s`, `m`, `h`; a
+/// bare number is seconds), from zero to [`MAX_DURATION`]. Integers are exact; fractions
+/// are rounded to the nanosecond.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?} (examples: 500us, 1ms, 2s)"))?;
-    let factor = match unit {
-        "ns" => 1e-9,
-        "us" => 1e-6,
-        "ms" => 1e-3,
-        "s" | "" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?} (ns, us, ms, s, m, h)")),
-    };
-    if !(v >= 0.0 && v.is_finite()) {
-        return Err(format!("duration {s:?} must not be negative"));
+    let num = num.trim();
+    if num.is_empty() {
+        return Err(format!(
+            "bad duration {s:?}: not a number and a unit ({DURATION_EXAMPLES})"
+        ));
     }
-    Ok(std::time::Duration::from_secs_f64(v * factor))
+    let unit_ns: u64 = match unit {
+        "ns" => 1,
+        "us" => 1_000,
+        "ms" => 1_000_000,
+        "s" | "" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        _ => {
+            return Err(format!(
+                "bad duration unit in {s:?}: use ns, us, ms, s, m or h ({DURATION_EXAMPLES})"
+            ));
+        }
+    };
+    let max_ns = MAX_DURATION.as_nanos();
+    let too_long = || format!("duration {s:?} is too long ({DURATION_EXAMPLES})");
+    if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) {
+        // Exact integer path: no float rounding, no overflow.
+        let ns = num
+            .parse::<u128>()
+            .ok()
+            .and_then(|n| n.checked_mul(u128::from(unit_ns)))
+            .filter(|&ns| ns <= max_ns)
+            .ok_or_else(too_long)?;
+        return Ok(Duration::from_nanos(ns as u64));
+    }
+    let v: f64 = num.parse().map_err(|_| {
+        format!("bad duration {s:?}: not a number and a unit ({DURATION_EXAMPLES})")
+    })?;
+    if !v.is_finite() {
+        return Err(format!(
+            "bad duration {s:?}: not a finite number ({DURATION_EXAMPLES})"
+        ));
+    }
+    if v < 0.0 {
+        return Err(format!("duration {s:?} is negative ({DURATION_EXAMPLES})"));
+    }
+    let ns = (v * unit_ns as f64).round();
+    if ns > max_ns as f64 {
+        return Err(too_long());
+    }
+    // In range: 0 ..= 3.2e16, well inside u64.
+    Ok(Duration::from_nanos(ns as u64))
+}
+
+/// Checks a scenario's seconds value (`ack_timeout_secs`, `mark_interval_secs`): finite,
+/// at least [`MIN_SECONDS`], at most [`MAX_DURATION`].
+pub fn seconds(v: f64) -> std::result::Result<Duration, String> {
+    let max = MAX_DURATION.as_secs_f64();
+    if !(v.is_finite() && (MIN_SECONDS..=max).contains(&v)) {
+        return Err(format!(
+            "{v} is not a number of seconds from {MIN_SECONDS} (1 µs) to {max} (365 days); \
+             e.g. 30.0 or 0.5"
+        ));
+    }
+    Duration::try_from_secs_f64(v).map_err(|e| format!("{v} seconds: {e}"))
 }
 
 /// The run directory a scenario writes to.
@@ -403,6 +493,87 @@ size = "0.001"
         let e = err(&GOOD.replace("dataset = \"data/x\"", "dataset = 5"));
         assert!(e.starts_with("s.toml:4:"), "{e}");
         let e = err(&GOOD.replace("[data]", "[data]\nstart = \"yesterday\""));
-        assert!(e.starts_with("s.toml:4: data.start/end"), "{e}");
+        assert!(e.starts_with("s.toml:4: data.start"), "{e}");
+        // Out-of-range fields are refused, not carried into the next day.
+        let e = err(&GOOD.replace(
+            "[data]",
+            "[data]\nstart = \"2024-08-08T00:00:00Z\"\nend = \"2024-08-08T99:00:00Z\"",
+        ));
+        assert!(e.starts_with("s.toml:5: data.end"), "{e}");
+        assert!(e.contains("hour"), "{e}");
+    }
+
+    #[test]
+    fn durations_are_exact_and_bounded_instead_of_panicking() {
+        let ok = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(ok("0s"), Duration::ZERO);
+        assert_eq!(ok("500us"), Duration::from_micros(500));
+        assert_eq!(ok("1.5m"), Duration::from_secs(90));
+        assert_eq!(ok("123456789ns"), Duration::from_nanos(123_456_789));
+        assert_eq!(ok("0.000000001s"), Duration::from_nanos(1));
+        assert_eq!(ok("2"), Duration::from_secs(2));
+        assert_eq!(ok("8760h"), MAX_DURATION);
+        for (text, says) in [
+            ("99999999999999999999999s", "too long"),
+            ("99999999999999999999999999999999999999999999ns", "too long"),
+            ("1e300", "unit"),
+            ("8760.001h", "too long"),
+            ("8761h", "too long"),
+            ("-1s", "negative"),
+            ("nan", "not a number"),
+            ("inf s", "not a number"),
+            ("1.5.2s", "not a number"),
+            ("5 parsecs", "unit"),
+            ("", "not a number"),
+        ] {
+            let e = parse_duration(text).unwrap_err();
+            assert!(
+                e.contains(says) && e.contains("examples: 0s, 500us"),
+                "{text}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_finite_or_huge_replay_seconds_name_file_line_and_key() {
+        for (key, value) in [
+            ("ack_timeout_secs", "nan"),
+            ("ack_timeout_secs", "1e30"),
+            ("ack_timeout_secs", "0"),
+            ("ack_timeout_secs", "-1.0"),
+            ("mark_interval_secs", "inf"),
+            ("mark_interval_secs", "-inf"),
+            ("mark_interval_secs", "1e-12"),
+        ] {
+            let e = err(&GOOD.replace(
+                "speed = \"10\"",
+                &format!("speed = \"10\"\n{key} = {value}"),
+            ));
+            assert!(e.starts_with(&format!("s.toml:7: replay.{key}")), "{e}");
+            assert!(e.contains("365 days"), "{e}");
+        }
+        let e = err(&GOOD.replace(
+            "speed = \"10\"",
+            "speed = \"10\"\nlookahead = \"99999999999999999999999s\"",
+        ));
+        assert!(e.starts_with("s.toml:7: replay.lookahead"), "{e}");
+        let s = Scenario::parse(
+            &GOOD.replace(
+                "speed = \"10\"",
+                "speed = \"10\"\nack_timeout_secs = 2\nmark_interval_secs = 0.25",
+            ),
+            Path::new("s.toml"),
+        )
+        .unwrap();
+        assert_eq!(s.replay.ack_timeout().unwrap(), Duration::from_secs(2));
+        assert_eq!(
+            s.replay.mark_interval().unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(s.replay.lookahead().unwrap(), Duration::ZERO);
+        // The run directory's resolved scenario.toml still writes plain numbers.
+        let resolved = toml::to_string(&s).unwrap();
+        assert!(resolved.contains("ack_timeout_secs = 2.0"), "{resolved}");
+        assert!(Scenario::parse(&resolved, Path::new("r.toml")).is_ok());
     }
 }

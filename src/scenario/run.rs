@@ -399,8 +399,8 @@ fn run_bus(
         lockstep,
         lookahead,
         publisher_id: format!("run-{}", scenario.name),
-        mark_interval: Duration::from_secs_f64(scenario.replay.mark_interval_secs),
-        ack_timeout: Duration::from_secs_f64(scenario.replay.ack_timeout_secs),
+        mark_interval: scenario.replay.mark_interval()?,
+        ack_timeout: scenario.replay.ack_timeout()?,
         encoding: scenario.replay.encoding,
         ..ReplayConfig::default()
     };

@@ -58,18 +58,6 @@ pub fn date_string(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Day number of a `YYYY-MM-DD` string.
-pub fn parse_date(s: &str) -> Option<i64> {
-    let mut parts = s.split('-');
-    let y: i64 = parts.next()?.parse().ok()?;
-    let m: i64 = parts.next()?.parse().ok()?;
-    let d: i64 = parts.next()?.parse().ok()?;
-    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    Some(days_from_civil(y, m, d))
-}
-
 // Howard Hinnant's civil calendar algorithms.
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
@@ -84,68 +72,70 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Formats a timestamp as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
+/// Formats a timestamp as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (RFC 3339, UTC, always nine
+/// fraction digits). Every `i64` is in range.
 pub fn format_ts(ts: UnixNanos) -> String {
-    let day = day_of(ts);
-    let nanos_of_day = ts - day * 86_400 * NANOS_PER_SEC;
-    let secs = nanos_of_day / NANOS_PER_SEC;
-    format!(
-        "{}T{:02}:{:02}:{:02}.{:09}Z",
-        date_string(day),
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        nanos_of_day % NANOS_PER_SEC
-    )
+    match jiff::Timestamp::from_nanosecond(i128::from(ts)) {
+        Ok(t) => format!("{t:.9}"),
+        // Unreachable: jiff's range (years -9999..=9999) holds every i64 nanosecond.
+        Err(_) => format!("{ts} ns"),
+    }
 }
 
-/// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SS[.fraction][Z]` (UTC) or integer nanoseconds.
+/// The time forms [`parse_ts`] accepts, as shown in its errors.
+pub const TIME_FORMS: &str = "use RFC 3339 like 2024-08-08T23:58:00Z, \
+2024-08-08T23:58:00.123456789Z or 2024-08-09T01:58:00+02:00; a time without offset, \
+like 2024-08-08T23:58:00 or 2024-08-08 23:58, is UTC; a date alone, 2024-08-08, is its \
+midnight UTC; or integer nanoseconds since the Unix epoch, like 1723161480000000000";
+
+/// Parses a time into nanoseconds since the Unix epoch:
+///
+/// - RFC 3339 / ISO 8601 with an offset: `2024-08-08T23:58:00Z`, `…T23:58:00.5Z`,
+///   `…T01:58:00+02:00` (up to nine fraction digits, `T`, `t` or a space between date and
+///   time);
+/// - the same without an offset (`2024-08-08T23:58:00`, `2024-08-08 23:58`), read as UTC;
+/// - a date alone (`2024-08-08`), its midnight UTC;
+/// - an integer, nanoseconds since the epoch (`1723161480000000000`, negative allowed).
+///
+/// Parsing is jiff's: out-of-range fields (`25:99:99`, `-30` seconds, February 31) are
+/// refused, not carried into the next unit. A leap second `:60` reads as `:59`. The
+/// result must fit `i64` nanoseconds: 1677-09-21T00:12:43.145224192Z to
+/// 2262-04-11T23:47:16.854775807Z.
 pub fn parse_ts(s: &str) -> Result<UnixNanos> {
     let s = s.trim();
-    if let Ok(n) = s.parse::<i64>() {
-        return Ok(n);
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<i64>().map_err(|_| {
+            anyhow::anyhow!(
+                "cannot read time {s:?}: as integer nanoseconds since the epoch it is out of \
+                 range (at most {} digits, {}..={}); {TIME_FORMS}",
+                i64::MAX.to_string().len(),
+                i64::MIN,
+                i64::MAX
+            )
+        });
     }
-    let bad = || {
-        anyhow::anyhow!(
-            "cannot read time {s:?}: use YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS[.fff]Z (UTC) or integer nanoseconds"
-        )
+    let bad = |why: &dyn std::fmt::Display| {
+        anyhow::anyhow!("cannot read time {s:?}: {why}; {TIME_FORMS}")
     };
-    let (date, time) = match s.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t.trim_end_matches('Z'))),
-        None => (s, None),
+    let pieces = jiff::fmt::temporal::Pieces::parse(s).map_err(|e| bad(&e))?;
+    let offset = match (pieces.to_numeric_offset(), pieces.time_zone_annotation()) {
+        (Some(offset), _) => offset,
+        (None, None) => jiff::tz::Offset::UTC,
+        (None, Some(_)) => {
+            return Err(bad(
+                &"time zone names are not supported, give an offset (Z or +02:00)",
+            ));
+        }
     };
-    let day = parse_date(date).ok_or_else(bad)?;
-    let mut ts = day * 86_400 * NANOS_PER_SEC;
-    if let Some(time) = time {
-        let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-        let mut parts = hms.split(':');
-        let mut unit = 3600 * NANOS_PER_SEC;
-        for _ in 0..3 {
-            if let Some(p) = parts.next() {
-                let v: i64 = p.parse().map_err(|_| bad())?;
-                ts += v * unit;
-            }
-            unit /= 60;
-        }
-        if !frac.is_empty() {
-            if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-            let padded = format!("{frac:0<9}");
-            ts += padded.parse::<i64>().map_err(|_| bad())?;
-        }
-    }
-    Ok(ts)
+    let civil = pieces
+        .date()
+        .to_datetime(pieces.time().unwrap_or(jiff::civil::Time::midnight()));
+    let ts = offset.to_timestamp(civil).map_err(|e| bad(&e))?;
+    i64::try_from(ts.as_nanosecond()).map_err(|_| {
+        bad(&"outside the range of i64 nanoseconds since the epoch \
+              (1677-09-21T00:12:43.145224192Z ..= 2262-04-11T23:47:16.854775807Z)")
+    })
 }
 
 /// Directory of one partition.
@@ -262,15 +252,61 @@ mod tests {
     #[test]
     fn dates_and_times_round_trip() {
         assert_eq!(date_string(0), "1970-01-01");
-        assert_eq!(parse_date("2024-08-09"), Some(19944));
         assert_eq!(date_string(19944), "2024-08-09");
+        assert_eq!(date_string(-1), "1969-12-31");
         let ts = parse_ts("2024-08-08T23:54:13.94Z").unwrap();
         assert_eq!(format_ts(ts), "2024-08-08T23:54:13.940000000Z");
-        assert_eq!(
-            parse_ts("1723161253940000000").unwrap(),
-            1723161253940000000
-        );
-        assert!(parse_ts("yesterday").is_err());
+        assert_eq!(parse_ts(&format_ts(ts)).unwrap(), ts);
+        assert_eq!(format_ts(i64::MIN), "1677-09-21T00:12:43.145224192Z");
+        assert_eq!(format_ts(i64::MAX), "2262-04-11T23:47:16.854775807Z");
+        assert_eq!(parse_ts(&format_ts(i64::MAX)).unwrap(), i64::MAX);
+    }
+
+    #[test]
+    fn every_documented_time_form_is_accepted_to_the_nanosecond() {
+        let t = 1_723_161_480_000_000_000; // 2024-08-08T23:58:00Z
+        for (text, want) in [
+            ("2024-08-08T23:58:00Z", t),
+            ("2024-08-08T23:58:00.000000001Z", t + 1),
+            ("2024-08-08T23:58:00.123456789Z", t + 123_456_789),
+            ("2024-08-08T23:58:00.94Z", t + 940_000_000),
+            ("2024-08-08t23:58:00z", t),
+            ("2024-08-09T01:58:00+02:00", t),
+            ("2024-08-08T23:58:00", t),
+            ("2024-08-08 23:58:00", t),
+            ("2024-08-08T23:58", t),
+            ("2024-08-08", t - (23 * 60 + 58) * 60 * NANOS_PER_SEC),
+            ("  2024-08-08T23:58:00Z ", t),
+            ("1723161480000000000", t),
+            ("-5", -5),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_ts(text).unwrap(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_time_fields_are_refused_not_carried_over() {
+        for text in [
+            "2024-08-08T25:99:99Z",
+            "2024-08-08T23:58:-30Z",
+            "99999999999-01-01T00:00:00Z",
+            "2024-08-08T99:00:00Z",
+            "2024-08-08T23:60:00Z",
+            "2024-02-30",
+            "2024-13-01",
+            "2024-08-08T23:58:00.1234567891Z",
+            "2300-01-01T00:00:00Z",
+            "1600-01-01",
+            "99999999999999999999",
+            "2024-08-08T23:58:00[Europe/Paris]",
+            "yesterday",
+            "",
+        ] {
+            let e = format!("{:#}", parse_ts(text).unwrap_err());
+            assert!(e.contains(&format!("{:?}", text.trim())), "{text}: {e}");
+            assert!(e.contains("like 2024-08-08T23:58:00Z"), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -333,3 +333,66 @@ fn a_subscriber_that_stops_reading_is_named_while_the_replay_waits_to_close() {
         "{summary}"
     );
 }
+
+#[test]
+fn a_subscriber_started_before_a_default_replay_receives_every_event_and_the_end() {
+    let dir = tempdir();
+    let ds = record_dataset(dir.path(), 3000, 5000);
+    let ep = format!("ipc://{}", dir.path().join("bus.sock").display());
+    // The subscriber of PROTOCOL.md, started first: it connects before the replay binds.
+    let subscriber = capture(&ep, Duration::from_secs(120));
+    // No --wait-for: the default must not hand the whole stream to nobody.
+    let replay = spawn(&["replay", ds.to_str().unwrap(), "--bind", &ep, "--quiet"]);
+    let out = replay.wait(Duration::from_secs(120));
+    let got = subscriber.join().unwrap();
+    assert_ok("replay", &out);
+    let data = got
+        .messages
+        .iter()
+        .filter(|(topic, ..)| topic.starts_with(b"book.") || topic.starts_with(b"trade."))
+        .count();
+    assert_eq!(
+        data, 3000,
+        "every event reaches the subscriber started first"
+    );
+    assert!(
+        got.messages
+            .last()
+            .is_some_and(|(topic, ..)| topic.starts_with(b"eos.")),
+        "the end of the stream arrives"
+    );
+}
+
+#[test]
+fn a_replay_with_nobody_listening_says_so() {
+    let dir = tempdir();
+    let ds = record_dataset(dir.path(), 200, 5000);
+    let ds = ds.to_str().unwrap();
+    let ep = format!("ipc://{}", dir.path().join("bus.sock").display());
+    // Default: waits for one subscriber, gives up, and the error counts what it saw.
+    let out = spawn(&[
+        "replay",
+        ds,
+        "--bind",
+        &ep,
+        "--wait-timeout",
+        "1s",
+        "--quiet",
+    ])
+    .wait(Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "gave up without a subscriber: {stderr}"
+    );
+    assert!(stderr.contains("saw 0 subscription(s)"), "{stderr}");
+    // Told not to wait: runs, and says on stderr that nobody was waited for.
+    let out = spawn(&["replay", ds, "--bind", &ep, "--wait-for", "0", "--quiet"])
+        .wait(Duration::from_secs(60));
+    assert_ok("replay --wait-for 0", &out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--wait-for 0: publishing without waiting for a subscriber"),
+        "{stderr}"
+    );
+}
