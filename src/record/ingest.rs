@@ -14,12 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use rustc_hash::FxHashMap;
 
 use super::writer::{BATCH, ParquetWriter};
 use super::{PublisherStatus, RecordConfig, RecordStats, dedup, gaps, log_session};
 use crate::event::{Body, Event, GapReason, Interner, Kind, now_nanos};
 use crate::store::{self, journal, layout};
 use crate::wire;
+
+/// A venue and symbol, as interned names.
+type Partition = (Arc<str>, Arc<str>);
 
 /// A dataset being recorded into.
 pub struct Ingest {
@@ -44,6 +48,8 @@ pub struct Ingest {
     quarantine: Quarantine,
     /// Per publisher: the partition of its last event, to touch its set only on a change.
     last_partition: Vec<Option<(Arc<str>, Arc<str>)>>,
+    /// Partitions checked against file-system limits: `Some(reason)` when unstorable.
+    storable: FxHashMap<Partition, Option<Arc<str>>>,
     /// Scratch for the recorder's own events (gap rows).
     own_payload: Vec<u8>,
 }
@@ -89,8 +95,10 @@ impl Ingest {
             quarantine: Quarantine {
                 dir: root.join(layout::QUARANTINE_DIR),
                 file: None,
+                warned: false,
             },
             last_partition: vec![None; config.connect.len()],
+            storable: FxHashMap::default(),
             own_payload: Vec::with_capacity(256),
             config: config.clone(),
         })
@@ -126,11 +134,8 @@ impl Ingest {
         let event = match wire::decode_message(frames, &mut self.names) {
             Ok(event) => event,
             Err(e) => {
-                self.stats.malformed += 1;
-                let endpoint = &self.stats.publishers[source].endpoint;
-                return self
-                    .quarantine
-                    .keep(self.generation, endpoint, frames, &e.to_string());
+                self.quarantine(source, frames, &e.to_string());
+                return Ok(());
             }
         };
         match &event.body {
@@ -144,13 +149,60 @@ impl Ingest {
                 Ok(())
             }
             Body::Book(_) | Body::Trade(_) | Body::Gap(_) => {
-                self.on_data(source, event, &frames[1], now)
+                self.on_data(source, event, frames, now)
             }
         }
     }
 
-    /// A data event (book, trade or a publisher's gap row) with its payload.
-    fn on_data(&mut self, source: usize, event: Event, payload: &[u8], now: Instant) -> Result<()> {
+    /// Keeps a message that cannot be recorded in the quarantine file. A quarantine that
+    /// cannot be written is counted and warned about once; it never stops recording.
+    fn quarantine<F: Deref<Target = [u8]>>(&mut self, source: usize, frames: &[F], why: &str) {
+        self.stats.malformed += 1;
+        let endpoint = &self.stats.publishers[source].endpoint;
+        if let Err(e) = self.quarantine.keep(self.generation, endpoint, frames, why) {
+            self.stats.quarantine_failed += 1;
+            if !std::mem::replace(&mut self.quarantine.warned, true) {
+                eprintln!(
+                    "warning: cannot write the quarantine in {} ({e:#}); rejected messages are counted but their bytes are not kept",
+                    self.quarantine.dir.display()
+                );
+            }
+        }
+    }
+
+    /// A data event (book, trade or a publisher's gap row) with its message frames.
+    fn on_data<F: Deref<Target = [u8]>>(
+        &mut self,
+        source: usize,
+        event: Event,
+        frames: &[F],
+        now: Instant,
+    ) -> Result<()> {
+        // Interned names: the same partition as last time is the same pair of pointers.
+        let last = &self.last_partition[source];
+        if !last
+            .as_ref()
+            .is_some_and(|(v, s)| Arc::ptr_eq(v, &event.venue) && Arc::ptr_eq(s, &event.symbol))
+        {
+            let key = (event.venue.clone(), event.symbol.clone());
+            let root = &self.config.dataset;
+            let unstorable = self
+                .storable
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    store::writer::unstorable_partition(root, &key.0, &key.1).map(Arc::from)
+                })
+                .clone();
+            if let Some(reason) = unstorable {
+                // Checked before journaling: a journaled event that cannot be written
+                // would stop the writer and every recovery after it.
+                self.quarantine(source, frames, &reason);
+                return Ok(());
+            }
+            self.stats.publishers[source].partitions.insert(key.clone());
+            self.last_partition[source] = Some(key);
+        }
+        let payload = &frames[1];
         let key = self.positions[source].key(&event);
         self.dedup.prefetch(key);
         let mut reported = false;
@@ -177,16 +229,6 @@ impl Ingest {
         }
         let endpoint = &self.stats.publishers[source].endpoint;
         self.venue_seqs.observe(&event, endpoint, now, reported);
-        // Interned names: the same partition as last time is the same pair of pointers.
-        let last = &mut self.last_partition[source];
-        if !last
-            .as_ref()
-            .is_some_and(|(v, s)| Arc::ptr_eq(v, &event.venue) && Arc::ptr_eq(s, &event.symbol))
-        {
-            let key = (event.venue.clone(), event.symbol.clone());
-            self.stats.publishers[source].partitions.insert(key.clone());
-            *last = Some(key);
-        }
         self.journal.append(payload)?;
         if event.kind() == Kind::Gap {
             self.stats.gaps += 1;
@@ -355,6 +397,8 @@ impl PublisherStatus {
 struct Quarantine {
     dir: PathBuf,
     file: Option<File>,
+    /// A failed write was reported on stderr already.
+    warned: bool,
 }
 
 impl Quarantine {
@@ -366,8 +410,9 @@ impl Quarantine {
         error: &str,
     ) -> Result<()> {
         if self.file.is_none() {
-            std::fs::create_dir_all(&self.dir)?;
             let path = self.dir.join(format!("malformed-{generation:08}.jsonl"));
+            std::fs::create_dir_all(&self.dir)
+                .with_context(|| format!("cannot create {}", self.dir.display()))?;
             self.file = Some(
                 OpenOptions::new()
                     .create(true)
@@ -435,9 +480,14 @@ mod tests {
 
     /// `[topic, binary payload]` of a one-level book message with venue sequence `seq`.
     fn message(seq: u64, pub_seq: u64) -> [Vec<u8>; 2] {
+        message_for("S", seq, pub_seq)
+    }
+
+    /// [`message`] for another symbol of venue `v`.
+    fn message_for(symbol: &str, seq: u64, pub_seq: u64) -> [Vec<u8>; 2] {
         let mut e = wire::event(
             "v",
-            "S",
+            symbol,
             1_700_000_000_000_000_000 + seq as i64,
             pub_seq,
             Body::Book(BookDelta {
@@ -493,5 +543,96 @@ mod tests {
             "the malformed message is kept in {}",
             quarantine.display()
         );
+    }
+
+    fn config(dir: &Path) -> RecordConfig {
+        RecordConfig {
+            dataset: dir.join("ds"),
+            connect: vec!["a".into()],
+            fsync: false,
+            ..RecordConfig::default()
+        }
+    }
+
+    #[test]
+    fn symbol_too_long_for_a_file_name_is_quarantined_and_recording_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let poison = "S".repeat(300);
+        let now = Instant::now();
+        let mut ingest = Ingest::open(&config).unwrap();
+        for seq in 1..=10 {
+            ingest.on_message(0, &message(seq, seq), now).unwrap();
+        }
+        ingest
+            .on_message(0, &message_for(&poison, 1, 1), now)
+            .unwrap();
+        for seq in 11..=20 {
+            ingest.on_message(0, &message(seq, seq), now).unwrap();
+        }
+        let stats = ingest.close().unwrap();
+        assert_eq!(stats.malformed, 1, "the poison message is quarantined");
+        assert_eq!(stats.writer.rows, 20);
+        let kept = std::fs::read_to_string(
+            config
+                .dataset
+                .join(layout::QUARANTINE_DIR)
+                .join("malformed-00000000.jsonl"),
+        )
+        .unwrap();
+        assert!(kept.contains("255"), "the reason names the limit: {kept}");
+        // The dataset opens again: nothing unwritable was journaled.
+        Ingest::open(&config).unwrap().close().unwrap();
+    }
+
+    #[test]
+    fn failed_quarantine_write_is_counted_and_recording_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let mut ingest = Ingest::open(&config).unwrap();
+        // A file where the quarantine directory should be: every quarantine write fails.
+        std::fs::write(config.dataset.join(layout::QUARANTINE_DIR), b"in the way").unwrap();
+        let now = Instant::now();
+        ingest
+            .on_message(0, &[b"book.v.S".to_vec(), b"{not json".to_vec()], now)
+            .unwrap();
+        ingest
+            .on_message(0, &[b"book.v.S".to_vec(), b"{nor this".to_vec()], now)
+            .unwrap();
+        for seq in 1..=10 {
+            ingest.on_message(0, &message(seq, seq), now).unwrap();
+        }
+        let stats = ingest.close().unwrap();
+        assert_eq!(stats.malformed, 2);
+        assert_eq!(stats.quarantine_failed, 2);
+        assert_eq!(stats.writer.rows, 10);
+    }
+
+    #[test]
+    fn writer_thread_failure_is_reported_with_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RecordConfig {
+            flush_interval: Duration::ZERO,
+            ..config(dir.path())
+        };
+        let mut ingest = Ingest::open(&config).unwrap();
+        // A file where venue v's directory should be: the writer thread cannot go on.
+        std::fs::write(config.dataset.join("v"), b"in the way").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seq = 0;
+        let error = loop {
+            seq += 1;
+            let now = Instant::now();
+            let step = ingest
+                .on_message(0, &message(seq, seq), now)
+                .and_then(|()| ingest.on_tick(now));
+            if let Err(e) = step {
+                break e;
+            }
+            assert!(Instant::now() < deadline, "the writer never failed");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let text = format!("{error:#}");
+        assert!(text.contains("cannot create partition"), "{text}");
     }
 }

@@ -107,8 +107,12 @@ pub struct RecordStats {
     pub accepted: u64,
     /// Duplicate copies dropped.
     pub duplicates: u64,
-    /// Malformed messages quarantined.
+    /// Messages quarantined: undecodable, or naming a partition the file system cannot
+    /// hold (see `docs/STORAGE.md`).
     pub malformed: u64,
+    /// Quarantine writes that failed (the message is counted in `malformed` but its bytes
+    /// are lost); recording goes on, with one warning on stderr.
+    pub quarantine_failed: u64,
     /// Gap rows written.
     pub gaps: u64,
     /// Heartbeats seen.

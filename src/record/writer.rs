@@ -35,7 +35,8 @@ pub struct ParquetWriter {
     to_writer: Sender<ToWriter>,
     recycled: Receiver<Vec<Event>>,
     stats: Arc<Mutex<WriterStats>>,
-    thread: JoinHandle<Result<()>>,
+    /// Taken when the thread is joined (at close, or to learn why it stopped).
+    thread: Option<JoinHandle<Result<()>>>,
 }
 
 impl ParquetWriter {
@@ -54,7 +55,7 @@ impl ParquetWriter {
             to_writer,
             recycled,
             stats,
-            thread,
+            thread: Some(thread),
         })
     }
 
@@ -68,26 +69,41 @@ impl ParquetWriter {
 
     /// Hands `batch` over unless the writer is behind, in which case the batch comes back
     /// (to be sent with [`Self::hand_over`] once what it covers is durable).
-    pub fn try_hand_over(&self, batch: Vec<Event>) -> Result<Option<Vec<Event>>> {
+    pub fn try_hand_over(&mut self, batch: Vec<Event>) -> Result<Option<Vec<Event>>> {
         match self.to_writer.try_send(ToWriter::Events(batch)) {
             Ok(()) => Ok(None),
             Err(TrySendError::Full(ToWriter::Events(batch))) => Ok(Some(batch)),
-            Err(_) => anyhow::bail!("Parquet writer stopped"),
+            Err(_) => Err(self.why_stopped()),
         }
     }
 
     /// Hands `batch` over, waiting for the writer if it is behind.
-    pub fn hand_over(&self, batch: Vec<Event>) -> Result<()> {
-        self.to_writer
-            .send(ToWriter::Events(batch))
-            .context("Parquet writer stopped")
+    pub fn hand_over(&mut self, batch: Vec<Event>) -> Result<()> {
+        match self.to_writer.send(ToWriter::Events(batch)) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.why_stopped()),
+        }
     }
 
     /// Closes the current generation's files (deleting its journal) and starts `next`.
-    pub fn rotate(&self, next: u64) -> Result<()> {
-        self.to_writer
-            .send(ToWriter::Rotate { next })
-            .context("Parquet writer stopped")
+    pub fn rotate(&mut self, next: u64) -> Result<()> {
+        match self.to_writer.send(ToWriter::Rotate { next }) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.why_stopped()),
+        }
+    }
+
+    /// The thread is gone (its inbox is closed): join it and return its own error, so
+    /// the recorder says what failed instead of only that the writer stopped.
+    fn why_stopped(&mut self) -> anyhow::Error {
+        let Some(thread) = self.thread.take() else {
+            return anyhow::anyhow!("Parquet writer stopped earlier (its error was reported)");
+        };
+        match thread.join() {
+            Ok(Err(e)) => e.context("Parquet writer stopped"),
+            Ok(Ok(())) => anyhow::anyhow!("Parquet writer stopped without an error"),
+            Err(_) => anyhow::anyhow!("Parquet writer thread panicked"),
+        }
     }
 
     /// The writer's counters so far.
@@ -105,6 +121,7 @@ impl ParquetWriter {
         } = self;
         drop(to_writer);
         thread
+            .context("Parquet writer stopped earlier (its error was reported)")?
             .join()
             .map_err(|_| anyhow::anyhow!("Parquet writer thread panicked"))??;
         Ok(snapshot(&stats))

@@ -30,6 +30,11 @@ pub struct WriterOptions {
     pub row_group_rows: usize,
     /// zstd level (1 is fast and already much smaller than gzip'd JSON).
     pub zstd_level: i32,
+    /// Partition files open at once; opening one more first closes the least recently
+    /// written (its rows go out as a row group and it gets its footer), so memory and
+    /// file descriptors stay bounded however many venue/symbol/day partitions arrive.
+    /// Memory is at most this many times `row_group_rows` buffered rows.
+    pub max_open_partitions: usize,
 }
 
 impl Default for WriterOptions {
@@ -37,6 +42,7 @@ impl Default for WriterOptions {
         WriterOptions {
             row_group_rows: 65_536,
             zstd_level: 1,
+            max_open_partitions: 256,
         }
     }
 }
@@ -52,6 +58,8 @@ pub struct WriterStats {
     pub bytes_closed: u64,
     /// Files closed early because a late event would have broken `ts_recv` order.
     pub late_splits: u64,
+    /// Files closed early to stay within [`WriterOptions::max_open_partitions`].
+    pub evictions: u64,
 }
 
 impl WriterStats {
@@ -61,7 +69,43 @@ impl WriterStats {
         self.files_closed += other.files_closed;
         self.bytes_closed += other.bytes_closed;
         self.late_splits += other.late_splits;
+        self.evictions += other.evictions;
     }
+}
+
+/// Longest file or directory name most file systems accept (ext4, xfs, btrfs, tmpfs).
+pub const NAME_MAX: usize = 255;
+
+/// Longest path Linux accepts in one system call, terminating NUL included.
+pub const PATH_MAX: usize = 4096;
+
+/// Why events of `venue`/`symbol` cannot be stored under `root`, if they cannot: an
+/// encoded name over [`NAME_MAX`] bytes, or a part file path over [`PATH_MAX`]. The
+/// recorder checks this before journaling, so such a message is quarantined instead of
+/// stopping the writer (and every recovery after it).
+pub fn unstorable_partition(root: &Path, venue: &str, symbol: &str) -> Option<String> {
+    let (v, s) = (
+        layout::encode_component(venue),
+        layout::encode_component(symbol),
+    );
+    for (what, name, encoded) in [("venue", venue, &v), ("symbol", symbol, &s)] {
+        if encoded.len() > NAME_MAX {
+            let shown: String = name.chars().take(40).collect();
+            return Some(format!(
+                "{what} {shown:?}... ({} bytes) is {} bytes as a directory name, over the file system's {NAME_MAX}-byte limit: shorten it at the publisher",
+                name.len(),
+                encoded.len()
+            ));
+        }
+    }
+    // root / venue / symbol / YYYY-MM-DD / part-GGGGGGGG-NNNN.parquet.inprogress
+    let longest = root.as_os_str().len() + v.len() + s.len() + 10 + 40 + 4;
+    (longest >= PATH_MAX).then(|| {
+        format!(
+            "venue/symbol {venue:?}/{symbol:?} makes a {longest}-byte path under {}, over Linux's {PATH_MAX}-byte limit: shorten them or the dataset path",
+            root.display()
+        )
+    })
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -77,6 +121,8 @@ struct OpenFile {
     writer: ArrowWriter<File>,
     buffer: EventColumns,
     last_ts_written: i64,
+    /// Value of the writer's write counter when this partition was last written.
+    last_write: u64,
 }
 
 /// Writes one generation of a dataset. Call [`DatasetWriter::close`] to finish it:
@@ -91,6 +137,8 @@ pub struct DatasetWriter {
     /// The previous event's partition: consecutive events mostly share it, and reusing
     /// the key spares two `Arc` clones per event.
     last_key: Option<PartitionKey>,
+    /// Events written so far: the clock of least-recently-written eviction.
+    writes: u64,
     stats: WriterStats,
 }
 
@@ -106,6 +154,7 @@ impl DatasetWriter {
             options,
             open: FxHashMap::default(),
             last_key: None,
+            writes: 0,
             stats: WriterStats::default(),
         })
     }
@@ -118,6 +167,11 @@ impl DatasetWriter {
     /// Counters so far.
     pub fn stats(&self) -> &WriterStats {
         &self.stats
+    }
+
+    /// Partition files open right now.
+    pub fn open_partitions(&self) -> usize {
+        self.open.len()
     }
 
     /// Rows buffered in memory, not yet in a row group.
@@ -143,15 +197,21 @@ impl DatasetWriter {
                 day,
             });
         }
+        self.writes += 1;
         let key = self.last_key.as_ref().expect("set above");
         let full = match self.open.get_mut(key) {
             Some(file) => {
+                file.last_write = self.writes;
                 file.buffer.push(event);
                 file.buffer.len() >= self.options.row_group_rows
             }
             None => {
                 let key = key.clone();
+                if self.open.len() >= self.options.max_open_partitions.max(1) {
+                    self.close_least_recent()?;
+                }
                 let mut file = self.open_file(&key)?;
+                file.last_write = self.writes;
                 file.buffer.push(event);
                 let full = file.buffer.len() >= self.options.row_group_rows;
                 self.open.insert(key, file);
@@ -165,7 +225,27 @@ impl DatasetWriter {
         Ok(())
     }
 
+    /// Closes the partition file written least recently, to make room for another.
+    fn close_least_recent(&mut self) -> Result<()> {
+        let Some(key) = self
+            .open
+            .iter()
+            .min_by_key(|(_, f)| f.last_write)
+            .map(|(k, _)| k.clone())
+        else {
+            return Ok(());
+        };
+        self.write_row_group(&key)?;
+        let file = self.open.remove(&key).context("partition vanished")?;
+        self.finish_file(file)?;
+        self.stats.evictions += 1;
+        Ok(())
+    }
+
     fn open_file(&mut self, key: &PartitionKey) -> Result<OpenFile> {
+        if let Some(reason) = unstorable_partition(&self.root, &key.venue, &key.symbol) {
+            anyhow::bail!("cannot store an event: {reason}");
+        }
         let dir = layout::partition_dir(&self.root, &key.venue, &key.symbol, key.day);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create partition {}", dir.display()))?;
@@ -207,6 +287,7 @@ impl DatasetWriter {
             writer,
             buffer: EventColumns::default(),
             last_ts_written: i64::MIN,
+            last_write: 0,
         })
     }
 
@@ -299,5 +380,65 @@ impl DatasetWriter {
 impl EventSink for DatasetWriter {
     fn accept(&mut self, event: Event) -> Result<()> {
         self.write(&event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Body, Trade};
+    use crate::store::{EventReader, Selection};
+
+    fn trade(symbol: &str, ts: i64) -> Event {
+        crate::wire::event(
+            "v",
+            symbol,
+            ts,
+            1,
+            Body::Trade(Trade {
+                price: "1.5".parse().unwrap(),
+                size: "2".parse().unwrap(),
+                aggressor: crate::event::Side::Bid,
+                trade_id: ts.to_string(),
+            }),
+        )
+    }
+
+    #[test]
+    fn open_partitions_are_bounded_and_the_least_recently_written_is_closed_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = WriterOptions {
+            max_open_partitions: 4,
+            ..WriterOptions::default()
+        };
+        let mut w = DatasetWriter::new(dir.path(), 0, options).unwrap();
+        let base = 1_700_000_000_000_000_000i64;
+        let mut ts = base;
+        for round in 0..3 {
+            for s in 0..10 {
+                ts += 1;
+                w.write(&trade(&format!("S{s}"), ts)).unwrap();
+                assert!(
+                    w.open_partitions() <= 4,
+                    "round {round}, symbol {s}: {} files open",
+                    w.open_partitions()
+                );
+            }
+        }
+        // S9 was written last and S0 first: S9 is still open, S0 was closed.
+        w.write(&trade("S9", ts + 1)).unwrap();
+        assert_eq!(
+            w.open_partitions(),
+            4,
+            "writing an open partition opens nothing"
+        );
+        let stats = w.close().unwrap();
+        assert_eq!(stats.rows, 31);
+        let rows: Vec<Event> = EventReader::open(dir.path(), Selection::default())
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(rows.len(), 31, "every row readable after evictions");
+        assert!(rows.windows(2).all(|w| w[0].ts_recv <= w[1].ts_recv));
     }
 }
