@@ -225,7 +225,7 @@ fn run_inproc(
         .selection(selection(scenario)?)
         .exchange(scenario.exchange.clone())
         .run_dir(dir)
-        .mark_interval(Duration::from_secs_f64(scenario.replay.mark_interval_secs))
+        .mark_interval(scenario.replay.mark_interval()?)
         .starting_balance(scenario.account.starting_balance);
     for s in &scenario.strategies {
         let Some(name) = &s.builtin else {
