@@ -93,6 +93,15 @@ impl Drop for Children {
     }
 }
 
+/// A directory removed when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -267,6 +276,8 @@ fn run_bus(
     );
     let sock_dir = std::env::temp_dir().join(format!("tt-{tag}"));
     std::fs::create_dir_all(&sock_dir)?;
+    // Removed however this function ends (error, panic), not only on success.
+    let _sock_dir_guard = RemoveOnDrop(sock_dir.clone());
     let bus = format!("ipc://{}", sock_dir.join("bus").display());
     let gateway = format!("ipc://{}", sock_dir.join("gw").display());
 
@@ -359,10 +370,12 @@ fn run_bus(
     let children = Arc::new(Mutex::new(children));
     let finished = Stop::new();
     let watchdog = {
+        // The watchdog only borrows the children (a weak reference): if this thread
+        // unwinds, the last strong reference goes and `Children::drop` ends them.
         let (run_stop, failure, children, finished, stop) = (
             run_stop.clone(),
             failure.clone(),
-            children.clone(),
+            Arc::downgrade(&children),
             finished.clone(),
             stop.clone(),
         );
@@ -371,6 +384,9 @@ fn run_bus(
                 if stop.is_set() {
                     run_stop.set();
                 }
+                let Some(children) = children.upgrade() else {
+                    return;
+                };
                 if let Ok(mut c) = children.lock()
                     && let Some(f) = c.failed()
                 {
@@ -436,7 +452,6 @@ fn run_bus(
             });
         }
     }
-    let _ = std::fs::remove_dir_all(&sock_dir);
 
     let interrupted = stop.is_set();
     let crashed = failure.lock().unwrap_or_else(|e| e.into_inner()).clone();
