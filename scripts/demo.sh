@@ -28,3 +28,13 @@ echo "== 2. inspect"
 echo "== 3+4. backtest scenarios/demo.toml and report"
 "$T" run scenarios/demo.toml
 echo "chart: runs/demo/report.svg"
+
+echo "== 5. the same backtest in-process (scenarios/demo-inproc.toml): no sockets, same fills"
+"$T" run scenarios/demo-inproc.toml --quiet > /dev/null
+BUS=$(sed -n 's/^  "digest": "\(.*\)",$/\1/p' runs/demo/summary.json)
+INPROC=$(sed -n 's/^  "digest": "\(.*\)",$/\1/p' runs/demo-inproc/summary.json)
+echo "fills digest: bus lockstep $BUS, in-process $INPROC"
+if [ "$BUS" != "$INPROC" ]; then
+    echo "error: the in-process engine and the bus lockstep disagree" >&2
+    exit 1
+fi
