@@ -1,7 +1,9 @@
 //! Normalized market-data events: the one vocabulary every other module speaks.
 //!
-//! Owns the event types, the exact fixed-point number type and timestamp units.
-//! Never does I/O: encoding lives in [`crate::wire`], storage in [`crate::store`].
+//! Owns the event types, the exact fixed-point number type, timestamp units and the
+//! boundary check every event from outside passes ([`Event::validate`], rules and bounds
+//! in [`validate`]). Never does I/O: encoding lives in [`crate::wire`], storage in
+//! [`crate::store`].
 //!
 //! Units, once and for all:
 //! - timestamps are `i64` nanoseconds since the Unix epoch (UTC), see [`UnixNanos`];
@@ -14,6 +16,10 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 use std::sync::Arc;
+
+pub mod validate;
+
+pub use validate::Invalid;
 
 /// Nanoseconds since the Unix epoch, UTC.
 pub type UnixNanos = i64;
