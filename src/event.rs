@@ -1,7 +1,9 @@
 //! Normalized market-data events: the one vocabulary every other module speaks.
 //!
-//! Owns the event types, the exact fixed-point number type and timestamp units.
-//! Never does I/O: encoding lives in [`crate::wire`], storage in [`crate::store`].
+//! Owns the event types, the exact fixed-point number type, timestamp units and the
+//! boundary check every event from outside passes ([`Event::validate`], rules and bounds
+//! in [`validate`]). Never does I/O: encoding lives in [`crate::wire`], storage in
+//! [`crate::store`].
 //!
 //! Units, once and for all:
 //! - timestamps are `i64` nanoseconds since the Unix epoch (UTC), see [`UnixNanos`];
@@ -14,6 +16,10 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 use std::sync::Arc;
+
+pub mod validate;
+
+pub use validate::Invalid;
 
 /// Nanoseconds since the Unix epoch, UTC.
 pub type UnixNanos = i64;
@@ -565,10 +571,19 @@ impl Event {
     }
 }
 
-/// Shares venue and symbol strings so millions of events cost one allocation per name.
+/// The state one stream of payloads is decoded with (every [`crate::wire::decode`] takes
+/// it): shared venue and symbol strings, so millions of events cost one allocation per
+/// name, and the count of fields the decoder did not know and ignored.
+///
+/// Unknown fields come from a publisher of a later minor version of the same protocol
+/// major (`docs/PROTOCOL.md`, "Compatibility"): they are skipped, never an error, and
+/// counted here so a recorder or strategy can say that its publisher speaks a newer
+/// protocol than it does.
 #[derive(Default, Debug)]
 pub struct Interner {
     names: rustc_hash::FxHashMap<Box<str>, Arc<str>>,
+    unknown_fields: u64,
+    first_unknown_field: Option<Box<str>>,
 }
 
 impl Interner {
@@ -580,6 +595,28 @@ impl Interner {
         let shared: Arc<str> = Arc::from(name);
         self.names.insert(Box::from(name), shared.clone());
         shared
+    }
+
+    /// Fields ignored so far because this decoder does not know them, over all payloads
+    /// decoded with this interner (each unknown JSON key counts once per message; a
+    /// binary payload's extension counts once per message).
+    pub fn unknown_fields(&self) -> u64 {
+        self.unknown_fields
+    }
+
+    /// The name of the first unknown field seen, to tell the user what was ignored.
+    pub fn first_unknown_field(&self) -> Option<&str> {
+        self.first_unknown_field.as_deref()
+    }
+
+    /// Counts `count` ignored fields of one message, the first of them named `name`;
+    /// allocates only for the first one ever seen.
+    pub(crate) fn note_unknown_fields(&mut self, count: u64, name: &str) {
+        self.unknown_fields += count;
+        if self.first_unknown_field.is_none() {
+            let shown: String = name.chars().take(64).collect();
+            self.first_unknown_field = Some(shown.into_boxed_str());
+        }
     }
 }
 

@@ -64,6 +64,9 @@ pub struct DatasetSummary {
     pub duplicates: u64,
     /// Malformed messages quarantined by recorder sessions.
     pub malformed: u64,
+    /// Fields recorder sessions ignored because their decoder did not know them (a
+    /// publisher of a later minor protocol version, `docs/PROTOCOL.md` "Compatibility").
+    pub unknown_fields: u64,
     /// Recorder and importer sessions logged.
     pub sessions: u64,
     /// Journals not yet turned into Parquet (a recorder is running, or crashed and has
@@ -101,6 +104,7 @@ pub fn inspect(root: &Path) -> Result<DatasetSummary> {
                 summary.sessions += 1;
                 summary.duplicates += v["stats"]["duplicates"].as_u64().unwrap_or(0);
                 summary.malformed += v["stats"]["malformed"].as_u64().unwrap_or(0);
+                summary.unknown_fields += v["stats"]["unknown_fields"].as_u64().unwrap_or(0);
             }
         }
     }
@@ -224,6 +228,12 @@ pub fn render(root: &Path, s: &DatasetSummary) -> String {
         s.malformed,
         s.gaps.len()
     ));
+    if s.unknown_fields > 0 {
+        out.push_str(&format!(
+            "note: {} unknown field(s) ignored while recording (a publisher speaks a newer minor protocol version; see sessions.jsonl)\n",
+            s.unknown_fields
+        ));
+    }
     if s.pending_journals > 0 {
         out.push_str(&format!(
             "note: {} journal(s) not yet in Parquet (recorder running, or run `ticktape record` on this dataset to recover)\n",

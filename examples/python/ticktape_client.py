@@ -17,6 +17,8 @@ SNAPSHOT, LAST = 1, 2
 _KINDS = {1: "book", 2: "trade", 3: "gap", 4: "hb", 5: "eos"}
 _REASONS = {1: "publisher_seq", 2: "venue_seq", 3: "silence", 4: "resync"}
 _HEADER = struct.Struct("<4BqqQQQ")  # magic, kind, presence bits, side/reason, ts.., seqs
+PROTOCOL = 1  # the major version this helper speaks (docs/PROTOCOL.md, "Compatibility")
+_MAGIC = 0xB6 + PROTOCOL  # a binary payload's first byte is 0xB6 + its major version
 
 
 def _decimal(mantissa, scale):
@@ -31,10 +33,19 @@ def decode_payload(payload: bytes) -> dict:
 
     A payload starting with 0xB7 is the binary layout of docs/PROTOCOL.md ("Binary
     encoding"); anything else is JSON. Same keys, decimal strings and omitted optional
-    keys (venue_seq, prev_venue_seq, missing) either way.
+    keys (venue_seq, prev_venue_seq, missing) either way. Following "Compatibility",
+    fields of a later minor version are ignored and another major version is refused.
     """
-    if payload[:1] != b"\xb7":
-        return json.loads(payload)
+    first = payload[0] if payload else 0
+    if 0xB8 <= first <= 0xBF:
+        raise ValueError(f"binary payload of protocol version {first - 0xB6}, "
+                         f"this helper speaks version {PROTOCOL}")
+    if first != _MAGIC:
+        msg = json.loads(payload)
+        if msg.get("protocol", PROTOCOL) != PROTOCOL:
+            raise ValueError(f"payload of protocol version {msg['protocol']}, "
+                             f"this helper speaks version {PROTOCOL}")
+        return msg
     _, kind, bits, detail, ts_event, ts_recv, pub_seq, venue_seq, prev_seq = (
         _HEADER.unpack_from(payload))
     at = _HEADER.size
@@ -68,6 +79,9 @@ def decode_payload(payload: bytes) -> dict:
         body["publisher"] = text()
     elif kind == "hb":
         interval_ms, protocol = take("<QI")
+        if protocol != PROTOCOL:
+            raise ValueError(f"heartbeat of protocol version {protocol}, "
+                             f"this helper speaks version {PROTOCOL}")
         body = {"publisher": text(), "interval_ms": interval_ms, "replay": bool(bits & 8),
                 "protocol": protocol}
     else:
@@ -75,8 +89,7 @@ def decode_payload(payload: bytes) -> dict:
         body = {"publisher": text(), "replay": bool(bits & 8), "events": events}
     msg = {"kind": kind, "venue": text(), "symbol": text(), "ts_event": ts_event,
            "ts_recv": ts_recv}
-    if at != len(payload):
-        raise ValueError(f"binary payload: {len(payload) - at} bytes left over")
+    # Bytes after the symbol are a later minor version's fields: ignored.
     if bits & 1:
         msg["venue_seq"] = venue_seq
     if bits & 2:

@@ -346,6 +346,7 @@ impl Ingest {
 
     /// The counters so far.
     pub fn stats(&mut self) -> &RecordStats {
+        self.stats.note_decoder(&self.names);
         self.stats.elapsed_secs = self.started.elapsed().as_secs_f64();
         self.stats.writer = self.parquet.stats();
         &self.stats
@@ -362,6 +363,7 @@ impl Ingest {
             self.parquet.hand_over(std::mem::take(&mut self.batch))?;
         }
         self.stats.writer = self.parquet.close()?;
+        self.stats.note_decoder(&self.names);
         self.stats.elapsed_secs = self.started.elapsed().as_secs_f64();
         log_session(
             &self.config.dataset,

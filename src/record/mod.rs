@@ -113,6 +113,11 @@ pub struct RecordStats {
     /// Quarantine writes that failed (the message is counted in `malformed` but its bytes
     /// are lost); recording goes on, with one warning on stderr.
     pub quarantine_failed: u64,
+    /// Fields ignored because this protocol version does not define them (a publisher
+    /// of a later minor version; see [`crate::event::Interner::unknown_fields`]).
+    pub unknown_fields: u64,
+    /// The first such field's name.
+    pub first_unknown_field: Option<String>,
     /// Gap rows written.
     pub gaps: u64,
     /// Heartbeats seen.
@@ -127,6 +132,16 @@ pub struct RecordStats {
     pub publishers: Vec<PublisherStatus>,
     /// Seconds since start.
     pub elapsed_secs: f64,
+}
+
+impl RecordStats {
+    /// Copies what the wire decoder ignored (its unknown-field counter) into the stats.
+    fn note_decoder(&mut self, names: &crate::event::Interner) {
+        self.unknown_fields = names.unknown_fields();
+        if self.first_unknown_field.is_none() {
+            self.first_unknown_field = names.first_unknown_field().map(str::to_string);
+        }
+    }
 }
 
 /// Appends one JSON line to the dataset's `_ticktape/sessions.jsonl`.

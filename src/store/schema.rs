@@ -323,7 +323,8 @@ impl BatchView {
         Kind::from_name(self.kind.value(i))
     }
 
-    /// Decodes row `i` into an event.
+    /// Decodes row `i` into an event, refusing one that fails [`Event::validate`] (a
+    /// file written by another tool, or damaged).
     pub fn event(&self, i: usize, names: &mut Interner) -> Result<Event> {
         let kind_name = self.kind.value(i);
         let fixed = |m: &Int64Array, s: &UInt8Array| -> Result<Fixed> {
@@ -357,7 +358,7 @@ impl BatchView {
             }),
             _ => bail!("row {i}: kind {kind_name:?} is not stored in datasets"),
         };
-        Ok(Event {
+        let event = Event {
             venue: names.intern(self.venue.value(i)),
             symbol: names.intern(self.symbol.value(i)),
             ts_event: self.ts_event.value(i),
@@ -369,6 +370,65 @@ impl BatchView {
             ),
             pub_seq: self.pub_seq.value(i),
             body,
-        })
+        };
+        event
+            .validate()
+            .with_context(|| format!("row {i} holds an event ticktape refuses"))?;
+        Ok(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(venue: &str, price: Fixed, ts_recv: i64) -> Event {
+        let mut e = crate::wire::event(
+            venue,
+            "S",
+            1_704_164_645_000_000_000,
+            1,
+            Body::Book(BookDelta {
+                side: Side::Bid,
+                price,
+                size: Fixed::new(1, 0),
+                flags: Flags::LAST,
+            }),
+        );
+        e.ts_recv = ts_recv;
+        e
+    }
+
+    #[test]
+    fn rows_that_fail_validation_are_refused_when_read_back() {
+        let t = 1_704_164_645_000_000_000;
+        let mut cols = EventColumns::default();
+        // Files written by another tool (or damaged) may hold what ticktape never writes.
+        for e in [
+            row("v", Fixed::new(15, 1), t),
+            row("v", Fixed::ZERO, t + 1),
+            row("_journal", Fixed::new(1, 0), t + 2),
+            row("v", Fixed::new(1, 0), i64::MAX),
+        ] {
+            cols.push(&e);
+        }
+        let batch = cols.take_sorted_batch().unwrap();
+        let view = BatchView::new(&batch).unwrap();
+        let mut names = Interner::default();
+        assert_eq!(
+            view.event(0, &mut names).unwrap(),
+            row("v", Fixed::new(15, 1), t)
+        );
+        for (i, reason) in [
+            (1, "book price 0 must be above zero"),
+            (2, "venue \"_journal\""),
+            (3, "ts_recv 9223372036854775807 is outside"),
+        ] {
+            let err = format!("{:#}", view.event(i, &mut names).unwrap_err());
+            assert!(
+                err.contains(&format!("row {i}")) && err.contains(reason),
+                "{err}"
+            );
+        }
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! offset size  field
-//!      0    1  magic 0xB7 (never the first byte of a JSON payload)
+//!      0    1  magic 0xB7: 0xB6 + major version 1 (never the first byte of a JSON payload)
 //!      1    1  kind: 1 book, 2 trade, 3 gap, 4 heartbeat, 5 end_of_stream
 //!      2    1  presence bits: 1 venue_seq, 2 prev_venue_seq, 4 gap missing, 8 replay
 //!      3    1  side ('B', 'A', 'N') for book and trade; for gap the reason: 1 publisher_seq,
@@ -22,6 +22,10 @@
 //!              end_of_stream  events u64, publisher str
 //!              then venue str, symbol str       (str = u16 length + UTF-8 bytes)
 //! ```
+//!
+//! Versions: the magic is `0xB6 + major`, so `0xB8..=0xBF` are majors 2 to 9, refused
+//! by name. Within major 1 a later minor may set presence bits above 8 and append bytes
+//! after the symbol; this decoder skips both and counts each as an unknown field.
 
 use super::{PROTOCOL_VERSION, WireError};
 use crate::event::{
@@ -29,14 +33,32 @@ use crate::event::{
     MAX_SCALE, Side, Trade,
 };
 
-/// First byte of every binary payload.
-pub const MAGIC: u8 = 0xB7;
+/// First byte of every binary payload of protocol major version 1: `0xB6 + major`.
+pub const MAGIC: u8 = 0xB6 + super::PROTOCOL_VERSION as u8;
+
+/// Base of the version-carrying magic bytes.
+const MAGIC_BASE: u8 = 0xB6;
+/// Highest magic byte a binary payload of any version may start with (major 9).
+const MAGIC_LAST: u8 = 0xBF;
+
+/// True when `first` starts a binary payload of another major version (`0xB8..=0xBF`).
+/// Such bytes are UTF-8 continuation bytes, so they never start a JSON payload either.
+pub(super) fn is_other_version(first: u8) -> bool {
+    (MAGIC + 1..=MAGIC_LAST).contains(&first)
+}
+
+/// The major version a binary payload's first byte declares.
+pub(super) fn version_of(first: u8) -> u8 {
+    first - MAGIC_BASE
+}
 
 const HEADER: usize = 44;
 const HAS_VENUE_SEQ: u8 = 1;
 const HAS_PREV_VENUE_SEQ: u8 = 2;
 const HAS_MISSING: u8 = 4;
 const REPLAY: u8 = 8;
+/// Presence bits version 1 defines; others come from a later minor and are ignored.
+const KNOWN_BITS: u8 = HAS_VENUE_SEQ | HAS_PREV_VENUE_SEQ | HAS_MISSING | REPLAY;
 
 fn kind_code(kind: Kind) -> u8 {
     match kind {
@@ -239,15 +261,8 @@ pub(super) fn decode(payload: &[u8], names: &mut Interner) -> Result<Event, Wire
     let body = match kind {
         1 => {
             let (price, size) = r.fixed_pair()?;
-            let side = side_from(detail)?;
-            if side == Side::None {
-                return Err(WireError::Payload("book delta needs side B or A".into()));
-            }
-            if size.mantissa < 0 {
-                return Err(WireError::Payload("book delta with negative size".into()));
-            }
             Body::Book(BookDelta {
-                side,
+                side: side_from(detail)?,
                 price,
                 size,
                 flags: Flags(r.u8()?),
@@ -274,7 +289,13 @@ pub(super) fn decode(payload: &[u8], names: &mut Interner) -> Result<Event, Wire
         }
         4 => {
             let interval_ms = r.u64()?;
-            let _protocol = u32::from_le_bytes(r.take()?);
+            let protocol = u32::from_le_bytes(r.take()?);
+            if protocol != PROTOCOL_VERSION {
+                return Err(WireError::Version {
+                    got: protocol.into(),
+                    speaks: PROTOCOL_VERSION,
+                });
+            }
             Body::Heartbeat(Heartbeat {
                 publisher: r.str("publisher")?.to_string(),
                 interval_ms,
@@ -293,11 +314,12 @@ pub(super) fn decode(payload: &[u8], names: &mut Interner) -> Result<Event, Wire
     };
     let venue = names.intern(r.str("venue")?);
     let symbol = names.intern(r.str("symbol")?);
+    // A later minor version's additions: skipped, counted.
+    if bits & !KNOWN_BITS != 0 {
+        names.note_unknown_fields(1, "binary presence bits above 8");
+    }
     if r.at != payload.len() {
-        return Err(WireError::Payload(format!(
-            "binary payload has {} trailing bytes",
-            payload.len() - r.at
-        )));
+        names.note_unknown_fields(1, "binary bytes after the symbol");
     }
     Ok(Event {
         venue,

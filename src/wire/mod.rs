@@ -7,17 +7,26 @@
 //! object, any language reads it) and [`Encoding::Binary`] (a fixed little-endian layout
 //! for throughput, first byte [`binary::MAGIC`]). Decoders tell them apart by the first
 //! byte, so one subscriber reads publishers of either kind.
+//!
+//! Compatibility (`docs/PROTOCOL.md`, "Compatibility"): a payload of the same major
+//! version ([`PROTOCOL_VERSION`]) decodes even when it carries fields this version does
+//! not define (they are skipped and counted in the [`Interner`]); a payload of another
+//! major version is refused with [`WireError::Version`]. Every decoded event has passed
+//! [`Event::validate`].
 
 mod binary;
 mod json;
 
 use std::sync::Arc;
 
-use crate::event::{Body, Event, Interner, Kind};
+use crate::event::{Body, Event, Interner, Invalid, Kind};
 
 pub use binary::MAGIC as BINARY_MAGIC;
 
-/// Version of the payload format, announced in every heartbeat.
+/// Major version of the payload format: announced in every heartbeat (`protocol`),
+/// optional in other JSON payloads, and in a binary payload's first byte
+/// ([`BINARY_MAGIC`] is version 1's). Additive changes (new optional fields) keep it;
+/// anything an older decoder would misread raises it.
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Why a message could not be decoded. The recorder quarantines such messages.
@@ -29,6 +38,20 @@ pub enum WireError {
     /// The payload is not the JSON this protocol defines.
     #[error("bad payload: {0}")]
     Payload(String),
+    /// The payload is of another major version of the protocol.
+    #[error(
+        "payload of protocol version {got}, but this ticktape speaks version {speaks}: \
+         run a ticktape that speaks version {got}, or have the publisher send version {speaks}"
+    )]
+    Version {
+        /// The major version the payload declares.
+        got: u64,
+        /// The major version this decoder speaks ([`PROTOCOL_VERSION`]).
+        speaks: u32,
+    },
+    /// The payload decoded but breaks a rule of [`Event::validate`].
+    #[error("invalid event: {0}")]
+    Invalid(#[from] Invalid),
     /// The topic disagrees with the payload's kind, venue or symbol.
     #[error("topic {topic:?} does not match payload (expected {expected:?})")]
     TopicMismatch {
@@ -132,13 +155,24 @@ pub fn encode_to_vec(event: &Event) -> Vec<u8> {
     out
 }
 
-/// Decodes a payload of either encoding into an [`Event`], sharing venue/symbol names
-/// through `names`.
+/// Decodes a payload of either encoding into a valid [`Event`], sharing venue/symbol
+/// names through `names` and counting there the fields it did not know (see
+/// [`Interner::unknown_fields`]). Refuses another major version
+/// ([`WireError::Version`]) and events that fail [`Event::validate`]
+/// ([`WireError::Invalid`]). Allocates nothing for a known name and no unknown field.
 pub fn decode(payload: &[u8], names: &mut Interner) -> Result<Event, WireError> {
-    match payload.first() {
-        Some(&binary::MAGIC) => binary::decode(payload, names),
-        _ => json::decode(payload, names),
-    }
+    let event = match payload.first() {
+        Some(&binary::MAGIC) => binary::decode(payload, names)?,
+        Some(&first) if binary::is_other_version(first) => {
+            return Err(WireError::Version {
+                got: binary::version_of(first).into(),
+                speaks: PROTOCOL_VERSION,
+            });
+        }
+        _ => json::decode(payload, names)?,
+    };
+    event.validate()?;
+    Ok(event)
 }
 
 /// Decodes a whole multipart message and checks its topic against the payload.
@@ -279,11 +313,6 @@ mod tests {
             for cut in 0..payload.len() {
                 assert!(decode(&payload[..cut], &mut names).is_err(), "cut at {cut}");
             }
-            payload.push(0);
-            assert!(
-                decode(&payload, &mut names).is_err(),
-                "trailing byte accepted"
-            );
         }
     }
 
@@ -303,7 +332,8 @@ mod tests {
                 "byte {at} = {byte}"
             );
         }
-        // A string over the u16 length goes out as JSON instead, still decodable.
+        // A string over the u16 length goes out as JSON instead: still decodable, and
+        // refused by the validator with the reason (no valid event has such a string).
         let mut long = samples()[1].clone();
         if let Body::Trade(t) = &mut long.body {
             t.trade_id = "x".repeat(70_000);
@@ -311,7 +341,178 @@ mod tests {
         let mut payload = Vec::new();
         encode_as(Encoding::Binary, &long, &mut payload);
         assert_eq!(payload[0], b'{');
-        assert_eq!(decode(&payload, &mut names).unwrap(), long);
+        assert!(matches!(
+            decode(&payload, &mut names),
+            Err(WireError::Invalid(Invalid::TooLong { len: 70_000, .. }))
+        ));
+    }
+
+    /// The JSON `protocol` 1 publisher of docs/PROTOCOL.md: exactly the fields its tables
+    /// list for each kind (required and optional), plus `extra` fields.
+    fn documented_json(extra: &str) -> Vec<(&'static str, String)> {
+        let header = r#""venue":"binance","symbol":"BTCUSDT","ts_event":1723161253940000000,"ts_recv":1723161253940001000,"pub_seq":3"#;
+        vec![
+            (
+                "book",
+                format!(
+                    r#"{{"kind":"book",{header},"venue_seq":11,"prev_venue_seq":10,"side":"B","price":"61671.55000000","size":"0.5","flags":2,"protocol":1{extra}}}"#
+                ),
+            ),
+            (
+                "trade",
+                format!(
+                    r#"{{"kind":"trade",{header},"venue_seq":12,"side":"N","price":"61671.55","size":"0.001","trade_id":"t-1"{extra}}}"#
+                ),
+            ),
+            (
+                "gap",
+                format!(
+                    r#"{{"kind":"gap",{header},"reason":"resync","missing":4,"publisher":"feed-1"{extra}}}"#
+                ),
+            ),
+            (
+                "hb",
+                format!(
+                    r#"{{"kind":"hb","publisher":"feed-1","interval_ms":1000,"replay":false,"protocol":1{extra}}}"#
+                ),
+            ),
+            (
+                "eos",
+                format!(
+                    r#"{{"kind":"eos","publisher":"feed-1","replay":false,"events":3{extra}}}"#
+                ),
+            ),
+        ]
+    }
+
+    #[test]
+    fn hb_and_eos_with_only_their_documented_fields_decode() {
+        let mut names = Interner::default();
+        for (kind, payload) in documented_json("") {
+            let ev = decode(payload.as_bytes(), &mut names)
+                .unwrap_or_else(|e| panic!("{kind}: {e}\n{payload}"));
+            assert_eq!(ev.kind().name(), kind);
+        }
+        let frames = [
+            b"eos.feed-1".to_vec(),
+            documented_json("")[4].1.clone().into_bytes(),
+        ];
+        match decode_message(&frames, &mut names).unwrap().body {
+            Body::EndOfStream(e) => assert_eq!((e.publisher.as_str(), e.events), ("feed-1", 3)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(names.unknown_fields(), 0);
+    }
+
+    #[test]
+    fn unknown_fields_of_the_same_major_version_are_ignored_and_counted() {
+        let mut names = Interner::default();
+        let extra = r#","next_minor":{"nested":[1,"x"]}"#;
+        for (kind, payload) in documented_json(extra) {
+            let plain = documented_json("")
+                .into_iter()
+                .find(|(k, _)| *k == kind)
+                .unwrap()
+                .1;
+            assert_eq!(
+                decode(payload.as_bytes(), &mut names).unwrap(),
+                decode(plain.as_bytes(), &mut Interner::default()).unwrap(),
+                "{kind}: the unknown field changes nothing"
+            );
+        }
+        assert_eq!(names.unknown_fields(), 5, "one per message");
+        assert_eq!(names.first_unknown_field(), Some("next_minor"));
+
+        // A field another kind defines is unknown to this one.
+        let mut names = Interner::default();
+        let book = &documented_json(r#","trade_id":"x","interval_ms":5"#)[0].1;
+        decode(book.as_bytes(), &mut names).unwrap();
+        assert_eq!(names.unknown_fields(), 2);
+        assert_eq!(names.first_unknown_field(), Some("trade_id"));
+
+        // Binary: presence bits above 8 and bytes after the symbol, once each.
+        let mut names = Interner::default();
+        let mut payload = Vec::new();
+        encode_as(Encoding::Binary, &samples()[0], &mut payload);
+        payload[2] |= 0x40;
+        payload.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(decode(&payload, &mut names).unwrap(), samples()[0]);
+        assert_eq!(names.unknown_fields(), 2);
+    }
+
+    #[test]
+    fn another_major_version_is_refused_naming_both_versions() {
+        let mut names = Interner::default();
+        let v2 = |payload: &str| payload.replace(r#""protocol":1"#, r#""protocol":2"#);
+        let docs = documented_json("");
+        let binary_hb = {
+            let mut p = Vec::new();
+            encode_as(Encoding::Binary, &samples()[3], &mut p);
+            p[52] = 2; // the heartbeat's protocol u32
+            p
+        };
+        let binary_v2 = {
+            let mut p = Vec::new();
+            encode_as(Encoding::Binary, &samples()[0], &mut p);
+            p[0] = BINARY_MAGIC + 1;
+            p
+        };
+        for payload in [
+            v2(&docs[3].1).into_bytes(), // hb announces its version
+            v2(&docs[0].1).into_bytes(), // any payload may
+            binary_hb,
+            binary_v2,
+        ] {
+            let err = decode(&payload, &mut names).unwrap_err();
+            assert_eq!(err, WireError::Version { got: 2, speaks: 1 });
+            let text = err.to_string();
+            assert!(
+                text.contains("protocol version 2") && text.contains("speaks version 1"),
+                "{text}"
+            );
+        }
+        // The highest magic a binary payload may have is major 9.
+        assert!(matches!(
+            decode(&[0xBF, 0, 0], &mut names),
+            Err(WireError::Version { got: 9, .. })
+        ));
+        // The heartbeat is the version handshake: it must say which version it speaks.
+        let unversioned = docs[3].1.replace(r#","protocol":1"#, "");
+        let err = decode(unversioned.as_bytes(), &mut names).unwrap_err();
+        assert!(err.to_string().contains("without \"protocol\""), "{err}");
+    }
+
+    #[test]
+    fn both_decoders_refuse_invalid_events_with_the_reason() {
+        let mut names = Interner::default();
+        let mut bad_price = samples()[0].clone();
+        if let Body::Book(b) = &mut bad_price.body {
+            b.price = "-1.5".parse().unwrap();
+        }
+        let mut bad_venue = samples()[1].clone();
+        bad_venue.venue = "_journal".into();
+        let mut bad_ts = samples()[1].clone();
+        bad_ts.ts_recv = i64::MAX;
+        for (ev, reason) in [
+            (bad_price, "book price -1.5 must be above zero"),
+            (bad_venue, "venue \"_journal\" must start with a-z or 0-9"),
+            (bad_ts, "ts_recv 9223372036854775807 is outside"),
+        ] {
+            let mut binary = Vec::new();
+            encode_as(Encoding::Binary, &ev, &mut binary);
+            for payload in [encode_to_vec(&ev), binary] {
+                let err = decode(&payload, &mut names).unwrap_err();
+                assert!(matches!(err, WireError::Invalid(_)), "{err:?}");
+                assert!(err.to_string().contains(reason), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused() {
+        let payload = documented_json(r#","price":"1""#)[0].1.clone();
+        let err = decode(payload.as_bytes(), &mut Interner::default()).unwrap_err();
+        assert!(err.to_string().contains("\"price\" appears twice"), "{err}");
     }
 
     #[test]

@@ -488,3 +488,146 @@ fn simulate_publishes_fresh_snapshots_on_request() {
         "snapshots on request"
     );
 }
+
+/// Item 5 of issue 13: a publisher written from docs/PROTOCOL.md alone (exact documented
+/// fields, `hb`/`eos` without venue or symbol) plus one field the document does not
+/// define. Before the fix its heartbeat and end-of-stream were quarantined ("missing field
+/// venue"), so `--until-eos` never ended, and the extra field quarantined everything.
+#[test]
+fn publisher_written_from_the_protocol_document_is_recorded_whole_and_its_extra_field_counted() {
+    let Some(py) = python() else {
+        return;
+    };
+    let dir = tempdir();
+    let ds = dir.path().join("ds");
+    let ep = free_tcp();
+    let recorder = spawn(&[
+        "record",
+        ds.to_str().unwrap(),
+        "--connect",
+        &ep,
+        "--until-eos",
+        "--quiet",
+        "--flush-interval",
+        "200ms",
+    ]);
+    let out = run_python(&py, "publish_from_doc.py", &[&ep, "300", "120"]);
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).expect("publisher summary");
+    let out = recorder.wait(Duration::from_secs(30));
+    assert_ok("record --until-eos", &out);
+
+    let summary = inspect(&ds);
+    assert_eq!(kind_rows(&summary, "book"), sent["book"].as_u64().unwrap());
+    assert_eq!(
+        kind_rows(&summary, "trade"),
+        sent["trade"].as_u64().unwrap()
+    );
+    assert_eq!(kind_rows(&summary, "gap"), sent["gap"].as_u64().unwrap());
+    assert_eq!(summary["malformed"], 0, "nothing quarantined");
+    assert!(!ds.join("_quarantine").exists(), "no quarantine file");
+    assert_eq!(
+        summary["unknown_fields"], sent["unknown_fields"],
+        "one unknown field per message, hb and eos included: {sent}"
+    );
+    let session = std::fs::read_to_string(ds.join("_ticktape/sessions.jsonl")).unwrap();
+    let session: serde_json::Value = serde_json::from_str(session.lines().last().unwrap()).unwrap();
+    assert_eq!(session["stats"]["first_unknown_field"], "x_next_minor");
+    assert_eq!(session["stats"]["heartbeats"], 1);
+    assert!(
+        session["stats"]["publishers"][0]["ended"]
+            .as_bool()
+            .unwrap()
+    );
+}
+
+/// Item 6 of issue 13: the recorder's decoder validates. Each bad message is quarantined
+/// with the rule it broke while the good ones around it are stored; before the fix every
+/// one of them was accepted (a venue `_journal` even became a directory beside the
+/// journal).
+#[test]
+fn recorder_quarantines_invalid_events_with_the_reason_and_stores_the_good_ones() {
+    use std::time::Instant;
+    use ticktape::record::{Ingest, RecordConfig};
+
+    let dir = tempdir();
+    let ds = dir.path().join("ds");
+    let config = RecordConfig {
+        dataset: ds.clone(),
+        connect: vec!["tcp://test".into()],
+        fsync: false,
+        ..RecordConfig::default()
+    };
+    let mut ingest = Ingest::open(&config).unwrap();
+    let book = |venue: &str, pub_seq: u64, price: &str, ts_recv: i64| {
+        let payload = format!(
+            r#"{{"kind":"book","venue":"{venue}","symbol":"S","ts_event":1704164645000000000,"ts_recv":{ts_recv},"pub_seq":{pub_seq},"side":"B","price":"{price}","size":"1","flags":2}}"#
+        );
+        [format!("book.{venue}.S").into_bytes(), payload.into_bytes()]
+    };
+    let trade = |trade_id: &str, size: &str| {
+        let payload = format!(
+            r#"{{"kind":"trade","venue":"v","symbol":"S","ts_event":1704164645000000000,"ts_recv":1704164645000000000,"pub_seq":1,"side":"N","price":"1.5","size":"{size}","trade_id":"{trade_id}"}}"#
+        );
+        [b"trade.v.S".to_vec(), payload.into_bytes()]
+    };
+    let t = 1_704_164_645_000_000_000i64;
+    let now = Instant::now();
+    let good = [
+        book("v", 1, "100.5", t),
+        book("v", 2, "100.25", t + 1),
+        trade("t-1", "0.1"),
+    ];
+    let bad = [
+        (book("v", 3, "0", t + 2), "book price 0 must be above zero"),
+        (
+            book("v", 3, "-2.5", t + 2),
+            "book price -2.5 must be above zero",
+        ),
+        (
+            book("_journal", 1, "1", t),
+            "venue \\\"_journal\\\" must start with a-z or 0-9",
+        ),
+        (book("v", 3, "1", -5), "ts_recv -5 is outside"),
+        (
+            book("v", 3, "1", i64::MAX),
+            "ts_recv 9223372036854775807 is outside",
+        ),
+        (
+            trade(&"x".repeat(200_000), "1"),
+            "trade_id is 200000 bytes long, at most 128",
+        ),
+        (trade("t-2", "0"), "trade size 0 must be above zero"),
+    ];
+    for m in &good[..2] {
+        ingest.on_message(0, m, now).unwrap();
+    }
+    for (m, _) in &bad {
+        ingest.on_message(0, m, now).unwrap();
+    }
+    ingest.on_message(0, &good[2], now).unwrap();
+    let stats = ingest.close().unwrap();
+    assert_eq!(stats.malformed, bad.len() as u64);
+    assert_eq!(
+        stats.accepted,
+        good.len() as u64,
+        "good events stored, no gap rows"
+    );
+    assert_eq!(dataset_payloads(&ds).len(), good.len());
+    assert!(
+        !ds.join("_journal")
+            .read_dir()
+            .unwrap()
+            .any(|e| e.unwrap().path().is_dir()),
+        "no venue directory inside _journal"
+    );
+    let quarantine = std::fs::read_dir(ds.join("_quarantine"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    let lines: Vec<&str> = quarantine.lines().collect();
+    assert_eq!(lines.len(), bad.len());
+    for ((_, reason), line) in bad.iter().zip(&lines) {
+        let error = &line[..line.find("\"frames\"").unwrap_or(line.len())];
+        assert!(error.contains(reason), "expected {reason:?} in {error}");
+    }
+}

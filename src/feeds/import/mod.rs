@@ -244,8 +244,9 @@ pub fn detect_format(path: &Path) -> Result<ImportFormat> {
     )
 }
 
-/// Stamps `pub_seq` per (kind, venue, symbol) and refuses events whose `ts_recv` goes
-/// back in time for their (venue, symbol): every importer sends its events through one.
+/// Stamps `pub_seq` per (kind, venue, symbol) and refuses events that fail
+/// [`Event::validate`] or whose `ts_recv` goes back in time for their (venue, symbol):
+/// every importer sends its events through one.
 ///
 /// A live feed can wrap its sink in one too.
 pub struct Sequencer<'a> {
@@ -270,6 +271,13 @@ impl<'a> Sequencer<'a> {
 
 impl EventSink for Sequencer<'_> {
     fn accept(&mut self, mut event: Event) -> Result<()> {
+        event.validate().map_err(|e| {
+            anyhow::anyhow!(
+                "refused a {} event at ts_recv {}: {e}",
+                event.kind().name(),
+                event.ts_recv
+            )
+        })?;
         let place = (event.venue.clone(), event.symbol.clone());
         match self.last_recv.get_mut(&place) {
             Some(last) if event.ts_recv < *last => bail!(

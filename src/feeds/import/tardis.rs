@@ -390,6 +390,31 @@ mod tests {
     }
 
     #[test]
+    fn events_that_fail_validation_stop_the_import_naming_the_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let header = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n";
+        for (row, reason) in [
+            ("ex,S,1,1,a,buy,0,2", "trade price 0 must be above zero"),
+            (
+                "ex,S,1,1,a,buy,-1.5,2",
+                "trade price -1.5 must be above zero",
+            ),
+            ("ex,S,1,1,a,buy,1.5,0", "trade size 0 must be above zero"),
+            (
+                "_journal,S,1,1,a,buy,1.5,2",
+                "venue \"_journal\" must start with",
+            ),
+            ("ex,,1,1,a,buy,1.5,2", "symbol \"\" must not be empty"),
+            ("ex,S,1,-1,a,buy,1.5,2", "ts_recv -1000 is outside"),
+        ] {
+            let p = dir.path().join("t.csv");
+            std::fs::write(&p, format!("{header}ex,S,1,1,a,buy,1.5,2\n{row}\n")).unwrap();
+            let err = format!("{:#}", run(&p).unwrap_err());
+            assert!(err.contains(reason), "{row}: {err}");
+        }
+    }
+
+    #[test]
     fn unsupported_tardis_kind_and_bad_rows_are_clear_errors() {
         let err = run(&fixture("tardis/huobi-dm-swap_quotes_BTC-USD.csv")).unwrap_err();
         assert!(
