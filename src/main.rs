@@ -66,6 +66,11 @@ struct PaperArgs {
     gateway: String,
     #[command(flatten)]
     models: ExchangeArgs,
+    /// A strategy's gateway secret, NAME=SECRET (repeatable): the strategy's hello must
+    /// carry it (`TICKTAPE_TOKEN` in the strategy's environment). Without any, every
+    /// local process may claim a name not yet connected.
+    #[arg(long = "token", value_name = "NAME=SECRET")]
+    tokens: Vec<String>,
     /// No status line.
     #[arg(long)]
     quiet: bool,
@@ -293,6 +298,9 @@ struct ReplayArgs {
     /// Order gateway / lockstep ack endpoint (ROUTER).
     #[arg(long)]
     gateway: Option<String>,
+    /// A strategy's gateway secret, NAME=SECRET (repeatable): its hello must carry it.
+    #[arg(long = "token", value_name = "NAME=SECRET")]
+    tokens: Vec<String>,
     /// Lockstep with this many strategies.
     #[arg(long, default_value_t = 0)]
     lockstep: usize,
@@ -665,6 +673,7 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
         publisher_id: a.id,
         send_hwm: a.send_hwm,
         encoding: a.encoding,
+        tokens: ticktape::replay::Tokens::parse(a.tokens.iter().map(String::as_str))?,
         ..Default::default()
     };
     let stop = ticktape::shutdown::on_signal();
@@ -850,6 +859,7 @@ fn strategy_cmd(a: StrategyArgs) -> Result<()> {
         lockstep: a.lockstep,
         timer: Duration::from_secs(1),
         idle_timeout: Some(Duration::from_secs(120)),
+        token: std::env::var(ticktape::replay::gateway::TOKEN_ENV).ok(),
     };
     let stop = ticktape::shutdown::on_signal();
     let stats = strategy::run(&config, boxed.as_mut(), &stop)?;
@@ -1094,7 +1104,13 @@ fn paper_cmd(a: PaperArgs) -> Result<()> {
         settings: a.models.settings()?,
         run_dir: a.models.run_dir.clone(),
         mark_interval: Duration::from_secs(1),
+        tokens: ticktape::replay::Tokens::parse(a.tokens.iter().map(String::as_str))?,
     };
+    if config.tokens.is_empty() {
+        eprintln!(
+            "paper: no --token NAME=SECRET given: any local process may trade under a strategy name that is not connected yet"
+        );
+    }
     let bar = spinner(a.quiet);
     let stop = ticktape::shutdown::on_signal();
     let stats = ticktape::paper::run(&config, &stop, |s| {

@@ -33,6 +33,8 @@ pub struct PaperConfig {
     pub run_dir: Option<PathBuf>,
     /// Interval between marks.
     pub mark_interval: Duration,
+    /// Secrets strategies must give in their hello (empty: any name, once per name).
+    pub tokens: crate::replay::Tokens,
 }
 
 /// What a paper session did.
@@ -74,6 +76,7 @@ pub fn run(
         },
     )?;
     let mut gateway = crate::replay::Gateway::bind(&ctx, &config.gateway, 0)?;
+    gateway.require(config.tokens.clone());
     let mut heartbeat = HeartbeatTimer::new("paper", Duration::from_secs(1), false);
     let mut names = Interner::default();
     let mut out: Outbox = Vec::new();

@@ -7,6 +7,7 @@ the event time they answer. The same strategy runs against `ticktape simulate` p
 `ticktape paper` (live) and against `ticktape replay --exchange` (backtest).
 """
 import json
+import os
 import struct
 from decimal import Decimal
 
@@ -141,7 +142,13 @@ class Client:
             self.sub.connect(ep)
         self.dealer = self.ctx.socket(zmq.DEALER)
         self.dealer.connect(gateway)
-        self.dealer.send_json({"type": "hello", "strategy": name, "lockstep": lockstep})
+        hello = {"type": "hello", "strategy": name, "lockstep": lockstep}
+        # The gateway's secret for this strategy, when it requires one (`ticktape run`
+        # sets it in the strategy process's environment).
+        token = os.environ.get("TICKTAPE_TOKEN")
+        if token:
+            hello["token"] = token
+        self.dealer.send_json(hello)
         self.books, self.position, self.now, self.fills = {}, {}, 0, []
         self.replies = []
         self._next_id = 0

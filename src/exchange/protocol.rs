@@ -200,6 +200,10 @@ pub enum Request {
         /// True when the strategy takes part in lockstep replay (the host's business).
         #[serde(default)]
         lockstep: bool,
+        /// The strategy's secret, when the gateway requires one (`ticktape run` hands each
+        /// strategy process its own in the `TICKTAPE_TOKEN` environment variable).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// Place an order.
     New {
@@ -594,7 +598,8 @@ mod tests {
             Request::from_json(br#"{"type":"hello","strategy":"mm","lockstep":true}"#).unwrap(),
             Request::Hello {
                 strategy: "mm".into(),
-                lockstep: true
+                lockstep: true,
+                token: None,
             }
         );
     }

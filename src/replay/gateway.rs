@@ -7,6 +7,14 @@
 //! time (no lockstep, paper). Earlier dates are moved up to that bound and counted in
 //! [`ReplayStats::backdated`], so a strategy that reads ahead cannot back-date an order
 //! into a fill it could not have had. Never publishes market data.
+//!
+//! # Who may trade as whom
+//! A strategy's name is bound to its connection by its `hello`: requests from a
+//! connection that has not said hello are refused, a name already connected cannot be
+//! claimed by another connection, and a connection cannot change its name. When the
+//! gateway has [`Tokens`] (always under `ticktape run`, which hands each strategy process
+//! its own secret in [`TOKEN_ENV`]; `paper --token NAME=SECRET`), the hello must carry the
+//! name's secret. See `docs/RELIABILITY.md` for the trust model.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -15,6 +23,72 @@ use anyhow::{Context, Result};
 
 use super::{Outbox, ReplayStats, VenueHost};
 use crate::event::UnixNanos;
+
+/// The environment variable a strategy process finds its gateway secret in.
+pub const TOKEN_ENV: &str = "TICKTAPE_TOKEN";
+
+/// Strategy name → secret; a gateway with tokens admits only hellos that carry the
+/// name's secret.
+#[derive(Clone, Debug, Default)]
+pub struct Tokens(HashMap<String, String>);
+
+impl Tokens {
+    /// A fresh random secret (128 bits from the OS, hex) for each name.
+    pub fn generate<'a>(names: impl IntoIterator<Item = &'a str>) -> Tokens {
+        use rand::RngCore;
+        Tokens(
+            names
+                .into_iter()
+                .map(|n| {
+                    let mut bytes = [0u8; 16];
+                    rand::rngs::OsRng.fill_bytes(&mut bytes);
+                    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                    (n.to_string(), hex)
+                })
+                .collect(),
+        )
+    }
+
+    /// Tokens given as `NAME=SECRET`.
+    pub fn parse<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<Tokens> {
+        let mut map = HashMap::new();
+        for pair in pairs {
+            let Some((name, secret)) = pair.split_once('=') else {
+                anyhow::bail!("bad token {pair:?}: give NAME=SECRET");
+            };
+            if name.is_empty() || secret.len() < 8 {
+                anyhow::bail!(
+                    "bad token for {name:?}: the name must not be empty and the secret must have at least 8 characters"
+                );
+            }
+            map.insert(name.to_string(), secret.to_string());
+        }
+        Ok(Tokens(map))
+    }
+
+    /// The secret of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// True when no name has a secret (the gateway then admits any name once).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True when `secret` is the secret of `name` (compared in constant time).
+    fn admits(&self, name: &str, secret: Option<&str>) -> bool {
+        let (Some(want), Some(got)) = (self.0.get(name), secret) else {
+            return false;
+        };
+        want.len() == got.len()
+            && want
+                .bytes()
+                .zip(got.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
 
 /// The fields of a gateway request the gateway itself reads; the rest is the exchange's.
 #[derive(Default, serde::Deserialize)]
@@ -25,6 +99,8 @@ struct Envelope<'a> {
     #[serde(borrow)]
     strategy: Option<std::borrow::Cow<'a, str>>,
     decided_at: Option<UnixNanos>,
+    #[serde(borrow)]
+    token: Option<std::borrow::Cow<'a, str>>,
 }
 
 pub(crate) struct Strategy {
@@ -43,6 +119,8 @@ pub(crate) struct Gateway {
     /// Step markers sent and their event times, oldest first, while a strategy may
     /// still acknowledge them.
     markers: VecDeque<(u64, UnixNanos)>,
+    /// Secrets hellos must carry (empty: any name, once).
+    tokens: Tokens,
 }
 
 impl Gateway {
@@ -58,7 +136,40 @@ impl Gateway {
             strategies: HashMap::new(),
             lockstep,
             markers: VecDeque::new(),
+            tokens: Tokens::default(),
         })
+    }
+
+    /// Requires every hello to carry its name's secret from `tokens`.
+    pub(crate) fn require(&mut self, tokens: Tokens) {
+        self.tokens = tokens;
+    }
+
+    /// Why a hello for `name` from `identity` is refused, if it is.
+    fn refuse_hello(&self, identity: &[u8], name: &str, token: Option<&str>) -> Option<String> {
+        if name.is_empty() {
+            return Some("hello needs a strategy name".into());
+        }
+        if let Some(s) = self.strategies.get(identity) {
+            if s.name != name {
+                return Some(format!(
+                    "this connection already said hello as {:?}; one connection is one strategy",
+                    s.name
+                ));
+            }
+            return None;
+        }
+        if self.strategies.values().any(|s| s.name == name) {
+            return Some(format!(
+                "strategy {name:?} is already connected from another connection"
+            ));
+        }
+        if !self.tokens.is_empty() && !self.tokens.admits(name, token) {
+            return Some(format!(
+                "strategy {name:?}: missing or wrong token (a strategy started by ticktape finds it in ${TOKEN_ENV})"
+            ));
+        }
+        None
     }
 
     /// Notes that step marker `step` went out for the events up to `ts`.
@@ -111,11 +222,22 @@ impl Gateway {
             let envelope: Envelope<'_> = serde_json::from_slice(body).unwrap_or_default();
             match envelope.kind.as_deref() {
                 Some("hello") => {
-                    let name = envelope
-                        .strategy
-                        .as_deref()
-                        .unwrap_or("anonymous")
-                        .to_string();
+                    let name = envelope.strategy.as_deref().unwrap_or("").to_string();
+                    if let Some(reason) =
+                        self.refuse_hello(identity, &name, envelope.token.as_deref())
+                    {
+                        stats.refused += 1;
+                        let reply = serde_json::json!({"type": "error", "reason": reason});
+                        self.reply(identity, reply.to_string().as_bytes())?;
+                        continue;
+                    }
+                    if self.strategies.contains_key(identity) {
+                        // A repeated hello: answered, nothing changes.
+                        let reply = serde_json::json!({"type": "welcome", "strategy": name,
+                            "lockstep": self.lockstep > 0});
+                        self.reply(identity, reply.to_string().as_bytes())?;
+                        continue;
+                    }
                     self.strategies.insert(
                         identity.clone(),
                         Strategy {
@@ -142,11 +264,17 @@ impl Gateway {
                     }
                 }
                 _ => {
-                    let (name, acked_ts) = self
+                    let Some((name, acked_ts)) = self
                         .strategies
                         .get(identity)
                         .map(|s| (s.name.clone(), s.acked_ts))
-                        .unwrap_or_else(|| ("anonymous".into(), UnixNanos::MIN));
+                    else {
+                        stats.refused += 1;
+                        let reply = serde_json::json!({"type": "error",
+                            "reason": "say hello first: requests are accepted only from a connection that said hello as a strategy"});
+                        self.reply(identity, reply.to_string().as_bytes())?;
+                        continue;
+                    };
                     // Decision time belongs to the harness: never before the last step the
                     // strategy acknowledged (lockstep), never before now otherwise.
                     let not_before = if self.lockstep > 0 { acked_ts } else { now };
@@ -324,5 +452,65 @@ mod tests {
             ],
             "dated at 0 the cheat would have bought at 101 before the ask moved"
         );
+    }
+
+    /// Sends `msg` on `dealer`, pumps the gateway, returns the reply's type and reason.
+    fn ask(
+        g: &mut Gateway,
+        host: &mut ExchangeHost,
+        dealer: &zmq::Socket,
+        msg: &str,
+        stats: &mut ReplayStats,
+    ) -> (String, String) {
+        dealer.send(msg.as_bytes(), 0).unwrap();
+        let mut out = Outbox::new();
+        pump_until(g, host, 0, &mut out, stats, 1);
+        let reply = dealer.recv_bytes(0).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+        let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        (field("type"), field("reason"))
+    }
+
+    #[test]
+    fn identity_is_bound_to_the_connection_and_its_token() {
+        let mut host = ExchangeHost::new(&ExchangeHostConfig::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("ipc://{}", dir.path().join("gw").display());
+        let ctx = zmq::Context::new();
+        let mut g = Gateway::bind(&ctx, &endpoint, 0).unwrap();
+        g.require(Tokens::parse(["mm=secret-of-mm"]).unwrap());
+        let owner = ctx.socket(zmq::DEALER).unwrap();
+        let intruder = ctx.socket(zmq::DEALER).unwrap();
+        owner.connect(&endpoint).unwrap();
+        intruder.connect(&endpoint).unwrap();
+        let mut stats = ReplayStats::default();
+        let mut ask = |d: &zmq::Socket, msg: &str| ask(&mut g, &mut host, d, msg, &mut stats);
+        let (t, why) = ask(&owner, r#"{"type":"hello","strategy":"mm"}"#);
+        assert_eq!(t, "error", "no token: refused");
+        assert!(why.contains("token"), "{why}");
+        let (t, _) = ask(
+            &owner,
+            r#"{"type":"hello","strategy":"mm","token":"secret-of-mm"}"#,
+        );
+        assert_eq!(t, "welcome");
+        let (t, why) = ask(&intruder, r#"{"type":"query"}"#);
+        assert_eq!(
+            t, "error",
+            "no hello, no trading (was: accepted as anonymous)"
+        );
+        assert!(why.contains("hello first"), "{why}");
+        let (t, why) = ask(
+            &intruder,
+            r#"{"type":"hello","strategy":"mm","token":"secret-of-mm"}"#,
+        );
+        assert_eq!(t, "error", "a connected name cannot be claimed twice");
+        assert!(why.contains("already connected"), "{why}");
+        let (t, why) = ask(&owner, r#"{"type":"hello","strategy":"taker"}"#);
+        assert_eq!(t, "error", "a connection cannot change its name");
+        assert!(why.contains("one connection is one strategy"), "{why}");
+        let (t, _) = ask(&owner, r#"{"type":"query"}"#);
+        assert_eq!(t, "query_result", "the owner still trades");
+        drop(ask);
+        assert_eq!(stats.refused, 4);
     }
 }

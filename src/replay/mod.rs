@@ -29,6 +29,7 @@ use crate::store::{EventReader, Selection};
 use crate::wire::Encoding;
 
 pub(crate) use gateway::Gateway;
+pub use gateway::Tokens;
 pub use pacing::{Lateness, Pacer, Speed};
 
 /// Messages a venue host wants published: `(topic, payload)`.
@@ -92,6 +93,8 @@ pub struct ReplayConfig {
     pub send_hwm: i32,
     /// Payload encoding on the bus.
     pub encoding: Encoding,
+    /// Secrets the gateway requires in each strategy's hello (empty: none required).
+    pub tokens: Tokens,
 }
 
 impl Default for ReplayConfig {
@@ -112,6 +115,7 @@ impl Default for ReplayConfig {
             ack_timeout: Duration::from_secs(30),
             send_hwm: 100_000,
             encoding: Encoding::Json,
+            tokens: Tokens::default(),
         }
     }
 }
@@ -148,6 +152,9 @@ pub struct ReplayStats {
     pub slowest: Vec<(String, f64)>,
     /// Gateway requests handled.
     pub requests: u64,
+    /// Gateway requests refused: no hello first, a name already connected, a missing
+    /// or wrong token.
+    pub refused: u64,
     /// Orders and cancels dated before the last step their strategy acknowledged (or
     /// before the replay's clock without lockstep), moved up to that time.
     pub backdated: u64,
@@ -232,7 +239,11 @@ pub fn run(
     )?;
     publisher.give_up_waiting_on(stop.clone());
     let mut gateway = match &config.gateway {
-        Some(ep) => Some(Gateway::bind(&ctx, ep, config.lockstep)?),
+        Some(ep) => {
+            let mut g = Gateway::bind(&ctx, ep, config.lockstep)?;
+            g.require(config.tokens.clone());
+            Some(g)
+        }
         None => None,
     };
     if config.lockstep > 0 && gateway.is_none() {

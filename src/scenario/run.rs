@@ -275,7 +275,14 @@ fn run_bus(
         layout::format_ts(crate::event::now_nanos()).replace([':', '.'], "")
     );
     let sock_dir = std::env::temp_dir().join(format!("tt-{tag}"));
-    std::fs::create_dir_all(&sock_dir)?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        // Only this user may connect to the run's sockets.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&sock_dir)
+            .with_context(|| format!("cannot create socket directory {}", sock_dir.display()))?;
+    }
     // Removed however this function ends (error, panic), not only on success.
     let _sock_dir_guard = RemoveOnDrop(sock_dir.clone());
     let bus = format!("ipc://{}", sock_dir.join("bus").display());
@@ -303,7 +310,10 @@ fn run_bus(
         run_dir: Some(dir.clone()),
     })?;
 
-    // Strategy processes.
+    // Strategy processes, each with its own gateway secret (in its environment, not on
+    // its command line, which every local user can read).
+    let tokens =
+        crate::replay::Tokens::generate(scenario.strategies.iter().map(|s| s.name.as_str()));
     let exe = std::env::current_exe().context("cannot find the ticktape executable")?;
     let mut children = Children { procs: Vec::new() };
     for s in &scenario.strategies {
@@ -354,8 +364,10 @@ fn run_bus(
         };
         let log = dir.join(format!("strategy-{}.log", s.name));
         let log_file = std::fs::File::create(&log)?;
+        let token = tokens.get(&s.name).unwrap_or_default();
         let child = Command::new(&argv[0])
             .args(&argv[1..])
+            .env(crate::replay::gateway::TOKEN_ENV, token)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
@@ -418,6 +430,7 @@ fn run_bus(
         mark_interval: scenario.replay.mark_interval()?,
         ack_timeout: scenario.replay.ack_timeout()?,
         encoding: scenario.replay.encoding,
+        tokens,
         ..ReplayConfig::default()
     };
     let replay_result = replay::run(&config, Some(&mut host), &run_stop, &mut on_progress);

@@ -35,6 +35,9 @@ pub struct RunnerConfig {
     pub timer: Duration,
     /// Stop when no message arrived for this long (a dead replay), if set.
     pub idle_timeout: Option<Duration>,
+    /// The secret the gateway expects in `hello` (`ticktape run` puts it in the child's
+    /// `TICKTAPE_TOKEN` environment variable), if it requires one.
+    pub token: Option<String>,
 }
 
 /// What a strategy run did.
@@ -203,6 +206,7 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
     let hello = Request::Hello {
         strategy: config.name.clone(),
         lockstep: config.lockstep,
+        token: config.token.clone(),
     };
     dealer.send(serde_json::to_vec(&hello)?, 0)?;
     let mut r = Runner {
