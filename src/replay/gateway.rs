@@ -510,7 +510,6 @@ mod tests {
         assert!(why.contains("one connection is one strategy"), "{why}");
         let (t, _) = ask(&owner, r#"{"type":"query"}"#);
         assert_eq!(t, "query_result", "the owner still trades");
-        drop(ask);
         assert_eq!(stats.refused, 4);
     }
 }
