@@ -13,9 +13,9 @@
 //! acks arrive; markers are sent in batches and the run stays exact.
 
 pub mod gateway;
+mod lockstep;
 pub mod pacing;
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use crate::wire::Encoding;
 
 pub(crate) use gateway::Gateway;
 pub use gateway::Tokens;
+use lockstep::{Link, Lockstep};
 pub use pacing::{Lateness, Pacer, Speed};
 
 /// Messages a venue host wants published: `(topic, payload)`.
@@ -162,6 +163,8 @@ pub struct ReplayStats {
     pub digest: Option<String>,
     /// Rows the selection covered, for progress.
     pub estimate: u64,
+    /// Subscriptions the publisher saw (zero: nobody received the replay).
+    pub subscriptions: u64,
 }
 
 /// Live progress for the caller's progress bar.
@@ -175,31 +178,6 @@ pub struct Progress<'a> {
     pub waiting_for: &'a [String],
 }
 
-/// Step markers sent in the lookahead form and not yet acknowledged by every strategy,
-/// oldest first.
-#[derive(Default)]
-struct UnackedMarkers(VecDeque<(u64, UnixNanos)>);
-
-impl UnackedMarkers {
-    fn push(&mut self, step: u64, ts: UnixNanos) {
-        self.0.push_back((step, ts));
-    }
-
-    /// Drops markers up to step `acked` and moves `acked_ts` to the last one's time.
-    fn release(&mut self, acked: u64, acked_ts: &mut UnixNanos) {
-        while let Some(&(step, ts)) = self.0.front() {
-            if step > acked {
-                break;
-            }
-            *acked_ts = ts;
-            self.0.pop_front();
-        }
-    }
-}
-
-/// In the lookahead form, the most events between two step markers.
-const MARKER_EVERY_EVENTS: u64 = 64;
-
 pub(crate) fn publish_outbox(publisher: &mut Publisher, out: &mut Outbox) -> Result<()> {
     for (topic, payload) in out.drain(..) {
         publisher.send_raw(topic.as_bytes(), &payload)?;
@@ -210,7 +188,7 @@ pub(crate) fn publish_outbox(publisher: &mut Publisher, out: &mut Outbox) -> Res
 /// Replays until the selection is exhausted or `stop` is raised.
 pub fn run(
     config: &ReplayConfig,
-    mut host: Option<&mut dyn VenueHost>,
+    host: Option<&mut dyn VenueHost>,
     stop: &Stop,
     mut on_progress: impl FnMut(Progress<'_>),
 ) -> Result<ReplayStats> {
@@ -223,10 +201,85 @@ pub fn run(
             config.dataset.display()
         );
     }
-    let mut stats = ReplayStats {
-        estimate: reader.row_estimate(),
-        ..ReplayStats::default()
-    };
+    let mut link = open_link(config, host, stop)?;
+    link.stats.estimate = reader.row_estimate();
+    let mut heartbeat = HeartbeatTimer::new(&config.publisher_id, config.heartbeat, true);
+    if !wait_for_peers(config, &mut link, &mut heartbeat, stop)? {
+        return Ok(link.stats);
+    }
+
+    let mut pacer = Pacer::new(config.speed);
+    let paced = !matches!(config.speed, Speed::Max);
+    let started = Instant::now();
+    let mut lockstep =
+        (config.lockstep > 0).then(|| Lockstep::new(config.lookahead, config.ack_timeout));
+    let mut marks = Marks::new(config.mark_interval);
+    let mut last_ts: UnixNanos = 0;
+    let mut last_progress = Instant::now();
+
+    for event in reader.by_ref() {
+        let event = event?;
+        if stop.is_set() {
+            break;
+        }
+        let ts = event.ts_recv;
+        if let Some(l) = lockstep.as_mut() {
+            l.before(&mut link, ts, stop)?;
+            if stop.is_set() {
+                break;
+            }
+        }
+        pacer.wait_for(ts);
+        // Flat out, reading the clock for heartbeats and progress every event would cost
+        // more than the checks are worth; paced, events are far enough apart.
+        let clock_due = paced || link.stats.events.is_multiple_of(64);
+        if clock_due {
+            heartbeat.tick(&mut link.publisher)?;
+        }
+        if let Some(h) = link.host.as_deref_mut() {
+            marks.before(h, ts, &mut link.out)?;
+            h.advance_before(ts, &mut link.out)?;
+            link.flush()?;
+        }
+        link.publisher.send(&event)?;
+        let stats = &mut link.stats;
+        if matches!(event.body, Body::Gap(_)) {
+            stats.gaps += 1;
+        }
+        stats.events += 1;
+        stats.time_range = Some(stats.time_range.map_or((ts, ts), |(a, _)| (a, ts)));
+        last_ts = ts;
+        if let Some(h) = link.host.as_deref_mut() {
+            h.on_market(&event, &mut link.out)?;
+            link.flush()?;
+        }
+        match lockstep.as_mut() {
+            // Without lockstep, orders are read at once.
+            None => link.pump(ts, Duration::ZERO)?,
+            Some(l) => {
+                l.after(&mut link, ts, stop)?;
+                pacer.rebase(ts);
+            }
+        }
+        if clock_due && last_progress.elapsed() >= Duration::from_millis(100) {
+            last_progress = Instant::now();
+            link.stats.elapsed_secs = started.elapsed().as_secs_f64();
+            on_progress(Progress {
+                stats: &link.stats,
+                ts,
+                waiting_for: &[],
+            });
+        }
+    }
+    finish(config, link, last_ts, started, &pacer, stop, on_progress)
+}
+
+/// Binds the publisher and the gateway.
+fn open_link<'h>(
+    config: &ReplayConfig,
+    host: Option<&'h mut dyn VenueHost>,
+    stop: &Stop,
+) -> Result<Link<'h>> {
     let ctx = crate::bus::context();
     let mut publisher = Publisher::bind(
         &ctx,
@@ -238,7 +291,7 @@ pub fn run(
         },
     )?;
     publisher.give_up_waiting_on(stop.clone());
-    let mut gateway = match &config.gateway {
+    let gateway = match &config.gateway {
         Some(ep) => {
             let mut g = Gateway::bind(&ctx, ep, config.lockstep)?;
             g.require(config.tokens.clone());
@@ -249,28 +302,40 @@ pub fn run(
     if config.lockstep > 0 && gateway.is_none() {
         bail!("lockstep needs a gateway endpoint (--gateway) for the strategies' acks");
     }
-    let mut heartbeat = HeartbeatTimer::new(&config.publisher_id, config.heartbeat, true);
-    let mut out: Outbox = Vec::new();
+    Ok(Link {
+        publisher,
+        gateway,
+        host,
+        out: Outbox::new(),
+        stats: ReplayStats::default(),
+    })
+}
 
-    // Slow joiners: wait for subscribers, and in lockstep for every strategy's hello.
+/// Slow joiners: waits for subscribers, and in lockstep for every strategy's hello.
+/// False when stopped before they came.
+fn wait_for_peers(
+    config: &ReplayConfig,
+    link: &mut Link<'_>,
+    heartbeat: &mut HeartbeatTimer,
+    stop: &Stop,
+) -> Result<bool> {
     let wait_started = Instant::now();
     let want_subs = config.wait_for.max(config.lockstep);
     loop {
-        heartbeat.tick(&mut publisher)?;
+        heartbeat.tick(&mut link.publisher)?;
         let subs_ready =
-            publisher
+            link.publisher
                 .wait_for_subscribers(want_subs, Duration::from_millis(20), &|| stop.is_set())?;
-        if let Some(g) = gateway.as_mut() {
-            g.pump(&mut host, 0, &mut out, Duration::from_millis(5), &mut stats)?;
-        }
-        let strategies_ready = gateway
+        link.pump(0, Duration::from_millis(5))?;
+        let strategies_ready = link
+            .gateway
             .as_ref()
             .is_none_or(|g| g.strategies.len() >= config.lockstep);
         if subs_ready && strategies_ready {
-            break;
+            return Ok(true);
         }
         if stop.is_set() {
-            return Ok(stats);
+            return Ok(false);
         }
         if wait_started.elapsed() > config.wait_timeout {
             bail!(
@@ -278,199 +343,59 @@ pub fn run(
                 config.wait_timeout,
                 want_subs,
                 config.lockstep,
-                publisher.stats().subscriptions,
-                gateway.as_ref().map_or(0, |g| g.strategies.len()),
-                publisher.endpoints().join(","),
+                link.publisher.stats().subscriptions,
+                link.gateway.as_ref().map_or(0, |g| g.strategies.len()),
+                link.publisher.endpoints().join(","),
                 config.gateway.as_deref().unwrap_or("-")
             );
         }
     }
+}
 
-    let mut pacer = Pacer::new(config.speed);
-    let paced = !matches!(config.speed, Speed::Max);
-    let started = Instant::now();
-    let lookahead = config.lookahead.as_nanos() as i64;
-    let simple_lockstep = config.lockstep > 0 && lookahead == 0;
-    let mut step: u64 = 0;
-    let mut unacked = UnackedMarkers::default();
-    let mut acked_ts: UnixNanos = i64::MIN;
-    let mut marker_sent_for_last = true;
-    let mut last_ts: UnixNanos = 0;
-    let mut next_mark: Option<UnixNanos> = None;
-    let mut last_progress = Instant::now();
-    let mark_every = config.mark_interval.as_nanos().max(1) as i64;
+/// Marks every mark interval of simulated time, with what is due before each applied.
+struct Marks {
+    every: i64,
+    next: Option<UnixNanos>,
+}
 
-    let send_marker = |publisher: &mut Publisher, step: u64, ts: UnixNanos| -> Result<()> {
-        let payload = format!("{{\"kind\":\"step\",\"step\":{step},\"ts_recv\":{ts}}}");
-        publisher.send_raw(b"step", payload.as_bytes())
-    };
-
-    for event in reader.by_ref() {
-        let event = event?;
-        if stop.is_set() {
-            break;
-        }
-        let ts = event.ts_recv;
-        // Lookahead lockstep: never publish past what acks make safe.
-        if config.lockstep > 0 && !simple_lockstep {
-            if stats.events == 0 {
-                // Before the first event no order can exist: nothing to wait for.
-                acked_ts = ts;
-            }
-            let mut wait_began: Option<Instant> = None;
-            loop {
-                if let Some(g) = gateway.as_ref() {
-                    unacked.release(g.min_acked(), &mut acked_ts);
-                }
-                if acked_ts.saturating_add(lookahead) >= ts {
-                    break;
-                }
-                // Everything published so far is acknowledged: nothing can be in flight.
-                let all_acked = gateway.as_ref().is_some_and(|g| g.min_acked() >= step);
-                if marker_sent_for_last && all_acked {
-                    break;
-                }
-                let wait_began = *wait_began.get_or_insert_with(|| {
-                    stats.ack_waits += 1;
-                    Instant::now()
-                });
-                if !marker_sent_for_last {
-                    step += 1;
-                    unacked.push(step, last_ts);
-                    if let Some(g) = gateway.as_mut() {
-                        g.marker_sent(step, last_ts);
-                    }
-                    send_marker(&mut publisher, step, last_ts)?;
-                    stats.steps += 1;
-                    marker_sent_for_last = true;
-                }
-                let waited = Instant::now();
-                let g = gateway.as_mut().context("lockstep without gateway")?;
-                g.pump(
-                    &mut host,
-                    last_ts,
-                    &mut out,
-                    Duration::from_millis(10),
-                    &mut stats,
-                )?;
-                publish_outbox(&mut publisher, &mut out)?;
-                let spent = waited.elapsed();
-                g.charge_wait(step, spent);
-                stats.ack_wait_secs += spent.as_secs_f64();
-                if stop.is_set() {
-                    break;
-                }
-                if wait_began.elapsed() > config.ack_timeout {
-                    return Err(g.ack_timeout_error(step, config.ack_timeout));
-                }
-            }
-            if stop.is_set() {
-                break;
-            }
-        }
-        pacer.wait_for(ts);
-        // Flat out, reading the clock for heartbeats and progress every event would cost
-        // more than the checks are worth; paced, events are far enough apart.
-        let clock_due = paced || stats.events.is_multiple_of(64);
-        if clock_due {
-            heartbeat.tick(&mut publisher)?;
-        }
-        if let Some(h) = host.as_deref_mut() {
-            let due = next_mark.get_or_insert(ts - ts.rem_euclid(mark_every) + mark_every);
-            while *due <= ts {
-                h.advance_before(*due, &mut out)?;
-                h.on_mark(*due)?;
-                *due += mark_every;
-            }
-            h.advance_before(ts, &mut out)?;
-            publish_outbox(&mut publisher, &mut out)?;
-        }
-        publisher.send(&event)?;
-        if matches!(event.body, Body::Gap(_)) {
-            stats.gaps += 1;
-        }
-        stats.events += 1;
-        stats.time_range = Some(match stats.time_range {
-            Some((a, _)) => (a, ts),
-            None => (ts, ts),
-        });
-        last_ts = ts;
-        marker_sent_for_last = false;
-        if let Some(h) = host.as_deref_mut() {
-            h.on_market(&event, &mut out)?;
-            publish_outbox(&mut publisher, &mut out)?;
-        }
-        // Orders are read at once unless lockstep makes that unnecessary: the simple form
-        // reads them while it waits for the ack below, and in the lookahead form an order
-        // not yet read answers an event past the acked horizon, so it applies after `ts`
-        // anyway (a non-blocking read costs a system call when nothing is queued).
-        let lookahead_pump_due =
-            !simple_lockstep && stats.events.is_multiple_of(MARKER_EVERY_EVENTS);
-        if let Some(g) = gateway.as_mut()
-            && (config.lockstep == 0 || lookahead_pump_due)
-        {
-            g.pump(&mut host, ts, &mut out, Duration::ZERO, &mut stats)?;
-            publish_outbox(&mut publisher, &mut out)?;
-        }
-        if simple_lockstep {
-            step += 1;
-            if let Some(g) = gateway.as_mut() {
-                g.marker_sent(step, ts);
-            }
-            send_marker(&mut publisher, step, ts)?;
-            stats.steps += 1;
-            stats.ack_waits += 1;
-            marker_sent_for_last = true;
-            let waited = Instant::now();
-            let g = gateway.as_mut().context("lockstep without gateway")?;
-            while g.min_acked() < step {
-                let before = Instant::now();
-                g.pump(
-                    &mut host,
-                    ts,
-                    &mut out,
-                    Duration::from_millis(10),
-                    &mut stats,
-                )?;
-                publish_outbox(&mut publisher, &mut out)?;
-                g.charge_wait(step, before.elapsed());
-                if stop.is_set() {
-                    break;
-                }
-                if waited.elapsed() > config.ack_timeout {
-                    return Err(g.ack_timeout_error(step, config.ack_timeout));
-                }
-            }
-            stats.ack_wait_secs += waited.elapsed().as_secs_f64();
-            pacer.rebase(ts);
-        } else if config.lockstep > 0 && stats.events.is_multiple_of(MARKER_EVERY_EVENTS) {
-            // Lookahead form: a marker now and then keeps acks flowing while we run ahead.
-            // (One per half lookahead of event time as well was tried: more messages, no
-            // fewer waits, since most waits are holes in the data longer than the lookahead.)
-            step += 1;
-            unacked.push(step, ts);
-            if let Some(g) = gateway.as_mut() {
-                g.marker_sent(step, ts);
-            }
-            send_marker(&mut publisher, step, ts)?;
-            stats.steps += 1;
-            marker_sent_for_last = true;
-        }
-        if clock_due && last_progress.elapsed() >= Duration::from_millis(100) {
-            last_progress = Instant::now();
-            stats.elapsed_secs = started.elapsed().as_secs_f64();
-            on_progress(Progress {
-                stats: &stats,
-                ts,
-                waiting_for: &[],
-            });
+impl Marks {
+    fn new(interval: Duration) -> Marks {
+        Marks {
+            every: i64::try_from(interval.as_nanos())
+                .unwrap_or(i64::MAX)
+                .max(1),
+            next: None,
         }
     }
 
-    // End of stream: flush the exchange, tell everyone, let lockstep strategies finish.
-    if let Some(h) = host.as_deref_mut() {
-        stats.digest = h.finish(last_ts, &mut out)?;
-        publish_outbox(&mut publisher, &mut out)?;
+    /// Takes the marks due at or before `ts`.
+    fn before(&mut self, host: &mut dyn VenueHost, ts: UnixNanos, out: &mut Outbox) -> Result<()> {
+        let due = self
+            .next
+            .get_or_insert(ts - ts.rem_euclid(self.every) + self.every);
+        while *due <= ts {
+            host.advance_before(*due, out)?;
+            host.on_mark(*due)?;
+            *due += self.every;
+        }
+        Ok(())
+    }
+}
+
+/// End of stream: flush the exchange, tell everyone, let lockstep strategies finish,
+/// wait for subscribers to take the end.
+fn finish(
+    config: &ReplayConfig,
+    mut link: Link<'_>,
+    last_ts: UnixNanos,
+    started: Instant,
+    pacer: &Pacer,
+    stop: &Stop,
+    mut on_progress: impl FnMut(Progress<'_>),
+) -> Result<ReplayStats> {
+    if let Some(h) = link.host.as_deref_mut() {
+        link.stats.digest = h.finish(last_ts, &mut link.out)?;
+        link.flush()?;
     }
     let eos = Event {
         venue: "".into(),
@@ -483,23 +408,24 @@ pub fn run(
         body: Body::EndOfStream(EndOfStream {
             publisher: config.publisher_id.clone(),
             replay: true,
-            events: stats.events,
+            events: link.stats.events,
         }),
     };
-    publisher.send(&eos)?;
-    if let Some(g) = gateway.as_mut() {
+    link.publisher.send(&eos)?;
+    if link.gateway.is_some() {
         // Answer last requests (e.g. a final position query) for a moment.
         let until = Instant::now() + Duration::from_millis(200);
         while Instant::now() < until {
-            g.pump(
-                &mut host,
-                last_ts,
-                &mut out,
-                Duration::from_millis(20),
-                &mut stats,
-            )?;
-            publish_outbox(&mut publisher, &mut out)?;
+            link.pump(last_ts, Duration::from_millis(20))?;
         }
+    }
+    let Link {
+        mut publisher,
+        gateway,
+        mut stats,
+        ..
+    } = link;
+    if let Some(g) = gateway {
         let mut slowest: Vec<(String, f64)> = g
             .strategies
             .values()
@@ -522,6 +448,7 @@ pub fn run(
     stats.stalls = publisher.stats().stalls;
     stats.stalled_secs = publisher.stats().stalled.as_secs_f64();
     stats.slow_subscribers = publisher.slow_subscribers();
+    stats.subscriptions = publisher.stats().subscriptions;
     on_progress(Progress {
         stats: &stats,
         ts: last_ts,
