@@ -446,7 +446,7 @@ struct RecordArgs {
     /// Publisher endpoint(s); repeat for redundant publishers.
     #[arg(long = "connect", default_value = "tcp://127.0.0.1:5555")]
     connect: Vec<String>,
-    /// Topic prefixes to record (default: everything).
+    /// Topic prefixes to record (default: everything); heartbeats and end-of-stream always.
     #[arg(long = "topic")]
     topics: Vec<String>,
     /// Durability bound: events older than this survive kill -9.
