@@ -960,10 +960,8 @@ fn import_cmd(a: ImportArgs) -> Result<()> {
             "stats": { "rows": written.rows, "gaps": stats.gaps, "duplicates": 0, "malformed": 0 },
         }),
     )?;
+    // The summary's Display ends with one `warning:` line per warning.
     eprintln!("{stats}");
-    for w in &stats.warnings {
-        eprintln!("  warning: {w}");
-    }
     eprintln!(
         "import: {} rows in {} files into {} in {:.2}s",
         written.rows,
