@@ -270,11 +270,22 @@ pub fn import(
             group.finish(sink)?;
         }
         group.snapshot = snapshot;
+        // DBN times are u64 ns; UNDEF_TIMESTAMP (u64::MAX) or anything past 2262 does not
+        // fit the i64 ns every ticktape time is, and must not wrap to a negative time.
+        let time = |ns: u64, what: &str| {
+            i64::try_from(ns).with_context(|| {
+                format!(
+                    "{}: record {record_no}: {what} {ns} is not a time ticktape can store \
+                     (undefined, or past 2262); this record cannot be imported",
+                    path.display()
+                )
+            })
+        };
         let base = Event {
             venue: venue.clone(),
             symbol,
-            ts_event: hd.ts_event as i64,
-            ts_recv: ts_recv as i64,
+            ts_event: time(hd.ts_event, "ts_event")?,
+            ts_recv: time(ts_recv, "ts_recv")?,
             venue_seq: Some(sequence as u64),
             prev_venue_seq: None,
             pub_seq: 0,
@@ -797,5 +808,34 @@ mod tests {
             "{:?}",
             stats.warnings
         );
+    }
+
+    #[test]
+    fn an_undefined_dbn_time_is_an_error_not_a_negative_time() {
+        use dbn::encode::{DbnEncoder, EncodeRecord};
+        let src = fixture("dbn/test_data.mbo.v3.dbn");
+        let mut decoder = DynDecoder::from_file(&src, VersionUpgradePolicy::AsIs).unwrap();
+        let metadata = decoder.metadata().clone();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("undefined_ts.dbn");
+        let mut encoder = DbnEncoder::new(File::create(&out).unwrap(), &metadata).unwrap();
+        while let Some(rec) = decoder.decode_record_ref().unwrap() {
+            let mut m = rec.get::<dbn::MboMsg>().unwrap().clone();
+            m.ts_recv = dbn::UNDEF_TIMESTAMP;
+            encoder.encode_record(&m).unwrap();
+        }
+        drop(encoder);
+        let mut events: Vec<Event> = Vec::new();
+        let e = import_any(
+            ImportFormat::Dbn,
+            &[out],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("record 1: ts_recv 18446744073709551615"), "{e}");
+        assert!(events.is_empty());
     }
 }
