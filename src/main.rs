@@ -572,7 +572,10 @@ fn record_cmd(a: RecordArgs) -> Result<()> {
         flush_interval: a.flush_interval,
         fsync: !a.no_fsync,
         rotate_interval: a.rotate_every,
-        rotate_bytes: a.rotate_mib << 20,
+        rotate_bytes: a
+            .rotate_mib
+            .checked_mul(1 << 20)
+            .context("--rotate-mib is too large: give MiB, e.g. 256")?,
         dedup_window: a.dedup_window,
         gap_grace: a.gap_grace,
         until_eos: a.until_eos,
