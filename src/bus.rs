@@ -577,6 +577,26 @@ pub struct Received<'a> {
     pub frames: &'a [zmq::Message],
 }
 
+/// Topic prefixes of the control messages a consumer needs whatever data it picks:
+/// heartbeats (`hb.<publisher>`: liveness, silence detection) and end-of-stream
+/// (`eos.<publisher>`), as in `docs/PROTOCOL.md`.
+pub const CONTROL_TOPICS: [&str; 2] = ["hb.", "eos."];
+
+/// `prefixes` plus [`CONTROL_TOPICS`]: the subscription of a consumer that filters data by
+/// topic but must still hear heartbeats and end-of-stream (the recorder's `--topic`).
+/// Empty stays empty, which subscribes to everything.
+pub fn with_control_topics(prefixes: &[String]) -> Vec<String> {
+    let mut topics = prefixes.to_vec();
+    if !topics.is_empty() {
+        for control in CONTROL_TOPICS {
+            if !topics.iter().any(|t| control.starts_with(t.as_str())) {
+                topics.push(control.to_string());
+            }
+        }
+    }
+    topics
+}
+
 /// Subscriber configuration.
 #[derive(Clone, Debug)]
 pub struct SubscriberConfig {
@@ -696,5 +716,20 @@ fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> zmq::Res
         if !frames[count - 1].get_more() {
             return Ok(count);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_filter_still_subscribes_to_heartbeats_and_end_of_stream() {
+        let prefixes = vec!["trade.".to_string()];
+        assert_eq!(with_control_topics(&prefixes), ["trade.", "hb.", "eos."]);
+        // Empty means everything; a prefix that already covers a control topic is kept once.
+        assert!(with_control_topics(&[]).is_empty());
+        let prefixes = vec!["book.".to_string(), "h".to_string()];
+        assert_eq!(with_control_topics(&prefixes), ["book.", "h", "eos."]);
     }
 }

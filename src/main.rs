@@ -454,7 +454,7 @@ struct RecordArgs {
     /// Publisher endpoint(s); repeat for redundant publishers.
     #[arg(long = "connect", default_value = "tcp://127.0.0.1:5555")]
     connect: Vec<String>,
-    /// Topic prefixes to record (default: everything).
+    /// Topic prefixes to record (default: everything); heartbeats and end-of-stream always.
     #[arg(long = "topic")]
     topics: Vec<String>,
     /// Durability bound: events older than this survive kill -9.
@@ -580,7 +580,10 @@ fn record_cmd(a: RecordArgs) -> Result<()> {
         flush_interval: a.flush_interval,
         fsync: !a.no_fsync,
         rotate_interval: a.rotate_every,
-        rotate_bytes: a.rotate_mib << 20,
+        rotate_bytes: a
+            .rotate_mib
+            .checked_mul(1 << 20)
+            .context("--rotate-mib is too large: give MiB, e.g. 256")?,
         dedup_window: a.dedup_window,
         gap_grace: a.gap_grace,
         until_eos: a.until_eos,
@@ -993,10 +996,8 @@ fn import_cmd(a: ImportArgs) -> Result<()> {
             "stats": { "rows": written.rows, "gaps": stats.gaps, "duplicates": 0, "malformed": 0 },
         }),
     )?;
+    // The summary's Display ends with one `warning:` line per warning.
     eprintln!("{stats}");
-    for w in &stats.warnings {
-        eprintln!("  warning: {w}");
-    }
     eprintln!(
         "import: {} rows in {} files into {} in {:.2}s",
         written.rows,

@@ -10,9 +10,15 @@
 //! # Synchronisation (per symbol)
 //! 1. Until a snapshot arrives, diffs are buffered (at most [`BookSync::MAX_BUFFERED`]).
 //! 2. On a snapshot with `lastUpdateId = L`: its levels are emitted with
-//!    [`Flags::SNAPSHOT`]; buffered diffs with `u <= L` are dropped; the first remaining
-//!    diff must straddle `L + 1` (`U <= L + 1`; futures also accept `pu == L`), then every
-//!    buffered diff must continue the previous one.
+//!    [`Flags::SNAPSHOT`], then buffered diffs are bridged as Binance documents it:
+//!    - spot: drop diffs with `u <= L`; the first kept one must have `U <= L + 1` (and so
+//!      `u >= L + 1`);
+//!    - futures (USD-M, COIN-M): drop diffs with `u < L`, so the diff ending exactly at
+//!      `L` is applied (Binance: the first processed event has `U <= L` and `u >= L`; its
+//!      sizes are absolute, so re-applying what the snapshot holds changes nothing); the
+//!      first kept one must have `U <= L + 1` or `pu == L`;
+//!
+//!    then every buffered diff must continue the previous one.
 //! 3. Continuity: spot `U == previous u + 1`, futures `pu == previous u`.
 //! 4. Any break emits a [`Body::Gap`] (reason [`GapReason::VenueSeq`]; `missing` is the
 //!    number of update ids skipped, spot only, since futures ids are not dense), and the
@@ -392,7 +398,8 @@ pub struct SyncStats {
     pub stale_snapshots: u64,
     /// Diffs applied to the book.
     pub diffs_applied: u64,
-    /// Buffered diffs dropped because a snapshot already covered them (`u <= L`).
+    /// Buffered diffs dropped because a snapshot already covered them (spot `u <= L`,
+    /// futures `u < L`).
     pub diffs_covered: u64,
     /// Diffs dropped while no snapshot could be used (buffer overflow or end of input).
     pub diffs_unsynced: u64,
@@ -467,7 +474,7 @@ impl BookSync {
                 Ok(())
             }
             SyncState::FirstDiff { snapshot_id } => {
-                if diff.last_id <= snapshot_id {
+                if self.covered_by_snapshot(&diff, snapshot_id) {
                     self.stats.diffs_covered += 1;
                     return Ok(());
                 }
@@ -537,6 +544,20 @@ impl BookSync {
         Ok(())
     }
 
+    /// True when snapshot `snapshot_id` already holds everything `diff` says: spot
+    /// "drop any event where `u <= lastUpdateId`", futures "drop any event where
+    /// `u < lastUpdateId`" (Binance's "How to manage a local order book correctly").
+    fn covered_by_snapshot(&self, diff: &DepthDiff, snapshot_id: u64) -> bool {
+        if self.market.is_futures() {
+            diff.last_id < snapshot_id
+        } else {
+            diff.last_id <= snapshot_id
+        }
+    }
+
+    /// True when `diff`, not covered by the snapshot, can be the first to apply after it:
+    /// `U <= L + 1` (nothing between the snapshot and the diff is missing), or on futures
+    /// `pu == L`.
     fn straddles(&self, diff: &DepthDiff, snapshot_id: u64) -> bool {
         diff.first_id <= snapshot_id + 1
             || (self.market.is_futures() && diff.prev_last_id == Some(snapshot_id))
@@ -759,5 +780,79 @@ mod tests {
         sync.on_snapshot(&snap, 2, &mut out).unwrap();
         assert_eq!(sync.stats().breaks, 1);
         assert!(matches!(out.last().unwrap().body, Body::Gap(_)));
+    }
+
+    fn futures_diff(first: u64, last: u64, pu: u64, bid: (&str, &str)) -> DepthDiff {
+        DepthDiff {
+            prev_last_id: Some(pu),
+            ..diff(first, last, 10, bid)
+        }
+    }
+
+    fn snapshot(sync: &mut BookSync, l: u64, out: &mut Vec<Event>) {
+        let json = snapshot_json(l);
+        let Message::Snapshot(snap) = parse_message(&json).unwrap() else {
+            panic!()
+        };
+        sync.on_snapshot(&snap, 40, out).unwrap();
+    }
+
+    #[test]
+    fn futures_apply_the_diff_whose_u_equals_the_snapshot_id() {
+        // USD-M: "drop any event where u < lastUpdateId; the first processed event has
+        // U <= lastUpdateId AND u >= lastUpdateId". Its sizes are applied.
+        let mut out: Vec<Event> = Vec::new();
+        let mut sync = BookSync::new(Market::UsdM, Arc::from("binance-usdm"), Arc::from("X"));
+        sync.on_diff(futures_diff(90, 95, 89, ("99.0", "7")), &mut out)
+            .unwrap();
+        sync.on_diff(futures_diff(96, 100, 95, ("100.0", "3")), &mut out)
+            .unwrap();
+        sync.on_diff(futures_diff(104, 110, 100, ("98.0", "1")), &mut out)
+            .unwrap();
+        snapshot(&mut sync, 100, &mut out);
+        assert_eq!(
+            sync.stats().diffs_covered,
+            1,
+            "only u = 95 < 100 is dropped"
+        );
+        assert_eq!(sync.stats().diffs_applied, 2);
+        assert_eq!(sync.stats().breaks, 0);
+        assert_eq!(sync.state(), &SyncState::Live { last_id: 110 });
+        let book = book_of(&out);
+        let (price, size) = book.best_bid().unwrap();
+        assert_eq!(
+            (price.to_string(), size.to_string()),
+            ("100.0".into(), "3".into())
+        );
+        // Arriving after the snapshot, the u = L diff is applied as well.
+        let mut out: Vec<Event> = Vec::new();
+        let mut sync = BookSync::new(Market::UsdM, Arc::from("binance-usdm"), Arc::from("X"));
+        snapshot(&mut sync, 100, &mut out);
+        sync.on_diff(futures_diff(96, 100, 95, ("100.0", "3")), &mut out)
+            .unwrap();
+        assert_eq!(sync.stats().diffs_applied, 1);
+        assert_eq!(sync.state(), &SyncState::Live { last_id: 100 });
+    }
+
+    #[test]
+    fn spot_drops_the_diff_whose_u_equals_the_snapshot_id_and_needs_l_plus_1() {
+        let mut out: Vec<Event> = Vec::new();
+        let mut sync = BookSync::new(Market::Spot, Arc::from("binance"), Arc::from("X"));
+        sync.on_diff(diff(96, 100, 10, ("100.0", "3")), &mut out)
+            .unwrap();
+        sync.on_diff(diff(101, 104, 10, ("98.0", "1")), &mut out)
+            .unwrap();
+        snapshot(&mut sync, 100, &mut out);
+        assert_eq!(sync.stats().diffs_covered, 1);
+        assert_eq!(sync.stats().diffs_applied, 1);
+        assert_eq!(sync.state(), &SyncState::Live { last_id: 104 });
+        // A futures-style first diff (U <= L, u = L) is not enough on spot: it is covered,
+        // and a first diff starting past L + 1 is a break.
+        let mut out: Vec<Event> = Vec::new();
+        let mut sync = BookSync::new(Market::Spot, Arc::from("binance"), Arc::from("X"));
+        snapshot(&mut sync, 100, &mut out);
+        sync.on_diff(diff(103, 104, 10, ("98.0", "1")), &mut out)
+            .unwrap();
+        assert_eq!(sync.stats().breaks, 1);
     }
 }

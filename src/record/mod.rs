@@ -32,7 +32,8 @@ pub struct RecordConfig {
     pub dataset: PathBuf,
     /// Publisher endpoints; several means redundant publishers of the same streams.
     pub connect: Vec<String>,
-    /// Topic prefixes to record; empty records everything.
+    /// Topic prefixes to record; empty records everything. Heartbeats and end-of-stream
+    /// are received whatever the prefixes (`bus::with_control_topics`).
     pub topics: Vec<String>,
     /// Events received longer ago than this are durable (survive `kill -9`).
     pub flush_interval: Duration,
@@ -169,7 +170,7 @@ pub fn run(
         &ctx,
         &SubscriberConfig {
             connect: config.connect.clone(),
-            topics: config.topics.clone(),
+            topics: crate::bus::with_control_topics(&config.topics),
             recv_hwm: 0,
         },
     )?;

@@ -3,7 +3,14 @@
 //! Files are merged with a streaming k-way merge that opens a file only when the merge
 //! reaches its first timestamp and holds one record batch per open file, so memory
 //! depends on how many files *overlap in time*, never on how long the dataset is.
-//! Row groups entirely outside the time window are skipped using Parquet statistics.
+//! Row groups entirely outside the time window are skipped using the Parquet statistics
+//! of the `ts_recv` column, found by name (files written by other tools may order
+//! columns differently).
+//!
+//! A row with a null in a column the schema declares non-nullable (`ts_recv`,
+//! `ts_event`, `venue`, `symbol`, `kind`, `pub_seq`) is an error naming the file and
+//! column, never read as 0 or an empty name: such a row cannot be placed in time or
+//! attributed, and skipping it would silently change a backtest.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
@@ -93,11 +100,42 @@ pub fn decode_component(name: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn ts_stats(meta: &ParquetMetaData, rg: usize) -> Option<(i64, i64)> {
-    match meta.row_group(rg).column(0).statistics()? {
+/// Index of the leaf column `ts_recv` in a file's Parquet schema, by name.
+fn ts_recv_column(meta: &ParquetMetaData) -> Option<usize> {
+    meta.file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().parts() == ["ts_recv"])
+}
+
+/// `ts_recv` range of row group `rg` from its statistics (column `column`), if written.
+fn ts_stats(meta: &ParquetMetaData, rg: usize, column: Option<usize>) -> Option<(i64, i64)> {
+    match meta.row_group(rg).column(column?).statistics()? {
         Statistics::Int64(s) => Some((*s.min_opt()?, *s.max_opt()?)),
         _ => None,
     }
+}
+
+/// Refuses a batch with nulls in a column the dataset schema declares non-nullable.
+fn check_required_columns(batch: &arrow_array::RecordBatch, path: &Path) -> Result<()> {
+    for field in super::schema::schema().fields() {
+        if field.is_nullable() {
+            continue;
+        }
+        if let Some(column) = batch.column_by_name(field.name())
+            && column.null_count() > 0
+        {
+            bail!(
+                "{}: {} row(s) with a null {} in one batch; every row needs one (ticktape \
+                 never writes it null). Repair or remove the file that wrote them",
+                path.display(),
+                column.null_count(),
+                field.name()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Lists the dataset's closed files that may hold selected events, oldest first.
@@ -134,8 +172,9 @@ pub fn list_files(root: &Path, selection: &Selection) -> Result<Vec<DataFile>> {
         let meta = reader.metadata();
         let mut row_groups = Vec::new();
         let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+        let ts_column = ts_recv_column(meta);
         for rg in 0..meta.num_row_groups() {
-            let (lo, hi) = ts_stats(meta, rg).unwrap_or((i64::MIN, i64::MAX));
+            let (lo, hi) = ts_stats(meta, rg, ts_column).unwrap_or((i64::MIN, i64::MAX));
             if selection.keeps_range(lo, hi) && meta.row_group(rg).num_rows() > 0 {
                 row_groups.push(rg);
                 min_ts = min_ts.min(lo);
@@ -199,6 +238,7 @@ impl Cursor {
                 Some(batch) => {
                     let batch =
                         batch.with_context(|| format!("cannot read {}", self.path.display()))?;
+                    check_required_columns(&batch, &self.path)?;
                     self.rows = batch.num_rows();
                     self.batch = Some(
                         BatchView::new(&batch)
@@ -328,5 +368,109 @@ impl Iterator for EventReader {
 
     fn next(&mut self) -> Option<Result<Event>> {
         self.next_event().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray};
+    use arrow_schema::{Field, Schema};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+
+    use super::*;
+    use crate::event::{Body, Fixed, Side, Trade};
+    use crate::store::schema::EventColumns;
+
+    const T0: i64 = 1_704_164_645_000_000_000; // 2024-01-02T03:04:05Z
+
+    /// A sorted batch of `n` trades, `ts_recv` = T0 + i seconds, `pub_seq` = i + 1.
+    fn trades(n: u64) -> RecordBatch {
+        let mut columns = EventColumns::default();
+        for i in 0..n {
+            columns.push(&Event {
+                venue: "v".into(),
+                symbol: "S".into(),
+                ts_event: T0 + i as i64 * 1_000_000_000,
+                ts_recv: T0 + i as i64 * 1_000_000_000,
+                venue_seq: Some(i + 1),
+                prev_venue_seq: Some(i),
+                pub_seq: i + 1,
+                body: Body::Trade(Trade {
+                    aggressor: Side::Bid,
+                    price: Fixed::new(100, 0),
+                    size: Fixed::new(1, 0),
+                    trade_id: (i + 1).to_string(),
+                }),
+            });
+        }
+        columns.take_sorted_batch().unwrap()
+    }
+
+    /// Writes `batch` as the one file of partition v/S, `rows_per_group` rows a group.
+    fn write(root: &Path, batch: &RecordBatch, rows_per_group: usize) {
+        let dir = layout::partition_dir(root, "v", "S", layout::day_of(T0));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = File::create(dir.join(layout::part_name(0, 0))).unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(rows_per_group))
+            .build();
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+        writer.write(batch).unwrap();
+        writer.close().unwrap();
+    }
+
+    fn window(start_secs: i64, end_secs: i64) -> Selection {
+        Selection {
+            start: Some(T0 + start_secs * 1_000_000_000),
+            end: Some(T0 + end_secs * 1_000_000_000),
+            ..Selection::default()
+        }
+    }
+
+    #[test]
+    fn row_groups_are_pruned_by_the_ts_recv_column_whatever_the_column_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = trades(400);
+        // Another tool's column order: pub_seq (an integer too) first, ts_recv last.
+        let n = batch.num_columns();
+        let mut order: Vec<usize> = (0..n).collect();
+        let pub_seq = batch.schema().index_of("pub_seq").unwrap();
+        order.retain(|&i| i != pub_seq && i != 0);
+        order.insert(0, pub_seq);
+        order.push(0);
+        write(dir.path(), &batch.project(&order).unwrap(), 100);
+        let reader = EventReader::open(dir.path(), window(250, 260)).unwrap();
+        // Only the row group holding seconds 200..=299 is kept.
+        assert_eq!(reader.files().len(), 1);
+        assert_eq!(reader.files()[0].row_groups, vec![2]);
+        assert_eq!(reader.files()[0].min_ts, T0 + 200 * 1_000_000_000);
+        let got: Vec<u64> = reader.map(|e| e.unwrap().pub_seq).collect();
+        assert_eq!(got, (251..=260).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn a_null_ts_recv_is_an_error_naming_file_and_column_not_time_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = trades(10);
+        let mut ts: Vec<Option<i64>> = (0..10).map(|i| Some(T0 + i * 1_000_000_000)).collect();
+        ts[3] = None;
+        let ts: ArrayRef = Arc::new(TimestampNanosecondArray::from(ts).with_timezone("UTC"));
+        let schema = batch.schema();
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| (**f).clone()).collect();
+        fields[0] = fields[0].clone().with_nullable(true);
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns[0] = ts;
+        let nulls = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        assert_eq!(nulls.column(0).null_count(), 1);
+        write(dir.path(), &nulls, 100);
+        let result: Result<Vec<Event>> = EventReader::open(dir.path(), Selection::default())
+            .unwrap()
+            .collect();
+        let e = format!("{:#}", result.unwrap_err());
+        assert!(e.contains("1 row(s) with a null ts_recv"), "{e}");
+        assert!(e.contains("part-00000000-0000.parquet"), "{e}");
     }
 }

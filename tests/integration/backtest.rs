@@ -413,3 +413,34 @@ fn ctrl_c_mid_run_keeps_partial_results_reports_them_and_leaves_no_strategy_behi
     assert!(run_dir.join("report.json").exists(), "{err}");
     assert_eq!(processes_mentioning(&tag), Vec::<String>::new());
 }
+
+#[test]
+fn import_prints_each_warning_once() {
+    let dir = tempdir();
+    // The fixture's first lines without its REST snapshot: one "no depth snapshot" warning.
+    let mut gz = flate2::read::GzDecoder::new(
+        std::fs::File::open("tests/fixtures/binance/spot_btcusdt_head.gz").unwrap(),
+    );
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut gz, &mut text).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .take(200)
+        .filter(|l| !l.contains("lastUpdateId"))
+        .collect();
+    let capture = dir.path().join("btcusdt_nosnapshot.txt");
+    std::fs::write(&capture, lines.join("\n") + "\n").unwrap();
+    let out = run_ok(&[
+        "import",
+        capture.to_str().unwrap(),
+        "--format",
+        "binance-raw",
+        "--out",
+        dir.path().join("ds").to_str().unwrap(),
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("no depth snapshot"), "{stderr}");
+}

@@ -631,3 +631,48 @@ fn recorder_quarantines_invalid_events_with_the_reason_and_stores_the_good_ones(
         assert!(error.contains(reason), "expected {reason:?} in {error}");
     }
 }
+
+#[test]
+fn record_with_a_topic_filter_still_hears_heartbeats_and_end_of_stream() {
+    let dir = tempdir();
+    let ds = dir.path().join("ds");
+    let ep = free_tcp();
+    // Only trades: without hb./eos. subscribed, --until-eos waited forever.
+    let recorder = spawn(&[
+        "record",
+        ds.to_str().unwrap(),
+        "--connect",
+        &ep,
+        "--topic",
+        "trade.",
+        "--until-eos",
+        "--quiet",
+    ]);
+    let sim = spawn(&[
+        "simulate",
+        "--bind",
+        &ep,
+        "--events",
+        "3000",
+        "--rate",
+        "0",
+        "--wait-for",
+        "1",
+        "--seed",
+        "4",
+        "--synthetic-clock",
+        CLOCK,
+        "--quiet",
+    ]);
+    assert_ok("simulate", &sim.wait(Duration::from_secs(60)));
+    let out = recorder.wait(Duration::from_secs(30));
+    assert_ok("record --topic trade. --until-eos", &out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(", ended"),
+        "the end of stream arrived: {stderr}"
+    );
+    let summary = inspect(&ds);
+    assert!(kind_rows(&summary, "trade") > 0, "{summary}");
+    assert_eq!(kind_rows(&summary, "book"), 0, "{summary}");
+}

@@ -75,6 +75,8 @@ struct Instrument {
     levels: HashMap<(Side, i64), i64>,
     /// MBP: last seen top-N as (side, raw price, size).
     window: Vec<(Side, i64, i64)>,
+    /// Inside a run of `F_SNAPSHOT` records (until one with `F_LAST`, or a live record).
+    in_snapshot: bool,
 }
 
 impl Instrument {
@@ -90,6 +92,7 @@ impl Instrument {
 
 /// Events of the current DBN event (up to a record with `F_LAST`), so `LAST` can go on
 /// its final book delta.
+#[derive(Default)]
 struct Group {
     events: Vec<Event>,
     snapshot: bool,
@@ -113,10 +116,43 @@ impl Group {
     }
 }
 
-/// Imports one DBN file.
+/// State carried from one file to the next of one import: the files given together are
+/// one stream, so an MBO order added in the first and cancelled in the second, or a DBN
+/// event split across two files, come out exactly as from the whole file.
+#[derive(Default)]
+pub struct Carry {
+    /// Per-instrument books, MBO order maps and MBP windows, by instrument id.
+    instruments: HashMap<u32, Instrument>,
+    /// The DBN event in progress (a file may end before its `F_LAST` record).
+    group: Group,
+    names: Interner,
+    /// MBO cancels and modifies of orders never added: their size is unknown.
+    unknown_orders: u64,
+}
+
+impl Carry {
+    /// Ends the stream: emits the DBN event still open and warns about what could not be
+    /// known.
+    pub fn finish(&mut self, sink: &mut dyn EventSink, stats: &mut ImportStats) -> Result<()> {
+        self.group.finish(sink)?;
+        if self.unknown_orders > 0 {
+            stats.warnings.push(format!(
+                "{} MBO cancel/modify record(s) named orders never added, so their levels may \
+                 be off until the next snapshot; give the earlier files too, in order, or \
+                 start from a file with a snapshot",
+                self.unknown_orders
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Imports one DBN file, continuing the stream in `carry` (call [`Carry::finish`] after
+/// the last file).
 pub fn import(
     path: &Path,
     opts: &ImportOptions,
+    carry: &mut Carry,
     sink: &mut dyn EventSink,
     stats: &mut ImportStats,
     progress: &dyn Fn(u64),
@@ -158,17 +194,17 @@ pub fn import(
     let mut record_bytes = 0u64;
     let metadata = decoder.metadata().clone();
     let symbols = metadata.symbol_map().ok();
-    let mut names = Interner::default();
+    let Carry {
+        instruments,
+        group,
+        names,
+        unknown_orders,
+    } = carry;
     let venue = names.intern(
         opts.venue
             .as_deref()
             .unwrap_or(&venue_for_dataset(&metadata.dataset)),
     );
-    let mut instruments: HashMap<u32, Instrument> = HashMap::new();
-    let mut group = Group {
-        events: Vec::new(),
-        snapshot: false,
-    };
     let mut record_no = 0u64;
     loop {
         let rec = decoder.decode_record_ref().with_context(|| {
@@ -218,15 +254,38 @@ pub fn import(
             }
         };
         let snapshot = flags.is_snapshot();
+        let starts_snapshot = snapshot && !inst.in_snapshot;
+        inst.in_snapshot = snapshot && !is_last(flags);
+        if starts_snapshot && matches!(rec_enum, RecordRefEnum::Mbo(_)) {
+            // An MBO snapshot is the whole book: it replaces the orders carried so far
+            // (Databento's daily files each open with one, without an `R`), and the
+            // snapshot before it ends here so a reader clears its book too.
+            inst.orders.clear();
+            inst.levels.clear();
+            if !group.events.is_empty() {
+                group.finish(sink)?;
+            }
+        }
         if snapshot != group.snapshot && !group.events.is_empty() {
             group.finish(sink)?;
         }
         group.snapshot = snapshot;
+        // DBN times are u64 ns; UNDEF_TIMESTAMP (u64::MAX) or anything past 2262 does not
+        // fit the i64 ns every ticktape time is, and must not wrap to a negative time.
+        let time = |ns: u64, what: &str| {
+            i64::try_from(ns).with_context(|| {
+                format!(
+                    "{}: record {record_no}: {what} {ns} is not a time ticktape can store \
+                     (undefined, or past 2262); this record cannot be imported",
+                    path.display()
+                )
+            })
+        };
         let base = Event {
             venue: venue.clone(),
             symbol,
-            ts_event: hd.ts_event as i64,
-            ts_recv: ts_recv as i64,
+            ts_event: time(hd.ts_event, "ts_event")?,
+            ts_recv: time(ts_recv, "ts_recv")?,
             venue_seq: Some(sequence as u64),
             prev_venue_seq: None,
             pub_seq: 0,
@@ -281,7 +340,10 @@ pub fn import(
                                 }
                                 key
                             }
-                            None => (side, m.price),
+                            None => {
+                                *unknown_orders += 1;
+                                (side, m.price)
+                            }
                         };
                         reduce(inst, side, price, m.size as i64);
                         group.events.push(level(inst, side, price));
@@ -294,6 +356,8 @@ pub fn import(
                             if (old_side, old_price) != (side, m.price) {
                                 group.events.push(level(inst, old_side, old_price));
                             }
+                        } else {
+                            *unknown_orders += 1;
                         }
                         inst.orders
                             .insert(m.order_id, (side, m.price, m.size as i64));
@@ -345,7 +409,8 @@ pub fn import(
             group.finish(sink)?;
         }
     }
-    group.finish(sink)?;
+    // A DBN event still open (no F_LAST yet) continues in the next file, or is emitted by
+    // `Carry::finish`.
     // The decoder treats a cut-off record as the end of the stream: compare what was
     // decompressed with the metadata and the records decoded.
     let meta_len = {
@@ -633,5 +698,144 @@ mod tests {
             format!("{err:#}").contains("truncated or corrupt DBN"),
             "{err:#}"
         );
+    }
+
+    /// Writes the records of DBN file `src` to `first` until, from record `from` (0-based)
+    /// on, one without `F_LAST` has been written (so the cut falls inside a DBN event), and
+    /// the rest to `second`, both with `src`'s metadata: one stream cut in two files.
+    /// Returns how many records went to `first`.
+    fn split_dbn_inside_an_event(src: &Path, from: usize, first: &Path, second: &Path) -> usize {
+        use dbn::encode::{DbnEncoder, EncodeRecordRef};
+        let mut decoder =
+            DynDecoder::from_file(src, VersionUpgradePolicy::AsIs).expect("readable DBN");
+        let metadata = decoder.metadata().clone();
+        let mut a = DbnEncoder::new(File::create(first).unwrap(), &metadata).unwrap();
+        let mut b = DbnEncoder::new(File::create(second).unwrap(), &metadata).unwrap();
+        let (mut n, mut cut) = (0, None);
+        while let Some(rec) = decoder.decode_record_ref().unwrap() {
+            if cut.is_none() {
+                a.encode_record_ref(rec).unwrap();
+                n += 1;
+                let open = matches!(rec.as_enum(), Ok(RecordRefEnum::Mbo(m)) if !m.flags.is_last());
+                if n > from && open {
+                    cut = Some(n);
+                }
+            } else {
+                b.encode_record_ref(rec).unwrap();
+            }
+        }
+        cut.expect("a record without F_LAST after `from`")
+    }
+
+    fn final_depth(events: &[Event]) -> (usize, usize) {
+        let mut book = L2Book::new();
+        for e in events {
+            if let Body::Book(d) = &e.body {
+                book.apply(d);
+            }
+        }
+        book.depth()
+    }
+
+    #[test]
+    fn mbo_book_carries_over_between_files_split_at_a_record_boundary() {
+        let Some(p) =
+            real("nautilus_trader/tests/test_data/databento/esh4-glbx-mdp3-20231225.mbo.dbn.zst")
+        else {
+            return;
+        };
+        let (whole, whole_stats) = run(&p);
+        assert!(
+            whole_stats.warnings.is_empty(),
+            "{:?}",
+            whole_stats.warnings
+        );
+        // Cut inside a DBN event, after record 40,000 of 68,792: orders added in the first
+        // part are cancelled in the second, and one event spans both files.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("part1.dbn"), dir.path().join("part2.dbn"));
+        let cut = split_dbn_inside_an_event(&p, 40_000, &a, &b);
+        assert!((40_001..68_792).contains(&cut), "{cut}");
+        let mut events: Vec<Event> = Vec::new();
+        let stats = import_any(
+            ImportFormat::Dbn,
+            &[a.clone(), b.clone()],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap();
+        assert_eq!(stats.records, whole_stats.records);
+        assert!(stats.warnings.is_empty(), "{:?}", stats.warnings);
+        assert_eq!(final_depth(&events), final_depth(&whole));
+        assert_eq!(final_depth(&whole), (922, 565));
+        assert_eq!(events.len(), whole.len());
+        assert!(
+            events == whole,
+            "the split import equals the whole, event for event"
+        );
+        // Consecutive daily files each open with a full snapshot: the second replaces the
+        // book the first left, it does not add to it.
+        let day_before =
+            real("nautilus_trader/tests/test_data/databento/esh4-glbx-mdp3-20231224.mbo.dbn.zst")
+                .unwrap();
+        let mut two_days: Vec<Event> = Vec::new();
+        let stats = import_any(
+            ImportFormat::Dbn,
+            &[day_before, p.clone()],
+            &ImportOptions::default(),
+            &mut two_days,
+            &|_| {},
+        )
+        .unwrap();
+        assert!(stats.warnings.is_empty(), "{:?}", stats.warnings);
+        assert_eq!(final_depth(&two_days), (922, 565));
+        // The second part alone cannot know the orders of the first: it says so.
+        let mut alone: Vec<Event> = Vec::new();
+        let stats = import_any(
+            ImportFormat::Dbn,
+            &[b],
+            &ImportOptions::default(),
+            &mut alone,
+            &|_| {},
+        )
+        .unwrap();
+        assert!(
+            stats
+                .warnings
+                .iter()
+                .any(|w| w.contains("named orders never added")),
+            "{:?}",
+            stats.warnings
+        );
+    }
+
+    #[test]
+    fn an_undefined_dbn_time_is_an_error_not_a_negative_time() {
+        use dbn::encode::{DbnEncoder, EncodeRecord};
+        let src = fixture("dbn/test_data.mbo.v3.dbn");
+        let mut decoder = DynDecoder::from_file(&src, VersionUpgradePolicy::AsIs).unwrap();
+        let metadata = decoder.metadata().clone();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("undefined_ts.dbn");
+        let mut encoder = DbnEncoder::new(File::create(&out).unwrap(), &metadata).unwrap();
+        while let Some(rec) = decoder.decode_record_ref().unwrap() {
+            let mut m = rec.get::<dbn::MboMsg>().unwrap().clone();
+            m.ts_recv = dbn::UNDEF_TIMESTAMP;
+            encoder.encode_record(&m).unwrap();
+        }
+        drop(encoder);
+        let mut events: Vec<Event> = Vec::new();
+        let e = import_any(
+            ImportFormat::Dbn,
+            &[out],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("record 1: ts_recv 18446744073709551615"), "{e}");
+        assert!(events.is_empty());
     }
 }

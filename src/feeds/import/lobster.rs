@@ -124,11 +124,18 @@ fn name_parts(path: &Path) -> Result<(String, (i64, u32, u32))> {
             ))
         })
         .flatten();
+    let valid = |&(y, m, d): &(i64, u32, u32)| {
+        // A real calendar date (no month 13, no June 31) within i64 nanoseconds.
+        let (Ok(y16), Ok(m8), Ok(d8)) = (i16::try_from(y), i8::try_from(m), i8::try_from(d)) else {
+            return false;
+        };
+        jiff::civil::Date::new(y16, m8, d8).is_ok() && (1678..=2261).contains(&y)
+    };
     match parsed {
-        Some(d) if !symbol.is_empty() => Ok((symbol, d)),
+        Some(d) if !symbol.is_empty() && valid(&d) => Ok((symbol, d)),
         _ => bail!(
             "{}: a LOBSTER file name must look like SYMBOL_YYYY-MM-DD_start_end_message_N.csv \
-             (the date and symbol come from it)",
+             with a real date between 1678 and 2261 (the date and symbol come from it)",
             path.display()
         ),
     }
@@ -200,7 +207,13 @@ pub fn import(
         }
         let msg = parse_message(&line)
             .with_context(|| format!("{}:{line_no}: bad LOBSTER message row", path.display()))?;
-        let ts = midnight + msg.seconds_ns;
+        let ts = midnight.checked_add(msg.seconds_ns).with_context(|| {
+            format!(
+                "{}:{line_no}: time {} s after midnight is out of range",
+                path.display(),
+                msg.seconds_ns / NANOS_PER_SEC
+            )
+        })?;
         let event = |body: Body| Event {
             venue: venue.clone(),
             symbol: symbol.clone(),
@@ -453,6 +466,34 @@ mod tests {
     use crate::book::L2Book;
     use crate::feeds::import::testdata::{fixture, real};
     use crate::feeds::import::{ImportFormat, import as import_any};
+
+    #[test]
+    fn impossible_dates_and_times_are_refused_not_overflowed() {
+        for name in [
+            "AAPL_2012-13-21_34200000_57600000_message_10.csv",
+            "AAPL_2012-06-31_34200000_57600000_message_10.csv",
+            "AAPL_99999999999-06-21_34200000_57600000_message_10.csv",
+            "AAPL_9999-06-21_34200000_57600000_message_10.csv",
+        ] {
+            let e = name_parts(Path::new(name)).unwrap_err().to_string();
+            assert!(e.contains("real date between 1678 and 2261"), "{name}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir
+            .path()
+            .join("AAPL_2012-06-21_34200000_57600000_message_10.csv");
+        std::fs::write(&path, "9223372036.0,1,1,100,5850000,1\n").unwrap();
+        let mut events: Vec<Event> = Vec::new();
+        let e = import_any(
+            ImportFormat::Lobster,
+            &[path],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("out of range"), "{e:#}");
+    }
 
     #[test]
     fn new_york_midnight_follows_daylight_saving() {

@@ -188,6 +188,8 @@ pub fn import(
         ImportFormat::Tardis | ImportFormat::Lobster | ImportFormat::Dbn => {
             // Per-file importers count their own bytes; report a running total.
             let mut done = 0u64;
+            // DBN files continue one another: MBO order maps and open events carry over.
+            let mut dbn_carry = dbn::Carry::default();
             for path in paths {
                 let file_progress = |n: u64| progress(done + n);
                 match format {
@@ -197,9 +199,19 @@ pub fn import(
                     ImportFormat::Lobster => {
                         lobster::import(path, opts, &mut seq, &mut stats, &file_progress)?
                     }
-                    _ => dbn::import(path, opts, &mut seq, &mut stats, &file_progress)?,
+                    _ => dbn::import(
+                        path,
+                        opts,
+                        &mut dbn_carry,
+                        &mut seq,
+                        &mut stats,
+                        &file_progress,
+                    )?,
                 }
                 done += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            }
+            if format == ImportFormat::Dbn {
+                dbn_carry.finish(&mut seq, &mut stats)?;
             }
         }
         ImportFormat::Auto => unreachable!("resolved above"),
