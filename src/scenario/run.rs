@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::{EngineMode, Scenario, parse_duration, run_dir};
+use super::{EngineMode, Scenario, run_dir};
 use crate::backtest::{Backtest, BacktestSummary};
 use crate::exchange::host::{ExchangeHost, ExchangeHostConfig};
 use crate::replay::{self, ReplayConfig, ReplayStats, Speed};
@@ -294,14 +294,9 @@ fn run_bus(
         .unwrap_or(scenario.replay.speed.get_ref())
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
-    let lookahead = scenario
-        .replay
-        .lookahead
-        .as_ref()
-        .map(|l| parse_duration(l.get_ref()))
-        .transpose()
-        .map_err(|e| anyhow::anyhow!(e))?
-        .unwrap_or_default();
+    let lookahead = scenario.replay.lookahead()?;
+    let mark_interval = scenario.replay.mark_interval()?;
+    let ack_timeout = scenario.replay.ack_timeout()?;
     let data = &scenario.data;
     let selection = selection(scenario)?;
 
@@ -427,8 +422,8 @@ fn run_bus(
         lockstep,
         lookahead,
         publisher_id: format!("run-{}", scenario.name),
-        mark_interval: scenario.replay.mark_interval()?,
-        ack_timeout: scenario.replay.ack_timeout()?,
+        mark_interval,
+        ack_timeout,
         encoding: scenario.replay.encoding,
         tokens,
         ..ReplayConfig::default()
