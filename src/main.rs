@@ -854,7 +854,9 @@ fn strategy_cmd(a: StrategyArgs) -> Result<()> {
         .size
         .parse()
         .with_context(|| format!("bad --size {:?}", a.size))?;
-    let mut boxed = strategy::builtin(&a.name, &a.venue, &a.symbol, size)?;
+    let params =
+        strategy::Params::from_env().with_context(|| format!("bad ${}", strategy::PARAMS_ENV))?;
+    let mut boxed = strategy::builtin(&a.name, &a.venue, &a.symbol, size, &params)?;
     let config = RunnerConfig {
         name: a.id.unwrap_or_else(|| a.name.clone()),
         bus: a.bus,

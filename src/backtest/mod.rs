@@ -304,7 +304,10 @@ mod tests {
     #[test]
     fn builder_refuses_an_incomplete_setup_naming_the_missing_part() {
         let dir = tempfile::tempdir().unwrap();
-        let mm = || crate::strategy::builtin("mm", "v", "s", "1".parse().unwrap()).unwrap();
+        let mm = || {
+            let params = crate::strategy::Params::default();
+            crate::strategy::builtin("mm", "v", "s", "1".parse().unwrap(), &params).unwrap()
+        };
         let err = |b: BacktestBuilder| b.build().err().unwrap().to_string();
         assert!(err(Backtest::builder()).contains("no dataset"));
         let with_data = || Backtest::builder().dataset(dir.path());

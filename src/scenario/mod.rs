@@ -131,6 +131,27 @@ pub struct StrategySection {
     /// Order size (decimal string).
     #[serde(default = "default_size")]
     pub size: Spanned<String>,
+    /// Strategy parameters (`params = { skew_ticks = 2 }`): handed to built-ins, to Rust
+    /// strategies through `ticktape::strategy::Params`, and to any command in the
+    /// `TICKTAPE_PARAMS` environment variable as one JSON object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Spanned<toml::Table>>,
+}
+
+impl StrategySection {
+    /// The `params` table as [`crate::strategy::Params`].
+    pub fn params(&self) -> crate::strategy::Params {
+        let map = self
+            .params
+            .as_ref()
+            .and_then(|t| serde_json::to_value(t.get_ref()).ok())
+            .and_then(|v| match v {
+                serde_json::Value::Object(m) => Some(m),
+                _ => None,
+            })
+            .unwrap_or_default();
+        crate::strategy::Params::from_map(map)
+    }
 }
 
 fn default_size() -> Spanned<String> {
@@ -288,6 +309,16 @@ impl Scenario {
                 .map_err(|e| at(s.size.span(), "strategy.size", e.to_string()))?;
             match (&s.builtin, &s.command) {
                 (Some(b), None) => {
+                    if let (Some(p), Ok(size)) = (&s.params, s.size.get_ref().parse()) {
+                        crate::strategy::builtin(
+                            b.get_ref(),
+                            &s.venue,
+                            &s.symbol,
+                            size,
+                            &s.params(),
+                        )
+                        .map_err(|e| at(p.span(), "strategy.params", e.to_string()))?;
+                    }
                     if !matches!(b.get_ref().as_str(), "mm" | "taker") {
                         return Err(at(
                             b.span(),

@@ -250,7 +250,7 @@ fn run_inproc(
             .with_context(|| format!("strategy {:?}: bad size", s.name))?;
         builder = builder.boxed_strategy(
             &s.name,
-            strategy::builtin(name.get_ref(), &s.venue, &s.symbol, size)?,
+            strategy::builtin(name.get_ref(), &s.venue, &s.symbol, size, &s.params())?,
         );
     }
     let summary = builder
@@ -363,6 +363,7 @@ fn run_bus(
         let child = Command::new(&argv[0])
             .args(&argv[1..])
             .env(crate::replay::gateway::TOKEN_ENV, token)
+            .env(strategy::PARAMS_ENV, s.params().to_json())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 use anyhow::Result;
 
-use super::{Context, Fill, OrderSide, OrderUpdate, Strategy, TimeInForce};
+use super::{Context, Fill, OrderSide, OrderUpdate, Params, Strategy, TimeInForce};
 use crate::book::L2Book;
 use crate::event::{Body, Event, Fixed, Side};
 
@@ -16,6 +16,9 @@ use crate::event::{Body, Event, Fixed, Side};
 /// `skew_ticks × |q|` ticks away from the touch; at `max_inventory` it stops quoting
 /// that side. Quotes are only replaced when their target price changes, so they keep
 /// their queue position.
+///
+/// Parameters (`params` in a scenario): `skew_ticks` (integer, default 1),
+/// `max_inventory` (integer, units of `size`, default 5).
 pub struct MarketMaker {
     /// Venue traded.
     pub venue: String,
@@ -41,6 +44,22 @@ impl MarketMaker {
             max_inventory: 5,
             quotes: HashMap::new(),
         }
+    }
+
+    /// A market maker tuned by `params` (`skew_ticks`, `max_inventory`).
+    pub fn with_params(venue: &str, symbol: &str, size: Fixed, params: &Params) -> Result<Self> {
+        params.only("mm", &["skew_ticks", "max_inventory"])?;
+        let mut mm = MarketMaker::new(venue, symbol, size);
+        mm.skew_ticks = params.int("skew_ticks", mm.skew_ticks)?;
+        mm.max_inventory = params.int("max_inventory", mm.max_inventory)?;
+        if mm.skew_ticks < 0 || mm.max_inventory < 1 {
+            anyhow::bail!(
+                "mm: skew_ticks must be >= 0 and max_inventory >= 1, got {} and {}",
+                mm.skew_ticks,
+                mm.max_inventory
+            );
+        }
+        Ok(mm)
     }
 
     fn target(&self, book: &L2Book, side: Side, inventory: i64) -> Option<Fixed> {
@@ -142,6 +161,10 @@ fn order_side(side: Side) -> OrderSide {
 
 /// Follows trade flow: when the signed volume of the last `window` trades leans
 /// strongly one way, it takes liquidity that way with a market order, then waits.
+///
+/// Parameters: `window` (trades, default 50), `threshold` (buy share, 0.5–1, default
+/// 0.8), `max_inventory` (units of `size`, default 3), `cooldown_secs` (event time between
+/// orders, default 2).
 pub struct TradeFlowTaker {
     /// Venue traded.
     pub venue: String,
@@ -175,6 +198,33 @@ impl TradeFlowTaker {
             flow: VecDeque::new(),
             last_order: i64::MIN / 2,
         }
+    }
+}
+
+impl TradeFlowTaker {
+    /// A taker tuned by `params` (`window`, `threshold`, `max_inventory`, `cooldown_secs`).
+    pub fn with_params(venue: &str, symbol: &str, size: Fixed, params: &Params) -> Result<Self> {
+        params.only(
+            "taker",
+            &["window", "threshold", "max_inventory", "cooldown_secs"],
+        )?;
+        let mut t = TradeFlowTaker::new(venue, symbol, size);
+        let window = params.int("window", t.window as i64)?;
+        t.threshold = params.float("threshold", t.threshold)?;
+        t.max_inventory = params.int("max_inventory", t.max_inventory)?;
+        let cooldown = params.float("cooldown_secs", t.cooldown_ns as f64 / 1e9)?;
+        if !(1..=1_000_000).contains(&window)
+            || !(0.5..=1.0).contains(&t.threshold)
+            || t.max_inventory < 1
+            || !(0.0..=86_400.0).contains(&cooldown)
+        {
+            anyhow::bail!(
+                "taker: window must be 1..=1000000, threshold 0.5..=1, max_inventory >= 1, cooldown_secs 0..=86400"
+            );
+        }
+        t.window = window as usize;
+        t.cooldown_ns = (cooldown * 1e9) as i64;
+        Ok(t)
     }
 }
 

@@ -382,12 +382,112 @@ impl Dispatcher {
     }
 }
 
+/// The environment variable a strategy process finds its parameters in (a JSON object,
+/// the scenario's `[[strategy]] params` table).
+pub const PARAMS_ENV: &str = "TICKTAPE_PARAMS";
+
+/// A strategy's parameters: the scenario's `params = { … }` table of that strategy, as
+/// JSON values. Strategies read them with typed getters that fall back to a default;
+/// [`Params::only`] refuses keys a strategy does not know, so a typo is an error.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Params(serde_json::Map<String, serde_json::Value>);
+
+impl Params {
+    /// Parameters from a JSON object.
+    pub fn from_json(text: &str) -> Result<Params> {
+        match serde_json::from_str(text) {
+            Ok(serde_json::Value::Object(map)) => Ok(Params(map)),
+            Ok(_) => bail!("strategy parameters must be a JSON object, got {text:?}"),
+            Err(e) => bail!("strategy parameters are not valid JSON ({e}): {text:?}"),
+        }
+    }
+
+    /// Parameters from [`PARAMS_ENV`] (empty when unset): what `ticktape run` hands each
+    /// strategy process.
+    pub fn from_env() -> Result<Params> {
+        match std::env::var(PARAMS_ENV) {
+            Ok(text) if !text.trim().is_empty() => Params::from_json(&text),
+            _ => Ok(Params::default()),
+        }
+    }
+
+    /// Parameters from a map of JSON values.
+    pub fn from_map(map: serde_json::Map<String, serde_json::Value>) -> Params {
+        Params(map)
+    }
+
+    /// The parameters as one JSON object (for [`PARAMS_ENV`]).
+    pub fn to_json(&self) -> String {
+        serde_json::Value::Object(self.0.clone()).to_string()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Refuses keys outside `known`, naming them and the known ones.
+    pub fn only(&self, strategy: &str, known: &[&str]) -> Result<()> {
+        let unknown: Vec<&str> = self
+            .0
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !known.contains(k))
+            .collect();
+        if !unknown.is_empty() {
+            bail!(
+                "{strategy}: unknown parameter(s) {}; known: {}",
+                unknown.join(", "),
+                known.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// An integer parameter, or `default` when absent.
+    pub fn int(&self, key: &str, default: i64) -> Result<i64> {
+        match self.0.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_i64()
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                        .map(|f| f as i64)
+                })
+                .ok_or_else(|| anyhow::anyhow!("parameter {key} must be an integer, got {v}")),
+        }
+    }
+
+    /// A number parameter, or `default` when absent.
+    pub fn float(&self, key: &str, default: f64) -> Result<f64> {
+        match self.0.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| anyhow::anyhow!("parameter {key} must be a finite number, got {v}")),
+        }
+    }
+}
+
 /// The built-in example strategies by name (`mm`, `taker`), as `ticktape strategy` and
-/// scenarios' `builtin = "…"` name them.
-pub fn builtin(name: &str, venue: &str, symbol: &str, size: Fixed) -> Result<Box<dyn Strategy>> {
+/// scenarios' `builtin = "…"` name them, tuned by `params` (see each strategy's docs for
+/// its keys; unknown keys are refused).
+pub fn builtin(
+    name: &str,
+    venue: &str,
+    symbol: &str,
+    size: Fixed,
+    params: &Params,
+) -> Result<Box<dyn Strategy>> {
     Ok(match name {
-        "mm" => Box::new(examples::MarketMaker::new(venue, symbol, size)),
-        "taker" => Box::new(examples::TradeFlowTaker::new(venue, symbol, size)),
+        "mm" => Box::new(examples::MarketMaker::with_params(
+            venue, symbol, size, params,
+        )?),
+        "taker" => Box::new(examples::TradeFlowTaker::with_params(
+            venue, symbol, size, params,
+        )?),
         other => {
             bail!("unknown built-in strategy {other:?}: the built-in examples are mm and taker")
         }
@@ -398,6 +498,28 @@ pub fn builtin(name: &str, venue: &str, symbol: &str, size: Fixed) -> Result<Box
 mod tests {
     use super::*;
     use crate::event::{BookDelta, Flags, Side, Trade};
+
+    #[test]
+    fn params_are_typed_defaulted_and_typos_refused() {
+        let p = Params::from_json(r#"{"skew_ticks": 3, "threshold": 0.7, "n": 1e6}"#).unwrap();
+        assert_eq!(p.int("skew_ticks", 1).unwrap(), 3);
+        assert_eq!(p.int("absent", 7).unwrap(), 7);
+        assert_eq!(p.int("n", 0).unwrap(), 1_000_000, "1e6 is an integer");
+        assert_eq!(p.float("threshold", 0.8).unwrap(), 0.7);
+        assert!(p.int("threshold", 0).is_err(), "0.7 is not an integer");
+        let typo = p
+            .only("mm", &["skew_ticks", "threshold"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            typo.contains("unknown parameter(s) n") && typo.contains("known: skew_ticks"),
+            "{typo}"
+        );
+        let skew = Params::from_json(r#"{"skew":1}"#).unwrap();
+        let mm = builtin("mm", "v", "s", "1".parse().unwrap(), &skew);
+        assert!(mm.is_err(), "a typo in a built-in's parameters is refused");
+        assert!(Params::from_json("[1]").is_err());
+    }
 
     fn event(ts: UnixNanos, body: Body) -> Event {
         Event {
@@ -527,7 +649,10 @@ mod tests {
             .is_err()
         );
         assert!(!ctx.has_requests());
-        let unknown = builtin("nope", "v", "s", zero).err().unwrap().to_string();
+        let unknown = builtin("nope", "v", "s", zero, &Params::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(unknown.contains("mm and taker"), "{unknown}");
     }
 }

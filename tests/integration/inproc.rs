@@ -183,3 +183,44 @@ fn inproc_and_bus_lookahead_agree_on_the_binance_usdm_capture() {
     assert!(s["replay"]["events"].as_u64().unwrap() > 100_000, "{s}");
     assert_eq!(d_ahead, d_inproc, "bus lookahead vs in-process on USD-M");
 }
+
+#[test]
+fn strategy_params_reach_built_ins_in_process_and_over_the_bus() {
+    let dir = tempdir();
+    let base = std::fs::read_to_string("scenarios/demo.toml")
+        .unwrap()
+        .replace(
+            "builtin = \"mm\"",
+            "builtin = \"mm\"\nparams = { skew_ticks = 4, max_inventory = 2 }",
+        );
+    let window = ("2024-08-08T23:56:00Z", "2024-08-08T23:58:00Z");
+    let data = demo_dataset();
+    let tuned_bus = variant(&base, dir.path(), "tb", "bus", Some("1ms"), window, &data);
+    let tuned_in = variant(&base, dir.path(), "ti", "inproc", None, window, &data);
+    let plain_base = std::fs::read_to_string("scenarios/demo.toml").unwrap();
+    let plain_in = variant(&plain_base, dir.path(), "pi", "inproc", None, window, &data);
+    let d_bus = run_scenario(&tuned_bus, &dir.path().join("r-tb"));
+    let d_in = run_scenario(&tuned_in, &dir.path().join("r-ti"));
+    let d_plain = run_scenario(&plain_in, &dir.path().join("r-pi"));
+    assert_eq!(d_bus, d_in, "the child process got the same parameters");
+    assert_ne!(
+        d_in, d_plain,
+        "the parameters changed the market maker's fills"
+    );
+    let resolved = std::fs::read_to_string(dir.path().join("r-ti/scenario.toml")).unwrap();
+    assert!(resolved.contains("skew_ticks = 4"), "{resolved}");
+
+    let typo = base.replace("skew_ticks = 4", "skew_tiks = 4");
+    let bad = dir.path().join("typo.toml");
+    std::fs::write(&bad, typo).unwrap();
+    let out =
+        spawn(&["run", bad.to_str().unwrap(), "--quiet"]).wait(std::time::Duration::from_secs(60));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("strategy.params")
+            && err.contains("skew_tiks")
+            && err.contains("known: skew_ticks"),
+        "{err}"
+    );
+}
