@@ -19,6 +19,7 @@
 //! - [`backtest`]: the in-process engine: data → exchange → strategies in one thread.
 //! - [`scenario`]: scenario files and `ticktape run`.
 //! - [`report`]: PnL analytics with polars.
+//! - [`sweep`]: one scenario over a parameter grid, run in parallel, one results table.
 //! - [`shutdown`]: the one stop flag signals raise.
 
 #![deny(missing_docs)]
@@ -38,4 +39,5 @@ pub mod scenario;
 pub mod shutdown;
 pub mod store;
 pub mod strategy;
+pub mod sweep;
 pub mod wire;

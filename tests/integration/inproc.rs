@@ -224,3 +224,67 @@ fn strategy_params_reach_built_ins_in_process_and_over_the_bus() {
         "{err}"
     );
 }
+
+#[test]
+fn sweep_runs_every_grid_point_and_tabulates_each_runs_own_report() {
+    let dir = tempdir();
+    let out = dir.path().join("sweep");
+    let base = std::fs::read_to_string("scenarios/demo-inproc.toml").unwrap();
+    let window = ("2024-08-08T23:56:00Z", "2024-08-08T23:58:00Z");
+    let scenario = variant(
+        &base,
+        dir.path(),
+        "s",
+        "inproc",
+        None,
+        window,
+        &demo_dataset(),
+    );
+    run_ok(&[
+        "sweep",
+        scenario.to_str().unwrap(),
+        "--set",
+        "strategy.mm.params.skew_ticks=0,3",
+        "--set",
+        "exchange.order_latency.ns=1e6,5e6",
+        "--jobs",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+    let points = table["points"].as_array().unwrap();
+    assert_eq!(points.len(), 4, "2 × 2 grid");
+    let mut last = f64::INFINITY;
+    let mut digests = std::collections::BTreeSet::new();
+    for p in points {
+        let run_dir = PathBuf::from(p["run_dir"].as_str().unwrap());
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run_dir.join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            p["net_pnl"], report["total"]["net_pnl"],
+            "row = its run's report"
+        );
+        assert_eq!(p["fills"], report["total"]["trades"]);
+        assert_eq!(p["digest"], summary(&run_dir)["digest"]);
+        let resolved = std::fs::read_to_string(run_dir.join("scenario.toml")).unwrap();
+        let skew = p["params"][0][1].as_str().unwrap();
+        assert!(
+            resolved.contains(&format!("skew_ticks = {skew}")),
+            "{resolved}"
+        );
+        let pnl = p["net_pnl"].as_f64().unwrap();
+        assert!(pnl <= last, "sorted by net PnL, best first");
+        last = pnl;
+        digests.insert(p["digest"].as_str().unwrap().to_string());
+    }
+    assert_eq!(digests.len(), 4, "every point traded differently");
+    for f in ["sweep.parquet", "sweep.csv", "heatmap.svg"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "header + 4 rows:\n{csv}");
+}
