@@ -69,6 +69,9 @@ pub struct DatasetSummary {
     /// Journals not yet turned into Parquet (a recorder is running, or crashed and has
     /// not been restarted: `ticktape record` on the dataset recovers them).
     pub pending_journals: u64,
+    /// Journals recovery found damaged before their tail and kept aside
+    /// (`_journal/gen-<g>.log.damaged-<t>`): events after the damage are only there.
+    pub damaged_journals: Vec<String>,
 }
 
 /// Summarizes the dataset at `root`.
@@ -105,7 +108,15 @@ pub fn inspect(root: &Path) -> Result<DatasetSummary> {
         }
     }
     if let Ok(dir) = std::fs::read_dir(root.join(layout::JOURNAL_DIR)) {
-        summary.pending_journals = dir.count() as u64;
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if layout::generation_of_journal(&name).is_some() {
+                summary.pending_journals += 1;
+            } else if name.contains(".damaged-") {
+                summary.damaged_journals.push(name);
+            }
+        }
+        summary.damaged_journals.sort();
     }
     Ok(summary)
 }
@@ -228,6 +239,11 @@ pub fn render(root: &Path, s: &DatasetSummary) -> String {
         out.push_str(&format!(
             "note: {} journal(s) not yet in Parquet (recorder running, or run `ticktape record` on this dataset to recover)\n",
             s.pending_journals
+        ));
+    }
+    for name in &s.damaged_journals {
+        out.push_str(&format!(
+            "warning: damaged journal kept as _journal/{name}: the events after its damage are not in Parquet\n"
         ));
     }
     for g in s.gaps.iter().take(20) {

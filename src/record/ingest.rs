@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::ops::Deref;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,9 +59,12 @@ impl Ingest {
     /// starts a new generation with its writer thread.
     pub fn open(config: &RecordConfig) -> Result<Ingest> {
         let root = config.dataset.clone();
-        let lock = lock_dataset(&root)?;
-        let recovery = store::recover(&root, &config.writer)
+        let lock = store::lock(&root)?;
+        let recovery = store::recover_locked(&root, &config.writer)
             .with_context(|| format!("cannot recover dataset {}", root.display()))?;
+        for warning in recovery.warnings() {
+            eprintln!("warning: {warning}");
+        }
         let generation = layout::max_generation(&root)?.map_or(0, |g| g + 1);
         std::fs::create_dir_all(root.join(layout::JOURNAL_DIR))?;
         let journal = journal::JournalWriter::open(&layout::journal_path(&root, generation))?;
@@ -451,32 +454,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Takes the dataset's writer lock, so two recorders never write one dataset.
-fn lock_dataset(root: &Path) -> Result<File> {
-    let dir = root.join(layout::META_DIR);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create dataset directory {}", root.display()))?;
-    let path = dir.join("LOCK");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    file.try_lock().map_err(|_| {
-        anyhow::anyhow!(
-            "dataset {} is being written by another process (lock {} is held); stop it or record elsewhere",
-            root.display(),
-            path.display()
-        )
-    })?;
-    Ok(file)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::{BookDelta, Fixed, Flags, Side};
+    use std::path::Path;
 
     /// `[topic, binary payload]` of a one-level book message with venue sequence `seq`.
     fn message(seq: u64, pub_seq: u64) -> [Vec<u8>; 2] {
