@@ -18,8 +18,11 @@ use crate::store::{Selection, layout, reader};
 /// One gap row.
 #[derive(Clone, Debug, Serialize)]
 pub struct GapRow {
-    /// When (ts_recv).
+    /// When (ts_recv): data may be missing just before this.
     pub ts: i64,
+    /// Where the span of missing data starts (`ts_event`): the last stored event before
+    /// a `recorder_down` downtime; equal to `ts` for the other reasons.
+    pub since: i64,
     /// Venue.
     pub venue: String,
     /// Symbol.
@@ -66,6 +69,8 @@ pub struct DatasetSummary {
     pub malformed: u64,
     /// Recorder and importer sessions logged.
     pub sessions: u64,
+    /// Of those, recorder sessions that were killed (logged by the recovery after them).
+    pub killed_sessions: u64,
     /// Journals not yet turned into Parquet (a recorder is running, or crashed and has
     /// not been restarted: `ticktape record` on the dataset recovers them).
     pub pending_journals: u64,
@@ -101,7 +106,13 @@ pub fn inspect(root: &Path) -> Result<DatasetSummary> {
     if let Ok(text) = std::fs::read_to_string(root.join(layout::META_DIR).join("sessions.jsonl")) {
         for line in text.lines() {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                if v["tool"] == "recover" {
+                    continue;
+                }
                 summary.sessions += 1;
+                if v["end"] == "killed" {
+                    summary.killed_sessions += 1;
+                }
                 summary.duplicates += v["stats"]["duplicates"].as_u64().unwrap_or(0);
                 summary.malformed += v["stats"]["malformed"].as_u64().unwrap_or(0);
             }
@@ -127,6 +138,7 @@ fn count_file(path: &Path, p: &mut PartitionSummary, gaps: &mut Vec<GapRow>) -> 
         .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
     let wanted = [
         "ts_recv",
+        "ts_event",
         "venue",
         "symbol",
         "kind",
@@ -155,13 +167,16 @@ fn count_file(path: &Path, p: &mut PartitionSummary, gaps: &mut Vec<GapRow>) -> 
                         })
                         .unwrap_or_default()
                 };
-                let ts = col("ts_recv")
-                    .and_then(|c| {
-                        c.as_any()
-                            .downcast_ref::<TimestampNanosecondArray>()
-                            .map(|a| a.value(i))
-                    })
-                    .unwrap_or_default();
+                let time = |name: &str| {
+                    col(name)
+                        .and_then(|c| {
+                            c.as_any()
+                                .downcast_ref::<TimestampNanosecondArray>()
+                                .map(|a| a.value(i))
+                        })
+                        .unwrap_or_default()
+                };
+                let ts = time("ts_recv");
                 let missing = col("gap_missing").and_then(|c| {
                     c.as_any()
                         .downcast_ref::<UInt64Array>()
@@ -169,6 +184,7 @@ fn count_file(path: &Path, p: &mut PartitionSummary, gaps: &mut Vec<GapRow>) -> 
                 });
                 gaps.push(GapRow {
                     ts,
+                    since: time("ts_event"),
                     venue: s("venue"),
                     symbol: s("symbol"),
                     reason: s("gap_reason"),
@@ -229,8 +245,9 @@ pub fn render(root: &Path, s: &DatasetSummary) -> String {
         ));
     }
     out.push_str(&format!(
-        "\nsessions {}   duplicates dropped {}   malformed quarantined {}   gaps {}\n",
+        "\nsessions {} ({} killed)   duplicates dropped {}   malformed quarantined {}   gaps {}\n",
         s.sessions,
+        s.killed_sessions,
         s.duplicates,
         s.malformed,
         s.gaps.len()
@@ -247,8 +264,13 @@ pub fn render(root: &Path, s: &DatasetSummary) -> String {
         ));
     }
     for g in s.gaps.iter().take(20) {
+        let span = if g.since < g.ts {
+            format!("{} .. ", layout::format_ts(g.since))
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "  gap {} {}/{} {} missing={} publisher={}\n",
+            "  gap {span}{} {}/{} {} missing={} publisher={}\n",
             layout::format_ts(g.ts),
             g.venue,
             g.symbol,

@@ -8,13 +8,18 @@
 //! start, [`recover`] finds any journal left behind, deletes that generation's files
 //! (complete or not) and rebuilds them from the journal, so every event that reached the
 //! journal ends up in exactly one readable file and earlier generations are never touched.
+//! A journal damaged before its torn tail is kept aside and the generation's closed files
+//! are kept: recovery never deletes what it cannot rebuild. [`streams`] keeps where each
+//! stream ends, so a restarted recorder can mark its downtime.
 
 pub mod journal;
 pub mod layout;
 pub mod reader;
 pub mod schema;
+pub mod streams;
 pub mod writer;
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,9 +30,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rustc_hash::FxHashMap;
 
 pub use reader::{DataFile, EventReader, Selection};
+pub use streams::{SessionMarker, StreamTail, StreamTails};
 pub use writer::{DatasetWriter, WriterOptions, WriterStats};
 
-use crate::event::Interner;
+use crate::event::{Interner, Kind};
 
 /// What [`recover`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -45,6 +51,12 @@ pub struct Recovery {
     /// Journaled events whose venue/symbol the file system cannot hold (written by an
     /// older recorder): quarantined instead of failing every recovery.
     pub quarantined: u64,
+    /// Venue messages the crash cut short (last book row without `LAST`), each marked
+    /// with a `cut_message` gap row.
+    pub cut_messages: u64,
+    /// A recorder session was running when the dataset was left (its marker was there):
+    /// logged in `sessions.jsonl` with `"end": "killed"`.
+    pub killed_session: bool,
 }
 
 /// A journal with a bad record before its tail, kept for inspection instead of deleted.
@@ -68,11 +80,6 @@ pub struct DamagedJournal {
 }
 
 impl Recovery {
-    /// True when recovery found something to do.
-    pub fn did_anything(&self) -> bool {
-        self.journals > 0 || self.removed_files > 0 || !self.damaged.is_empty()
-    }
-
     /// One line per damaged journal, for stderr.
     pub fn warnings(&self) -> Vec<String> {
         self.damaged
@@ -155,8 +162,20 @@ pub fn recover_locked(root: &Path, options: &WriterOptions) -> Result<Recovery> 
         }
     }
     journals.sort();
+    let killed = SessionMarker::load(root);
+    let publisher = killed
+        .as_ref()
+        .and_then(|m| m.sole_publisher())
+        .map(str::to_string);
+    let mut tails = StreamTails::load(root).unwrap_or_else(|e| {
+        eprintln!("warning: {e:#}; starting without stream tails (the next downtime is not counted by sequence)");
+        StreamTails::default()
+    });
+    // Streams whose end this recovery read from a journal.
+    let mut replayed = BTreeSet::new();
     let mut quarantine = RecoveryQuarantine::new(root);
-    for (generation, path) in journals {
+    let last = journals.len().saturating_sub(1);
+    for (i, (generation, path)) in journals.into_iter().enumerate() {
         let check = journal::read_journal(&path, |_| Ok(()))?;
         let of_generation = |file: &PathBuf| {
             let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -204,6 +223,10 @@ pub fn recover_locked(root: &Path, options: &WriterOptions) -> Result<Recovery> 
                 skipped += 1;
                 return Ok(());
             }
+            tails.observe(&event, publisher.as_deref());
+            if matches!(event.kind(), Kind::Book | Kind::Trade) {
+                replayed.insert(tail_key(&event));
+            }
             if let Some(n) = already.get_mut(&event_hash(&event))
                 && *n > 0
             {
@@ -213,12 +236,27 @@ pub fn recover_locked(root: &Path, options: &WriterOptions) -> Result<Recovery> 
             }
             writer.write(&event)
         })?;
+        if i == last {
+            // The crash cut whatever venue message was arriving: mark each one whose
+            // LAST row is missing, right after its last stored row. (A stream whose end
+            // is only in the tails file, saved at a rotation mid-message, is cut too:
+            // its message did not go on in any later journal.)
+            for tail in tails.topics.values_mut() {
+                if tail.open_message {
+                    tail.open_message = false;
+                    writer.write(&cut_message_row(tail))?;
+                    report.cut_messages += 1;
+                }
+            }
+        }
         writer.close()?;
         report.journals += 1;
         report.events += scan.records - bad - skipped;
         report.torn_bytes += scan.torn_bytes;
         report.quarantined += quarantine.kept;
         quarantine.kept = 0;
+        // The tails must hold this journal's streams before the journal goes.
+        tails.save(root)?;
         match scan.damage {
             None => std::fs::remove_file(&path)
                 .with_context(|| format!("cannot remove replayed journal {}", path.display()))?,
@@ -251,17 +289,66 @@ pub fn recover_locked(root: &Path, options: &WriterOptions) -> Result<Recovery> 
             report.removed_files += 1;
         }
     }
-    if !report.damaged.is_empty() {
+    let last_ts_recv = replayed
+        .iter()
+        .filter_map(|k| tails.topics.get(k))
+        .map(|t| t.ts_recv)
+        .max();
+    if let Some(marker) = killed {
+        // The previous recorder never logged its end: log it now, with what was saved.
+        report.killed_session = true;
+        log_session(
+            root,
+            &serde_json::json!({
+                "tool": "record",
+                "started": marker.started,
+                "pid": marker.pid,
+                "connect": marker.connect,
+                "end": "killed",
+                "last_ts_recv": last_ts_recv,
+                "recovered": report,
+            }),
+        )?;
+        SessionMarker::remove(root)?;
+    } else if report.journals > 0 || !report.damaged.is_empty() {
         log_session(
             root,
             &serde_json::json!({
                 "tool": "recover",
                 "ended": crate::event::now_nanos(),
+                "last_ts_recv": last_ts_recv,
                 "recovered": report,
             }),
         )?;
     }
     Ok(report)
+}
+
+/// Key of an event's stream in [`StreamTails`].
+fn tail_key(event: &crate::event::Event) -> (String, String, String) {
+    (
+        event.kind().name().to_string(),
+        event.venue.to_string(),
+        event.symbol.to_string(),
+    )
+}
+
+/// The gap row that marks a venue message cut short at the end of `tail`'s stream.
+pub fn cut_message_row(tail: &StreamTail) -> crate::event::Event {
+    crate::event::Event {
+        venue: Arc::from(tail.venue.as_str()),
+        symbol: Arc::from(tail.symbol.as_str()),
+        ts_event: tail.ts_recv,
+        ts_recv: tail.ts_recv,
+        venue_seq: None,
+        prev_venue_seq: None,
+        pub_seq: 0,
+        body: crate::event::Body::Gap(crate::event::Gap {
+            reason: crate::event::GapReason::CutMessage,
+            missing: None,
+            publisher: String::new(),
+        }),
+    }
 }
 
 /// Appends one JSON line to the dataset's `_ticktape/sessions.jsonl`.
