@@ -69,8 +69,9 @@ pub struct DatasetSummary {
     pub malformed: u64,
     /// Recorder and importer sessions logged.
     pub sessions: u64,
-    /// Of those, recorder sessions that were killed (logged by the recovery after them).
-    pub killed_sessions: u64,
+    /// Of those, recorder sessions that ended abnormally (kill, crash, error exit),
+    /// logged by the recovery after them.
+    pub abnormal_sessions: u64,
     /// Journals not yet turned into Parquet (a recorder is running, or crashed and has
     /// not been restarted: `ticktape record` on the dataset recovers them).
     pub pending_journals: u64,
@@ -110,8 +111,8 @@ pub fn inspect(root: &Path) -> Result<DatasetSummary> {
                     continue;
                 }
                 summary.sessions += 1;
-                if v["end"] == "killed" {
-                    summary.killed_sessions += 1;
+                if v["end"] == "abnormal" {
+                    summary.abnormal_sessions += 1;
                 }
                 summary.duplicates += v["stats"]["duplicates"].as_u64().unwrap_or(0);
                 summary.malformed += v["stats"]["malformed"].as_u64().unwrap_or(0);
@@ -245,9 +246,9 @@ pub fn render(root: &Path, s: &DatasetSummary) -> String {
         ));
     }
     out.push_str(&format!(
-        "\nsessions {} ({} killed)   duplicates dropped {}   malformed quarantined {}   gaps {}\n",
+        "\nsessions {} ({} ended abnormally)   duplicates dropped {}   malformed quarantined {}   gaps {}\n",
         s.sessions,
-        s.killed_sessions,
+        s.abnormal_sessions,
         s.duplicates,
         s.malformed,
         s.gaps.len()

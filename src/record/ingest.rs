@@ -874,7 +874,7 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(lines.len(), 2, "{log}");
-        assert_eq!(lines[0]["end"], "killed");
+        assert_eq!(lines[0]["end"], "abnormal");
         assert_eq!(lines[0]["recovered"]["events"], 100);
         assert_eq!(lines[1]["end"], "clean");
     }
@@ -935,7 +935,7 @@ mod tests {
         first.crash();
         let report = crate::store::recover(&config.dataset, &config.writer).unwrap();
         assert_eq!(report.cut_messages, 1);
-        assert!(report.killed_session);
+        assert!(report.abnormal_session);
         assert_eq!(
             gap_rows(&config),
             vec![("S".to_string(), GapReason::CutMessage, T0 + 2, T0 + 2, None)]

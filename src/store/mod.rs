@@ -55,8 +55,8 @@ pub struct Recovery {
     /// with a `cut_message` gap row.
     pub cut_messages: u64,
     /// A recorder session was running when the dataset was left (its marker was there):
-    /// logged in `sessions.jsonl` with `"end": "killed"`.
-    pub killed_session: bool,
+    /// logged in `sessions.jsonl` with `"end": "abnormal"`.
+    pub abnormal_session: bool,
 }
 
 /// A journal with a bad record before its tail, kept for inspection instead of deleted.
@@ -296,7 +296,7 @@ pub fn recover_locked(root: &Path, options: &WriterOptions) -> Result<Recovery> 
         .max();
     if let Some(marker) = killed {
         // The previous recorder never logged its end: log it now, with what was saved.
-        report.killed_session = true;
+        report.abnormal_session = true;
         log_session(
             root,
             &serde_json::json!({
@@ -304,7 +304,7 @@ pub fn recover_locked(root: &Path, options: &WriterOptions) -> Result<Recovery> 
                 "started": marker.started,
                 "pid": marker.pid,
                 "connect": marker.connect,
-                "end": "killed",
+                "end": "abnormal",
                 "last_ts_recv": last_ts_recv,
                 "recovered": report,
             }),

@@ -847,7 +847,7 @@ fn restart_after_kill_9_marks_the_downtime_and_logs_the_killed_session() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(sessions.len(), 2, "the killed session is logged too: {log}");
-    assert_eq!(sessions[0]["end"], "killed", "{log}");
+    assert_eq!(sessions[0]["end"], "abnormal", "{log}");
     assert!(
         sessions[0]["recovered"]["events"].as_u64().unwrap() > 0,
         "{log}"
@@ -890,11 +890,11 @@ fn chaos_kill_9_loop_loses_nothing_older_than_the_flush_interval_and_marks_every
     let summary = inspect(&ds);
     // A recorder killed during its start-up recovery has not begun its session (the next
     // start redoes the same recovery); every one killed while recording is logged.
-    let killed = summary["killed_sessions"].as_u64().unwrap() as usize;
-    eprintln!("chaos: {killed} killed sessions logged");
+    let killed = summary["abnormal_sessions"].as_u64().unwrap() as usize;
+    eprintln!("chaos: {killed} abnormal sessions logged");
     assert!(
         (f.killed_with_data..=f.kills).contains(&killed),
-        "{killed} killed sessions logged: {f:?}"
+        "{killed} abnormal sessions logged: {f:?}"
     );
     assert_eq!(summary["pending_journals"], 0);
     match python() {
