@@ -418,6 +418,13 @@ pub enum GapReason {
     Silence,
     /// A feed handler lost its connection or resynchronised its book.
     Resync,
+    /// The recorder was not running: written by a restarted recorder for each stream it
+    /// was recording, `ts_event` = the last `ts_recv` stored before the downtime and
+    /// `ts_recv` = when recording resumed; `missing` counted by sequence where it can be.
+    RecorderDown,
+    /// The venue message just before was cut (its `LAST` row never stored) because the
+    /// recorder stopped in the middle of it.
+    CutMessage,
 }
 
 impl GapReason {
@@ -428,6 +435,8 @@ impl GapReason {
             GapReason::VenueSeq => "venue_seq",
             GapReason::Silence => "silence",
             GapReason::Resync => "resync",
+            GapReason::RecorderDown => "recorder_down",
+            GapReason::CutMessage => "cut_message",
         }
     }
 
@@ -438,6 +447,8 @@ impl GapReason {
             "venue_seq" => GapReason::VenueSeq,
             "silence" => GapReason::Silence,
             "resync" => GapReason::Resync,
+            "recorder_down" => GapReason::RecorderDown,
+            "cut_message" => GapReason::CutMessage,
             _ => return None,
         })
     }

@@ -18,8 +18,11 @@ use crate::store::{Selection, layout, reader};
 /// One gap row.
 #[derive(Clone, Debug, Serialize)]
 pub struct GapRow {
-    /// When (ts_recv).
+    /// When (ts_recv): data may be missing just before this.
     pub ts: i64,
+    /// Where the span of missing data starts (`ts_event`): the last stored event before
+    /// a `recorder_down` downtime; equal to `ts` for the other reasons.
+    pub since: i64,
     /// Venue.
     pub venue: String,
     /// Symbol.
@@ -69,9 +72,15 @@ pub struct DatasetSummary {
     pub unknown_fields: u64,
     /// Recorder and importer sessions logged.
     pub sessions: u64,
+    /// Of those, recorder sessions that ended abnormally (kill, crash, error exit),
+    /// logged by the recovery after them.
+    pub abnormal_sessions: u64,
     /// Journals not yet turned into Parquet (a recorder is running, or crashed and has
     /// not been restarted: `ticktape record` on the dataset recovers them).
     pub pending_journals: u64,
+    /// Journals recovery found damaged before their tail and kept aside
+    /// (`_journal/gen-<g>.log.damaged-<t>`): events after the damage are only there.
+    pub damaged_journals: Vec<String>,
 }
 
 /// Summarizes the dataset at `root`.
@@ -101,7 +110,13 @@ pub fn inspect(root: &Path) -> Result<DatasetSummary> {
     if let Ok(text) = std::fs::read_to_string(root.join(layout::META_DIR).join("sessions.jsonl")) {
         for line in text.lines() {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                if v["tool"] == "recover" {
+                    continue;
+                }
                 summary.sessions += 1;
+                if v["end"] == "abnormal" {
+                    summary.abnormal_sessions += 1;
+                }
                 summary.duplicates += v["stats"]["duplicates"].as_u64().unwrap_or(0);
                 summary.malformed += v["stats"]["malformed"].as_u64().unwrap_or(0);
                 summary.unknown_fields += v["stats"]["unknown_fields"].as_u64().unwrap_or(0);
@@ -109,7 +124,15 @@ pub fn inspect(root: &Path) -> Result<DatasetSummary> {
         }
     }
     if let Ok(dir) = std::fs::read_dir(root.join(layout::JOURNAL_DIR)) {
-        summary.pending_journals = dir.count() as u64;
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if layout::generation_of_journal(&name).is_some() {
+                summary.pending_journals += 1;
+            } else if name.contains(".damaged-") {
+                summary.damaged_journals.push(name);
+            }
+        }
+        summary.damaged_journals.sort();
     }
     Ok(summary)
 }
@@ -120,6 +143,7 @@ fn count_file(path: &Path, p: &mut PartitionSummary, gaps: &mut Vec<GapRow>) -> 
         .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
     let wanted = [
         "ts_recv",
+        "ts_event",
         "venue",
         "symbol",
         "kind",
@@ -148,13 +172,16 @@ fn count_file(path: &Path, p: &mut PartitionSummary, gaps: &mut Vec<GapRow>) -> 
                         })
                         .unwrap_or_default()
                 };
-                let ts = col("ts_recv")
-                    .and_then(|c| {
-                        c.as_any()
-                            .downcast_ref::<TimestampNanosecondArray>()
-                            .map(|a| a.value(i))
-                    })
-                    .unwrap_or_default();
+                let time = |name: &str| {
+                    col(name)
+                        .and_then(|c| {
+                            c.as_any()
+                                .downcast_ref::<TimestampNanosecondArray>()
+                                .map(|a| a.value(i))
+                        })
+                        .unwrap_or_default()
+                };
+                let ts = time("ts_recv");
                 let missing = col("gap_missing").and_then(|c| {
                     c.as_any()
                         .downcast_ref::<UInt64Array>()
@@ -162,6 +189,7 @@ fn count_file(path: &Path, p: &mut PartitionSummary, gaps: &mut Vec<GapRow>) -> 
                 });
                 gaps.push(GapRow {
                     ts,
+                    since: time("ts_event"),
                     venue: s("venue"),
                     symbol: s("symbol"),
                     reason: s("gap_reason"),
@@ -222,8 +250,9 @@ pub fn render(root: &Path, s: &DatasetSummary) -> String {
         ));
     }
     out.push_str(&format!(
-        "\nsessions {}   duplicates dropped {}   malformed quarantined {}   gaps {}\n",
+        "\nsessions {} ({} ended abnormally)   duplicates dropped {}   malformed quarantined {}   gaps {}\n",
         s.sessions,
+        s.abnormal_sessions,
         s.duplicates,
         s.malformed,
         s.gaps.len()
@@ -240,9 +269,19 @@ pub fn render(root: &Path, s: &DatasetSummary) -> String {
             s.pending_journals
         ));
     }
-    for g in s.gaps.iter().take(20) {
+    for name in &s.damaged_journals {
         out.push_str(&format!(
-            "  gap {} {}/{} {} missing={} publisher={}\n",
+            "warning: damaged journal kept as _journal/{name}: the events after its damage are not in Parquet\n"
+        ));
+    }
+    for g in s.gaps.iter().take(20) {
+        let span = if g.since < g.ts {
+            format!("{} .. ", layout::format_ts(g.since))
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "  gap {span}{} {}/{} {} missing={} publisher={}\n",
             layout::format_ts(g.ts),
             g.venue,
             g.symbol,

@@ -680,6 +680,9 @@ fn recover_cmd(a: RecoverArgs) -> Result<()> {
         "recover: {} journal(s) replayed, {} events rebuilt, {} torn bytes discarded, {} stale files removed",
         r.journals, r.events, r.torn_bytes, r.removed_files
     );
+    for warning in r.warnings() {
+        eprintln!("warning: {warning}");
+    }
     Ok(())
 }
 

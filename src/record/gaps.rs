@@ -14,7 +14,7 @@ use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::event::{Body, Event, Gap, GapReason, Kind, UnixNanos};
+use crate::event::{Body, Event, Flags, Gap, GapReason, Kind, UnixNanos};
 
 /// Builds a gap event for a venue/symbol.
 pub fn gap_event(
@@ -82,6 +82,32 @@ impl<T> PerTopic<T> {
         }
         self.get_mut(event).expect("just inserted")
     }
+
+    fn get(&self, event: &Event) -> Option<&T> {
+        self.map
+            .get(&event.kind())?
+            .get(&*event.venue)?
+            .get(&*event.symbol)
+    }
+
+    fn insert_names(&mut self, kind: Kind, venue: Arc<str>, symbol: Arc<str>, value: T) {
+        self.map
+            .entry(kind)
+            .or_default()
+            .entry(venue)
+            .or_default()
+            .insert(symbol, value);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Kind, &Arc<str>, &Arc<str>, &T)> {
+        self.map.iter().flat_map(|(kind, venues)| {
+            venues.iter().flat_map(move |(venue, symbols)| {
+                symbols
+                    .iter()
+                    .map(move |(symbol, v)| (*kind, venue, symbol, v))
+            })
+        })
+    }
 }
 
 /// Last publisher sequence per (source, topic).
@@ -104,6 +130,41 @@ impl PublisherSeqs {
         }
         jump
     }
+
+    /// The last sequence number seen from `source` on `event`'s topic (0: none yet).
+    pub fn last(&self, source: usize, event: &Event) -> u64 {
+        self.by_source
+            .get(source)
+            .and_then(|t| t.get(event))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Resumes `source`'s sequence on a topic at `seq` (read back from the dataset).
+    pub fn restore(
+        &mut self,
+        source: usize,
+        kind: Kind,
+        venue: Arc<str>,
+        symbol: Arc<str>,
+        seq: u64,
+    ) {
+        if self.by_source.len() <= source {
+            self.by_source.resize_with(source + 1, PerTopic::default);
+        }
+        self.by_source[source].insert_names(kind, venue, symbol, seq);
+    }
+
+    /// Every (kind, venue, symbol, last sequence) of `source`.
+    pub fn of_source(
+        &self,
+        source: usize,
+    ) -> impl Iterator<Item = (Kind, &Arc<str>, &Arc<str>, u64)> {
+        self.by_source
+            .get(source)
+            .into_iter()
+            .flat_map(|t| t.iter().map(|(k, v, s, seq)| (k, v, s, *seq)))
+    }
 }
 
 struct Hole {
@@ -119,9 +180,23 @@ struct Hole {
     publisher: String,
 }
 
-/// Venue-sequence continuity over the merged (deduplicated) stream.
+/// The end of one stream as recorded so far (what a restart resumes from).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tail {
+    /// `venue_seq` of the last event, when the venue numbers them.
+    pub venue_seq: Option<u64>,
+    /// Largest `ts_recv` accepted.
+    pub ts_recv: UnixNanos,
+    /// The last book row lacked `LAST`: a venue message is in progress.
+    pub open_message: bool,
+    /// An event was accepted on it in this session (false: only restored).
+    pub seen: bool,
+}
+
+/// Venue-sequence continuity over the merged (deduplicated) stream, and each stream's
+/// [`Tail`].
 pub struct VenueSeqs {
-    last: PerTopic<u64>,
+    last: PerTopic<Tail>,
     holes: Vec<Hole>,
     grace: Duration,
 }
@@ -151,28 +226,37 @@ impl VenueSeqs {
         now: Instant,
         already_reported: bool,
     ) {
+        let kind = event.kind();
+        if !matches!(kind, Kind::Book | Kind::Trade) {
+            return;
+        }
+        let tail = self.last.get_or_insert(event, Tail::default());
+        tail.seen = true;
+        tail.ts_recv = tail.ts_recv.max(event.ts_recv);
+        if let Body::Book(d) = &event.body {
+            tail.open_message = !d.flags.contains(Flags::LAST);
+        }
         let (Some(seq), Some(prev)) = (event.venue_seq, event.prev_venue_seq) else {
             return;
         };
-        let kind = event.kind();
-        match self.last.get_mut(event) {
-            None => self.last.insert(event, seq),
-            Some(last) if prev > *last && already_reported => *last = seq,
-            Some(last) if prev > *last => {
+        match tail.venue_seq {
+            None => tail.venue_seq = Some(seq),
+            Some(last) if prev > last && already_reported => tail.venue_seq = Some(seq),
+            Some(last) if prev > last => {
                 self.holes.push(Hole {
                     venue: event.venue.clone(),
                     symbol: event.symbol.clone(),
                     kind,
-                    after: *last,
+                    after: last,
                     upto: prev,
                     filled: 0,
                     ts_recv: event.ts_recv,
                     deadline: now + self.grace,
                     publisher: publisher.to_string(),
                 });
-                *last = seq;
+                tail.venue_seq = Some(seq);
             }
-            Some(last) if seq > *last => *last = seq,
+            Some(last) if seq > last => tail.venue_seq = Some(seq),
             Some(_) => {
                 // A late event: it may fill an open hole.
                 for hole in self.holes.iter_mut().filter(|h| {
@@ -185,6 +269,35 @@ impl VenueSeqs {
                     hole.filled += seq - prev.max(hole.after).min(seq);
                 }
             }
+        }
+    }
+
+    /// The tail of `event`'s stream, if it has one.
+    pub fn tail(&self, event: &Event) -> Option<&Tail> {
+        self.last.get(event)
+    }
+
+    /// Resumes a stream from the dataset: its venue sequence continues from `tail`.
+    pub fn restore(&mut self, kind: Kind, venue: Arc<str>, symbol: Arc<str>, tail: Tail) {
+        self.last.insert_names(kind, venue, symbol, tail);
+    }
+
+    /// Every stream's tail.
+    pub fn tails(&self) -> impl Iterator<Item = (Kind, &Arc<str>, &Arc<str>, &Tail)> {
+        self.last.iter()
+    }
+
+    /// Marks the message in progress on `event`'s stream as settled (a `cut_message`
+    /// row was written for it).
+    pub fn close_message(&mut self, kind: Kind, venue: &str, symbol: &str) {
+        if let Some(t) = self
+            .last
+            .map
+            .get_mut(&kind)
+            .and_then(|v| v.get_mut(venue))
+            .and_then(|s| s.get_mut(symbol))
+        {
+            t.open_message = false;
         }
     }
 
@@ -209,6 +322,92 @@ impl VenueSeqs {
             false
         });
         out
+    }
+}
+
+/// The recorder's own downtime, marked after a restart. Every stream the dataset was
+/// recording (its tail, not ended) is *pending*: its first event after the restart gets
+/// a `recorder_down` row spanning from its partition's last stored `ts_recv` to that
+/// event, with what is missing by sequence. Partitions that stay silent until the
+/// deadline get one row each, missing unknown, ending when the recorder started.
+pub struct Downtime {
+    /// venue → symbol → partition state.
+    partitions: ByName<ByName<DownPartition>>,
+    pending: PerTopic<()>,
+    deadline: Instant,
+}
+
+/// A partition no event resumed before the deadline: venue, symbol, downtime start.
+pub type SilentPartition = (Arc<str>, Arc<str>, UnixNanos);
+
+struct DownPartition {
+    /// The last `ts_recv` the dataset holds for the partition: the downtime's start.
+    since: UnixNanos,
+    /// A row was written for it.
+    marked: bool,
+}
+
+impl Downtime {
+    /// Nothing pending yet; unresolved partitions are marked at `deadline`.
+    pub fn new(deadline: Instant) -> Downtime {
+        Downtime {
+            partitions: FxHashMap::default(),
+            pending: PerTopic::default(),
+            deadline,
+        }
+    }
+
+    /// A stream that was being recorded, last stored at `since`.
+    pub fn add(&mut self, kind: Kind, venue: Arc<str>, symbol: Arc<str>, since: UnixNanos) {
+        let p = self
+            .partitions
+            .entry(venue.clone())
+            .or_default()
+            .entry(symbol.clone())
+            .or_insert(DownPartition {
+                since,
+                marked: false,
+            });
+        p.since = p.since.max(since);
+        self.pending.insert_names(kind, venue, symbol, ());
+    }
+
+    /// Nothing pending.
+    pub fn is_empty(&self) -> bool {
+        self.partitions.is_empty()
+    }
+
+    /// For the first event of a pending stream: the downtime's start (its partition's
+    /// last stored `ts_recv`), and the stream is no longer pending.
+    pub fn resume(&mut self, event: &Event) -> Option<UnixNanos> {
+        let kinds = self.pending.map.get_mut(&event.kind())?;
+        let symbols = kinds.get_mut(&*event.venue)?;
+        symbols.remove(&*event.symbol)?;
+        let p = self
+            .partitions
+            .get_mut(&*event.venue)?
+            .get_mut(&*event.symbol)?;
+        p.marked = true;
+        Some(p.since)
+    }
+
+    /// Past the deadline: the partitions no event resumed, with their downtime start;
+    /// everything still pending is dropped (later events are checked by sequence as
+    /// usual). `None` before the deadline.
+    pub fn expire(&mut self, now: Instant) -> Option<Vec<SilentPartition>> {
+        if now < self.deadline {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (venue, symbols) in self.partitions.drain() {
+            for (symbol, p) in symbols {
+                if !p.marked {
+                    out.push((venue.clone(), symbol, p.since));
+                }
+            }
+        }
+        self.pending = PerTopic::default();
+        Some(out)
     }
 }
 

@@ -9,17 +9,17 @@ use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::ops::Deref;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::writer::{BATCH, ParquetWriter};
 use super::{PublisherStatus, RecordConfig, RecordStats, dedup, gaps, log_session};
 use crate::event::{Body, Event, GapReason, Interner, Kind, now_nanos};
-use crate::store::{self, journal, layout};
+use crate::store::{self, SessionMarker, StreamTails, journal, layout};
 use crate::wire;
 
 /// A venue and symbol, as interned names.
@@ -52,6 +52,13 @@ pub struct Ingest {
     storable: FxHashMap<Partition, Option<Arc<str>>>,
     /// Scratch for the recorder's own events (gap rows).
     own_payload: Vec<u8>,
+    /// Where each stream ended before this session (read back at open).
+    resumed_from: StreamTails,
+    /// Streams whose first event after the restart has not come yet.
+    downtime: Option<gaps::Downtime>,
+    /// Partitions that got a downtime row at the deadline without any event: no longer
+    /// expected, unless they come back.
+    dormant: FxHashSet<Partition>,
 }
 
 impl Ingest {
@@ -59,9 +66,12 @@ impl Ingest {
     /// starts a new generation with its writer thread.
     pub fn open(config: &RecordConfig) -> Result<Ingest> {
         let root = config.dataset.clone();
-        let lock = lock_dataset(&root)?;
-        let recovery = store::recover(&root, &config.writer)
+        let lock = store::lock(&root)?;
+        let recovery = store::recover_locked(&root, &config.writer)
             .with_context(|| format!("cannot recover dataset {}", root.display()))?;
+        for warning in recovery.warnings() {
+            eprintln!("warning: {warning}");
+        }
         let generation = layout::max_generation(&root)?.map_or(0, |g| g + 1);
         std::fs::create_dir_all(root.join(layout::JOURNAL_DIR))?;
         let journal = journal::JournalWriter::open(&layout::journal_path(&root, generation))?;
@@ -71,11 +81,25 @@ impl Ingest {
             .iter()
             .map(|ep| PublisherStatus::new(ep, config.default_heartbeat))
             .collect();
+        let resumed_from = StreamTails::load(&root).unwrap_or_else(|e| {
+            eprintln!(
+                "warning: {e:#}; recording without the dataset's stream tails (this restart's downtime is marked without counts)"
+            );
+            StreamTails::default()
+        });
         let now = Instant::now();
-        Ok(Ingest {
+        let started_ns = now_nanos();
+        SessionMarker {
+            started: started_ns,
+            pid: std::process::id(),
+            connect: config.connect.clone(),
+            generation,
+        }
+        .save(&root)?;
+        let mut ingest = Ingest {
             _lock: lock,
             started: now,
-            started_ns: now_nanos(),
+            started_ns,
             generation,
             generation_started: now,
             journal,
@@ -101,7 +125,133 @@ impl Ingest {
             storable: FxHashMap::default(),
             own_payload: Vec::with_capacity(256),
             config: config.clone(),
-        })
+            resumed_from,
+            downtime: None,
+            dormant: FxHashSet::default(),
+        };
+        ingest.resume(now);
+        Ok(ingest)
+    }
+
+    /// Continues every stream the dataset was recording (not ended): sequence numbers
+    /// resume from its tail, and its first event marks the downtime (see
+    /// [`gaps::Downtime`]).
+    fn resume(&mut self, now: Instant) {
+        let mut downtime = gaps::Downtime::new(now + self.config.gap_grace);
+        for tail in self.resumed_from.topics.values().filter(|t| !t.ended) {
+            let Some(kind) = Kind::from_name(&tail.kind) else {
+                continue;
+            };
+            let venue = self.names.intern(&tail.venue);
+            let symbol = self.names.intern(&tail.symbol);
+            for (endpoint, &seq) in &tail.pub_seqs {
+                if let Some(i) = self.config.connect.iter().position(|c| c == endpoint) {
+                    self.pub_seqs
+                        .restore(i, kind, venue.clone(), symbol.clone(), seq);
+                }
+            }
+            let restored = gaps::Tail {
+                venue_seq: tail.venue_seq,
+                ts_recv: tail.ts_recv,
+                open_message: false,
+                seen: false,
+            };
+            self.venue_seqs
+                .restore(kind, venue.clone(), symbol.clone(), restored);
+            downtime.add(kind, venue, symbol, tail.ts_recv);
+        }
+        self.downtime = (!downtime.is_empty()).then_some(downtime);
+    }
+
+    /// For the first event of a stream after a restart: writes the `recorder_down` row
+    /// from the stream's partition's last stored event to this one, counting what is
+    /// missing by sequence (publisher sequence with one publisher or no venue ids, else
+    /// the venue's). True when a row was written (the event's own sequence jump is then
+    /// not reported again).
+    fn resume_stream(&mut self, source: usize, event: &Event) -> Result<bool> {
+        let Some(since) = self.downtime.as_mut().and_then(|d| d.resume(event)) else {
+            return Ok(false);
+        };
+        let last_pub = self.pub_seqs.last(source, event);
+        let by_pub =
+            (last_pub > 0 && event.pub_seq > last_pub).then(|| event.pub_seq - last_pub - 1);
+        let last_venue = self.venue_seqs.tail(event).and_then(|t| t.venue_seq);
+        let by_venue = match (last_venue, event.prev_venue_seq) {
+            (Some(last), Some(prev)) if prev >= last => Some(prev - last),
+            _ => None,
+        };
+        let missing = if self.config.connect.len() == 1 || event.venue_seq.is_none() {
+            by_pub.or(by_venue)
+        } else {
+            by_venue.or(by_pub)
+        };
+        let mut gap = gaps::gap_event(
+            event.venue.clone(),
+            event.symbol.clone(),
+            event.ts_recv.max(since),
+            GapReason::RecorderDown,
+            missing,
+            &self.stats.publishers[source].endpoint,
+        );
+        gap.ts_event = since;
+        self.accept_own(gap)?;
+        Ok(true)
+    }
+
+    /// Past the downtime deadline: one `recorder_down` row for each partition no event
+    /// resumed, from its last stored event to this session's start.
+    fn expire_downtime(&mut self, now: Instant) -> Result<()> {
+        let Some(silent) = self.downtime.as_mut().and_then(|d| d.expire(now)) else {
+            return Ok(());
+        };
+        self.downtime = None;
+        for (venue, symbol, since) in silent {
+            let mut gap = gaps::gap_event(
+                venue.clone(),
+                symbol.clone(),
+                self.started_ns.max(since),
+                GapReason::RecorderDown,
+                None,
+                "",
+            );
+            gap.ts_event = since;
+            self.accept_own(gap)?;
+            self.dormant.insert((venue, symbol));
+        }
+        Ok(())
+    }
+
+    /// Where every stream ends now: the tails read at open, overlaid with this session's
+    /// streams. Saved before a generation's journal can be deleted (rotation, close).
+    fn stream_tails(&self) -> StreamTails {
+        let mut tails = self.resumed_from.clone();
+        let mut every_source_ended: FxHashMap<(Kind, &str, &str), bool> = FxHashMap::default();
+        for (i, p) in self.stats.publishers.iter().enumerate() {
+            for (kind, venue, symbol, seq) in self.pub_seqs.of_source(i) {
+                let key = (kind, &**venue, &**symbol);
+                *every_source_ended.entry(key).or_insert(true) &= p.ended;
+                let entry = tails.entry(kind, venue, symbol);
+                entry.pub_seqs.insert(p.endpoint.clone(), seq);
+            }
+        }
+        for (kind, venue, symbol, t) in self.venue_seqs.tails() {
+            let entry = tails.entry(kind, venue, symbol);
+            if t.seen {
+                entry.ts_recv = entry.ts_recv.max(t.ts_recv);
+                entry.venue_seq = t.venue_seq.or(entry.venue_seq);
+                entry.open_message = t.open_message;
+                entry.ended = every_source_ended
+                    .get(&(kind, &**venue, &**symbol))
+                    .copied()
+                    .unwrap_or(false);
+            } else if self.dormant.contains(&(venue.clone(), symbol.clone())) {
+                entry.ended = true;
+            }
+        }
+        // Streams only a publisher's counter knows of (all their events quarantined or
+        // duplicates) have no stored end: leave them out.
+        tails.topics.retain(|_, t| t.ts_recv > 0);
+        tails
     }
 
     /// True once every publisher has sent its end-of-stream.
@@ -205,12 +355,12 @@ impl Ingest {
         let payload = &frames[1];
         let key = self.positions[source].key(&event);
         self.dedup.prefetch(key);
-        let mut reported = false;
+        let mut reported = self.downtime.is_some() && self.resume_stream(source, &event)?;
         if let Some(missing) = self.pub_seqs.observe(source, &event) {
             self.stats.publishers[source].seq_missing += missing;
             // With redundant publishers a sequenced venue's own gap check decides
             // whether anything is really missing; one publisher's jump is not enough.
-            if self.config.connect.len() == 1 || event.venue_seq.is_none() {
+            if !reported && (self.config.connect.len() == 1 || event.venue_seq.is_none()) {
                 reported = true;
                 let gap = gaps::gap_event(
                     event.venue.clone(),
@@ -273,6 +423,9 @@ impl Ingest {
     /// holes whose grace ran out, the flush interval and rotation.
     pub fn on_tick(&mut self, now: Instant) -> Result<()> {
         self.check_silence(now)?;
+        if self.downtime.is_some() {
+            self.expire_downtime(now)?;
+        }
         for gap in self.venue_seqs.expired(now, false) {
             self.accept_own(gap)?;
         }
@@ -337,6 +490,9 @@ impl Ingest {
         self.generation += 1;
         let next = journal::JournalWriter::open(&layout::journal_path(root, self.generation))?;
         std::mem::replace(&mut self.journal, next).flush(self.config.fsync)?;
+        // The closed generation's journal goes once its Parquet is closed: its streams'
+        // ends must be in the tails file first.
+        self.stream_tails().save(root)?;
         self.parquet.rotate(self.generation)?;
         self.quarantine.file = None;
         self.generation_started = Instant::now();
@@ -358,10 +514,15 @@ impl Ingest {
         for gap in self.venue_seqs.expired(Instant::now(), true) {
             self.accept_own(gap)?;
         }
+        self.mark_cut_messages()?;
         self.flush()?;
         if !self.batch.is_empty() {
-            self.parquet.hand_over(std::mem::take(&mut self.batch))?;
+            let batch = std::mem::take(&mut self.batch);
+            self.parquet.hand_over(batch)?;
         }
+        // Before the writer deletes the journal: a crash in between replays the journal
+        // over these tails, which changes nothing.
+        self.stream_tails().save(&self.config.dataset)?;
         self.stats.writer = self.parquet.close()?;
         self.stats.note_decoder(&self.names);
         self.stats.elapsed_secs = self.started.elapsed().as_secs_f64();
@@ -371,11 +532,46 @@ impl Ingest {
                 "tool": "record",
                 "started": self.started_ns,
                 "ended": now_nanos(),
+                "end": "clean",
                 "connect": self.config.connect,
                 "stats": self.stats,
             }),
         )?;
+        SessionMarker::remove(&self.config.dataset)?;
         Ok(self.stats)
+    }
+
+    /// Stopping now cuts the venue messages in progress: a `cut_message` row after the
+    /// last stored row of each.
+    fn mark_cut_messages(&mut self) -> Result<()> {
+        let open: Vec<(Kind, Arc<str>, Arc<str>, i64)> = self
+            .venue_seqs
+            .tails()
+            .filter(|(_, _, _, t)| t.seen && t.open_message)
+            .map(|(k, v, s, t)| (k, v.clone(), s.clone(), t.ts_recv))
+            .collect();
+        for (kind, venue, symbol, ts_recv) in open {
+            let mut gap = gaps::gap_event(
+                venue.clone(),
+                symbol.clone(),
+                ts_recv,
+                GapReason::CutMessage,
+                None,
+                "",
+            );
+            gap.ts_event = ts_recv;
+            self.accept_own(gap)?;
+            self.venue_seqs.close_message(kind, &venue, &symbol);
+        }
+        Ok(())
+    }
+
+    /// Test helper: stops like `kill -9` after a flush (journal kept, no footers, no
+    /// session line, marker left behind).
+    #[cfg(test)]
+    pub(crate) fn crash(mut self) {
+        self.flush().unwrap();
+        self.parquet.abandon();
     }
 }
 
@@ -453,32 +649,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Takes the dataset's writer lock, so two recorders never write one dataset.
-fn lock_dataset(root: &Path) -> Result<File> {
-    let dir = root.join(layout::META_DIR);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create dataset directory {}", root.display()))?;
-    let path = dir.join("LOCK");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    file.try_lock().map_err(|_| {
-        anyhow::anyhow!(
-            "dataset {} is being written by another process (lock {} is held); stop it or record elsewhere",
-            root.display(),
-            path.display()
-        )
-    })?;
-    Ok(file)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::{BookDelta, Fixed, Flags, Side};
+    use std::path::Path;
 
     /// `[topic, binary payload]` of a one-level book message with venue sequence `seq`.
     fn message(seq: u64, pub_seq: u64) -> [Vec<u8>; 2] {
@@ -487,6 +662,11 @@ mod tests {
 
     /// [`message`] for another symbol of venue `v`.
     fn message_for(symbol: &str, seq: u64, pub_seq: u64) -> [Vec<u8>; 2] {
+        level(symbol, seq, pub_seq, true)
+    }
+
+    /// One level of book message `seq` on `v/<symbol>`; `last` sets its LAST flag.
+    fn level(symbol: &str, seq: u64, pub_seq: u64, last: bool) -> [Vec<u8>; 2] {
         let mut e = wire::event(
             "v",
             symbol,
@@ -496,7 +676,7 @@ mod tests {
                 side: Side::Bid,
                 price: Fixed::new(100 + seq as i64, 2),
                 size: Fixed::new(7, 0),
-                flags: Flags::LAST,
+                flags: if last { Flags::LAST } else { Flags::default() },
             }),
         );
         e.venue_seq = Some(seq);
@@ -641,5 +821,175 @@ mod tests {
         };
         let text = format!("{error:#}");
         assert!(text.contains("cannot create partition"), "{text}");
+    }
+
+    /// Gap rows of the dataset: (symbol, reason, ts_event, ts_recv, missing).
+    fn gap_rows(config: &RecordConfig) -> Vec<(String, GapReason, i64, i64, Option<u64>)> {
+        crate::store::EventReader::open(&config.dataset, Default::default())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter_map(|e| match &e.body {
+                Body::Gap(g) => Some((
+                    e.symbol.to_string(),
+                    g.reason,
+                    e.ts_event,
+                    e.ts_recv,
+                    g.missing,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const T0: i64 = 1_700_000_000_000_000_000;
+
+    #[test]
+    fn restart_after_a_kill_marks_the_downtime_with_what_is_missing_by_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let now = Instant::now();
+        let mut first = Ingest::open(&config).unwrap();
+        for seq in 1..=100 {
+            first.on_message(0, &message(seq, seq), now).unwrap();
+        }
+        first.crash();
+        // Venue messages 101..=200 went by while no recorder ran.
+        let mut second = Ingest::open(&config).unwrap();
+        for seq in 201..=250 {
+            second.on_message(0, &message(seq, seq), now).unwrap();
+        }
+        let stats = second.close().unwrap();
+        assert_eq!(stats.recovered, 100);
+        assert_eq!(
+            stats.gaps, 1,
+            "one row for the downtime, not a second for the jump"
+        );
+        assert_eq!(
+            gap_rows(&config),
+            vec![(
+                "S".to_string(),
+                GapReason::RecorderDown,
+                T0 + 100,
+                T0 + 201,
+                Some(100)
+            )],
+            "from the last stored event to the first after the restart, 100 missing"
+        );
+        let log = std::fs::read_to_string(config.dataset.join("_ticktape/sessions.jsonl")).unwrap();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        assert_eq!(lines[0]["end"], "abnormal");
+        assert_eq!(lines[0]["recovered"]["events"], 100);
+        assert_eq!(lines[1]["end"], "clean");
+    }
+
+    #[test]
+    fn restart_after_a_clean_stop_marks_the_downtime_and_silent_partitions_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RecordConfig {
+            gap_grace: Duration::from_millis(100),
+            ..config(dir.path())
+        };
+        let now = Instant::now();
+        let mut first = Ingest::open(&config).unwrap();
+        for seq in 1..=10 {
+            first
+                .on_message(0, &message_for("A", seq, seq), now)
+                .unwrap();
+            first
+                .on_message(0, &message_for("B", seq, seq), now)
+                .unwrap();
+        }
+        first.close().unwrap();
+        let mut second = Ingest::open(&config).unwrap();
+        // A continues without a hole; B never comes back.
+        second
+            .on_message(0, &message_for("A", 11, 11), now)
+            .unwrap();
+        second
+            .on_tick(Instant::now() + Duration::from_millis(200))
+            .unwrap();
+        second.close().unwrap();
+        let rows = gap_rows(&config);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let a = rows.iter().find(|r| r.0 == "A").unwrap();
+        assert_eq!(
+            (a.1, a.2, a.3, a.4),
+            (GapReason::RecorderDown, T0 + 10, T0 + 11, Some(0)),
+            "nothing missing by sequence, but the recorder was down"
+        );
+        let b = rows.iter().find(|r| r.0 == "B").unwrap();
+        assert_eq!((b.1, b.2, b.4), (GapReason::RecorderDown, T0 + 10, None));
+        assert!(b.3 > T0 + 10, "ends when the recorder started again");
+        // B stayed away a whole session: a third start no longer marks it.
+        Ingest::open(&config).unwrap().close().unwrap();
+        assert_eq!(gap_rows(&config).len(), 2);
+    }
+
+    #[test]
+    fn venue_message_cut_by_a_kill_is_marked_after_its_last_stored_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let now = Instant::now();
+        let mut first = Ingest::open(&config).unwrap();
+        first.on_message(0, &message(1, 1), now).unwrap();
+        // Venue message 2 has three levels; the kill comes after the second.
+        first.on_message(0, &level("S", 2, 2, false), now).unwrap();
+        first.on_message(0, &level("S", 2, 3, false), now).unwrap();
+        first.crash();
+        let report = crate::store::recover(&config.dataset, &config.writer).unwrap();
+        assert_eq!(report.cut_messages, 1);
+        assert!(report.abnormal_session);
+        assert_eq!(
+            gap_rows(&config),
+            vec![("S".to_string(), GapReason::CutMessage, T0 + 2, T0 + 2, None)]
+        );
+    }
+
+    #[test]
+    fn venue_message_cut_by_a_clean_stop_is_marked_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let now = Instant::now();
+        let mut ingest = Ingest::open(&config).unwrap();
+        ingest.on_message(0, &level("S", 1, 1, false), now).unwrap();
+        ingest.close().unwrap();
+        assert_eq!(
+            gap_rows(&config),
+            vec![("S".to_string(), GapReason::CutMessage, T0 + 1, T0 + 1, None)]
+        );
+    }
+
+    #[test]
+    fn streams_whose_publisher_ended_are_not_marked_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let now = Instant::now();
+        let mut first = Ingest::open(&config).unwrap();
+        first.on_message(0, &message(1, 1), now).unwrap();
+        let mut eos = Vec::new();
+        wire::encode(
+            &wire::event(
+                "",
+                "",
+                T0,
+                1,
+                Body::EndOfStream(crate::event::EndOfStream {
+                    publisher: "a".into(),
+                    replay: false,
+                    events: 1,
+                }),
+            ),
+            &mut eos,
+        );
+        first.on_message(0, &[b"eos.a".to_vec(), eos], now).unwrap();
+        first.close().unwrap();
+        let mut second = Ingest::open(&config).unwrap();
+        second.on_message(0, &message(5, 1), now).unwrap();
+        second.close().unwrap();
+        assert!(gap_rows(&config).is_empty(), "{:?}", gap_rows(&config));
     }
 }

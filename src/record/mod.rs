@@ -10,8 +10,6 @@ mod ingest;
 mod writer;
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +21,7 @@ pub use ingest::Ingest;
 
 use crate::bus::{Subscriber, SubscriberConfig};
 use crate::shutdown::Stop;
-use crate::store::{WriterOptions, WriterStats, layout};
+use crate::store::{WriterOptions, WriterStats};
 
 /// Recorder configuration.
 #[derive(Clone, Debug)]
@@ -147,14 +145,7 @@ impl RecordStats {
 
 /// Appends one JSON line to the dataset's `_ticktape/sessions.jsonl`.
 pub fn log_session(root: &Path, line: &serde_json::Value) -> Result<()> {
-    let dir = root.join(layout::META_DIR);
-    std::fs::create_dir_all(&dir)?;
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("sessions.jsonl"))?;
-    writeln!(f, "{line}")?;
-    Ok(())
+    crate::store::log_session(root, line)
 }
 
 /// Records until stopped (or until every publisher ended, with `until_eos`).

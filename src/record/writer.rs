@@ -28,6 +28,9 @@ enum ToWriter {
     Rotate {
         next: u64,
     },
+    /// Test only: stop at once, leaving files `.inprogress` and the journal in place.
+    #[cfg(test)]
+    Abandon,
 }
 
 /// The ingest side's handle on the writer thread.
@@ -106,6 +109,15 @@ impl ParquetWriter {
         }
     }
 
+    /// Test only: stops the thread like a crash would (no footers, journal kept).
+    #[cfg(test)]
+    pub fn abandon(mut self) {
+        let _ = self.to_writer.send(ToWriter::Abandon);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
     /// The writer's counters so far.
     pub fn stats(&self) -> WriterStats {
         snapshot(&self.stats)
@@ -165,6 +177,8 @@ fn run(
                 // The ingest side allocates anew when none is back: nothing to wait for.
                 let _ = give_back.try_send(events);
             }
+            #[cfg(test)]
+            ToWriter::Abandon => return Ok(()),
             ToWriter::Rotate { next } => {
                 let old = std::mem::replace(
                     &mut writer,

@@ -159,6 +159,22 @@ impl DatasetWriter {
         })
     }
 
+    /// Continues part numbering after the generation's existing part files, so they are
+    /// never overwritten (recovery of a generation whose closed files are kept).
+    pub fn after_existing_parts(mut self) -> Result<DatasetWriter> {
+        for file in layout::partition_files(&self.root)? {
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if layout::generation_of_part(name) != Some(self.generation) {
+                continue;
+            }
+            // part-GGGGGGGG-NNNN.parquet
+            if let Some(n) = name.get(14..18).and_then(|n| n.parse::<u64>().ok()) {
+                self.next_part = self.next_part.max(n + 1);
+            }
+        }
+        Ok(self)
+    }
+
     /// The generation being written.
     pub fn generation(&self) -> u64 {
         self.generation

@@ -8,7 +8,7 @@
 //!      1    1  kind: 1 book, 2 trade, 3 gap, 4 heartbeat, 5 end_of_stream
 //!      2    1  presence bits: 1 venue_seq, 2 prev_venue_seq, 4 gap missing, 8 replay
 //!      3    1  side ('B', 'A', 'N') for book and trade; for gap the reason: 1 publisher_seq,
-//!              2 venue_seq, 3 silence, 4 resync; else 0
+//!              2 venue_seq, 3 silence, 4 resync, 5 recorder_down, 6 cut_message; else 0
 //!      4    8  ts_event   i64
 //!     12    8  ts_recv    i64
 //!     20    8  pub_seq    u64
@@ -76,6 +76,8 @@ fn reason_code(reason: GapReason) -> u8 {
         GapReason::VenueSeq => 2,
         GapReason::Silence => 3,
         GapReason::Resync => 4,
+        GapReason::RecorderDown => 5,
+        GapReason::CutMessage => 6,
     }
 }
 
@@ -85,6 +87,8 @@ fn reason_from(code: u8) -> Option<GapReason> {
         2 => GapReason::VenueSeq,
         3 => GapReason::Silence,
         4 => GapReason::Resync,
+        5 => GapReason::RecorderDown,
+        6 => GapReason::CutMessage,
         _ => return None,
     })
 }
