@@ -17,8 +17,8 @@ use polars::prelude::*;
 
 use super::ledger::{Ledger, LedgerFill, LedgerTotals, Liquidity};
 use super::{
-    ChartSeries, KeyMetrics, Metrics, OrderStats, REPORT_SCHEMA_VERSION, Report, ReportError,
-    ReportOptions, Result,
+    ChartSeries, KeyMetrics, Metrics, REPORT_SCHEMA_VERSION, Report, ReportError, ReportOptions,
+    Result,
 };
 
 const KEYS: [&str; 3] = ["strategy", "venue", "symbol"];
@@ -27,7 +27,7 @@ const NS_PER_YEAR: f64 = 365.0 * 86_400.0 * 1e9;
 
 type Key = (String, String, String);
 
-fn pl<T>(what: &str, r: PolarsResult<T>) -> Result<T> {
+pub(super) fn pl<T>(what: &str, r: PolarsResult<T>) -> Result<T> {
     r.map_err(|source| ReportError::Polars {
         context: what.to_string(),
         source,
@@ -38,7 +38,7 @@ fn key_cols() -> [Expr; 3] {
     KEYS.map(col)
 }
 
-fn scan(path: &Path) -> Result<LazyFrame> {
+pub(super) fn scan(path: &Path) -> Result<LazyFrame> {
     if !path.is_file() {
         return Err(ReportError::MissingInput {
             path: path.to_path_buf(),
@@ -246,7 +246,7 @@ fn curve_stats(value: Expr, base: f64, with_pct: bool) -> Vec<Expr> {
 }
 
 /// Reads `name` at `row` as `f64` (any numeric column), `None` for null/NaN/missing.
-fn get_f64(df: &DataFrame, name: &str, row: usize) -> Option<f64> {
+pub(super) fn get_f64(df: &DataFrame, name: &str, row: usize) -> Option<f64> {
     let c = df.column(name).ok()?.cast(&DataType::Float64).ok()?;
     c.f64().ok()?.get(row).filter(|v| v.is_finite())
 }
@@ -273,7 +273,7 @@ fn i64_values(df: &DataFrame, name: &str) -> Vec<Option<i64>> {
         .unwrap_or_else(|| vec![None; df.height()])
 }
 
-fn get_str(df: &DataFrame, name: &str, row: usize) -> String {
+pub(super) fn get_str(df: &DataFrame, name: &str, row: usize) -> String {
     df.column(name)
         .ok()
         .and_then(|c| c.str().ok().and_then(|s| s.get(row).map(str::to_owned)))
@@ -353,44 +353,6 @@ fn read_summary(run_dir: &Path) -> Result<Option<serde_json::Value>> {
         });
     }
     Ok(Some(value))
-}
-
-fn order_stats(path: &Path) -> Result<Option<OrderStats>> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let what = format!("cannot read {}", path.display());
-    let lf = scan(path)?;
-    let by_status = pl(
-        &what,
-        lf.clone()
-            .group_by([col("status")])
-            .agg([len().alias("n")])
-            .collect(),
-    )?;
-    let sums = pl(
-        &what,
-        lf.select([
-            len().alias("orders"),
-            col("size").sum().alias("size"),
-            col("filled").sum().alias("filled"),
-        ])
-        .collect(),
-    )?;
-    let mut stats = OrderStats {
-        orders: get_f64(&sums, "orders", 0).unwrap_or(0.0) as u64,
-        ..OrderStats::default()
-    };
-    for row in 0..by_status.height() {
-        let n = get_f64(&by_status, "n", row).unwrap_or(0.0) as u64;
-        stats
-            .by_status
-            .insert(get_str(&by_status, "status", row), n);
-    }
-    if let (Some(f), Some(s)) = (get_f64(&sums, "filled", 0), get_f64(&sums, "size", 0)) {
-        stats.fill_ratio = ratio(f, s);
-    }
-    Ok(Some(stats))
 }
 
 pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
@@ -664,7 +626,7 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         periods_per_year,
         total,
         by_key,
-        orders: order_stats(&run_dir.join("orders.parquet"))?,
+        orders: super::orders::order_stats(&run_dir.join("orders.parquet"))?,
         summary,
         series: chart_series(&chart_df),
     })

@@ -31,6 +31,7 @@ mod chart;
 mod compare;
 pub mod ledger;
 mod metrics;
+mod orders;
 mod render;
 #[cfg(test)]
 mod tests;
@@ -41,7 +42,7 @@ pub use render::{render_csv, render_json, render_table};
 
 /// Version of the JSON layout produced by [`render_json`]; bumped when a field changes meaning
 /// or disappears (adding fields does not bump it).
-pub const REPORT_SCHEMA_VERSION: u32 = 1;
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
 
 /// Default number of points per chart series (min and max of each time bucket are kept).
 pub const DEFAULT_CHART_POINTS: usize = 2000;
@@ -214,15 +215,47 @@ pub struct KeyMetrics {
     pub metrics: Metrics,
 }
 
+/// Order counts of one (strategy, venue, symbol) or of the whole run. `orders.parquet` has
+/// one row per state change; these count **orders** (each by its final state).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OrderCounts {
+    /// Distinct orders: (strategy, venue, symbol, `order_id`).
+    pub orders: u64,
+    /// Rows of `orders.parquet` behind them (one per state change).
+    pub updates: u64,
+    /// Orders by their final `status` (`filled`, `canceled`, `rejected`, and the open
+    /// states `new` and `partially_filled`).
+    pub by_status: BTreeMap<String, u64>,
+    /// `Σ size` over orders not rejected (base units; in the total, summed over symbols).
+    pub ordered_qty: f64,
+    /// `Σ filled` (the order's largest `filled`) over orders not rejected.
+    pub filled_qty: f64,
+    /// `filled_qty / ordered_qty`.
+    pub fill_ratio: Option<f64>,
+}
+
+/// Order counts of one (strategy, venue, symbol).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyOrderStats {
+    /// Strategy name.
+    pub strategy: String,
+    /// Venue name.
+    pub venue: String,
+    /// Symbol.
+    pub symbol: String,
+    /// The counts.
+    #[serde(flatten)]
+    pub counts: OrderCounts,
+}
+
 /// Order statistics, present when `orders.parquet` exists.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OrderStats {
-    /// Number of order rows.
-    pub orders: u64,
-    /// Count of orders by final `status`.
-    pub by_status: BTreeMap<String, u64>,
-    /// `Σ filled / Σ size`.
-    pub fill_ratio: Option<f64>,
+    /// Whole run.
+    #[serde(flatten)]
+    pub total: OrderCounts,
+    /// One entry per (strategy, venue, symbol) with orders, sorted by those names.
+    pub by_key: Vec<KeyOrderStats>,
 }
 
 /// Downsampled series for the chart: `(ts ns since the Unix epoch, value)` in time order,

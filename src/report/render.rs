@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::{KeyMetrics, Metrics, Report};
+use super::{KeyMetrics, Metrics, OrderCounts, OrderStats, Report};
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for ns since the Unix epoch (no time-zone database needed).
 pub(super) fn format_ts(ns: i64) -> String {
@@ -241,19 +241,59 @@ pub fn render_table(r: &Report) -> String {
         );
     }
     if let Some(o) = &r.orders {
-        let statuses: Vec<String> = o
-            .by_status
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "orders: {} ({})   fill ratio: {}",
-            o.orders,
-            statuses.join(", "),
-            pct(o.fill_ratio)
-        );
+        out.push_str(&orders_table(o));
     }
+    out
+}
+
+/// Final statuses in the order a trader reads them; anything else goes to `other`.
+const STATUS_COLUMNS: [(&str, &str); 5] = [
+    ("filled", "filled"),
+    ("partially_filled", "open part-filled"),
+    ("new", "open unfilled"),
+    ("canceled", "canceled"),
+    ("rejected", "rejected"),
+];
+
+fn orders_row(label: String, c: &OrderCounts) -> Vec<String> {
+    let mut row = vec![label, c.orders.to_string()];
+    for (status, _) in STATUS_COLUMNS {
+        row.push(c.by_status.get(status).copied().unwrap_or(0).to_string());
+    }
+    let other: u64 = c
+        .by_status
+        .iter()
+        .filter(|(k, _)| !STATUS_COLUMNS.iter().any(|(s, _)| s == k))
+        .map(|(_, v)| v)
+        .sum();
+    row.push(other.to_string());
+    row.push(pct(c.fill_ratio));
+    row.push(c.updates.to_string());
+    row
+}
+
+/// The orders section: distinct orders by final status and the quantity fill ratio.
+fn orders_table(o: &OrderStats) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nOrders (each counted once, by final status; fill ratio = filled / ordered quantity, rejected excluded)"
+    );
+    let mut rows: Vec<Vec<String>> = o
+        .by_key
+        .iter()
+        .map(|k| {
+            orders_row(
+                format!("{}/{}/{}", k.strategy, k.venue, k.symbol),
+                &k.counts,
+            )
+        })
+        .collect();
+    rows.push(orders_row("TOTAL".into(), &o.total));
+    let mut header = vec!["strategy/venue/symbol", "orders"];
+    header.extend(STATUS_COLUMNS.iter().map(|(_, label)| *label));
+    header.extend(["other", "fill ratio", "status rows"]);
+    out.push_str(&table(&header, &rows));
     out
 }
 
@@ -264,7 +304,7 @@ pub fn render_json(r: &Report) -> String {
 }
 
 /// CSV columns, in order; `strategy,venue,symbol` are `TOTAL,,` on the total row.
-pub const CSV_COLUMNS: [&str; 31] = [
+pub const CSV_COLUMNS: [&str; 33] = [
     "strategy",
     "venue",
     "symbol",
@@ -296,6 +336,8 @@ pub const CSV_COLUMNS: [&str; 31] = [
     "taker_notional",
     "maker_share",
     "position_mismatches",
+    "orders",
+    "order_fill_ratio",
 ];
 
 fn csv_field(s: &str) -> String {
@@ -306,7 +348,7 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn csv_row(out: &mut String, names: [&str; 3], m: &Metrics) {
+fn csv_row(out: &mut String, names: [&str; 3], m: &Metrics, orders: Option<&OrderCounts>) {
     let o = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
     let cells = [
         csv_field(names[0]),
@@ -340,6 +382,8 @@ fn csv_row(out: &mut String, names: [&str; 3], m: &Metrics) {
         m.taker_notional.to_string(),
         o(m.maker_share),
         m.position_mismatches.to_string(),
+        orders.map(|c| c.orders.to_string()).unwrap_or_default(),
+        o(orders.and_then(|c| c.fill_ratio)),
     ];
     let _ = writeln!(out, "{}", cells.join(","));
 }
@@ -350,9 +394,25 @@ pub fn render_csv(r: &Report) -> String {
     let mut out = CSV_COLUMNS.join(",");
     out.push('\n');
     for k in &r.by_key {
-        csv_row(&mut out, [&k.strategy, &k.venue, &k.symbol], &k.metrics);
+        let orders = r.orders.as_ref().and_then(|o| {
+            o.by_key
+                .iter()
+                .find(|c| (&c.strategy, &c.venue, &c.symbol) == (&k.strategy, &k.venue, &k.symbol))
+                .map(|c| &c.counts)
+        });
+        csv_row(
+            &mut out,
+            [&k.strategy, &k.venue, &k.symbol],
+            &k.metrics,
+            orders,
+        );
     }
-    csv_row(&mut out, ["TOTAL", "", ""], &r.total);
+    csv_row(
+        &mut out,
+        ["TOTAL", "", ""],
+        &r.total,
+        r.orders.as_ref().map(|o| &o.total),
+    );
     out
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests: hand-built run directories written as real Parquet files, then
 //! [`compute`] and the renderers, with every expected number worked out by hand below.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 
@@ -191,27 +192,70 @@ fn hand_run(dir: &Path, with_extras: bool) {
             r#"{"starting_balance": 1000, "scenario": "hand", "kept": [1, 2]}"#,
         )
         .expect("summary");
-        let n = 3;
-        write_parquet(
-            &dir.join("orders.parquet"),
-            vec![
-                ts_col("ts", &[1, 2, 3]),
-                str_col("strategy", &["a", "b", "a"]),
-                str_col("venue", &vec!["sim"; n]),
-                str_col("symbol", &["BTC", "ETH", "BTC"]),
-                u64_col("order_id", &[1, 2, 3]),
-                str_col("client_order_id", &["c1", "c2", "c3"]),
-                str_col("side", &["buy", "sell", "sell"]),
-                str_col("order_type", &["limit", "limit", "limit"]),
-                str_col("tif", &["gtc", "gtc", "gtc"]),
-                Series::new("price".into(), &[Some(100.0), None, Some(120.0)]).into(),
-                f64_col("size", &[2.0, 4.0, 2.0]),
-                f64_col("filled", &[2.0, 4.0, 0.0]),
-                str_col("status", &["filled", "filled", "cancelled"]),
-                Series::new("reason".into(), &[None, None, Some("user")]).into(),
-            ],
-        );
+        write_orders(dir);
     }
+}
+
+/// One row per order state change, as the exchange writes them (`order_id`, strategy,
+/// symbol, client order id, size, filled, status), at second `ts`:
+///
+/// - order 1 (a/BTC): new → partially filled → filled 2 of 2
+/// - order 2 (b/ETH): new → filled 4 of 4
+/// - order 3 (a/BTC): new → partially filled 1 → canceled; the cancel row comes first in
+///   the file but later in time, and a refused cancel repeats the final state at t7
+/// - order 4 (a/BTC): rejected (it reused client order id c3)
+/// - order 5 (b/ETH): new, still open (3 ordered, none filled)
+/// - order 6 (b/ETH): new → partially filled 0.5 of 2, still open
+///
+/// Six orders from 13 rows: filled 2, canceled 1, rejected 1, new 1, partially filled 1.
+/// Ordered quantity without the rejected order: a 2 + 2 = 4, b 4 + 3 + 2 = 9; filled:
+/// a 2 + 1 = 3, b 4 + 0 + 0.5 = 4.5; fill ratio a 3/4, b 4.5/9, total 7.5/13.
+type OrderRow = (i64, &'static str, u64, &'static str, f64, f64, &'static str);
+const ORDER_ROWS: [OrderRow; 13] = [
+    (1, "a", 1, "c1", 2.0, 0.0, "new"),
+    (1, "a", 1, "c1", 2.0, 1.0, "partially_filled"),
+    (1, "a", 1, "c1", 2.0, 2.0, "filled"),
+    (2, "b", 2, "c2", 4.0, 0.0, "new"),
+    (2, "b", 2, "c2", 4.0, 4.0, "filled"),
+    (3, "a", 3, "c3", 2.0, 0.0, "new"),
+    (4, "a", 3, "c3", 2.0, 1.0, "canceled"),
+    (3, "a", 3, "c3", 2.0, 1.0, "partially_filled"),
+    (4, "a", 4, "c3", 1.0, 0.0, "rejected"),
+    (5, "b", 5, "c5", 3.0, 0.0, "new"),
+    (6, "b", 6, "c6", 2.0, 0.0, "new"),
+    (6, "b", 6, "c6", 2.0, 0.5, "partially_filled"),
+    (7, "a", 3, "c3", 2.0, 1.0, "canceled"),
+];
+
+fn write_orders(dir: &Path) {
+    let rows = &ORDER_ROWS;
+    let n = rows.len();
+    let symbol = |s: &str| if s == "a" { "BTC" } else { "ETH" };
+    write_parquet(
+        &dir.join("orders.parquet"),
+        vec![
+            ts_col("ts", &rows.iter().map(|r| r.0).collect::<Vec<_>>()),
+            str_col("strategy", &rows.iter().map(|r| r.1).collect::<Vec<_>>()),
+            str_col("venue", &vec!["sim"; n]),
+            str_col(
+                "symbol",
+                &rows.iter().map(|r| symbol(r.1)).collect::<Vec<_>>(),
+            ),
+            u64_col("order_id", &rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+            str_col(
+                "client_order_id",
+                &rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+            ),
+            str_col("side", &vec!["buy"; n]),
+            str_col("order_type", &vec!["limit"; n]),
+            str_col("tif", &vec!["gtc"; n]),
+            f64_col("price", &vec![100.0; n]),
+            f64_col("size", &rows.iter().map(|r| r.4).collect::<Vec<_>>()),
+            f64_col("filled", &rows.iter().map(|r| r.5).collect::<Vec<_>>()),
+            str_col("status", &rows.iter().map(|r| r.6).collect::<Vec<_>>()),
+            Series::new("reason".into(), vec![None::<&str>; n]).into(),
+        ],
+    );
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -308,15 +352,64 @@ fn hand_built_run_matches_hand_computed_pnl() {
     assert!((t.sharpe.expect("sharpe") / (mean / sd * ann) - 1.0).abs() < 1e-6);
     assert!((t.sortino.expect("sortino") / (mean / down * ann) - 1.0).abs() < 1e-6);
 
-    let o = r.orders.as_ref().expect("orders");
-    assert_eq!(o.orders, 3);
-    assert_eq!(o.by_status.get("filled"), Some(&2));
-    assert_eq!(o.by_status.get("cancelled"), Some(&1));
-    assert_close!(o.fill_ratio.expect("ratio"), 6.0 / 8.0);
     assert_eq!(
         r.summary.as_ref().and_then(|s| s.get("kept")),
         Some(&serde_json::json!([1, 2]))
     );
+}
+
+#[test]
+fn orders_are_counted_once_by_final_state_and_fill_ratio_is_by_quantity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    hand_run(dir.path(), true);
+    let r = compute(dir.path(), &ReportOptions::default()).expect("report");
+    let o = r.orders.as_ref().expect("orders");
+    let t = &o.total;
+    assert_eq!((t.orders, t.updates), (6, 13));
+    let want: BTreeMap<String, u64> = [
+        ("filled", 2),
+        ("canceled", 1),
+        ("rejected", 1),
+        ("new", 1),
+        ("partially_filled", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(t.by_status, want);
+    assert_close!(t.ordered_qty, 13.0);
+    assert_close!(t.filled_qty, 7.5);
+    assert_close!(t.fill_ratio.expect("ratio"), 7.5 / 13.0);
+
+    assert_eq!(o.by_key.len(), 2);
+    let a = &o.by_key[0];
+    assert_eq!((a.strategy.as_str(), a.symbol.as_str()), ("a", "BTC"));
+    assert_eq!((a.counts.orders, a.counts.updates), (3, 8));
+    assert_eq!(a.counts.by_status.get("canceled"), Some(&1));
+    assert_eq!(a.counts.by_status.get("rejected"), Some(&1));
+    assert_close!(a.counts.fill_ratio.expect("ratio"), 0.75);
+    let b = &o.by_key[1];
+    assert_eq!((b.strategy.as_str(), b.counts.orders), ("b", 3));
+    assert_eq!(b.counts.by_status.get("new"), Some(&1));
+    assert_eq!(b.counts.by_status.get("partially_filled"), Some(&1));
+    assert_close!(b.counts.fill_ratio.expect("ratio"), 0.5);
+
+    let table = render_table(&r);
+    let total = table
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("TOTAL"))
+        .expect("orders TOTAL row");
+    let cells: Vec<&str> = total.split_whitespace().collect();
+    // orders, filled, open part-filled, open unfilled, canceled, rejected, other, ratio, rows
+    assert_eq!(
+        cells[1..],
+        ["6", "2", "1", "1", "1", "1", "0", "57.7%", "13"],
+        "{table}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&render_json(&r)).expect("json");
+    assert_eq!(json["orders"]["orders"], 6);
+    assert_eq!(json["orders"]["by_key"][1]["orders"], 3);
 }
 
 #[test]
@@ -452,7 +545,7 @@ fn renderers_show_every_key_and_a_total() {
     );
 
     let json: serde_json::Value = serde_json::from_str(&render_json(&r)).expect("json");
-    assert_eq!(json["schema_version"], 1);
+    assert_eq!(json["schema_version"], 2);
     assert_eq!(json["total"]["trades"], 8);
     assert_eq!(json["by_key"][0]["strategy"], "a");
     assert!(json["by_key"][0]["realized_pnl"].is_number());
