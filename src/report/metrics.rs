@@ -56,6 +56,8 @@ pub(super) fn scan(path: &Path) -> Result<LazyFrame> {
 struct FillState {
     frame: DataFrame,
     totals: BTreeMap<Key, LedgerTotals>,
+    /// Time of the last fill, ns since the Unix epoch (`None` without fills).
+    last_ts: Option<i64>,
 }
 
 fn run_ledger(fills_path: &Path) -> Result<FillState> {
@@ -200,7 +202,12 @@ fn run_ledger(fills_path: &Path) -> Result<FillState> {
         .zip(ledgers)
         .map(|(k, l)| (k, l.totals().clone()))
         .collect();
-    Ok(FillState { frame, totals })
+    let last_ts = ts.iter().flatten().copied().max();
+    Ok(FillState {
+        frame,
+        totals,
+        last_ts,
+    })
 }
 
 /// Aggregations of an equity-like curve `base + value` (rows in time order): max drawdown
@@ -220,7 +227,10 @@ fn curve_stats(value: Expr, base: f64, with_pct: bool) -> Vec<Expr> {
         // No capital to divide by: use PnL changes; Sharpe is a ratio so the scale cancels.
         equity - prev
     };
-    let mut out = vec![dd.clone().max().alias("max_dd")];
+    let mut out = vec![
+        dd.clone().max().alias("max_dd"),
+        peak.clone().max().alias("peak"),
+    ];
     if with_pct {
         out.push(
             (when(peak.clone().gt(lit(0.0)))
@@ -304,6 +314,36 @@ fn ratios(df: &DataFrame, row: usize, periods_per_year: Option<f64>) -> Ratios {
         _ => None,
     };
     Ratios { sharpe, sortino }
+}
+
+/// A drawdown curve closed by its final point.
+struct ClosedCurve {
+    /// Largest drawdown over the curve and the final point.
+    max_drawdown: f64,
+    /// Drawdown at the final point (≤ 0, as drawn).
+    final_drawdown: f64,
+    /// Drawdown at the final point in percent of its peak, when the peak is positive.
+    final_pct: Option<f64>,
+}
+
+/// Adds the final equity (after the last fill, marked at the last mid) as the last point of
+/// a curve whose drawdown over the marks was `curve_dd` with running peak `curve_peak`
+/// (`None` without marks; the peak never falls below `base`). Fills after the last mark
+/// move the final equity without moving any mark, so without this point a run that loses
+/// to the end could report a drawdown smaller than its loss.
+fn close_curve(
+    curve_dd: f64,
+    curve_peak: Option<f64>,
+    base: f64,
+    final_equity: f64,
+) -> ClosedCurve {
+    let peak = curve_peak.unwrap_or(base).max(base).max(final_equity);
+    let dd = peak - final_equity;
+    ClosedCurve {
+        max_drawdown: curve_dd.max(dd),
+        final_drawdown: -dd,
+        final_pct: (peak > 0.0).then(|| dd / peak * 100.0),
+    }
 }
 
 fn ratio(num: f64, den: f64) -> Option<f64> {
@@ -565,11 +605,13 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         };
         m.net_pnl = m.realized_pnl + m.unrealized_pnl - m.fees;
         m.final_position = Some(t.position);
+        let mut key_peak = None;
         if let Some(r) = row {
             let df = &per_key_df;
             m.marks = get_f64(df, "marks", r).unwrap_or(0.0) as u64;
             m.position_mismatches = get_f64(df, "mismatches", r).unwrap_or(0.0) as u64;
             m.max_drawdown = get_f64(df, "max_dd", r).unwrap_or(0.0);
+            key_peak = get_f64(df, "peak", r);
             let rt = ratios(df, r, periods_per_year);
             m.sharpe = rt.sharpe;
             m.sortino = rt.sortino;
@@ -579,6 +621,13 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
             m.mean_gross_notional = get_f64(df, "mean_gross", r);
             m.max_gross_notional = get_f64(df, "max_gross", r);
         }
+        let closed = close_curve(
+            m.max_drawdown,
+            key_peak,
+            starting_balance,
+            starting_balance + m.net_pnl,
+        );
+        m.max_drawdown = closed.max_drawdown;
         derive_ratios(&mut m, t.holding_ns);
 
         total.realized_pnl += m.realized_pnl;
@@ -606,8 +655,18 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
     }
     total.net_pnl = total.realized_pnl + total.unrealized_pnl - total.fees;
     total.final_equity = Some(starting_balance + total.net_pnl);
-    total.max_drawdown = get_f64(&total_df, "max_dd", 0).unwrap_or(0.0);
-    total.max_drawdown_pct = get_f64(&total_df, "max_dd_pct", 0);
+    let final_equity = starting_balance + total.net_pnl;
+    let closed = close_curve(
+        get_f64(&total_df, "max_dd", 0).unwrap_or(0.0),
+        get_f64(&total_df, "peak", 0),
+        starting_balance,
+        final_equity,
+    );
+    total.max_drawdown = closed.max_drawdown;
+    total.max_drawdown_pct = match (get_f64(&total_df, "max_dd_pct", 0), closed.final_pct) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
     let rt = ratios(&total_df, 0, periods_per_year);
     total.sharpe = rt.sharpe;
     total.sortino = rt.sortino;
@@ -615,20 +674,31 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
     total.max_gross_notional = get_f64(&total_df, "max_gross", 0);
     derive_ratios(&mut total, total_holding);
 
+    let mut series = chart_series(&chart_df);
+    // The final equity closes the drawn curves too, at the last fill or the last mark.
+    let end_ns = get_i64(&total_df, "end", 0);
+    if let Some(t) = end_ns.max(fills.last_ts) {
+        let last = series.equity.last().copied();
+        if last != Some((t, final_equity)) {
+            series.equity.push((t, final_equity));
+            series.drawdown.push((t, closed.final_drawdown));
+        }
+    }
+
     Ok(Report {
         schema_version: REPORT_SCHEMA_VERSION,
         run_dir: run_dir.display().to_string(),
         scenario,
         starting_balance,
         start_ns: get_i64(&total_df, "start", 0),
-        end_ns: get_i64(&total_df, "end", 0),
+        end_ns,
         interval_ns: interval_ns.map(|v| v.round() as i64),
         periods_per_year,
         total,
         by_key,
         orders: super::orders::order_stats(&run_dir.join("orders.parquet"))?,
         summary,
-        series: chart_series(&chart_df),
+        series,
     })
 }
 

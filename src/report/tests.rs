@@ -432,6 +432,37 @@ fn equity_curve_follows_hand_computed_points() {
     assert_close!(dd_min, -20.55);
 }
 
+/// A fill after the last mark (t8): at t9 `a` sells 1 BTC at 90 (fee .1) from flat, so it is
+/// short 1 @ 90, marked at the last BTC mid 108: unrealized −18. `a` ends at
+/// 8.35 − 18 − .1 = −9.75 and the run at 1023.27 − 18.1 = 1005.17; the equity peak is still
+/// 1035.82 (t4), so the drawdown is 1035.82 − 1005.17 = 30.65, not the 20.55 of the marks.
+/// For `a` alone: peak 1000 + 19.85 (t3), final 990.25, drawdown 29.6 (15.3 over the marks).
+#[test]
+fn final_equity_after_the_last_mark_is_a_point_of_the_drawdown_curve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    hand_run(dir.path(), true);
+    let mut fills = hand_fills();
+    fills.push(fill(9, ("a", "BTC"), "sell", 90.0, "1", 0.1, "taker"));
+    write_fills(dir.path(), &fills);
+    let opts = ReportOptions {
+        chart_max_points: 100,
+        ..ReportOptions::default()
+    };
+    let r = compute(dir.path(), &opts).expect("report");
+    let t = &r.total;
+    assert_close!(t.net_pnl, 5.17);
+    assert_close!(t.final_equity.expect("equity"), 1005.17);
+    assert_close!(t.max_drawdown, 30.65);
+    assert_close!(t.max_drawdown_pct.expect("pct"), 30.65 / 1035.82 * 100.0);
+    let a = key(&r, "a");
+    assert_close!(a.net_pnl, -9.75);
+    assert_close!(a.max_drawdown, 29.6);
+    // The drawn curves end at the final equity, at the time of the last fill.
+    assert_eq!(r.series.equity.last().map(|p| p.0), Some(T0 + 9 * S));
+    assert_close!(r.series.equity.last().expect("point").1, 1005.17);
+    assert_close!(r.series.drawdown.last().expect("point").1, -30.65);
+}
+
 #[test]
 fn missing_summary_and_orders_mean_zero_balance_and_no_order_stats() {
     let dir = tempfile::tempdir().expect("tempdir");

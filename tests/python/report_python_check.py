@@ -7,7 +7,7 @@ Recomputes, from RUN_DIR's Parquet files and without sharing code with the Rust 
   - realized PnL (average cost, position kept exactly with Decimal from `size_exact`),
   - fees, trade count (per strategy/venue/symbol and in total),
   - final equity  = starting_balance + realized + unrealized - fees,
-  - max drawdown of the total equity curve,
+  - max drawdown of the total equity curve closed by the final equity,
   - order statistics from orders.parquet (one row per state change): distinct orders by
     (strategy, venue, symbol, order_id), their final statuses, and the fill ratio
     Σ filled / Σ size over orders that were not rejected (total and per key).
@@ -113,9 +113,6 @@ def main() -> int:
     key_cols = [c for c in wide.columns if c != "ts_ns"]
     equity = (wide.with_columns(pl.col(key_cols).forward_fill().fill_null(0.0))
               .select((pl.sum_horizontal(key_cols) + start).alias("equity")))["equity"]
-    peak = equity.cum_max().clip(lower_bound=start)
-    max_dd = float((peak - equity).max()) if equity.len() else 0.0
-
     last_mid = {tuple(r[:3]): r[3] for r in joined.group_by(KEYS).agg(pl.col("mid").last()).iter_rows()}
     unrealized = 0.0
     for key, s in state.items():
@@ -124,11 +121,17 @@ def main() -> int:
     realized = sum(s["realized"] for s in state.values())
     fees = sum(s["fees"] for s in state.values())
     trades = sum(s["trades"] for s in state.values())
+
+    # The final equity (fills after the last mark included) is the curve's last point.
+    final_equity = start + realized + unrealized - fees
+    equity = pl.concat([equity, pl.Series("equity", [final_equity])])
+    peak = equity.cum_max().clip(lower_bound=start)
+    max_dd = float((peak - equity).max())
     expected = {
         "total.realized_pnl": realized,
         "total.fees": fees,
         "total.trades": trades,
-        "total.final_equity": start + realized + unrealized - fees,
+        "total.final_equity": final_equity,
         "total.max_drawdown": max_dd,
     }
     got = {k: report["total"].get(k.split(".", 1)[1]) for k in expected}
