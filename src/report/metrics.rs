@@ -16,6 +16,7 @@ use std::path::Path;
 use polars::prelude::*;
 
 use super::ledger::{Ledger, LedgerFill, LedgerTotals, Liquidity};
+use super::ratios::{self, Ratios};
 use super::{
     ChartSeries, KeyMetrics, Metrics, REPORT_SCHEMA_VERSION, Report, ReportError, ReportOptions,
     Result,
@@ -211,7 +212,7 @@ fn run_ledger(fills_path: &Path) -> Result<FillState> {
 }
 
 /// Aggregations of an equity-like curve `base + value` (rows in time order): max drawdown
-/// (absolute, and percent when `with_pct`) and the moments of per-interval returns.
+/// (absolute, and percent when `with_pct`) and the running peak's maximum.
 fn curve_stats(value: Expr, base: f64, with_pct: bool) -> Vec<Expr> {
     let equity = lit(base) + value;
     let running = equity.clone().cum_max(false);
@@ -220,13 +221,6 @@ fn curve_stats(value: Expr, base: f64, with_pct: bool) -> Vec<Expr> {
         .then(running)
         .otherwise(lit(base));
     let dd = peak.clone() - equity.clone();
-    let prev = equity.clone().shift(lit(1));
-    let ret = if base > 0.0 {
-        (equity - prev.clone()) / prev
-    } else {
-        // No capital to divide by: use PnL changes; Sharpe is a ratio so the scale cancels.
-        equity - prev
-    };
     let mut out = vec![
         dd.clone().max().alias("max_dd"),
         peak.clone().max().alias("peak"),
@@ -241,17 +235,6 @@ fn curve_stats(value: Expr, base: f64, with_pct: bool) -> Vec<Expr> {
             .alias("max_dd_pct"),
         );
     }
-    out.push(ret.clone().mean().alias("ret_mean"));
-    out.push(ret.clone().std(1).alias("ret_std"));
-    out.push(ret.clone().count().alias("ret_n"));
-    out.push(
-        when(ret.clone().lt(lit(0.0)))
-            .then(ret.clone().pow(2))
-            .otherwise(lit(0.0))
-            .filter(ret.is_not_null())
-            .mean()
-            .alias("ret_down2"),
-    );
     out
 }
 
@@ -290,30 +273,15 @@ pub(super) fn get_str(df: &DataFrame, name: &str, row: usize) -> String {
         .unwrap_or_default()
 }
 
-struct Ratios {
-    sharpe: Option<f64>,
-    sortino: Option<f64>,
-}
-
-fn ratios(df: &DataFrame, row: usize, periods_per_year: Option<f64>) -> Ratios {
-    let ann = periods_per_year.map(f64::sqrt);
-    let mean = get_f64(df, "ret_mean", row);
-    let n = get_f64(df, "ret_n", row).unwrap_or(0.0);
-    if n < 2.0 {
-        return Ratios {
-            sharpe: None,
-            sortino: None,
-        };
-    }
-    let sharpe = match (mean, get_f64(df, "ret_std", row), ann) {
-        (Some(m), Some(s), Some(a)) if s > 0.0 => Some(m / s * a),
-        _ => None,
-    };
-    let sortino = match (mean, get_f64(df, "ret_down2", row), ann) {
-        (Some(m), Some(d2), Some(a)) if d2 > 0.0 => Some(m / d2.sqrt() * a),
-        _ => None,
-    };
-    Ratios { sharpe, sortino }
+/// Ratios from the `ret_*` sums at `row` of `df` (see [`ratios::return_sums`]).
+fn ratios_at(df: &DataFrame, row: usize, periods_per_year: f64) -> Ratios {
+    ratios::ratios(
+        get_f64(df, "ret_sum", row).unwrap_or(0.0),
+        get_f64(df, "ret_sum2", row).unwrap_or(0.0),
+        get_f64(df, "ret_down2", row).unwrap_or(0.0),
+        get_f64(df, "ret_n", row).unwrap_or(0.0),
+        periods_per_year,
+    )
 }
 
 /// A drawdown curve closed by its final point.
@@ -487,6 +455,7 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         .alias(name))
     };
     let total = joined
+        .clone()
         .select([col("ts"), step("pnl")?, step("gross")?, step("net")?])
         .select([
             col("ts"),
@@ -540,6 +509,7 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         );
     }
     let chart = total
+        .clone()
         .with_columns([
             (col("equity") - peak).alias("drawdown"),
             ((col("ts") - col("ts").min()).cast(DataType::Float64) * lit(buckets) / span)
@@ -550,6 +520,57 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         .group_by_stable([col("bucket")])
         .agg(chart_aggs);
 
+    // Returns on the grid of the return interval (see `ratios`): the last equity of each
+    // grid point, then the sums the ratios need; per key, the key's first grid point after
+    // the start compares with the starting balance (its PnL was 0 before its first mark).
+    let interval = opts.return_interval_ns;
+    let total_returns = total
+        .clone()
+        .select([col("ts"), col("equity")])
+        .with_columns(ratios::grid_columns(interval))
+        .group_by_stable([col("k")])
+        .agg([col("equity").last(), col("kmax").first()])
+        .filter(col("k").lt_eq(col("kmax")))
+        .sort(["k"], SortMultipleOptions::default())
+        .select(ratios::return_sums(
+            col("equity"),
+            col("equity").shift(lit(1)),
+            starting_balance,
+        ));
+    let mut key_k = key_cols().to_vec();
+    key_k.push(col("k"));
+    let key_prev = pl(
+        "cannot build the per-key returns",
+        col("equity").shift(lit(1)).over(key_cols()),
+    )?
+    .fill_null(
+        when(col("k").gt(lit(0)))
+            .then(lit(starting_balance))
+            .otherwise(lit(NULL)),
+    );
+    let key_returns = joined
+        .clone()
+        .select([
+            col("ts"),
+            col("strategy"),
+            col("venue"),
+            col("symbol"),
+            col("pnl"),
+        ])
+        .with_columns(ratios::grid_columns(interval))
+        .group_by_stable(key_k.clone())
+        .agg([col("pnl").last(), col("kmax").first()])
+        .filter(col("k").lt_eq(col("kmax")))
+        .sort_by_exprs(key_k, SortMultipleOptions::default())
+        .with_column((lit(starting_balance) + col("pnl")).alias("equity"))
+        .with_column(key_prev.alias("prev"))
+        .group_by(key_cols())
+        .agg(ratios::return_sums(
+            col("equity"),
+            col("prev"),
+            starting_balance,
+        ));
+
     let opt = per_key.get_current_optimizations();
     let mut out = pl(
         &format!("cannot compute metrics over {}", marks_path.display()),
@@ -558,17 +579,46 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
                 per_key.logical_plan,
                 total_stats.logical_plan,
                 chart.logical_plan,
+                total_returns.logical_plan,
+                key_returns.logical_plan,
             ],
             Engine::Auto,
             opt,
         ),
     )?;
+    let key_returns_df = out.pop().unwrap_or_default();
+    let total_returns_df = out.pop().unwrap_or_default();
     let chart_df = out.pop().unwrap_or_default();
     let total_df = out.pop().unwrap_or_default();
     let per_key_df = out.pop().unwrap_or_default();
 
-    let interval_ns = get_f64(&total_df, "interval", 0).filter(|v| *v > 0.0);
-    let periods_per_year = interval_ns.map(|i| NS_PER_YEAR / i);
+    let start_ns = get_i64(&total_df, "start", 0);
+    let end_ns = get_i64(&total_df, "end", 0);
+    let mark_interval_ns = get_f64(&total_df, "interval", 0)
+        .filter(|v| *v > 0.0)
+        .map(|v| v.round() as i64);
+    let periods_per_year = NS_PER_YEAR / interval as f64;
+    let ratios_unavailable = ratios::unavailable_reason(
+        start_ns.zip(end_ns).map(|(a, b)| b - a),
+        interval,
+        mark_interval_ns,
+    );
+    let shown = |r: Ratios| {
+        if ratios_unavailable.is_some() {
+            Ratios::default()
+        } else {
+            r
+        }
+    };
+    let mut key_return_rows: HashMap<Key, usize> = HashMap::new();
+    for row in 0..key_returns_df.height() {
+        let key = (
+            get_str(&key_returns_df, "strategy", row),
+            get_str(&key_returns_df, "venue", row),
+            get_str(&key_returns_df, "symbol", row),
+        );
+        key_return_rows.insert(key, row);
+    }
 
     let mut key_rows: HashMap<Key, usize> = HashMap::new();
     for row in 0..per_key_df.height() {
@@ -612,14 +662,17 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
             m.position_mismatches = get_f64(df, "mismatches", r).unwrap_or(0.0) as u64;
             m.max_drawdown = get_f64(df, "max_dd", r).unwrap_or(0.0);
             key_peak = get_f64(df, "peak", r);
-            let rt = ratios(df, r, periods_per_year);
-            m.sharpe = rt.sharpe;
-            m.sortino = rt.sortino;
             m.mean_abs_position = get_f64(df, "mean_abs_position", r);
             m.max_abs_position = get_f64(df, "max_abs_position", r);
             m.time_weighted_abs_position = get_f64(df, "twa_abs_position", r);
             m.mean_gross_notional = get_f64(df, "mean_gross", r);
             m.max_gross_notional = get_f64(df, "max_gross", r);
+        }
+        if let Some(&r) = key_return_rows.get(&key) {
+            let rt = shown(ratios_at(&key_returns_df, r, periods_per_year));
+            m.sharpe = rt.sharpe;
+            m.sortino = rt.sortino;
+            m.sharpe_stderr = rt.sharpe_stderr;
         }
         let closed = close_curve(
             m.max_drawdown,
@@ -667,16 +720,16 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
-    let rt = ratios(&total_df, 0, periods_per_year);
+    let rt = shown(ratios_at(&total_returns_df, 0, periods_per_year));
     total.sharpe = rt.sharpe;
     total.sortino = rt.sortino;
+    total.sharpe_stderr = rt.sharpe_stderr;
     total.mean_gross_notional = get_f64(&total_df, "mean_gross", 0);
     total.max_gross_notional = get_f64(&total_df, "max_gross", 0);
     derive_ratios(&mut total, total_holding);
 
     let mut series = chart_series(&chart_df);
     // The final equity closes the drawn curves too, at the last fill or the last mark.
-    let end_ns = get_i64(&total_df, "end", 0);
     if let Some(t) = end_ns.max(fills.last_ts) {
         let last = series.equity.last().copied();
         if last != Some((t, final_equity)) {
@@ -690,10 +743,12 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         run_dir: run_dir.display().to_string(),
         scenario,
         starting_balance,
-        start_ns: get_i64(&total_df, "start", 0),
+        start_ns,
         end_ns,
-        interval_ns: interval_ns.map(|v| v.round() as i64),
+        interval_ns: interval,
+        mark_interval_ns,
         periods_per_year,
+        ratios_unavailable,
         total,
         by_key,
         orders: super::orders::order_stats(&run_dir.join("orders.parquet"))?,

@@ -46,6 +46,24 @@ pub(super) fn format_secs(secs: f64) -> String {
     }
 }
 
+/// A return interval as typed on the command line when it is whole (`100ms`, `1s`, `5m`,
+/// `2h`, `1d`), else [`format_secs`].
+pub(super) fn format_interval(ns: i64) -> String {
+    const UNITS: [(i64, &str); 5] = [
+        (86_400_000_000_000, "d"),
+        (3_600_000_000_000, "h"),
+        (60_000_000_000, "m"),
+        (1_000_000_000, "s"),
+        (1_000_000, "ms"),
+    ];
+    for (unit, name) in UNITS {
+        if ns >= unit && ns % unit == 0 {
+            return format!("{}{name}", ns / unit);
+        }
+    }
+    format_secs(ns as f64 / 1e9)
+}
+
 /// Money with thousands separators and two decimals: `-12,345.67`.
 pub(super) fn money(v: f64) -> String {
     if !v.is_finite() {
@@ -114,7 +132,17 @@ fn key_label(k: &KeyMetrics) -> String {
     format!("{}/{}/{}", k.strategy, k.venue, k.symbol)
 }
 
-fn pnl_row(label: String, m: &Metrics) -> Vec<String> {
+/// A Sharpe/Sortino cell: the value, `n/a` when the run is too short for ratios, `-` when
+/// undefined (no variation).
+fn ratio_cell(r: &Report, v: Option<f64>) -> String {
+    match (v, &r.ratios_unavailable) {
+        (Some(x), _) => format!("{x:.2}"),
+        (None, Some(_)) => "n/a".into(),
+        (None, None) => "-".into(),
+    }
+}
+
+fn pnl_row(r: &Report, label: String, m: &Metrics) -> Vec<String> {
     vec![
         label,
         m.trades.to_string(),
@@ -124,8 +152,8 @@ fn pnl_row(label: String, m: &Metrics) -> Vec<String> {
         money(m.fees),
         money(m.net_pnl),
         money(m.max_drawdown),
-        opt(m.sharpe, |x| format!("{x:.2}")),
-        opt(m.sortino, |x| format!("{x:.2}")),
+        ratio_cell(r, m.sharpe),
+        ratio_cell(r, m.sortino),
     ]
 }
 
@@ -166,10 +194,11 @@ pub fn render_table(r: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "marks:            {} (return interval {}, {} per year)",
+        "marks:            {} (every {})",
         r.total.marks,
-        opt(r.interval_ns.map(|i| i as f64 / 1e9), format_secs),
-        opt(r.periods_per_year, |p| format!("{p:.0}"))
+        opt(r.mark_interval_ns.map(|i| i as f64), |i| format_interval(
+            i as i64
+        )),
     );
     let _ = writeln!(
         out,
@@ -181,9 +210,9 @@ pub fn render_table(r: &Report) -> String {
     let mut rows: Vec<Vec<String>> = r
         .by_key
         .iter()
-        .map(|k| pnl_row(key_label(k), &k.metrics))
+        .map(|k| pnl_row(r, key_label(k), &k.metrics))
         .collect();
-    rows.push(pnl_row("TOTAL".into(), &r.total));
+    rows.push(pnl_row(r, "TOTAL".into(), &r.total));
     out.push_str(&table(
         &[
             "strategy/venue/symbol",
@@ -227,12 +256,26 @@ pub fn render_table(r: &Report) -> String {
     let t = &r.total;
     let _ = writeln!(
         out,
-        "\nmax drawdown: {} ({})   Sharpe: {}   Sortino: {}   (annualised, 365-day year, risk-free 0)",
+        "\nmax drawdown: {} ({})",
         money(t.max_drawdown),
         opt(t.max_drawdown_pct, |p| format!("{p:.2}%")),
-        opt(t.sharpe, |x| format!("{x:.2}")),
-        opt(t.sortino, |x| format!("{x:.2}")),
     );
+    match &r.ratios_unavailable {
+        Some(why) => {
+            let _ = writeln!(out, "Sharpe, Sortino: n/a: {why}");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "Sharpe: {} (standard error {})   Sortino: {}   ({} returns, annualised x sqrt({:.0}), risk-free 0)",
+                ratio_cell(r, t.sharpe),
+                opt(t.sharpe_stderr, |x| format!("{x:.2}")),
+                ratio_cell(r, t.sortino),
+                format_interval(r.interval_ns),
+                r.periods_per_year,
+            );
+        }
+    }
     if t.position_mismatches > 0 {
         let _ = writeln!(
             out,
@@ -304,7 +347,7 @@ pub fn render_json(r: &Report) -> String {
 }
 
 /// CSV columns, in order; `strategy,venue,symbol` are `TOTAL,,` on the total row.
-pub const CSV_COLUMNS: [&str; 33] = [
+pub const CSV_COLUMNS: [&str; 34] = [
     "strategy",
     "venue",
     "symbol",
@@ -338,6 +381,7 @@ pub const CSV_COLUMNS: [&str; 33] = [
     "position_mismatches",
     "orders",
     "order_fill_ratio",
+    "sharpe_stderr",
 ];
 
 fn csv_field(s: &str) -> String {
@@ -384,6 +428,7 @@ fn csv_row(out: &mut String, names: [&str; 3], m: &Metrics, orders: Option<&Orde
         m.position_mismatches.to_string(),
         orders.map(|c| c.orders.to_string()).unwrap_or_default(),
         o(orders.and_then(|c| c.fill_ratio)),
+        o(m.sharpe_stderr),
     ];
     let _ = writeln!(out, "{}", cells.join(","));
 }

@@ -287,8 +287,9 @@ fn hand_built_run_matches_hand_computed_pnl() {
     assert_eq!(r.starting_balance, 1000.0);
     assert_eq!(r.start_ns, Some(T0));
     assert_eq!(r.end_ns, Some(T0 + 8 * S));
-    assert_eq!(r.interval_ns, Some(S));
-    assert_close!(r.periods_per_year.expect("ppy"), 31_536_000.0);
+    assert_eq!(r.interval_ns, 60 * S);
+    assert_eq!(r.mark_interval_ns, Some(S));
+    assert_close!(r.periods_per_year, 525_600.0);
     assert_eq!(r.by_key.len(), 2);
 
     let a = key(&r, "a");
@@ -341,16 +342,12 @@ fn hand_built_run_matches_hand_computed_pnl() {
     assert_close!(t.max_gross_notional.expect("gross"), 412.0);
     assert_close!(t.mean_gross_notional.expect("gross"), 2295.0 / 9.0);
 
-    // Sharpe/Sortino of 1-second simple returns, annualised with sqrt(365·86400).
-    let eq: Vec<f64> = TOTAL_PNL.iter().map(|p| 1000.0 + p).collect();
-    let ret: Vec<f64> = eq.windows(2).map(|w| w[1] / w[0] - 1.0).collect();
-    let n = ret.len() as f64;
-    let mean = ret.iter().sum::<f64>() / n;
-    let sd = (ret.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
-    let down = (ret.iter().map(|r| r.min(0.0).powi(2)).sum::<f64>() / n).sqrt();
-    let ann = 31_536_000f64.sqrt();
-    assert!((t.sharpe.expect("sharpe") / (mean / sd * ann) - 1.0).abs() < 1e-6);
-    assert!((t.sortino.expect("sortino") / (mean / down * ann) - 1.0).abs() < 1e-6);
+    // Eight seconds of data: annualised ratios would be noise, so they are not shown.
+    assert_eq!((t.sharpe, t.sortino, t.sharpe_stderr), (None, None, None));
+    assert_eq!(
+        r.ratios_unavailable.as_deref(),
+        Some("8.0s of 1m returns (0 intervals); needs >= 1d of data and >= 30 return intervals")
+    );
 
     assert_eq!(
         r.summary.as_ref().and_then(|s| s.get("kept")),
@@ -472,14 +469,134 @@ fn missing_summary_and_orders_mean_zero_balance_and_no_order_stats() {
     assert_eq!(r.orders, None);
     assert_eq!(r.scenario, None);
     assert_close!(r.total.final_equity.expect("equity"), 23.27);
-    // No capital: the percent drawdown is relative to the PnL peak (35.82 at t4), and the
-    // ratios use PnL changes instead of returns.
+    // No capital: the percent drawdown is relative to the PnL peak (35.82 at t4).
     assert_close!(r.total.max_drawdown, 20.55);
     assert_close!(
         r.total.max_drawdown_pct.expect("pct"),
         20.55 / 35.82 * 100.0
     );
-    assert!(r.total.sharpe.is_some());
+}
+
+/// Three days of hourly marks with holes (every hour `h` with `h % 7 == 3` is missing) of
+/// one long position: bought 1 @ 100 at t0, fee 0, so the key's PnL is `mid − 100`.
+fn long_run(dir: &Path, with_balance: bool) -> Vec<(i64, f64)> {
+    const H: i64 = 3600;
+    write_fills(
+        dir,
+        &[fill(0, ("a", "BTC"), "buy", 100.0, "1", 0.0, "taker")],
+    );
+    let marks: Vec<(i64, f64)> = (0..=72)
+        .filter(|h| h % 7 != 3)
+        .map(|h| (h * H, 100.0 + 5.0 * (h as f64 * 0.7).sin() + 0.1 * h as f64))
+        .collect();
+    let rows: Vec<(i64, &str, &str, f64, f64)> = marks
+        .iter()
+        .map(|&(t, mid)| (t, "a", "BTC", mid, 1.0))
+        .collect();
+    write_marks(dir, &rows);
+    if with_balance {
+        std::fs::write(dir.join("summary.json"), r#"{"starting_balance": 1000}"#).expect("summary");
+    }
+    marks
+}
+
+/// Sharpe, Sortino and the Sharpe standard error from 2-hour returns of `long_run`, computed
+/// the plain way: the equity at each grid point `2h · k` is the last mark at or before it.
+fn two_hour_ratios(marks: &[(i64, f64)], base: f64) -> (f64, f64, f64) {
+    let grid: Vec<f64> = (0..=36)
+        .map(|k| {
+            let (_, mid) = marks
+                .iter()
+                .rev()
+                .find(|(t, _)| *t <= k * 7200)
+                .expect("a mark at or before");
+            base + mid - 100.0
+        })
+        .collect();
+    let ret: Vec<f64> = grid
+        .windows(2)
+        .map(|w| {
+            if base > 0.0 {
+                w[1] / w[0] - 1.0
+            } else {
+                w[1] - w[0]
+            }
+        })
+        .collect();
+    let n = ret.len() as f64;
+    assert_eq!(n, 36.0);
+    let mean = ret.iter().sum::<f64>() / n;
+    let sd = (ret.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    let down = (ret.iter().map(|r| r.min(0.0).powi(2)).sum::<f64>() / n).sqrt();
+    let ann = (365.0f64 * 12.0).sqrt();
+    let per = mean / sd;
+    (
+        per * ann,
+        mean / down * ann,
+        ((1.0 + per * per / 2.0) / n).sqrt() * ann,
+    )
+}
+
+#[test]
+fn sharpe_and_sortino_use_returns_on_the_chosen_interval_of_a_long_enough_run() {
+    for with_balance in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marks = long_run(dir.path(), with_balance);
+        let opts = ReportOptions {
+            return_interval_ns: 2 * 3600 * S,
+            ..ReportOptions::default()
+        };
+        let r = compute(dir.path(), &opts).expect("report");
+        assert_eq!(r.ratios_unavailable, None);
+        assert_close!(r.periods_per_year, 4380.0);
+        let base = if with_balance { 1000.0 } else { 0.0 };
+        let (sharpe, sortino, stderr) = two_hour_ratios(&marks, base);
+        for m in [&r.total, key(&r, "a")] {
+            let rel = |got: Option<f64>, want: f64| (got.expect("ratio") / want - 1.0).abs();
+            assert!(rel(m.sharpe, sharpe) < 1e-9, "{:?} vs {sharpe}", m.sharpe);
+            assert!(
+                rel(m.sortino, sortino) < 1e-9,
+                "{:?} vs {sortino}",
+                m.sortino
+            );
+            assert!(rel(m.sharpe_stderr, stderr) < 1e-9, "{:?}", m.sharpe_stderr);
+        }
+        let table = render_table(&r);
+        assert!(table.contains("(2h returns"), "{table}");
+    }
+}
+
+#[test]
+fn ratios_finer_than_the_marks_or_over_a_short_run_say_why_they_are_not_shown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    long_run(dir.path(), true);
+    let r = compute(dir.path(), &ReportOptions::default()).expect("report");
+    assert_eq!(r.total.sharpe, None);
+    assert_eq!(
+        r.ratios_unavailable.as_deref(),
+        Some("returns every 1m but marks only every 1h; pick --return-interval 1h or more")
+    );
+    let opts = ReportOptions {
+        return_interval_ns: 3 * 3600 * S,
+        ..ReportOptions::default()
+    };
+    let r = compute(dir.path(), &opts).expect("report");
+    assert_eq!(key(&r, "a").sortino, None);
+    assert_eq!(
+        r.ratios_unavailable.as_deref(),
+        Some("3.0d of 3h returns (24 intervals); needs >= 1d of data and >= 30 return intervals")
+    );
+    let table = render_table(&r);
+    assert!(
+        table.contains("Sharpe, Sortino: n/a: 3.0d of 3h returns"),
+        "{table}"
+    );
+    let zero = ReportOptions {
+        return_interval_ns: 0,
+        ..ReportOptions::default()
+    };
+    let err = compute(dir.path(), &zero).expect_err("zero interval");
+    assert!(err.to_string().contains("positive"), "{err}");
 }
 
 #[test]
@@ -604,6 +721,17 @@ fn compare_shows_both_runs_and_the_difference() {
     );
     assert!(line.contains("-1,000.00"), "{line}");
     assert!(text.contains("a/sim/BTC"));
+    // Eight-second runs: no Sharpe, and no relative change of one.
+    let sharpe = text
+        .lines()
+        .find(|l| l.starts_with("Sharpe "))
+        .expect("Sharpe row");
+    assert_eq!(
+        sharpe.split_whitespace().collect::<Vec<_>>(),
+        ["Sharpe", "n/a", "n/a", "-", "-"],
+        "{text}"
+    );
+    assert!(text.contains("Sharpe, Sortino of A: n/a: 8.0s of 1m returns"));
 }
 
 #[test]
