@@ -142,6 +142,10 @@ struct ReportArgs {
     /// Starting balance instead of the run's summary.json.
     #[arg(long)]
     starting_balance: Option<f64>,
+    /// Return interval for Sharpe/Sortino (shown only with >= 1 day of data and >= 30
+    /// intervals; see docs/REPORT.md).
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    return_interval: Duration,
 }
 
 #[derive(Args)]
@@ -964,6 +968,9 @@ fn report_cmd(a: ReportArgs) -> Result<()> {
         csv: a.csv,
         chart: a.chart,
         starting_balance: a.starting_balance,
+        // parse_duration bounds it to 365 days, far inside i64 nanoseconds.
+        return_interval_ns: i64::try_from(a.return_interval.as_nanos())
+            .context("--return-interval is too long")?,
         ..Default::default()
     };
     let text = ticktape::report::run(&a.run_dir, a.compare.as_deref(), &options)

@@ -58,7 +58,8 @@ fn diff_cells(kind: &Kind, a: Option<f64>, b: Option<f64>) -> [String; 2] {
         (Some(a), Some(b)) => {
             let d = b - a;
             let sign = if d > 0.0 { "+" } else { "" };
-            let rel = if a != 0.0 {
+            // A relative change of a ratio that can change sign says nothing.
+            let rel = if a != 0.0 && !matches!(kind, Kind::Ratio) {
                 format!("{:+.1}%", d / a.abs() * 100.0)
             } else {
                 "-".into()
@@ -79,17 +80,27 @@ pub fn compare(a: &Report, b: &Report) -> String {
     };
     let _ = writeln!(out, "A: {}\nB: {}\n", name(a), name(b));
     let mut body = Vec::new();
+    // Sharpe/Sortino of a run too short for them are "n/a" (the reason is printed below).
+    let shown = |r: &Report, kind: &Kind, v: Option<f64>| match (kind, &r.ratios_unavailable) {
+        (Kind::Ratio, Some(_)) => "n/a".to_string(),
+        _ => cell(kind, v),
+    };
     for ((label, kind, va), (_, _, vb)) in rows(&a.total).into_iter().zip(rows(&b.total)) {
         let [d, rel] = diff_cells(&kind, va, vb);
         body.push(vec![
             label.to_string(),
-            cell(&kind, va),
-            cell(&kind, vb),
+            shown(a, &kind, va),
+            shown(b, &kind, vb),
             d,
             rel,
         ]);
     }
     out.push_str(&table(&["metric", "A", "B", "B - A", "change"], &body));
+    for (tag, r) in [("A", a), ("B", b)] {
+        if let Some(why) = &r.ratios_unavailable {
+            let _ = writeln!(out, "Sharpe, Sortino of {tag}: n/a: {why}");
+        }
+    }
 
     let mut keys: Vec<(String, String, String)> = a
         .by_key

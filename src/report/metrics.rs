@@ -16,9 +16,10 @@ use std::path::Path;
 use polars::prelude::*;
 
 use super::ledger::{Ledger, LedgerFill, LedgerTotals, Liquidity};
+use super::ratios::{self, Ratios};
 use super::{
-    ChartSeries, KeyMetrics, Metrics, OrderStats, REPORT_SCHEMA_VERSION, Report, ReportError,
-    ReportOptions, Result,
+    ChartSeries, KeyMetrics, Metrics, REPORT_SCHEMA_VERSION, Report, ReportError, ReportOptions,
+    Result,
 };
 
 const KEYS: [&str; 3] = ["strategy", "venue", "symbol"];
@@ -27,7 +28,7 @@ const NS_PER_YEAR: f64 = 365.0 * 86_400.0 * 1e9;
 
 type Key = (String, String, String);
 
-fn pl<T>(what: &str, r: PolarsResult<T>) -> Result<T> {
+pub(super) fn pl<T>(what: &str, r: PolarsResult<T>) -> Result<T> {
     r.map_err(|source| ReportError::Polars {
         context: what.to_string(),
         source,
@@ -38,7 +39,7 @@ fn key_cols() -> [Expr; 3] {
     KEYS.map(col)
 }
 
-fn scan(path: &Path) -> Result<LazyFrame> {
+pub(super) fn scan(path: &Path) -> Result<LazyFrame> {
     if !path.is_file() {
         return Err(ReportError::MissingInput {
             path: path.to_path_buf(),
@@ -56,6 +57,8 @@ fn scan(path: &Path) -> Result<LazyFrame> {
 struct FillState {
     frame: DataFrame,
     totals: BTreeMap<Key, LedgerTotals>,
+    /// Time of the last fill, ns since the Unix epoch (`None` without fills).
+    last_ts: Option<i64>,
 }
 
 fn run_ledger(fills_path: &Path) -> Result<FillState> {
@@ -200,11 +203,16 @@ fn run_ledger(fills_path: &Path) -> Result<FillState> {
         .zip(ledgers)
         .map(|(k, l)| (k, l.totals().clone()))
         .collect();
-    Ok(FillState { frame, totals })
+    let last_ts = ts.iter().flatten().copied().max();
+    Ok(FillState {
+        frame,
+        totals,
+        last_ts,
+    })
 }
 
 /// Aggregations of an equity-like curve `base + value` (rows in time order): max drawdown
-/// (absolute, and percent when `with_pct`) and the moments of per-interval returns.
+/// (absolute, and percent when `with_pct`) and the running peak's maximum.
 fn curve_stats(value: Expr, base: f64, with_pct: bool) -> Vec<Expr> {
     let equity = lit(base) + value;
     let running = equity.clone().cum_max(false);
@@ -213,14 +221,10 @@ fn curve_stats(value: Expr, base: f64, with_pct: bool) -> Vec<Expr> {
         .then(running)
         .otherwise(lit(base));
     let dd = peak.clone() - equity.clone();
-    let prev = equity.clone().shift(lit(1));
-    let ret = if base > 0.0 {
-        (equity - prev.clone()) / prev
-    } else {
-        // No capital to divide by: use PnL changes; Sharpe is a ratio so the scale cancels.
-        equity - prev
-    };
-    let mut out = vec![dd.clone().max().alias("max_dd")];
+    let mut out = vec![
+        dd.clone().max().alias("max_dd"),
+        peak.clone().max().alias("peak"),
+    ];
     if with_pct {
         out.push(
             (when(peak.clone().gt(lit(0.0)))
@@ -231,22 +235,11 @@ fn curve_stats(value: Expr, base: f64, with_pct: bool) -> Vec<Expr> {
             .alias("max_dd_pct"),
         );
     }
-    out.push(ret.clone().mean().alias("ret_mean"));
-    out.push(ret.clone().std(1).alias("ret_std"));
-    out.push(ret.clone().count().alias("ret_n"));
-    out.push(
-        when(ret.clone().lt(lit(0.0)))
-            .then(ret.clone().pow(2))
-            .otherwise(lit(0.0))
-            .filter(ret.is_not_null())
-            .mean()
-            .alias("ret_down2"),
-    );
     out
 }
 
 /// Reads `name` at `row` as `f64` (any numeric column), `None` for null/NaN/missing.
-fn get_f64(df: &DataFrame, name: &str, row: usize) -> Option<f64> {
+pub(super) fn get_f64(df: &DataFrame, name: &str, row: usize) -> Option<f64> {
     let c = df.column(name).ok()?.cast(&DataType::Float64).ok()?;
     c.f64().ok()?.get(row).filter(|v| v.is_finite())
 }
@@ -273,37 +266,52 @@ fn i64_values(df: &DataFrame, name: &str) -> Vec<Option<i64>> {
         .unwrap_or_else(|| vec![None; df.height()])
 }
 
-fn get_str(df: &DataFrame, name: &str, row: usize) -> String {
+pub(super) fn get_str(df: &DataFrame, name: &str, row: usize) -> String {
     df.column(name)
         .ok()
         .and_then(|c| c.str().ok().and_then(|s| s.get(row).map(str::to_owned)))
         .unwrap_or_default()
 }
 
-struct Ratios {
-    sharpe: Option<f64>,
-    sortino: Option<f64>,
+/// Ratios from the `ret_*` sums at `row` of `df` (see [`ratios::return_sums`]).
+fn ratios_at(df: &DataFrame, row: usize, periods_per_year: f64) -> Ratios {
+    ratios::ratios(
+        get_f64(df, "ret_sum", row).unwrap_or(0.0),
+        get_f64(df, "ret_sum2", row).unwrap_or(0.0),
+        get_f64(df, "ret_down2", row).unwrap_or(0.0),
+        get_f64(df, "ret_n", row).unwrap_or(0.0),
+        periods_per_year,
+    )
 }
 
-fn ratios(df: &DataFrame, row: usize, periods_per_year: Option<f64>) -> Ratios {
-    let ann = periods_per_year.map(f64::sqrt);
-    let mean = get_f64(df, "ret_mean", row);
-    let n = get_f64(df, "ret_n", row).unwrap_or(0.0);
-    if n < 2.0 {
-        return Ratios {
-            sharpe: None,
-            sortino: None,
-        };
+/// A drawdown curve closed by its final point.
+struct ClosedCurve {
+    /// Largest drawdown over the curve and the final point.
+    max_drawdown: f64,
+    /// Drawdown at the final point (≤ 0, as drawn).
+    final_drawdown: f64,
+    /// Drawdown at the final point in percent of its peak, when the peak is positive.
+    final_pct: Option<f64>,
+}
+
+/// Adds the final equity (after the last fill, marked at the last mid) as the last point of
+/// a curve whose drawdown over the marks was `curve_dd` with running peak `curve_peak`
+/// (`None` without marks; the peak never falls below `base`). Fills after the last mark
+/// move the final equity without moving any mark, so without this point a run that loses
+/// to the end could report a drawdown smaller than its loss.
+fn close_curve(
+    curve_dd: f64,
+    curve_peak: Option<f64>,
+    base: f64,
+    final_equity: f64,
+) -> ClosedCurve {
+    let peak = curve_peak.unwrap_or(base).max(base).max(final_equity);
+    let dd = peak - final_equity;
+    ClosedCurve {
+        max_drawdown: curve_dd.max(dd),
+        final_drawdown: -dd,
+        final_pct: (peak > 0.0).then(|| dd / peak * 100.0),
     }
-    let sharpe = match (mean, get_f64(df, "ret_std", row), ann) {
-        (Some(m), Some(s), Some(a)) if s > 0.0 => Some(m / s * a),
-        _ => None,
-    };
-    let sortino = match (mean, get_f64(df, "ret_down2", row), ann) {
-        (Some(m), Some(d2), Some(a)) if d2 > 0.0 => Some(m / d2.sqrt() * a),
-        _ => None,
-    };
-    Ratios { sharpe, sortino }
 }
 
 fn ratio(num: f64, den: f64) -> Option<f64> {
@@ -353,44 +361,6 @@ fn read_summary(run_dir: &Path) -> Result<Option<serde_json::Value>> {
         });
     }
     Ok(Some(value))
-}
-
-fn order_stats(path: &Path) -> Result<Option<OrderStats>> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let what = format!("cannot read {}", path.display());
-    let lf = scan(path)?;
-    let by_status = pl(
-        &what,
-        lf.clone()
-            .group_by([col("status")])
-            .agg([len().alias("n")])
-            .collect(),
-    )?;
-    let sums = pl(
-        &what,
-        lf.select([
-            len().alias("orders"),
-            col("size").sum().alias("size"),
-            col("filled").sum().alias("filled"),
-        ])
-        .collect(),
-    )?;
-    let mut stats = OrderStats {
-        orders: get_f64(&sums, "orders", 0).unwrap_or(0.0) as u64,
-        ..OrderStats::default()
-    };
-    for row in 0..by_status.height() {
-        let n = get_f64(&by_status, "n", row).unwrap_or(0.0) as u64;
-        stats
-            .by_status
-            .insert(get_str(&by_status, "status", row), n);
-    }
-    if let (Some(f), Some(s)) = (get_f64(&sums, "filled", 0), get_f64(&sums, "size", 0)) {
-        stats.fill_ratio = ratio(f, s);
-    }
-    Ok(Some(stats))
 }
 
 pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
@@ -485,6 +455,7 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         .alias(name))
     };
     let total = joined
+        .clone()
         .select([col("ts"), step("pnl")?, step("gross")?, step("net")?])
         .select([
             col("ts"),
@@ -538,6 +509,7 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         );
     }
     let chart = total
+        .clone()
         .with_columns([
             (col("equity") - peak).alias("drawdown"),
             ((col("ts") - col("ts").min()).cast(DataType::Float64) * lit(buckets) / span)
@@ -548,6 +520,57 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         .group_by_stable([col("bucket")])
         .agg(chart_aggs);
 
+    // Returns on the grid of the return interval (see `ratios`): the last equity of each
+    // grid point, then the sums the ratios need; per key, the key's first grid point after
+    // the start compares with the starting balance (its PnL was 0 before its first mark).
+    let interval = opts.return_interval_ns;
+    let total_returns = total
+        .clone()
+        .select([col("ts"), col("equity")])
+        .with_columns(ratios::grid_columns(interval))
+        .group_by_stable([col("k")])
+        .agg([col("equity").last(), col("kmax").first()])
+        .filter(col("k").lt_eq(col("kmax")))
+        .sort(["k"], SortMultipleOptions::default())
+        .select(ratios::return_sums(
+            col("equity"),
+            col("equity").shift(lit(1)),
+            starting_balance,
+        ));
+    let mut key_k = key_cols().to_vec();
+    key_k.push(col("k"));
+    let key_prev = pl(
+        "cannot build the per-key returns",
+        col("equity").shift(lit(1)).over(key_cols()),
+    )?
+    .fill_null(
+        when(col("k").gt(lit(0)))
+            .then(lit(starting_balance))
+            .otherwise(lit(NULL)),
+    );
+    let key_returns = joined
+        .clone()
+        .select([
+            col("ts"),
+            col("strategy"),
+            col("venue"),
+            col("symbol"),
+            col("pnl"),
+        ])
+        .with_columns(ratios::grid_columns(interval))
+        .group_by_stable(key_k.clone())
+        .agg([col("pnl").last(), col("kmax").first()])
+        .filter(col("k").lt_eq(col("kmax")))
+        .sort_by_exprs(key_k, SortMultipleOptions::default())
+        .with_column((lit(starting_balance) + col("pnl")).alias("equity"))
+        .with_column(key_prev.alias("prev"))
+        .group_by(key_cols())
+        .agg(ratios::return_sums(
+            col("equity"),
+            col("prev"),
+            starting_balance,
+        ));
+
     let opt = per_key.get_current_optimizations();
     let mut out = pl(
         &format!("cannot compute metrics over {}", marks_path.display()),
@@ -556,17 +579,46 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
                 per_key.logical_plan,
                 total_stats.logical_plan,
                 chart.logical_plan,
+                total_returns.logical_plan,
+                key_returns.logical_plan,
             ],
             Engine::Auto,
             opt,
         ),
     )?;
+    let key_returns_df = out.pop().unwrap_or_default();
+    let total_returns_df = out.pop().unwrap_or_default();
     let chart_df = out.pop().unwrap_or_default();
     let total_df = out.pop().unwrap_or_default();
     let per_key_df = out.pop().unwrap_or_default();
 
-    let interval_ns = get_f64(&total_df, "interval", 0).filter(|v| *v > 0.0);
-    let periods_per_year = interval_ns.map(|i| NS_PER_YEAR / i);
+    let start_ns = get_i64(&total_df, "start", 0);
+    let end_ns = get_i64(&total_df, "end", 0);
+    let mark_interval_ns = get_f64(&total_df, "interval", 0)
+        .filter(|v| *v > 0.0)
+        .map(|v| v.round() as i64);
+    let periods_per_year = NS_PER_YEAR / interval as f64;
+    let ratios_unavailable = ratios::unavailable_reason(
+        start_ns.zip(end_ns).map(|(a, b)| b - a),
+        interval,
+        mark_interval_ns,
+    );
+    let shown = |r: Ratios| {
+        if ratios_unavailable.is_some() {
+            Ratios::default()
+        } else {
+            r
+        }
+    };
+    let mut key_return_rows: HashMap<Key, usize> = HashMap::new();
+    for row in 0..key_returns_df.height() {
+        let key = (
+            get_str(&key_returns_df, "strategy", row),
+            get_str(&key_returns_df, "venue", row),
+            get_str(&key_returns_df, "symbol", row),
+        );
+        key_return_rows.insert(key, row);
+    }
 
     let mut key_rows: HashMap<Key, usize> = HashMap::new();
     for row in 0..per_key_df.height() {
@@ -603,20 +655,32 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         };
         m.net_pnl = m.realized_pnl + m.unrealized_pnl - m.fees;
         m.final_position = Some(t.position);
+        let mut key_peak = None;
         if let Some(r) = row {
             let df = &per_key_df;
             m.marks = get_f64(df, "marks", r).unwrap_or(0.0) as u64;
             m.position_mismatches = get_f64(df, "mismatches", r).unwrap_or(0.0) as u64;
             m.max_drawdown = get_f64(df, "max_dd", r).unwrap_or(0.0);
-            let rt = ratios(df, r, periods_per_year);
-            m.sharpe = rt.sharpe;
-            m.sortino = rt.sortino;
+            key_peak = get_f64(df, "peak", r);
             m.mean_abs_position = get_f64(df, "mean_abs_position", r);
             m.max_abs_position = get_f64(df, "max_abs_position", r);
             m.time_weighted_abs_position = get_f64(df, "twa_abs_position", r);
             m.mean_gross_notional = get_f64(df, "mean_gross", r);
             m.max_gross_notional = get_f64(df, "max_gross", r);
         }
+        if let Some(&r) = key_return_rows.get(&key) {
+            let rt = shown(ratios_at(&key_returns_df, r, periods_per_year));
+            m.sharpe = rt.sharpe;
+            m.sortino = rt.sortino;
+            m.sharpe_stderr = rt.sharpe_stderr;
+        }
+        let closed = close_curve(
+            m.max_drawdown,
+            key_peak,
+            starting_balance,
+            starting_balance + m.net_pnl,
+        );
+        m.max_drawdown = closed.max_drawdown;
         derive_ratios(&mut m, t.holding_ns);
 
         total.realized_pnl += m.realized_pnl;
@@ -644,29 +708,52 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
     }
     total.net_pnl = total.realized_pnl + total.unrealized_pnl - total.fees;
     total.final_equity = Some(starting_balance + total.net_pnl);
-    total.max_drawdown = get_f64(&total_df, "max_dd", 0).unwrap_or(0.0);
-    total.max_drawdown_pct = get_f64(&total_df, "max_dd_pct", 0);
-    let rt = ratios(&total_df, 0, periods_per_year);
+    let final_equity = starting_balance + total.net_pnl;
+    let closed = close_curve(
+        get_f64(&total_df, "max_dd", 0).unwrap_or(0.0),
+        get_f64(&total_df, "peak", 0),
+        starting_balance,
+        final_equity,
+    );
+    total.max_drawdown = closed.max_drawdown;
+    total.max_drawdown_pct = match (get_f64(&total_df, "max_dd_pct", 0), closed.final_pct) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let rt = shown(ratios_at(&total_returns_df, 0, periods_per_year));
     total.sharpe = rt.sharpe;
     total.sortino = rt.sortino;
+    total.sharpe_stderr = rt.sharpe_stderr;
     total.mean_gross_notional = get_f64(&total_df, "mean_gross", 0);
     total.max_gross_notional = get_f64(&total_df, "max_gross", 0);
     derive_ratios(&mut total, total_holding);
+
+    let mut series = chart_series(&chart_df);
+    // The final equity closes the drawn curves too, at the last fill or the last mark.
+    if let Some(t) = end_ns.max(fills.last_ts) {
+        let last = series.equity.last().copied();
+        if last != Some((t, final_equity)) {
+            series.equity.push((t, final_equity));
+            series.drawdown.push((t, closed.final_drawdown));
+        }
+    }
 
     Ok(Report {
         schema_version: REPORT_SCHEMA_VERSION,
         run_dir: run_dir.display().to_string(),
         scenario,
         starting_balance,
-        start_ns: get_i64(&total_df, "start", 0),
-        end_ns: get_i64(&total_df, "end", 0),
-        interval_ns: interval_ns.map(|v| v.round() as i64),
+        start_ns,
+        end_ns,
+        interval_ns: interval,
+        mark_interval_ns,
         periods_per_year,
+        ratios_unavailable,
         total,
         by_key,
-        orders: order_stats(&run_dir.join("orders.parquet"))?,
+        orders: super::orders::order_stats(&run_dir.join("orders.parquet"))?,
         summary,
-        series: chart_series(&chart_df),
+        series,
     })
 }
 

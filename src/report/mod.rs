@@ -31,6 +31,8 @@ mod chart;
 mod compare;
 pub mod ledger;
 mod metrics;
+mod orders;
+pub mod ratios;
 mod render;
 #[cfg(test)]
 mod tests;
@@ -41,7 +43,10 @@ pub use render::{render_csv, render_json, render_table};
 
 /// Version of the JSON layout produced by [`render_json`]; bumped when a field changes meaning
 /// or disappears (adding fields does not bump it).
-pub const REPORT_SCHEMA_VERSION: u32 = 1;
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
+
+/// Default return interval for Sharpe/Sortino: one minute.
+pub const DEFAULT_RETURN_INTERVAL_NS: i64 = 60_000_000_000;
 
 /// Default number of points per chart series (min and max of each time bucket are kept).
 pub const DEFAULT_CHART_POINTS: usize = 2000;
@@ -59,6 +64,9 @@ pub struct ReportOptions {
     pub chart_max_points: usize,
     /// Overrides `starting_balance` from `summary.json` (quote currency).
     pub starting_balance: Option<f64>,
+    /// Return interval for Sharpe/Sortino, ns (> 0); see [`ratios::unavailable_reason`]
+    /// for when the ratios are shown at all.
+    pub return_interval_ns: i64,
 }
 
 impl Default for ReportOptions {
@@ -69,6 +77,7 @@ impl Default for ReportOptions {
             chart: None,
             chart_max_points: DEFAULT_CHART_POINTS,
             starting_balance: None,
+            return_interval_ns: DEFAULT_RETURN_INTERVAL_NS,
         }
     }
 }
@@ -118,6 +127,9 @@ pub enum ReportError {
         /// What was wrong.
         reason: String,
     },
+    /// An option is out of range.
+    #[error("{0}")]
+    InvalidOption(String),
     /// The chart could not be drawn or written.
     #[error("cannot draw chart {path}: {reason}")]
     Chart {
@@ -150,8 +162,11 @@ pub struct Metrics {
     pub max_drawdown: f64,
     /// Largest fall relative to its peak equity, percent (total only; needs a positive peak).
     pub max_drawdown_pct: Option<f64>,
-    /// Annualised Sharpe ratio of per-interval equity returns (risk-free rate 0).
+    /// Annualised Sharpe ratio of equity returns over the return interval (risk-free rate
+    /// 0); `None` when the run is too short for it (see `Report::ratios_unavailable`).
     pub sharpe: Option<f64>,
+    /// Standard error of `sharpe` under i.i.d. returns (Lo 2002), same units.
+    pub sharpe_stderr: Option<f64>,
     /// Annualised Sortino ratio (downside deviation with target 0).
     pub sortino: Option<f64>,
     /// Notional traded, `Σ price × size`.
@@ -214,15 +229,47 @@ pub struct KeyMetrics {
     pub metrics: Metrics,
 }
 
+/// Order counts of one (strategy, venue, symbol) or of the whole run. `orders.parquet` has
+/// one row per state change; these count **orders** (each by its final state).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OrderCounts {
+    /// Distinct orders: (strategy, venue, symbol, `order_id`).
+    pub orders: u64,
+    /// Rows of `orders.parquet` behind them (one per state change).
+    pub updates: u64,
+    /// Orders by their final `status` (`filled`, `canceled`, `rejected`, and the open
+    /// states `new` and `partially_filled`).
+    pub by_status: BTreeMap<String, u64>,
+    /// `Σ size` over orders not rejected (base units; in the total, summed over symbols).
+    pub ordered_qty: f64,
+    /// `Σ filled` (the order's largest `filled`) over orders not rejected.
+    pub filled_qty: f64,
+    /// `filled_qty / ordered_qty`.
+    pub fill_ratio: Option<f64>,
+}
+
+/// Order counts of one (strategy, venue, symbol).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyOrderStats {
+    /// Strategy name.
+    pub strategy: String,
+    /// Venue name.
+    pub venue: String,
+    /// Symbol.
+    pub symbol: String,
+    /// The counts.
+    #[serde(flatten)]
+    pub counts: OrderCounts,
+}
+
 /// Order statistics, present when `orders.parquet` exists.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OrderStats {
-    /// Number of order rows.
-    pub orders: u64,
-    /// Count of orders by final `status`.
-    pub by_status: BTreeMap<String, u64>,
-    /// `Σ filled / Σ size`.
-    pub fill_ratio: Option<f64>,
+    /// Whole run.
+    #[serde(flatten)]
+    pub total: OrderCounts,
+    /// One entry per (strategy, venue, symbol) with orders, sorted by those names.
+    pub by_key: Vec<KeyOrderStats>,
 }
 
 /// Downsampled series for the chart: `(ts ns since the Unix epoch, value)` in time order,
@@ -254,10 +301,15 @@ pub struct Report {
     pub start_ns: Option<i64>,
     /// Last mark time, ns since the Unix epoch.
     pub end_ns: Option<i64>,
-    /// Median spacing of the total equity curve, ns: the return interval for Sharpe/Sortino.
-    pub interval_ns: Option<i64>,
+    /// The return interval for Sharpe/Sortino, ns (`--return-interval`).
+    pub interval_ns: i64,
+    /// Median spacing of the total equity curve (the mark interval), ns.
+    pub mark_interval_ns: Option<i64>,
     /// Return intervals per 365-day year: the annualisation factor is its square root.
-    pub periods_per_year: Option<f64>,
+    pub periods_per_year: f64,
+    /// Why Sharpe/Sortino are `null` for this run (too short for the return interval, or
+    /// the interval is finer than the marks); `None` when they are computed.
+    pub ratios_unavailable: Option<String>,
     /// Whole-run metrics.
     pub total: Metrics,
     /// One entry per (strategy, venue, symbol), sorted by those names.
@@ -273,6 +325,12 @@ pub struct Report {
 
 /// Computes the report for `run_dir` (see the module docs for the pipeline).
 pub fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
+    if opts.return_interval_ns <= 0 {
+        return Err(ReportError::InvalidOption(format!(
+            "the return interval must be positive, got {} ns",
+            opts.return_interval_ns
+        )));
+    }
     metrics::compute(run_dir, opts)
 }
 

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::{KeyMetrics, Metrics, Report};
+use super::{KeyMetrics, Metrics, OrderCounts, OrderStats, Report};
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for ns since the Unix epoch (no time-zone database needed).
 pub(super) fn format_ts(ns: i64) -> String {
@@ -44,6 +44,24 @@ pub(super) fn format_secs(secs: f64) -> String {
     } else {
         format!("{:.1}d", secs / 86_400.0)
     }
+}
+
+/// A return interval as typed on the command line when it is whole (`100ms`, `1s`, `5m`,
+/// `2h`, `1d`), else [`format_secs`].
+pub(super) fn format_interval(ns: i64) -> String {
+    const UNITS: [(i64, &str); 5] = [
+        (86_400_000_000_000, "d"),
+        (3_600_000_000_000, "h"),
+        (60_000_000_000, "m"),
+        (1_000_000_000, "s"),
+        (1_000_000, "ms"),
+    ];
+    for (unit, name) in UNITS {
+        if ns >= unit && ns % unit == 0 {
+            return format!("{}{name}", ns / unit);
+        }
+    }
+    format_secs(ns as f64 / 1e9)
 }
 
 /// Money with thousands separators and two decimals: `-12,345.67`.
@@ -114,7 +132,17 @@ fn key_label(k: &KeyMetrics) -> String {
     format!("{}/{}/{}", k.strategy, k.venue, k.symbol)
 }
 
-fn pnl_row(label: String, m: &Metrics) -> Vec<String> {
+/// A Sharpe/Sortino cell: the value, `n/a` when the run is too short for ratios, `-` when
+/// undefined (no variation).
+fn ratio_cell(r: &Report, v: Option<f64>) -> String {
+    match (v, &r.ratios_unavailable) {
+        (Some(x), _) => format!("{x:.2}"),
+        (None, Some(_)) => "n/a".into(),
+        (None, None) => "-".into(),
+    }
+}
+
+fn pnl_row(r: &Report, label: String, m: &Metrics) -> Vec<String> {
     vec![
         label,
         m.trades.to_string(),
@@ -124,8 +152,8 @@ fn pnl_row(label: String, m: &Metrics) -> Vec<String> {
         money(m.fees),
         money(m.net_pnl),
         money(m.max_drawdown),
-        opt(m.sharpe, |x| format!("{x:.2}")),
-        opt(m.sortino, |x| format!("{x:.2}")),
+        ratio_cell(r, m.sharpe),
+        ratio_cell(r, m.sortino),
     ]
 }
 
@@ -166,10 +194,11 @@ pub fn render_table(r: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "marks:            {} (return interval {}, {} per year)",
+        "marks:            {} (every {})",
         r.total.marks,
-        opt(r.interval_ns.map(|i| i as f64 / 1e9), format_secs),
-        opt(r.periods_per_year, |p| format!("{p:.0}"))
+        opt(r.mark_interval_ns.map(|i| i as f64), |i| format_interval(
+            i as i64
+        )),
     );
     let _ = writeln!(
         out,
@@ -181,9 +210,9 @@ pub fn render_table(r: &Report) -> String {
     let mut rows: Vec<Vec<String>> = r
         .by_key
         .iter()
-        .map(|k| pnl_row(key_label(k), &k.metrics))
+        .map(|k| pnl_row(r, key_label(k), &k.metrics))
         .collect();
-    rows.push(pnl_row("TOTAL".into(), &r.total));
+    rows.push(pnl_row(r, "TOTAL".into(), &r.total));
     out.push_str(&table(
         &[
             "strategy/venue/symbol",
@@ -227,12 +256,26 @@ pub fn render_table(r: &Report) -> String {
     let t = &r.total;
     let _ = writeln!(
         out,
-        "\nmax drawdown: {} ({})   Sharpe: {}   Sortino: {}   (annualised, 365-day year, risk-free 0)",
+        "\nmax drawdown: {} ({})",
         money(t.max_drawdown),
         opt(t.max_drawdown_pct, |p| format!("{p:.2}%")),
-        opt(t.sharpe, |x| format!("{x:.2}")),
-        opt(t.sortino, |x| format!("{x:.2}")),
     );
+    match &r.ratios_unavailable {
+        Some(why) => {
+            let _ = writeln!(out, "Sharpe, Sortino: n/a: {why}");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "Sharpe: {} (standard error {})   Sortino: {}   ({} returns, annualised x sqrt({:.0}), risk-free 0)",
+                ratio_cell(r, t.sharpe),
+                opt(t.sharpe_stderr, |x| format!("{x:.2}")),
+                ratio_cell(r, t.sortino),
+                format_interval(r.interval_ns),
+                r.periods_per_year,
+            );
+        }
+    }
     if t.position_mismatches > 0 {
         let _ = writeln!(
             out,
@@ -241,19 +284,59 @@ pub fn render_table(r: &Report) -> String {
         );
     }
     if let Some(o) = &r.orders {
-        let statuses: Vec<String> = o
-            .by_status
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "orders: {} ({})   fill ratio: {}",
-            o.orders,
-            statuses.join(", "),
-            pct(o.fill_ratio)
-        );
+        out.push_str(&orders_table(o));
     }
+    out
+}
+
+/// Final statuses in the order a trader reads them; anything else goes to `other`.
+const STATUS_COLUMNS: [(&str, &str); 5] = [
+    ("filled", "filled"),
+    ("partially_filled", "open part-filled"),
+    ("new", "open unfilled"),
+    ("canceled", "canceled"),
+    ("rejected", "rejected"),
+];
+
+fn orders_row(label: String, c: &OrderCounts) -> Vec<String> {
+    let mut row = vec![label, c.orders.to_string()];
+    for (status, _) in STATUS_COLUMNS {
+        row.push(c.by_status.get(status).copied().unwrap_or(0).to_string());
+    }
+    let other: u64 = c
+        .by_status
+        .iter()
+        .filter(|(k, _)| !STATUS_COLUMNS.iter().any(|(s, _)| s == k))
+        .map(|(_, v)| v)
+        .sum();
+    row.push(other.to_string());
+    row.push(pct(c.fill_ratio));
+    row.push(c.updates.to_string());
+    row
+}
+
+/// The orders section: distinct orders by final status and the quantity fill ratio.
+fn orders_table(o: &OrderStats) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nOrders (each counted once, by final status; fill ratio = filled / ordered quantity, rejected excluded)"
+    );
+    let mut rows: Vec<Vec<String>> = o
+        .by_key
+        .iter()
+        .map(|k| {
+            orders_row(
+                format!("{}/{}/{}", k.strategy, k.venue, k.symbol),
+                &k.counts,
+            )
+        })
+        .collect();
+    rows.push(orders_row("TOTAL".into(), &o.total));
+    let mut header = vec!["strategy/venue/symbol", "orders"];
+    header.extend(STATUS_COLUMNS.iter().map(|(_, label)| *label));
+    header.extend(["other", "fill ratio", "status rows"]);
+    out.push_str(&table(&header, &rows));
     out
 }
 
@@ -264,7 +347,7 @@ pub fn render_json(r: &Report) -> String {
 }
 
 /// CSV columns, in order; `strategy,venue,symbol` are `TOTAL,,` on the total row.
-pub const CSV_COLUMNS: [&str; 31] = [
+pub const CSV_COLUMNS: [&str; 34] = [
     "strategy",
     "venue",
     "symbol",
@@ -296,6 +379,9 @@ pub const CSV_COLUMNS: [&str; 31] = [
     "taker_notional",
     "maker_share",
     "position_mismatches",
+    "orders",
+    "order_fill_ratio",
+    "sharpe_stderr",
 ];
 
 fn csv_field(s: &str) -> String {
@@ -306,7 +392,7 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn csv_row(out: &mut String, names: [&str; 3], m: &Metrics) {
+fn csv_row(out: &mut String, names: [&str; 3], m: &Metrics, orders: Option<&OrderCounts>) {
     let o = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
     let cells = [
         csv_field(names[0]),
@@ -340,6 +426,9 @@ fn csv_row(out: &mut String, names: [&str; 3], m: &Metrics) {
         m.taker_notional.to_string(),
         o(m.maker_share),
         m.position_mismatches.to_string(),
+        orders.map(|c| c.orders.to_string()).unwrap_or_default(),
+        o(orders.and_then(|c| c.fill_ratio)),
+        o(m.sharpe_stderr),
     ];
     let _ = writeln!(out, "{}", cells.join(","));
 }
@@ -350,9 +439,25 @@ pub fn render_csv(r: &Report) -> String {
     let mut out = CSV_COLUMNS.join(",");
     out.push('\n');
     for k in &r.by_key {
-        csv_row(&mut out, [&k.strategy, &k.venue, &k.symbol], &k.metrics);
+        let orders = r.orders.as_ref().and_then(|o| {
+            o.by_key
+                .iter()
+                .find(|c| (&c.strategy, &c.venue, &c.symbol) == (&k.strategy, &k.venue, &k.symbol))
+                .map(|c| &c.counts)
+        });
+        csv_row(
+            &mut out,
+            [&k.strategy, &k.venue, &k.symbol],
+            &k.metrics,
+            orders,
+        );
     }
-    csv_row(&mut out, ["TOTAL", "", ""], &r.total);
+    csv_row(
+        &mut out,
+        ["TOTAL", "", ""],
+        &r.total,
+        r.orders.as_ref().map(|o| &o.total),
+    );
     out
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests: hand-built run directories written as real Parquet files, then
 //! [`compute`] and the renderers, with every expected number worked out by hand below.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 
@@ -191,27 +192,70 @@ fn hand_run(dir: &Path, with_extras: bool) {
             r#"{"starting_balance": 1000, "scenario": "hand", "kept": [1, 2]}"#,
         )
         .expect("summary");
-        let n = 3;
-        write_parquet(
-            &dir.join("orders.parquet"),
-            vec![
-                ts_col("ts", &[1, 2, 3]),
-                str_col("strategy", &["a", "b", "a"]),
-                str_col("venue", &vec!["sim"; n]),
-                str_col("symbol", &["BTC", "ETH", "BTC"]),
-                u64_col("order_id", &[1, 2, 3]),
-                str_col("client_order_id", &["c1", "c2", "c3"]),
-                str_col("side", &["buy", "sell", "sell"]),
-                str_col("order_type", &["limit", "limit", "limit"]),
-                str_col("tif", &["gtc", "gtc", "gtc"]),
-                Series::new("price".into(), &[Some(100.0), None, Some(120.0)]).into(),
-                f64_col("size", &[2.0, 4.0, 2.0]),
-                f64_col("filled", &[2.0, 4.0, 0.0]),
-                str_col("status", &["filled", "filled", "cancelled"]),
-                Series::new("reason".into(), &[None, None, Some("user")]).into(),
-            ],
-        );
+        write_orders(dir);
     }
+}
+
+/// One row per order state change, as the exchange writes them (`order_id`, strategy,
+/// symbol, client order id, size, filled, status), at second `ts`:
+///
+/// - order 1 (a/BTC): new → partially filled → filled 2 of 2
+/// - order 2 (b/ETH): new → filled 4 of 4
+/// - order 3 (a/BTC): new → partially filled 1 → canceled; the cancel row comes first in
+///   the file but later in time, and a refused cancel repeats the final state at t7
+/// - order 4 (a/BTC): rejected (it reused client order id c3)
+/// - order 5 (b/ETH): new, still open (3 ordered, none filled)
+/// - order 6 (b/ETH): new → partially filled 0.5 of 2, still open
+///
+/// Six orders from 13 rows: filled 2, canceled 1, rejected 1, new 1, partially filled 1.
+/// Ordered quantity without the rejected order: a 2 + 2 = 4, b 4 + 3 + 2 = 9; filled:
+/// a 2 + 1 = 3, b 4 + 0 + 0.5 = 4.5; fill ratio a 3/4, b 4.5/9, total 7.5/13.
+type OrderRow = (i64, &'static str, u64, &'static str, f64, f64, &'static str);
+const ORDER_ROWS: [OrderRow; 13] = [
+    (1, "a", 1, "c1", 2.0, 0.0, "new"),
+    (1, "a", 1, "c1", 2.0, 1.0, "partially_filled"),
+    (1, "a", 1, "c1", 2.0, 2.0, "filled"),
+    (2, "b", 2, "c2", 4.0, 0.0, "new"),
+    (2, "b", 2, "c2", 4.0, 4.0, "filled"),
+    (3, "a", 3, "c3", 2.0, 0.0, "new"),
+    (4, "a", 3, "c3", 2.0, 1.0, "canceled"),
+    (3, "a", 3, "c3", 2.0, 1.0, "partially_filled"),
+    (4, "a", 4, "c3", 1.0, 0.0, "rejected"),
+    (5, "b", 5, "c5", 3.0, 0.0, "new"),
+    (6, "b", 6, "c6", 2.0, 0.0, "new"),
+    (6, "b", 6, "c6", 2.0, 0.5, "partially_filled"),
+    (7, "a", 3, "c3", 2.0, 1.0, "canceled"),
+];
+
+fn write_orders(dir: &Path) {
+    let rows = &ORDER_ROWS;
+    let n = rows.len();
+    let symbol = |s: &str| if s == "a" { "BTC" } else { "ETH" };
+    write_parquet(
+        &dir.join("orders.parquet"),
+        vec![
+            ts_col("ts", &rows.iter().map(|r| r.0).collect::<Vec<_>>()),
+            str_col("strategy", &rows.iter().map(|r| r.1).collect::<Vec<_>>()),
+            str_col("venue", &vec!["sim"; n]),
+            str_col(
+                "symbol",
+                &rows.iter().map(|r| symbol(r.1)).collect::<Vec<_>>(),
+            ),
+            u64_col("order_id", &rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+            str_col(
+                "client_order_id",
+                &rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+            ),
+            str_col("side", &vec!["buy"; n]),
+            str_col("order_type", &vec!["limit"; n]),
+            str_col("tif", &vec!["gtc"; n]),
+            f64_col("price", &vec![100.0; n]),
+            f64_col("size", &rows.iter().map(|r| r.4).collect::<Vec<_>>()),
+            f64_col("filled", &rows.iter().map(|r| r.5).collect::<Vec<_>>()),
+            str_col("status", &rows.iter().map(|r| r.6).collect::<Vec<_>>()),
+            Series::new("reason".into(), vec![None::<&str>; n]).into(),
+        ],
+    );
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -243,8 +287,9 @@ fn hand_built_run_matches_hand_computed_pnl() {
     assert_eq!(r.starting_balance, 1000.0);
     assert_eq!(r.start_ns, Some(T0));
     assert_eq!(r.end_ns, Some(T0 + 8 * S));
-    assert_eq!(r.interval_ns, Some(S));
-    assert_close!(r.periods_per_year.expect("ppy"), 31_536_000.0);
+    assert_eq!(r.interval_ns, 60 * S);
+    assert_eq!(r.mark_interval_ns, Some(S));
+    assert_close!(r.periods_per_year, 525_600.0);
     assert_eq!(r.by_key.len(), 2);
 
     let a = key(&r, "a");
@@ -297,26 +342,71 @@ fn hand_built_run_matches_hand_computed_pnl() {
     assert_close!(t.max_gross_notional.expect("gross"), 412.0);
     assert_close!(t.mean_gross_notional.expect("gross"), 2295.0 / 9.0);
 
-    // Sharpe/Sortino of 1-second simple returns, annualised with sqrt(365·86400).
-    let eq: Vec<f64> = TOTAL_PNL.iter().map(|p| 1000.0 + p).collect();
-    let ret: Vec<f64> = eq.windows(2).map(|w| w[1] / w[0] - 1.0).collect();
-    let n = ret.len() as f64;
-    let mean = ret.iter().sum::<f64>() / n;
-    let sd = (ret.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
-    let down = (ret.iter().map(|r| r.min(0.0).powi(2)).sum::<f64>() / n).sqrt();
-    let ann = 31_536_000f64.sqrt();
-    assert!((t.sharpe.expect("sharpe") / (mean / sd * ann) - 1.0).abs() < 1e-6);
-    assert!((t.sortino.expect("sortino") / (mean / down * ann) - 1.0).abs() < 1e-6);
+    // Eight seconds of data: annualised ratios would be noise, so they are not shown.
+    assert_eq!((t.sharpe, t.sortino, t.sharpe_stderr), (None, None, None));
+    assert_eq!(
+        r.ratios_unavailable.as_deref(),
+        Some("8.0s of 1m returns (0 intervals); needs >= 1d of data and >= 30 return intervals")
+    );
 
-    let o = r.orders.as_ref().expect("orders");
-    assert_eq!(o.orders, 3);
-    assert_eq!(o.by_status.get("filled"), Some(&2));
-    assert_eq!(o.by_status.get("cancelled"), Some(&1));
-    assert_close!(o.fill_ratio.expect("ratio"), 6.0 / 8.0);
     assert_eq!(
         r.summary.as_ref().and_then(|s| s.get("kept")),
         Some(&serde_json::json!([1, 2]))
     );
+}
+
+#[test]
+fn orders_are_counted_once_by_final_state_and_fill_ratio_is_by_quantity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    hand_run(dir.path(), true);
+    let r = compute(dir.path(), &ReportOptions::default()).expect("report");
+    let o = r.orders.as_ref().expect("orders");
+    let t = &o.total;
+    assert_eq!((t.orders, t.updates), (6, 13));
+    let want: BTreeMap<String, u64> = [
+        ("filled", 2),
+        ("canceled", 1),
+        ("rejected", 1),
+        ("new", 1),
+        ("partially_filled", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(t.by_status, want);
+    assert_close!(t.ordered_qty, 13.0);
+    assert_close!(t.filled_qty, 7.5);
+    assert_close!(t.fill_ratio.expect("ratio"), 7.5 / 13.0);
+
+    assert_eq!(o.by_key.len(), 2);
+    let a = &o.by_key[0];
+    assert_eq!((a.strategy.as_str(), a.symbol.as_str()), ("a", "BTC"));
+    assert_eq!((a.counts.orders, a.counts.updates), (3, 8));
+    assert_eq!(a.counts.by_status.get("canceled"), Some(&1));
+    assert_eq!(a.counts.by_status.get("rejected"), Some(&1));
+    assert_close!(a.counts.fill_ratio.expect("ratio"), 0.75);
+    let b = &o.by_key[1];
+    assert_eq!((b.strategy.as_str(), b.counts.orders), ("b", 3));
+    assert_eq!(b.counts.by_status.get("new"), Some(&1));
+    assert_eq!(b.counts.by_status.get("partially_filled"), Some(&1));
+    assert_close!(b.counts.fill_ratio.expect("ratio"), 0.5);
+
+    let table = render_table(&r);
+    let total = table
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("TOTAL"))
+        .expect("orders TOTAL row");
+    let cells: Vec<&str> = total.split_whitespace().collect();
+    // orders, filled, open part-filled, open unfilled, canceled, rejected, other, ratio, rows
+    assert_eq!(
+        cells[1..],
+        ["6", "2", "1", "1", "1", "1", "0", "57.7%", "13"],
+        "{table}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&render_json(&r)).expect("json");
+    assert_eq!(json["orders"]["orders"], 6);
+    assert_eq!(json["orders"]["by_key"][1]["orders"], 3);
 }
 
 #[test]
@@ -339,6 +429,37 @@ fn equity_curve_follows_hand_computed_points() {
     assert_close!(dd_min, -20.55);
 }
 
+/// A fill after the last mark (t8): at t9 `a` sells 1 BTC at 90 (fee .1) from flat, so it is
+/// short 1 @ 90, marked at the last BTC mid 108: unrealized −18. `a` ends at
+/// 8.35 − 18 − .1 = −9.75 and the run at 1023.27 − 18.1 = 1005.17; the equity peak is still
+/// 1035.82 (t4), so the drawdown is 1035.82 − 1005.17 = 30.65, not the 20.55 of the marks.
+/// For `a` alone: peak 1000 + 19.85 (t3), final 990.25, drawdown 29.6 (15.3 over the marks).
+#[test]
+fn final_equity_after_the_last_mark_is_a_point_of_the_drawdown_curve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    hand_run(dir.path(), true);
+    let mut fills = hand_fills();
+    fills.push(fill(9, ("a", "BTC"), "sell", 90.0, "1", 0.1, "taker"));
+    write_fills(dir.path(), &fills);
+    let opts = ReportOptions {
+        chart_max_points: 100,
+        ..ReportOptions::default()
+    };
+    let r = compute(dir.path(), &opts).expect("report");
+    let t = &r.total;
+    assert_close!(t.net_pnl, 5.17);
+    assert_close!(t.final_equity.expect("equity"), 1005.17);
+    assert_close!(t.max_drawdown, 30.65);
+    assert_close!(t.max_drawdown_pct.expect("pct"), 30.65 / 1035.82 * 100.0);
+    let a = key(&r, "a");
+    assert_close!(a.net_pnl, -9.75);
+    assert_close!(a.max_drawdown, 29.6);
+    // The drawn curves end at the final equity, at the time of the last fill.
+    assert_eq!(r.series.equity.last().map(|p| p.0), Some(T0 + 9 * S));
+    assert_close!(r.series.equity.last().expect("point").1, 1005.17);
+    assert_close!(r.series.drawdown.last().expect("point").1, -30.65);
+}
+
 #[test]
 fn missing_summary_and_orders_mean_zero_balance_and_no_order_stats() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -348,14 +469,134 @@ fn missing_summary_and_orders_mean_zero_balance_and_no_order_stats() {
     assert_eq!(r.orders, None);
     assert_eq!(r.scenario, None);
     assert_close!(r.total.final_equity.expect("equity"), 23.27);
-    // No capital: the percent drawdown is relative to the PnL peak (35.82 at t4), and the
-    // ratios use PnL changes instead of returns.
+    // No capital: the percent drawdown is relative to the PnL peak (35.82 at t4).
     assert_close!(r.total.max_drawdown, 20.55);
     assert_close!(
         r.total.max_drawdown_pct.expect("pct"),
         20.55 / 35.82 * 100.0
     );
-    assert!(r.total.sharpe.is_some());
+}
+
+/// Three days of hourly marks with holes (every hour `h` with `h % 7 == 3` is missing) of
+/// one long position: bought 1 @ 100 at t0, fee 0, so the key's PnL is `mid − 100`.
+fn long_run(dir: &Path, with_balance: bool) -> Vec<(i64, f64)> {
+    const H: i64 = 3600;
+    write_fills(
+        dir,
+        &[fill(0, ("a", "BTC"), "buy", 100.0, "1", 0.0, "taker")],
+    );
+    let marks: Vec<(i64, f64)> = (0..=72)
+        .filter(|h| h % 7 != 3)
+        .map(|h| (h * H, 100.0 + 5.0 * (h as f64 * 0.7).sin() + 0.1 * h as f64))
+        .collect();
+    let rows: Vec<(i64, &str, &str, f64, f64)> = marks
+        .iter()
+        .map(|&(t, mid)| (t, "a", "BTC", mid, 1.0))
+        .collect();
+    write_marks(dir, &rows);
+    if with_balance {
+        std::fs::write(dir.join("summary.json"), r#"{"starting_balance": 1000}"#).expect("summary");
+    }
+    marks
+}
+
+/// Sharpe, Sortino and the Sharpe standard error from 2-hour returns of `long_run`, computed
+/// the plain way: the equity at each grid point `2h · k` is the last mark at or before it.
+fn two_hour_ratios(marks: &[(i64, f64)], base: f64) -> (f64, f64, f64) {
+    let grid: Vec<f64> = (0..=36)
+        .map(|k| {
+            let (_, mid) = marks
+                .iter()
+                .rev()
+                .find(|(t, _)| *t <= k * 7200)
+                .expect("a mark at or before");
+            base + mid - 100.0
+        })
+        .collect();
+    let ret: Vec<f64> = grid
+        .windows(2)
+        .map(|w| {
+            if base > 0.0 {
+                w[1] / w[0] - 1.0
+            } else {
+                w[1] - w[0]
+            }
+        })
+        .collect();
+    let n = ret.len() as f64;
+    assert_eq!(n, 36.0);
+    let mean = ret.iter().sum::<f64>() / n;
+    let sd = (ret.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    let down = (ret.iter().map(|r| r.min(0.0).powi(2)).sum::<f64>() / n).sqrt();
+    let ann = (365.0f64 * 12.0).sqrt();
+    let per = mean / sd;
+    (
+        per * ann,
+        mean / down * ann,
+        ((1.0 + per * per / 2.0) / n).sqrt() * ann,
+    )
+}
+
+#[test]
+fn sharpe_and_sortino_use_returns_on_the_chosen_interval_of_a_long_enough_run() {
+    for with_balance in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marks = long_run(dir.path(), with_balance);
+        let opts = ReportOptions {
+            return_interval_ns: 2 * 3600 * S,
+            ..ReportOptions::default()
+        };
+        let r = compute(dir.path(), &opts).expect("report");
+        assert_eq!(r.ratios_unavailable, None);
+        assert_close!(r.periods_per_year, 4380.0);
+        let base = if with_balance { 1000.0 } else { 0.0 };
+        let (sharpe, sortino, stderr) = two_hour_ratios(&marks, base);
+        for m in [&r.total, key(&r, "a")] {
+            let rel = |got: Option<f64>, want: f64| (got.expect("ratio") / want - 1.0).abs();
+            assert!(rel(m.sharpe, sharpe) < 1e-9, "{:?} vs {sharpe}", m.sharpe);
+            assert!(
+                rel(m.sortino, sortino) < 1e-9,
+                "{:?} vs {sortino}",
+                m.sortino
+            );
+            assert!(rel(m.sharpe_stderr, stderr) < 1e-9, "{:?}", m.sharpe_stderr);
+        }
+        let table = render_table(&r);
+        assert!(table.contains("(2h returns"), "{table}");
+    }
+}
+
+#[test]
+fn ratios_finer_than_the_marks_or_over_a_short_run_say_why_they_are_not_shown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    long_run(dir.path(), true);
+    let r = compute(dir.path(), &ReportOptions::default()).expect("report");
+    assert_eq!(r.total.sharpe, None);
+    assert_eq!(
+        r.ratios_unavailable.as_deref(),
+        Some("returns every 1m but marks only every 1h; pick --return-interval 1h or more")
+    );
+    let opts = ReportOptions {
+        return_interval_ns: 3 * 3600 * S,
+        ..ReportOptions::default()
+    };
+    let r = compute(dir.path(), &opts).expect("report");
+    assert_eq!(key(&r, "a").sortino, None);
+    assert_eq!(
+        r.ratios_unavailable.as_deref(),
+        Some("3.0d of 3h returns (24 intervals); needs >= 1d of data and >= 30 return intervals")
+    );
+    let table = render_table(&r);
+    assert!(
+        table.contains("Sharpe, Sortino: n/a: 3.0d of 3h returns"),
+        "{table}"
+    );
+    let zero = ReportOptions {
+        return_interval_ns: 0,
+        ..ReportOptions::default()
+    };
+    let err = compute(dir.path(), &zero).expect_err("zero interval");
+    assert!(err.to_string().contains("positive"), "{err}");
 }
 
 #[test]
@@ -452,7 +693,7 @@ fn renderers_show_every_key_and_a_total() {
     );
 
     let json: serde_json::Value = serde_json::from_str(&render_json(&r)).expect("json");
-    assert_eq!(json["schema_version"], 1);
+    assert_eq!(json["schema_version"], 2);
     assert_eq!(json["total"]["trades"], 8);
     assert_eq!(json["by_key"][0]["strategy"], "a");
     assert!(json["by_key"][0]["realized_pnl"].is_number());
@@ -480,6 +721,17 @@ fn compare_shows_both_runs_and_the_difference() {
     );
     assert!(line.contains("-1,000.00"), "{line}");
     assert!(text.contains("a/sim/BTC"));
+    // Eight-second runs: no Sharpe, and no relative change of one.
+    let sharpe = text
+        .lines()
+        .find(|l| l.starts_with("Sharpe "))
+        .expect("Sharpe row");
+    assert_eq!(
+        sharpe.split_whitespace().collect::<Vec<_>>(),
+        ["Sharpe", "n/a", "n/a", "-", "-"],
+        "{text}"
+    );
+    assert!(text.contains("Sharpe, Sortino of A: n/a: 8.0s of 1m returns"));
 }
 
 #[test]

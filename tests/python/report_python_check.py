@@ -7,7 +7,10 @@ Recomputes, from RUN_DIR's Parquet files and without sharing code with the Rust 
   - realized PnL (average cost, position kept exactly with Decimal from `size_exact`),
   - fees, trade count (per strategy/venue/symbol and in total),
   - final equity  = starting_balance + realized + unrealized - fees,
-  - max drawdown of the total equity curve.
+  - max drawdown of the total equity curve closed by the final equity,
+  - order statistics from orders.parquet (one row per state change): distinct orders by
+    (strategy, venue, symbol, order_id), their final statuses, and the fill ratio
+    Σ filled / Σ size over orders that were not rejected (total and per key).
 The equity curve is built differently from the Rust code on purpose: per-key PnL at each mark
 comes from `join_asof`, then the keys are pivoted wide, forward-filled and summed per timestamp.
 Exits 0 when everything matches (relative tolerance --rel, absolute 1e-6), 1 on a mismatch
@@ -110,9 +113,6 @@ def main() -> int:
     key_cols = [c for c in wide.columns if c != "ts_ns"]
     equity = (wide.with_columns(pl.col(key_cols).forward_fill().fill_null(0.0))
               .select((pl.sum_horizontal(key_cols) + start).alias("equity")))["equity"]
-    peak = equity.cum_max().clip(lower_bound=start)
-    max_dd = float((peak - equity).max()) if equity.len() else 0.0
-
     last_mid = {tuple(r[:3]): r[3] for r in joined.group_by(KEYS).agg(pl.col("mid").last()).iter_rows()}
     unrealized = 0.0
     for key, s in state.items():
@@ -121,11 +121,17 @@ def main() -> int:
     realized = sum(s["realized"] for s in state.values())
     fees = sum(s["fees"] for s in state.values())
     trades = sum(s["trades"] for s in state.values())
+
+    # The final equity (fills after the last mark included) is the curve's last point.
+    final_equity = start + realized + unrealized - fees
+    equity = pl.concat([equity, pl.Series("equity", [final_equity])])
+    peak = equity.cum_max().clip(lower_bound=start)
+    max_dd = float((peak - equity).max())
     expected = {
         "total.realized_pnl": realized,
         "total.fees": fees,
         "total.trades": trades,
-        "total.final_equity": start + realized + unrealized - fees,
+        "total.final_equity": final_equity,
         "total.max_drawdown": max_dd,
     }
     got = {k: report["total"].get(k.split(".", 1)[1]) for k in expected}
@@ -136,6 +142,36 @@ def main() -> int:
         for field, value in (("realized_pnl", s["realized"]), ("fees", s["fees"]), ("trades", s["trades"])):
             expected[f"{name}.{field}"] = value
             got[f"{name}.{field}"] = m.get(field)
+
+    orders_path = os.path.join(args.run_dir, "orders.parquet")
+    if os.path.isfile(orders_path):
+        # Last row per order by (ts, file order), taken with unique(keep="last") rather than
+        # a group_by, so a mistake in one method does not hide in both.
+        final = (pl.read_parquet(orders_path)
+                 .with_row_index("row")
+                 .sort("ts", "row")
+                 .unique(subset=[*KEYS, "order_id"], keep="last", maintain_order=True))
+        live = final.filter(pl.col("status") != "rejected")
+        expected["orders.orders"] = final.height
+        got["orders.orders"] = (report.get("orders") or {}).get("orders")
+        ordered, filled = live["size"].sum(), live["filled"].sum()
+        if ordered > 0:
+            expected["orders.fill_ratio"] = filled / ordered
+            got["orders.fill_ratio"] = (report.get("orders") or {}).get("fill_ratio")
+        for status, n in final.group_by("status").len().iter_rows():
+            expected[f"orders.by_status.{status}"] = n
+            got[f"orders.by_status.{status}"] = ((report.get("orders") or {}).get("by_status") or {}).get(status)
+        for key, part in final.group_by(KEYS):
+            name = "/".join(key)
+            match = [k for k in (report.get("orders") or {}).get("by_key", [])
+                     if (k["strategy"], k["venue"], k["symbol"]) == tuple(key)]
+            m = match[0] if match else {}
+            expected[f"orders.{name}.orders"] = part.height
+            got[f"orders.{name}.orders"] = m.get("orders")
+            lp = part.filter(pl.col("status") != "rejected")
+            if lp["size"].sum() > 0:
+                expected[f"orders.{name}.fill_ratio"] = lp["filled"].sum() / lp["size"].sum()
+                got[f"orders.{name}.fill_ratio"] = m.get("fill_ratio")
 
     bad = 0
     for k, want in expected.items():
