@@ -81,7 +81,6 @@ pub fn run(
     let mut names = Interner::default();
     let mut out: Outbox = Vec::new();
     let mut stats = PaperStats::default();
-    let mut replay_stats = crate::replay::ReplayStats::default();
     let mut now: UnixNanos = now_nanos();
     let mark_every = config.mark_interval.as_nanos().max(1) as i64;
     let mut next_mark = now + mark_every;
@@ -102,15 +101,9 @@ pub fn run(
             next_mark += mark_every;
         }
         let mut host_ref: Option<&mut dyn VenueHost> = Some(&mut host);
-        gateway.pump(
-            &mut host_ref,
-            now,
-            &mut out,
-            Duration::ZERO,
-            &mut replay_stats,
-        )?;
+        gateway.pump(&mut host_ref, now, &mut out, Duration::ZERO)?;
         crate::replay::publish_outbox(&mut publisher, &mut out)?;
-        stats.requests = replay_stats.requests;
+        stats.requests = gateway.stats().requests;
         if last_status.elapsed() >= Duration::from_millis(200) {
             last_status = Instant::now();
             on_status(&stats);

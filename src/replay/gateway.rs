@@ -5,7 +5,7 @@
 //! and the rule that decision time belongs to the harness: an order may not be dated
 //! before the last step its strategy acknowledged (lockstep) or before the host's current
 //! time (no lockstep, paper). Earlier dates are moved up to that bound and counted in
-//! [`ReplayStats::backdated`], so a strategy that reads ahead cannot back-date an order
+//! [`GatewayStats::backdated`], so a strategy that reads ahead cannot back-date an order
 //! into a fill it could not have had. Never publishes market data.
 //!
 //! # Who may trade as whom
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::{Outbox, ReplayStats, VenueHost};
+use super::{Outbox, VenueHost};
 use crate::event::UnixNanos;
 
 /// The environment variable a strategy process finds its gateway secret in.
@@ -111,6 +111,19 @@ pub(crate) struct Strategy {
     pub(crate) waited: Duration,
 }
 
+/// What the gateway handled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GatewayStats {
+    /// Requests received (hellos and acks included).
+    pub requests: u64,
+    /// Requests refused: no hello first, a name already connected, a missing or wrong
+    /// token.
+    pub refused: u64,
+    /// Orders and cancels dated before the last step their strategy acknowledged (or
+    /// before the host's clock without lockstep), moved up to that time.
+    pub backdated: u64,
+}
+
 /// The gateway ROUTER and the lockstep bookkeeping (shared with paper trading).
 pub(crate) struct Gateway {
     socket: zmq::Socket,
@@ -121,6 +134,7 @@ pub(crate) struct Gateway {
     markers: VecDeque<(u64, UnixNanos)>,
     /// Secrets hellos must carry (empty: any name, once).
     tokens: Tokens,
+    stats: GatewayStats,
 }
 
 impl Gateway {
@@ -137,7 +151,13 @@ impl Gateway {
             lockstep,
             markers: VecDeque::new(),
             tokens: Tokens::default(),
+            stats: GatewayStats::default(),
         })
+    }
+
+    /// Counters so far.
+    pub(crate) fn stats(&self) -> GatewayStats {
+        self.stats
     }
 
     /// Requires every hello to carry its name's secret from `tokens`.
@@ -197,7 +217,6 @@ impl Gateway {
         now: UnixNanos,
         out: &mut Outbox,
         timeout: Duration,
-        stats: &mut ReplayStats,
     ) -> Result<()> {
         if timeout > Duration::ZERO {
             match self
@@ -218,7 +237,7 @@ impl Gateway {
             let (Some(identity), Some(body)) = (frames.first(), frames.last()) else {
                 continue;
             };
-            stats.requests += 1;
+            self.stats.requests += 1;
             let envelope: Envelope<'_> = serde_json::from_slice(body).unwrap_or_default();
             match envelope.kind.as_deref() {
                 Some("hello") => {
@@ -226,7 +245,7 @@ impl Gateway {
                     if let Some(reason) =
                         self.refuse_hello(identity, &name, envelope.token.as_deref())
                     {
-                        stats.refused += 1;
+                        self.stats.refused += 1;
                         let reply = serde_json::json!({"type": "error", "reason": reason});
                         self.reply(identity, reply.to_string().as_bytes())?;
                         continue;
@@ -269,7 +288,7 @@ impl Gateway {
                         .get(identity)
                         .map(|s| (s.name.clone(), s.acked_ts))
                     else {
-                        stats.refused += 1;
+                        self.stats.refused += 1;
                         let reply = serde_json::json!({"type": "error",
                             "reason": "say hello first: requests are accepted only from a connection that said hello as a strategy"});
                         self.reply(identity, reply.to_string().as_bytes())?;
@@ -279,7 +298,7 @@ impl Gateway {
                     // strategy acknowledged (lockstep), never before now otherwise.
                     let not_before = if self.lockstep > 0 { acked_ts } else { now };
                     if envelope.decided_at.is_some_and(|t| t < not_before) {
-                        stats.backdated += 1;
+                        self.stats.backdated += 1;
                     }
                     let reply = match host.as_deref_mut() {
                         Some(h) => h.on_request(&name, body, now, not_before, out)?,
@@ -370,19 +389,18 @@ mod tests {
         host: &mut ExchangeHost,
         now: UnixNanos,
         out: &mut Outbox,
-        stats: &mut ReplayStats,
         want: u64,
     ) {
-        let target = stats.requests + want;
+        let target = g.stats().requests + want;
         let mut host: Option<&mut dyn VenueHost> = Some(host);
         for _ in 0..200 {
-            g.pump(&mut host, now, out, Duration::from_millis(10), stats)
+            g.pump(&mut host, now, out, Duration::from_millis(10))
                 .unwrap();
-            if stats.requests >= target {
+            if g.stats().requests >= target {
                 return;
             }
         }
-        panic!("gateway saw {} of {target} requests", stats.requests);
+        panic!("gateway saw {} of {target} requests", g.stats().requests);
     }
 
     #[test]
@@ -410,20 +428,19 @@ mod tests {
         let mut g = Gateway::bind(&ctx, &endpoint, 1).unwrap();
         let dealer = ctx.socket(zmq::DEALER).unwrap();
         dealer.connect(&endpoint).unwrap();
-        let mut stats = ReplayStats::default();
         dealer
             .send(r#"{"type":"hello","strategy":"s","lockstep":true}"#, 0)
             .unwrap();
-        pump_until(&mut g, &mut host, 0, &mut out, &mut stats, 1);
+        pump_until(&mut g, &mut host, 0, &mut out, 1);
         g.marker_sent(1, MS + MS / 2);
         dealer.send(r#"{"type":"ack","step":1}"#, 0).unwrap();
-        pump_until(&mut g, &mut host, 0, &mut out, &mut stats, 1);
+        pump_until(&mut g, &mut host, 0, &mut out, 1);
         dealer.send(buy("cheat", 0).as_bytes(), 0).unwrap();
         dealer
             .send(buy("honest", MS + MS / 2).as_bytes(), 0)
             .unwrap();
-        pump_until(&mut g, &mut host, 0, &mut out, &mut stats, 2);
-        assert_eq!(stats.backdated, 1, "the back-dated order is counted");
+        pump_until(&mut g, &mut host, 0, &mut out, 2);
+        assert_eq!(g.stats().backdated, 1, "the back-dated order is counted");
         host.advance_before(2 * MS, &mut out).unwrap();
         host.on_market(&level(2 * MS, Side::Ask, "101", "0"), &mut out)
             .unwrap();
@@ -460,11 +477,10 @@ mod tests {
         host: &mut ExchangeHost,
         dealer: &zmq::Socket,
         msg: &str,
-        stats: &mut ReplayStats,
     ) -> (String, String) {
         dealer.send(msg.as_bytes(), 0).unwrap();
         let mut out = Outbox::new();
-        pump_until(g, host, 0, &mut out, stats, 1);
+        pump_until(g, host, 0, &mut out, 1);
         let reply = dealer.recv_bytes(0).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
         let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
@@ -483,8 +499,7 @@ mod tests {
         let intruder = ctx.socket(zmq::DEALER).unwrap();
         owner.connect(&endpoint).unwrap();
         intruder.connect(&endpoint).unwrap();
-        let mut stats = ReplayStats::default();
-        let mut ask = |d: &zmq::Socket, msg: &str| ask(&mut g, &mut host, d, msg, &mut stats);
+        let mut ask = |d: &zmq::Socket, msg: &str| ask(&mut g, &mut host, d, msg);
         let (t, why) = ask(&owner, r#"{"type":"hello","strategy":"mm"}"#);
         assert_eq!(t, "error", "no token: refused");
         assert!(why.contains("token"), "{why}");
@@ -510,6 +525,6 @@ mod tests {
         assert!(why.contains("one connection is one strategy"), "{why}");
         let (t, _) = ask(&owner, r#"{"type":"query"}"#);
         assert_eq!(t, "query_result", "the owner still trades");
-        assert_eq!(stats.refused, 4);
+        assert_eq!(g.stats().refused, 4);
     }
 }

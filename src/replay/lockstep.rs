@@ -43,7 +43,7 @@ impl Link<'_> {
     /// what the host produced; `now` is the replay's event time.
     pub(crate) fn pump(&mut self, now: UnixNanos, timeout: Duration) -> Result<()> {
         if let Some(g) = self.gateway.as_mut() {
-            g.pump(&mut self.host, now, &mut self.out, timeout, &mut self.stats)?;
+            g.pump(&mut self.host, now, &mut self.out, timeout)?;
         }
         self.flush()
     }

@@ -29,7 +29,7 @@ use crate::store::{EventReader, Selection};
 use crate::wire::Encoding;
 
 pub(crate) use gateway::Gateway;
-pub use gateway::Tokens;
+pub use gateway::{GatewayStats, Tokens};
 use lockstep::{Link, Lockstep};
 pub use pacing::{Lateness, Pacer, Speed};
 
@@ -426,6 +426,10 @@ fn finish(
         ..
     } = link;
     if let Some(g) = gateway {
+        let counts = g.stats();
+        stats.requests = counts.requests;
+        stats.refused = counts.refused;
+        stats.backdated = counts.backdated;
         let mut slowest: Vec<(String, f64)> = g
             .strategies
             .values()

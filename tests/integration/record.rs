@@ -920,7 +920,6 @@ fn chaos_kill_9_loop_loses_nothing_older_than_the_flush_interval_and_marks_every
     );
 }
 
-
 /// Item 5 of issue 13: a publisher written from docs/PROTOCOL.md alone (exact documented
 /// fields, `hb`/`eos` without venue or symbol) plus one field the document does not
 /// define. Before the fix its heartbeat and end-of-stream were quarantined ("missing field
