@@ -936,7 +936,14 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         }
     }
     eprintln!("run directory: {}", outcome.run_dir().display());
-    report_after_run(outcome.run_dir())?;
+    if outcome.interrupted() {
+        // Partial results get a report when there is enough to report on.
+        if let Err(e) = report_after_run(outcome.run_dir()) {
+            eprintln!("no report of the partial run: {e:#}");
+        }
+    } else {
+        report_after_run(outcome.run_dir())?;
+    }
     if outcome.interrupted() {
         bail!(
             "interrupted: partial results are in {}",

@@ -16,7 +16,7 @@
 use anyhow::{Context as _, Result};
 
 use crate::event::{Body, Event, UnixNanos};
-use crate::exchange::{ExchangeOutput, RunCounts, RunWriter, SimExchange};
+use crate::exchange::{RunCounts, RunWriter, SimExchange};
 use crate::strategy::{Dispatcher, QueuedRequest, Strategy};
 
 /// One strategy in the engine.
@@ -175,17 +175,7 @@ impl Engine {
     /// run files; returns the fills digest and the rows written.
     pub(crate) fn finish(&mut self) -> Result<(String, Option<RunCounts>)> {
         self.exchange.close(self.last_ts);
-        let outputs: Vec<ExchangeOutput> = self.exchange.drain();
-        for output in &outputs {
-            if let Some(w) = self.writer.as_mut() {
-                w.write(output)?;
-            }
-            for seat in &mut self.seats {
-                if seat.dispatch.exchange(seat.strategy.as_mut(), output)? {
-                    break;
-                }
-            }
-        }
+        self.deliver()?;
         for seat in &mut self.seats {
             self.stats.requests_after_end += seat.dispatch.ctx.take_requests().count() as u64;
         }

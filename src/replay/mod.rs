@@ -204,9 +204,9 @@ pub fn run(
     let mut link = open_link(config, host, stop)?;
     link.stats.estimate = reader.row_estimate();
     let mut heartbeat = HeartbeatTimer::new(&config.publisher_id, config.heartbeat, true);
-    if !wait_for_peers(config, &mut link, &mut heartbeat, stop)? {
-        return Ok(link.stats);
-    }
+    // Stopped before the peers came: no event goes out, but the host still closes its
+    // outputs (an interrupted run keeps valid, empty run files) through `finish`.
+    let peers_ready = wait_for_peers(config, &mut link, &mut heartbeat, stop)?;
 
     let mut pacer = Pacer::new(config.speed);
     let paced = !matches!(config.speed, Speed::Max);
@@ -217,7 +217,7 @@ pub fn run(
     let mut last_ts: UnixNanos = 0;
     let mut last_progress = Instant::now();
 
-    for event in reader.by_ref() {
+    for event in reader.by_ref().take_while(|_| peers_ready) {
         let event = event?;
         if stop.is_set() {
             break;

@@ -363,16 +363,7 @@ fn a_truncated_import_fails_with_one_message_and_leaves_no_dataset() {
 /// Processes whose command line mentions `needle` (the run's socket directory names
 /// every strategy it started).
 fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(needle) {
-                found.push(cmdline);
-            }
-        }
-    }
-    found
+    processes(needle).into_iter().map(|(_, cmd)| cmd).collect()
 }
 
 #[test]

@@ -206,3 +206,20 @@ pub fn real_data(rel: &str) -> Option<PathBuf> {
     eprintln!("skipping: real data file {} is missing", path.display());
     None
 }
+
+/// (pid, command line) of every process whose command line contains `needle`.
+pub fn processes(needle: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push((pid, cmdline));
+            }
+        }
+    }
+    found
+}
