@@ -611,6 +611,13 @@ fn kill_loop(
     for i in 0..kills {
         let mut recorder = record();
         std::thread::sleep(up(i));
+        if let Ok(Some(status)) = recorder.child.try_wait() {
+            let out = recorder.wait(Duration::from_secs(1));
+            panic!(
+                "recorder {i} exited by itself ({status}) before its kill\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         recorder.child.kill().unwrap();
         killed.push(Kill {
             at: Instant::now(),
