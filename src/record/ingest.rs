@@ -2,7 +2,10 @@
 //! gaps → journal → hand over to the Parquet writer.
 //!
 //! [`Ingest`] owns the dataset while it records (lock, journal, writer thread); the
-//! socket loop in [`super::run`] only feeds it messages and ticks. Keeping the two apart
+//! socket loop in [`super::run`] only feeds it messages and ticks. Opening recovers what
+//! a previous session left, resumes every stream from the dataset's stream tails (so the
+//! downtime gets `recorder_down` rows) and marks the session in progress; closing marks
+//! cut venue messages, saves the tails and logs the session. Keeping the two apart
 //! lets a benchmark push pre-encoded messages through exactly the recorder's code.
 
 use std::collections::BTreeSet;

@@ -611,6 +611,13 @@ fn kill_loop(
     for i in 0..kills {
         let mut recorder = record();
         std::thread::sleep(up(i));
+        if let Ok(Some(status)) = recorder.child.try_wait() {
+            let out = recorder.wait(Duration::from_secs(1));
+            panic!(
+                "recorder {i} exited by itself ({status}) before its kill\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         recorder.child.kill().unwrap();
         killed.push(Kill {
             at: Instant::now(),
@@ -620,6 +627,18 @@ fn kill_loop(
         std::thread::sleep(down);
     }
     let last = record();
+    // Stop it only once it records (its session marker names it), so SIGTERM never
+    // lands before its handler is installed on a slow machine.
+    let marker = ds.join("_ticktape/recording.json");
+    let pid = last.child.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&marker).is_ok_and(|m| m.contains(&pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "the last recorder never started recording"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(Duration::from_millis(2500));
     last.signal("TERM");
     assert_ok("last record session", &last.wait(Duration::from_secs(30)));
