@@ -2,6 +2,7 @@
 
 mod backtest;
 mod inproc;
+mod python_client;
 mod record;
 mod replay;
 mod util;
