@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test: creates .venv with the Python packages the tests use (pyzmq,
-# pyarrow, polars, duckdb) if needed, then the Rust unit and integration tests.
+# pyarrow, polars, duckdb) and the ticktape client (python/, installed editable so the
+# tests use the package as a user gets it, at the current source) if needed, then the
+# Rust unit and integration tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import zmq, pyarrow, polars, duckdb" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] \
+    || ! .venv/bin/python -c "import zmq, pyarrow, polars, duckdb, ticktape_client" 2>/dev/null; then
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+    .venv/bin/pip install --quiet --disable-pip-version-check -e ./python
 fi
 export TICKTAPE_PYTHON="$PWD/.venv/bin/python"
 cargo test -- --test-threads 2

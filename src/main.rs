@@ -520,8 +520,24 @@ struct InspectArgs {
     json: bool,
 }
 
+/// Whether to draw a live status line: not with `--quiet`, and not when this process is a
+/// background job of the terminal its stderr goes to (`ticktape simulate … &` and then
+/// `ticktape record` in one terminal would overwrite each other's lines). The final
+/// summary is printed either way.
+fn live_status(quiet: bool) -> bool {
+    !quiet && stderr_is_foreground()
+}
+
+/// True when stderr is a terminal whose foreground process group is this process's.
+fn stderr_is_foreground() -> bool {
+    // SAFETY: two syscalls that take no pointers; tcgetpgrp returns -1 when fd 2 is not
+    // this process's controlling terminal (a file, a pipe), never equal to a group id.
+    let (foreground, own) = unsafe { (libc::tcgetpgrp(2), libc::getpgrp()) };
+    foreground == own
+}
+
 fn spinner(quiet: bool) -> ProgressBar {
-    if quiet {
+    if !live_status(quiet) {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new_spinner();
@@ -766,14 +782,15 @@ struct ReplayProgress {
 
 impl ReplayProgress {
     fn new(quiet: bool) -> ReplayProgress {
-        let bar = if quiet {
+        let bar = if !live_status(quiet) {
             ProgressBar::hidden()
         } else {
             let bar = ProgressBar::new(0);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} events {per_sec} eta {eta} | {msg}",
+                    "{bar:30} {pos}/{len} events {rate} eta {eta} | {msg}",
                 )
+                .map(|style| style.with_key("rate", write_rate))
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar
@@ -804,6 +821,12 @@ impl ReplayProgress {
         self.bar
             .set_message(format!("at {}", layout::format_ts(p.ts)));
     }
+}
+
+/// The `{rate}` of a progress bar: whole events per second, thousands grouped
+/// (`30,372/s`; indicatif's `{per_sec}` shows four decimals).
+fn write_rate(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    let _ = write!(w, "{}/s", group_thousands(state.per_sec().round() as u64));
 }
 
 fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -> Result<()> {
@@ -970,6 +993,11 @@ fn report_after_run(run_dir: &std::path::Path) -> Result<()> {
 }
 
 fn report_cmd(a: ReportArgs) -> Result<()> {
+    for (flag, path) in [("--csv", &a.csv), ("--chart", &a.chart)] {
+        if let Some(path) = path {
+            create_parent(path, flag)?;
+        }
+    }
     let options = ticktape::report::ReportOptions {
         json: a.json,
         csv: a.csv,
@@ -984,6 +1012,22 @@ fn report_cmd(a: ReportArgs) -> Result<()> {
         .with_context(|| format!("cannot report on {}", a.run_dir.display()))?;
     println!("{text}");
     Ok(())
+}
+
+/// Creates the folder an output file goes into: `--chart out/x.svg` makes `out/`.
+fn create_parent(path: &std::path::Path, flag: &str) -> Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!(
+                    "cannot create the folder {} for {flag} {}",
+                    dir.display(),
+                    path.display()
+                )
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 fn import_cmd(a: ImportArgs) -> Result<()> {
@@ -1002,7 +1046,7 @@ fn import_cmd(a: ImportArgs) -> Result<()> {
         .iter()
         .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
         .sum();
-    let bar = if a.quiet {
+    let bar = if !live_status(a.quiet) {
         ProgressBar::hidden()
     } else {
         let bar = ProgressBar::new(total);
@@ -1059,6 +1103,9 @@ fn book_cmd(a: BookArgs) -> Result<()> {
     };
     let reader = ticktape::store::EventReader::open(&a.dataset, selection)?;
     if reader.files().is_empty() {
+        let known = ticktape::store::reader::partitions(&a.dataset)?;
+        ticktape::feeds::import::check_instrument(&known, &a.venue, &a.symbol)
+            .map_err(|e| anyhow::anyhow!("{e} (in {})", a.dataset.display()))?;
         bail!(
             "no data for {}/{} before {} in {} (`ticktape inspect {}` lists what is there)",
             a.venue,

@@ -2,6 +2,7 @@
 its moving average and sells below it, within a position limit, with a cool-down in
 event time. Runs unchanged live (paper) and in replay, including lockstep.
 
+  pip install ./python        # once, from the repository root: the client and pyzmq
   python momentum.py --bus tcp://127.0.0.1:5556 --gateway tcp://127.0.0.1:5557 \
       --venue binance --symbol BTCUSDT --size 0.001 [--lockstep]
 """
@@ -11,7 +12,11 @@ import sys
 from collections import deque
 from decimal import Decimal
 
-from ticktape_client import Client
+try:
+    from ticktape_client import Client
+except ImportError as e:  # the client package (or its pyzmq) is not in this Python
+    sys.exit(f"{e}: install the ticktape client into this Python ({sys.executable}) "
+             "with `pip install ./python` from the repository root")
 
 
 def main():

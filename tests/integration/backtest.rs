@@ -92,7 +92,9 @@ fn demo_scenario_completes_with_report_chart_and_a_stable_digest() {
 }
 
 /// Runs the Python momentum strategy in a 2-minute lockstep backtest of the demo data with
-/// the bus in `encoding`; returns the run directory.
+/// the bus in `encoding`; returns the run directory. The scenario says plain `python3`, as
+/// docs/SCENARIOS.md does, and `py`'s venv comes first on `PATH`, as after activating it:
+/// the strategy imports the installed `ticktape_client` package (no `sys.path` help).
 fn run_python_backtest(dir: &Path, py: &Path, encoding: &str) -> PathBuf {
     let scenario = dir.join(format!("py-{encoding}.toml"));
     std::fs::write(
@@ -109,7 +111,7 @@ lookahead = "1ms"
 encoding = "{encoding}"
 [[strategy]]
 name = "py-momentum"
-command = ["{py}", "examples/python/momentum.py", "--bus", "{{bus}}", "--gateway", "{{gateway}}",
+command = ["python3", "examples/python/momentum.py", "--bus", "{{bus}}", "--gateway", "{{gateway}}",
            "--venue", "{{venue}}", "--symbol", "{{symbol}}", "--size", "{{size}}", "--name", "{{name}}",
            "--cooldown-ms", "200", "{{lockstep}}"]
 venue = "binance"
@@ -117,19 +119,21 @@ symbol = "BTCUSDT"
 size = "0.01"
 [exchange]
 order_latency = {{ model = "constant", ns = 1_000_000 }}
-"#,
-            py = py.display()
+"#
         ),
     )
     .unwrap();
     let run_dir = dir.join(format!("run-{encoding}"));
-    let out = spawn(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-        "--quiet",
-    ])
+    let out = spawn_with_path(
+        &[
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+            "--quiet",
+        ],
+        &path_with_python_first(py),
+    )
     .wait(Duration::from_secs(300));
     assert_ok(&format!("run py scenario ({encoding})"), &out);
     run_dir

@@ -2,7 +2,9 @@
 
 mod backtest;
 mod chaos;
+mod cli;
 mod inproc;
+mod python_client;
 mod record;
 mod replay;
 mod util;

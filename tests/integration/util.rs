@@ -80,6 +80,36 @@ pub fn spawn(args: &[&str]) -> Proc {
     }
 }
 
+/// Starts `ticktape <args>` with `PATH` set to `path` (see [`path_with_python_first`]).
+pub fn spawn_with_path(args: &[&str], path: &std::ffi::OsStr) -> Proc {
+    let child = Command::new(bin())
+        .args(args)
+        .env("PATH", path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ticktape");
+    Proc {
+        child,
+        desc: format!("PATH={} ticktape {}", path.display(), args.join(" ")),
+    }
+}
+
+/// `PATH` with the directory of `py` first, so that a plain `python3` is that Python, as
+/// in a shell after `source .venv/bin/activate`. Panics when that directory has no
+/// `python3` (a venv's `bin/` always has one).
+pub fn path_with_python_first(py: &Path) -> std::ffi::OsString {
+    let dir = py.parent().expect("python path has a directory");
+    assert!(
+        dir.join("python3").exists(),
+        "{} has no python3: point TICKTAPE_PYTHON at a venv's bin/python",
+        dir.display()
+    );
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&rest)))
+        .expect("PATH")
+}
+
 /// Runs `ticktape <args>` to completion and asserts success.
 pub fn run_ok(args: &[&str]) -> Output {
     let out = spawn(args).wait(Duration::from_secs(180));

@@ -4,10 +4,62 @@
 //! Owns the replay rules for inspection (snapshots replace, gaps clear) and the ladder
 //! layout. Never reads files: the caller hands it events in `ts_recv` order.
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use crate::book::L2Book;
-use crate::event::{Body, Event, Side, UnixNanos};
+use crate::event::{Body, Event, Fixed, Side, UnixNanos};
+
+/// Checks that a dataset whose instruments are `known` (venue, symbol pairs, as from
+/// [`crate::store::reader::partitions`]) has `venue`/`symbol`; the error names the ones
+/// it has. Names are exact (case matters), so `btcusdt` is refused with `BTCUSDT` listed.
+pub fn check_instrument(
+    known: &BTreeSet<(String, String)>,
+    venue: &str,
+    symbol: &str,
+) -> Result<(), String> {
+    let list = |names: Vec<&str>| {
+        if names.is_empty() {
+            "none (the dataset is empty)".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    let venues: BTreeSet<&str> = known.iter().map(|(v, _)| v.as_str()).collect();
+    if !venues.contains(venue) {
+        return Err(format!(
+            "unknown venue {venue}; known: {}",
+            list(venues.into_iter().collect())
+        ));
+    }
+    let symbols: Vec<&str> = known
+        .iter()
+        .filter(|(v, _)| v == venue)
+        .map(|(_, s)| s.as_str())
+        .collect();
+    if !symbols.contains(&symbol) {
+        return Err(format!(
+            "unknown symbol {symbol} on {venue}; known: {}",
+            list(symbols)
+        ));
+    }
+    Ok(())
+}
+
+/// The exact midpoint `(bid + ask) / 2`: at the prices' scale when the half is exact
+/// there, else with one more decimal place (always exact). `None` on overflow.
+pub fn exact_mid(bid: Fixed, ask: Fixed) -> Option<Fixed> {
+    let sum = bid.checked_add(ask)?;
+    let (mantissa, scale) = (sum.mantissa, sum.scale);
+    if mantissa % 2 == 0 {
+        return Some(Fixed::new(mantissa / 2, scale));
+    }
+    if scale >= crate::event::MAX_SCALE {
+        return None;
+    }
+    // sum * 10 / 2 at one more place: exact, as sum is odd.
+    Some(Fixed::new(mantissa.checked_mul(5)?, scale.checked_add(1)?))
+}
 
 /// Rebuilds the book of `venue`/`symbol` from `events` (in non-decreasing `ts_recv`
 /// order), applying every event with `ts_recv <= at` and stopping at the first later one.
@@ -46,7 +98,7 @@ pub fn book_at(
 ///        price      size
 ///   ask  101.50     3.0
 ///   ask  101.00     2.5
-///   ---- spread 1.00  mid 100.5 ----
+///   ---- spread 1.00  mid 100.50 ----
 ///   bid  100.00     1.0
 /// ```
 pub fn render_book(book: &L2Book, depth: usize) -> String {
@@ -87,7 +139,9 @@ pub fn render_book(book: &L2Book, depth: usize) -> String {
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "?".to_string());
             let crossed = if book.is_crossed() { "  CROSSED" } else { "" };
-            let mid = book.mid().map(|m| format!("  mid {m}")).unwrap_or_default();
+            let mid = exact_mid(b, a)
+                .map(|m| format!("  mid {m}"))
+                .unwrap_or_default();
             let _ = writeln!(out, "---- spread {spread}{mid}{crossed} ----");
         }
         _ => out.push_str("---- one-sided book ----\n"),
@@ -193,6 +247,42 @@ mod tests {
     }
 
     #[test]
+    fn mid_is_exact_with_one_more_decimal_only_when_needed() {
+        let f = |s: &str| s.parse::<Fixed>().unwrap();
+        let mid = |b: &str, a: &str| exact_mid(f(b), f(a)).unwrap().to_string();
+        // The case that printed 61661.384999999995 through f64.
+        assert_eq!(mid("61661.38000000", "61661.39000000"), "61661.38500000");
+        assert_eq!(mid("61661.38", "61661.39"), "61661.385");
+        assert_eq!(mid("61661.38000000", "61661.40000000"), "61661.39000000");
+        assert_eq!(mid("100.00", "101.00"), "100.50");
+        assert_eq!(mid("1", "2"), "1.5");
+        assert_eq!(mid("99.5", "100"), "99.75");
+        assert_eq!(exact_mid(f("0.000000000000000001"), f("0")), None);
+    }
+
+    #[test]
+    fn an_unknown_venue_or_symbol_is_named_with_the_known_ones() {
+        let known: BTreeSet<(String, String)> = [("binance", "BTCUSDT"), ("binance", "ETHUSDT")]
+            .into_iter()
+            .map(|(v, s)| (v.to_string(), s.to_string()))
+            .collect();
+        assert_eq!(check_instrument(&known, "binance", "BTCUSDT"), Ok(()));
+        assert_eq!(
+            check_instrument(&known, "binance", "btcusdt").unwrap_err(),
+            "unknown symbol btcusdt on binance; known: BTCUSDT, ETHUSDT"
+        );
+        assert_eq!(
+            check_instrument(&known, "Binance", "BTCUSDT").unwrap_err(),
+            "unknown venue Binance; known: binance"
+        );
+        assert!(
+            check_instrument(&BTreeSet::new(), "binance", "BTCUSDT")
+                .unwrap_err()
+                .contains("none")
+        );
+    }
+
+    #[test]
     fn ladder_shows_asks_top_down_then_spread_then_bids() {
         let b = book_at(stream().into_iter(), "v", "S", 2);
         let text = render_book(&b, 10);
@@ -202,7 +292,7 @@ mod tests {
             "{text}"
         );
         assert!(lines[2].contains("101.00"), "{text}");
-        assert!(lines[3].contains("spread 0.50"), "{text}");
+        assert!(lines[3].contains("spread 0.50  mid 100.75 "), "{text}");
         assert!(
             lines[4].starts_with("bid") && lines[4].contains("100.50"),
             "{text}"

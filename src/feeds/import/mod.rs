@@ -38,7 +38,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::event::{Body, Event, EventSink, Kind, UnixNanos};
 
-pub use book_at::{book_at, render_book};
+pub use book_at::{book_at, check_instrument, exact_mid, render_book};
 
 /// Which importer reads a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

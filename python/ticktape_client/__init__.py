@@ -5,6 +5,14 @@ keeps L2 books with exact decimals, uses event time as the clock, answers lockst
 step markers after everything before them was handled, and sends orders stamped with
 the event time they answer. The same strategy runs against `ticktape simulate` plus
 `ticktape paper` (live) and against `ticktape replay --exchange` (backtest).
+
+Install (from the repository root, into the Python that runs the strategy; pulls pyzmq):
+
+    pip install ./python
+
+then `from ticktape_client import Client` (examples/python/momentum.py is a complete
+strategy). The gateway secret is read from the environment variable TICKTAPE_TOKEN,
+which `ticktape run` sets for each strategy process.
 """
 import json
 import os
@@ -12,6 +20,8 @@ import struct
 from decimal import Decimal
 
 import zmq
+
+__version__ = "0.1.0"  # the package version (python/pyproject.toml reads it)
 
 SNAPSHOT, LAST = 1, 2
 
@@ -150,6 +160,9 @@ class Client:
             hello["token"] = token
         self.dealer.send_json(hello)
         self.books, self.position, self.now, self.fills = {}, {}, 0, []
+        # The scenario's `params = {...}` table of this strategy (`ticktape run` passes it
+        # as JSON in TICKTAPE_PARAMS); empty when run by hand.
+        self.params = json.loads(os.environ.get("TICKTAPE_PARAMS") or "{}")
         self.replies = []
         self._next_id = 0
 
