@@ -1008,8 +1008,16 @@ fn report_cmd(a: ReportArgs) -> Result<()> {
             .context("--return-interval is too long")?,
         ..Default::default()
     };
-    let text = ticktape::report::run(&a.run_dir, a.compare.as_deref(), &options)
-        .with_context(|| format!("cannot report on {}", a.run_dir.display()))?;
+    let text = ticktape::report::run(&a.run_dir, a.compare.as_deref(), &options).with_context(
+        || match &a.compare {
+            Some(b) => format!(
+                "cannot compare {} with {}",
+                a.run_dir.display(),
+                b.display()
+            ),
+            None => format!("cannot report on {}", a.run_dir.display()),
+        },
+    )?;
     println!("{text}");
     Ok(())
 }

@@ -7,12 +7,12 @@
 //!   the per-fill snapshots into a frame, and **as-of joins** (backward, by strategy/venue/
 //!   symbol) that state onto `marks.parquet`; equity, drawdown, Sharpe/Sortino and
 //!   inventory are then polars expressions over the joined marks.
-//! - `render`: terminal table, JSON, CSV. `chart`: the three-panel SVG. `compare`: two
-//!   runs side by side.
+//! - `render`: terminal table, JSON, CSV. `chart`: the stacked-panel SVG, one run or two
+//!   overlaid. `compare`: two runs side by side.
 //!
 //! The entry points are [`compute`] (a [`Report`] value), [`render_table`], [`render_json`],
-//! [`render_csv`], [`write_chart`], [`compare`], and [`run`] which does what the
-//! `ticktape report` command does. Metric definitions live in `docs/REPORT.md`.
+//! [`render_csv`], [`write_chart`], [`write_compare_chart`], [`compare`], and [`run`]
+//! which does what the `ticktape report` command does. Metric definitions live in `docs/REPORT.md`.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -37,7 +37,7 @@ mod render;
 #[cfg(test)]
 mod tests;
 
-pub use chart::write_chart;
+pub use chart::{write_chart, write_compare_chart};
 pub use compare::compare;
 pub use render::{render_csv, render_json, render_table};
 
@@ -85,6 +85,33 @@ impl Default for ReportOptions {
 /// Why a report could not be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
+    /// The run directory does not exist.
+    #[error(
+        "{path} is not a directory: a run directory is what `ticktape run` writes (runs/<scenario name>, or --out DIR)"
+    )]
+    NoRunDir {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// One of two compared runs failed; says which (the cause is the error's source).
+    #[error("run {which} ({path})")]
+    InRun {
+        /// `A` (the first run directory) or `B` (the `--compare` one).
+        which: &'static str,
+        /// Its run directory.
+        path: PathBuf,
+        /// What went wrong with it.
+        #[source]
+        source: Box<ReportError>,
+    },
+    /// An output file's folder does not exist (checked before anything is computed).
+    #[error("cannot write {path}: folder {dir} does not exist (create it first: mkdir -p {dir})")]
+    NoOutputDir {
+        /// The output file.
+        path: PathBuf,
+        /// Its missing folder.
+        dir: PathBuf,
+    },
     /// A required input file is missing from the run directory.
     #[error(
         "{path} not found: a run directory needs fills.parquet and marks.parquet (is this the directory the exchange wrote?)"
@@ -93,8 +120,8 @@ pub enum ReportError {
         /// The path that was looked for.
         path: PathBuf,
     },
-    /// polars failed while reading or computing.
-    #[error("{context}: {source}")]
+    /// polars failed while reading or computing (the polars error is the source).
+    #[error("{context}")]
     Polars {
         /// What was being done.
         context: String,
@@ -102,8 +129,8 @@ pub enum ReportError {
         #[source]
         source: polars::error::PolarsError,
     },
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file could not be read or written (the I/O error is the source).
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -325,6 +352,11 @@ pub struct Report {
 
 /// Computes the report for `run_dir` (see the module docs for the pipeline).
 pub fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
+    if !run_dir.is_dir() {
+        return Err(ReportError::NoRunDir {
+            path: run_dir.to_path_buf(),
+        });
+    }
     if opts.return_interval_ns <= 0 {
         return Err(ReportError::InvalidOption(format!(
             "the return interval must be positive, got {} ns",
@@ -334,32 +366,68 @@ pub fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
     metrics::compute(run_dir, opts)
 }
 
+/// Refuses output paths whose folder does not exist, before anything is computed.
+fn check_output_dirs(opts: &ReportOptions) -> Result<()> {
+    for path in [&opts.csv, &opts.chart].into_iter().flatten() {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.is_dir()
+        {
+            return Err(ReportError::NoOutputDir {
+                path: path.clone(),
+                dir: dir.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// What `ticktape report` does: compute, write the CSV/chart if asked, and return the text
-/// for stdout (JSON when `opts.json`, else the table). With `compare_with`, the second run is
-/// computed too and the comparison is appended (JSON: `{"a": …, "b": …}`).
+/// for stdout (JSON when `opts.json`, else the table).
+///
+/// With `compare_with`, both runs are computed before anything is written, an error names
+/// the run it comes from (`run A (…)` or `run B (…)`), the chart overlays both runs, and
+/// the text is the comparison (JSON: `{"a": …, "b": …}`). The CSV is run A's.
 pub fn run(run_dir: &Path, compare_with: Option<&Path>, opts: &ReportOptions) -> Result<String> {
-    let report = compute(run_dir, opts)?;
+    check_output_dirs(opts)?;
+    fn in_run(which: &'static str, path: &Path) -> impl FnOnce(ReportError) -> ReportError {
+        let path = path.to_path_buf();
+        move |e| ReportError::InRun {
+            which,
+            path,
+            source: Box::new(e),
+        }
+    }
+    let (report, other) = match compare_with {
+        None => (compute(run_dir, opts)?, None),
+        Some(other_dir) => (
+            compute(run_dir, opts).map_err(in_run("A", run_dir))?,
+            Some(compute(other_dir, opts).map_err(in_run("B", other_dir))?),
+        ),
+    };
     if let Some(path) = &opts.csv {
-        std::fs::write(path, render_csv(&report)).map_err(|source| ReportError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        write_file(path, &render_csv(&report))?;
     }
     if let Some(path) = &opts.chart {
-        write_chart(&report, path)?;
+        match &other {
+            Some(other) => write_compare_chart(&report, other, path)?,
+            None => write_chart(&report, path)?,
+        }
     }
-    let Some(other_dir) = compare_with else {
-        return Ok(if opts.json {
-            render_json(&report)
-        } else {
-            render_table(&report)
-        });
-    };
-    let other = compute(other_dir, opts)?;
-    if opts.json {
-        let both = serde_json::json!({ "a": report, "b": other });
-        Ok(serde_json::to_string_pretty(&both).unwrap_or_default())
-    } else {
-        Ok(compare(&report, &other))
-    }
+    Ok(match (&other, opts.json) {
+        (None, true) => render_json(&report),
+        (None, false) => render_table(&report),
+        (Some(other), true) => {
+            let both = serde_json::json!({ "a": report, "b": other });
+            serde_json::to_string_pretty(&both).unwrap_or_default()
+        }
+        (Some(other), false) => compare(&report, other),
+    })
 }

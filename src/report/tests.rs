@@ -734,6 +734,100 @@ fn compare_shows_both_runs_and_the_difference() {
     assert!(text.contains("Sharpe, Sortino of A: n/a: 8.0s of 1m returns"));
 }
 
+/// The error and its causes, as `ticktape` prints them (`a: b: c`).
+fn chain(err: &ReportError) -> String {
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+#[test]
+fn compare_chart_overlays_both_runs_named_in_a_legend() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (a_dir, b_dir) = (root.path().join("run-a"), root.path().join("run-b"));
+    std::fs::create_dir_all(&a_dir).expect("mkdir");
+    std::fs::create_dir_all(&b_dir).expect("mkdir");
+    hand_run(&a_dir, true);
+    // B: the same books with a starting balance of 5000: equity 5000 to 5036.
+    hand_run(&b_dir, false);
+    std::fs::write(b_dir.join("summary.json"), r#"{"starting_balance": 5000}"#).expect("summary");
+    let single = root.path().join("single.svg");
+    let both = root.path().join("both.svg");
+    let opts = |chart: &Path| ReportOptions {
+        chart: Some(chart.to_path_buf()),
+        chart_max_points: 100,
+        ..ReportOptions::default()
+    };
+    run(&a_dir, None, &opts(&single)).expect("single run");
+    run(&a_dir, Some(&b_dir), &opts(&both)).expect("compare run");
+    let single = std::fs::read_to_string(single).expect("single chart");
+    let both = std::fs::read_to_string(both).expect("compare chart");
+    assert_ne!(
+        single, both,
+        "the comparison chart must not be run A's chart"
+    );
+    assert!(both.contains("A: run-a (hand)"), "legend names run A");
+    assert!(both.contains("B: run-b\n"), "legend names run B");
+    // Equity, drawdown and net inventory: one line per run in each panel.
+    let lines = |svg: &str| svg.matches("<polyline").count();
+    assert!(lines(&both) >= 6, "{} lines", lines(&both));
+    // A's equity is 1000 to 1036, B's 5000 to 5036: the equity axis must reach up to B's
+    // values, so it has a tick at 5,000 (plotters writes each label on its own line).
+    assert!(
+        both.contains(">\n5,000\n<"),
+        "B is drawn on the equity axis"
+    );
+    assert!(!single.contains(">\n5,000\n<"));
+}
+
+#[test]
+fn compare_checks_both_runs_before_writing_and_names_the_failing_run() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (a_dir, b_dir) = (root.path().join("a"), root.path().join("b"));
+    std::fs::create_dir_all(&a_dir).expect("mkdir");
+    std::fs::create_dir_all(&b_dir).expect("mkdir");
+    hand_run(&a_dir, true);
+    write_fills(&b_dir, &hand_fills()); // no marks.parquet
+    let out = root.path().join("out");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let opts = ReportOptions {
+        chart: Some(out.join("c.svg")),
+        csv: Some(out.join("c.csv")),
+        ..ReportOptions::default()
+    };
+    let err = run(&a_dir, Some(&b_dir), &opts).expect_err("B is broken");
+    let text = chain(&err);
+    assert!(
+        text.starts_with(&format!("run B ({})", b_dir.display())),
+        "{text}"
+    );
+    assert!(text.contains("marks.parquet not found"), "{text}");
+    assert!(!out.join("c.svg").exists() && !out.join("c.csv").exists());
+
+    let err = run(&b_dir, Some(&a_dir), &opts).expect_err("A is broken");
+    assert!(chain(&err).starts_with("run A ("), "{}", chain(&err));
+    let missing = root.path().join("nope");
+    let err = run(&a_dir, Some(&missing), &opts).expect_err("B does not exist");
+    assert!(
+        chain(&err).contains("is not a directory"),
+        "{}",
+        chain(&err)
+    );
+    assert!(!out.join("c.svg").exists());
+
+    let no_folder = ReportOptions {
+        chart: Some(root.path().join("missing/c.svg")),
+        ..ReportOptions::default()
+    };
+    let err = run(&a_dir, None, &no_folder).expect_err("no output folder");
+    assert!(chain(&err).contains("does not exist"), "{}", chain(&err));
+}
+
 #[test]
 fn run_writes_csv_and_chart_and_returns_json_or_comparison() {
     let a_dir = tempfile::tempdir().expect("tempdir");
