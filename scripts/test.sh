@@ -8,4 +8,6 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import zmq, pyarrow, pola
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
 export TICKTAPE_PYTHON="$PWD/.venv/bin/python"
+# The fuzz targets (tests/integration/fuzz) run their short budget; scripts/fuzz.sh runs long ones.
+export TICKTAPE_FUZZ_CASES="${TICKTAPE_FUZZ_CASES:-2000}"
 cargo test -- --test-threads 2
