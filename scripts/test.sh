@@ -12,4 +12,6 @@ if [ ! -x .venv/bin/python ] \
     .venv/bin/pip install --quiet --disable-pip-version-check -e ./python
 fi
 export TICKTAPE_PYTHON="$PWD/.venv/bin/python"
+# The fuzz targets (tests/integration/fuzz) run their short budget; scripts/fuzz.sh runs long ones.
+export TICKTAPE_FUZZ_CASES="${TICKTAPE_FUZZ_CASES:-2000}"
 cargo test -- --test-threads 2

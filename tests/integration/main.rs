@@ -3,6 +3,7 @@
 mod backtest;
 mod chaos;
 mod cli;
+mod fuzz;
 mod inproc;
 mod python_client;
 mod record;

@@ -40,7 +40,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result, bail};
 use dbn::decode::{DbnMetadata, DecodeRecordRef, DynDecoder};
 use dbn::symbol_map::SymbolIndex;
-use dbn::{Compression, FlagSet, Record, RecordRefEnum, VersionUpgradePolicy};
+use dbn::{
+    Compression, FlagSet, MboMsg, Mbp1Msg, Mbp10Msg, Record, RecordRef, RecordRefEnum, TradeMsg,
+    VersionUpgradePolicy,
+};
 
 use super::{CountingReader, ImportOptions, ImportStats};
 use crate::event::{Body, BookDelta, Event, EventSink, Fixed, Flags, Interner, Side, Trade};
@@ -158,6 +161,7 @@ pub fn import(
     progress: &dyn Fn(u64),
 ) -> Result<()> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file_len = file.metadata().map_or(u64::MAX, |m| m.len());
     let bytes = Arc::new(AtomicU64::new(0));
     let mut raw = BufReader::new(CountingReader {
         inner: file,
@@ -180,6 +184,14 @@ pub fn import(
         inner,
         delivered: Arc::new(AtomicU64::new(0)),
         head: Arc::new(std::sync::Mutex::new(Vec::with_capacity(8))),
+        next_record: None,
+        // The decoder allocates the whole metadata up front: a plain file cannot hold
+        // more than its size, a compressed one is held to a bound.
+        max_metadata: if zstd_magic {
+            MAX_COMPRESSED_METADATA
+        } else {
+            file_len.saturating_sub(8)
+        },
     };
     let (delivered, head) = (tally.delivered.clone(), tally.head.clone());
     // `AsIs`: MBO/MBP/trade layouts are identical in every DBN version, and record
@@ -221,10 +233,18 @@ pub fn import(
         if record_no.is_multiple_of(65_536) {
             progress(bytes.load(Ordering::Relaxed));
         }
-        let Ok(rec_enum) = rec.as_enum() else {
-            // A record type this crate version does not know: nothing we model.
-            stats.skipped += 1;
-            continue;
+        let rec_enum = match readable(rec) {
+            Ok(Some(r)) => r,
+            // Another record type (or one this crate version does not know): nothing
+            // we model.
+            Ok(None) => {
+                stats.skipped += 1;
+                continue;
+            }
+            Err(e) => bail!(
+                "{}: record {record_no}: corrupt DBN record: {e}",
+                path.display()
+            ),
         };
         let (hd, flags, ts_recv, sequence) = match rec_enum {
             RecordRefEnum::Mbo(m) => (&m.hd, m.flags, m.ts_recv, m.sequence),
@@ -436,11 +456,26 @@ pub fn import(
 /// Counts decompressed bytes and keeps the first 8 (DBN's prefix with the metadata
 /// length); turns an unexpected end inside a zstd frame into an error the decoder
 /// reports instead of taking it for the end of the file.
+///
+/// Also checks each record's length byte before the decoder sees it: a length that is
+/// not a whole multiple of 8 bytes (at least the 16-byte header) is an error, because
+/// the `dbn` crate would read the next record through a misaligned pointer (a panic in
+/// debug builds, undefined behaviour in release ones). Every real record is such a
+/// multiple.
 struct Tally {
     inner: Box<dyn Read>,
     delivered: Arc<AtomicU64>,
     head: Arc<std::sync::Mutex<Vec<u8>>>,
+    /// Stream offset of the next record's length byte, once the metadata length is known.
+    next_record: Option<u64>,
+    /// Longest metadata accepted, in bytes: the `dbn` decoder allocates what the prefix
+    /// announces before reading it, so a corrupt length must not reach it.
+    max_metadata: u64,
 }
+
+/// Longest DBN metadata accepted in a zstd-compressed file (symbol mappings of a whole
+/// market stay well below it); an uncompressed file's bound is its own size.
+const MAX_COMPRESSED_METADATA: u64 = 64 << 20;
 
 impl Read for Tally {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -460,9 +495,56 @@ impl Read for Tally {
         {
             let take = (8 - before as usize).min(n);
             head.extend_from_slice(&buf[..take]);
+            if let Some(b) = head.get(4..8) {
+                let metadata = u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                if metadata > self.max_metadata {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "the DBN prefix announces {metadata} bytes of metadata, more than \
+                             the {} bytes the file can hold",
+                            self.max_metadata
+                        ),
+                    ));
+                }
+                self.next_record = Some(8 + metadata);
+            }
+        }
+        let end = before + n as u64;
+        while let Some(at) = self.next_record.filter(|&at| at < end) {
+            // The header's first byte is the record length in 4-byte words.
+            let len = u64::from(buf[(at - before) as usize]) * 4;
+            if len < 16 || !len.is_multiple_of(8) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the record at byte {at} says it is {len} bytes long; DBN records are \
+                         whole multiples of 8 bytes, at least 16"
+                    ),
+                ));
+            }
+            self.next_record = Some(at + len);
         }
         Ok(n)
     }
+}
+
+/// The record as one of the four types the importer reads, checked to be as long as
+/// that type (`RecordRef::as_enum` takes any record for its rtype's struct without
+/// looking at its length: an out-of-bounds read when a corrupt file says MBO in a
+/// 16-byte record); `None` for any other record type.
+fn readable(rec: RecordRef<'_>) -> dbn::Result<Option<RecordRefEnum<'_>>> {
+    Ok(Some(if rec.has::<MboMsg>() {
+        RecordRefEnum::Mbo(rec.try_get()?)
+    } else if rec.has::<Mbp1Msg>() {
+        RecordRefEnum::Mbp1(rec.try_get()?)
+    } else if rec.has::<Mbp10Msg>() {
+        RecordRefEnum::Mbp10(rec.try_get()?)
+    } else if rec.has::<TradeMsg>() {
+        RecordRefEnum::Trade(rec.try_get()?)
+    } else {
+        return Ok(None);
+    }))
 }
 
 fn is_last(flags: FlagSet) -> bool {
@@ -657,6 +739,93 @@ mod tests {
             assert_eq!(stats.book_deltas > 0, book, "{name}: {stats:?}");
             assert_eq!(stats.trades > 0, trades, "{name}: {stats:?}");
         }
+    }
+
+    /// Found by the `import_dbn` fuzz target: a record whose length byte is not a whole
+    /// multiple of 8 bytes made the `dbn` crate read the next record through a misaligned
+    /// pointer (a panic here, undefined behaviour in a release build).
+    #[test]
+    fn a_record_length_not_a_multiple_of_8_is_an_error_not_a_misaligned_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = std::fs::read(fixture("dbn/test_data.mbo.v3.dbn")).unwrap();
+        let records = 8 + u32::from_le_bytes(plain[4..8].try_into().unwrap()) as usize;
+        let mut odd = plain[..records].to_vec();
+        // The first record grows by one 4-byte word (56 -> 60 bytes), then the rest.
+        odd.extend_from_slice(&plain[records..records + 56]);
+        odd[records] = 15;
+        odd.extend_from_slice(&[0; 4]);
+        odd.extend_from_slice(&plain[records + 56..]);
+        let path = dir.path().join("odd.mbo.dbn");
+        std::fs::write(&path, &odd).unwrap();
+        let mut events: Vec<Event> = Vec::new();
+        let err = import_any(
+            ImportFormat::Dbn,
+            &[path],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("odd.mbo.dbn") && msg.contains("60 bytes long"),
+            "{msg}"
+        );
+    }
+
+    /// Found by the `import_dbn` fuzz target: a corrupt metadata length in the 8-byte
+    /// prefix (here 808,740,145) made the `dbn` decoder allocate that much before it
+    /// read a byte of metadata.
+    #[test]
+    fn a_metadata_length_beyond_the_file_is_refused_before_any_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut plain = std::fs::read(fixture("dbn/test_data.mbo.v3.dbn")).unwrap();
+        plain[4..8].copy_from_slice(b"1e40");
+        let path = dir.path().join("huge-metadata.dbn");
+        std::fs::write(&path, &plain).unwrap();
+        let mut events: Vec<Event> = Vec::new();
+        let err = import_any(
+            ImportFormat::Dbn,
+            &[path],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("huge-metadata.dbn") && msg.contains("808740145 bytes of metadata"),
+            "{msg}"
+        );
+    }
+
+    /// Found by the `import_dbn` fuzz target: a record whose rtype says MBO (56 bytes)
+    /// but whose length byte says 16 bytes was read as a whole `MboMsg` (a panic here, an
+    /// out-of-bounds read in a release build).
+    #[test]
+    fn a_record_shorter_than_its_type_is_an_error_not_an_overread() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = std::fs::read(fixture("dbn/test_data.mbo.v3.dbn")).unwrap();
+        let records = 8 + u32::from_le_bytes(plain[4..8].try_into().unwrap()) as usize;
+        // The second of the two MBO records says it is 16 bytes: its header alone.
+        let mut short = plain[..records + 56 + 16].to_vec();
+        short[records + 56] = 4;
+        let path = dir.path().join("short.mbo.dbn");
+        std::fs::write(&path, &short).unwrap();
+        let mut events: Vec<Event> = Vec::new();
+        let err = import_any(
+            ImportFormat::Dbn,
+            &[path],
+            &ImportOptions::default(),
+            &mut events,
+            &|_| {},
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("short.mbo.dbn") && msg.contains("record 2: corrupt DBN record"),
+            "{msg}"
+        );
     }
 
     #[test]
