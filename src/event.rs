@@ -598,13 +598,18 @@ pub struct Interner {
 }
 
 impl Interner {
-    /// The shared copy of `name`, created on first use.
+    /// The shared copy of `name`, created on first use. A name longer than any valid
+    /// venue or symbol ([`validate::MAX_NAME_BYTES`]) is copied but not kept: decoders
+    /// intern before they validate, and a publisher sending ever new long names (a JSON
+    /// symbol has no length limit) must not grow a recorder's memory with each one.
     pub fn intern(&mut self, name: &str) -> Arc<str> {
         if let Some(shared) = self.names.get(name) {
             return shared.clone();
         }
         let shared: Arc<str> = Arc::from(name);
-        self.names.insert(Box::from(name), shared.clone());
+        if name.len() <= validate::MAX_NAME_BYTES {
+            self.names.insert(Box::from(name), shared.clone());
+        }
         shared
     }
 
@@ -690,6 +695,28 @@ mod tests {
         assert!("1e5".parse::<Fixed>().is_err());
         assert!("99999999999999999999".parse::<Fixed>().is_err());
         assert!("0.0000000000000000001".parse::<Fixed>().is_err());
+    }
+
+    /// Found while writing the wire fuzz targets: both decoders intern venue and symbol
+    /// before validating them, so every refused payload with a new long symbol stayed in
+    /// the recorder's interner for good, twice (map key and shared copy).
+    #[test]
+    fn an_interner_keeps_no_name_longer_than_a_valid_one() {
+        let mut names = Interner::default();
+        for i in 0..1_000 {
+            let long = format!("{i:0>1000}");
+            assert_eq!(&*names.intern(&long), long.as_str());
+        }
+        assert!(
+            names.names.is_empty(),
+            "{} long names kept",
+            names.names.len()
+        );
+        let a = names.intern("BTCUSDT");
+        assert!(
+            Arc::ptr_eq(&a, &names.intern("BTCUSDT")),
+            "valid names are shared"
+        );
     }
 
     #[test]

@@ -98,11 +98,15 @@ fn parse_message(line: &str) -> Result<Msg> {
         -1 => Side::Ask,
         d => bail!("direction {d} must be 1 (buy) or -1 (sell)"),
     };
+    let size = int(3, "size")?;
+    if size < 0 {
+        bail!("size {size} is negative (LOBSTER sizes are share counts)");
+    }
     Ok(Msg {
         seconds_ns,
         kind: kind as u8,
         order_id: int(2, "order id")?.max(0) as u64,
-        size: int(3, "size")?,
+        size,
         price: int(4, "price")?,
         side,
     })
@@ -356,7 +360,8 @@ impl Levels {
         };
         let levels = self.side(msg.side);
         let level = levels.entry(msg.price).or_insert(0);
-        *level += change;
+        // Sizes are non-negative (parse_message), so only absurd totals saturate.
+        *level = level.saturating_add(change);
         let clamped = *level < 0;
         let new_size = (*level).max(0);
         if new_size == 0 {
@@ -683,5 +688,39 @@ mod tests {
             msg.contains("message_10.csv:2") && msg.contains("type 9"),
             "{msg}"
         );
+    }
+
+    /// Found by the `import_lobster` fuzz target: a cancel of size i64::MIN was negated
+    /// (overflow), and two adds near i64::MAX overflowed the level's total.
+    #[test]
+    fn negative_and_huge_sizes_are_refused_or_saturate_not_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("AAPL_2012-06-21_0_0_message_10.csv");
+        let import = |rows: &str| {
+            std::fs::write(&p, rows).unwrap();
+            let mut events: Vec<Event> = Vec::new();
+            import_any(
+                ImportFormat::Lobster,
+                std::slice::from_ref(&p),
+                &ImportOptions::default(),
+                &mut events,
+                &|_| {},
+            )
+            .map(|_| events)
+        };
+        let err = import("34200.1,3,1,-9223372036854775808,5853300,1\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("message_10.csv:1") && msg.contains("is negative"),
+            "{msg}"
+        );
+        let events = import(
+            "34200.1,1,1,9223372036854775807,5853300,1\n34200.2,1,2,9223372036854775807,5853300,1\n",
+        )
+        .unwrap();
+        match &events.last().unwrap().body {
+            Body::Book(d) => assert_eq!(d.size, Fixed::new(i64::MAX, 0)),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -430,11 +430,17 @@ pub fn parse_rfc3339_utc(text: &str) -> Option<UnixNanos> {
     let hour: i64 = time_parts.next()?.parse().ok()?;
     let minute: i64 = time_parts.next()?.parse().ok()?;
     let second: i64 = time_parts.next()?.parse().ok()?;
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
+    // Four-digit years and real calendar dates only: a venue's time is never outside
+    // them, and days_from_civil's arithmetic must not overflow on a corrupt one.
+    let real_date = match (i16::try_from(year), i8::try_from(month), i8::try_from(day)) {
+        (Ok(y), Ok(m), Ok(d)) => jiff::civil::Date::new(y, m, d).is_ok(),
+        _ => false,
+    };
+    if !real_date
+        || !(0..=9999).contains(&year)
+        || !(0..=23).contains(&hour)
+        || !(0..=59).contains(&minute)
+        || !(0..=60).contains(&second)
         || !frac.bytes().all(|b| b.is_ascii_digit())
     {
         return None;
@@ -473,6 +479,27 @@ mod tests {
     fn capture_feed() -> Coinbase {
         let products: Vec<String> = CAPTURE_PRODUCTS.iter().map(|s| s.to_string()).collect();
         Coinbase::new(&products, true).unwrap()
+    }
+
+    /// Found by the `live_coinbase` fuzz target: a message time with a huge year
+    /// overflowed the days-to-seconds arithmetic (a panic in debug builds, a wrapped
+    /// time in release ones); negative hours and February 31 were accepted.
+    #[test]
+    fn impossible_times_are_none_not_overflowed() {
+        for text in [
+            "99999999999999-01-01T00:00:00Z",
+            "-9223372036854775808-03-01T00:00:00Z",
+            "2021-04-17T-5:43:37Z",
+            "2021-04-17T16:-1:37Z",
+            "2021-02-31T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339_utc(text), None, "{text}");
+        }
+        assert_eq!(
+            parse_rfc3339_utc("2021-04-17T23:59:60Z"),
+            Some(1_618_704_000_000_000_000),
+            "a leap second is the next second"
+        );
     }
 
     #[test]
