@@ -176,40 +176,39 @@ impl Fixed {
 
     /// Writes the decimal digits into `out` without allocating a `String`.
     pub fn write_to(self, out: &mut Vec<u8>) {
-        let mut buf = itoa_buf(self.mantissa.unsigned_abs());
-        if self.mantissa < 0 {
-            out.push(b'-');
-        }
+        let mut buf = [0u8; FIXED_TEXT_MAX];
+        out.extend_from_slice(self.format_into(&mut buf).as_bytes());
+    }
+
+    /// The decimal text (`-61000.50`) formatted in `buf`, without allocating.
+    pub fn format_into(self, buf: &mut [u8; FIXED_TEXT_MAX]) -> &str {
+        // Digits from the right: fraction, point, integer part (at least one digit), sign.
+        let mut v = self.mantissa.unsigned_abs();
         let scale = self.scale as usize;
-        if scale == 0 {
-            out.extend_from_slice(&buf);
-            return;
+        let mut i = buf.len();
+        let mut written = 0usize;
+        while v > 0 || written <= scale {
+            if written == scale && scale > 0 {
+                i -= 1;
+                buf[i] = b'.';
+            }
+            i -= 1;
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            written += 1;
         }
-        if buf.len() <= scale {
-            let mut padded = vec![b'0'; scale + 1 - buf.len()];
-            padded.extend_from_slice(&buf);
-            buf = padded;
+        if self.mantissa < 0 {
+            i -= 1;
+            buf[i] = b'-';
         }
-        let split = buf.len() - scale;
-        out.extend_from_slice(&buf[..split]);
-        out.push(b'.');
-        out.extend_from_slice(&buf[split..]);
+        // Only ASCII digits, '.' and '-' were written.
+        std::str::from_utf8(&buf[i..]).unwrap_or("")
     }
 }
 
-fn itoa_buf(mut v: u64) -> Vec<u8> {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    tmp[i..].to_vec()
-}
+/// Longest text of a [`Fixed`]: sign, 20 digits of an `i64`, up to [`MAX_SCALE`] leading
+/// zeros of a fraction, the point.
+pub const FIXED_TEXT_MAX: usize = 48;
 
 impl FromStr for Fixed {
     type Err = FixedError;
@@ -258,10 +257,8 @@ impl FromStr for Fixed {
 
 impl fmt::Display for Fixed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = Vec::with_capacity(24);
-        self.write_to(&mut out);
-        // write_to only emits ASCII digits, '-' and '.'.
-        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
+        let mut buf = [0u8; FIXED_TEXT_MAX];
+        f.write_str(self.format_into(&mut buf))
     }
 }
 
@@ -654,6 +651,26 @@ impl EventSink for Vec<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_text_is_exact_and_built_without_allocating() {
+        for (m, sc, text) in [
+            (0, 0, "0"),
+            (5, 3, "0.005"),
+            (-5, 3, "-0.005"),
+            (6100050, 2, "61000.50"),
+            (-7, 0, "-7"),
+            (i64::MIN + 1, 0, "-9223372036854775807"),
+            (i64::MAX, 18, "9.223372036854775807"),
+            (1, 18, "0.000000000000000001"),
+        ] {
+            let f = Fixed::new(m, sc);
+            assert_eq!(f.to_string(), text);
+            let mut buf = [0u8; FIXED_TEXT_MAX];
+            assert_eq!(f.format_into(&mut buf), text);
+            assert_eq!(text.parse::<Fixed>().map(|p| p == f), Ok(true), "{text}");
+        }
+    }
 
     #[test]
     fn fixed_round_trips_venue_strings_exactly() {

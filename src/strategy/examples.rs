@@ -103,13 +103,13 @@ impl Strategy for MarketMaker {
             } else {
                 self.target(book, side, inventory)
             };
-            let current = self.quotes.get(&side).cloned();
+            // Runs on every book update: look at the quote's price without copying its id.
+            let current = self.quotes.get(&side).map(|(_, price)| *price);
             match (current, target) {
-                (Some((_, price)), Some(t)) if price == t => {}
-                (current, target) => {
-                    if let Some((id, _)) = current {
+                (Some(price), Some(t)) if price == t => {}
+                (_, target) => {
+                    if let Some((id, _)) = self.quotes.remove(&side) {
                         ctx.cancel(&id)?;
-                        self.quotes.remove(&side);
                     }
                     if let Some(price) = target {
                         let id = ctx.limit(

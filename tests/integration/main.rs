@@ -1,5 +1,6 @@
 //! Integration tests: one binary (so polars is linked once) with a module per area.
 
+mod alloc;
 mod backtest;
 mod chaos;
 mod cli;

@@ -6,6 +6,7 @@
 
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::event::FIXED_TEXT_MAX;
 use crate::exchange::protocol::Fill;
 
 /// Running digest of fills.
@@ -28,9 +29,10 @@ impl FillDigest {
         h.update(&[0x1f]);
         h.update(fill.side.name().as_bytes());
         h.update(&[0x1f]);
-        h.update(fill.price.to_string().as_bytes());
+        let mut buf = [0u8; FIXED_TEXT_MAX];
+        h.update(fill.price.format_into(&mut buf).as_bytes());
         h.update(&[0x1f]);
-        h.update(fill.size.to_string().as_bytes());
+        h.update(fill.size.format_into(&mut buf).as_bytes());
         h.update(&[0x1e]);
         self.fills += 1;
     }

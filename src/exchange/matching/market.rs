@@ -28,6 +28,10 @@ pub(super) struct Market {
     /// Own resting order ids per price, in arrival order.
     pub(super) own_bids: BTreeMap<Fixed, Vec<u64>>,
     pub(super) own_asks: BTreeMap<Fixed, Vec<u64>>,
+    /// Reused buffers for the prices and order ids a trade reaches, so a trade at a
+    /// level holding own orders allocates nothing.
+    pub(super) scratch_prices: Vec<Fixed>,
+    pub(super) scratch_ids: Vec<u64>,
 }
 
 impl Market {
@@ -99,9 +103,13 @@ pub(super) fn on_delta(
     market.consumed.remove(&key);
     let traded = market.traded.remove(&key).unwrap_or(Fixed::ZERO);
     let new = pos(delta.size);
-    let ids = market.own(delta.side).get(&delta.price).cloned();
-    for id in ids.unwrap_or_default() {
-        let Some(order) = orders.get_mut(&id) else {
+    // Runs on every delta: read the own orders at the level in place, no copy.
+    let own = match delta.side {
+        Side::Ask => &market.own_asks,
+        _ => &market.own_bids,
+    };
+    for id in own.get(&delta.price).map_or(&[][..], Vec::as_slice) {
+        let Some(order) = orders.get_mut(id) else {
             continue;
         };
         if !snapshot && prev > new {
@@ -208,19 +216,14 @@ pub(super) fn on_trade(
         Side::Bid => (Side::Ask, OrderSide::Sell),
         _ => (Side::Bid, OrderSide::Buy),
     };
-    let reached: Vec<Fixed> = match side {
-        OrderSide::Buy => market
-            .own_bids
-            .range(trade.price..)
-            .rev()
-            .map(|(p, _)| *p)
-            .collect(),
-        OrderSide::Sell => market
-            .own_asks
-            .range(..=trade.price)
-            .map(|(p, _)| *p)
-            .collect(),
-    };
+    let mut reached = std::mem::take(&mut market.scratch_prices);
+    reached.clear();
+    match side {
+        OrderSide::Buy => {
+            reached.extend(market.own_bids.range(trade.price..).rev().map(|(p, _)| *p))
+        }
+        OrderSide::Sell => reached.extend(market.own_asks.range(..=trade.price).map(|(p, _)| *p)),
+    }
     if reached.contains(&trade.price) {
         let t = market
             .traded
@@ -230,14 +233,14 @@ pub(super) fn on_trade(
     }
     let mut taken = Fixed::ZERO;
     let mut execs = Vec::new();
-    for price in reached {
+    let mut ids = std::mem::take(&mut market.scratch_ids);
+    for &price in &reached {
         let through = price != trade.price;
-        let ids = market
-            .own(own_side)
-            .get(&price)
-            .cloned()
-            .unwrap_or_default();
-        for id in ids {
+        ids.clear();
+        if let Some(at) = market.own(own_side).get(&price) {
+            ids.extend_from_slice(at);
+        }
+        for &id in &ids {
             let Some(order) = orders.get_mut(&id) else {
                 continue;
             };
@@ -263,6 +266,8 @@ pub(super) fn on_trade(
             }
         }
     }
+    market.scratch_ids = ids;
+    market.scratch_prices = reached;
     execs
 }
 

@@ -26,9 +26,17 @@ thread_local! {
     static LIVE: Cell<isize> = const { Cell::new(0) };
     /// Highest `LIVE` since metering started.
     static PEAK: Cell<isize> = const { Cell::new(0) };
+    /// Allocations (and reallocations) this thread made, metering or not.
+    static COUNT: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Allocations and reallocations the current thread has made so far.
+pub fn allocations() -> u64 {
+    COUNT.with(Cell::get)
 }
 
 fn grow(by: usize, total: usize) -> bool {
+    COUNT.with(|c| c.set(c.get() + 1));
     ON.with(|on| {
         if on.get() == 0 {
             return true;

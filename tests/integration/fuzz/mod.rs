@@ -17,7 +17,7 @@
 //! is reported; the report prints it as a Rust byte string to paste into a regression
 //! test in the module that owns the decoder.
 
-mod alloc;
+pub mod alloc;
 mod feeds;
 mod import;
 mod journal;
