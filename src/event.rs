@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 pub mod validate;
 
-pub use validate::Invalid;
+pub use validate::{Invalid, NamesChecked};
 
 /// Nanoseconds since the Unix epoch, UTC.
 pub type UnixNanos = i64;

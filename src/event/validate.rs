@@ -26,6 +26,8 @@
 //! prices, such as some calendar spreads, are not supported). Symbols keep `/` and
 //! spaces (`XBT/USD`, OCC option symbols): the dataset layout percent-encodes them.
 
+use std::sync::Arc;
+
 use super::{Body, Event, Fixed, NANOS_PER_SEC, Side, UnixNanos};
 
 /// Earliest accepted timestamp, inclusive: 1970-01-01T00:00:00Z, in ns since the epoch.
@@ -112,11 +114,32 @@ impl Event {
     /// downstream sees a non-positive price, an out-of-range time or an unsafe name.
     /// Allocates only when it refuses.
     pub fn validate(&self) -> Result<(), Invalid> {
+        self.validate_with(&mut NamesChecked::default())
+    }
+
+    /// [`Event::validate`] for a stream of events: the venue and symbol rules are checked
+    /// once per interned name pair (`checked` remembers the last pair that passed, by
+    /// pointer), not for every event of a file that holds one instrument.
+    pub fn validate_with(&self, checked: &mut NamesChecked) -> Result<(), Invalid> {
+        checked.current = checked
+            .passed
+            .as_ref()
+            .is_some_and(|(v, s)| Arc::ptr_eq(v, &self.venue) && Arc::ptr_eq(s, &self.symbol));
+        self.validate_fields(checked)?;
+        if !checked.current && matches!(self.body, Body::Book(_) | Body::Trade(_) | Body::Gap(_)) {
+            checked.passed = Some((self.venue.clone(), self.symbol.clone()));
+        }
+        Ok(())
+    }
+
+    fn validate_fields(&self, checked: &NamesChecked) -> Result<(), Invalid> {
         timestamp("ts_event", self.ts_event)?;
         timestamp("ts_recv", self.ts_recv)?;
         match &self.body {
             Body::Book(b) => {
-                self.names()?;
+                if !checked.current {
+                    self.names()?;
+                }
                 if b.side == Side::None {
                     return Err(Invalid::BookSide);
                 }
@@ -130,7 +153,9 @@ impl Event {
                 }
             }
             Body::Trade(t) => {
-                self.names()?;
+                if !checked.current {
+                    self.names()?;
+                }
                 positive_price("trade", t.price)?;
                 if t.size.mantissa <= 0 {
                     return Err(Invalid::Size {
@@ -142,7 +167,9 @@ impl Event {
                 bounded("trade_id", &t.trade_id, MAX_TRADE_ID_BYTES)?;
             }
             Body::Gap(g) => {
-                self.names()?;
+                if !checked.current {
+                    self.names()?;
+                }
                 publisher(&g.publisher, false)?;
             }
             Body::Heartbeat(h) => {
@@ -165,7 +192,18 @@ impl Event {
         venue(&self.venue)?;
         symbol(&self.symbol)
     }
+}
 
+/// The last venue and symbol (interned) that passed the name rules; see
+/// [`Event::validate_with`].
+#[derive(Debug, Default)]
+pub struct NamesChecked {
+    passed: Option<(Arc<str>, Arc<str>)>,
+    /// True while validating an event whose names are the remembered pair.
+    current: bool,
+}
+
+impl Event {
     /// Heartbeats and end-of-stream belong to a publisher, not an instrument.
     fn no_names(&self) -> Result<(), Invalid> {
         for (field, value) in [("venue", &self.venue), ("symbol", &self.symbol)] {
@@ -601,6 +639,25 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn names_are_checked_once_per_interned_pair_and_again_for_a_new_one() {
+        let mut checked = NamesChecked::default();
+        let good = book();
+        good.validate_with(&mut checked).unwrap();
+        assert!(checked.passed.is_some());
+        // The same interned pair: the names are not looked at again, the rest is.
+        let mut zero_price = good.clone();
+        if let Body::Book(b) = &mut zero_price.body {
+            b.price = Fixed::ZERO;
+        }
+        assert!(zero_price.validate_with(&mut checked).is_err());
+        good.validate_with(&mut checked).unwrap();
+        // Another name, even right after a passing pair, is checked.
+        let mut bad = good.clone();
+        bad.venue = Arc::from("_journal");
+        assert!(bad.validate_with(&mut checked).is_err());
     }
 
     #[test]

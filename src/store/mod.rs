@@ -384,7 +384,7 @@ fn count_events(path: &Path, out: &mut FxHashMap<u64, u32>) -> Result<()> {
                 path.display()
             )
         })?;
-    let mut names = Interner::default();
+    let mut names = schema::RowNames::default();
     for batch in reader {
         let batch = batch.with_context(|| format!("cannot read {}", path.display()))?;
         let view = schema::BatchView::new(&batch)?;

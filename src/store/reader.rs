@@ -25,7 +25,7 @@ use parquet::file::statistics::Statistics;
 
 use super::layout;
 use super::schema::BatchView;
-use crate::event::{Event, Interner, Kind, UnixNanos};
+use crate::event::{Event, Kind, UnixNanos};
 
 /// Which events to read. Empty lists mean "all".
 #[derive(Clone, Debug, Default)]
@@ -264,7 +264,7 @@ pub struct EventReader {
     heap: BinaryHeap<Reverse<(UnixNanos, usize)>>,
     cursors: Vec<Option<Cursor>>,
     selection: Selection,
-    names: Interner,
+    names: crate::store::schema::RowNames,
     batch_rows: usize,
     /// Rows delivered so far.
     pub delivered: u64,
@@ -281,7 +281,7 @@ impl EventReader {
             heap: BinaryHeap::new(),
             cursors: (0..n).map(|_| None).collect(),
             selection,
-            names: Interner::default(),
+            names: crate::store::schema::RowNames::default(),
             batch_rows: 4096,
             delivered: 0,
         })

@@ -250,6 +250,38 @@ fn pick<T: Copy>(order: &[usize], v: &[T]) -> Vec<T> {
     order.iter().map(|&i| v[i]).collect()
 }
 
+/// Venue and symbol names while reading rows: a file holds one instrument, so the last
+/// name is compared (a few bytes) before the interner is asked (a hash and a probe), and
+/// the name rules of [`Event::validate`] run once per instrument, not per row.
+#[derive(Debug, Default)]
+pub struct RowNames {
+    interner: Interner,
+    venue: Option<Arc<str>>,
+    symbol: Option<Arc<str>>,
+    checked: crate::event::NamesChecked,
+}
+
+impl RowNames {
+    fn venue(&mut self, name: &str) -> Arc<str> {
+        Self::shared(&mut self.interner, &mut self.venue, name)
+    }
+
+    fn symbol(&mut self, name: &str) -> Arc<str> {
+        Self::shared(&mut self.interner, &mut self.symbol, name)
+    }
+
+    fn shared(interner: &mut Interner, last: &mut Option<Arc<str>>, name: &str) -> Arc<str> {
+        match last {
+            Some(l) if **l == *name => l.clone(),
+            _ => {
+                let s = interner.intern(name);
+                *last = Some(s.clone());
+                s
+            }
+        }
+    }
+}
+
 /// Typed columns of one dataset record batch, resolved once per batch (by name, so column
 /// order does not matter) and then decoded row by row. Arrow arrays are reference-counted,
 /// so holding them is cheap.
@@ -325,7 +357,7 @@ impl BatchView {
 
     /// Decodes row `i` into an event, refusing one that fails [`Event::validate`] (a
     /// file written by another tool, or damaged).
-    pub fn event(&self, i: usize, names: &mut Interner) -> Result<Event> {
+    pub fn event(&self, i: usize, names: &mut RowNames) -> Result<Event> {
         let kind_name = self.kind.value(i);
         let fixed = |m: &Int64Array, s: &UInt8Array| -> Result<Fixed> {
             if m.is_null(i) || s.is_null(i) {
@@ -359,8 +391,8 @@ impl BatchView {
             _ => bail!("row {i}: kind {kind_name:?} is not stored in datasets"),
         };
         let event = Event {
-            venue: names.intern(self.venue.value(i)),
-            symbol: names.intern(self.symbol.value(i)),
+            venue: names.venue(self.venue.value(i)),
+            symbol: names.symbol(self.symbol.value(i)),
             ts_event: self.ts_event.value(i),
             ts_recv: self.ts_recv.value(i),
             venue_seq: opt(self.venue_seq.is_valid(i), self.venue_seq.value(i)),
@@ -372,7 +404,7 @@ impl BatchView {
             body,
         };
         event
-            .validate()
+            .validate_with(&mut names.checked)
             .with_context(|| format!("row {i} holds an event ticktape refuses"))?;
         Ok(event)
     }
@@ -414,7 +446,7 @@ mod tests {
         }
         let batch = cols.take_sorted_batch().unwrap();
         let view = BatchView::new(&batch).unwrap();
-        let mut names = Interner::default();
+        let mut names = RowNames::default();
         assert_eq!(
             view.event(0, &mut names).unwrap(),
             row("v", Fixed::new(15, 1), t)
