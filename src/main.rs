@@ -1218,6 +1218,8 @@ fn paper_cmd(a: PaperArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Nothing ticktape writes is group- or world-writable, whatever the umask says.
+    ticktape::store::files::restrict_umask();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(a) => simulate_cmd(a),

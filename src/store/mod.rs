@@ -12,6 +12,7 @@
 //! are kept: recovery never deletes what it cannot rebuild. [`streams`] keeps where each
 //! stream ends, so a restarted recorder can mark its downtime.
 
+pub mod files;
 pub mod journal;
 pub mod layout;
 pub mod reader;
@@ -20,7 +21,7 @@ pub mod streams;
 pub mod writer;
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,10 +105,10 @@ impl Recovery {
 /// dataset and `recover` never runs under a live recorder. Held until the file is dropped.
 pub fn lock(root: &Path) -> Result<File> {
     let dir = root.join(layout::META_DIR);
-    std::fs::create_dir_all(&dir)
+    files::create_dir_all(&dir)
         .with_context(|| format!("cannot create dataset directory {}", root.display()))?;
     let path = dir.join("LOCK");
-    let file = OpenOptions::new()
+    let file = files::options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -356,13 +357,9 @@ pub fn cut_message_row(tail: &StreamTail) -> crate::event::Event {
 /// Appends one JSON line to the dataset's `_ticktape/sessions.jsonl`.
 pub fn log_session(root: &Path, line: &serde_json::Value) -> Result<()> {
     let dir = root.join(layout::META_DIR);
-    std::fs::create_dir_all(&dir)?;
+    files::create_dir_all(&dir)?;
     let path = dir.join("sessions.jsonl");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f = files::append(&path).with_context(|| format!("cannot open {}", path.display()))?;
     writeln!(f, "{line}").with_context(|| format!("cannot write {}", path.display()))?;
     f.sync_data()?;
     Ok(())
@@ -426,8 +423,8 @@ impl RecoveryQuarantine {
             "frames": [frame],
         });
         let path = self.dir.join(format!("malformed-{generation:08}.jsonl"));
-        let written = std::fs::create_dir_all(&self.dir).and_then(|()| {
-            let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+        let written = files::create_dir_all(&self.dir).and_then(|()| {
+            let mut f = files::append(&path)?;
             writeln!(f, "{line}")
         });
         if let Err(e) = written {

@@ -6,6 +6,9 @@
 //! `ts_recv`: each row group is sorted before it is written, and a row group that would
 //! go back in time (a late event from a slower redundant publisher) closes the file and
 //! starts the next part instead.
+//!
+//! Files and directories are created with modes 0644 and 0755 whatever the umask (see
+//! [`super::files`]).
 
 use rustc_hash::FxHashMap;
 use std::fs::File;
@@ -19,6 +22,7 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use super::files;
 use super::layout::{self, IN_PROGRESS_SUFFIX};
 use super::schema::{self, EventColumns};
 use crate::event::{Event, EventSink};
@@ -145,7 +149,7 @@ pub struct DatasetWriter {
 impl DatasetWriter {
     /// A writer for generation `generation` of the dataset at `root` (created if missing).
     pub fn new(root: &Path, generation: u64, options: WriterOptions) -> Result<DatasetWriter> {
-        std::fs::create_dir_all(root)
+        files::create_dir_all(root)
             .with_context(|| format!("cannot create dataset directory {}", root.display()))?;
         Ok(DatasetWriter {
             root: root.to_path_buf(),
@@ -263,13 +267,13 @@ impl DatasetWriter {
             anyhow::bail!("cannot store an event: {reason}");
         }
         let dir = layout::partition_dir(&self.root, &key.venue, &key.symbol, key.day);
-        std::fs::create_dir_all(&dir)
+        files::create_dir_all(&dir)
             .with_context(|| format!("cannot create partition {}", dir.display()))?;
         let name = layout::part_name(self.generation, self.next_part);
         self.next_part += 1;
         let final_path = dir.join(&name);
         let tmp_path = dir.join(format!("{name}{IN_PROGRESS_SUFFIX}"));
-        let file = File::create(&tmp_path)
+        let file = files::create(&tmp_path)
             .with_context(|| format!("cannot create {}", tmp_path.display()))?;
         let mut props = WriterProperties::builder().set_compression(Compression::ZSTD(
             ZstdLevel::try_new(self.options.zstd_level).unwrap_or_default(),

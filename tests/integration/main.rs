@@ -4,6 +4,7 @@ mod backtest;
 mod chaos;
 mod cli;
 mod inproc;
+mod modes;
 mod python_client;
 mod record;
 mod replay;
