@@ -132,7 +132,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("ds");
-        // Closed part files (two partitions, one closed early by the bound).
+        // Closed part files (two partitions, one closed early by the bound), the checksum log.
         let options = WriterOptions {
             max_open_partitions: 1,
             ..WriterOptions::default()
@@ -166,6 +166,7 @@ mod tests {
             .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
             .collect();
         for wanted in [
+            "_ticktape/checksums.jsonl",
             "_ticktape/sessions.jsonl",
             "_ticktape/streams.json",
             "_ticktape/recording.json",

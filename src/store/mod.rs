@@ -10,8 +10,10 @@
 //! journal ends up in exactly one readable file and earlier generations are never touched.
 //! A journal damaged before its torn tail is kept aside and the generation's closed files
 //! are kept: recovery never deletes what it cannot rebuild. [`streams`] keeps where each
-//! stream ends, so a restarted recorder can mark its downtime.
+//! stream ends, so a restarted recorder can mark its downtime. [`checksums`] keeps the
+//! hash of every closed file for `inspect --verify`.
 
+pub mod checksums;
 pub mod files;
 pub mod journal;
 pub mod layout;
@@ -175,6 +177,7 @@ pub fn recover_locked(root: &Path, options: &WriterOptions) -> Result<Recovery> 
     // Streams whose end this recovery read from a journal.
     let mut replayed = BTreeSet::new();
     let mut quarantine = RecoveryQuarantine::new(root);
+    let mut checksums = checksums::ChecksumLog::new(root);
     let last = journals.len().saturating_sub(1);
     for (i, (generation, path)) in journals.into_iter().enumerate() {
         let check = journal::read_journal(&path, |_| Ok(()))?;
@@ -197,8 +200,13 @@ pub fn recover_locked(root: &Path, options: &WriterOptions) -> Result<Recovery> 
             }
             std::fs::remove_file(&file)
                 .with_context(|| format!("cannot remove {}", file.display()))?;
+            if closed {
+                checksums.removed(&file)?;
+            }
             report.removed_files += 1;
         }
+        // Before the rebuilt files' lines, which may name the same paths.
+        checksums.sync()?;
         let mut writer =
             DatasetWriter::new(root, generation, options.clone())?.after_existing_parts()?;
         let mut names = Interner::default();
@@ -453,12 +461,17 @@ pub fn write_generation<T>(
             let _ = std::fs::remove_dir_all(root);
             return;
         }
+        let mut checksums = checksums::ChecksumLog::new(root);
         for file in layout::partition_files(root).unwrap_or_default() {
             let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if layout::generation_of_part(name) == Some(generation) {
-                let _ = std::fs::remove_file(&file);
+            if layout::generation_of_part(name) == Some(generation)
+                && std::fs::remove_file(&file).is_ok()
+                && !name.ends_with(layout::IN_PROGRESS_SUFFIX)
+            {
+                let _ = checksums.removed(&file);
             }
         }
+        let _ = checksums.sync();
     };
     match fill(&mut writer).and_then(|value| Ok((value, writer.close()?))) {
         Ok(done) => Ok(done),

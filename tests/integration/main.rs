@@ -9,3 +9,4 @@ mod python_client;
 mod record;
 mod replay;
 mod util;
+mod verify;
