@@ -2,6 +2,9 @@
 //! counts, gaps, and the recorder's duplicate/malformed counters.
 //!
 //! Reads only Parquet footers and the few columns it counts. Never writes.
+//!
+//! With `--verify` ([`verify`]) it reads every data file's bytes instead and compares
+//! their hash with `_ticktape/checksums.jsonl` (see [`crate::store::checksums`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -13,6 +16,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
+use crate::store::checksums::{self, Status, Verification};
 use crate::store::{Selection, layout, reader};
 
 /// One gap row.
@@ -81,6 +85,12 @@ pub struct DatasetSummary {
     /// Journals recovery found damaged before their tail and kept aside
     /// (`_journal/gen-<g>.log.damaged-<t>`): events after the damage are only there.
     pub damaged_journals: Vec<String>,
+    /// Data files without a line in `_ticktape/checksums.jsonl` (written by an older
+    /// ticktape, or copied in): `--verify` cannot check them.
+    pub files_without_checksum: u64,
+    /// Data files whose size is not the one recorded when they were written (relative
+    /// paths): changed since; `replay`, `run` and `book` refuse them.
+    pub size_changed: Vec<String>,
 }
 
 /// Summarizes the dataset at `root`.
@@ -106,6 +116,20 @@ pub fn inspect(root: &Path) -> Result<DatasetSummary> {
         count_file(&f.path, p, &mut summary.gaps)?;
     }
     summary.partitions = parts.into_values().collect();
+    let recorded = checksums::load(root)?;
+    summary.files_without_checksum = files
+        .iter()
+        .filter(|f| {
+            !recorded
+                .files
+                .contains_key(&checksums::relative_name(root, &f.path))
+        })
+        .count() as u64;
+    summary.size_changed =
+        checksums::size_mismatches(root, files.iter().map(|f| (f.path.as_path(), f.bytes)))?
+            .into_iter()
+            .map(|(name, _, _)| name)
+            .collect();
     summary.gaps.sort_by_key(|g| g.ts);
     if let Ok(text) = std::fs::read_to_string(root.join(layout::META_DIR).join("sessions.jsonl")) {
         for line in text.lines() {
@@ -269,6 +293,18 @@ pub fn render(root: &Path, s: &DatasetSummary) -> String {
             s.pending_journals
         ));
     }
+    for name in &s.size_changed {
+        out.push_str(&format!(
+            "warning: {name} changed size since it was written (replay, run and book refuse it); run `ticktape inspect {} --verify`\n",
+            root.display()
+        ));
+    }
+    if s.files_without_checksum > 0 {
+        out.push_str(&format!(
+            "note: {} of {files} file(s) have no recorded checksum (older recorder, or copied in): `inspect --verify` cannot check them\n",
+            s.files_without_checksum
+        ));
+    }
     for name in &s.damaged_journals {
         out.push_str(&format!(
             "warning: damaged journal kept as _journal/{name}: the events after its damage are not in Parquet\n"
@@ -293,5 +329,49 @@ pub fn render(root: &Path, s: &DatasetSummary) -> String {
     if s.gaps.len() > 20 {
         out.push_str(&format!("  ... {} more (use --json)\n", s.gaps.len() - 20));
     }
+    out
+}
+
+/// Re-hashes every data file of the dataset at `root` against its checksum log;
+/// `progress(done, total)` in bytes. See [`checksums::verify`].
+pub fn verify(root: &Path, progress: impl FnMut(u64, u64)) -> Result<Verification> {
+    checksums::verify(root, progress)
+}
+
+/// Renders a verification: one line per file (`OK`, `MISMATCH` with expected and actual,
+/// `NOT RECORDED`, `MISSING`, `UNREADABLE`), notes, and the summary line last.
+pub fn render_verification(root: &Path, v: &Verification) -> String {
+    let mut out = String::new();
+    for f in &v.files {
+        let detail = match &f.status {
+            Status::Ok | Status::NotRecorded => String::new(),
+            Status::Mismatch { expected, actual } => {
+                format!("  expected {expected}, found {actual}")
+            }
+            Status::Missing { expected } => format!("  expected {expected}, no such file"),
+            Status::Unreadable { error } => format!("  {error}"),
+        };
+        out.push_str(&format!("{:<12} {}{detail}\n", f.status.label(), f.file));
+    }
+    if v.unreadable_lines > 0 {
+        out.push_str(&format!(
+            "note: {} unreadable line(s) in {} skipped (a torn last line after a power cut is one)\n",
+            v.unreadable_lines,
+            checksums::log_path(root).display()
+        ));
+    }
+    if v.in_progress > 0 {
+        out.push_str(&format!(
+            "note: {} .inprogress file(s) not checked (being written, or left by a crash until `ticktape recover`)\n",
+            v.in_progress
+        ));
+    }
+    if v.count("NOT RECORDED") > 0 {
+        out.push_str(
+            "note: NOT RECORDED files were written by an older ticktape or copied in; their content cannot be checked\n",
+        );
+    }
+    out.push_str(&v.summary());
+    out.push('\n');
     out
 }

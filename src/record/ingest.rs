@@ -9,7 +9,7 @@
 //! lets a benchmark push pre-encoded messages through exactly the recorder's code.
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::ops::Deref;
 use std::path::PathBuf;
@@ -22,7 +22,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::writer::{BATCH, ParquetWriter};
 use super::{PublisherStatus, RecordConfig, RecordStats, dedup, gaps, log_session};
 use crate::event::{Body, Event, GapReason, Interner, Kind, now_nanos};
-use crate::store::{self, SessionMarker, StreamTails, journal, layout};
+use crate::store::{self, SessionMarker, StreamTails, files, journal, layout};
 use crate::wire;
 
 /// A venue and symbol, as interned names.
@@ -76,7 +76,7 @@ impl Ingest {
             eprintln!("warning: {warning}");
         }
         let generation = layout::max_generation(&root)?.map_or(0, |g| g + 1);
-        std::fs::create_dir_all(root.join(layout::JOURNAL_DIR))?;
+        files::create_dir_all(&root.join(layout::JOURNAL_DIR))?;
         let journal = journal::JournalWriter::open(&layout::journal_path(&root, generation))?;
         let parquet = ParquetWriter::start(root.clone(), generation, config.writer.clone())?;
         let publishers = config
@@ -612,13 +612,10 @@ impl Quarantine {
     ) -> Result<()> {
         if self.file.is_none() {
             let path = self.dir.join(format!("malformed-{generation:08}.jsonl"));
-            std::fs::create_dir_all(&self.dir)
+            files::create_dir_all(&self.dir)
                 .with_context(|| format!("cannot create {}", self.dir.display()))?;
             self.file = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
+                files::append(&path)
                     .with_context(|| format!("cannot open quarantine {}", path.display()))?,
             );
         }

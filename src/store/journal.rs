@@ -11,7 +11,7 @@
 //! power cut) ends the journal; a bad record with intact records after it is *damage*,
 //! which [`read_journal`] reports so recovery keeps the file instead of deleting it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -28,10 +28,7 @@ pub struct JournalWriter {
 impl JournalWriter {
     /// Creates (or appends to) the journal at `path`.
     pub fn open(path: &Path) -> Result<JournalWriter> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        let file = super::files::append(path)
             .with_context(|| format!("cannot open journal {}", path.display()))?;
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(JournalWriter {
@@ -219,7 +216,10 @@ mod tests {
         w.flush(true).unwrap();
         drop(w);
         // Simulate a kill mid-write: a header promising more bytes than exist.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(&[50, 0, 0, 0, 1, 2, 3, 4, b'x']).unwrap();
         let mut seen = Vec::new();
         let scan = read_journal(&path, |p| {
@@ -286,7 +286,10 @@ mod tests {
 
         // Zeros after the last record (a power cut after the file grew) are a tail.
         let (_dir, path) = journal_of(10);
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(&[0u8; 4096]).unwrap();
         let scan = read_journal(&path, |_| Ok(())).unwrap();
         assert_eq!((scan.records, scan.torn_bytes), (10, 4096));

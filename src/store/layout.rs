@@ -7,6 +7,7 @@
 //!   _journal/gen-<generation>.log       write-ahead journal of the generation being recorded
 //!   _quarantine/malformed-<generation>.jsonl   messages that could not be decoded, raw bytes kept
 //!   _ticktape/sessions.jsonl            one summary line per recorder or importer session
+//!   _ticktape/checksums.jsonl           size and xxh3-64 of every closed data file
 //!   _ticktape/LOCK                      held by the one process writing the dataset
 //! ```
 //!

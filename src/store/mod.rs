@@ -10,8 +10,11 @@
 //! journal ends up in exactly one readable file and earlier generations are never touched.
 //! A journal damaged before its torn tail is kept aside and the generation's closed files
 //! are kept: recovery never deletes what it cannot rebuild. [`streams`] keeps where each
-//! stream ends, so a restarted recorder can mark its downtime.
+//! stream ends, so a restarted recorder can mark its downtime. [`checksums`] keeps the
+//! hash of every closed file for `inspect --verify`.
 
+pub mod checksums;
+pub mod files;
 pub mod journal;
 pub mod layout;
 pub mod reader;
@@ -20,7 +23,7 @@ pub mod streams;
 pub mod writer;
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,10 +107,10 @@ impl Recovery {
 /// dataset and `recover` never runs under a live recorder. Held until the file is dropped.
 pub fn lock(root: &Path) -> Result<File> {
     let dir = root.join(layout::META_DIR);
-    std::fs::create_dir_all(&dir)
+    files::create_dir_all(&dir)
         .with_context(|| format!("cannot create dataset directory {}", root.display()))?;
     let path = dir.join("LOCK");
-    let file = OpenOptions::new()
+    let file = files::options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -174,6 +177,7 @@ pub fn recover_locked(root: &Path, options: &WriterOptions) -> Result<Recovery> 
     // Streams whose end this recovery read from a journal.
     let mut replayed = BTreeSet::new();
     let mut quarantine = RecoveryQuarantine::new(root);
+    let mut checksums = checksums::ChecksumLog::new(root);
     let last = journals.len().saturating_sub(1);
     for (i, (generation, path)) in journals.into_iter().enumerate() {
         let check = journal::read_journal(&path, |_| Ok(()))?;
@@ -196,8 +200,13 @@ pub fn recover_locked(root: &Path, options: &WriterOptions) -> Result<Recovery> 
             }
             std::fs::remove_file(&file)
                 .with_context(|| format!("cannot remove {}", file.display()))?;
+            if closed {
+                checksums.removed(&file)?;
+            }
             report.removed_files += 1;
         }
+        // Before the rebuilt files' lines, which may name the same paths.
+        checksums.sync()?;
         let mut writer =
             DatasetWriter::new(root, generation, options.clone())?.after_existing_parts()?;
         let mut names = Interner::default();
@@ -356,13 +365,9 @@ pub fn cut_message_row(tail: &StreamTail) -> crate::event::Event {
 /// Appends one JSON line to the dataset's `_ticktape/sessions.jsonl`.
 pub fn log_session(root: &Path, line: &serde_json::Value) -> Result<()> {
     let dir = root.join(layout::META_DIR);
-    std::fs::create_dir_all(&dir)?;
+    files::create_dir_all(&dir)?;
     let path = dir.join("sessions.jsonl");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f = files::append(&path).with_context(|| format!("cannot open {}", path.display()))?;
     writeln!(f, "{line}").with_context(|| format!("cannot write {}", path.display()))?;
     f.sync_data()?;
     Ok(())
@@ -426,8 +431,8 @@ impl RecoveryQuarantine {
             "frames": [frame],
         });
         let path = self.dir.join(format!("malformed-{generation:08}.jsonl"));
-        let written = std::fs::create_dir_all(&self.dir).and_then(|()| {
-            let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+        let written = files::create_dir_all(&self.dir).and_then(|()| {
+            let mut f = files::append(&path)?;
             writeln!(f, "{line}")
         });
         if let Err(e) = written {
@@ -456,12 +461,17 @@ pub fn write_generation<T>(
             let _ = std::fs::remove_dir_all(root);
             return;
         }
+        let mut checksums = checksums::ChecksumLog::new(root);
         for file in layout::partition_files(root).unwrap_or_default() {
             let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if layout::generation_of_part(name) == Some(generation) {
-                let _ = std::fs::remove_file(&file);
+            if layout::generation_of_part(name) == Some(generation)
+                && std::fs::remove_file(&file).is_ok()
+                && !name.ends_with(layout::IN_PROGRESS_SUFFIX)
+            {
+                let _ = checksums.removed(&file);
             }
         }
+        let _ = checksums.sync();
     };
     match fill(&mut writer).and_then(|value| Ok((value, writer.close()?))) {
         Ok(done) => Ok(done),

@@ -11,6 +11,12 @@
 //! `ts_event`, `venue`, `symbol`, `kind`, `pub_seq`) is an error naming the file and
 //! column, never read as 0 or an empty name: such a row cannot be placed in time or
 //! attributed, and skipping it would silently change a backtest.
+//!
+//! A file whose size differs from the one `_ticktape/checksums.jsonl` recorded when it
+//! was written is refused before anything is read (one `stat` per file, done anyway).
+//! Contents are not re-hashed here: `ticktape inspect DS --verify` does that. Page CRCs
+//! that other writers put in their files (pyarrow's `page_checksum_enabled`) are checked
+//! on every read.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
@@ -200,6 +206,26 @@ pub fn list_files(root: &Path, selection: &Selection) -> Result<Vec<DataFile>> {
     Ok(files)
 }
 
+/// Refuses files whose size is not what the checksum log recorded when they were written.
+fn check_recorded_sizes(root: &Path, files: &[DataFile]) -> Result<()> {
+    let changed =
+        super::checksums::size_mismatches(root, files.iter().map(|f| (f.path.as_path(), f.bytes)))?;
+    let Some((name, expected, now)) = changed.first() else {
+        return Ok(());
+    };
+    let others = match changed.len() - 1 {
+        0 => String::new(),
+        n => format!(" ({n} other file(s) too)"),
+    };
+    bail!(
+        "{} is {now} bytes but was written as {expected} bytes (_ticktape/checksums.jsonl){others}: \
+         it changed after it was written. Run `ticktape inspect {} --verify` to check every \
+         file, then restore the file or move it out of the dataset",
+        root.join(name).display(),
+        root.display()
+    )
+}
+
 /// The distinct venues and symbols of a dataset, from its directory names.
 pub fn partitions(root: &Path) -> Result<BTreeSet<(String, String)>> {
     Ok(list_files(root, &Selection::default())?
@@ -274,6 +300,7 @@ impl EventReader {
     /// Opens the dataset at `root` for reading `selection`.
     pub fn open(root: &Path, selection: Selection) -> Result<EventReader> {
         let files = list_files(root, &selection)?;
+        check_recorded_sizes(root, &files)?;
         let n = files.len();
         Ok(EventReader {
             files,

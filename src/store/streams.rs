@@ -205,10 +205,11 @@ impl SessionMarker {
 /// `path`, so a crash leaves the old file or the new one, never a torn one.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("path without a directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    super::files::create_dir_all(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = super::files::create(&tmp)?;
         std::io::Write::write_all(&mut f, bytes)?;
         f.sync_data()?;
         std::fs::rename(&tmp, path)

@@ -916,6 +916,17 @@ fn chaos_kill_9_loop_loses_nothing_older_than_the_flush_interval_and_marks_every
         "{killed} abnormal sessions logged: {f:?}"
     );
     assert_eq!(summary["pending_journals"], 0);
+    // Every file left after 22 kills has its checksum line, and nothing recorded is gone:
+    // recovery logs the files it deletes and the hashes of those it rebuilds.
+    let out = run_ok(&["inspect", ds.to_str().unwrap(), "--verify", "--json"]);
+    let verified: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = verified["files"].as_array().unwrap();
+    let not_ok: Vec<&serde_json::Value> = files.iter().filter(|f| f["status"] != "ok").collect();
+    eprintln!("chaos: {} files verified", files.len());
+    assert!(
+        !files.is_empty() && not_ok.is_empty(),
+        "every file OK: {not_ok:?}"
+    );
     match python() {
         Some(py) => {
             run_python(
