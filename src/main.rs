@@ -796,7 +796,16 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
         .map(|h| h as &mut dyn ticktape::replay::VenueHost);
     let stats = ticktape::replay::run(&config, venue_host, &stop, |p| progress.show(&p))?;
     progress.bar.finish_and_clear();
-    print_replay_summary(&stats, a.json)
+    print_replay_summary(&stats, a.json)?;
+    if stop.is_set() {
+        // A replay that did not reach the end of its data is not a success.
+        bail!(
+            "interrupted after {} of about {} events",
+            stats.events,
+            stats.estimate
+        );
+    }
+    Ok(())
 }
 
 /// Says on stderr who the replay waits for before its first event, or, with `--wait-for 0`,
@@ -969,6 +978,13 @@ fn strategy_cmd(a: StrategyArgs) -> Result<()> {
         "strategy {}: {} events, {} orders, {} fills, {} lockstep acks",
         config.name, stats.events, stats.orders, stats.fills, stats.acks
     );
+    let bad = stats.bad_events + stats.bad_exchange_messages + stats.bad_replies;
+    if bad > 0 {
+        eprintln!(
+            "strategy {}: skipped unreadable messages: {} market events, {} fills/order updates, {} gateway replies",
+            config.name, stats.bad_events, stats.bad_exchange_messages, stats.bad_replies
+        );
+    }
     Ok(())
 }
 

@@ -15,11 +15,7 @@ use crate::exchange::{
 };
 
 fn capture() -> Option<PathBuf> {
-    let root = std::env::var_os("TICKTAPE_REAL_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/data/real"));
-    let path = root.join("hftbacktest/examples/spot/btcusdt_20240808.gz");
-    path.exists().then_some(path)
+    crate::feeds::import::testdata::real("hftbacktest/examples/spot/btcusdt_20240808.gz")
 }
 
 fn event(ts: UnixNanos, body: Body) -> Event {

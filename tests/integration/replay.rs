@@ -310,6 +310,10 @@ fn ctrl_c_ends_a_replay_stuck_on_a_subscriber_that_stopped_reading() {
     let events = summary["events"].as_u64().unwrap();
     assert!(events < 10_000, "the replay was stuck, not done: {summary}");
     assert!(summary["stalls"].as_u64().unwrap() > 0, "{summary}");
+    // Interrupted before the end of its data: not a success (it exited 0 before).
+    assert!(!out.status.success(), "{:?}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("interrupted after"), "{err}");
 }
 
 #[test]

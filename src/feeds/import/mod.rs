@@ -405,18 +405,29 @@ pub(crate) mod testdata {
     //! Paths to the real market data the tests use.
     use std::path::PathBuf;
 
-    /// `shared/data/real/<rel>` beside the repository, or `None` (the test then says it
-    /// skipped) when the shared data is not there.
+    /// `<rel>` under the shared real data (`$TICKTAPE_REAL_DATA`, else
+    /// `shared/data/real` beside the repository, else `/work/shared/data/real`), or `None`
+    /// with a line saying the test skipped it. Under CI (`CI` set) a missing file fails
+    /// the test instead: a test that cannot run must not pass.
     pub fn real(rel: &str) -> Option<PathBuf> {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/data/real")
-            .join(rel);
+        let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/real");
+        let root = match std::env::var_os("TICKTAPE_REAL_DATA") {
+            Some(dir) => PathBuf::from(dir),
+            None if beside.is_dir() => beside,
+            None => PathBuf::from("/work/shared/data/real"),
+        };
+        let p = root.join(rel);
         if p.exists() {
-            Some(p)
-        } else {
-            eprintln!("skipped: {} not present", p.display());
-            None
+            return Some(p);
         }
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "CI is set but the real data file {} is missing",
+                p.display()
+            );
+        }
+        eprintln!("skipped: {} not present", p.display());
+        None
     }
 
     /// `tests/fixtures/<rel>` in this repository.
