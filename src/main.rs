@@ -132,6 +132,10 @@ struct ReportArgs {
     /// A second run directory to compare with.
     #[arg(long)]
     compare: Option<PathBuf>,
+    /// Also write the trade list (every fill, with position, realized PnL and markouts)
+    /// as CSV here.
+    #[arg(long)]
+    trades: Option<PathBuf>,
     /// Starting balance instead of the run's summary.json.
     #[arg(long)]
     starting_balance: Option<f64>,
@@ -928,6 +932,7 @@ fn report_cmd(a: ReportArgs) -> Result<()> {
         json: a.json,
         csv: a.csv,
         chart: a.chart,
+        trades: a.trades,
         starting_balance: a.starting_balance,
         // parse_duration bounds it to 365 days, far inside i64 nanoseconds.
         return_interval_ns: i64::try_from(a.return_interval.as_nanos())
