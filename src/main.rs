@@ -126,7 +126,8 @@ struct ReportArgs {
     /// Also write a CSV here.
     #[arg(long)]
     csv: Option<PathBuf>,
-    /// Also write the SVG chart (equity, drawdown, inventory) here.
+    /// Also write the SVG chart here (equity, drawdown, and per strategy: PnL, price with
+    /// fills, position).
     #[arg(long)]
     chart: Option<PathBuf>,
     /// A second run directory to compare with.

@@ -6,9 +6,11 @@
 //!
 //! Scaling: fills are collected (they are small next to marks) and walked once in Rust
 //! because average-cost PnL is path-dependent. Marks stay lazy: the as-of join, the window
-//! expressions and the aggregations run inside polars, and the three outputs (per-key
-//! aggregates, total statistics, chart buckets) are collected together over one cached join
-//! so the 10-million-row marks file is scanned and joined once.
+//! expressions and the aggregations run inside polars, and the outputs (per-key aggregates,
+//! total statistics, return grids, chart buckets, mids after fills) are collected together
+//! over one cached scan and join so the 10-million-row marks file is scanned and joined
+//! once. What is per fill (trade list, markout averages, position steps, fill markers) is
+//! done in Rust over the collected fills.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
