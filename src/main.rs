@@ -133,12 +133,17 @@ struct ReportArgs {
     /// Also write a CSV here.
     #[arg(long)]
     csv: Option<PathBuf>,
-    /// Also write the SVG chart (equity, drawdown, inventory) here.
+    /// Also write the SVG chart here (equity, drawdown, and per strategy: PnL, price with
+    /// fills, position).
     #[arg(long)]
     chart: Option<PathBuf>,
     /// A second run directory to compare with.
     #[arg(long)]
     compare: Option<PathBuf>,
+    /// Also write the trade list (every fill, with position, realized PnL and markouts)
+    /// as CSV here.
+    #[arg(long)]
+    trades: Option<PathBuf>,
     /// Starting balance instead of the run's summary.json.
     #[arg(long)]
     starting_balance: Option<f64>,
@@ -1064,6 +1069,7 @@ fn report_cmd(a: ReportArgs) -> Result<()> {
         json: a.json,
         csv: a.csv,
         chart: a.chart,
+        trades: a.trades,
         starting_balance: a.starting_balance,
         // parse_duration bounds it to 365 days, far inside i64 nanoseconds.
         return_interval_ns: i64::try_from(a.return_interval.as_nanos())

@@ -2,7 +2,7 @@
 //!
 //! Owns the per-(strategy, venue, symbol) running state (exact position, average entry
 //! cost, cumulative realized PnL and fees, round-trip bookkeeping). It never reads files
-//! and never looks at marks: [`super::metrics`] feeds it sorted fill columns and joins the
+//! and never looks at marks: `metrics` feeds it sorted fill columns and joins the
 //! per-fill snapshots it returns onto marks with a polars as-of join.
 //!
 //! Position is tracked exactly with [`Fixed`] (parsed from the fills' `size_exact`) so that
@@ -207,6 +207,11 @@ impl Ledger {
             self.totals.round_trips += 1;
             self.totals.holding_ns += i128::from(ts) - i128::from(opened);
         }
+    }
+
+    /// Exact signed position (base units) after the fills applied so far.
+    pub fn position(&self) -> Fixed {
+        self.position
     }
 
     /// Totals so far.

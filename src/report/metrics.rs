@@ -6,9 +6,11 @@
 //!
 //! Scaling: fills are collected (they are small next to marks) and walked once in Rust
 //! because average-cost PnL is path-dependent. Marks stay lazy: the as-of join, the window
-//! expressions and the aggregations run inside polars, and the three outputs (per-key
-//! aggregates, total statistics, chart buckets) are collected together over one cached join
-//! so the 10-million-row marks file is scanned and joined once.
+//! expressions and the aggregations run inside polars, and the outputs (per-key aggregates,
+//! total statistics, return grids, chart buckets, mids after fills) are collected together
+//! over one cached scan and join so the 10-million-row marks file is scanned and joined
+//! once. What is per fill (trade list, markout averages, position steps, fill markers) is
+//! done in Rust over the collected fills.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -18,8 +20,8 @@ use polars::prelude::*;
 use super::ledger::{Ledger, LedgerFill, LedgerTotals, Liquidity};
 use super::ratios::{self, Ratios};
 use super::{
-    ChartSeries, KeyMetrics, Metrics, REPORT_SCHEMA_VERSION, Report, ReportError, ReportOptions,
-    Result,
+    ChartSeries, KeyFills, KeyMetrics, KeySeries, Metrics, REPORT_SCHEMA_VERSION, Report,
+    ReportError, ReportOptions, Result,
 };
 
 const KEYS: [&str; 3] = ["strategy", "venue", "symbol"];
@@ -56,7 +58,12 @@ pub(super) fn scan(path: &Path) -> Result<LazyFrame> {
 /// Per-fill ledger state in a frame ready for the as-of join, plus each key's final totals.
 struct FillState {
     frame: DataFrame,
+    /// Every fill in time order with the ledger's view of it: the trade list (see
+    /// [`super::trades`] for its columns).
+    trades: DataFrame,
     totals: BTreeMap<Key, LedgerTotals>,
+    /// Time of the first fill, ns since the Unix epoch (`None` without fills).
+    first_ts: Option<i64>,
     /// Time of the last fill, ns since the Unix epoch (`None` without fills).
     last_ts: Option<i64>,
 }
@@ -71,9 +78,12 @@ fn run_ledger(fills_path: &Path) -> Result<FillState> {
                 col("strategy"),
                 col("venue"),
                 col("symbol"),
+                col("order_id"),
+                col("client_order_id"),
                 col("fill_id"),
                 col("side"),
                 col("price"),
+                col("price_exact"),
                 col("size_exact"),
                 col("fee"),
                 col("liquidity"),
@@ -114,6 +124,8 @@ fn run_ledger(fills_path: &Path) -> Result<FillState> {
     let mut last_row_of_key: Vec<Option<(usize, i64)>> = Vec::new();
     let mut keep = vec![true; n];
     let mut out_key = Vec::with_capacity(n);
+    let mut position_after: Vec<String> = Vec::with_capacity(n);
+    let mut realized_by_fill: Vec<f64> = Vec::with_capacity(n);
     let (mut o_pos, mut o_avg, mut o_real, mut o_fee) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -161,7 +173,10 @@ fn run_ledger(fills_path: &Path) -> Result<FillState> {
             last_row_of_key.push(None);
             keys.len() - 1
         });
+        let realized_before = ledgers[k].totals().realized;
         let snap = ledgers[k].apply(&fill).map_err(|e| bad(format!("{e}")))?;
+        position_after.push(ledgers[k].position().to_string());
+        realized_by_fill.push(snap.cum_realized - realized_before);
         // Several fills of one key at one timestamp: only the state after the last one
         // may be visible to the as-of join, or a mark at that instant could see half of it.
         if let Some((prev_row, prev_ts)) = last_row_of_key[k]
@@ -203,10 +218,22 @@ fn run_ledger(fills_path: &Path) -> Result<FillState> {
         .zip(ledgers)
         .map(|(k, l)| (k, l.totals().clone()))
         .collect();
+    let first_ts = ts.iter().flatten().copied().min();
     let last_ts = ts.iter().flatten().copied().max();
+    let mut trades = df;
+    pl(
+        "cannot build the trade list",
+        trades.hstack_mut(&[
+            Column::new("position_after".into(), position_after),
+            Column::new("position".into(), o_pos),
+            Column::new("realized_pnl".into(), realized_by_fill),
+        ]),
+    )?;
     Ok(FillState {
         frame,
+        trades,
         totals,
+        first_ts,
         last_ts,
     })
 }
@@ -389,7 +416,8 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         .sort(
             ["ts"],
             SortMultipleOptions::default().with_maintain_order(true),
-        );
+        )
+        .cache();
 
     let asof = AsOfOptions {
         strategy: AsofStrategy::Backward,
@@ -400,6 +428,7 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         ..Default::default()
     };
     let joined = marks
+        .clone()
         .join_builder()
         .with(fills.frame.clone().lazy())
         .left_on([col("ts")])
@@ -440,6 +469,9 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
             .cast(DataType::Float64)
             .sum()
             .alias("mismatches"),
+        (col("ts") - col("ts").shift(lit(1)))
+            .median()
+            .alias("mark_interval"),
     ];
     per_key_aggs.extend(curve_stats(col("pnl"), starting_balance, false));
     let per_key = joined.clone().group_by(key_cols()).agg(per_key_aggs);
@@ -492,33 +524,38 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
     let peak = when(running.clone().gt(lit(starting_balance)))
         .then(running)
         .otherwise(lit(starting_balance));
-    let span = (col("ts").max() - col("ts").min()).cast(DataType::Float64) + lit(1.0);
     let mut chart_aggs = Vec::new();
     for name in ["equity", "drawdown", "net", "gross"] {
-        chart_aggs.push(col(name).min().alias(format!("{name}_min")));
-        chart_aggs.push(col(name).max().alias(format!("{name}_max")));
-        chart_aggs.push(
-            col("ts")
-                .get(col(name).arg_min(), true)
-                .alias(format!("{name}_tmin")),
-        );
-        chart_aggs.push(
-            col("ts")
-                .get(col(name).arg_max(), true)
-                .alias(format!("{name}_tmax")),
-        );
+        chart_aggs.extend(min_max_aggs(name));
     }
     let chart = total
         .clone()
         .with_columns([
             (col("equity") - peak).alias("drawdown"),
-            ((col("ts") - col("ts").min()).cast(DataType::Float64) * lit(buckets) / span)
-                .floor()
-                .cast(DataType::Int64)
-                .alias("bucket"),
+            bucket_col(buckets),
         ])
         .group_by_stable([col("bucket")])
         .agg(chart_aggs);
+    // Per key net PnL and mid, per time bucket (the mid per venue/symbol is taken from one
+    // of its keys in Rust: every key's marks carry the same mids).
+    let mut key_bucket = key_cols().to_vec();
+    key_bucket.push(col("bucket"));
+    let mut key_chart_aggs = min_max_aggs("pnl").to_vec();
+    key_chart_aggs.extend(min_max_aggs("mid"));
+    let key_chart = joined
+        .clone()
+        .select([
+            col("ts"),
+            col("strategy"),
+            col("venue"),
+            col("symbol"),
+            col("pnl"),
+            col("mid"),
+        ])
+        .with_column(bucket_col(buckets))
+        .group_by_stable(key_bucket)
+        .agg(key_chart_aggs);
+    let fill_mids = super::trades::mids_after_fills(&fills.trades, marks)?;
 
     // Returns on the grid of the return interval (see `ratios`): the last equity of each
     // grid point, then the sums the ratios need; per key, the key's first grid point after
@@ -581,11 +618,15 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
                 chart.logical_plan,
                 total_returns.logical_plan,
                 key_returns.logical_plan,
+                key_chart.logical_plan,
+                fill_mids.logical_plan,
             ],
             Engine::Auto,
             opt,
         ),
     )?;
+    let fill_mids_df = out.pop().unwrap_or_default();
+    let key_chart_df = out.pop().unwrap_or_default();
     let key_returns_df = out.pop().unwrap_or_default();
     let total_returns_df = out.pop().unwrap_or_default();
     let chart_df = out.pop().unwrap_or_default();
@@ -729,6 +770,42 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
     derive_ratios(&mut total, total_holding);
 
     let mut series = chart_series(&chart_df);
+    series.key_pnl = grouped_series(&key_chart_df, "pnl");
+    for ks in &mut series.key_pnl {
+        // Each key's curve ends at its final net PnL, like the total curve.
+        let key = (ks.strategy.clone(), ks.venue.clone(), ks.symbol.clone());
+        if let (Some(m), Some(t)) = (
+            by_key
+                .iter()
+                .find(|k| (&k.strategy, &k.venue, &k.symbol) == (&key.0, &key.1, &key.2)),
+            end_ns.max(fills.last_ts),
+        ) && ks.points.last() != Some(&(t, m.metrics.net_pnl))
+        {
+            ks.points.push((t, m.metrics.net_pnl));
+        }
+    }
+    series.mids = market_series(&key_chart_df);
+    let chart_t0 = start_ns
+        .into_iter()
+        .chain(fills.first_ts)
+        .min()
+        .unwrap_or(0);
+    let chart_t1 = end_ns.max(fills.last_ts).unwrap_or(chart_t0);
+    (series.key_position, series.fills) = fill_series(
+        &fills.trades,
+        chart_t0,
+        chart_t1,
+        (opts.chart_max_points / 2).max(1),
+    );
+
+    let mut mark_interval: HashMap<Key, i64> = HashMap::new();
+    for (key, &row) in &key_rows {
+        if let Some(m) = get_i64(&per_key_df, "mark_interval", row).filter(|m| *m > 0) {
+            mark_interval.insert(key.clone(), m);
+        }
+    }
+    let mut trades = fills.trades;
+    let markouts = super::trades::markouts(&mut trades, &fill_mids_df, &mark_interval)?;
     // The final equity closes the drawn curves too, at the last fill or the last mark.
     if let Some(t) = end_ns.max(fills.last_ts) {
         let last = series.equity.last().copied();
@@ -752,40 +829,245 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         total,
         by_key,
         orders: super::orders::order_stats(&run_dir.join("orders.parquet"))?,
+        markouts,
         summary,
         series,
+        trades,
     })
 }
 
-/// Turns the per-bucket min/max frame into time-ordered points (two per bucket at most).
-fn chart_series(df: &DataFrame) -> ChartSeries {
-    let points = |name: &str| -> Vec<(i64, f64)> {
-        let lo = f64_values(df, &format!("{name}_min"));
-        let hi = f64_values(df, &format!("{name}_max"));
-        let tlo = i64_values(df, &format!("{name}_tmin"));
-        let thi = i64_values(df, &format!("{name}_tmax"));
-        let mut out = Vec::with_capacity(df.height() * 2);
-        for row in 0..df.height() {
-            let (Some(lo), Some(hi), Some(tlo), Some(thi)) = (lo[row], hi[row], tlo[row], thi[row])
-            else {
-                continue;
-            };
-            if tlo == thi {
-                out.push((tlo, hi));
-            } else if tlo < thi {
-                out.push((tlo, lo));
-                out.push((thi, hi));
-            } else {
-                out.push((thi, hi));
-                out.push((tlo, lo));
-            }
+/// `{name}_min`, `{name}_max` and the timestamps where they occur, per bucket.
+fn min_max_aggs(name: &str) -> [Expr; 4] {
+    [
+        col(name).min().alias(format!("{name}_min")),
+        col(name).max().alias(format!("{name}_max")),
+        col("ts")
+            .get(col(name).arg_min(), true)
+            .alias(format!("{name}_tmin")),
+        col("ts")
+            .get(col(name).arg_max(), true)
+            .alias(format!("{name}_tmax")),
+    ]
+}
+
+/// Time bucket of each row: `buckets` equal slices of the frame's whole time span.
+fn bucket_col(buckets: f64) -> Expr {
+    let span = (col("ts").max() - col("ts").min()).cast(DataType::Float64) + lit(1.0);
+    ((col("ts") - col("ts").min()).cast(DataType::Float64) * lit(buckets) / span)
+        .floor()
+        .cast(DataType::Int64)
+        .alias("bucket")
+}
+
+/// Turns rows `rows` of a per-bucket min/max frame into time-ordered points (two per
+/// bucket at most).
+fn bucket_points(df: &DataFrame, name: &str, rows: &[usize]) -> Vec<(i64, f64)> {
+    let lo = f64_values(df, &format!("{name}_min"));
+    let hi = f64_values(df, &format!("{name}_max"));
+    let tlo = i64_values(df, &format!("{name}_tmin"));
+    let thi = i64_values(df, &format!("{name}_tmax"));
+    let mut out = Vec::with_capacity(rows.len() * 2);
+    for &row in rows {
+        let (Some(lo), Some(hi), Some(tlo), Some(thi)) = (lo[row], hi[row], tlo[row], thi[row])
+        else {
+            continue;
+        };
+        if tlo == thi {
+            out.push((tlo, hi));
+        } else if tlo < thi {
+            out.push((tlo, lo));
+            out.push((thi, hi));
+        } else {
+            out.push((thi, hi));
+            out.push((tlo, lo));
         }
-        out
-    };
-    ChartSeries {
-        equity: points("equity"),
-        drawdown: points("drawdown"),
-        net_notional: points("net"),
-        gross_notional: points("gross"),
     }
+    out
+}
+
+/// The whole-run series from the total chart frame.
+fn chart_series(df: &DataFrame) -> ChartSeries {
+    let rows: Vec<usize> = (0..df.height()).collect();
+    ChartSeries {
+        equity: bucket_points(df, "equity", &rows),
+        drawdown: bucket_points(df, "drawdown", &rows),
+        net_notional: bucket_points(df, "net", &rows),
+        gross_notional: bucket_points(df, "gross", &rows),
+        ..ChartSeries::default()
+    }
+}
+
+/// One series per (strategy, venue, symbol) — or per (venue, symbol) when the frame has no
+/// `strategy` column — from a per-key-and-bucket min/max frame, sorted by key.
+fn grouped_series(df: &DataFrame, name: &str) -> Vec<KeySeries> {
+    let mut rows: BTreeMap<Key, Vec<usize>> = BTreeMap::new();
+    for row in 0..df.height() {
+        let key = (
+            get_str(df, "strategy", row),
+            get_str(df, "venue", row),
+            get_str(df, "symbol", row),
+        );
+        rows.entry(key).or_default().push(row);
+    }
+    rows.into_iter()
+        .map(|((strategy, venue, symbol), rows)| {
+            let mut points = bucket_points(df, name, &rows);
+            points.sort_by_key(|p| p.0);
+            KeySeries {
+                strategy,
+                venue,
+                symbol,
+                points,
+            }
+        })
+        .collect()
+}
+
+/// The mid price per (venue, symbol), from the per-key buckets of `df`: the mids of the
+/// market's key with the most buckets (every strategy on a market is marked at the same
+/// mids in a ticktape run, so any key would do; the longest covers the most time).
+fn market_series(df: &DataFrame) -> Vec<KeySeries> {
+    let mut rows: BTreeMap<Key, Vec<usize>> = BTreeMap::new();
+    for row in 0..df.height() {
+        let key = (
+            get_str(df, "strategy", row),
+            get_str(df, "venue", row),
+            get_str(df, "symbol", row),
+        );
+        rows.entry(key).or_default().push(row);
+    }
+    let mut best: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for ((_, venue, symbol), rows) in rows {
+        let slot = best.entry((venue, symbol)).or_default();
+        if rows.len() > slot.len() {
+            *slot = rows;
+        }
+    }
+    best.into_iter()
+        .map(|((venue, symbol), rows)| {
+            let mut points = bucket_points(df, "mid", &rows);
+            points.sort_by_key(|p| p.0);
+            KeySeries {
+                strategy: String::new(),
+                venue,
+                symbol,
+                points,
+            }
+        })
+        .collect()
+}
+
+/// Min and max per time bucket of `points` (in time order), in time order; all of them
+/// when there are no more than two per bucket on average.
+fn thin(points: &[(i64, f64)], t0: i64, span: i64, buckets: usize) -> Vec<(i64, f64)> {
+    if points.len() <= 2 * buckets {
+        return points.to_vec();
+    }
+    let mut out = Vec::with_capacity(2 * buckets);
+    let bucket =
+        |t: i64| ((i128::from(t - t0).max(0) * buckets as i128) / (i128::from(span) + 1)) as i64;
+    let mut i = 0;
+    while i < points.len() {
+        let b = bucket(points[i].0);
+        let mut j = i;
+        let (mut lo, mut hi) = (points[i], points[i]);
+        while j < points.len() && bucket(points[j].0) == b {
+            if points[j].1 < lo.1 {
+                lo = points[j];
+            }
+            if points[j].1 > hi.1 {
+                hi = points[j];
+            }
+            j += 1;
+        }
+        if lo.0 == hi.0 {
+            out.push(hi);
+        } else if lo.0 < hi.0 {
+            out.extend([lo, hi]);
+        } else {
+            out.extend([hi, lo]);
+        }
+        i = j;
+    }
+    out
+}
+
+/// Position steps and fill markers per key, from the trade list (fills are small next to
+/// marks: this is done in Rust). Positions start at 0 at `t0` and hold until `t1`; with
+/// more than two fills per time bucket on average, each bucket keeps its lowest and highest
+/// position (and each side its lowest and highest fill price).
+fn fill_series(
+    trades: &DataFrame,
+    t0: i64,
+    t1: i64,
+    buckets: usize,
+) -> (Vec<KeySeries>, Vec<KeyFills>) {
+    let ts = i64_values(trades, "ts");
+    let position = f64_values(trades, "position");
+    let price = f64_values(trades, "price");
+    let strs = |name: &str| -> Vec<&str> {
+        trades
+            .column(name)
+            .ok()
+            .and_then(|c| c.str().ok())
+            .map(|s| s.iter().map(|v| v.unwrap_or_default()).collect())
+            .unwrap_or_else(|| vec![""; trades.height()])
+    };
+    let (strategy, venue, symbol, side) = (
+        strs("strategy"),
+        strs("venue"),
+        strs("symbol"),
+        strs("side"),
+    );
+    type Points = Vec<(i64, f64)>;
+    let mut per_key: BTreeMap<(&str, &str, &str), (Points, Points, Points)> = BTreeMap::new();
+    for row in 0..trades.height() {
+        let (Some(t), Some(p), Some(x)) = (ts[row], position[row], price[row]) else {
+            continue;
+        };
+        let key = (strategy[row], venue[row], symbol[row]);
+        let (after_fill, buys, sells) = per_key.entry(key).or_default();
+        after_fill.push((t, p));
+        if side[row] == "buy" {
+            buys.push((t, x));
+        } else {
+            sells.push((t, x));
+        }
+    }
+    let span = (t1 - t0).max(0);
+    let mut positions = Vec::with_capacity(per_key.len());
+    let mut fills = Vec::with_capacity(per_key.len());
+    for ((strategy, venue, symbol), (after_fill, buys, sells)) in per_key {
+        // Thin first, then draw steps: each kept position holds until the next one.
+        let kept = thin(&after_fill, t0, span, buckets);
+        let mut steps = Vec::with_capacity(2 * kept.len() + 2);
+        let mut before = 0.0;
+        if kept.first().is_some_and(|p| p.0 > t0) {
+            steps.push((t0, 0.0));
+        }
+        for &(t, p) in &kept {
+            steps.push((t, before));
+            steps.push((t, p));
+            before = p;
+        }
+        if kept.last().is_some_and(|p| p.0 < t1) {
+            steps.push((t1, before));
+        }
+        let thinned = buys.len() + sells.len() > 2 * buckets;
+        positions.push(KeySeries {
+            strategy: strategy.to_owned(),
+            venue: venue.to_owned(),
+            symbol: symbol.to_owned(),
+            points: steps,
+        });
+        fills.push(KeyFills {
+            strategy: strategy.to_owned(),
+            venue: venue.to_owned(),
+            symbol: symbol.to_owned(),
+            buys: thin(&buys, t0, span, buckets / 2),
+            sells: thin(&sells, t0, span, buckets / 2),
+            thinned,
+        });
+    }
+    (positions, fills)
 }

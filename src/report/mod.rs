@@ -5,14 +5,18 @@
 //!   is a single pass in Rust over the sorted fill columns).
 //! - `metrics`: the polars lazy pipeline. It scans `fills.parquet`, feeds the ledger, turns
 //!   the per-fill snapshots into a frame, and **as-of joins** (backward, by strategy/venue/
-//!   symbol) that state onto `marks.parquet`; equity, drawdown, Sharpe/Sortino and
-//!   inventory are then polars expressions over the joined marks.
+//!   symbol) that state onto `marks.parquet`; equity, drawdown, returns and inventory are
+//!   then polars expressions over the joined marks.
+//! - [`ratios`]: the return grid of the chosen interval, Sharpe/Sortino, and the rule for
+//!   when they are shown. `orders`: order statistics from `orders.parquet` (one row per
+//!   order by its final state). `trades`: the trade list and markouts (mids after fills).
 //! - `render`: terminal table, JSON, CSV. `chart`: the stacked-panel SVG, one run or two
 //!   overlaid. `compare`: two runs side by side.
 //!
 //! The entry points are [`compute`] (a [`Report`] value), [`render_table`], [`render_json`],
-//! [`render_csv`], [`write_chart`], [`write_compare_chart`], [`compare`], and [`run`]
-//! which does what the `ticktape report` command does. Metric definitions live in `docs/REPORT.md`.
+//! [`render_csv`], [`render_trades_csv`], [`write_chart`], [`write_compare_chart`],
+//! [`compare`], and [`run`] which does what the `ticktape report` command does. Metric
+//! definitions live in `docs/REPORT.md`.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -36,10 +40,12 @@ pub mod ratios;
 mod render;
 #[cfg(test)]
 mod tests;
+mod trades;
 
 pub use chart::{write_chart, write_compare_chart};
 pub use compare::compare;
-pub use render::{render_csv, render_json, render_table};
+pub use render::{CSV_COLUMNS, render_csv, render_json, render_table};
+pub use trades::{MARKOUT_HORIZONS_NS, TRADE_COLUMNS, render_trades_csv};
 
 /// Version of the JSON layout produced by [`render_json`]; bumped when a field changes meaning
 /// or disappears (adding fields does not bump it).
@@ -58,8 +64,10 @@ pub struct ReportOptions {
     pub json: bool,
     /// Also write a CSV (one row per strategy/venue/symbol plus a `TOTAL` row) here.
     pub csv: Option<PathBuf>,
-    /// Also write the three-panel SVG chart here.
+    /// Also write the SVG chart here.
     pub chart: Option<PathBuf>,
+    /// Also write the trade list (every fill, [`TRADE_COLUMNS`]) as CSV here.
+    pub trades: Option<PathBuf>,
     /// Upper bound on points per chart series (downsampled with min/max per bucket).
     pub chart_max_points: usize,
     /// Overrides `starting_balance` from `summary.json` (quote currency).
@@ -75,6 +83,7 @@ impl Default for ReportOptions {
             json: false,
             csv: None,
             chart: None,
+            trades: None,
             chart_max_points: DEFAULT_CHART_POINTS,
             starting_balance: None,
             return_interval_ns: DEFAULT_RETURN_INTERVAL_NS,
@@ -299,6 +308,79 @@ pub struct OrderStats {
     pub by_key: Vec<KeyOrderStats>,
 }
 
+/// Mid moves after fills of one (strategy, venue, symbol, side, liquidity), in basis points
+/// of the mid at the fill, signed so that positive is favourable to the strategy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MarkoutGroup {
+    /// Strategy name.
+    pub strategy: String,
+    /// Venue name.
+    pub venue: String,
+    /// Symbol.
+    pub symbol: String,
+    /// `buy` or `sell`.
+    pub side: String,
+    /// `maker` or `taker`.
+    pub liquidity: String,
+    /// Number of fills.
+    pub fills: u64,
+    /// Mean `side × (mid at fill − price) / mid × 10⁴`: what the fill gained against the mid
+    /// (half the spread for a maker at the touch, minus it for a taker).
+    pub edge_bps: Option<f64>,
+    /// Mean `side × (mid(t + h) − mid(t)) / mid(t) × 10⁴` per horizon of
+    /// [`Markouts::horizons`]; `null` when the marks are too sparse for the horizon.
+    pub markout_bps: Vec<Option<f64>>,
+    /// Fills behind each `markout_bps` (fills too close to the end have none).
+    pub markout_fills: Vec<u64>,
+    /// Median spacing of the marks of this venue/symbol, ns: the resolution of the mids.
+    pub mark_interval_ns: Option<i64>,
+}
+
+/// Markouts: what the mid did after the fills (adverse selection), see `docs/REPORT.md`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Markouts {
+    /// Horizon labels (`100ms`, `1s`, `10s`).
+    pub horizons: Vec<String>,
+    /// The same horizons, ns.
+    pub horizons_ns: Vec<i64>,
+    /// Horizons that could not be computed for some symbol, and why: `+100ms: binance/BTCUSDT
+    /// marks every 1s`.
+    pub unresolved: Vec<String>,
+    /// One entry per (strategy, venue, symbol, side, liquidity), sorted by those.
+    pub groups: Vec<MarkoutGroup>,
+}
+
+/// Points `(ts ns since the Unix epoch, value)` of one (strategy, venue, symbol); for a
+/// price series `strategy` is empty.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KeySeries {
+    /// Strategy name (empty for a mid price series).
+    pub strategy: String,
+    /// Venue name.
+    pub venue: String,
+    /// Symbol.
+    pub symbol: String,
+    /// The points, in time order.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// Fills of one (strategy, venue, symbol) to mark on the price panel: `(ts, price)`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KeyFills {
+    /// Strategy name.
+    pub strategy: String,
+    /// Venue name.
+    pub venue: String,
+    /// Symbol.
+    pub symbol: String,
+    /// Buys.
+    pub buys: Vec<(i64, f64)>,
+    /// Sells.
+    pub sells: Vec<(i64, f64)>,
+    /// Whether fills were thinned (lowest and highest price per side and time bucket).
+    pub thinned: bool,
+}
+
 /// Downsampled series for the chart: `(ts ns since the Unix epoch, value)` in time order,
 /// at most two points (the bucket's min and max) per time bucket.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -311,6 +393,14 @@ pub struct ChartSeries {
     pub net_notional: Vec<(i64, f64)>,
     /// Gross inventory notional `Σ |position| × mid`.
     pub gross_notional: Vec<(i64, f64)>,
+    /// Net PnL per (strategy, venue, symbol), ending at the key's final net PnL.
+    pub key_pnl: Vec<KeySeries>,
+    /// Signed position per (strategy, venue, symbol) (base units), a step per fill.
+    pub key_position: Vec<KeySeries>,
+    /// Mid price per (venue, symbol).
+    pub mids: Vec<KeySeries>,
+    /// Fills per (strategy, venue, symbol).
+    pub fills: Vec<KeyFills>,
 }
 
 /// Everything `ticktape report` knows about one run.
@@ -343,11 +433,17 @@ pub struct Report {
     pub by_key: Vec<KeyMetrics>,
     /// Order statistics, if `orders.parquet` exists.
     pub orders: Option<OrderStats>,
+    /// Mid moves after fills by strategy × side × liquidity.
+    pub markouts: Markouts,
     /// `summary.json` as found (untouched), if present.
     pub summary: Option<serde_json::Value>,
     /// Downsampled series for [`write_chart`]; not serialized.
     #[serde(skip)]
     pub series: ChartSeries,
+    /// Every fill with the ledger's view of it and its markouts (the source of
+    /// [`render_trades_csv`]); not serialized.
+    #[serde(skip)]
+    pub trades: polars::prelude::DataFrame,
 }
 
 /// Computes the report for `run_dir` (see the module docs for the pipeline).
@@ -368,7 +464,7 @@ pub fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
 
 /// Refuses output paths whose folder does not exist, before anything is computed.
 fn check_output_dirs(opts: &ReportOptions) -> Result<()> {
-    for path in [&opts.csv, &opts.chart].into_iter().flatten() {
+    for path in [&opts.csv, &opts.chart, &opts.trades].into_iter().flatten() {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
             && !dir.is_dir()
@@ -394,7 +490,8 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 ///
 /// With `compare_with`, both runs are computed before anything is written, an error names
 /// the run it comes from (`run A (…)` or `run B (…)`), the chart overlays both runs, and
-/// the text is the comparison (JSON: `{"a": …, "b": …}`). The CSV is run A's.
+/// the text is the comparison (JSON: `{"a": …, "b": …}`). The CSV and the trade list are
+/// run A's.
 pub fn run(run_dir: &Path, compare_with: Option<&Path>, opts: &ReportOptions) -> Result<String> {
     check_output_dirs(opts)?;
     fn in_run(which: &'static str, path: &Path) -> impl FnOnce(ReportError) -> ReportError {
@@ -414,6 +511,9 @@ pub fn run(run_dir: &Path, compare_with: Option<&Path>, opts: &ReportOptions) ->
     };
     if let Some(path) = &opts.csv {
         write_file(path, &render_csv(&report))?;
+    }
+    if let Some(path) = &opts.trades {
+        write_file(path, &render_trades_csv(&report))?;
     }
     if let Some(path) = &opts.chart {
         match &other {

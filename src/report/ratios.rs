@@ -1,8 +1,8 @@
 //! Sharpe and Sortino ratios: returns on a regular grid of the chosen return interval, and
 //! the rule for when an annualised ratio means something at all.
 //!
-//! Owns the grid expressions, the return aggregations and the rule; [`super::metrics`] puts
-//! the expressions into its lazy plan and calls [`ratios`] on what comes back. Never reads
+//! Owns the grid expressions, the return aggregations and the rule; `metrics` puts
+//! the expressions into its lazy plan and calls `ratios` on what comes back. Never reads
 //! files.
 //!
 //! The grid: `g_k = start + k · interval` for `k = 0 ..= K`, `K = ⌊(end − start) / interval⌋`,

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::{KeyMetrics, Metrics, OrderCounts, OrderStats, Report};
+use super::{KeyMetrics, Markouts, Metrics, OrderCounts, OrderStats, Report};
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for ns since the Unix epoch (no time-zone database needed).
 pub(super) fn format_ts(ns: i64) -> String {
@@ -286,6 +286,9 @@ pub fn render_table(r: &Report) -> String {
     if let Some(o) = &r.orders {
         out.push_str(&orders_table(o));
     }
+    if !r.markouts.groups.is_empty() {
+        out.push_str(&markouts_table(&r.markouts));
+    }
     out
 }
 
@@ -337,6 +340,73 @@ fn orders_table(o: &OrderStats) -> String {
     header.extend(STATUS_COLUMNS.iter().map(|(_, label)| *label));
     header.extend(["other", "fill ratio", "status rows"]);
     out.push_str(&table(&header, &rows));
+    out
+}
+
+/// The markouts section: mean mid move after fills by strategy × side × liquidity.
+fn markouts_table(m: &Markouts) -> String {
+    let mut out = String::new();
+    let resolution: Vec<String> = {
+        let mut v: Vec<String> = m
+            .groups
+            .iter()
+            .filter_map(|g| g.mark_interval_ns.map(format_interval))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let _ = writeln!(
+        out,
+        "\nMarkouts (mean mid move after each fill, bps of the mid, + = favourable; mids from marks every {})",
+        if resolution.is_empty() {
+            "-".to_string()
+        } else {
+            resolution.join("/")
+        }
+    );
+    let bps = |v: Option<f64>| opt(v, |x| format!("{x:+.2}"));
+    let rows: Vec<Vec<String>> = m
+        .groups
+        .iter()
+        .map(|g| {
+            let mut row = vec![
+                format!("{}/{}/{}", g.strategy, g.venue, g.symbol),
+                g.side.clone(),
+                g.liquidity.clone(),
+                g.fills.to_string(),
+                bps(g.edge_bps),
+            ];
+            for (i, _) in m.horizons.iter().enumerate() {
+                let unresolved = g
+                    .mark_interval_ns
+                    .zip(m.horizons_ns.get(i))
+                    .is_none_or(|(mi, h)| *h < mi);
+                row.push(if unresolved {
+                    "n/a".into()
+                } else {
+                    bps(g.markout_bps.get(i).copied().flatten())
+                });
+            }
+            row
+        })
+        .collect();
+    let labels: Vec<String> = m.horizons.iter().map(|h| format!("+{h}")).collect();
+    let mut header = vec![
+        "strategy/venue/symbol",
+        "side",
+        "liquidity",
+        "fills",
+        "edge",
+    ];
+    header.extend(labels.iter().map(String::as_str));
+    out.push_str(&table(&header, &rows));
+    for why in &m.unresolved {
+        let _ = writeln!(
+            out,
+            "n/a at {why}; mids are only as fine as the marks (mark_interval_secs in the scenario's [replay])"
+        );
+    }
     out
 }
 

@@ -646,28 +646,300 @@ fn bad_side_names_the_row() {
 }
 
 #[test]
-fn chart_is_an_svg_with_three_titled_panels() {
+fn chart_has_per_strategy_pnl_price_with_fills_and_positions() {
     let dir = tempfile::tempdir().expect("tempdir");
     hand_run(dir.path(), true);
-    let r = compute(dir.path(), &ReportOptions::default()).expect("report");
+    let opts = ReportOptions {
+        chart_max_points: 100,
+        ..ReportOptions::default()
+    };
+    let r = compute(dir.path(), &opts).expect("report");
+
+    // The series behind the panels, against the hand-worked books above.
+    let s = &r.series;
+    let a_pnl = &s.key_pnl[0];
+    assert_eq!(
+        (a_pnl.strategy.as_str(), a_pnl.symbol.as_str()),
+        ("a", "BTC")
+    );
+    let want = [0.0, -0.2, 7.8, 19.85, 15.85, 14.55, 4.55, 8.35, 8.35];
+    assert_eq!(a_pnl.points.len(), want.len(), "{:?}", a_pnl.points);
+    for (p, w) in a_pnl.points.iter().zip(want) {
+        assert_close!(p.1, w);
+    }
+    assert_close!(s.key_pnl[1].points.last().expect("b").1, 14.92);
+    let btc = &s.mids[0];
+    assert_eq!((btc.venue.as_str(), btc.symbol.as_str()), ("sim", "BTC"));
+    let mids: Vec<f64> = btc.points.iter().map(|p| p.1).collect();
+    assert_eq!(mids, BTC_MID);
+    let a_fills = &s.fills[0];
+    let at = |secs: i64, price: f64| (T0 + secs * S, price);
+    assert_eq!(a_fills.buys, [at(1, 100.0), at(1, 100.0), at(7, 108.0)]);
+    assert_eq!(a_fills.sells, [at(3, 110.0), at(5, 105.0)]);
+    // Position steps: flat until t1, +2, +1 at t3, −2 at t5, 0 at t7, held to t8.
+    let steps = &s.key_position[0].points;
+    assert_eq!(steps.first(), Some(&at(0, 0.0)));
+    assert!(steps.contains(&at(5, -2.0)) && steps.contains(&at(7, 0.0)));
+    assert_eq!(steps.last(), Some(&at(8, 0.0)));
+
     let path = dir.path().join("chart.svg");
     write_chart(&r, &path).expect("chart");
     let svg = std::fs::read_to_string(&path).expect("read chart");
-    assert!(
-        svg.starts_with("<svg") || svg.contains("<svg "),
-        "not an SVG"
-    );
     assert!(svg.trim_end().ends_with("</svg>"));
-    for title in ["Equity - hand", "Drawdown - hand", "Inventory - hand"] {
+    for title in [
+        "Equity - hand",
+        "Drawdown - hand",
+        "Net PnL by strategy - hand",
+        "Mid price and fills - sim/BTC - hand",
+        "Mid price and fills - sim/ETH - hand",
+        "Position by strategy - hand",
+        "Inventory notional (all strategies) - hand",
+    ] {
         assert!(svg.contains(title), "missing panel title {title}");
     }
-    for axis in ["equity (quote)", "drawdown (quote)", "notional (quote)"] {
-        assert!(svg.contains(axis), "missing axis label {axis}");
+    for legend in ["a sim/BTC buy", "a sim/BTC sell", "b sim/ETH sell", "mid"] {
+        assert!(svg.contains(legend), "missing legend {legend}");
     }
-    assert!(
-        svg.matches("<polyline").count() >= 3,
-        "expected line series"
+    // Buys are filled triangles: 4 buys and 2 in the legends, beside the drawdown's area.
+    assert_eq!(svg.matches("<polygon").count(), 4 + 2 + 1, "buy markers");
+}
+
+/// Mids are the marks (every second), so +100 ms is n/a, +10 s runs past the last mark
+/// (t8) for every fill, and +1 s is `side × (mid(t+1) − mid(t)) / mid(t)` in bps:
+/// - a buys (taker) at t1, t1, t7: +400, +400, 0 → 266.67; a sells at t3 (maker)
+///   −(106 − 110)/110 → +363.64, at t5 (taker) −(110 − 105)/105 → −476.19;
+/// - b sells at t2 (maker) −(48 − 50)/50 → +400, t6 (taker) −(49 − 48)/48 → −208.33;
+///   b buys at t4 (taker) (46 − 45)/45 → +222.22.
+///
+/// Every fill is at the mid of its instant, so every edge is 0.
+#[test]
+fn markouts_average_signed_mid_moves_by_strategy_side_and_liquidity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    hand_run(dir.path(), true);
+    let r = compute(dir.path(), &ReportOptions::default()).expect("report");
+    let m = &r.markouts;
+    assert_eq!(m.horizons, ["100ms", "1s", "10s"]);
+    assert_eq!(
+        m.unresolved,
+        ["+100ms: sim/BTC marks every 1s, sim/ETH marks every 1s"]
     );
+    let group = |strategy: &str, side: &str, liquidity: &str| {
+        m.groups
+            .iter()
+            .find(|g| {
+                (g.strategy.as_str(), g.side.as_str(), g.liquidity.as_str())
+                    == (strategy, side, liquidity)
+            })
+            .unwrap_or_else(|| panic!("group {strategy} {side} {liquidity}"))
+    };
+    let bps = |v: f64| v * 1e4;
+    let cases = [
+        ("a", "buy", "taker", 3, 800.0 / 3.0),
+        ("a", "sell", "maker", 1, bps(4.0 / 110.0)),
+        ("a", "sell", "taker", 1, -bps(5.0 / 105.0)),
+        ("b", "sell", "maker", 1, bps(2.0 / 50.0)),
+        ("b", "sell", "taker", 1, -bps(1.0 / 48.0)),
+        ("b", "buy", "taker", 1, bps(1.0 / 45.0)),
+    ];
+    assert_eq!(m.groups.len(), cases.len());
+    for (strategy, side, liquidity, fills, one_second) in cases {
+        let g = group(strategy, side, liquidity);
+        assert_eq!(g.fills, fills);
+        assert_eq!(g.mark_interval_ns, Some(S));
+        assert_close!(g.edge_bps.expect("edge"), 0.0);
+        assert_eq!(g.markout_bps[0], None, "+100ms is finer than the marks");
+        assert_close!(g.markout_bps[1].expect("+1s"), one_second);
+        assert_eq!(g.markout_fills[1], fills);
+        assert_eq!(
+            (g.markout_bps[2], g.markout_fills[2]),
+            (None, 0),
+            "+10s is past the end"
+        );
+    }
+    let table = render_table(&r);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("a/sim/BTC") && l.contains("buy"))
+        .expect("markout row");
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        [
+            "a/sim/BTC",
+            "buy",
+            "taker",
+            "3",
+            "+0.00",
+            "n/a",
+            "+266.67",
+            "-"
+        ],
+        "{table}"
+    );
+    assert!(
+        table.contains("n/a at +100ms: sim/BTC marks every 1s"),
+        "{table}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&render_json(&r)).expect("json");
+    assert_eq!(
+        json["markouts"]["groups"][0]["markout_bps"][0],
+        serde_json::Value::Null
+    );
+}
+
+/// Each fill with the ledger's view of it (the books are worked out above `hand_fills`).
+#[test]
+fn trade_list_has_every_fill_with_position_after_and_realized_pnl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    hand_run(dir.path(), true);
+    let mut fills = hand_fills();
+    // After the last mark: sold 18 below the last mid (108), no mid after it.
+    fills.push(fill(9, ("a", "BTC"), "sell", 90.0, "1", 0.1, "taker"));
+    write_fills(dir.path(), &fills);
+    let out = dir.path().join("trades.csv");
+    let opts = ReportOptions {
+        trades: Some(out.clone()),
+        ..ReportOptions::default()
+    };
+    run(dir.path(), None, &opts).expect("run");
+    let csv = std::fs::read_to_string(out).expect("trades.csv");
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows[0], TRADE_COLUMNS);
+    assert_eq!(rows.len(), 1 + 9);
+    let col = |name: &str| {
+        TRADE_COLUMNS
+            .iter()
+            .position(|c| *c == name)
+            .expect("column")
+    };
+    let pick = |row: &[&str], names: &[&str]| -> Vec<String> {
+        names.iter().map(|n| row[col(n)].to_string()).collect()
+    };
+    let names = [
+        "ts",
+        "strategy",
+        "side",
+        "price",
+        "size",
+        "fee",
+        "liquidity",
+        "position_after",
+        "realized_pnl",
+    ];
+    let want = [
+        [
+            "2024-01-01T00:00:01Z",
+            "a",
+            "buy",
+            "100",
+            "1",
+            "0.1",
+            "taker",
+            "1",
+            "0",
+        ],
+        [
+            "2024-01-01T00:00:01Z",
+            "a",
+            "buy",
+            "100",
+            "1",
+            "0.1",
+            "taker",
+            "2",
+            "0",
+        ],
+        [
+            "2024-01-01T00:00:02Z",
+            "b",
+            "sell",
+            "50",
+            "4",
+            "-0.02",
+            "maker",
+            "-4",
+            "0",
+        ],
+        [
+            "2024-01-01T00:00:03Z",
+            "a",
+            "sell",
+            "110",
+            "1",
+            "-0.05",
+            "maker",
+            "1",
+            "10",
+        ],
+        [
+            "2024-01-01T00:00:04Z",
+            "b",
+            "buy",
+            "45",
+            "1",
+            "0.05",
+            "taker",
+            "-3",
+            "5",
+        ],
+        [
+            "2024-01-01T00:00:05Z",
+            "a",
+            "sell",
+            "105",
+            "3",
+            "0.3",
+            "taker",
+            "-2",
+            "5",
+        ],
+        [
+            "2024-01-01T00:00:06Z",
+            "b",
+            "sell",
+            "48",
+            "1",
+            "0.05",
+            "taker",
+            "-4",
+            "0",
+        ],
+        [
+            "2024-01-01T00:00:07Z",
+            "a",
+            "buy",
+            "108",
+            "2",
+            "0.2",
+            "taker",
+            "0",
+            "-6",
+        ],
+        [
+            "2024-01-01T00:00:09Z",
+            "a",
+            "sell",
+            "90",
+            "1",
+            "0.1",
+            "taker",
+            "-1",
+            "0",
+        ],
+    ];
+    for (row, want) in rows[1..].iter().zip(want) {
+        assert_eq!(pick(row, &names), want, "{csv}");
+    }
+    assert_eq!(rows[1][col("ts_ns")], (T0 + S).to_string());
+    // The late fill: mid at the fill is the last mark's (108), edge −18/108, no markouts.
+    let late = &rows[9];
+    assert_eq!(late[col("mid_at_fill")], "108");
+    let edge: f64 = late[col("edge_bps")].parse().expect("edge");
+    assert_close!(edge, -18.0 / 108.0 * 1e4);
+    assert_eq!(late[col("markout_1s_bps")], "");
+    // A fill inside the marks: +1 s markout of a's sell at t5, −(110 − 105)/105.
+    let t5: f64 = rows[6][col("markout_1s_bps")].parse().expect("markout");
+    assert_close!(t5, -5.0 / 105.0 * 1e4);
+    assert_eq!(rows[6][col("markout_100ms_bps")], "");
 }
 
 #[test]

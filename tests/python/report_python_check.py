@@ -10,7 +10,10 @@ Recomputes, from RUN_DIR's Parquet files and without sharing code with the Rust 
   - max drawdown of the total equity curve closed by the final equity,
   - order statistics from orders.parquet (one row per state change): distinct orders by
     (strategy, venue, symbol, order_id), their final statuses, and the fill ratio
-    Σ filled / Σ size over orders that were not rejected (total and per key).
+    Σ filled / Σ size over orders that were not rejected (total and per key),
+  - markouts: per fill, the mid (as-of backward on its own strategy/venue/symbol's marks) at the fill and
+    at +h, signed by side, in bps, averaged by strategy/venue/symbol/side/liquidity, for the
+    horizons no finer than the marks; fills whose t+h is past the last mark have none.
 The equity curve is built differently from the Rust code on purpose: per-key PnL at each mark
 comes from `join_asof`, then the keys are pivoted wide, forward-filled and summed per timestamp.
 Exits 0 when everything matches (relative tolerance --rel, absolute 1e-6), 1 on a mismatch
@@ -172,6 +175,52 @@ def main() -> int:
             if lp["size"].sum() > 0:
                 expected[f"orders.{name}.fill_ratio"] = lp["filled"].sum() / lp["size"].sum()
                 got[f"orders.{name}.fill_ratio"] = m.get("fill_ratio")
+
+    # Markouts, with a plain join_asof per horizon (the Rust side joins the same way but
+    # averages in Rust; here everything stays in polars).
+    mo = report.get("markouts") or {}
+    if mo.get("groups"):
+        mids = marks.select("ts_ns", *KEYS, "mid").sort("ts_ns")
+        last = mids.group_by(KEYS).agg(pl.col("ts_ns").max().alias("last_ts"))
+        spacing = mids.group_by(KEYS).agg(pl.col("ts_ns").diff().median().alias("iv"))
+        f = (fills.select("ts_ns", *KEYS, "side", "liquidity", "price")
+             .join(last, on=KEYS, how="left")
+             .join(spacing, on=KEYS, how="left"))
+        sign = pl.when(pl.col("side") == "buy").then(1.0).otherwise(-1.0)
+        f = f.join_asof(mids.rename({"ts_ns": "m_ts", "mid": "mid0"}), left_on="ts_ns",
+                        right_on="m_ts", by=KEYS, strategy="backward",
+                        check_sortedness=False).drop("m_ts")
+        f = f.with_columns((sign * (pl.col("mid0") - pl.col("price")) / pl.col("mid0") * 1e4).alias("edge"))
+        for i, h in enumerate(mo["horizons_ns"]):
+            f = (f.with_columns((pl.col("ts_ns") + h).alias("t_h")).sort("t_h")
+                 .join_asof(mids.rename({"ts_ns": "m_ts", "mid": "mh"}), left_on="t_h",
+                            right_on="m_ts", by=KEYS, strategy="backward",
+                            check_sortedness=False)
+                 .with_columns(pl.when((pl.col("t_h") <= pl.col("last_ts")) & (pl.col("iv") <= h))
+                               .then(sign * (pl.col("mh") - pl.col("mid0")) / pl.col("mid0") * 1e4)
+                               .alias(f"mk{i}"))
+                 .drop("m_ts", "mh", "t_h"))
+        agg = f.group_by(*KEYS, "side", "liquidity").agg(
+            pl.len().alias("fills"), pl.col("edge").mean(),
+            *[pl.col(f"mk{i}").mean() for i in range(len(mo["horizons_ns"]))],
+            *[pl.col(f"mk{i}").count().alias(f"n{i}") for i in range(len(mo["horizons_ns"]))])
+        for row in agg.iter_rows(named=True):
+            ident = (row["strategy"], row["venue"], row["symbol"], row["side"], row["liquidity"])
+            name = "markouts." + "/".join(ident)
+            match = [g for g in mo["groups"]
+                     if (g["strategy"], g["venue"], g["symbol"], g["side"], g["liquidity"]) == ident]
+            g = match[0] if match else {}
+            expected[f"{name}.fills"] = row["fills"]
+            got[f"{name}.fills"] = g.get("fills")
+            if row["edge"] is not None:
+                expected[f"{name}.edge_bps"] = row["edge"]
+                got[f"{name}.edge_bps"] = g.get("edge_bps")
+            for i, label in enumerate(mo["horizons"]):
+                expected[f"{name}.n_{label}"] = row[f"n{i}"]
+                got[f"{name}.n_{label}"] = (g.get("markout_fills") or [None] * 9)[i]
+                if row[f"mk{i}"] is not None:
+                    expected[f"{name}.{label}"] = row[f"mk{i}"]
+                    got[f"{name}.{label}"] = (g.get("markout_bps") or [None] * 9)[i]
 
     bad = 0
     for k, want in expected.items():
