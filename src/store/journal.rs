@@ -168,8 +168,15 @@ pub fn read_journal(path: &Path, mut each: impl FnMut(&[u8]) -> Result<()>) -> R
     Ok(scan)
 }
 
+/// Most payload bytes a resynchronising scan hashes. Each candidate position may cost up
+/// to [`MAX_RESYNC_RECORD`] bytes of CRC, so a crafted 4 MiB tail (a plausible length at
+/// every fourth byte) would hash 16 GiB: past this budget the tail is taken for damage,
+/// which keeps the journal rather than discarding it.
+const MAX_RESYNC_HASHED: usize = 64 << 20;
+
 /// True when an intact record (length 1..=[`MAX_RESYNC_RECORD`], matching CRC) starts
 /// anywhere in the `len` bytes after `offset`: then the bad record there is not the tail.
+/// Also true when finding out would hash more than [`MAX_RESYNC_HASHED`] bytes.
 fn intact_record_after(path: &Path, offset: u64, len: u64) -> Result<bool> {
     let mut file =
         File::open(path).with_context(|| format!("cannot open journal {}", path.display()))?;
@@ -177,10 +184,15 @@ fn intact_record_after(path: &Path, offset: u64, len: u64) -> Result<bool> {
     let mut rest = vec![0u8; len as usize];
     let got = read_full(&mut file, &mut rest)?;
     rest.truncate(got);
+    let mut hashed = 0usize;
     for p in 1..rest.len().saturating_sub(8) {
         let n = u32::from_le_bytes([rest[p], rest[p + 1], rest[p + 2], rest[p + 3]]) as usize;
         if n == 0 || n > MAX_RESYNC_RECORD || p + 8 + n > rest.len() {
             continue;
+        }
+        hashed += n;
+        if hashed > MAX_RESYNC_HASHED {
+            return Ok(true);
         }
         let crc = u32::from_le_bytes([rest[p + 4], rest[p + 5], rest[p + 6], rest[p + 7]]);
         if crc32fast::hash(&rest[p + 8..p + 8 + n]) == crc {
@@ -294,5 +306,30 @@ mod tests {
         let scan = read_journal(&path, |_| Ok(())).unwrap();
         assert_eq!((scan.records, scan.torn_bytes), (10, 4096));
         assert!(scan.damage.is_none());
+    }
+
+    /// Found while fuzzing the journal reader: the resynchronising scan hashed up to
+    /// 64 KiB at every candidate offset, so a tail with a plausible length at every
+    /// fourth byte took 14 s at 256 KiB in a debug build (quadratic: about 16 GiB of CRC
+    /// at the 4 MiB a tail may have). The hashing is bounded; such a tail is kept as
+    /// damage.
+    #[test]
+    fn a_tail_too_costly_to_resynchronise_is_kept_as_damage_quickly() {
+        let (_dir, path) = journal_of(10);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        // A record whose length runs past the end, then `ff ff 00 00` (65,535) repeated,
+        // short of the 4 MiB past which a tail is damage without a scan.
+        f.write_all(&[0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0]).unwrap();
+        f.write_all(&[0xff, 0xff, 0, 0].repeat((1 << 20) - 16))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let scan = read_journal(&path, |_| Ok(())).unwrap();
+        let took = started.elapsed();
+        assert_eq!(scan.records, 10);
+        assert!(scan.damage.is_some(), "{scan:?}");
+        assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
     }
 }
