@@ -291,3 +291,81 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
     stats.fills = r.dispatch.stats.fills;
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::{Context, Fill, OrderUpdate};
+
+    /// Records what it was handed.
+    #[derive(Default)]
+    struct Seen {
+        fills: Vec<String>,
+        updates: usize,
+    }
+
+    impl Strategy for Seen {
+        fn on_fill(&mut self, _ctx: &mut Context, fill: &Fill) -> Result<()> {
+            self.fills
+                .push(format!("{} {} {}", fill.side.name(), fill.price, fill.size));
+            Ok(())
+        }
+        fn on_order(&mut self, _ctx: &mut Context, _u: &OrderUpdate) -> Result<()> {
+            self.updates += 1;
+            Ok(())
+        }
+    }
+
+    fn fill(fields: &str) -> Vec<Vec<u8>> {
+        let payload = format!(
+            r#"{{"type":"fill","ts":5,"venue":"v","symbol":"s","order_id":1,"client_order_id":"me-1","fill_id":1,"fee":0.1,"liquidity":"maker"{fields}}}"#
+        );
+        vec![b"fill.v.s".to_vec(), payload.into_bytes()]
+    }
+
+    #[test]
+    fn malformed_exchange_messages_and_markers_are_counted_or_refused_never_guessed() {
+        let zctx = zmq::Context::new();
+        let dealer = zctx.socket(zmq::DEALER).unwrap();
+        let mut strategy = Seen::default();
+        let mut r = Runner {
+            dealer,
+            dispatch: Dispatcher::new("me", Duration::from_secs(1)),
+            strategy: &mut strategy,
+            lockstep: true,
+            names: Interner::default(),
+            replies_owed: 0,
+            ack: Vec::new(),
+            stats: RunnerStats::default(),
+        };
+        let good = r#","strategy":"me","side":"buy","price":"100.5","size":"0.01""#;
+        r.on_bus(&fill(good)).unwrap();
+        // Before: a fill without a strategy went to every strategy, an unknown side was
+        // a sell, an unreadable size was 0; now each is skipped and counted.
+        for bad in [
+            r#","side":"buy","price":"100.5","size":"0.01""#,
+            r#","strategy":"me","side":"sideways","price":"100.5","size":"0.01""#,
+            r#","strategy":"me","side":"buy","price":"100.5","size":"lots""#,
+        ] {
+            r.on_bus(&fill(bad)).unwrap();
+        }
+        let other = r#","strategy":"someone-else","side":"sell","price":"1","size":"1""#;
+        r.on_bus(&fill(other)).unwrap();
+        r.on_bus(&[b"book.v.s".to_vec(), b"{not json".to_vec()])
+            .unwrap();
+        r.on_bus(&[b"only one frame".to_vec()]).unwrap();
+        assert_eq!(r.stats.bad_exchange_messages, 3);
+        assert_eq!(r.stats.bad_events, 2);
+        assert_eq!(r.dispatch.ctx.position("v", "s").to_string(), "0.01");
+        // An unreadable step marker is an error, not an ack of step 0.
+        let err = r
+            .on_bus(&[b"step".to_vec(), br#"{"kind":"step","step":"x"}"#.to_vec()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("step marker unreadable"), "{err}");
+        assert_eq!(r.stats.acks, 0);
+        drop(r);
+        assert_eq!(strategy.fills, vec!["buy 100.5 0.01".to_string()]);
+        assert_eq!(strategy.updates, 0);
+    }
+}
