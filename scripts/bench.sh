@@ -2,7 +2,9 @@
 # End-to-end benchmarks, each printed beside a baseline measured in the same invocation
 # (machines are noisy: compare ratios, not absolute numbers). Release build.
 #
-#   scripts/bench.sh [events]        default 2,000,000 events for record/replay
+#   scripts/bench.sh [events]        default 2,000,000 events for record/replay; ends with
+#                                    the backtest section
+#   scripts/bench.sh backtest [windows]   only the backtest section (default 3 windows)
 #
 # Figures:
 #   record   simulate → tcp → record, zero loss, binary and JSON payloads, each vs a bare
@@ -16,9 +18,20 @@
 #   import   Binance raw capture vs `zcat | wc -l`
 #   micro    criterion: encode/decode/dedup per event, and the recorder without its socket
 #            (record_ingest) (cargo bench --bench wire)
+#   backtest in-process engine (benches/backtest.rs, the Quoter on the Binance USD-M capture,
+#            Parquet read included) vs hftbacktest 2.4.4 (benches/peer_hftbacktest.py, same
+#            quoting rules) in interleaved windows; in-process vs bus lookahead lockstep on
+#            the same data (digests must match); 1x / 10x / 22x (10 M events) scaling
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SECTION=all
+if [ "${1:-}" = backtest ]; then
+  SECTION=backtest
+  shift
+fi
 N=${1:-2000000}
+WINDOWS=${BENCH_WINDOWS:-3}
+[ "$SECTION" = backtest ] && WINDOWS=${1:-3}
 cargo build --release --bin ticktape --example zmq_baseline 2>&1 | tail -1
 T=${CARGO_TARGET_DIR:-target}/release/ticktape
 B=${CARGO_TARGET_DIR:-target}/release/examples/zmq_baseline
@@ -28,6 +41,112 @@ PY=${TICKTAPE_PYTHON:-.venv/bin/python}
 rate() { python3 -c "print(f'{($1)/($2):,.0f}')"; }
 
 json_field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+
+# The in-process backtest against its peer and against the bus form. Fails (exit 1) when
+# the in-process and bus runs of one scenario print different digests.
+backtest_section() {
+  local BT PEER_PY=.venv-peer/bin/python USDM=../shared/data/real/hftbacktest/examples/usdm/btcusdt_20240808.gz
+  if [ ! -f "$USDM" ]; then
+    echo "== backtest: skipped ($USDM not found)"
+    return 0
+  fi
+  BT=$(cargo bench --bench backtest --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "backtest" and m.get("executable"):
+        print(m["executable"])')
+  [ -x "$BT" ] || { echo "bench.sh: cannot build benches/backtest.rs (cargo bench --bench backtest --no-run)" >&2; return 1; }
+  # Imports the capture into target/bench-data/usdm on first use.
+  "$BT" --rounds 1 > /dev/null
+
+  echo "== backtest: in-process Quoter vs hftbacktest 2.4.4, Binance USD-M BTCUSDT capture, $WINDOWS interleaved windows of 3 rounds each"
+  echo "   ticktape counts book levels + trades read from Parquet (466,575); hftbacktest's events_per_sec counts rows of its"
+  echo "   converted array (491,973: a row is split in two where exchange and local time order disagree; 466,834 book+trade"
+  echo "   events counted once, incl. 259 pre-snapshot levels ticktape's importer drops). Both ratios are printed."
+  if scripts/peer_bench_setup.sh; then
+    : > "$W/peer.jsonl"; : > "$W/tt.jsonl"
+    for w in $(seq 1 "$WINDOWS"); do
+      "$PEER_PY" benches/peer_hftbacktest.py --rounds 3 > "$W/peer-w.jsonl" 2> "$W/peer.log" || { cat "$W/peer.log" >&2; return 1; }
+      "$BT" --rounds 3 > "$W/tt-w.jsonl"
+      python3 - "$W/peer-w.jsonl" "$W/tt-w.jsonl" "$w" <<'PY'
+import json, statistics, sys
+peer = [json.loads(l) for l in open(sys.argv[1])]
+tt = [json.loads(l) for l in open(sys.argv[2])]
+med = lambda rows, k: statistics.median(r[k] for r in rows)
+p, t, pb = med(peer, "events_per_sec"), med(tt, "events_per_sec"), med(peer, "book_trade_per_sec")
+rounds = lambda rows: ", ".join("%.2f" % (r["events_per_sec"] / 1e6) for r in rows)
+print(f"window {sys.argv[3]}: ticktape {t/1e6:.2f} M events/s (rounds {rounds(tt)}), "
+      f"hftbacktest {p/1e6:.2f} M rows/s = {pb/1e6:.2f} M book+trade/s (rounds {rounds(peer)}); "
+      f"ratio {t/p:.2f} (rows) / {t/pb:.2f} (book+trade events)")
+PY
+      cat "$W/peer-w.jsonl" >> "$W/peer.jsonl"; cat "$W/tt-w.jsonl" >> "$W/tt.jsonl"
+    done
+    python3 - "$W/peer.jsonl" "$W/tt.jsonl" <<'PY'
+import json, sys
+peer = [json.loads(l) for l in open(sys.argv[1])]
+tt = [json.loads(l) for l in open(sys.argv[2])]
+rng = lambda rows, k, s=1e6: f"{min(r[k] for r in rows)/s:.2f}-{max(r[k] for r in rows)/s:.2f}"
+print(f"ticktape    {rng(tt, 'events_per_sec')} M events/s over {len(tt)} rounds; allocs/event {rng(tt, 'allocs_per_event', 1)} "
+      f"(loop {rng(tt, 'loop_allocs_per_event', 1)}, steady state {rng(tt, 'steady_allocs_per_event', 1)}); peak RSS {rng(tt, 'peak_rss_mib', 1)} MiB")
+print(f"hftbacktest {rng(peer, 'events_per_sec')} M rows/s over {len(peer)} rounds; process peak RSS {rng(peer, 'peak_rss_mib', 1)} MiB (Python + numba + data)")
+a, b = tt[-1], peer[-1]
+print(f"{'':12} {'fills':>6} {'volume':>8} {'position':>9} {'fees':>8} {'PnL w/o fees':>13} {'PnL incl. fees':>15} {'orders':>7} {'cancels':>8} {'steps':>6}")
+for name, r in (("ticktape", a), ("hftbacktest", b)):
+    print(f"{name:12} {r['fills']:>6} {r['volume_btc']:>8.3f} {r['position']:>+9.3f} {r['fees']:>8.2f} {r['pnl_wo_fee']:>13.2f} {r['pnl_quote']:>15.2f} "
+          f"{r['orders_submitted']:>7} {r['cancels']:>8} {r['steps']:>6}")
+PY
+  else
+    echo "backtest: peer engine not installed (scripts/peer_bench_setup.sh failed above); ticktape alone:"
+    "$BT" --rounds 3
+  fi
+
+  echo "== backtest: in-process vs bus lockstep (lookahead 1ms, binary), mm + taker built-ins, same USD-M data"
+  for mode in bus inproc; do
+    python3 - "${CARGO_TARGET_DIR:-target}/bench-data/usdm" "$mode" > "$W/usdm-$mode.toml" <<'PY'
+import re, sys
+dataset, mode = sys.argv[1:]
+s = open("scenarios/demo.toml").read()
+s = s.replace("data/binance-spot", dataset).replace('"binance"', '"binance-usdm"')
+s = re.sub(r"\nstart = .*\nend = .*\n", "\n", s)
+s = s.replace('lookahead = "1ms"', 'lookahead = "1ms"\nencoding = "binary"')
+if mode == "inproc":
+    s = s.replace("[[strategy]]", '[engine]\nmode = "inproc"\n\n[[strategy]]', 1)
+print(s)
+PY
+    $T run "$W/usdm-$mode.toml" --out "$W/usdm-$mode-run" --quiet > "$W/usdm-$mode.out" 2>&1 || { cat "$W/usdm-$mode.out" >&2; return 1; }
+  done
+  python3 - "$W/usdm-bus.out" "$W/usdm-inproc.out" <<'PY'
+import re, sys
+bus, inproc = (open(p).read() for p in sys.argv[1:])
+digest = lambda s: re.search(r"digest ([0-9a-f]{16})", s).group(1)
+b = float(re.search(r"= (\d+) events/s", bus).group(1))
+i = float(re.search(r"\(([\d,]+)/s\)", inproc).group(1).replace(",", ""))
+print(f"bus lookahead: {b:,.0f} events/s, digest {digest(bus)}")
+print(f"in-process:    {i:,.0f} events/s, digest {digest(inproc)}")
+print(f"in-process / bus lookahead = {i/b:.0f}x")
+if digest(bus) != digest(inproc):
+    sys.exit("FAIL: in-process and bus lockstep digests differ on the same scenario")
+print("digests equal: yes")
+PY
+
+  echo "== backtest: scaling (the capture repeated K times, shifted in time; one process per size)"
+  for k in 1 10 22; do
+    "$BT" --rounds 2 --repeat $k > "$W/scale.jsonl"
+    python3 - "$W/scale.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    print(f"{r['repeat']:>2}x round {r['round']}: {r['events']:>10,} events in {r['secs']:7.2f} s = {r['events_per_sec']/1e6:.2f} M/s, "
+          f"{r['secs']/r['events']*1e9:.0f} ns/event, peak RSS {r['peak_rss_mib']} MiB, steady allocs/event {r['steady_allocs_per_event']:.4f}")
+PY
+  done
+}
+
+if [ "$SECTION" = backtest ]; then
+  backtest_section
+  exit 0
+fi
 
 # The bare pair moves payloads of each encoding's size: binary events are ~80 bytes,
 # JSON ones ~200 (measured by the size figure below). Two shapes: one process with one
@@ -187,3 +306,5 @@ fi
 
 echo "== micro: cargo bench --bench wire"
 cargo bench --bench wire 2>&1 | grep -E "^per_event|^recorder|time:|thrpt:" || true
+
+backtest_section

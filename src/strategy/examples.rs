@@ -1,12 +1,15 @@
-//! Two example strategies that exercise the engine: a quoting market maker (resting
-//! orders, so the queue model matters) and a trade-flow taker (aggressive orders, so
-//! latency matters). They are examples, not alpha.
+//! Example strategies that exercise the engine: a quoting market maker (resting orders,
+//! so the queue model matters), a trade-flow taker (aggressive orders, so latency
+//! matters), and a clock-driven quoter whose rules match the peer engine's market maker
+//! in the in-process benchmark (`benches/backtest.rs`). They are examples, not alpha.
 
 use std::collections::{HashMap, VecDeque};
 
 use anyhow::Result;
 
-use super::{Context, Fill, OrderSide, OrderUpdate, Params, Strategy, TimeInForce};
+use super::{
+    Context, Fill, OrderSide, OrderStatus, OrderUpdate, Params, Reply, Strategy, TimeInForce,
+};
 use crate::book::L2Book;
 use crate::event::{Body, Event, Fixed, Side};
 
@@ -265,6 +268,176 @@ impl Strategy for TradeFlowTaker {
         };
         ctx.market(&self.venue, &self.symbol, side, self.size)?;
         self.last_order = ctx.now();
+        Ok(())
+    }
+}
+
+/// Quotes one lot at the best bid and the best ask on a clock: the market maker of the
+/// in-process benchmark, whose rules are those of the hftbacktest strategy it is compared
+/// with (`benches/peer_hftbacktest.py`), so both engines trade the same decisions.
+///
+/// On every timer tick (`on_timer`; the benchmark ticks every 100 ms of event time):
+/// 1. If the book lacks a side, or is crossed or locked (best bid ≥ best ask), nothing
+///    happens this tick. (No book exists before the venue's snapshot, so nothing is
+///    quoted before it.)
+/// 2. `moved`: the best bid or best ask differs from the pair recorded at the last tick
+///    that posted an order (true before the first post). `risk`: |position| ≥
+///    `max_position`.
+/// 3. If `moved` or `risk`: every *live* order (acknowledged by the exchange, no request
+///    of ours in flight for it) is canceled.
+/// 4. A side is *covered* by an order that was not canceled in this tick and is live or
+///    still on its way to the exchange; an order whose cancel is in flight covers
+///    nothing.
+/// 5. If no buy covers, post `size` at the best bid; if no sell covers, post `size` at
+///    the best ask; both post-only limit orders. If anything was posted, the current
+///    (best bid, best ask) becomes the recorded pair of rule 2.
+///
+/// The risk rule only cancels: it does not stop reposting, so inventory is not capped.
+/// A post-only order that would cross when it arrives is rejected by the exchange and
+/// forgotten, like every order once it is filled or canceled.
+pub struct Quoter {
+    /// Venue traded.
+    pub venue: String,
+    /// Symbol traded.
+    pub symbol: String,
+    /// Quote size.
+    pub size: Fixed,
+    /// |position| at or above which every live quote is canceled.
+    pub max_position: Fixed,
+    /// Orders not yet final, oldest first (at most a handful).
+    orders: Vec<QuoterOrder>,
+    /// (best bid, best ask) when an order was last posted.
+    posted: Option<(Fixed, Fixed)>,
+    /// Timer ticks seen.
+    pub ticks: u64,
+    /// Ticks with a two-sided, uncrossed book (the ones that may act).
+    pub quoting_ticks: u64,
+    /// Cancels sent.
+    pub cancels: u64,
+}
+
+struct QuoterOrder {
+    client_order_id: String,
+    side: OrderSide,
+    state: QuoteState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum QuoteState {
+    /// Sent, not yet acknowledged by the exchange.
+    Placing,
+    /// Resting at the exchange, nothing of ours in flight.
+    Live,
+    /// Cancel sent, not yet answered.
+    Canceling,
+}
+
+impl Quoter {
+    /// A quoter of `size` on one instrument, canceling at |position| ≥ `max_position`.
+    pub fn new(venue: &str, symbol: &str, size: Fixed, max_position: Fixed) -> Quoter {
+        Quoter {
+            venue: venue.into(),
+            symbol: symbol.into(),
+            size,
+            max_position,
+            orders: Vec::new(),
+            posted: None,
+            ticks: 0,
+            quoting_ticks: 0,
+            cancels: 0,
+        }
+    }
+
+    fn forget(&mut self, client_order_id: &str) {
+        self.orders.retain(|o| o.client_order_id != client_order_id);
+    }
+}
+
+impl Strategy for Quoter {
+    fn on_timer(&mut self, ctx: &mut Context) -> Result<()> {
+        self.ticks += 1;
+        let Some(book) = ctx.book(&self.venue, &self.symbol) else {
+            return Ok(());
+        };
+        let (Some((bid, _)), Some((ask, _))) = (book.best_bid(), book.best_ask()) else {
+            return Ok(());
+        };
+        if bid >= ask {
+            return Ok(());
+        }
+        self.quoting_ticks += 1;
+        let position = ctx.position(&self.venue, &self.symbol);
+        let moved = self.posted != Some((bid, ask));
+        let risk = position >= self.max_position
+            || position <= Fixed::new(-self.max_position.mantissa, self.max_position.scale);
+        let (mut buy_covered, mut sell_covered) = (false, false);
+        for order in &mut self.orders {
+            if order.state == QuoteState::Live && (moved || risk) {
+                ctx.cancel(&order.client_order_id)?;
+                order.state = QuoteState::Canceling;
+                self.cancels += 1;
+                continue;
+            }
+            if order.state != QuoteState::Canceling {
+                match order.side {
+                    OrderSide::Buy => buy_covered = true,
+                    OrderSide::Sell => sell_covered = true,
+                }
+            }
+        }
+        let mut post = |side: OrderSide, price: Fixed, orders: &mut Vec<QuoterOrder>| {
+            let id = ctx.limit(
+                &self.venue,
+                &self.symbol,
+                side,
+                price,
+                self.size,
+                TimeInForce::PostOnly,
+            )?;
+            orders.push(QuoterOrder {
+                client_order_id: id,
+                side,
+                state: QuoteState::Placing,
+            });
+            anyhow::Ok(())
+        };
+        if !buy_covered {
+            post(OrderSide::Buy, bid, &mut self.orders)?;
+        }
+        if !sell_covered {
+            post(OrderSide::Sell, ask, &mut self.orders)?;
+        }
+        if !(buy_covered && sell_covered) {
+            self.posted = Some((bid, ask));
+        }
+        Ok(())
+    }
+
+    fn on_order(&mut self, _ctx: &mut Context, update: &OrderUpdate) -> Result<()> {
+        if update.status.is_final() {
+            self.forget(&update.client_order_id);
+        } else if matches!(
+            update.status,
+            OrderStatus::New | OrderStatus::PartiallyFilled
+        ) && let Some(order) = self
+            .orders
+            .iter_mut()
+            .find(|o| o.client_order_id == update.client_order_id)
+            && order.state == QuoteState::Placing
+        {
+            order.state = QuoteState::Live;
+        }
+        Ok(())
+    }
+
+    fn on_reply(&mut self, _ctx: &mut Context, reply: &Reply) -> Result<()> {
+        // Refused at the gateway: the order never existed.
+        if let Reply::Rejected {
+            client_order_id, ..
+        } = reply
+        {
+            self.forget(client_order_id);
+        }
         Ok(())
     }
 }

@@ -247,7 +247,9 @@ pub trait Strategy {
     fn on_gap(&mut self, _ctx: &mut Context, _event: &Event) -> Result<()> {
         Ok(())
     }
-    /// Called every timer interval of event time, before the event that reaches it.
+    /// Called on a grid of event time (the first event's time + k × the timer interval),
+    /// before the first event at or past each tick; ticks with no event between them
+    /// make one call.
     fn on_timer(&mut self, _ctx: &mut Context) -> Result<()> {
         Ok(())
     }
@@ -319,11 +321,14 @@ impl Dispatcher {
             return Ok(());
         }
         ctx.now = ctx.now.max(event.ts_recv);
-        let due = self
-            .next_timer
-            .get_or_insert(ctx.now.saturating_add(self.timer_every));
+        let every = self.timer_every;
+        let due = self.next_timer.get_or_insert(ctx.now.saturating_add(every));
         if ctx.now >= *due {
-            *due = ctx.now.saturating_add(self.timer_every);
+            // Ticks stay on the grid first event + k × interval (no drift by the time
+            // between a tick and the event that reaches it); ticks that no event
+            // separates are one call.
+            let passed = (ctx.now - *due) / every;
+            *due = due.saturating_add(every.saturating_mul(passed.saturating_add(1)));
             strategy.on_timer(ctx)?;
         }
         self.stats.events += 1;
