@@ -123,6 +123,54 @@ fn ts_stats(meta: &ParquetMetaData, rg: usize, column: Option<usize>) -> Option<
     }
 }
 
+/// Runs one step of the parquet crate's decoding, turning a panic into an error naming
+/// the file. The crate asserts on some malformed input (found by fuzzing: a page whose
+/// bit width shifts past 64 bits), and a damaged file must be refused, not take the
+/// process down. The panic message still goes to stderr through the panic hook.
+fn guarded<T>(path: &Path, step: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|panic| {
+        let why = match panic.downcast_ref::<&str>() {
+            Some(s) => s.to_string(),
+            None => panic.downcast_ref::<String>().cloned().unwrap_or_default(),
+        };
+        anyhow::anyhow!(
+            "{}: corrupt Parquet data (the decoder failed: {why})",
+            path.display()
+        )
+    })
+}
+
+/// Refuses a footer whose row counts are negative or whose column chunks lie outside the
+/// file: the parquet crate asserts on negative offsets and sizes when it reads them (a
+/// panic), so a damaged footer must stop here with an error.
+fn check_footer(meta: &ParquetMetaData, file_len: u64) -> Result<()> {
+    if meta.file_metadata().num_rows() < 0 {
+        bail!("negative row count {}", meta.file_metadata().num_rows());
+    }
+    for (i, rg) in meta.row_groups().iter().enumerate() {
+        if rg.num_rows() < 0 {
+            bail!("row group {i}: negative row count {}", rg.num_rows());
+        }
+        for column in rg.columns() {
+            let start = column
+                .dictionary_page_offset()
+                .unwrap_or(column.data_page_offset());
+            let end = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(column.compressed_size()).ok())
+                .and_then(|(start, len)| start.checked_add(len));
+            if end.is_none_or(|end| end > file_len) {
+                bail!(
+                    "row group {i}: column {} claims bytes {start}+{} of a {file_len}-byte file",
+                    column.column_path(),
+                    column.compressed_size()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a batch with nulls in a column the dataset schema declares non-nullable.
 fn check_required_columns(batch: &arrow_array::RecordBatch, path: &Path) -> Result<()> {
     for field in super::schema::schema().fields() {
@@ -173,9 +221,11 @@ pub fn list_files(root: &Path, selection: &Selection) -> Result<Vec<DataFile>> {
         }
         let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let reader = SerializedFileReader::new(file)
+        let reader = guarded(&path, || SerializedFileReader::new(file))?
             .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
         let meta = reader.metadata();
+        check_footer(meta, bytes)
+            .with_context(|| format!("{} has a corrupt Parquet footer", path.display()))?;
         let mut row_groups = Vec::new();
         let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
         let ts_column = ts_recv_column(meta);
@@ -260,7 +310,7 @@ impl Cursor {
                     self.row += 1;
                 }
             }
-            match self.reader.next() {
+            match guarded(&self.path, || self.reader.next())? {
                 Some(batch) => {
                     let batch =
                         batch.with_context(|| format!("cannot read {}", self.path.display()))?;
@@ -337,11 +387,15 @@ impl EventReader {
         let file = &self.files[order];
         let handle = File::open(&file.path)
             .with_context(|| format!("cannot open {}", file.path.display()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(handle)
-            .with_context(|| format!("{} is not a readable Parquet file", file.path.display()))?
-            .with_batch_size(self.batch_rows)
-            .with_row_groups(file.row_groups.clone())
-            .build()?;
+        let batch_rows = self.batch_rows;
+        let reader = guarded(&file.path, || {
+            ParquetRecordBatchReaderBuilder::try_new(handle).map(|b| {
+                b.with_batch_size(batch_rows)
+                    .with_row_groups(file.row_groups.clone())
+                    .build()
+            })
+        })?
+        .with_context(|| format!("{} is not a readable Parquet file", file.path.display()))??;
         let mut cursor = Cursor {
             order,
             reader,
@@ -455,6 +509,61 @@ mod tests {
             end: Some(T0 + end_secs * 1_000_000_000),
             ..Selection::default()
         }
+    }
+
+    /// Found by the `parquet_reader` fuzz target: a footer whose column chunk starts at a
+    /// negative offset made the parquet crate assert ("column start and length should
+    /// not be negative") when the reader opened the file.
+    #[test]
+    fn a_footer_with_a_negative_column_offset_is_refused_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &trades(10), 100);
+        let path = layout::partition_files(dir.path()).unwrap().remove(0);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let meta = SerializedFileReader::new(File::open(&path).unwrap())
+            .unwrap()
+            .metadata()
+            .clone();
+        check_footer(&meta, len).unwrap();
+        let mut builder = meta.into_builder();
+        let mut groups = builder.take_row_groups();
+        let mut group = groups.remove(0).into_builder();
+        let mut columns = group.take_columns();
+        columns[1] = columns[1]
+            .clone()
+            .into_builder()
+            .set_data_page_offset(-5)
+            .set_dictionary_page_offset(None)
+            .build()
+            .unwrap();
+        groups.insert(0, group.set_column_metadata(columns).build().unwrap());
+        let broken = builder.set_row_groups(groups).build();
+        let err = check_footer(&broken, len).unwrap_err().to_string();
+        assert!(err.contains("row group 0") && err.contains("-5"), "{err}");
+    }
+
+    /// Found by the `parquet_reader` fuzz target (the input is the shrunk case, kept in
+    /// tests/fixtures/fuzz): a mutated page made the parquet crate's bit reader shift
+    /// past 64 bits, a panic in debug builds, when the reader decoded it.
+    #[test]
+    fn a_page_that_panics_the_parquet_decoder_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = layout::partition_dir(dir.path(), "fuzz", "BTCUSDT", layout::day_of(T0));
+        std::fs::create_dir_all(&part).unwrap();
+        let path = part.join(layout::part_name(0, 1));
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fuzz/parquet-decoder-shift-overflow.parquet");
+        std::fs::copy(&fixture, &path).unwrap();
+        let result: Result<Vec<Event>> =
+            EventReader::open(dir.path(), Selection::default()).and_then(|reader| reader.collect());
+        let err = format!("{:#}", result.unwrap_err());
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(
+            guarded(&path, || panic!("boom"))
+                .unwrap_err()
+                .to_string()
+                .contains("corrupt Parquet data (the decoder failed: boom)")
+        );
     }
 
     #[test]
