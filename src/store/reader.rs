@@ -341,6 +341,8 @@ pub struct EventReader {
     cursors: Vec<Option<Cursor>>,
     selection: Selection,
     names: crate::store::schema::RowNames,
+    /// A trade id `String` kept while non-trade events pass through [`EventReader::read_into`].
+    spare_trade_id: String,
     batch_rows: usize,
     /// Rows delivered so far.
     pub delivered: u64,
@@ -359,6 +361,7 @@ impl EventReader {
             cursors: (0..n).map(|_| None).collect(),
             selection,
             names: crate::store::schema::RowNames::default(),
+            spare_trade_id: String::new(),
             batch_rows: 4096,
             delivered: 0,
         })
@@ -411,7 +414,24 @@ impl EventReader {
         Ok(())
     }
 
-    fn next_event(&mut self) -> Result<Option<Event>> {
+    /// Reads the next selected event over `event` (any event to start with), reusing
+    /// its allocations; false at the end. The allocation-free form of the iterator, for
+    /// loops that handle one event at a time.
+    pub fn read_into(&mut self, event: &mut Event) -> Result<bool> {
+        let Some((order, row)) = self.next_row()? else {
+            return Ok(false);
+        };
+        let cursor = self.cursors[order].as_mut().context("cursor vanished")?;
+        let view = cursor.batch.as_ref().context("cursor without batch")?;
+        view.event_into(row, &mut self.names, event, &mut self.spare_trade_id)
+            .with_context(|| format!("bad row in {}", cursor.path.display()))?;
+        self.advance(order)?;
+        Ok(true)
+    }
+
+    /// The file and row of the next event in `ts_recv` order, opening files as the merge
+    /// reaches them.
+    fn next_row(&mut self) -> Result<Option<(usize, usize)>> {
         // Open every file that could hold the next event before choosing it.
         while self.next_file < self.files.len() {
             let due = match self.heap.peek() {
@@ -427,11 +447,13 @@ impl EventReader {
         let Some(Reverse((_, order))) = self.heap.pop() else {
             return Ok(None);
         };
+        let cursor = self.cursors[order].as_ref().context("cursor vanished")?;
+        Ok(Some((order, cursor.row)))
+    }
+
+    /// Moves file `order` past the row just read and puts it back in the merge.
+    fn advance(&mut self, order: usize) -> Result<()> {
         let cursor = self.cursors[order].as_mut().context("cursor vanished")?;
-        let view = cursor.batch.as_ref().context("cursor without batch")?;
-        let event = view
-            .event(cursor.row, &mut self.names)
-            .with_context(|| format!("bad row in {}", cursor.path.display()))?;
         cursor.row += 1;
         if cursor.advance_to_kept(&self.selection)? {
             let ts = cursor.ts()?;
@@ -440,6 +462,19 @@ impl EventReader {
             self.cursors[order] = None;
         }
         self.delivered += 1;
+        Ok(())
+    }
+
+    fn next_event(&mut self) -> Result<Option<Event>> {
+        let Some((order, row)) = self.next_row()? else {
+            return Ok(None);
+        };
+        let cursor = self.cursors[order].as_ref().context("cursor vanished")?;
+        let view = cursor.batch.as_ref().context("cursor without batch")?;
+        let event = view
+            .event(row, &mut self.names)
+            .with_context(|| format!("bad row in {}", cursor.path.display()))?;
+        self.advance(order)?;
         Ok(Some(event))
     }
 }

@@ -355,6 +355,78 @@ impl BatchView {
         Kind::from_name(self.kind.value(i))
     }
 
+    /// Decodes row `i` over `out`, reusing its allocations: venue and symbol are only
+    /// replaced when they differ, a trade id is copied into the `String` of the previous
+    /// trade (kept in `spare` while other kinds pass). The event [`BatchView::event`]
+    /// returns (validated the same way), without allocating per row.
+    pub fn event_into(
+        &self,
+        i: usize,
+        names: &mut RowNames,
+        out: &mut Event,
+        spare: &mut String,
+    ) -> Result<()> {
+        let kind_name = self.kind.value(i);
+        let fixed = |m: &Int64Array, s: &UInt8Array| -> Result<Fixed> {
+            if m.is_null(i) || s.is_null(i) {
+                bail!("{kind_name} row {i} without price/size");
+            }
+            Ok(Fixed::new(m.value(i), s.value(i)))
+        };
+        let side = || -> Result<Side> {
+            Side::from_code(self.side.value(i))
+                .with_context(|| format!("row {i}: bad side {:?}", self.side.value(i)))
+        };
+        if let Body::Trade(t) = &mut out.body {
+            *spare = std::mem::take(&mut t.trade_id);
+        }
+        out.body = match Kind::from_name(kind_name) {
+            Some(Kind::Book) => Body::Book(BookDelta {
+                side: side()?,
+                price: fixed(&self.price, &self.price_scale)?,
+                size: fixed(&self.size, &self.size_scale)?,
+                flags: Flags(self.flags.value(i)),
+            }),
+            Some(Kind::Trade) => {
+                let mut trade_id = std::mem::take(spare);
+                trade_id.clear();
+                trade_id.push_str(self.trade_id.value(i));
+                Body::Trade(Trade {
+                    aggressor: side()?,
+                    price: fixed(&self.price, &self.price_scale)?,
+                    size: fixed(&self.size, &self.size_scale)?,
+                    trade_id,
+                })
+            }
+            Some(Kind::Gap) => Body::Gap(Gap {
+                reason: GapReason::from_name(self.gap_reason.value(i))
+                    .with_context(|| format!("row {i}: unknown gap reason"))?,
+                missing: opt(self.gap_missing.is_valid(i), self.gap_missing.value(i)),
+                publisher: self.gap_publisher.value(i).to_string(),
+            }),
+            _ => bail!("row {i}: kind {kind_name:?} is not stored in datasets"),
+        };
+        // Consecutive rows nearly always share venue and symbol (a file holds one of
+        // each): comparing a few bytes is cheaper than hashing them.
+        let (venue, symbol) = (self.venue.value(i), self.symbol.value(i));
+        if &*out.venue != venue {
+            out.venue = names.venue(venue);
+        }
+        if &*out.symbol != symbol {
+            out.symbol = names.symbol(symbol);
+        }
+        out.ts_event = self.ts_event.value(i);
+        out.ts_recv = self.ts_recv.value(i);
+        out.venue_seq = opt(self.venue_seq.is_valid(i), self.venue_seq.value(i));
+        out.prev_venue_seq = opt(
+            self.prev_venue_seq.is_valid(i),
+            self.prev_venue_seq.value(i),
+        );
+        out.pub_seq = self.pub_seq.value(i);
+        out.validate_with(&mut names.checked)
+            .with_context(|| format!("row {i} holds an event ticktape refuses"))
+    }
+
     /// Decodes row `i` into an event, refusing one that fails [`Event::validate`] (a
     /// file written by another tool, or damaged).
     pub fn event(&self, i: usize, names: &mut RowNames) -> Result<Event> {

@@ -98,8 +98,7 @@ pub(super) fn on_delta(
     }
     market.in_snapshot = snapshot && !last;
     let key = (delta.side, delta.price);
-    let prev = market.book.size_at(delta.side, delta.price);
-    market.book.apply(delta);
+    let prev = market.book.apply_with_previous(delta);
     market.consumed.remove(&key);
     let traded = market.traded.remove(&key).unwrap_or(Fixed::ZERO);
     let new = pos(delta.size);
