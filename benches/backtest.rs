@@ -17,6 +17,8 @@
 //!   risk-averse queue, maker 2 bp, taker 1.8 bp.
 //! - Per round: `events` (book levels and trades read from Parquet), `secs` (the whole
 //!   `run()`: opening the files, the loop, writing the run directory), `events_per_sec`,
+//!   `cpu_secs` / `events_per_cpu_sec` (this process's CPU time over the same span: less
+//!   noisy than wall time when other processes share the cores),
 //!   allocations per event counted by this binary's global allocator (`allocs_per_event`:
 //!   the whole `run()`; `loop_allocs_per_event`: from event 65,536 to the last multiple of
 //!   65,536; `steady_allocs_per_event`: the second half of that), `peak_rss_mib` (VmHWM,
@@ -275,9 +277,11 @@ impl Strategy for Shared {
         self.0.borrow_mut().quoter.on_gap(ctx, event)
     }
     fn on_timer(&mut self, ctx: &mut Context) -> Result<()> {
-        let mut t = self.0.borrow_mut();
-        let (venue, symbol) = (t.quoter.venue.clone(), t.quoter.symbol.clone());
-        if let Some(mid) = ctx.book(&venue, &symbol).and_then(L2Book::mid) {
+        let t = &mut *self.0.borrow_mut();
+        if let Some(mid) = ctx
+            .book(&t.quoter.venue, &t.quoter.symbol)
+            .and_then(L2Book::mid)
+        {
             t.mid = Some(mid);
         }
         t.quoter.on_timer(ctx)
@@ -298,6 +302,19 @@ fn settings() -> ExchangeSettings {
         },
         seed: 0,
     }
+}
+
+/// CPU seconds (user + system) this process has used: unlike wall time, not inflated
+/// while other processes hold the cores.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn status_kib(field: &str) -> Option<u64> {
@@ -343,6 +360,7 @@ fn round(dataset: &Path, venue: &str, symbol: &str, run_dir: &Path) -> Result<se
     let rss_reset = reset_peak_rss();
     PEAK_BYTES.store(LIVE_BYTES.load(Ordering::Relaxed), Ordering::Relaxed);
     let a0 = allocations();
+    let cpu0 = cpu_secs();
     let started = Instant::now();
     let summary = backtest.run_with_progress(&Stop::new(), |p| {
         if points.len() < points.capacity() {
@@ -351,6 +369,7 @@ fn round(dataset: &Path, venue: &str, symbol: &str, run_dir: &Path) -> Result<se
         heap_last_point = LIVE_BYTES.load(Ordering::Relaxed);
     })?;
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
     let a1 = allocations();
     let peak = status_kib("VmHWM:");
     let events = summary.replay.events;
@@ -371,6 +390,8 @@ fn round(dataset: &Path, venue: &str, symbol: &str, run_dir: &Path) -> Result<se
         "events": events,
         "secs": secs,
         "events_per_sec": (events as f64 / secs).round(),
+        "cpu_secs": cpu,
+        "events_per_cpu_sec": (events as f64 / cpu).round(),
         "allocs": a1 - a0,
         "allocs_per_event": (a1 - a0) as f64 / events.max(1) as f64,
         "loop_allocs_per_event": loop_allocs,
@@ -398,6 +419,7 @@ fn round(dataset: &Path, venue: &str, symbol: &str, run_dir: &Path) -> Result<se
 fn read_round(dataset: &Path) -> Result<serde_json::Value> {
     let rss_reset = reset_peak_rss();
     let a0 = allocations();
+    let cpu0 = cpu_secs();
     let started = Instant::now();
     let mut events = 0u64;
     let mut reader = EventReader::open(dataset, Selection::default())?;
@@ -420,12 +442,15 @@ fn read_round(dataset: &Path) -> Result<serde_json::Value> {
     }
     let last: UnixNanos = event.ts_recv;
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
     let a1 = allocations();
     Ok(json!({
         "engine": "ticktape-reader",
         "events": events,
         "secs": secs,
         "events_per_sec": (events as f64 / secs).round(),
+        "cpu_secs": cpu,
+        "events_per_cpu_sec": (events as f64 / cpu).round(),
         "allocs_per_event": (a1 - a0) as f64 / events.max(1) as f64,
         "peak_rss_mib": if rss_reset { mib(status_kib("VmHWM:")) } else { None },
         "last_ts": last,
