@@ -47,8 +47,9 @@ pub struct QueuedRequest {
 pub struct Context {
     name: Arc<str>,
     now: UnixNanos,
-    /// Local books, few per strategy: a scan beats hashing two strings per event.
-    books: Vec<(Arc<str>, Arc<str>, L2Book)>,
+    /// Local books, few per strategy: a scan beats hashing two strings per event. Boxed
+    /// so lending one to a callback moves a pointer, not the book.
+    books: Vec<(Arc<str>, Arc<str>, Box<L2Book>)>,
     /// Net position per venue and symbol, from the fills seen.
     positions: Vec<(Arc<str>, Arc<str>, Fixed)>,
     next_id: u64,
@@ -86,7 +87,7 @@ impl Context {
         self.books
             .iter()
             .find(|(v, s, _)| &**v == venue && &**s == symbol)
-            .map(|(_, _, book)| book)
+            .map(|(_, _, book)| &**book)
     }
 
     /// Net position from the fills seen so far (positive = long).
@@ -196,7 +197,7 @@ impl Context {
                 && (Arc::ptr_eq(s, &event.symbol) || *s == event.symbol)
         });
         found.unwrap_or_else(|| {
-            let entry = (event.venue.clone(), event.symbol.clone(), L2Book::default());
+            let entry = (event.venue.clone(), event.symbol.clone(), Box::default());
             self.books.push(entry);
             self.books.len() - 1
         })
@@ -298,6 +299,8 @@ pub struct Dispatcher {
     pub ctx: Context,
     timer_every: i64,
     next_timer: Option<UnixNanos>,
+    /// An empty book that stands in the context while its book is lent to `on_book`.
+    stand_in: Box<L2Book>,
     /// Counters.
     pub stats: DispatchStats,
 }
@@ -309,6 +312,7 @@ impl Dispatcher {
             ctx: Context::new(name),
             timer_every: i64::try_from(timer.as_nanos()).unwrap_or(i64::MAX).max(1),
             next_timer: None,
+            stand_in: Box::default(),
             stats: DispatchStats::default(),
         }
     }
@@ -334,17 +338,17 @@ impl Dispatcher {
         self.stats.events += 1;
         match &event.body {
             Body::Book(delta) => {
-                // Lend the book to the callback without cloning it (books can hold
-                // thousands of levels); it goes back in its slot right after.
                 let i = ctx.book_index(event);
-                let mut book = std::mem::take(&mut ctx.books[i].2);
+                let book = &mut ctx.books[i].2;
                 book.apply(delta);
-                let result = if book.is_consistent() {
-                    strategy.on_book(ctx, event, &book)
-                } else {
-                    Ok(())
-                };
-                ctx.books[i].2 = book;
+                if !book.is_consistent() {
+                    return Ok(());
+                }
+                // Lend the book to the callback without cloning it (books can hold
+                // thousands of levels): an empty stand-in takes its slot meanwhile.
+                std::mem::swap(&mut ctx.books[i].2, &mut self.stand_in);
+                let result = strategy.on_book(ctx, event, &self.stand_in);
+                std::mem::swap(&mut ctx.books[i].2, &mut self.stand_in);
                 result
             }
             Body::Trade(_) => strategy.on_trade(ctx, event),
