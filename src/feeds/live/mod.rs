@@ -283,7 +283,7 @@ mod tests {
         stop.store(true, Ordering::SeqCst);
         let (stats, sink) = handle.join().unwrap();
         assert!(
-            stopped_at.elapsed() < Duration::from_millis(500),
+            stopped_at.elapsed() < Duration::from_secs(2),
             "stop flag took {:?}",
             stopped_at.elapsed()
         );
@@ -500,6 +500,13 @@ mod tests {
         let capture = messages("KRAKEN.ws.50.0");
         let total = capture.len() as u64;
         let span = capture.last().unwrap().0 - capture[0].0;
+        // The same capture unpaced first: how long this machine, now, takes to take it in.
+        let busy = {
+            let server = ReplayServer::start(capture.clone(), ReplayOptions::default()).unwrap();
+            let opts = test_options(server.url(), &KRAKEN_PAIRS);
+            let (_, events) = run_until(Venue::Kraken, &opts, |s| s.messages >= total);
+            events.last().unwrap().ts_recv - events.first().unwrap().ts_recv
+        };
         let speed = 25.0;
         let server = ReplayServer::start(
             capture,
@@ -515,15 +522,17 @@ mod tests {
         let first = events.first().unwrap().ts_recv;
         let last = events.last().unwrap().ts_recv;
         let expected = (span as f64 / speed) as i64;
-        // Never faster than the capture allows; slower only by scheduling noise.
+        // Never faster than the capture allows; slower only by scheduling noise and by the
+        // time the consumer needs anyway (`busy`, large when other work shares the cores).
+        // Pacing at 1x instead of 25x would take 25 times `expected`.
         assert!(
             last - first >= expected * 9 / 10,
             "{} < {expected}",
             last - first
         );
         assert!(
-            last - first < expected * 4,
-            "{} vs {expected}",
+            last - first < expected * 4 + busy * 3,
+            "{} vs {expected} paced, {busy} unpaced",
             last - first
         );
         // Venue time is the capture's own, untouched by pacing.
@@ -602,14 +611,16 @@ mod tests {
         let stopper = {
             let stop = stop.clone();
             thread::spawn(move || {
-                thread::sleep(Duration::from_millis(700));
+                thread::sleep(Duration::from_millis(1500));
                 stop.store(true, Ordering::SeqCst);
             })
         };
         let mut ticks = Ticks::default();
         run_feed_ticking(Venue::Kraken, &opts, &mut ticks, stop).unwrap();
         stopper.join().unwrap();
-        assert!(ticks.0 >= 4, "only {} ticks in 700 ms", ticks.0);
+        // A tick every 100 ms would be 15; a reconnect loop that did not tick would give
+        // none. At least 4 tells them apart even when the cores are shared.
+        assert!(ticks.0 >= 4, "only {} ticks in 1500 ms", ticks.0);
     }
 
     #[test]
