@@ -11,8 +11,9 @@
 //! - [`kraken`], [`coinbase`], [`binance`]: the venue protocols (books, checksums,
 //!   sequences, REST snapshots, trades);
 //! - [`capture`]: reader for cryptofeed capture files, used by tests and the replay server;
-//! - [`testserver`]: a local websocket server replaying a capture over real TCP;
-//! - [`binance_testserver`]: the Binance capture reader and a local REST depth endpoint.
+//! - `testserver` (tests only): a local websocket server replaying a capture over real TCP;
+//! - `binance_testserver` (tests only): the Binance capture reader and a local REST depth
+//!   endpoint.
 //!
 //! A break (checksum mismatch, crossed or unreadable book, lost connection) is always
 //! published as a `Gap` event for the symbol before anything else, and the broken book
@@ -20,12 +21,14 @@
 //! book from deltas that do not fit. See `docs/FEEDS.md`.
 
 pub mod binance;
-pub mod binance_testserver;
+#[cfg(test)]
+mod binance_testserver;
 pub mod capture;
 pub mod coinbase;
 pub mod kraken;
 pub mod publish;
-pub mod testserver;
+#[cfg(test)]
+mod testserver;
 pub mod ws;
 
 use std::fmt;
@@ -116,11 +119,11 @@ impl FromStr for Venue {
 /// What to subscribe to and how to connect.
 #[derive(Clone, Debug)]
 pub struct FeedOptions {
-    /// Endpoint override (tests point it at a [`testserver::ReplayServer`]); `None` is the
+    /// Endpoint override (tests point it at a local replay server); `None` is the
     /// venue's public endpoint.
     pub url: Option<String>,
     /// Binance only: REST base URL for depth snapshots (tests point it at a
-    /// [`binance_testserver::SnapshotServer`]); `None` is the market's public one.
+    /// local depth endpoint); `None` is the market's public one.
     pub rest_url: Option<String>,
     /// Symbols verbatim as the venue spells them (`XBT/USD`, `BTC-USD`, `BTCUSDT`).
     pub symbols: Vec<String>,
@@ -343,7 +346,7 @@ mod tests {
         assert_eq!(stats.checksum_failures, 0);
         assert_eq!((stats.reconnects, stats.gaps, stats.malformed), (0, 0, 0));
         assert_eq!(stats.events, events.len() as u64);
-        let sent = server.from_clients();
+        let sent = server.client_messages();
         assert!(
             sent[0].contains("\"depth\":1000") && sent[0].contains("XBT/CHF"),
             "{sent:?}"
@@ -394,7 +397,7 @@ mod tests {
         // The client subscribed twice, once per connection.
         assert_eq!(
             server
-                .from_clients()
+                .client_messages()
                 .iter()
                 .filter(|m| m.contains("\"book\""))
                 .count(),
@@ -459,7 +462,7 @@ mod tests {
         for product in products {
             assert!(books[product].is_consistent() && !books[product].is_crossed());
         }
-        assert!(server.from_clients()[0].contains("level2_batch"));
+        assert!(server.client_messages()[0].contains("level2_batch"));
     }
 
     #[test]

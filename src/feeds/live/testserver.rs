@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,8 +31,6 @@ pub struct ReplayOptions {
 #[derive(Default)]
 struct State {
     connections: AtomicUsize,
-    completed: AtomicUsize,
-    sent: AtomicU64,
     from_clients: Mutex<Vec<String>>,
 }
 
@@ -79,18 +77,8 @@ impl ReplayServer {
         self.state.connections.load(Ordering::SeqCst)
     }
 
-    /// Replays that reached the end of the capture.
-    pub fn completed_replays(&self) -> usize {
-        self.state.completed.load(Ordering::SeqCst)
-    }
-
-    /// Messages sent over all connections.
-    pub fn sent(&self) -> u64 {
-        self.state.sent.load(Ordering::SeqCst)
-    }
-
     /// Every text message clients sent (subscriptions, resubscriptions), in order.
-    pub fn from_clients(&self) -> Vec<String> {
+    pub fn client_messages(&self) -> Vec<String> {
         self.state
             .from_clients
             .lock()
@@ -191,7 +179,6 @@ fn handle(
         }
         return Ok(());
     }
-    state.completed.fetch_add(1, Ordering::SeqCst);
     // Stay connected like a venue would, answering pings and closes, until told to stop.
     while !stop.load(Ordering::SeqCst) {
         match ws.read() {
@@ -237,7 +224,6 @@ fn replay(
             }
         }
         ws.write(Message::text(text.as_str()))?;
-        state.sent.fetch_add(1, Ordering::SeqCst);
         if i % 64 == 63 {
             ws.flush()?;
         }
