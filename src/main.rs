@@ -236,6 +236,10 @@ struct RunArgs {
     /// Override the scenario's replay speed (max, 1, 10, ...).
     #[arg(long)]
     speed: Option<String>,
+    /// Override the scenario's transport between replay and strategies: zmq, or shm
+    /// (shared memory, docs/SHM.md).
+    #[arg(long, value_enum)]
+    transport: Option<ticktape::shm::Transport>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -999,6 +1003,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     let options = ticktape::scenario::run::RunOptions {
         out: a.out,
         speed: a.speed,
+        transport: a.transport,
     };
     use ticktape::scenario::run::{RunOutcome, RunProgress};
     let outcome = ticktape::scenario::run::run(&a.scenario, &options, &stop, |p| match p {
