@@ -90,8 +90,7 @@ pub(crate) fn run(
     let mut ended = false;
     while !ended && !stop.is_set() {
         let mut n = 0u32;
-        loop {
-            let Some(rec) = down.read()? else { break };
+        while let Some(rec) = down.read()? {
             n += 1;
             match rec.kind {
                 KIND_BUS => ended = r.on_message(rec.topic, rec.payload)?,
