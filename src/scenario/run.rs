@@ -56,6 +56,8 @@ pub struct RunSummary {
     pub strategies: Vec<StrategyExit>,
     /// True when Ctrl-C stopped the run early.
     pub interrupted: bool,
+    /// How the strategies talked to the replay.
+    pub transport: Transport,
     /// The run directory.
     pub run_dir: PathBuf,
 }
@@ -555,6 +557,7 @@ fn run_bus(
         replay: replay_stats,
         strategies: exits,
         interrupted,
+        transport,
         run_dir: dir.clone(),
     };
     std::fs::write(

@@ -119,6 +119,8 @@ fn demo_over_zmq_shm_and_inproc_gives_the_same_digest_and_fills() {
     assert_eq!(d_shm, DEMO_DIGEST, "demo-shm.toml over shared memory");
     assert_eq!(d_inproc, DEMO_DIGEST, "demo-inproc.toml in-process");
     let s = summary(&shm);
+    assert_eq!(s["transport"], "shm", "{s}");
+    assert_eq!(summary(&zmq)["transport"], "zmq");
     assert_eq!(s["replay"]["events"], 135_830, "{s}");
     assert!(s["replay"]["steps"].as_u64().unwrap() > 1000, "{s}");
     assert_eq!(s["replay"]["refused"], 0, "{s}");
