@@ -16,8 +16,9 @@ which `ticktape run` sets for each strategy process.
 
 Transports: `tcp://` and `ipc://` endpoints use pyzmq (the live interface, any machine);
 `shm:fd=N` (what `ticktape run` passes with `transport = "shm"`) reads the shared-memory
-segment the process inherited on descriptor N (docs/SHM.md; Linux x86-64). Strategy code
-is the same either way.
+segment the process inherited on descriptor N, and `shm:/proc/PID/fd/N` one that
+`ticktape replay --transport shm` printed (docs/SHM.md; Linux x86-64). Strategy code is
+the same either way: `Client(name, "shm:fd=3", "shm:fd=3", lockstep=True)`.
 """
 import json
 import os

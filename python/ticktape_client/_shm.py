@@ -57,9 +57,14 @@ class ShmLink:
         if platform.machine() not in ("x86_64", "AMD64"):
             raise RuntimeError(f"the shared-memory client needs x86-64; "
                                f"use the zmq transport on {platform.machine()}")
-        if not endpoint.startswith("shm:fd="):
-            raise ValueError(f"bad shared-memory endpoint {endpoint!r}: expected shm:fd=N")
-        fd = int(endpoint[len("shm:fd="):])
+        if endpoint.startswith("shm:/"):
+            # A segment `ticktape replay --transport shm` printed (same user only).
+            fd = os.open(endpoint[len("shm:"):], os.O_RDWR)
+        elif endpoint.startswith("shm:fd="):
+            fd = int(endpoint[len("shm:fd="):])
+        else:
+            raise ValueError(f"bad shared-memory endpoint {endpoint!r}: "
+                             "expected shm:fd=N or shm:/proc/PID/fd/N")
         try:
             size = os.fstat(fd).st_size
         except OSError as e:

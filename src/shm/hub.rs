@@ -79,6 +79,17 @@ impl Hub {
             .collect()
     }
 
+    /// The endpoint a strategy started by hand opens peer `i`'s segment by:
+    /// `shm:/proc/PID/fd/N` (valid while this process runs; same user only).
+    pub fn endpoint(&self, i: usize) -> Option<String> {
+        let p = self.peers.get(i)?;
+        Some(format!(
+            "shm:/proc/{}/fd/{}",
+            std::process::id(),
+            p.end.map.fd()
+        ))
+    }
+
     /// Strategies served.
     pub fn len(&self) -> usize {
         self.peers.len()

@@ -18,7 +18,7 @@ pub mod ring;
 pub mod segment;
 
 pub use hub::Hub;
-pub use segment::{StrategyEnd, attach, inherit_as, parse_endpoint, take_fd};
+pub use segment::{StrategyEnd, attach, inherit_as, open_endpoint, take_fd};
 
 /// The descriptor a strategy child finds its segment on (`shm:fd=3`).
 pub const CHILD_FD: i32 = 3;

@@ -355,15 +355,37 @@ pub fn inherit_as(fd: RawFd, target: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The descriptor of an endpoint `shm:fd=N`, if `endpoint` is one.
-pub fn parse_endpoint(endpoint: &str) -> Option<Result<RawFd>> {
+/// Opens the segment an endpoint names: `shm:fd=N` (a descriptor inherited from
+/// `ticktape run`) or `shm:/proc/PID/fd/N` (a segment `ticktape replay --transport shm`
+/// printed, opened through its descriptor: same user only, nothing named on disk).
+/// None when `endpoint` is not a shared-memory endpoint.
+pub fn open_endpoint(endpoint: &str) -> Option<Result<OwnedFd>> {
     let rest = endpoint.strip_prefix("shm:")?;
-    Some(match rest.strip_prefix("fd=").map(str::parse::<RawFd>) {
-        Some(Ok(fd)) if fd >= 0 => Ok(fd),
-        _ => Err(anyhow::anyhow!(
-            "bad shared-memory endpoint {endpoint:?}: expected shm:fd=N (set by `ticktape run` with transport = \"shm\")"
-        )),
-    })
+    if let Some(n) = rest.strip_prefix("fd=") {
+        return Some(match n.parse::<RawFd>() {
+            Ok(fd) if fd >= 0 => take_fd(fd),
+            _ => Err(anyhow::anyhow!(
+                "bad shared-memory endpoint {endpoint:?}: expected shm:fd=N or shm:/proc/PID/fd/N"
+            )),
+        });
+    }
+    if rest.starts_with('/') {
+        return Some(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(rest)
+                .map(OwnedFd::from)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open shared-memory segment {rest}: {e} (is the replay that printed it still running, as this user?)"
+                    )
+                }),
+        );
+    }
+    Some(Err(anyhow::anyhow!(
+        "bad shared-memory endpoint {endpoint:?}: expected shm:fd=N or shm:/proc/PID/fd/N"
+    )))
 }
 
 /// Takes ownership of inherited descriptor `fd` after checking it is open.
@@ -371,7 +393,7 @@ pub fn take_fd(fd: RawFd) -> Result<OwnedFd> {
     // SAFETY: F_GETFD only queries the descriptor.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         bail!(
-            "shared-memory descriptor {fd} is not open in this process: start the strategy from `ticktape run` (it passes the segment as fd {fd}), or use the zmq transport"
+            "shared-memory descriptor {fd} is not open in this process: start the strategy from `ticktape run` (it passes the segment as fd {fd}), give it an endpoint `ticktape replay --transport shm` printed (shm:/proc/PID/fd/N), or use the zmq transport"
         );
     }
     // SAFETY: the descriptor is open and, by the hand-off contract, ours alone.

@@ -236,15 +236,16 @@ impl<'a, S: Requests> Runner<'a, S> {
 }
 
 /// Runs `strategy` until end-of-stream of a replay, or `stop`. The transport follows the
-/// endpoints: `shm:fd=N` (set by `ticktape run` with `transport = "shm"`) is the
+/// endpoints: `shm:fd=N` (set by `ticktape run` with `transport = "shm"`) or
+/// `shm:/proc/PID/fd/N` (printed by `ticktape replay --transport shm`) is the
 /// shared-memory driver, anything else ZeroMQ.
 pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> Result<RunnerStats> {
     let shm = config
         .bus
         .iter()
         .chain(std::iter::once(&config.gateway))
-        .find_map(|e| crate::shm::parse_endpoint(e));
-    if let Some(fd) = shm {
+        .find(|e| e.starts_with("shm:"));
+    if let Some(endpoint) = shm {
         if config.bus.len() != 1 || config.bus[0] != config.gateway {
             bail!(
                 "over shared memory the bus and the gateway are one segment: give the same shm:fd=N to --bus and --gateway (got {:?} and {:?})",
@@ -252,7 +253,7 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
                 config.gateway
             );
         }
-        return super::shm::run(config, strategy, stop, fd?);
+        return super::shm::run(config, strategy, stop, endpoint);
     }
     let zctx = crate::bus::context();
     let sub = zctx.socket(zmq::SUB)?;

@@ -7,7 +7,6 @@
 //! Owns the read loop, the waits and the checks on the replay's life. Never parses a
 //! payload itself.
 
-use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,15 +65,20 @@ impl Requests for UpRing {
     }
 }
 
-/// Runs `strategy` over the segment on descriptor `fd` until the replay's end of stream,
+/// Runs `strategy` over the segment `endpoint` names until the replay's end of stream,
 /// its orderly close, or `stop`.
 pub(crate) fn run(
     config: &RunnerConfig,
     strategy: &mut dyn Strategy,
     stop: &Stop,
-    fd: RawFd,
+    endpoint: &str,
 ) -> Result<RunnerStats> {
-    let end = crate::shm::attach(crate::shm::take_fd(fd)?)?;
+    let fd = crate::shm::open_endpoint(endpoint).unwrap_or_else(|| {
+        Err(anyhow::anyhow!(
+            "{endpoint:?} is not a shared-memory endpoint"
+        ))
+    })?;
+    let end = crate::shm::attach(fd)?;
     let (pid, alive) = end.map.peer(Side::Replay);
     if !alive {
         bail!("replay gone (pid {pid}) before the strategy attached");

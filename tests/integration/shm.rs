@@ -465,3 +465,99 @@ fn the_python_momentum_strategy_over_shm_gives_the_zmq_digest() {
     let log = std::fs::read_to_string(shm.join("strategy-py-momentum.log")).unwrap();
     assert!(log.contains("\"fills\""), "{log}");
 }
+
+/// `ticktape replay` with `args` and the built-in `mm` started by hand against it, on the
+/// `zmq` bus and gateway endpoints, or (None) on the shared-memory endpoint the replay
+/// prints; returns the replay's stderr.
+fn replay_with_hand_started_strategy(args: &[&str], zmq: Option<(&str, &str)>) -> String {
+    use std::io::{BufRead, BufReader, Read};
+    let mut replay = spawn(args);
+    let mut stderr = BufReader::new(replay.child.stderr.take().unwrap());
+    let mut head = String::new();
+    let (bus, gateway) = match zmq {
+        Some((b, g)) => (b.to_string(), g.to_string()),
+        None => {
+            let mut line = String::new();
+            while !line.contains("shm:/proc/") {
+                line.clear();
+                assert!(
+                    stderr.read_line(&mut line).unwrap() > 0,
+                    "replay printed no endpoint: {head}"
+                );
+                head.push_str(&line);
+            }
+            let ep = line
+                .split_whitespace()
+                .find(|w| w.starts_with("shm:/proc/"))
+                .unwrap()
+                .to_string();
+            (ep.clone(), ep)
+        }
+    };
+    let strategy = spawn(&[
+        "strategy",
+        "mm",
+        "--bus",
+        &bus,
+        "--gateway",
+        &gateway,
+        "--venue",
+        "binance",
+        "--symbol",
+        "BTCUSDT",
+        "--size",
+        "0.01",
+        "--lockstep",
+        "--id",
+        "mm",
+    ]);
+    let reader = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    let s_out = strategy.wait(Duration::from_secs(120));
+    assert_ok("ticktape strategy mm", &s_out);
+    let r_out = replay.wait(Duration::from_secs(120));
+    let all = head + &reader.join().unwrap();
+    assert!(r_out.status.success(), "replay failed: {all}");
+    all
+}
+
+#[test]
+fn a_hand_started_strategy_joins_ticktape_replay_over_shm_with_the_zmq_digest() {
+    let dir = tempdir();
+    let bus = format!("ipc://{}", dir.path().join("bus").display());
+    let gw = format!("ipc://{}", dir.path().join("gw").display());
+    let common = [
+        "replay",
+        "data/binance-spot",
+        "--start",
+        "2024-08-08T23:56:00Z",
+        "--end",
+        "2024-08-08T23:56:20Z",
+        "--lockstep",
+        "1",
+        "--lookahead",
+        "1ms",
+        "--order-latency",
+        "1ms",
+        "--exchange",
+        "--quiet",
+    ];
+    let digest_in = |text: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("fills digest "))
+            .unwrap_or_else(|| panic!("no digest in: {text}"))
+            .to_string()
+    };
+    let mut zmq_args = common.to_vec();
+    zmq_args.extend(["--bind", &bus, "--gateway", &gw]);
+    let over_zmq = replay_with_hand_started_strategy(&zmq_args, Some((&bus, &gw)));
+    let mut shm_args = common.to_vec();
+    shm_args.extend(["--transport", "shm"]);
+    let over_shm = replay_with_hand_started_strategy(&shm_args, None);
+    assert_eq!(digest_in(&over_zmq), digest_in(&over_shm), "{over_shm}");
+    assert!(over_shm.contains("lockstep:"), "{over_shm}");
+    assert_eq!(dev_shm(), Vec::<String>::new(), "nothing in /dev/shm");
+}
