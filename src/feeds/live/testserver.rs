@@ -161,7 +161,7 @@ fn handle(
             Err(e) => return Err(e),
         }
     }
-    replay(&mut ws, messages, speed, drop_after, stop, state)?;
+    replay(&mut ws, messages, speed, drop_after, stop)?;
     if drop_after.is_some_and(|n| n < messages.len()) {
         // The loss under test: no close frame, just the end of the TCP stream. Shutting
         // down the write side first (rather than dropping a socket whose receive buffer
@@ -203,7 +203,6 @@ fn replay(
     speed: Option<f64>,
     drop_after: Option<usize>,
     stop: &AtomicBool,
-    state: &State,
 ) -> Result<(), tungstenite::Error> {
     let start = Instant::now();
     let t0 = messages.first().map_or(0, |m| m.0);
@@ -274,7 +273,7 @@ mod tests {
         );
         assert_eq!(server.connections(), 2);
         assert_eq!(
-            server.from_clients(),
+            server.client_messages(),
             vec!["{\"event\":\"subscribe\"}", "again"]
         );
     }
