@@ -73,8 +73,8 @@ pub fn request_json(q: &QueuedRequest) -> Vec<u8> {
     let request = match &q.request {
         OrderRequest::New(o) => Request::New {
             client_order_id: o.client_order_id.clone(),
-            venue: o.venue.clone(),
-            symbol: o.symbol.clone(),
+            venue: o.venue.to_string(),
+            symbol: o.symbol.to_string(),
             side: o.side,
             order_type: o.order_type,
             tif: o.tif,
@@ -103,6 +103,8 @@ struct Runner<'a> {
     replies_owed: u32,
     /// Reused buffer for lockstep acks.
     ack: Vec<u8>,
+    /// Reused buffer for the requests taken after a callback.
+    queued: Vec<QueuedRequest>,
     stats: RunnerStats,
 }
 
@@ -112,10 +114,10 @@ impl Runner<'_> {
         if !self.dispatch.ctx.has_requests() {
             return Ok(());
         }
-        let queued: Vec<QueuedRequest> = self.dispatch.ctx.take_requests().collect();
-        for q in &queued {
+        self.queued.extend(self.dispatch.ctx.take_requests());
+        for q in self.queued.drain(..) {
             self.dealer
-                .send(request_json(q), 0)
+                .send(request_json(&q), 0)
                 .context("cannot send to the order gateway")?;
             self.replies_owed += 1;
             if matches!(q.request, OrderRequest::New(_)) {
@@ -218,6 +220,7 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
         // The hello's welcome.
         replies_owed: 1,
         ack: Vec::with_capacity(48),
+        queued: Vec::new(),
         stats: RunnerStats::default(),
     };
     let mut last_msg = Instant::now();
@@ -336,6 +339,7 @@ mod tests {
             names: Interner::default(),
             replies_owed: 0,
             ack: Vec::new(),
+            queued: Vec::new(),
             stats: RunnerStats::default(),
         };
         let good = r#","strategy":"me","side":"buy","price":"100.5","size":"0.01""#;
