@@ -111,7 +111,7 @@ impl Engine {
         }
         self.exchange.on_market(event);
         for seat in &mut self.seats {
-            seat.dispatch.ctx.share_books_for(event);
+            seat.dispatch.ctx.share_books_for(event, &mut self.exchange);
             lent(&mut self.exchange, seat, |s| {
                 s.dispatch.market(s.strategy.as_mut(), event)
             })?;
@@ -165,6 +165,9 @@ impl Engine {
 
     /// Drains the exchange's outputs to the run files and their strategies; true if any.
     fn deliver(&mut self) -> Result<bool> {
+        if !self.exchange.has_outputs() {
+            return Ok(false);
+        }
         self.exchange.drain_into(&mut self.outputs);
         if self.outputs.is_empty() {
             return Ok(false);

@@ -52,6 +52,8 @@ struct BookSlot {
     /// each callback and the dispatcher applies no delta to it. Otherwise (over the bus,
     /// or after a gap) the dispatcher keeps the book from the deltas it hands over.
     shared: bool,
+    /// The exchange's id of the instrument, when shared.
+    instrument: usize,
 }
 
 impl BookSlot {
@@ -229,15 +231,16 @@ impl Context {
             .books
             .iter()
             .position(|b| b.is(&event.venue, &event.symbol));
-        found.unwrap_or_else(|| self.add_book(event, false))
+        found.unwrap_or_else(|| self.add_book(event))
     }
 
-    fn add_book(&mut self, event: &Event, shared: bool) -> usize {
+    fn add_book(&mut self, event: &Event) -> usize {
         self.books.push(BookSlot {
             venue: event.venue.clone(),
             symbol: event.symbol.clone(),
             book: Box::default(),
-            shared,
+            shared: false,
+            instrument: 0,
         });
         self.books.len() - 1
     }
@@ -246,14 +249,25 @@ impl Context {
     /// book delta of an instrument new to the strategy makes a slot sharing the
     /// exchange's book; a gap ends sharing for its instrument, because the strategy's
     /// book is cleared and the exchange's is not (the dispatcher keeps it from then on).
-    pub(crate) fn share_books_for(&mut self, event: &Event) {
+    pub(crate) fn share_books_for(
+        &mut self,
+        event: &Event,
+        exchange: &mut crate::exchange::SimExchange,
+    ) {
+        if matches!(event.body, Body::Trade(_)) {
+            return;
+        }
         let found = self
             .books
             .iter()
             .position(|b| b.is(&event.venue, &event.symbol));
         match (&event.body, found) {
             (Body::Book(_), None) => {
-                self.add_book(event, true);
+                if let Some(instrument) = exchange.instrument(&event.venue, &event.symbol) {
+                    let i = self.add_book(event);
+                    self.books[i].shared = true;
+                    self.books[i].instrument = instrument;
+                }
             }
             // Not lent now: its box is the empty stand-in, which the gap clears anyway.
             (Body::Gap(_), Some(i)) => self.books[i].shared = false,
@@ -265,7 +279,7 @@ impl Context {
     /// callback, and takes them back when called again.
     pub(crate) fn swap_shared_books(&mut self, exchange: &mut crate::exchange::SimExchange) {
         for slot in self.books.iter_mut().filter(|b| b.shared) {
-            if !exchange.swap_book(&slot.venue, &slot.symbol, &mut slot.book) {
+            if !exchange.swap_book(slot.instrument, &mut slot.book) {
                 // Cannot happen (slots share only books the exchange has); keep it safe.
                 slot.shared = false;
             }

@@ -180,8 +180,8 @@ pub(super) fn cross(
     let opp = own_side.opposite();
     // Runs after every delta: leave at once unless the best own price touches the book.
     let crossing = |p: Fixed| match side {
-        OrderSide::Buy => market.book.best_ask().is_some_and(|(a, _)| a <= p),
-        OrderSide::Sell => market.book.best_bid().is_some_and(|(b, _)| b >= p),
+        OrderSide::Buy => market.book.best_ask_price().is_some_and(|a| a <= p),
+        OrderSide::Sell => market.book.best_bid_price().is_some_and(|b| b >= p),
     };
     let best_own = match side {
         OrderSide::Buy => market.own_bids.keys().next_back().copied(),

@@ -704,22 +704,28 @@ impl SimExchange {
         self.execs = execs;
     }
 
-    /// Swaps the exchange's book of `venue`/`symbol` with `book`; false (nothing
-    /// swapped) when it has none. The in-process engine lends strategies the exchange's
+    /// Swaps the book of instrument `instrument` ([`SimExchange::instrument`]) with
+    /// `book`; false (nothing swapped) when there is no such instrument. The in-process engine lends strategies the exchange's
     /// own book this way for the length of their callbacks, during which the exchange is
     /// not called, and takes it back with the same call: one book per instrument, kept
     /// once.
-    pub fn swap_book(
-        &mut self,
-        venue: &Arc<str>,
-        symbol: &Arc<str>,
-        book: &mut Box<L2Book>,
-    ) -> bool {
-        let Some(id) = self.instruments.find_shared(venue, symbol) else {
+    pub fn swap_book(&mut self, instrument: usize, book: &mut Box<L2Book>) -> bool {
+        let Some(market) = self.markets.get_mut(instrument) else {
             return false;
         };
-        std::mem::swap(&mut self.markets[id].book, book);
+        std::mem::swap(&mut market.book, book);
         true
+    }
+
+    /// The exchange's id of `venue`/`symbol` (once it has seen book data for it), for
+    /// [`SimExchange::swap_book`].
+    pub fn instrument(&mut self, venue: &Arc<str>, symbol: &Arc<str>) -> Option<usize> {
+        self.instruments.find_shared(venue, symbol)
+    }
+
+    /// True when outputs wait to be drained.
+    pub fn has_outputs(&self) -> bool {
+        !self.outputs.is_empty()
     }
 
     /// Everything produced since the last call, in the order it happened.
@@ -730,6 +736,9 @@ impl SimExchange {
     /// [`SimExchange::drain`] into the caller's buffer (appended), keeping both buffers'
     /// capacity: the allocation-free form for loops that drain after every event.
     pub fn drain_into(&mut self, out: &mut Vec<ExchangeOutput>) {
+        if self.outputs.is_empty() {
+            return;
+        }
         out.append(&mut self.outputs);
     }
 
