@@ -32,8 +32,9 @@ pub const RUN_SCHEMA_VERSION: &str = "exchange-v1";
 
 /// Rows buffered per table before they become a record batch.
 const BATCH_ROWS: usize = 4096;
-/// Rows per Parquet row group: bounds what the writer holds in memory.
-const ROW_GROUP_ROWS: usize = 65_536;
+/// Rows per Parquet row group: bounds what the writer holds in memory (a row group is
+/// buffered whole before it is written, so this is what keeps a long run's memory flat).
+const ROW_GROUP_ROWS: usize = 16_384;
 
 /// Why run outputs could not be written.
 #[derive(Debug, thiserror::Error)]
