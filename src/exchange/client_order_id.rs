@@ -72,6 +72,14 @@ impl ClientOrderId {
         })
     }
 
+    /// The id's text as bytes (equal bytes, equal text: no UTF-8 check to compare).
+    fn bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..*len as usize],
+            Repr::Shared(text) => text.as_bytes(),
+        }
+    }
+
     /// The id's text.
     pub fn as_str(&self) -> &str {
         match &self.0 {
@@ -123,7 +131,7 @@ impl fmt::Debug for ClientOrderId {
 
 impl PartialEq for ClientOrderId {
     fn eq(&self, other: &ClientOrderId) -> bool {
-        self.as_str() == other.as_str()
+        self.bytes() == other.bytes()
     }
 }
 
@@ -131,7 +139,7 @@ impl Eq for ClientOrderId {}
 
 impl PartialEq<str> for ClientOrderId {
     fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
+        self.bytes() == other.as_bytes()
     }
 }
 
@@ -180,7 +188,8 @@ impl PartialOrd for ClientOrderId {
 
 impl Ord for ClientOrderId {
     fn cmp(&self, other: &ClientOrderId) -> Ordering {
-        self.as_str().cmp(other.as_str())
+        // Byte order is `str` order.
+        self.bytes().cmp(other.bytes())
     }
 }
 

@@ -323,6 +323,9 @@ pub struct BatchView {
     venue: NameColumn,
     symbol: NameColumn,
     kind: TextColumn,
+    /// `kind` and `side` of each row, decoded once per batch.
+    kinds: Vec<Option<Kind>>,
+    sides: Vec<Option<Side>>,
     venue_seq: UInt64Array,
     prev_venue_seq: UInt64Array,
     pub_seq: UInt64Array,
@@ -369,6 +372,30 @@ impl TextColumn {
             keys: dictionary.keys().clone(),
             values: values.clone(),
         })
+    }
+
+    /// Every row's text parsed by `parse` (a null is parsed as empty): for a
+    /// dictionary, each distinct value once.
+    fn decode<T: Copy>(&self, rows: usize, parse: impl Fn(&str) -> Option<T>) -> Vec<Option<T>> {
+        match self {
+            TextColumn::Plain(_) => (0..rows).map(|i| parse(self.value(i))).collect(),
+            TextColumn::Dictionary { keys, values } => {
+                let table: Vec<Option<T>> =
+                    (0..values.len()).map(|k| parse(values.value(k))).collect();
+                let none = parse("");
+                (0..rows)
+                    .map(|i| {
+                        if keys.is_null(i) {
+                            return none;
+                        }
+                        usize::try_from(keys.value(i))
+                            .ok()
+                            .and_then(|k| table.get(k).copied())
+                            .unwrap_or(none)
+                    })
+                    .collect()
+            }
+        }
     }
 
     /// Row `i`'s text (empty when null).
@@ -448,16 +475,23 @@ impl BatchView {
         venue: Option<Arc<str>>,
         symbol: Option<Arc<str>>,
     ) -> Result<BatchView> {
+        let kind = TextColumn::new(batch, "kind")?;
+        let side = TextColumn::new(batch, "side")?;
+        let rows = batch.num_rows();
         Ok(BatchView {
+            kinds: kind.decode(rows, Kind::from_name),
+            sides: side.decode(rows, Side::from_code),
+            kind,
+            side,
             ts_recv: column(batch, "ts_recv")?,
             ts_event: column(batch, "ts_event")?,
             venue: NameColumn::new(batch, "venue", venue)?,
             symbol: NameColumn::new(batch, "symbol", symbol)?,
-            kind: TextColumn::new(batch, "kind")?,
+
             venue_seq: column(batch, "venue_seq")?,
             prev_venue_seq: column(batch, "prev_venue_seq")?,
             pub_seq: column(batch, "pub_seq")?,
-            side: TextColumn::new(batch, "side")?,
+
             price: column(batch, "price")?,
             price_scale: column(batch, "price_scale")?,
             size: column(batch, "size")?,
@@ -477,7 +511,7 @@ impl BatchView {
 
     /// Kind of row `i`.
     pub fn kind(&self, i: usize) -> Option<Kind> {
-        Kind::from_name(self.kind.value(i))
+        self.kinds[i]
     }
 
     /// Decodes row `i` over `out`, reusing its allocations: venue and symbol are only
@@ -491,21 +525,19 @@ impl BatchView {
         out: &mut Event,
         spare: &mut String,
     ) -> Result<()> {
-        let kind_name = self.kind.value(i);
         let fixed = |m: &Int64Array, s: &UInt8Array| -> Result<Fixed> {
             if m.is_null(i) || s.is_null(i) {
-                bail!("{kind_name} row {i} without price/size");
+                bail!("{} row {i} without price/size", self.kind.value(i));
             }
             Ok(Fixed::new(m.value(i), s.value(i)))
         };
         let side = || -> Result<Side> {
-            Side::from_code(self.side.value(i))
-                .with_context(|| format!("row {i}: bad side {:?}", self.side.value(i)))
+            self.sides[i].with_context(|| format!("row {i}: bad side {:?}", self.side.value(i)))
         };
         if let Body::Trade(t) = &mut out.body {
             *spare = std::mem::take(&mut t.trade_id);
         }
-        out.body = match Kind::from_name(kind_name) {
+        out.body = match self.kinds[i] {
             Some(Kind::Book) => Body::Book(BookDelta {
                 side: side()?,
                 price: fixed(&self.price, &self.price_scale)?,
@@ -529,7 +561,10 @@ impl BatchView {
                 missing: opt(self.gap_missing.is_valid(i), self.gap_missing.value(i)),
                 publisher: self.gap_publisher.value(i).to_string(),
             }),
-            _ => bail!("row {i}: kind {kind_name:?} is not stored in datasets"),
+            _ => bail!(
+                "row {i}: kind {:?} is not stored in datasets",
+                self.kind.value(i)
+            ),
         };
         // Consecutive rows nearly always share venue and symbol (a file holds one of
         // each): comparing a few bytes is cheaper than hashing them.
