@@ -5,6 +5,7 @@
 #   scripts/bench.sh [events]        default 2,000,000 events for record/replay; ends with
 #                                    the backtest section
 #   scripts/bench.sh backtest [windows]   only the backtest section (default 3 windows)
+#   scripts/bench.sh shm                  only the shared-memory lockstep section
 #
 # Figures:
 #   record   simulate → tcp → record, zero loss, binary and JSON payloads, each vs a bare
@@ -22,11 +23,14 @@
 #            Parquet read included) vs hftbacktest 2.4.4 (benches/peer_hftbacktest.py, same
 #            quoting rules) in interleaved windows; in-process vs bus lookahead lockstep on
 #            the same data (digests must match); 1x / 10x / 22x (10 M events) scaling
+#   shm      lockstep over shared memory vs ZeroMQ (same scenarios, digests must match)
+#            beside the bare memfd ring and bare libzmq step round trips
+#            (examples/lockstep_transports.rs), all from the same invocation
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECTION=all
-if [ "${1:-}" = backtest ]; then
-  SECTION=backtest
+if [ "${1:-}" = backtest ] || [ "${1:-}" = shm ]; then
+  SECTION=$1
   shift
 fi
 N=${1:-2000000}
@@ -41,6 +45,99 @@ PY=${TICKTAPE_PYTHON:-.venv/bin/python}
 rate() { python3 -c "print(f'{($1)/($2):,.0f}')"; }
 
 json_field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+
+one_strategy() { # dataset, venue, encoding, lookahead → scenario on stdout
+  python3 - "$@" <<'PY'
+import re, sys
+dataset, venue, encoding, lookahead = sys.argv[1:]
+s = open("scenarios/demo.toml").read()
+s = s[: s.index('[[strategy]]\nname = "taker"')] + s[s.index("[exchange]"):]
+s = s.replace("data/binance-spot", dataset).replace('"binance"', f'"{venue}"')
+s = s.replace('lookahead = "1ms"', f'lookahead = "{lookahead}"\nencoding = "{encoding}"')
+if dataset != "data/binance-spot":
+    s = re.sub(r"\nstart = .*\nend = .*\n", "\n", s)
+print(s)
+PY
+}
+
+# Lockstep over shared memory against ZeroMQ on the same scenarios, beside the bare
+# transports' step round trips, all in this invocation. Fails (exit 1) when a scenario's
+# shm and zmq runs print different digests.
+shm_section() {
+  cargo build --release --example lockstep_transports 2>&1 | tail -1
+  local LT=${CARGO_TARGET_DIR:-target}/release/examples/lockstep_transports
+  echo "== shm: bare step round trips (examples/lockstep_transports.rs): libzmq as ticktape uses it vs the memfd ring"
+  "$LT" 100000 1000000 zmq-pubsub,ring-futex-always | tee "$W/bare.jsonl"
+  shm_run() { # scenario, label → "label transport events/s digest" lines
+    for tr in zmq shm; do
+      local line
+      line=$($T run "$1" --transport "$tr" --out "$W/shm-run" --quiet 2>&1 | grep -E "^replay:|digest" | tr '\n' ' ')
+      python3 - "$2" "$tr" "$line" "$W/bare.jsonl" <<'PY'
+import json, re, sys
+label, tr, line, bare = sys.argv[1:]
+b = {j["transport"]: j for j in map(json.loads, open(bare))}
+m = re.search(r"= (\d+) events/s", line); d = re.search(r"digest (\w+)", line)
+if not m:
+    sys.exit(f"{label} {tr}: no rate in: {line}")
+r = float(m.group(1))
+ring, zmq = b["ring-futex-always"], b["zmq-pubsub"]
+print(f"{label:28} {tr:3}: {r:>11,.0f} events/s  digest {d.group(1) if d else '-'}  "
+      f"(bare ring {ring['steps_per_sec']:,.0f} steps/s, {ring['lookahead_events_per_sec']:,.0f} lookahead events/s; "
+      f"bare zmq {zmq['steps_per_sec']:,.0f} / {zmq['lookahead_events_per_sec']:,.0f})")
+PY
+    done | tee -a "$W/shm.txt"
+  }
+  echo "== shm: lockstep, same scenario over zmq then shm (events/s; the bare figures above for scale)"
+  : > "$W/shm.txt"
+  sed 's/lookahead = "1ms"/lookahead = "0s"/' scenarios/demo.toml > "$W/simple.toml"
+  shm_run "$W/simple.toml" "demo, simple"
+  shm_run scenarios/demo.toml "demo, lookahead 1ms"
+  one_strategy data/binance-spot binance binary 0s > "$W/one-simple.toml"
+  one_strategy data/binance-spot binance binary 1ms > "$W/one.toml"
+  shm_run "$W/one-simple.toml" "demo, mm alone, simple"
+  shm_run "$W/one.toml" "demo, mm alone, lookahead"
+  local USDM=../shared/data/real/hftbacktest/examples/usdm/btcusdt_20240808.gz
+  if [ -f "$USDM" ]; then
+    $T import "$USDM" --out "$W/usdm" --quiet > /dev/null 2>&1
+    one_strategy "$W/usdm" binance-usdm binary 1ms > "$W/usdm.toml"
+    shm_run "$W/usdm.toml" "USD-M, mm alone, lookahead"
+  else
+    echo "(USD-M capture $USDM not found: skipped)"
+  fi
+  if [ -x "$PY" ]; then
+    # The shipped Python momentum strategy (this tree's client first on PYTHONPATH).
+    sed -e 's/^name = "demo"/name = "py"/' -e '/^\[\[strategy\]\]/,$d' scenarios/demo.toml > "$W/py.toml"
+    sed -i 's/lookahead = "1ms"/lookahead = "1ms"\nencoding = "binary"/' "$W/py.toml"
+    cat >> "$W/py.toml" <<'TOML'
+[[strategy]]
+name = "py-momentum"
+command = ["python3", "examples/python/momentum.py", "--bus", "{bus}", "--gateway", "{gateway}",
+           "--venue", "{venue}", "--symbol", "{symbol}", "--size", "{size}", "--name", "{name}", "{lockstep}"]
+venue = "binance"
+symbol = "BTCUSDT"
+size = "0.01"
+[exchange]
+order_latency = { model = "constant", ns = 1_000_000 }
+TOML
+    PATH="$(dirname "$PY"):$PATH" PYTHONPATH="$PWD/python" shm_run "$W/py.toml" "demo, Python momentum, look."
+  fi
+  python3 - "$W/shm.txt" <<'PY'
+import re, sys
+rows = [l for l in open(sys.argv[1]) if ":" in l]
+by = {}
+for l in rows:
+    label, tr = l[:28].strip(), l[29:32].strip()
+    by.setdefault(label, {})[tr] = (float(re.search(r": +([\d,]+) events/s", l).group(1).replace(",", "")),
+                                    re.search(r"digest (\w+)", l).group(1))
+bad = False
+for label, t in by.items():
+    if "zmq" in t and "shm" in t:
+        print(f"{label:28} shm/zmq = {t['shm'][0] / t['zmq'][0]:.1f}x" +
+              ("" if t["shm"][1] == t["zmq"][1] else "   DIGESTS DIFFER"))
+        bad |= t["shm"][1] != t["zmq"][1]
+sys.exit("FAIL: shm and zmq digests differ on the same scenario" if bad else 0)
+PY
+}
 
 # The in-process backtest against its peer and against the bus form. Fails (exit 1) when
 # the in-process and bus runs of one scenario print different digests.
@@ -147,6 +244,10 @@ if [ "$SECTION" = backtest ]; then
   backtest_section
   exit 0
 fi
+if [ "$SECTION" = shm ]; then
+  shm_section
+  exit 0
+fi
 
 # The bare pair moves payloads of each encoding's size: binary events are ~80 bytes,
 # JSON ones ~200 (measured by the size figure below). Two shapes: one process with one
@@ -232,19 +333,6 @@ lockstep_run() { # scenario, label
   echo "$2: $line"
   python3 -c "import re,sys; r=float(re.search(r'= (\d+) events/s', sys.argv[1]).group(1)); print(f'  {r:,.0f} events/s = {r/$LS_RATE:.2f} x the bare step rate')" "$line"
 }
-one_strategy() { # dataset, venue, encoding, lookahead → scenario on stdout
-  python3 - "$@" <<'PY'
-import re, sys
-dataset, venue, encoding, lookahead = sys.argv[1:]
-s = open("scenarios/demo.toml").read()
-s = s[: s.index('[[strategy]]\nname = "taker"')] + s[s.index("[exchange]"):]
-s = s.replace("data/binance-spot", dataset).replace('"binance"', f'"{venue}"')
-s = s.replace('lookahead = "1ms"', f'lookahead = "{lookahead}"\nencoding = "{encoding}"')
-if dataset != "data/binance-spot":
-    s = re.sub(r"\nstart = .*\nend = .*\n", "\n", s)
-print(s)
-PY
-}
 echo "== lockstep: demo scenario as shipped (135,830 real events, 2 Rust strategies, JSON, ipc)"
 sed 's/lookahead = "1ms"/lookahead = "0s"/' scenarios/demo.toml > "$W/simple.toml"
 lockstep_run "$W/simple.toml" "simple"
@@ -303,6 +391,8 @@ if [ "${BENCH_REPORT:-0}" = 1 ] && [ -x "$PY" ]; then
   /usr/bin/time -f "python polars: %e s, peak %M KiB" "$PY" benches/report_baseline.py "$W/rb" > /dev/null
   /usr/bin/time -f "ticktape report: %e s, peak %M KiB" $T report "$W/rb" > /dev/null
 fi
+
+shm_section
 
 echo "== micro: cargo bench --bench wire"
 cargo bench --bench wire 2>&1 | grep -E "^per_event|^recorder|time:|thrpt:" || true

@@ -36,6 +36,7 @@ pub mod record;
 pub mod replay;
 pub mod report;
 pub mod scenario;
+pub mod shm;
 pub mod shutdown;
 pub mod store;
 pub mod strategy;

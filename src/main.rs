@@ -236,6 +236,10 @@ struct RunArgs {
     /// Override the scenario's replay speed (max, 1, 10, ...).
     #[arg(long)]
     speed: Option<String>,
+    /// Override the scenario's transport between replay and strategies: zmq, or shm
+    /// (shared memory, docs/SHM.md).
+    #[arg(long, value_enum)]
+    transport: Option<ticktape::shm::Transport>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -346,9 +350,14 @@ struct ReplayArgs {
     /// Payload encoding: json (any language) or binary (fast; `docs/PROTOCOL.md`).
     #[arg(long, value_enum, default_value = "json")]
     encoding: ticktape::wire::Encoding,
-    /// Run the simulated exchange on the gateway (needs --gateway).
+    /// Run the simulated exchange on the gateway (needs --gateway, or --transport shm).
     #[arg(long)]
     exchange: bool,
+    /// How lockstep strategies talk to the replay: zmq (the bus and --gateway), or shm
+    /// (shared memory, docs/SHM.md): one segment per --lockstep strategy, each printed as
+    /// an endpoint `shm:/proc/PID/fd/N` to give a strategy as both --bus and --gateway.
+    #[arg(long, value_enum, default_value = "zmq")]
+    transport: ticktape::shm::Transport,
     #[command(flatten)]
     models: ExchangeArgs,
     /// No progress bar.
@@ -775,10 +784,41 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
         ..Default::default()
     };
     let stop = ticktape::shutdown::on_signal();
-    announce_replay_wait(&config, a.quiet);
+    let mut config = config;
+    let shm = match a.transport {
+        ticktape::shm::Transport::Zmq => {
+            announce_replay_wait(&config, a.quiet);
+            None
+        }
+        ticktape::shm::Transport::Shm => {
+            if config.lockstep == 0 {
+                bail!(
+                    "--transport shm serves lockstep strategies: give --lockstep N (one shared-memory segment each)"
+                );
+            }
+            let names: Vec<String> = (1..=config.lockstep).map(|i| format!("slot-{i}")).collect();
+            let hub = ticktape::shm::Hub::create(&names, config.ack_timeout)?;
+            // Said even when quiet: without these nobody can connect.
+            for i in 0..hub.len() {
+                eprintln!(
+                    "replay: shared-memory segment {} of {}: --bus {ep} --gateway {ep}",
+                    i + 1,
+                    hub.len(),
+                    ep = hub.endpoint(i).unwrap_or_default()
+                );
+            }
+            eprintln!(
+                "replay: waiting up to {:?} for {} strategy hello(s) over shared memory",
+                config.wait_timeout,
+                hub.len()
+            );
+            config.wait_for = 0;
+            Some(hub)
+        }
+    };
     let mut progress = ReplayProgress::new(a.quiet);
     let mut host = if a.exchange {
-        if config.gateway.is_none() {
+        if config.gateway.is_none() && shm.is_none() {
             bail!("--exchange needs --gateway ENDPOINT for the strategies' orders");
         }
         let settings = a.models.settings()?;
@@ -799,7 +839,7 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
     let venue_host = host
         .as_mut()
         .map(|h| h as &mut dyn ticktape::replay::VenueHost);
-    let stats = ticktape::replay::run(&config, venue_host, &stop, |p| progress.show(&p))?;
+    let stats = ticktape::replay::run_over(&config, shm, venue_host, &stop, |p| progress.show(&p))?;
     progress.bar.finish_and_clear();
     print_replay_summary(&stats, a.json)?;
     if stop.is_set() {
@@ -999,6 +1039,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     let options = ticktape::scenario::run::RunOptions {
         out: a.out,
         speed: a.speed,
+        transport: a.transport,
     };
     use ticktape::scenario::run::{RunOutcome, RunProgress};
     let outcome = ticktape::scenario::run::run(&a.scenario, &options, &stop, |p| match p {

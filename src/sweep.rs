@@ -413,42 +413,33 @@ fn write_summary(summary: &SweepSummary) -> Result<()> {
 }
 
 fn csv(summary: &SweepSummary) -> String {
-    let quote = |s: &str| {
-        if s.contains([',', '"', '\n']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
+    let mut header = vec!["run"];
+    header.extend(summary.axes.iter().map(String::as_str));
+    header.extend([
+        "net_pnl",
+        "fees",
+        "max_drawdown",
+        "turnover",
+        "fills",
+        "digest",
+        "error",
+    ]);
     let num = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x}"));
-    let mut text = String::from("run");
-    for a in &summary.axes {
-        text.push(',');
-        text.push_str(&quote(a));
-    }
-    text.push_str(",net_pnl,fees,max_drawdown,turnover,fills,digest,error\n");
-    for p in &summary.points {
-        text.push_str(&p.run.to_string());
-        for (_, v) in &p.params {
-            text.push(',');
-            text.push_str(&quote(v));
-        }
-        let fields = [
+    let rows = summary.points.iter().map(|p| {
+        let mut row = vec![p.run.to_string()];
+        row.extend(p.params.iter().map(|(_, v)| v.clone()));
+        row.extend([
             num(p.net_pnl),
             num(p.fees),
             num(p.max_drawdown),
             num(p.turnover),
             p.fills.map_or(String::new(), |f| f.to_string()),
             p.digest.clone().unwrap_or_default(),
-            quote(p.error.as_deref().unwrap_or("")),
-        ];
-        for f in fields {
-            text.push(',');
-            text.push_str(&f);
-        }
-        text.push('\n');
-    }
-    text
+            p.error.clone().unwrap_or_default(),
+        ]);
+        row
+    });
+    crate::report::csv_document(&header, rows)
 }
 
 /// Net PnL over a two-parameter grid: one cell per point, green for gains, red for losses.

@@ -13,13 +13,24 @@ Install (from the repository root, into the Python that runs the strategy; pulls
 then `from ticktape_client import Client` (examples/python/momentum.py is a complete
 strategy). The gateway secret is read from the environment variable TICKTAPE_TOKEN,
 which `ticktape run` sets for each strategy process.
+
+Transports: `tcp://` and `ipc://` endpoints use pyzmq (the live interface, any machine);
+`shm:fd=N` (what `ticktape run` passes with `transport = "shm"`) reads the shared-memory
+segment the process inherited on descriptor N, and `shm:/proc/PID/fd/N` one that
+`ticktape replay --transport shm` printed (docs/SHM.md; Linux x86-64). Strategy code is
+the same either way: `Client(name, "shm:fd=3", "shm:fd=3", lockstep=True)`.
 """
 import json
 import os
 import struct
 from decimal import Decimal
 
-import zmq
+try:
+    import zmq
+except ImportError:  # only the shared-memory transport is usable without pyzmq
+    zmq = None
+
+from ._shm import ShmLink
 
 __version__ = "0.1.0"  # the package version (python/pyproject.toml reads it)
 
@@ -143,22 +154,34 @@ class Client:
 
     def __init__(self, name, bus, gateway, lockstep=False, topics=("",)):
         self.name, self.lockstep = name, lockstep
-        self.ctx = zmq.Context.instance()
-        self.sub = self.ctx.socket(zmq.SUB)
-        self.sub.setsockopt(zmq.RCVHWM, 0)
-        for t in topics:
-            self.sub.setsockopt(zmq.SUBSCRIBE, t.encode())
-        for ep in bus if isinstance(bus, (list, tuple)) else [bus]:
-            self.sub.connect(ep)
-        self.dealer = self.ctx.socket(zmq.DEALER)
-        self.dealer.connect(gateway)
+        buses = list(bus) if isinstance(bus, (list, tuple)) else [bus]
+        self._topics = tuple(t.encode() for t in topics)
+        self._shm = None
+        if any(ep.startswith("shm:") for ep in buses + [gateway]):
+            if buses != [gateway]:
+                raise ValueError("over shared memory the bus and the gateway are one segment: "
+                                 f"give the same shm:fd=N to both (got {buses} and {gateway})")
+            self._shm = ShmLink(gateway)
+        else:
+            if zmq is None:
+                raise ImportError("pyzmq is needed for tcp:// and ipc:// endpoints: "
+                                  "pip install ./python")
+            self.ctx = zmq.Context.instance()
+            self.sub = self.ctx.socket(zmq.SUB)
+            self.sub.setsockopt(zmq.RCVHWM, 0)
+            for t in topics:
+                self.sub.setsockopt(zmq.SUBSCRIBE, t.encode())
+            for ep in buses:
+                self.sub.connect(ep)
+            self.dealer = self.ctx.socket(zmq.DEALER)
+            self.dealer.connect(gateway)
         hello = {"type": "hello", "strategy": name, "lockstep": lockstep}
         # The gateway's secret for this strategy, when it requires one (`ticktape run`
         # sets it in the strategy process's environment).
         token = os.environ.get("TICKTAPE_TOKEN")
         if token:
             hello["token"] = token
-        self.dealer.send_json(hello)
+        self._send(hello)
         self.books, self.position, self.now, self.fills = {}, {}, 0, []
         # The scenario's `params = {...}` table of this strategy (`ticktape run` passes it
         # as JSON in TICKTAPE_PARAMS); empty when run by hand.
@@ -166,10 +189,51 @@ class Client:
         self.replies = []
         self._next_id = 0
 
+    def _send(self, obj):
+        """Sends one gateway request (a dict) on whichever transport this client uses."""
+        if self._shm is not None:
+            self._shm.send(json.dumps(obj, separators=(",", ":")).encode())
+        else:
+            self.dealer.send_json(obj)
+
+    def _message(self, topic, payload, stop_on_live_eos):
+        """One bus message: returns (message to yield or None, end of stream reached)."""
+        msg = decode_payload(payload)  # JSON or binary; step/fill/order are JSON
+        if topic == b"step":
+            if self.lockstep:
+                self._send({"type": "ack", "step": msg["step"]})
+            return None, False
+        if topic.startswith(b"fill.") or topic.startswith(b"order."):
+            if msg.get("strategy") not in (None, self.name):
+                return None, False
+            kind = "fill" if topic.startswith(b"fill.") else "order"
+            if kind == "fill":
+                key = (msg["venue"], msg["symbol"])
+                qty = Decimal(msg["size"]) * (1 if msg["side"] == "buy" else -1)
+                self.position[key] = self.position.get(key, Decimal(0)) + qty
+                self.fills.append(msg)
+            msg["kind"] = kind
+            return msg, False
+        kind = msg.get("kind")
+        if kind == "eos":
+            return None, bool(msg.get("replay") or stop_on_live_eos)
+        if kind in ("hb",):
+            return None, False
+        self.now = max(self.now, msg["ts_recv"])
+        key = (msg["venue"], msg["symbol"])
+        if kind == "book":
+            msg["consistent"] = self.books.setdefault(key, Book()).apply(msg)
+        elif kind == "gap":
+            self.books.pop(key, None)
+        return msg, False
+
     def events(self, stop_on_live_eos=False):
         """Yields market events (dicts) in order; fills/order updates update state and
         are yielded too (kind 'fill'/'order'). Ends at a replay's end-of-stream (and at a
         live publisher's with `stop_on_live_eos`)."""
+        if self._shm is not None:
+            yield from self._shm_events(stop_on_live_eos)
+            return
         poller = zmq.Poller()
         poller.register(self.sub, zmq.POLLIN)
         poller.register(self.dealer, zmq.POLLIN)
@@ -182,43 +246,45 @@ class Client:
                 continue
             while self.sub.poll(0):
                 topic, payload = self.sub.recv_multipart()
-                msg = decode_payload(payload)  # JSON or binary; step/fill/order are JSON
-                if topic == b"step":
-                    if self.lockstep:
-                        self.dealer.send_json({"type": "ack", "step": msg["step"]})
-                    continue
-                if topic.startswith(b"fill.") or topic.startswith(b"order."):
-                    if msg.get("strategy") not in (None, self.name):
-                        continue
-                    kind = "fill" if topic.startswith(b"fill.") else "order"
-                    if kind == "fill":
-                        key = (msg["venue"], msg["symbol"])
-                        qty = Decimal(msg["size"]) * (1 if msg["side"] == "buy" else -1)
-                        self.position[key] = self.position.get(key, Decimal(0)) + qty
-                        self.fills.append(msg)
-                    msg["kind"] = kind
+                msg, ended = self._message(topic, payload, stop_on_live_eos)
+                if ended:
+                    return
+                if msg is not None:
                     yield msg
+
+    def _shm_events(self, stop_on_live_eos):
+        """`events()` over shared memory: the down ring holds bus messages and gateway
+        replies in one order."""
+        link = self._shm
+        try:
+            yield from self._shm_records(link, stop_on_live_eos)
+        finally:
+            link.close()
+
+    def _shm_records(self, link, stop_on_live_eos):
+        while True:
+            records = link.records()
+            if not records:
+                link.wait()
+                continue
+            for kind, topic, payload in records:
+                if kind == ShmLink.GATEWAY:
+                    self.replies.append(json.loads(payload))
                     continue
-                kind = msg.get("kind")
-                if kind == "eos":
-                    if msg.get("replay") or stop_on_live_eos:
-                        return
+                if kind == ShmLink.CLOSED:
+                    return
+                if kind != ShmLink.BUS or not topic.startswith(self._topics):
                     continue
-                if kind in ("hb",):
-                    continue
-                self.now = max(self.now, msg["ts_recv"])
-                key = (msg["venue"], msg["symbol"])
-                if kind == "book":
-                    msg["consistent"] = self.books.setdefault(key, Book()).apply(msg)
-                elif kind == "gap":
-                    self.books.pop(key, None)
-                yield msg
+                msg, ended = self._message(topic, payload, stop_on_live_eos)
+                if ended:
+                    return
+                if msg is not None:
+                    yield msg
 
     def _order(self, **fields):
         self._next_id += 1
         cid = f"{self.name}-{self._next_id}"
-        self.dealer.send_json({"type": "new", "client_order_id": cid,
-                               "decided_at": self.now, **fields})
+        self._send({"type": "new", "client_order_id": cid, "decided_at": self.now, **fields})
         return cid
 
     def limit(self, venue, symbol, side, price, size, tif="gtc"):
@@ -230,5 +296,5 @@ class Client:
                            tif="ioc", size=str(size))
 
     def cancel(self, client_order_id):
-        self.dealer.send_json({"type": "cancel", "client_order_id": client_order_id,
-                               "decided_at": self.now})
+        self._send({"type": "cancel", "client_order_id": client_order_id,
+                    "decided_at": self.now})

@@ -16,7 +16,9 @@
 //! its own secret in [`TOKEN_ENV`]; `paper --token NAME=SECRET`), the hello must carry the
 //! name's secret. See `docs/RELIABILITY.md` for the trust model.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -124,9 +126,23 @@ pub struct GatewayStats {
     pub backdated: u64,
 }
 
-/// The gateway ROUTER and the lockstep bookkeeping (shared with paper trading).
+/// Where requests come from and replies go.
+enum Source {
+    /// A ROUTER socket (frames `[identity, body]`).
+    Router(zmq::Socket),
+    /// The strategies' shared-memory up rings; replies go into their down rings
+    /// (identities are [`crate::shm::Hub::identity`]).
+    Shm {
+        hub: Rc<RefCell<crate::shm::Hub>>,
+        /// Reused copy of the request being handled.
+        buf: Vec<u8>,
+    },
+}
+
+/// The gateway (a ROUTER, or shared memory) and the lockstep bookkeeping (shared with
+/// paper trading).
 pub(crate) struct Gateway {
-    socket: zmq::Socket,
+    source: Source,
     pub(crate) strategies: HashMap<Vec<u8>, Strategy>,
     lockstep: usize,
     /// Step markers sent and their event times, oldest first, while a strategy may
@@ -145,14 +161,29 @@ impl Gateway {
         socket
             .bind(endpoint)
             .with_context(|| format!("cannot bind gateway to {endpoint}"))?;
-        Ok(Gateway {
-            socket,
+        Ok(Gateway::new(Source::Router(socket), lockstep))
+    }
+
+    /// A gateway reading requests from `hub`'s up rings and answering into its down rings.
+    pub(crate) fn over_shm(hub: Rc<RefCell<crate::shm::Hub>>, lockstep: usize) -> Gateway {
+        Gateway::new(
+            Source::Shm {
+                hub,
+                buf: Vec::with_capacity(256),
+            },
+            lockstep,
+        )
+    }
+
+    fn new(source: Source, lockstep: usize) -> Gateway {
+        Gateway {
+            source,
             strategies: HashMap::new(),
             lockstep,
             markers: VecDeque::new(),
             tokens: Tokens::default(),
             stats: GatewayStats::default(),
-        })
+        }
     }
 
     /// Counters so far.
@@ -218,18 +249,47 @@ impl Gateway {
         out: &mut Outbox,
         timeout: Duration,
     ) -> Result<()> {
+        if let Source::Shm { hub, buf } = &mut self.source {
+            let hub = hub.clone();
+            let mut buf = std::mem::take(buf);
+            if timeout > Duration::ZERO {
+                hub.borrow_mut().wait_requests(timeout)?;
+            }
+            let mut result = Ok(());
+            loop {
+                let identity = match hub.borrow_mut().next_request(&mut buf) {
+                    Ok(Some(identity)) => identity,
+                    Ok(None) => break,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                };
+                if let Err(e) = self.handle(host, now, out, &identity, &buf) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            if let Source::Shm { buf: b, .. } = &mut self.source {
+                *b = buf;
+            }
+            return result;
+        }
+        let Source::Router(socket) = &self.source else {
+            return Ok(());
+        };
         if timeout > Duration::ZERO {
-            match self
-                .socket
-                .poll(zmq::POLLIN, timeout.as_millis().max(1) as i64)
-            {
+            match socket.poll(zmq::POLLIN, timeout.as_millis().max(1) as i64) {
                 // A signal (Ctrl-C): the caller's loop checks its stop flag.
                 Ok(_) | Err(zmq::Error::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
         }
         loop {
-            let frames = match self.socket.recv_multipart(zmq::DONTWAIT) {
+            let Source::Router(socket) = &self.source else {
+                return Ok(());
+            };
+            let frames = match socket.recv_multipart(zmq::DONTWAIT) {
                 Ok(f) => f,
                 Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => return Ok(()),
                 Err(e) => return Err(e.into()),
@@ -237,6 +297,20 @@ impl Gateway {
             let (Some(identity), Some(body)) = (frames.first(), frames.last()) else {
                 continue;
             };
+            self.handle(host, now, out, identity, body)?;
+        }
+    }
+
+    /// Handles one request `body` from `identity`: hello, ack, or a request for the host.
+    fn handle(
+        &mut self,
+        host: &mut Option<&mut dyn VenueHost>,
+        now: UnixNanos,
+        out: &mut Outbox,
+        identity: &[u8],
+        body: &[u8],
+    ) -> Result<()> {
+        {
             self.stats.requests += 1;
             let envelope: Envelope<'_> = serde_json::from_slice(body).unwrap_or_default();
             match envelope.kind.as_deref() {
@@ -248,17 +322,17 @@ impl Gateway {
                         self.stats.refused += 1;
                         let reply = serde_json::json!({"type": "error", "reason": reason});
                         self.reply(identity, reply.to_string().as_bytes())?;
-                        continue;
+                        return Ok(());
                     }
                     if self.strategies.contains_key(identity) {
                         // A repeated hello: answered, nothing changes.
                         let reply = serde_json::json!({"type": "welcome", "strategy": name,
                             "lockstep": self.lockstep > 0});
                         self.reply(identity, reply.to_string().as_bytes())?;
-                        continue;
+                        return Ok(());
                     }
                     self.strategies.insert(
-                        identity.clone(),
+                        identity.to_vec(),
                         Strategy {
                             name: name.clone(),
                             acked: 0,
@@ -292,7 +366,7 @@ impl Gateway {
                         let reply = serde_json::json!({"type": "error",
                             "reason": "say hello first: requests are accepted only from a connection that said hello as a strategy"});
                         self.reply(identity, reply.to_string().as_bytes())?;
-                        continue;
+                        return Ok(());
                     };
                     // Decision time belongs to the harness: never before the last step the
                     // strategy acknowledged (lockstep), never before now otherwise.
@@ -311,11 +385,17 @@ impl Gateway {
                 }
             }
         }
+        Ok(())
     }
 
     fn reply(&self, identity: &[u8], body: &[u8]) -> Result<()> {
-        self.socket.send(identity, zmq::SNDMORE)?;
-        self.socket.send(body, 0)?;
+        match &self.source {
+            Source::Router(socket) => {
+                socket.send(identity, zmq::SNDMORE)?;
+                socket.send(body, 0)?;
+            }
+            Source::Shm { hub, .. } => hub.borrow_mut().reply(identity, body)?,
+        }
         Ok(())
     }
 

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::{Gateway, Outbox, ReplayStats, VenueHost};
-use crate::bus::Publisher;
 use crate::event::UnixNanos;
 use crate::shutdown::Stop;
 
@@ -28,10 +27,10 @@ pub(crate) const MARKER_EVERY_EVENTS: u64 = 64;
 /// How long one wait for acks blocks on the gateway before checking the stop flag.
 const PUMP_WAIT: Duration = Duration::from_millis(10);
 
-/// What a replay talks to: the bus publisher, the order gateway and the venue host (the
-/// simulated exchange), with the outbox of what the host wants published.
+/// What a replay talks to: the bus (ZeroMQ or shared memory), the order gateway and the
+/// venue host (the simulated exchange), with the outbox of what the host wants published.
 pub(crate) struct Link<'h> {
-    pub(crate) publisher: Publisher,
+    pub(crate) bus: super::out::BusOut,
     pub(crate) gateway: Option<Gateway>,
     pub(crate) host: Option<&'h mut dyn VenueHost>,
     pub(crate) out: Outbox,
@@ -50,7 +49,10 @@ impl Link<'_> {
 
     /// Publishes the outbox, in order.
     pub(crate) fn flush(&mut self) -> Result<()> {
-        super::publish_outbox(&mut self.publisher, &mut self.out)
+        for (topic, payload) in self.out.drain(..) {
+            self.bus.send_raw(topic.as_bytes(), &payload)?;
+        }
+        Ok(())
     }
 
     /// Sends step marker `step` for the events up to `ts`.
@@ -59,7 +61,8 @@ impl Link<'_> {
             g.marker_sent(step, ts);
         }
         let payload = format!("{{\"kind\":\"step\",\"step\":{step},\"ts_recv\":{ts}}}");
-        self.publisher.send_raw(b"step", payload.as_bytes())?;
+        self.bus.send_raw(b"step", payload.as_bytes())?;
+        self.bus.wake();
         self.stats.steps += 1;
         Ok(())
     }

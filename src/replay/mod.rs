@@ -14,6 +14,7 @@
 
 pub mod gateway;
 mod lockstep;
+mod out;
 pub mod pacing;
 
 use std::path::PathBuf;
@@ -190,6 +191,19 @@ pub fn run(
     config: &ReplayConfig,
     host: Option<&mut dyn VenueHost>,
     stop: &Stop,
+    on_progress: impl FnMut(Progress<'_>),
+) -> Result<ReplayStats> {
+    run_over(config, None, host, stop, on_progress)
+}
+
+/// Like [`run`], with the strategies on `shm`'s shared-memory segments instead of the
+/// ZeroMQ bus and gateway when given (`docs/SHM.md`): bus messages go into their rings,
+/// requests come from them, and every one of them must say hello before the first event.
+pub fn run_over(
+    config: &ReplayConfig,
+    shm: Option<crate::shm::Hub>,
+    host: Option<&mut dyn VenueHost>,
+    stop: &Stop,
     mut on_progress: impl FnMut(Progress<'_>),
 ) -> Result<ReplayStats> {
     let mut reader = EventReader::open(&config.dataset, config.selection.clone())
@@ -201,7 +215,7 @@ pub fn run(
             config.dataset.display()
         );
     }
-    let mut link = open_link(config, host, stop)?;
+    let mut link = open_link(config, shm, host, stop)?;
     link.stats.estimate = reader.row_estimate();
     let mut heartbeat = HeartbeatTimer::new(&config.publisher_id, config.heartbeat, true);
     // Stopped before the peers came: no event goes out, but the host still closes its
@@ -234,14 +248,14 @@ pub fn run(
         // more than the checks are worth; paced, events are far enough apart.
         let clock_due = paced || link.stats.events.is_multiple_of(64);
         if clock_due {
-            heartbeat.tick(&mut link.publisher)?;
+            heartbeat.tick(&mut link.bus.zmq)?;
         }
         if let Some(h) = link.host.as_deref_mut() {
             marks.before(h, ts, &mut link.out)?;
             h.advance_before(ts, &mut link.out)?;
             link.flush()?;
         }
-        link.publisher.send(&event)?;
+        link.bus.send(&event)?;
         let stats = &mut link.stats;
         if matches!(event.body, Body::Gap(_)) {
             stats.gaps += 1;
@@ -274,9 +288,10 @@ pub fn run(
     finish(config, link, last_ts, started, &pacer, stop, on_progress)
 }
 
-/// Binds the publisher and the gateway.
+/// Binds the publisher and the gateway (over shared memory when `shm` is given).
 fn open_link<'h>(
     config: &ReplayConfig,
+    shm: Option<crate::shm::Hub>,
     host: Option<&'h mut dyn VenueHost>,
     stop: &Stop,
 ) -> Result<Link<'h>> {
@@ -291,19 +306,28 @@ fn open_link<'h>(
         },
     )?;
     publisher.give_up_waiting_on(stop.clone());
-    let gateway = match &config.gateway {
-        Some(ep) => {
+    let shm = shm.map(|mut hub| {
+        hub.give_up_waiting_on(stop.clone());
+        std::rc::Rc::new(std::cell::RefCell::new(hub))
+    });
+    let gateway = match (&shm, &config.gateway) {
+        (Some(hub), _) => {
+            let mut g = Gateway::over_shm(hub.clone(), config.lockstep);
+            g.require(config.tokens.clone());
+            Some(g)
+        }
+        (None, Some(ep)) => {
             let mut g = Gateway::bind(&ctx, ep, config.lockstep)?;
             g.require(config.tokens.clone());
             Some(g)
         }
-        None => None,
+        (None, None) => None,
     };
     if config.lockstep > 0 && gateway.is_none() {
         bail!("lockstep needs a gateway endpoint (--gateway) for the strategies' acks");
     }
     Ok(Link {
-        publisher,
+        bus: out::BusOut::new(publisher, shm, config.encoding),
         gateway,
         host,
         out: Outbox::new(),
@@ -320,17 +344,24 @@ fn wait_for_peers(
     stop: &Stop,
 ) -> Result<bool> {
     let wait_started = Instant::now();
-    let want_subs = config.wait_for.max(config.lockstep);
+    // Over shared memory the strategies are no ZeroMQ subscribers, and each says hello.
+    let shm_peers = link.bus.shm().map(|h| h.borrow().len());
+    let want_subs = match shm_peers {
+        Some(_) => config.wait_for,
+        None => config.wait_for.max(config.lockstep),
+    };
+    let want_strategies = config.lockstep.max(shm_peers.unwrap_or(0));
     loop {
-        heartbeat.tick(&mut link.publisher)?;
+        heartbeat.tick(&mut link.bus.zmq)?;
         let subs_ready =
-            link.publisher
+            link.bus
+                .zmq
                 .wait_for_subscribers(want_subs, Duration::from_millis(20), &|| stop.is_set())?;
         link.pump(0, Duration::from_millis(5))?;
         let strategies_ready = link
             .gateway
             .as_ref()
-            .is_none_or(|g| g.strategies.len() >= config.lockstep);
+            .is_none_or(|g| g.strategies.len() >= want_strategies);
         if subs_ready && strategies_ready {
             return Ok(true);
         }
@@ -343,10 +374,13 @@ fn wait_for_peers(
                 config.wait_timeout,
                 want_subs,
                 config.lockstep,
-                link.publisher.stats().subscriptions,
+                link.bus.zmq.stats().subscriptions,
                 link.gateway.as_ref().map_or(0, |g| g.strategies.len()),
-                link.publisher.endpoints().join(","),
-                config.gateway.as_deref().unwrap_or("-")
+                link.bus.zmq.endpoints().join(","),
+                match shm_peers {
+                    Some(_) => "shared memory",
+                    None => config.gateway.as_deref().unwrap_or("-"),
+                }
             );
         }
     }
@@ -411,7 +445,9 @@ fn finish(
             events: link.stats.events,
         }),
     };
-    link.publisher.send(&eos)?;
+    link.bus.send(&eos)?;
+    link.bus.wake();
+    link.bus.ending();
     if link.gateway.is_some() {
         // Answer last requests (e.g. a final position query) for a moment.
         let until = Instant::now() + Duration::from_millis(200);
@@ -420,11 +456,23 @@ fn finish(
         }
     }
     let Link {
-        mut publisher,
+        bus,
         gateway,
         mut stats,
         ..
     } = link;
+    if let Some(hub) = bus.shm() {
+        let mut hub = hub.borrow_mut();
+        hub.close();
+        stats.dropped_at_close = hub.drain(crate::bus::DRAIN_LIMIT, stop, |behind| {
+            on_progress(Progress {
+                stats: &stats,
+                ts: last_ts,
+                waiting_for: behind,
+            })
+        });
+    }
+    let mut publisher = bus.zmq;
     if let Some(g) = gateway {
         let counts = g.stats();
         stats.requests = counts.requests;
@@ -440,13 +488,14 @@ fn finish(
     }
     // The end of the stream reaches every subscriber before we close; one that stopped
     // reading is named while we wait. Interrupted, the user wants out now: drop its tail.
-    stats.dropped_at_close = publisher.drain(crate::bus::DRAIN_LIMIT, stop, |behind| {
+    let zmq_behind = publisher.drain(crate::bus::DRAIN_LIMIT, stop, |behind| {
         on_progress(Progress {
             stats: &stats,
             ts: last_ts,
             waiting_for: behind,
         })
     })?;
+    stats.dropped_at_close.extend(zmq_behind);
     stats.elapsed_secs = started.elapsed().as_secs_f64();
     stats.lateness = pacer.lateness();
     stats.stalls = publisher.stats().stalls;

@@ -44,6 +44,7 @@ mod trades;
 
 pub use chart::{write_chart, write_compare_chart};
 pub use compare::compare;
+pub(crate) use render::csv_document;
 pub use render::{CSV_COLUMNS, render_csv, render_json, render_table};
 pub use trades::{MARKOUT_HORIZONS_NS, TRADE_COLUMNS, render_trades_csv};
 

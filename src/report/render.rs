@@ -454,20 +454,36 @@ pub const CSV_COLUMNS: [&str; 34] = [
     "sharpe_stderr",
 ];
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
+/// A CSV document (RFC 4180 quoting, `\n` line ends) of a header and rows, written by
+/// the `csv` crate. Shared by the report, its trade list and the sweep table.
+pub(crate) fn csv_document<R, C>(header: &[&str], rows: R) -> String
+where
+    R: IntoIterator<Item = C>,
+    C: IntoIterator,
+    C::Item: AsRef<[u8]>,
+{
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    // Writing into memory fails only on a record of the wrong length: every caller
+    // builds its rows from the same column list as its header, and a short row would be
+    // a bug, reported as the text below instead of a panic.
+    let written = w
+        .write_record(header)
+        .and_then(|()| rows.into_iter().try_for_each(|row| w.write_record(row)));
+    match (written, w.into_inner()) {
+        (Ok(()), Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        (Err(e), _) => format!("error: cannot write CSV: {e}\n"),
+        (_, Err(e)) => format!("error: cannot write CSV: {}\n", e.error()),
     }
 }
 
-fn csv_row(out: &mut String, names: [&str; 3], m: &Metrics, orders: Option<&OrderCounts>) {
+fn csv_row(names: [&str; 3], m: &Metrics, orders: Option<&OrderCounts>) -> Vec<String> {
     let o = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
     let cells = [
-        csv_field(names[0]),
-        csv_field(names[1]),
-        csv_field(names[2]),
+        names[0].to_string(),
+        names[1].to_string(),
+        names[2].to_string(),
         m.realized_pnl.to_string(),
         m.unrealized_pnl.to_string(),
         m.fees.to_string(),
@@ -500,40 +516,57 @@ fn csv_row(out: &mut String, names: [&str; 3], m: &Metrics, orders: Option<&Orde
         o(orders.and_then(|c| c.fill_ratio)),
         o(m.sharpe_stderr),
     ];
-    let _ = writeln!(out, "{}", cells.join(","));
+    cells.into()
 }
 
 /// CSV: header [`CSV_COLUMNS`], one row per strategy/venue/symbol, then a `TOTAL` row.
 /// Undefined values are empty cells.
 pub fn render_csv(r: &Report) -> String {
-    let mut out = CSV_COLUMNS.join(",");
-    out.push('\n');
-    for k in &r.by_key {
-        let orders = r.orders.as_ref().and_then(|o| {
-            o.by_key
-                .iter()
-                .find(|c| (&c.strategy, &c.venue, &c.symbol) == (&k.strategy, &k.venue, &k.symbol))
-                .map(|c| &c.counts)
-        });
-        csv_row(
-            &mut out,
-            [&k.strategy, &k.venue, &k.symbol],
-            &k.metrics,
-            orders,
-        );
-    }
-    csv_row(
-        &mut out,
+    let mut rows: Vec<Vec<String>> = r
+        .by_key
+        .iter()
+        .map(|k| {
+            let orders = r.orders.as_ref().and_then(|o| {
+                o.by_key
+                    .iter()
+                    .find(|c| {
+                        (&c.strategy, &c.venue, &c.symbol) == (&k.strategy, &k.venue, &k.symbol)
+                    })
+                    .map(|c| &c.counts)
+            });
+            csv_row([&k.strategy, &k.venue, &k.symbol], &k.metrics, orders)
+        })
+        .collect();
+    rows.push(csv_row(
         ["TOTAL", "", ""],
         &r.total,
         r.orders.as_ref().map(|o| &o.total),
-    );
-    out
+    ));
+    csv_document(&CSV_COLUMNS, rows)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_documents_quote_only_what_needs_quoting() {
+        let text = csv_document(
+            &["name", "value"],
+            [
+                vec!["plain", "1.5"],
+                vec!["a,b", "say \"hi\""],
+                vec!["two\nlines", ""],
+            ],
+        );
+        assert_eq!(
+            text,
+            "name,value\nplain,1.5\n\"a,b\",\"say \"\"hi\"\"\"\n\"two\nlines\",\n"
+        );
+        // A row of the wrong length is reported in the text, not a panic.
+        let bad = csv_document(&["a", "b"], [vec!["only one"]]);
+        assert!(bad.contains("cannot write CSV"), "{bad}");
+    }
 
     #[test]
     fn timestamps_format_as_utc_calendar_dates() {

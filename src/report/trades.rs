@@ -14,7 +14,6 @@
 //! at that horizon.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 
 use polars::prelude::*;
 
@@ -294,29 +293,19 @@ pub(super) fn markouts(
     })
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 /// The trade list as CSV: header [`TRADE_COLUMNS`], one row per fill in time order.
 /// `ts` is ISO 8601 UTC with nanoseconds; `price`, `size` and `position_after` are the
 /// exact decimals; undefined values are empty cells.
 pub fn render_trades_csv(r: &Report) -> String {
     let df = &r.trades;
-    let mut out = TRADE_COLUMNS.join(",");
-    out.push('\n');
     let cell = |name: &str, row: usize| -> String {
         let Ok(c) = df.column(name) else {
             return String::new();
         };
         match c.get(row) {
             Ok(AnyValue::Null) | Err(_) => String::new(),
-            Ok(AnyValue::String(s)) => csv_field(s),
-            Ok(AnyValue::StringOwned(s)) => csv_field(&s),
+            Ok(AnyValue::String(s)) => s.to_string(),
+            Ok(AnyValue::StringOwned(s)) => s.to_string(),
             // Shortest text that reads back as the same f64 (polars' Display rounds).
             Ok(AnyValue::Float64(v)) => v.to_string(),
             Ok(v) => v.to_string(),
@@ -327,7 +316,7 @@ pub fn render_trades_csv(r: &Report) -> String {
         .ok()
         .and_then(|c| c.i64().ok().map(|s| s.iter().collect::<Vec<_>>()))
         .unwrap_or_default();
-    for (row, t) in ts.iter().enumerate() {
+    let rows = ts.iter().enumerate().map(|(row, t)| {
         let iso = t
             .and_then(|t| jiff::Timestamp::from_nanosecond(i128::from(t)).ok())
             .map(|t| t.to_string())
@@ -341,7 +330,7 @@ pub fn render_trades_csv(r: &Report) -> String {
             };
             cells.push(cell(source, row));
         }
-        let _ = writeln!(out, "{}", cells.join(","));
-    }
-    out
+        cells
+    });
+    super::render::csv_document(&TRADE_COLUMNS, rows)
 }

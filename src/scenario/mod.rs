@@ -61,6 +61,11 @@ pub struct ReplaySection {
     /// Python client and the Rust SDK read both).
     #[serde(default)]
     pub encoding: crate::wire::Encoding,
+    /// How strategies exchange messages with the replay: `zmq` (default; any language,
+    /// the live interface) or `shm` (shared memory, strategies started by `ticktape run`
+    /// on this machine; `docs/SHM.md`).
+    #[serde(default)]
+    pub transport: crate::shm::Transport,
 }
 
 fn default_speed() -> Spanned<String> {
@@ -109,6 +114,7 @@ impl Default for ReplaySection {
             ack_timeout_secs: default_ack_timeout(),
             mark_interval_secs: default_mark_interval(),
             encoding: crate::wire::Encoding::Json,
+            transport: crate::shm::Transport::Zmq,
         }
     }
 }
@@ -287,6 +293,14 @@ impl Scenario {
                     format!("unknown kind {:?} (use book, trade, gap)", k.get_ref()),
                 ));
             }
+        }
+        if scenario.replay.transport == crate::shm::Transport::Shm
+            && scenario.engine.mode == EngineMode::Inproc
+        {
+            bail!(
+                "{}: replay.transport = \"shm\" needs [engine] mode = \"bus\": in-process strategies use no transport (remove one of the two)",
+                path.display()
+            );
         }
         if scenario.strategies.is_empty() {
             bail!(

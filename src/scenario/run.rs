@@ -14,6 +14,7 @@ use super::{EngineMode, Scenario, run_dir};
 use crate::backtest::{Backtest, BacktestSummary};
 use crate::exchange::host::{ExchangeHost, ExchangeHostConfig};
 use crate::replay::{self, ReplayConfig, ReplayStats, Speed};
+use crate::shm::Transport;
 use crate::shutdown::Stop;
 use crate::store::{Selection, layout};
 use crate::strategy;
@@ -25,6 +26,8 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     /// Replay speed instead of the scenario's (`max`, `1`, `10`).
     pub speed: Option<String>,
+    /// Transport between replay and strategies instead of the scenario's.
+    pub transport: Option<Transport>,
 }
 
 /// How one strategy process ended.
@@ -53,6 +56,8 @@ pub struct RunSummary {
     pub strategies: Vec<StrategyExit>,
     /// True when Ctrl-C stopped the run early.
     pub interrupted: bool,
+    /// How the strategies talked to the replay.
+    pub transport: Transport,
     /// The run directory.
     pub run_dir: PathBuf,
 }
@@ -203,6 +208,12 @@ pub fn run(
     mut on_progress: impl FnMut(RunProgress<'_>),
 ) -> Result<RunOutcome> {
     let scenario = Scenario::load(scenario_path)?;
+    if options.transport == Some(Transport::Shm) && scenario.engine.mode == EngineMode::Inproc {
+        bail!(
+            "--transport shm: scenario {} runs its strategies in-process ([engine] mode = \"inproc\"), where no transport is used; drop the flag or use mode = \"bus\"",
+            scenario_path.display()
+        );
+    }
     let dir = run_dir(&scenario, options.out.as_deref());
     prepare_run_dir(&dir)?;
     std::fs::write(
@@ -287,6 +298,28 @@ fn run_bus(
     let _sock_dir_guard = RemoveOnDrop(sock_dir.clone());
     let bus = format!("ipc://{}", sock_dir.join("bus").display());
     let gateway = format!("ipc://{}", sock_dir.join("gw").display());
+    let transport = options.transport.unwrap_or(scenario.replay.transport);
+    // Over shared memory each strategy gets its own segment as descriptor 3, and both
+    // its endpoints name it; the ZeroMQ bus stays bound for observers (heartbeats).
+    let shm = match transport {
+        Transport::Zmq => None,
+        Transport::Shm => {
+            let names: Vec<String> = scenario.strategies.iter().map(|s| s.name.clone()).collect();
+            Some(crate::shm::Hub::create(
+                &names,
+                scenario.replay.ack_timeout()?,
+            )?)
+        }
+    };
+    let child_fds: Vec<Option<i32>> = match &shm {
+        Some(hub) => hub.fds().into_iter().map(|(_, fd)| Some(fd)).collect(),
+        None => vec![None; scenario.strategies.len()],
+    };
+    let shm_endpoint = format!("shm:fd={}", crate::shm::CHILD_FD);
+    let (child_bus, child_gateway) = match transport {
+        Transport::Zmq => (bus.clone(), gateway.clone()),
+        Transport::Shm => (shm_endpoint.clone(), shm_endpoint),
+    };
 
     let speed: Speed = options
         .speed
@@ -311,7 +344,7 @@ fn run_bus(
         crate::replay::Tokens::generate(scenario.strategies.iter().map(|s| s.name.as_str()));
     let exe = std::env::current_exe().context("cannot find the ticktape executable")?;
     let mut children = Children { procs: Vec::new() };
-    for s in &scenario.strategies {
+    for (s, segment_fd) in scenario.strategies.iter().zip(child_fds) {
         let lockstep_flag = if scenario.replay.lockstep {
             "--lockstep"
         } else {
@@ -324,9 +357,9 @@ fn run_bus(
                     "strategy".into(),
                     b.get_ref().clone(),
                     "--bus".into(),
-                    bus.clone(),
+                    child_bus.clone(),
                     "--gateway".into(),
-                    gateway.clone(),
+                    child_gateway.clone(),
                     "--venue".into(),
                     s.venue.clone(),
                     "--symbol".into(),
@@ -345,8 +378,8 @@ fn run_bus(
                 .get_ref()
                 .iter()
                 .map(|a| {
-                    a.replace("{bus}", &bus)
-                        .replace("{gateway}", &gateway)
+                    a.replace("{bus}", &child_bus)
+                        .replace("{gateway}", &child_gateway)
                         .replace("{venue}", &s.venue)
                         .replace("{symbol}", &s.symbol)
                         .replace("{size}", s.size.get_ref())
@@ -360,7 +393,16 @@ fn run_bus(
         let log = dir.join(format!("strategy-{}.log", s.name));
         let log_file = std::fs::File::create(&log)?;
         let token = tokens.get(&s.name).unwrap_or_default();
-        let child = Command::new(&argv[0])
+        let mut command = Command::new(&argv[0]);
+        if let Some(fd) = segment_fd {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: `inherit_as` calls only dup2/fcntl, async-signal-safe between fork
+            // and exec, on a descriptor this process holds open until the child started.
+            unsafe {
+                command.pre_exec(move || crate::shm::inherit_as(fd, crate::shm::CHILD_FD));
+            }
+        }
+        let child = command
             .args(&argv[1..])
             .env(crate::replay::gateway::TOKEN_ENV, token)
             .env(strategy::PARAMS_ENV, s.params().to_json())
@@ -417,7 +459,12 @@ fn run_bus(
         selection,
         speed,
         bind: vec![bus],
-        wait_for: scenario.strategies.len(),
+        // Over shared memory the replay waits for every strategy's hello instead.
+        wait_for: if shm.is_some() {
+            0
+        } else {
+            scenario.strategies.len()
+        },
         wait_timeout: Duration::from_secs(60),
         gateway: Some(gateway),
         lockstep,
@@ -429,7 +476,24 @@ fn run_bus(
         tokens,
         ..ReplayConfig::default()
     };
-    let replay_result = replay::run(&config, Some(&mut host), &run_stop, &mut on_progress);
+    let replay_result =
+        replay::run_over(&config, shm, Some(&mut host), &run_stop, &mut on_progress);
+    // A replay that failed because a strategy died (shared memory notices at once): give
+    // the watchdog's check a moment, so the crash is reported as a crash.
+    if replay_result.is_err() {
+        for _ in 0..10 {
+            if failure.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                break;
+            }
+            if let Ok(mut c) = children.lock()
+                && let Some(f) = c.failed()
+            {
+                *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
 
     // Stop watching before ending the children, so their end is not taken for a crash.
     finished.set();
@@ -493,6 +557,7 @@ fn run_bus(
         replay: replay_stats,
         strategies: exits,
         interrupted,
+        transport,
         run_dir: dir.clone(),
     };
     std::fs::write(

@@ -91,24 +91,72 @@ pub fn request_json(q: &QueuedRequest) -> Vec<u8> {
     serde_json::to_vec(&request).unwrap_or_default()
 }
 
-/// The runner's sockets and state.
-struct Runner<'a> {
-    dealer: zmq::Socket,
-    dispatch: Dispatcher,
-    strategy: &'a mut dyn Strategy,
-    lockstep: bool,
-    names: Interner,
-    /// Gateway requests sent whose reply has not come back yet. While none is owed,
-    /// only the bus can speak, and the runner blocks on it alone.
-    replies_owed: u32,
-    /// Reused buffer for lockstep acks.
-    ack: Vec<u8>,
-    /// Reused buffer for the requests taken after a callback.
-    queued: Vec<QueuedRequest>,
-    stats: RunnerStats,
+/// Where a runner's gateway requests go: the gateway DEALER, or the shared-memory up ring
+/// (`strategy/shm.rs`). The only thing the driver loop and the transport share.
+pub(crate) trait Requests {
+    /// Sends one gateway frame (a request or a lockstep ack), in order.
+    fn send_request(&mut self, body: &[u8]) -> Result<()>;
 }
 
-impl Runner<'_> {
+impl Requests for zmq::Socket {
+    fn send_request(&mut self, body: &[u8]) -> Result<()> {
+        self.send(body, 0)
+            .context("cannot send to the order gateway")
+    }
+}
+
+/// The runner's state, over the transport `S` its requests go to.
+pub(crate) struct Runner<'a, S: Requests> {
+    pub(crate) dealer: S,
+    pub(crate) dispatch: Dispatcher,
+    pub(crate) strategy: &'a mut dyn Strategy,
+    pub(crate) lockstep: bool,
+    pub(crate) names: Interner,
+    /// Gateway requests sent whose reply has not come back yet. While none is owed,
+    /// only the bus can speak, and the runner blocks on it alone.
+    pub(crate) replies_owed: u32,
+    /// Reused buffer for lockstep acks.
+    pub(crate) ack: Vec<u8>,
+    /// Reused buffer for the requests taken after a callback.
+    pub(crate) queued: Vec<QueuedRequest>,
+    pub(crate) stats: RunnerStats,
+}
+
+impl<'a, S: Requests> Runner<'a, S> {
+    /// A runner for `config`'s strategy, sending its hello on `dealer`.
+    pub(crate) fn start(
+        config: &RunnerConfig,
+        mut dealer: S,
+        strategy: &'a mut dyn Strategy,
+    ) -> Result<Runner<'a, S>> {
+        let hello = Request::Hello {
+            strategy: config.name.clone(),
+            lockstep: config.lockstep,
+            token: config.token.clone(),
+        };
+        dealer.send_request(&serde_json::to_vec(&hello)?)?;
+        Ok(Runner {
+            dealer,
+            dispatch: Dispatcher::new(&config.name, config.timer),
+            strategy,
+            lockstep: config.lockstep,
+            names: Interner::default(),
+            // The hello's welcome.
+            replies_owed: 1,
+            ack: Vec::with_capacity(48),
+            queued: Vec::new(),
+            stats: RunnerStats::default(),
+        })
+    }
+
+    /// What the run did.
+    pub(crate) fn finish(self) -> RunnerStats {
+        let mut stats = self.stats;
+        stats.events = self.dispatch.stats.events;
+        stats.fills = self.dispatch.stats.fills;
+        stats
+    }
+
     /// Sends what the strategy queued during the last callback.
     fn send_queued(&mut self) -> Result<()> {
         if !self.dispatch.ctx.has_requests() {
@@ -116,9 +164,7 @@ impl Runner<'_> {
         }
         self.queued.extend(self.dispatch.ctx.take_requests());
         for q in self.queued.drain(..) {
-            self.dealer
-                .send(request_json(&q), 0)
-                .context("cannot send to the order gateway")?;
+            self.dealer.send_request(&request_json(&q))?;
             self.replies_owed += 1;
             if matches!(q.request, OrderRequest::New(_)) {
                 self.stats.orders += 1;
@@ -128,7 +174,7 @@ impl Runner<'_> {
     }
 
     /// Handles one gateway reply.
-    fn on_reply(&mut self, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn on_reply(&mut self, bytes: &[u8]) -> Result<()> {
         self.replies_owed = self.replies_owed.saturating_sub(1);
         match serde_json::from_slice::<Reply>(bytes) {
             Ok(reply) => self.dispatch.reply(self.strategy, &reply)?,
@@ -143,7 +189,13 @@ impl Runner<'_> {
             self.stats.bad_events += 1;
             return Ok(false);
         };
-        if topic.as_slice() == b"step" {
+        self.on_message(topic, payload)
+    }
+
+    /// Handles one bus message `[topic, payload]`; true once the replay's end of stream
+    /// has arrived.
+    pub(crate) fn on_message(&mut self, topic: &[u8], payload: &[u8]) -> Result<bool> {
+        if topic == b"step" {
             if self.lockstep {
                 let step = match serde_json::from_slice::<StepMarker>(payload) {
                     Ok(m) => m.step,
@@ -154,7 +206,7 @@ impl Runner<'_> {
                 };
                 self.ack.clear();
                 write!(self.ack, "{{\"type\":\"ack\",\"step\":{step}}}")?;
-                self.dealer.send(&self.ack[..], 0)?;
+                self.dealer.send_request(&self.ack)?;
                 self.stats.acks += 1;
             }
             return Ok(false);
@@ -186,8 +238,26 @@ impl Runner<'_> {
     }
 }
 
-/// Runs `strategy` until end-of-stream of a replay, or `stop`.
+/// Runs `strategy` until end-of-stream of a replay, or `stop`. The transport follows the
+/// endpoints: `shm:fd=N` (set by `ticktape run` with `transport = "shm"`) or
+/// `shm:/proc/PID/fd/N` (printed by `ticktape replay --transport shm`) is the
+/// shared-memory driver, anything else ZeroMQ.
 pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> Result<RunnerStats> {
+    let shm = config
+        .bus
+        .iter()
+        .chain(std::iter::once(&config.gateway))
+        .find(|e| e.starts_with("shm:"));
+    if let Some(endpoint) = shm {
+        if config.bus.len() != 1 || config.bus[0] != config.gateway {
+            bail!(
+                "over shared memory the bus and the gateway are one segment: give the same shm:fd=N to --bus and --gateway (got {:?} and {:?})",
+                config.bus,
+                config.gateway
+            );
+        }
+        return super::shm::run(config, strategy, stop, endpoint);
+    }
     let zctx = crate::bus::context();
     let sub = zctx.socket(zmq::SUB)?;
     sub.set_rcvhwm(0)?;
@@ -205,24 +275,7 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
     dealer
         .connect(&config.gateway)
         .with_context(|| format!("bad gateway endpoint {}", config.gateway))?;
-    let hello = Request::Hello {
-        strategy: config.name.clone(),
-        lockstep: config.lockstep,
-        token: config.token.clone(),
-    };
-    dealer.send(serde_json::to_vec(&hello)?, 0)?;
-    let mut r = Runner {
-        dealer,
-        dispatch: Dispatcher::new(&config.name, config.timer),
-        strategy,
-        lockstep: config.lockstep,
-        names: Interner::default(),
-        // The hello's welcome.
-        replies_owed: 1,
-        ack: Vec::with_capacity(48),
-        queued: Vec::new(),
-        stats: RunnerStats::default(),
-    };
+    let mut r = Runner::start(config, dealer, strategy)?;
     let mut last_msg = Instant::now();
     let idle_check = |last_msg: Instant| -> Result<()> {
         if config.idle_timeout.is_some_and(|t| last_msg.elapsed() > t) {
@@ -289,10 +342,7 @@ pub fn run(config: &RunnerConfig, strategy: &mut dyn Strategy, stop: &Stop) -> R
             break;
         }
     }
-    let mut stats = r.stats;
-    stats.events = r.dispatch.stats.events;
-    stats.fills = r.dispatch.stats.fills;
-    Ok(stats)
+    Ok(r.finish())
 }
 
 #[cfg(test)]

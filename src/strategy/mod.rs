@@ -16,6 +16,7 @@
 
 pub mod bus;
 pub mod examples;
+mod shm;
 
 use std::sync::Arc;
 use std::time::Duration;

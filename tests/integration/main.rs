@@ -10,5 +10,6 @@ mod modes;
 mod python_client;
 mod record;
 mod replay;
+mod shm;
 mod util;
 mod verify;

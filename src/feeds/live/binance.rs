@@ -698,7 +698,7 @@ mod tests {
             rest.requests(),
             vec!["/api/v3/depth?symbol=BTCUSDT&limit=1000"]
         );
-        let subscribe = &ws.from_clients()[0];
+        let subscribe = &ws.client_messages()[0];
         assert!(
             subscribe.contains("\"SUBSCRIBE\"")
                 && subscribe.contains("btcusdt@depth@100ms")

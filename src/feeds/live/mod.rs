@@ -11,8 +11,9 @@
 //! - [`kraken`], [`coinbase`], [`binance`]: the venue protocols (books, checksums,
 //!   sequences, REST snapshots, trades);
 //! - [`capture`]: reader for cryptofeed capture files, used by tests and the replay server;
-//! - [`testserver`]: a local websocket server replaying a capture over real TCP;
-//! - [`binance_testserver`]: the Binance capture reader and a local REST depth endpoint.
+//! - `testserver` (tests only): a local websocket server replaying a capture over real TCP;
+//! - `binance_testserver` (tests only): the Binance capture reader and a local REST depth
+//!   endpoint.
 //!
 //! A break (checksum mismatch, crossed or unreadable book, lost connection) is always
 //! published as a `Gap` event for the symbol before anything else, and the broken book
@@ -20,12 +21,14 @@
 //! book from deltas that do not fit. See `docs/FEEDS.md`.
 
 pub mod binance;
-pub mod binance_testserver;
+#[cfg(test)]
+mod binance_testserver;
 pub mod capture;
 pub mod coinbase;
 pub mod kraken;
 pub mod publish;
-pub mod testserver;
+#[cfg(test)]
+mod testserver;
 pub mod ws;
 
 use std::fmt;
@@ -116,11 +119,11 @@ impl FromStr for Venue {
 /// What to subscribe to and how to connect.
 #[derive(Clone, Debug)]
 pub struct FeedOptions {
-    /// Endpoint override (tests point it at a [`testserver::ReplayServer`]); `None` is the
+    /// Endpoint override (tests point it at a local replay server); `None` is the
     /// venue's public endpoint.
     pub url: Option<String>,
     /// Binance only: REST base URL for depth snapshots (tests point it at a
-    /// [`binance_testserver::SnapshotServer`]); `None` is the market's public one.
+    /// local depth endpoint); `None` is the market's public one.
     pub rest_url: Option<String>,
     /// Symbols verbatim as the venue spells them (`XBT/USD`, `BTC-USD`, `BTCUSDT`).
     pub symbols: Vec<String>,
@@ -283,7 +286,7 @@ mod tests {
         stop.store(true, Ordering::SeqCst);
         let (stats, sink) = handle.join().unwrap();
         assert!(
-            stopped_at.elapsed() < Duration::from_millis(500),
+            stopped_at.elapsed() < Duration::from_secs(2),
             "stop flag took {:?}",
             stopped_at.elapsed()
         );
@@ -343,7 +346,7 @@ mod tests {
         assert_eq!(stats.checksum_failures, 0);
         assert_eq!((stats.reconnects, stats.gaps, stats.malformed), (0, 0, 0));
         assert_eq!(stats.events, events.len() as u64);
-        let sent = server.from_clients();
+        let sent = server.client_messages();
         assert!(
             sent[0].contains("\"depth\":1000") && sent[0].contains("XBT/CHF"),
             "{sent:?}"
@@ -394,7 +397,7 @@ mod tests {
         // The client subscribed twice, once per connection.
         assert_eq!(
             server
-                .from_clients()
+                .client_messages()
                 .iter()
                 .filter(|m| m.contains("\"book\""))
                 .count(),
@@ -459,7 +462,7 @@ mod tests {
         for product in products {
             assert!(books[product].is_consistent() && !books[product].is_crossed());
         }
-        assert!(server.from_clients()[0].contains("level2_batch"));
+        assert!(server.client_messages()[0].contains("level2_batch"));
     }
 
     #[test]
@@ -500,6 +503,13 @@ mod tests {
         let capture = messages("KRAKEN.ws.50.0");
         let total = capture.len() as u64;
         let span = capture.last().unwrap().0 - capture[0].0;
+        // The same capture unpaced first: how long this machine, now, takes to take it in.
+        let busy = {
+            let server = ReplayServer::start(capture.clone(), ReplayOptions::default()).unwrap();
+            let opts = test_options(server.url(), &KRAKEN_PAIRS);
+            let (_, events) = run_until(Venue::Kraken, &opts, |s| s.messages >= total);
+            events.last().unwrap().ts_recv - events.first().unwrap().ts_recv
+        };
         let speed = 25.0;
         let server = ReplayServer::start(
             capture,
@@ -515,15 +525,17 @@ mod tests {
         let first = events.first().unwrap().ts_recv;
         let last = events.last().unwrap().ts_recv;
         let expected = (span as f64 / speed) as i64;
-        // Never faster than the capture allows; slower only by scheduling noise.
+        // Never faster than the capture allows; slower only by scheduling noise and by the
+        // time the consumer needs anyway (`busy`, large when other work shares the cores).
+        // Pacing at 1x instead of 25x would take 25 times `expected`.
         assert!(
             last - first >= expected * 9 / 10,
             "{} < {expected}",
             last - first
         );
         assert!(
-            last - first < expected * 4,
-            "{} vs {expected}",
+            last - first < expected * 4 + busy * 3,
+            "{} vs {expected} paced, {busy} unpaced",
             last - first
         );
         // Venue time is the capture's own, untouched by pacing.
@@ -602,14 +614,16 @@ mod tests {
         let stopper = {
             let stop = stop.clone();
             thread::spawn(move || {
-                thread::sleep(Duration::from_millis(700));
+                thread::sleep(Duration::from_millis(1500));
                 stop.store(true, Ordering::SeqCst);
             })
         };
         let mut ticks = Ticks::default();
         run_feed_ticking(Venue::Kraken, &opts, &mut ticks, stop).unwrap();
         stopper.join().unwrap();
-        assert!(ticks.0 >= 4, "only {} ticks in 700 ms", ticks.0);
+        // A tick every 100 ms would be 15; a reconnect loop that did not tick would give
+        // none. At least 4 tells them apart even when the cores are shared.
+        assert!(ticks.0 >= 4, "only {} ticks in 1500 ms", ticks.0);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,8 +31,6 @@ pub struct ReplayOptions {
 #[derive(Default)]
 struct State {
     connections: AtomicUsize,
-    completed: AtomicUsize,
-    sent: AtomicU64,
     from_clients: Mutex<Vec<String>>,
 }
 
@@ -79,18 +77,8 @@ impl ReplayServer {
         self.state.connections.load(Ordering::SeqCst)
     }
 
-    /// Replays that reached the end of the capture.
-    pub fn completed_replays(&self) -> usize {
-        self.state.completed.load(Ordering::SeqCst)
-    }
-
-    /// Messages sent over all connections.
-    pub fn sent(&self) -> u64 {
-        self.state.sent.load(Ordering::SeqCst)
-    }
-
     /// Every text message clients sent (subscriptions, resubscriptions), in order.
-    pub fn from_clients(&self) -> Vec<String> {
+    pub fn client_messages(&self) -> Vec<String> {
         self.state
             .from_clients
             .lock()
@@ -173,7 +161,7 @@ fn handle(
             Err(e) => return Err(e),
         }
     }
-    replay(&mut ws, messages, speed, drop_after, stop, state)?;
+    replay(&mut ws, messages, speed, drop_after, stop)?;
     if drop_after.is_some_and(|n| n < messages.len()) {
         // The loss under test: no close frame, just the end of the TCP stream. Shutting
         // down the write side first (rather than dropping a socket whose receive buffer
@@ -191,7 +179,6 @@ fn handle(
         }
         return Ok(());
     }
-    state.completed.fetch_add(1, Ordering::SeqCst);
     // Stay connected like a venue would, answering pings and closes, until told to stop.
     while !stop.load(Ordering::SeqCst) {
         match ws.read() {
@@ -216,7 +203,6 @@ fn replay(
     speed: Option<f64>,
     drop_after: Option<usize>,
     stop: &AtomicBool,
-    state: &State,
 ) -> Result<(), tungstenite::Error> {
     let start = Instant::now();
     let t0 = messages.first().map_or(0, |m| m.0);
@@ -237,7 +223,6 @@ fn replay(
             }
         }
         ws.write(Message::text(text.as_str()))?;
-        state.sent.fetch_add(1, Ordering::SeqCst);
         if i % 64 == 63 {
             ws.flush()?;
         }
@@ -288,7 +273,7 @@ mod tests {
         );
         assert_eq!(server.connections(), 2);
         assert_eq!(
-            server.from_clients(),
+            server.client_messages(),
             vec!["{\"event\":\"subscribe\"}", "again"]
         );
     }

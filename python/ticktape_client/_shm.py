@@ -1,0 +1,190 @@
+"""The shared-memory transport of docs/SHM.md, in pure Python (mmap, struct, ctypes).
+
+`ticktape run` with `transport = "shm"` hands each strategy process its segment as an
+inherited descriptor and passes `shm:fd=N` where a ZeroMQ endpoint would be. The segment
+holds a header and two single-producer single-consumer rings: "down" (replay -> strategy:
+bus messages and gateway replies, in one order) and "up" (strategy -> replay: the hello,
+orders and lockstep acks). Records are `u32 len, u16 kind, u16 topic_len`, topic,
+payload, padded to 8 bytes; `len = 0xFFFFFFFF` marks a wrap to the start of the ring.
+
+Cursors are read and written as single native 8-byte words through a memoryview cast
+(one load or store each). The "always wake" protocol needs only that stores become
+visible in program order and loads are not reordered, which x86-64 guarantees; on other
+machines this module refuses to run.
+"""
+import ctypes
+import mmap
+import os
+import platform
+import struct
+import time
+
+_MAGIC = b"TICKSHM\0"
+_LAYOUT_VERSION = 1
+_HEADER = struct.Struct("<8sIIQQQQ")  # magic, version, header bytes, down off/cap, up off/cap
+_RECORD = struct.Struct("<IHH")
+_WRAP = 0xFFFFFFFF
+_SYS_FUTEX = 202  # x86-64
+_FUTEX_WAIT, _FUTEX_WAKE = 0, 1
+# Offsets in the segment header.
+_REPLAY_PID, _STRATEGY_PID, _REPLAY_START, _STRATEGY_START, _STRATEGY_BEAT, _CLOSED = (
+    48, 52, 56, 64, 80, 88)
+# Offsets in a ring header: head, tail, data_seq, space_seq, writer_waiting; data follows.
+_HEAD, _TAIL, _DATA_SEQ, _SPACE_SEQ, _WRITER_WAITING, _RING_HEADER = 0, 64, 128, 132, 136, 256
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _start_time(pid):
+    """(start time in clock ticks, zombie?) of `pid` from /proc, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return int(fields[19]), fields[0] in ("Z", "X")
+
+
+class ShmLink:
+    """This process's end of a segment: reads the down ring, writes the up ring."""
+
+    BUS, GATEWAY, CLOSED = 1, 2, 3
+
+    def __init__(self, endpoint):
+        if platform.machine() not in ("x86_64", "AMD64"):
+            raise RuntimeError(f"the shared-memory client needs x86-64; "
+                               f"use the zmq transport on {platform.machine()}")
+        if endpoint.startswith("shm:/"):
+            # A segment `ticktape replay --transport shm` printed (same user only).
+            fd = os.open(endpoint[len("shm:"):], os.O_RDWR)
+        elif endpoint.startswith("shm:fd="):
+            fd = int(endpoint[len("shm:fd="):])
+        else:
+            raise ValueError(f"bad shared-memory endpoint {endpoint!r}: "
+                             "expected shm:fd=N or shm:/proc/PID/fd/N")
+        try:
+            size = os.fstat(fd).st_size
+        except OSError as e:
+            raise RuntimeError(f"descriptor {fd} is not open: start this strategy from "
+                               f"`ticktape run` (transport = \"shm\"), or use zmq") from e
+        self.mm = mmap.mmap(fd, size)
+        os.close(fd)
+        magic, version, _, down_off, down_cap, up_off, up_cap = _HEADER.unpack_from(self.mm)
+        if magic != _MAGIC:
+            raise RuntimeError(f"descriptor {fd} is not a ticktape shared-memory segment")
+        if version != _LAYOUT_VERSION:
+            raise RuntimeError(f"shared-memory layout version {version}, this client reads "
+                               f"{_LAYOUT_VERSION}: use the matching client or zmq")
+        self.q = memoryview(self.mm).cast("Q")
+        self.w = memoryview(self.mm).cast("I")
+        # Attach: start time first, then the pid the replay watches.
+        me = os.getpid()
+        self.q[_STRATEGY_START // 8] = (_start_time(me) or (0, False))[0]
+        self.w[_STRATEGY_PID // 4] = me
+        self.replay_pid = self.w[_REPLAY_PID // 4]
+        self.replay_start = self.q[_REPLAY_START // 8]
+        self.down = (down_off, down_cap, down_off + _RING_HEADER)
+        self.up = (up_off, up_cap, up_off + _RING_HEADER)
+        self.tail = self.q[(down_off + _TAIL) // 8]
+        self.head = self.q[(up_off + _HEAD) // 8]
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._syscall = libc.syscall
+        self._syscall.restype = ctypes.c_long
+        base = ctypes.addressof(ctypes.c_char.from_buffer(self.mm))
+        self._down_data_seq = ctypes.c_void_p(base + down_off + _DATA_SEQ)
+        self._down_space_seq = ctypes.c_void_p(base + down_off + _SPACE_SEQ)
+        self._up_data_seq = ctypes.c_void_p(base + up_off + _DATA_SEQ)
+        self._up_space_seq = ctypes.c_void_p(base + up_off + _SPACE_SEQ)
+        self._wait_100ms = _Timespec(0, 100_000_000)
+        self._wait_1ms = _Timespec(0, 1_000_000)
+
+    def _futex(self, addr, op, val, timeout=None):
+        self._syscall(ctypes.c_long(_SYS_FUTEX), addr, ctypes.c_int(op), ctypes.c_uint32(val),
+                      ctypes.byref(timeout) if timeout is not None else None, None,
+                      ctypes.c_uint32(0))
+
+    def _replay_gone(self):
+        seen = _start_time(self.replay_pid)
+        return seen is None or seen[1] or seen[0] != self.replay_start
+
+    def records(self, limit=256):
+        """Up to `limit` records waiting in the down ring, as (kind, topic, payload)
+        bytes copies; their space goes back to the replay before this returns."""
+        off, cap, data = self.down
+        q, mm = self.q, self.mm
+        head = q[(off + _HEAD) // 8]
+        tail = self.tail
+        out = []
+        while tail != head and len(out) < limit:
+            pos = tail & (cap - 1)
+            length, kind, topic_len = _RECORD.unpack_from(mm, data + pos)
+            if length == _WRAP:
+                tail += cap - pos
+                continue
+            if length + 8 > cap // 4 or topic_len > length:
+                raise RuntimeError(f"corrupt shared-memory ring at byte {tail}")
+            body = data + pos + 8
+            out.append((kind, mm[body:body + topic_len], mm[body + topic_len:body + length]))
+            tail += (8 + length + 7) & ~7
+        if tail != self.tail:
+            self.tail = tail
+            q[(off + _TAIL) // 8] = tail
+            if self.w[(off + _WRITER_WAITING) // 4]:
+                i = (off + _SPACE_SEQ) // 4
+                self.w[i] = (self.w[i] + 1) & 0xFFFFFFFF
+                self._futex(self._down_space_seq, _FUTEX_WAKE, 1)
+        return out
+
+    def wait(self):
+        """Sleeps until the replay wakes us or 100 ms pass; raises if the replay died."""
+        off = self.down[0]
+        seq = self.w[(off + _DATA_SEQ) // 4]
+        if self.q[(off + _HEAD) // 8] != self.tail:
+            return
+        self._futex(self._down_data_seq, _FUTEX_WAIT, seq, self._wait_100ms)
+        i = _STRATEGY_BEAT // 8
+        self.q[i] = (self.q[i] + 1) & 0xFFFFFFFFFFFFFFFF
+        if self.q[(off + _HEAD) // 8] == self.tail and self._replay_gone():
+            raise SystemExit(f"replay gone (pid {self.replay_pid}): the shared-memory peer died")
+
+    def close(self):
+        """Marks this side closed in order (the replay then expects it to exit)."""
+        i = _CLOSED // 4
+        self.w[i] = self.w[i] | 2
+
+    def send(self, body, kind=GATEWAY):
+        """Frames one gateway message into the up ring and wakes the replay."""
+        off, cap, data = self.up
+        size = (8 + len(body) + 7) & ~7
+        if size > cap // 4:
+            raise ValueError(f"a request of {len(body)} bytes does not fit the up ring")
+        head = self.head
+        pos = head & (cap - 1)
+        skip = cap - pos if size > cap - pos else 0
+        tail_i, waiting_i, space_i = (off + _TAIL) // 8, (off + _WRITER_WAITING) // 4, \
+            (off + _SPACE_SEQ) // 4
+        started = time.monotonic()
+        while head + skip + size - self.q[tail_i] > cap:
+            seq = self.w[space_i]
+            self.w[waiting_i] = 1
+            if head + skip + size - self.q[tail_i] > cap:
+                self._futex(self._up_space_seq, _FUTEX_WAIT, seq, self._wait_1ms)
+            self.w[waiting_i] = 0
+            if self._replay_gone():
+                raise SystemExit(f"replay gone (pid {self.replay_pid})")
+            if time.monotonic() - started > 30:
+                raise RuntimeError("the replay has not read this strategy's requests for 30 s")
+        mm = self.mm
+        if skip:
+            struct.pack_into("<I", mm, data + pos, _WRAP)
+            pos = 0
+        _RECORD.pack_into(mm, data + pos, len(body), kind, 0)
+        mm[data + pos + 8:data + pos + 8 + len(body)] = body
+        self.head = head + skip + size
+        self.q[(off + _HEAD) // 8] = self.head
+        i = (off + _DATA_SEQ) // 4
+        self.w[i] = (self.w[i] + 1) & 0xFFFFFFFF
+        self._futex(self._up_data_seq, _FUTEX_WAKE, 1)

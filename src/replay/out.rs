@@ -1,0 +1,82 @@
+//! Where the replay's bus messages go: the ZeroMQ publisher (default, the live
+//! interface), or the strategies' shared-memory rings (`transport = "shm"`,
+//! `docs/SHM.md`). Both carry the same topics and payloads; under shared memory the
+//! ZeroMQ publisher stays bound and carries only heartbeats, for observers.
+//!
+//! Owns the choice of transport for outgoing messages and their encoding into a reused
+//! buffer. Never decides what is sent or when.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use anyhow::Result;
+
+use crate::bus::Publisher;
+use crate::event::Event;
+use crate::shm::Hub;
+use crate::wire::{self, Encoding};
+
+/// The replay's outgoing bus.
+pub(crate) struct BusOut {
+    /// The ZeroMQ publisher (heartbeats always; everything without shared memory).
+    pub(crate) zmq: Publisher,
+    /// The strategies' rings, shared with the gateway (which writes replies into them).
+    shm: Option<Rc<RefCell<Hub>>>,
+    encoding: Encoding,
+    topic: String,
+    payload: Vec<u8>,
+}
+
+impl BusOut {
+    /// Messages go to `zmq`, or to `shm` when given.
+    pub(crate) fn new(zmq: Publisher, shm: Option<Rc<RefCell<Hub>>>, encoding: Encoding) -> BusOut {
+        BusOut {
+            zmq,
+            shm,
+            encoding,
+            topic: String::with_capacity(64),
+            payload: Vec::with_capacity(256),
+        }
+    }
+
+    /// The shared-memory rings, when they carry the bus.
+    pub(crate) fn shm(&self) -> Option<&Rc<RefCell<Hub>>> {
+        self.shm.as_ref()
+    }
+
+    /// Encodes and sends one event.
+    pub(crate) fn send(&mut self, event: &Event) -> Result<()> {
+        let Some(hub) = &self.shm else {
+            return self.zmq.send(event);
+        };
+        self.topic.clear();
+        wire::write_topic(event, &mut self.topic);
+        self.payload.clear();
+        wire::encode_as(self.encoding, event, &mut self.payload);
+        hub.borrow_mut()
+            .publish(self.topic.as_bytes(), &self.payload)
+    }
+
+    /// Sends an encoded message.
+    pub(crate) fn send_raw(&mut self, topic: &[u8], payload: &[u8]) -> Result<()> {
+        match &self.shm {
+            None => self.zmq.send_raw(topic, payload),
+            Some(hub) => hub.borrow_mut().publish(topic, payload),
+        }
+    }
+
+    /// The end of the stream went out: strategies may exit from now on.
+    pub(crate) fn ending(&mut self) {
+        if let Some(hub) = &self.shm {
+            hub.borrow_mut().ending();
+        }
+    }
+
+    /// Wakes shared-memory readers for what was written (after a step marker); ZeroMQ
+    /// needs nothing.
+    pub(crate) fn wake(&mut self) {
+        if let Some(hub) = &self.shm {
+            hub.borrow_mut().wake_all();
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The replay's side of the shared-memory transport: one segment per strategy, the bus
+//! messages fanned out into every down ring, gateway replies into one, requests read
+//! from the up rings (`docs/SHM.md`, "Writing, reading, waking" and "Dead or stuck
+//! peers").
+//!
+//! Owns the segments, the wake-ups, the bounded waits and what a dead or stuck strategy
+//! looks like from the replay. Never reads what a message means: the gateway and the
+//! lockstep state machine see the same bytes as over ZeroMQ.
+
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+use super::ring::{KIND_BUS, KIND_CLOSED, KIND_GATEWAY, futex_wait, futex_waitv};
+use super::segment::{self, ReplayEnd, Side};
+use crate::shutdown::Stop;
+
+/// Longest single sleep of a waiting replay before it checks stop flag and peers.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+/// Longest sleep while a down ring is full.
+const SPACE_SLICE: Duration = Duration::from_millis(1);
+/// Bus messages written to a ring between two wake-ups when nothing else wakes it.
+const WAKE_EVERY: u32 = 64;
+
+struct Peer {
+    name: String,
+    end: ReplayEnd,
+    /// Records written since the last wake-up.
+    unwoken: u32,
+}
+
+/// The replay's shared-memory segments, one per strategy, in the scenario's order.
+pub struct Hub {
+    peers: Vec<Peer>,
+    stop: Option<Stop>,
+    /// How long a full down ring may stay full before the run fails.
+    stall_timeout: Duration,
+    /// Round-robin start for reading requests.
+    next_peer: usize,
+    /// After the end of the stream a strategy may exit: no longer an error.
+    ending: bool,
+}
+
+impl Hub {
+    /// One new segment per strategy name; `stall_timeout` bounds how long a strategy may
+    /// leave its down ring full (a strategy that stopped reading).
+    pub fn create(names: &[String], stall_timeout: Duration) -> Result<Hub> {
+        let peers = names
+            .iter()
+            .map(|n| {
+                Ok(Peer {
+                    name: n.clone(),
+                    end: segment::create(&format!("{}-{n}", std::process::id()))?,
+                    unwoken: 0,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Hub {
+            peers,
+            stop: None,
+            stall_timeout,
+            next_peer: 0,
+            ending: false,
+        })
+    }
+
+    /// Once `stop` is raised, waits end and writes to a full ring are dropped.
+    pub fn give_up_waiting_on(&mut self, stop: Stop) {
+        self.stop = Some(stop);
+    }
+
+    /// Strategy names and the descriptor of each one's segment (close-on-exec: hand it
+    /// to the child with [`segment::inherit_as`]).
+    pub fn fds(&self) -> Vec<(String, RawFd)> {
+        self.peers
+            .iter()
+            .map(|p| (p.name.clone(), p.end.map.fd()))
+            .collect()
+    }
+
+    /// The endpoint a strategy started by hand opens peer `i`'s segment by:
+    /// `shm:/proc/PID/fd/N` (valid while this process runs; same user only).
+    pub fn endpoint(&self, i: usize) -> Option<String> {
+        let p = self.peers.get(i)?;
+        Some(format!(
+            "shm:/proc/{}/fd/{}",
+            std::process::id(),
+            p.end.map.fd()
+        ))
+    }
+
+    /// Strategies served.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// True with no strategies.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// The identity the gateway knows peer `i` by (its index, little-endian).
+    pub fn identity(i: usize) -> Vec<u8> {
+        (i as u32).to_le_bytes().to_vec()
+    }
+
+    fn peer_of(identity: &[u8]) -> Option<usize> {
+        Some(u32::from_le_bytes(identity.try_into().ok()?) as usize)
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.as_ref().is_some_and(Stop::is_set)
+    }
+
+    /// The end of the stream went out: strategies may now exit.
+    pub fn ending(&mut self) {
+        self.ending = true;
+    }
+
+    /// Fails when a strategy that attached has died (or its pid was reused) before the
+    /// end of the stream without closing in order.
+    pub fn check_peers(&self) -> Result<()> {
+        if self.ending {
+            return Ok(());
+        }
+        for p in &self.peers {
+            let (pid, alive) = p.end.map.peer(Side::Strategy);
+            if pid != 0 && !alive && !p.end.map.closed(Side::Strategy) {
+                bail!(
+                    "strategy {:?} (pid {pid}) is gone: its shared-memory peer died (crashed or was killed)",
+                    p.name
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one record to peer `i`, waiting while its ring is full (bounded by the
+    /// stall timeout, the stop flag and the peer's life).
+    fn write(&mut self, i: usize, kind: u16, topic: &[u8], payload: &[u8]) -> Result<()> {
+        let stop = self.stop.clone();
+        let stall_timeout = self.stall_timeout;
+        let p = &mut self.peers[i];
+        let mut full_since: Option<Instant> = None;
+        loop {
+            match p.end.down.try_write(kind, topic, payload) {
+                Ok(true) => {
+                    p.unwoken += 1;
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => bail!("cannot send to strategy {:?}: {e}", p.name),
+            }
+            let since = *full_since.get_or_insert_with(Instant::now);
+            p.end.down.wake();
+            p.unwoken = 0;
+            p.end.down.wait_for_space(SPACE_SLICE);
+            if stop.as_ref().is_some_and(Stop::is_set) {
+                return Ok(());
+            }
+            let (pid, alive) = p.end.map.peer(Side::Strategy);
+            if pid != 0 && !alive && !p.end.map.closed(Side::Strategy) {
+                bail!(
+                    "strategy {:?} (pid {pid}) is gone: its shared-memory peer died (crashed or was killed)",
+                    p.name
+                );
+            }
+            if since.elapsed() > stall_timeout {
+                bail!(
+                    "strategy {:?} (pid {pid}) stopped reading: its {} MiB ring has been full for {stall_timeout:?} (hung? raise replay.ack_timeout_secs if it is only slow)",
+                    p.name,
+                    p.end.down.capacity() >> 20
+                );
+            }
+        }
+    }
+
+    /// Writes a bus message `[topic, payload]` to every strategy. Readers are woken by
+    /// [`Hub::wake_all`] (markers, replies, waits) and every [`WAKE_EVERY`] messages.
+    pub fn publish(&mut self, topic: &[u8], payload: &[u8]) -> Result<()> {
+        for i in 0..self.peers.len() {
+            self.write(i, KIND_BUS, topic, payload)?;
+            if self.peers[i].unwoken >= WAKE_EVERY {
+                self.peers[i].unwoken = 0;
+                self.peers[i].end.down.wake();
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one gateway reply to the strategy known by `identity`, and wakes it.
+    pub fn reply(&mut self, identity: &[u8], body: &[u8]) -> Result<()> {
+        let Some(i) = Hub::peer_of(identity).filter(|&i| i < self.peers.len()) else {
+            bail!("gateway reply for an unknown shared-memory peer {identity:?}");
+        };
+        self.write(i, KIND_GATEWAY, b"", body)?;
+        self.peers[i].unwoken = 0;
+        self.peers[i].end.down.wake();
+        Ok(())
+    }
+
+    /// Wakes every strategy that has records it was not woken for (before the replay
+    /// waits, after a step marker, at the end).
+    pub fn wake_all(&mut self) {
+        for p in &mut self.peers {
+            if p.unwoken > 0 {
+                p.unwoken = 0;
+                p.end.down.wake();
+            }
+            p.end.map.beat(Side::Replay);
+        }
+    }
+
+    /// The next request of any strategy, copied into `buf`, with the identity the gateway
+    /// knows its sender by; None when no up ring holds one.
+    pub fn next_request(&mut self, buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>> {
+        let n = self.peers.len();
+        for k in 0..n {
+            let i = (self.next_peer + k) % n;
+            let p = &mut self.peers[i];
+            let rec = match p.end.up.read() {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => bail!("strategy {:?}: {e}", p.name),
+            };
+            let kind = rec.kind;
+            buf.clear();
+            buf.extend_from_slice(rec.payload);
+            p.end.up.release();
+            match kind {
+                KIND_GATEWAY => {
+                    self.next_peer = (i + 1) % n;
+                    return Ok(Some(Hub::identity(i)));
+                }
+                // An orderly close, or a later kind this build does not know: skipped.
+                _ => continue,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Wakes the strategies, then sleeps until any of them writes a request or `timeout`
+    /// passes (capped at 100 ms); then fails if one died.
+    pub fn wait_requests(&mut self, timeout: Duration) -> Result<()> {
+        self.wake_all();
+        let timeout = timeout.min(WAIT_SLICE);
+        let mut words = Vec::with_capacity(self.peers.len());
+        for p in &self.peers {
+            words.push(p.end.up.data_seq());
+        }
+        if self.peers.iter().any(|p| p.end.up.peek()) || self.stopped() {
+            return Ok(());
+        }
+        match words.as_slice() {
+            [] => std::thread::sleep(timeout),
+            [(w, v)] => futex_wait(w, *v, timeout),
+            many => {
+                if !futex_waitv(many, timeout) {
+                    // No futex_waitv (Linux < 5.16): poll.
+                    std::thread::sleep(timeout.min(Duration::from_micros(100)));
+                }
+            }
+        }
+        drop(words);
+        // Woken by a request: nothing to check. Quiet for the whole wait: is anyone dead?
+        if self.peers.iter().any(|p| p.end.up.peek()) {
+            return Ok(());
+        }
+        self.check_peers()
+    }
+
+    /// Tells every strategy the replay closed in order (after the end of the stream).
+    pub fn close(&mut self) {
+        for i in 0..self.peers.len() {
+            let p = &mut self.peers[i];
+            // A full ring at the end: the strategy is gone or stuck; nothing to wait for.
+            let _ = p.end.down.try_write(KIND_CLOSED, b"", b"");
+            p.end.map.close(Side::Replay);
+            p.end.down.wake();
+        }
+    }
+
+    /// Strategies still running that have not read everything written to them, as
+    /// `strategy NAME (N bytes unread)`.
+    pub fn behind(&self) -> Vec<String> {
+        self.peers
+            .iter()
+            .filter(|p| p.end.map.peer(Side::Strategy).1)
+            .map(|p| (p, p.end.down.unread()))
+            .filter(|(_, b)| *b > 0)
+            .map(|(p, b)| format!("strategy {} ({b} bytes unread)", p.name))
+            .collect()
+    }
+
+    /// After [`Hub::close`]: waits until every running strategy has read what it was sent
+    /// (as the ZeroMQ publisher's drain does), calling `waiting` with who is behind after
+    /// a short grace. Gives up after `limit` or once `stop` is raised; returns who was
+    /// still behind then.
+    pub fn drain(
+        &mut self,
+        limit: Duration,
+        stop: &Stop,
+        mut waiting: impl FnMut(&[String]),
+    ) -> Vec<String> {
+        let started = Instant::now();
+        loop {
+            let behind = self.behind();
+            if behind.is_empty() || started.elapsed() >= limit || stop.is_set() {
+                return behind;
+            }
+            if started.elapsed() >= Duration::from_millis(500) {
+                waiting(&behind);
+            }
+            for p in &self.peers {
+                p.end.down.wake();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The ring and the segment between real processes: the test binary re-executes itself
+//! as the peer (a test that does nothing unless its environment variable is set) and
+//! hands it the segment as descriptor 3, as `ticktape run` does.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use xxhash_rust::xxh3::Xxh3;
+
+use super::ring::{KIND_BUS, KIND_CLOSED, KIND_GATEWAY, RECORD_HEADER_BYTES, Reader, RingError};
+use super::segment::{self, Side};
+
+/// Set in the child: what it should do (`stress:N`, `sleep`).
+const CHILD_ENV: &str = "TICKTAPE_SHM_TEST_CHILD";
+/// Small rings, so that a few thousand records wrap hundreds of times and fill them.
+const DOWN: u64 = 4096;
+const UP: u64 = 1024;
+
+/// Starts this test binary running only `test` as the segment's peer, with `fd` as its
+/// descriptor 3.
+fn spawn_peer(test: &str, mode: &str, fd: i32) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(CHILD_ENV, mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: inherit_as uses only dup2/fcntl, async-signal-safe between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || segment::inherit_as(fd, super::CHILD_FD));
+    }
+    cmd.spawn().expect("spawn the peer process")
+}
+
+fn child_output(child: Child) -> String {
+    let out = child.wait_with_output().expect("peer output");
+    format!(
+        "peer {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Record `i` of a stress stream: a random topic and payload (sometimes as large as the
+/// ring allows, so records wrap and fill it), the payload starting with `i` when it can.
+fn record(rng: &mut SmallRng, i: u64, capacity: u64) -> (Vec<u8>, Vec<u8>) {
+    let max = (capacity / 4) as usize - RECORD_HEADER_BYTES;
+    let total = if rng.gen_ratio(1, 20) {
+        rng.gen_range(0..=max)
+    } else {
+        rng.gen_range(0..=max.min(200))
+    };
+    let topic_len = rng.gen_range(0..=total.min(40));
+    let mut topic = vec![0u8; topic_len];
+    let mut payload = vec![0u8; total - topic_len];
+    rng.fill(&mut topic[..]);
+    rng.fill(&mut payload[..]);
+    if payload.len() >= 8 {
+        payload[..8].copy_from_slice(&i.to_le_bytes());
+    }
+    (topic, payload)
+}
+
+/// Reads what the child sent up: echo records checked against the child's stream, and
+/// the final `(count, checksum)`.
+fn drain_up(up: &mut Reader, rng: &mut SmallRng, echoes: &mut u64) -> Option<(u64, u64)> {
+    let mut last = None;
+    while let Some(rec) = up.read().expect("up ring intact") {
+        match rec.kind {
+            KIND_GATEWAY => {
+                let (_, want) = record(rng, *echoes, UP);
+                assert_eq!(rec.payload, &want[..], "echo {echoes} differs");
+                *echoes += 1;
+            }
+            KIND_CLOSED => {
+                let p = rec.payload;
+                last = Some((
+                    u64::from_le_bytes(p[..8].try_into().unwrap()),
+                    u64::from_le_bytes(p[8..16].try_into().unwrap()),
+                ));
+            }
+            k => panic!("unexpected kind {k} on the up ring"),
+        }
+    }
+    up.release();
+    last
+}
+
+#[test]
+fn two_processes_exchange_random_records_across_wraps_and_full_rings_intact() {
+    const N: u64 = 200_000;
+    let mut end = segment::create_with("stress", DOWN, UP).unwrap();
+    let child = spawn_peer(
+        "shm::tests::peer_process",
+        &format!("stress:{N}"),
+        end.map.fd(),
+    );
+    let mut child = Some(child);
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut up_rng = SmallRng::seed_from_u64(9);
+    let mut sum = Xxh3::new();
+    let (mut echoes, mut bytes, mut full_waits) = (0u64, 0u64, 0u64);
+    let mut done = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let check_child = |child: &mut Option<Child>| {
+        if let Some(status) = child.as_mut().unwrap().try_wait().unwrap() {
+            let c = child.take().unwrap();
+            panic!("peer exited early ({status}): {}", child_output(c));
+        }
+        assert!(Instant::now() < deadline, "stress test timed out");
+    };
+    for i in 0..N {
+        let (topic, payload) = record(&mut rng, i, DOWN);
+        while !end.down.try_write(KIND_BUS, &topic, &payload).unwrap() {
+            full_waits += 1;
+            end.down.wake();
+            if let Some(d) = drain_up(&mut end.up, &mut up_rng, &mut echoes) {
+                done = Some(d);
+            }
+            end.down.wait_for_space(Duration::from_millis(1));
+            check_child(&mut child);
+        }
+        bytes += (topic.len() + payload.len()) as u64;
+        sum.update(&topic);
+        sum.update(&payload);
+        if i % 16 == 0 {
+            end.down.wake();
+        }
+    }
+    while !end.down.try_write(KIND_CLOSED, b"", b"").unwrap() {
+        end.down.wait_for_space(Duration::from_millis(1));
+        check_child(&mut child);
+    }
+    end.down.wake();
+    while done.is_none() {
+        done = drain_up(&mut end.up, &mut up_rng, &mut echoes);
+        if done.is_none() {
+            end.up.wait(Duration::from_millis(100));
+            check_child(&mut child);
+        }
+    }
+    let out = child_output(child.take().unwrap());
+    assert!(out.starts_with("peer exit status: 0"), "{out}");
+    assert_eq!(
+        done,
+        Some((N, sum.digest())),
+        "count and checksum seen by the peer"
+    );
+    assert_eq!(echoes, N / 7, "every echo came back in order");
+    assert!(full_waits > 100, "the ring filled only {full_waits} times");
+    assert!(
+        bytes > 100 * DOWN,
+        "{bytes} bytes: the ring wrapped at least 100 times"
+    );
+}
+
+/// The peer of the other tests; does nothing unless started by one of them.
+#[test]
+fn peer_process() {
+    let Ok(mode) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let fd = super::take_fd(super::CHILD_FD).unwrap();
+    let mut end = super::attach(fd).unwrap();
+    if mode == "sleep" {
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let n: u64 = mode.strip_prefix("stress:").unwrap().parse().unwrap();
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut up_rng = SmallRng::seed_from_u64(9);
+    let mut sum = Xxh3::new();
+    let (mut i, mut echoes) = (0u64, 0u64);
+    let send_up = |end: &mut super::StrategyEnd, kind: u16, payload: &[u8]| {
+        while !end.up.try_write(kind, b"", payload).unwrap() {
+            end.up.wake();
+            end.up.wait_for_space(Duration::from_millis(1));
+            assert!(end.map.peer(Side::Replay).1, "parent gone");
+        }
+        end.up.wake();
+    };
+    loop {
+        let mut echo = None;
+        match end.down.read().expect("down ring intact") {
+            Some(rec) if rec.kind == KIND_CLOSED => break,
+            Some(rec) => {
+                let (topic, payload) = record(&mut rng, i, DOWN);
+                assert_eq!(rec.kind, KIND_BUS);
+                assert_eq!(rec.topic, &topic[..], "record {i}: topic");
+                assert_eq!(rec.payload, &payload[..], "record {i}: payload");
+                sum.update(rec.topic);
+                sum.update(rec.payload);
+                i += 1;
+                if i % 7 == 0 {
+                    echo = Some(record(&mut up_rng, echoes, UP).1);
+                    echoes += 1;
+                }
+            }
+            None => {
+                end.down.release();
+                end.down.wait(Duration::from_millis(100));
+                assert!(end.map.peer(Side::Replay).1, "parent gone");
+                continue;
+            }
+        }
+        if i % 64 == 0 {
+            end.down.release();
+        }
+        if i % 1000 == 0 {
+            // Fall behind now and then, so the writer finds the ring full.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if let Some(payload) = echo {
+            send_up(&mut end, KIND_GATEWAY, &payload);
+        }
+    }
+    end.down.release();
+    let mut last = i.to_le_bytes().to_vec();
+    last.extend_from_slice(&sum.digest().to_le_bytes());
+    send_up(&mut end, KIND_CLOSED, &last);
+    assert_eq!(i, n);
+}
+
+#[test]
+fn a_killed_peer_is_seen_dead_and_its_segment_leaves_nothing_named() {
+    let name = format!("leakcheck-{}", std::process::id());
+    let end = segment::create_with(&name, DOWN, UP).unwrap();
+    assert_eq!(
+        end.map.peer(Side::Strategy),
+        (0, false),
+        "nobody attached yet"
+    );
+    let mut child = spawn_peer("shm::tests::peer_process", "sleep", end.map.fd());
+    let started = Instant::now();
+    while end.map.peer(Side::Strategy).0 == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "peer never attached"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (pid, alive) = end.map.peer(Side::Strategy);
+    assert_eq!(pid, child.id());
+    assert!(alive);
+    child.kill().unwrap();
+    // Dead before it is reaped (a zombie counts as dead) and after.
+    let started = Instant::now();
+    while end.map.peer(Side::Strategy).1 {
+        assert!(started.elapsed() < Duration::from_secs(5), "kill not seen");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait().unwrap();
+    assert_eq!(end.map.peer(Side::Strategy), (pid, false));
+    // The segment is a descriptor of this process only, named nowhere in the file system.
+    let label = format!("ticktape-{name}");
+    let ours = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter(|t| t.to_string_lossy().contains(&label))
+            .count()
+    };
+    assert_eq!(ours(), 1, "one descriptor while the segment lives");
+    let shm_names = |dir: &str| {
+        std::fs::read_dir(dir).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains("ticktape"))
+                .count()
+        })
+    };
+    assert_eq!(shm_names("/dev/shm"), 0, "nothing named in /dev/shm");
+    drop(end);
+    assert_eq!(ours(), 0, "no descriptor after the last end is dropped");
+}
+
+#[test]
+fn oversized_records_are_refused_and_corrupt_ones_are_reported() {
+    let mut end = segment::create_with("bad", DOWN, UP).unwrap();
+    let err = end
+        .down
+        .try_write(KIND_BUS, b"t", &vec![0; DOWN as usize / 4])
+        .unwrap_err();
+    assert!(matches!(err, RingError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("quarter"), "{err}");
+    assert!(
+        end.down.try_write(KIND_BUS, b"", &[]).unwrap(),
+        "empty records are fine"
+    );
+    // The up ring as a foreign writer might leave it: a length past the ring's end.
+    let strategy = super::attach(
+        std::os::fd::AsFd::as_fd(&*end.map)
+            .try_clone_to_owned()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut up = strategy.up;
+    assert!(up.try_write(KIND_GATEWAY, b"", b"hello").unwrap());
+    let rec = end.up.read().unwrap().unwrap();
+    assert_eq!((rec.kind, rec.payload), (KIND_GATEWAY, &b"hello"[..]));
+    end.up.release();
+    assert!(up.try_write(KIND_GATEWAY, b"", b"next").unwrap());
+    let header = end.map.header();
+    let up_data = header.up_offset as usize + super::ring::RING_HEADER_BYTES;
+    // SAFETY: the record of "next" starts 16 bytes into the up ring's data area, inside
+    // the mapping; nothing else touches it during the test.
+    unsafe {
+        let len = end.map.base().add(up_data + 16) as *mut u32;
+        len.write_unaligned(u32::MAX - 1);
+    }
+    let err = end.up.read().unwrap_err();
+    assert!(matches!(err, RingError::Corrupt { at: 16, .. }), "{err}");
+}
+
+#[test]
+fn header_and_ring_layouts_match_docs_shm_md_and_the_python_client() {
+    use super::ring::RingHeader;
+    use super::segment::SegmentHeader;
+    use std::mem::offset_of;
+    // The Python client (python/ticktape_client/_shm.py) reads these offsets.
+    assert_eq!(offset_of!(SegmentHeader, layout_version), 8);
+    assert_eq!(offset_of!(SegmentHeader, down_offset), 16);
+    assert_eq!(offset_of!(SegmentHeader, up_capacity), 40);
+    assert_eq!(offset_of!(SegmentHeader, replay_pid), 48);
+    assert_eq!(offset_of!(SegmentHeader, strategy_pid), 52);
+    assert_eq!(offset_of!(SegmentHeader, replay_start_time), 56);
+    assert_eq!(offset_of!(SegmentHeader, strategy_start_time), 64);
+    assert_eq!(offset_of!(SegmentHeader, strategy_beat), 80);
+    assert_eq!(offset_of!(SegmentHeader, closed), 88);
+    assert_eq!(offset_of!(RingHeader, head), 0);
+    assert_eq!(offset_of!(RingHeader, tail), 64);
+    assert_eq!(offset_of!(RingHeader, data_seq), 128);
+    assert_eq!(offset_of!(RingHeader, space_seq), 132);
+    assert_eq!(offset_of!(RingHeader, writer_waiting), 136);
+    assert_eq!(std::mem::size_of::<RingHeader>(), 256);
+}
