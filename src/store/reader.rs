@@ -345,7 +345,7 @@ pub fn partitions(root: &Path) -> Result<BTreeSet<(String, String)>> {
 /// One open file in the merge: its row groups read one at a time, each without the
 /// venue and symbol columns when its statistics show them constant (a file holds one
 /// instrument: decoding two string columns per row to learn one name is the largest
-/// avoidable cost of reading).
+/// avoidable cost of reading), and without the gap columns when they are all null.
 struct Cursor {
     order: usize,
     file: File,
@@ -374,8 +374,18 @@ impl Cursor {
         let (venue_col, symbol_col) = (leaf_column(meta, "venue"), leaf_column(meta, "symbol"));
         let venue = constant_text(rg, venue_col);
         let symbol = constant_text(rg, symbol_col);
+        let all_null: Vec<usize> = super::schema::SKIPPABLE_WHEN_NULL
+            .iter()
+            .filter_map(|name| leaf_column(meta, name))
+            .filter(|&c| {
+                let rows = u64::try_from(rg.num_rows()).ok();
+                rg.column(c).statistics().and_then(|s| s.null_count_opt()) == rows
+            })
+            .collect();
         let skip = |i: usize| {
-            (venue.is_some() && Some(i) == venue_col) || (symbol.is_some() && Some(i) == symbol_col)
+            (venue.is_some() && Some(i) == venue_col)
+                || (symbol.is_some() && Some(i) == symbol_col)
+                || all_null.contains(&i)
         };
         let leaves = meta.file_metadata().schema_descr().num_columns();
         let mask = ProjectionMask::leaves(

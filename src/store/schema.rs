@@ -336,9 +336,11 @@ pub struct BatchView {
     size_scale: UInt8Array,
     flags: UInt8Array,
     trade_id: StringArray,
-    gap_reason: StringArray,
-    gap_missing: UInt64Array,
-    gap_publisher: StringArray,
+    /// The gap columns; `None` when the reader skipped them (all null in the row group:
+    /// no gap rows), read as nulls.
+    gap_reason: Option<StringArray>,
+    gap_missing: Option<UInt64Array>,
+    gap_publisher: Option<StringArray>,
 }
 
 /// A string column as read: plain, or as a dictionary (the reader asks for `kind` and
@@ -458,6 +460,18 @@ fn column<T: Clone + 'static>(batch: &RecordBatch, name: &str) -> Result<T> {
         .with_context(|| format!("column {name:?} has an unexpected type"))
 }
 
+/// A column the reader may skip (see [`SKIPPABLE_WHEN_NULL`]): `None` when absent.
+fn optional_column<T: Clone + 'static>(batch: &RecordBatch, name: &str) -> Result<Option<T>> {
+    match batch.column_by_name(name) {
+        None => Ok(None),
+        Some(_) => column(batch, name).map(Some),
+    }
+}
+
+/// Columns the reader leaves out of a row group whose statistics show them all null (no
+/// gap rows in it): decoding a column of nulls still costs a pass over every row.
+pub const SKIPPABLE_WHEN_NULL: &[&str] = &["gap_reason", "gap_missing", "gap_publisher"];
+
 fn opt<T: Copy>(v: bool, x: T) -> Option<T> {
     v.then_some(x)
 }
@@ -498,9 +512,9 @@ impl BatchView {
             size_scale: column(batch, "size_scale")?,
             flags: column(batch, "flags")?,
             trade_id: column(batch, "trade_id")?,
-            gap_reason: column(batch, "gap_reason")?,
-            gap_missing: column(batch, "gap_missing")?,
-            gap_publisher: column(batch, "gap_publisher")?,
+            gap_reason: optional_column(batch, "gap_reason")?,
+            gap_missing: optional_column(batch, "gap_missing")?,
+            gap_publisher: optional_column(batch, "gap_publisher")?,
         })
     }
 
@@ -556,10 +570,12 @@ impl BatchView {
                 })
             }
             Some(Kind::Gap) => Body::Gap(Gap {
-                reason: GapReason::from_name(self.gap_reason.value(i))
+                reason: (self.gap_reason.as_ref())
+                    .and_then(|c| GapReason::from_name(c.value(i)))
                     .with_context(|| format!("row {i}: unknown gap reason"))?,
-                missing: opt(self.gap_missing.is_valid(i), self.gap_missing.value(i)),
-                publisher: self.gap_publisher.value(i).to_string(),
+                missing: (self.gap_missing.as_ref()).and_then(|c| opt(c.is_valid(i), c.value(i))),
+                publisher: (self.gap_publisher.as_ref())
+                    .map_or(String::new(), |c| c.value(i).to_string()),
             }),
             _ => bail!(
                 "row {i}: kind {:?} is not stored in datasets",
