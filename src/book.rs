@@ -93,6 +93,16 @@ impl L2Book {
         self.asks.best_level()
     }
 
+    /// Best bid price, without reading its level (the value, at the side's scale).
+    pub fn best_bid_price(&self) -> Option<Fixed> {
+        self.bids.best_price()
+    }
+
+    /// Best ask price, without reading its level (the value, at the side's scale).
+    pub fn best_ask_price(&self) -> Option<Fixed> {
+        self.asks.best_price()
+    }
+
     /// Mid price as `f64`, when both sides exist.
     pub fn mid(&self) -> Option<f64> {
         Some((self.best_bid()?.0.to_f64() + self.best_ask()?.0.to_f64()) / 2.0)
@@ -240,6 +250,10 @@ impl Ladder {
         }
         let keys = self.levels.keys().copied();
         if bids { keys.max() } else { keys.min() }
+    }
+
+    fn best_price(&self) -> Option<Fixed> {
+        self.best.map(|k| Fixed::new(k, self.scale))
     }
 
     fn best_level(&self) -> Option<(Fixed, Fixed)> {

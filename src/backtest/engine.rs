@@ -5,9 +5,14 @@
 //! 1. marks due at or before `ts` (requests due before each mark applied first);
 //! 2. requests due strictly before `ts` are applied; their fills and order updates go to
 //!    the run files and to their strategies, whose new requests are submitted at once;
-//! 3. the exchange takes the event, then every strategy gets it (books, trades, gaps,
-//!    timers), then the event's fills and updates;
+//! 3. a timer due at `ts` runs; the exchange takes the event, then every strategy gets
+//!    it (books, trades, gaps), then the event's fills and updates;
 //! 4. what the strategies queued is submitted, decided at `ts`.
+//!
+//! Strategies read the exchange's own books: one book per instrument, updated once per
+//! delta, lent to a strategy's context for the length of each callback by swapping
+//! pointers. After a gap a strategy's book is cleared and the exchange's is not, so that
+//! strategy keeps its own book of the instrument from then on.
 //!
 //! A strategy reacting to event k queues its orders before event k+1 exists for it, so
 //! there is no lookahead by construction, and the decision time is the event time the
@@ -16,7 +21,7 @@
 use anyhow::{Context as _, Result};
 
 use crate::event::{Body, Event, UnixNanos};
-use crate::exchange::{RunCounts, RunWriter, SimExchange};
+use crate::exchange::{ExchangeOutput, Mark, RunCounts, RunWriter, SimExchange};
 use crate::strategy::{Dispatcher, QueuedRequest, Strategy};
 
 /// One strategy in the engine.
@@ -42,6 +47,15 @@ pub struct EngineStats {
     pub marks: u64,
 }
 
+/// Runs `f` on `seat` with the exchange's books lent to its context (two pointer swaps
+/// per book the strategy shares), then takes them back.
+fn lent<T>(exchange: &mut SimExchange, seat: &mut Seat, f: impl FnOnce(&mut Seat) -> T) -> T {
+    seat.dispatch.ctx.swap_shared_books(exchange);
+    let result = f(seat);
+    seat.dispatch.ctx.swap_shared_books(exchange);
+    result
+}
+
 /// The exchange, its run files and the strategies, driven event by event.
 pub(crate) struct Engine {
     pub(crate) exchange: SimExchange,
@@ -50,8 +64,11 @@ pub(crate) struct Engine {
     mark_every: i64,
     next_mark: Option<UnixNanos>,
     last_ts: UnixNanos,
-    /// Reused buffer for requests taken from a strategy.
+    /// Reused buffers: requests taken from a strategy, outputs drained from the
+    /// exchange, marks taken from it.
     requests: Vec<QueuedRequest>,
+    outputs: Vec<ExchangeOutput>,
+    marks: Vec<Mark>,
     pub(crate) stats: EngineStats,
 }
 
@@ -70,6 +87,8 @@ impl Engine {
             next_mark: None,
             last_ts: 0,
             requests: Vec::new(),
+            outputs: Vec::new(),
+            marks: Vec::new(),
             stats: EngineStats::default(),
         }
     }
@@ -77,21 +96,25 @@ impl Engine {
     /// Runs one recorded event through the exchange and the strategies.
     pub(crate) fn step(&mut self, event: &Event) -> Result<()> {
         let ts = event.ts_recv;
-        let first = ts - ts.rem_euclid(self.mark_every) + self.mark_every;
-        while *self.next_mark.get_or_insert(first) <= ts {
-            let at = self.next_mark.unwrap_or(first);
-            self.next_mark = Some(at + self.mark_every);
-            self.settle_before(at)?;
-            let marks = self.exchange.marks(at);
-            self.stats.marks += marks.len() as u64;
-            if let Some(w) = self.writer.as_mut() {
-                w.write_marks(&marks)?;
-            }
+        if self.next_mark.is_none_or(|at| at <= ts) {
+            self.mark_through(ts)?;
         }
         self.settle_before(ts)?;
+        // Strategies read the exchange's own books (lent for each callback): a timer due
+        // at this event runs before the exchange applies it, as it would on a local book.
+        for seat in &mut self.seats {
+            if seat.dispatch.timer_due(event) {
+                lent(&mut self.exchange, seat, |s| {
+                    s.dispatch.clock(s.strategy.as_mut(), event).map(drop)
+                })?;
+            }
+        }
         self.exchange.on_market(event);
         for seat in &mut self.seats {
-            seat.dispatch.market(seat.strategy.as_mut(), event)?;
+            seat.dispatch.ctx.share_books_for(event, &mut self.exchange);
+            lent(&mut self.exchange, seat, |s| {
+                s.dispatch.market(s.strategy.as_mut(), event)
+            })?;
         }
         self.deliver()?;
         self.submit()?;
@@ -106,6 +129,23 @@ impl Engine {
             None => (ts, ts),
         });
         self.last_ts = ts;
+        Ok(())
+    }
+
+    /// Writes the marks due at or before `ts`, each after the requests due before it.
+    fn mark_through(&mut self, ts: UnixNanos) -> Result<()> {
+        let first = ts - ts.rem_euclid(self.mark_every) + self.mark_every;
+        while *self.next_mark.get_or_insert(first) <= ts {
+            let at = self.next_mark.unwrap_or(first);
+            self.next_mark = Some(at + self.mark_every);
+            self.settle_before(at)?;
+            self.exchange.marks_into(at, &mut self.marks);
+            self.stats.marks += self.marks.len() as u64;
+            match self.writer.as_mut() {
+                Some(w) => w.write_marks_owned(&mut self.marks)?,
+                None => self.marks.clear(),
+            }
+        }
         Ok(())
     }
 
@@ -125,18 +165,24 @@ impl Engine {
 
     /// Drains the exchange's outputs to the run files and their strategies; true if any.
     fn deliver(&mut self) -> Result<bool> {
-        let outputs = self.exchange.drain();
-        if outputs.is_empty() {
+        if !self.exchange.has_outputs() {
             return Ok(false);
         }
-        for output in &outputs {
-            if let Some(w) = self.writer.as_mut() {
-                w.write(output)?;
-            }
+        self.exchange.drain_into(&mut self.outputs);
+        if self.outputs.is_empty() {
+            return Ok(false);
+        }
+        for output in self.outputs.drain(..) {
             for seat in &mut self.seats {
-                if seat.dispatch.exchange(seat.strategy.as_mut(), output)? {
+                let theirs = lent(&mut self.exchange, seat, |s| {
+                    s.dispatch.exchange(s.strategy.as_mut(), &output)
+                })?;
+                if theirs {
                     break;
                 }
+            }
+            if let Some(w) = self.writer.as_mut() {
+                w.write_owned(output)?;
             }
         }
         Ok(true)
@@ -158,7 +204,9 @@ impl Engine {
                         self.exchange
                             .submit(seat.dispatch.ctx.name(), q.request, q.decided_at);
                     self.stats.requests += 1;
-                    seat.dispatch.reply(seat.strategy.as_mut(), &reply)?;
+                    lent(&mut self.exchange, seat, |s| {
+                        s.dispatch.reply(s.strategy.as_mut(), &reply)
+                    })?;
                 }
                 submitted = true;
             }

@@ -66,10 +66,10 @@ impl ExchangeHost {
     /// Moves drained outputs to the outbox and the run files.
     fn flush(&mut self, out: &mut Outbox) -> Result<()> {
         for output in self.exchange.drain() {
-            if let Some(w) = self.writer.as_mut() {
-                w.write(&output)?;
-            }
             out.push((output.topic(), output.to_json().into_bytes()));
+            if let Some(w) = self.writer.as_mut() {
+                w.write_owned(output)?;
+            }
         }
         Ok(())
     }

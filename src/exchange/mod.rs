@@ -58,6 +58,7 @@
 //! assert_eq!(ex.fills_digest().len(), 16);
 //! ```
 
+pub mod client_order_id;
 pub mod host;
 pub mod matching;
 pub mod models;
@@ -75,6 +76,6 @@ pub use models::{
 };
 pub use outputs::{OutputError, RunCounts, RunWriter};
 pub use protocol::{
-    ExchangeOutput, Fill, Liquidity, Mark, NewOrder, OpenOrder, OrderSide, OrderStatus, OrderType,
-    OrderUpdate, PositionView, Reply, Request, TimeInForce,
+    ClientOrderId, ExchangeOutput, Fill, Liquidity, Mark, NewOrder, OpenOrder, OrderSide,
+    OrderStatus, OrderType, OrderUpdate, PositionView, Reply, Request, TimeInForce,
 };

@@ -6,17 +6,20 @@
 //! reads them back (the report does) and never decides anything about orders.
 //!
 //! Files are written as `<name>.parquet.partial` and renamed on [`RunWriter::finish`], so
-//! a reader never sees a file without its footer.
+//! a reader never sees a file without its footer. Encoding and compressing happen on a
+//! thread of the writer's own.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use arrow_array::builder::{
     Float64Builder, StringBuilder, TimestampNanosecondBuilder, UInt64Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -29,8 +32,9 @@ pub const RUN_SCHEMA_VERSION: &str = "exchange-v1";
 
 /// Rows buffered per table before they become a record batch.
 const BATCH_ROWS: usize = 4096;
-/// Rows per Parquet row group: bounds what the writer holds in memory.
-const ROW_GROUP_ROWS: usize = 65_536;
+/// Rows per Parquet row group: bounds what the writer holds in memory (a row group is
+/// buffered whole before it is written, so this is what keeps a long run's memory flat).
+const ROW_GROUP_ROWS: usize = 16_384;
 
 /// Why run outputs could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,9 @@ pub enum OutputError {
         /// What the writer said.
         message: String,
     },
+    /// The thread writing the files stopped before the run finished.
+    #[error("the thread writing the run files stopped unexpectedly")]
+    Stopped,
 }
 
 /// Rows written per file, returned by [`RunWriter::finish`].
@@ -132,13 +139,12 @@ pub fn marks_schema() -> SchemaRef {
     ]))
 }
 
-/// One Parquet file being written: a writer plus the rows not yet in a batch.
+/// One Parquet file being written (on the writing thread).
 struct Table<R> {
     path: PathBuf,
     partial: PathBuf,
     schema: SchemaRef,
     writer: ArrowWriter<File>,
-    rows: Vec<R>,
     written: u64,
     to_batch: fn(&SchemaRef, &[R]) -> Result<RecordBatch, arrow_schema::ArrowError>,
 }
@@ -175,18 +181,9 @@ impl<R> Table<R> {
             partial,
             schema,
             writer,
-            rows: Vec::with_capacity(BATCH_ROWS),
             written: 0,
             to_batch,
         })
-    }
-
-    fn push(&mut self, row: R) -> Result<(), OutputError> {
-        self.rows.push(row);
-        if self.rows.len() >= BATCH_ROWS {
-            self.flush_rows()?;
-        }
-        Ok(())
     }
 
     fn encode_err(&self, message: String) -> OutputError {
@@ -196,22 +193,20 @@ impl<R> Table<R> {
         }
     }
 
-    fn flush_rows(&mut self) -> Result<(), OutputError> {
-        if self.rows.is_empty() {
+    fn write_rows(&mut self, rows: &[R]) -> Result<(), OutputError> {
+        if rows.is_empty() {
             return Ok(());
         }
-        let batch = (self.to_batch)(&self.schema, &self.rows)
-            .map_err(|e| self.encode_err(e.to_string()))?;
+        let batch =
+            (self.to_batch)(&self.schema, rows).map_err(|e| self.encode_err(e.to_string()))?;
         self.writer
             .write(&batch)
             .map_err(|e| self.encode_err(e.to_string()))?;
-        self.written += self.rows.len() as u64;
-        self.rows.clear();
+        self.written += rows.len() as u64;
         Ok(())
     }
 
-    fn finish(mut self) -> Result<u64, OutputError> {
-        self.flush_rows()?;
+    fn finish(self) -> Result<u64, OutputError> {
         let Table {
             path,
             partial,
@@ -327,51 +322,165 @@ fn marks_batch(schema: &SchemaRef, rows: &[Mark]) -> Result<RecordBatch, arrow_s
     )
 }
 
-/// Writes a run's `orders.parquet`, `fills.parquet` and `marks.parquet`.
-///
-/// Memory stays bounded: rows are buffered [`BATCH_ROWS`](self) at a time and Parquet row
-/// groups are capped. Call [`RunWriter::finish`]; dropping the writer leaves only
-/// `*.parquet.partial` files behind.
-pub struct RunWriter {
+/// A batch of rows for the writing thread, or the word to close the files.
+enum ToWriter {
+    Orders(Vec<OrderUpdate>),
+    Fills(Vec<Fill>),
+    Marks(Vec<Mark>),
+    Finish,
+}
+
+/// The three files, owned by the writing thread.
+struct Tables {
     orders: Table<OrderUpdate>,
     fills: Table<Fill>,
     marks: Table<Mark>,
 }
 
+impl Tables {
+    /// Writes what arrives until [`ToWriter::Finish`], then closes the files. A sender
+    /// dropped without it leaves the `.partial` files (the run did not finish).
+    fn serve(mut self, from: Receiver<ToWriter>) -> Result<RunCounts, OutputError> {
+        for message in from {
+            match message {
+                ToWriter::Orders(rows) => self.orders.write_rows(&rows)?,
+                ToWriter::Fills(rows) => self.fills.write_rows(&rows)?,
+                ToWriter::Marks(rows) => self.marks.write_rows(&rows)?,
+                ToWriter::Finish => {
+                    return Ok(RunCounts {
+                        orders: self.orders.finish()?,
+                        fills: self.fills.finish()?,
+                        marks: self.marks.finish()?,
+                    });
+                }
+            }
+        }
+        Err(OutputError::Stopped)
+    }
+}
+
+/// Batches in flight to the writing thread: bounds the rows held in memory.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Writes a run's `orders.parquet`, `fills.parquet` and `marks.parquet`.
+///
+/// Rows are buffered [`BATCH_ROWS`](self) at a time and handed to a thread of their own,
+/// which encodes and compresses them, so the run loop does not wait for Parquet. Memory
+/// stays bounded: a few batches in flight, Parquet row groups capped. Call
+/// [`RunWriter::finish`]; dropping the writer leaves only `*.parquet.partial` files
+/// behind.
+pub struct RunWriter {
+    orders: Vec<OrderUpdate>,
+    fills: Vec<Fill>,
+    marks: Vec<Mark>,
+    to_thread: Sender<ToWriter>,
+    thread: Option<JoinHandle<Result<RunCounts, OutputError>>>,
+}
+
 impl RunWriter {
-    /// Creates the three files in `dir` (which must exist).
+    /// Creates the three files in `dir` (which must exist) and starts their thread.
     pub fn create(dir: &Path) -> Result<RunWriter, OutputError> {
-        Ok(RunWriter {
+        let tables = Tables {
             orders: Table::create(dir, "orders.parquet", orders_schema(), orders_batch)?,
             fills: Table::create(dir, "fills.parquet", fills_schema(), fills_batch)?,
             marks: Table::create(dir, "marks.parquet", marks_schema(), marks_batch)?,
+        };
+        let (to_thread, from) = bounded(BATCHES_IN_FLIGHT);
+        let thread = std::thread::Builder::new()
+            .name("run-writer".into())
+            .spawn(move || tables.serve(from))
+            .map_err(|source| OutputError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        Ok(RunWriter {
+            orders: Vec::with_capacity(BATCH_ROWS),
+            fills: Vec::with_capacity(BATCH_ROWS),
+            marks: Vec::with_capacity(BATCH_ROWS),
+            to_thread,
+            thread: Some(thread),
         })
     }
 
     /// Records one exchange output in the file it belongs to.
     pub fn write(&mut self, output: &ExchangeOutput) -> Result<(), OutputError> {
-        match output {
-            ExchangeOutput::OrderUpdate(u) => self.orders.push(u.clone()),
-            ExchangeOutput::Fill(f) => self.fills.push(f.clone()),
-        }
+        self.write_owned(output.clone())
     }
 
-    /// Records marks (from [`super::SimExchange::marks`]).
-    pub fn write_marks(&mut self, marks: &[Mark]) -> Result<(), OutputError> {
-        for m in marks {
-            self.marks.push(m.clone())?;
+    /// [`RunWriter::write`], taking the output instead of copying it.
+    pub fn write_owned(&mut self, output: ExchangeOutput) -> Result<(), OutputError> {
+        match output {
+            ExchangeOutput::OrderUpdate(u) => {
+                self.orders.push(u);
+                if self.orders.len() >= BATCH_ROWS {
+                    let batch = take_batch(&mut self.orders);
+                    self.send(ToWriter::Orders(batch))?;
+                }
+            }
+            ExchangeOutput::Fill(f) => {
+                self.fills.push(f);
+                if self.fills.len() >= BATCH_ROWS {
+                    let batch = take_batch(&mut self.fills);
+                    self.send(ToWriter::Fills(batch))?;
+                }
+            }
         }
         Ok(())
     }
 
-    /// Flushes, writes the footers and renames the files into place.
-    pub fn finish(self) -> Result<RunCounts, OutputError> {
-        Ok(RunCounts {
-            orders: self.orders.finish()?,
-            fills: self.fills.finish()?,
-            marks: self.marks.finish()?,
-        })
+    /// Records marks (from [`super::SimExchange::marks`]).
+    pub fn write_marks(&mut self, marks: &[Mark]) -> Result<(), OutputError> {
+        self.write_marks_owned(&mut marks.to_vec())
     }
+
+    /// [`RunWriter::write_marks`], taking the marks out of `marks` (left empty, its
+    /// capacity kept).
+    pub fn write_marks_owned(&mut self, marks: &mut Vec<Mark>) -> Result<(), OutputError> {
+        for m in marks.drain(..) {
+            self.marks.push(m);
+            if self.marks.len() >= BATCH_ROWS {
+                let batch = take_batch(&mut self.marks);
+                self.send(ToWriter::Marks(batch))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a message to the thread; if it has stopped, its error.
+    fn send(&mut self, message: ToWriter) -> Result<(), OutputError> {
+        if self.to_thread.send(message).is_ok() {
+            return Ok(());
+        }
+        Err(self.join().err().unwrap_or(OutputError::Stopped))
+    }
+
+    fn join(&mut self) -> Result<RunCounts, OutputError> {
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err(OutputError::Stopped),
+        }
+    }
+
+    /// Flushes, writes the footers and renames the files into place.
+    pub fn finish(mut self) -> Result<RunCounts, OutputError> {
+        let orders = std::mem::take(&mut self.orders);
+        let fills = std::mem::take(&mut self.fills);
+        let marks = std::mem::take(&mut self.marks);
+        for message in [
+            ToWriter::Orders(orders),
+            ToWriter::Fills(fills),
+            ToWriter::Marks(marks),
+            ToWriter::Finish,
+        ] {
+            self.send(message)?;
+        }
+        self.join()
+    }
+}
+
+/// The rows of `buffer`, which gets a fresh buffer of the same capacity.
+fn take_batch<R>(buffer: &mut Vec<R>) -> Vec<R> {
+    std::mem::replace(buffer, Vec::with_capacity(BATCH_ROWS))
 }
 
 #[cfg(test)]
@@ -402,7 +511,7 @@ mod tests {
             venue: "binance".into(),
             symbol: "BTCUSDT".into(),
             order_id: i,
-            client_order_id: format!("c{i}"),
+            client_order_id: format!("c{i}").into(),
             fill_id: i,
             side: OrderSide::Buy,
             price: "61000.10".parse().unwrap(),
@@ -443,7 +552,7 @@ mod tests {
                 size: "2".parse().unwrap(),
                 filled: "0.5".parse().unwrap(),
                 status: OrderStatus::Canceled,
-                reason: reason.map(String::from),
+                reason: reason.map(Into::into),
             }))
             .unwrap();
         }

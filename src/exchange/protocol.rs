@@ -6,11 +6,14 @@
 //! strings). Never touches sockets (the host owns the DEALER/ROUTER pair and the
 //! publisher) and never matches orders ([`super::matching`] does).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::event::{Fixed, Side, UnixNanos};
+
+pub use super::client_order_id::ClientOrderId;
 
 /// Buy or sell, as strategies say it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -154,11 +157,11 @@ impl OrderStatus {
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
     /// The strategy's own id for the order; unique per strategy for the whole run.
-    pub client_order_id: String,
+    pub client_order_id: ClientOrderId,
     /// Venue name as on the bus (`binance`).
-    pub venue: String,
+    pub venue: Arc<str>,
     /// Symbol as on the bus (`BTCUSDT`).
-    pub symbol: String,
+    pub symbol: Arc<str>,
     /// Buy or sell.
     pub side: OrderSide,
     /// Limit or market (`order_type` on the wire: `type` is the message tag).
@@ -208,7 +211,7 @@ pub enum Request {
     /// Place an order.
     New {
         /// The strategy's id for the order.
-        client_order_id: String,
+        client_order_id: ClientOrderId,
         /// Venue name.
         venue: String,
         /// Symbol.
@@ -237,7 +240,7 @@ pub enum Request {
     /// Cancel an order by its client id.
     Cancel {
         /// The id given in `new`.
-        client_order_id: String,
+        client_order_id: ClientOrderId,
         /// Decision time, as for `new` (an optional extension).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         decided_at: Option<UnixNanos>,
@@ -272,8 +275,8 @@ impl Request {
                 decided_at,
             } => Some(NewOrder {
                 client_order_id: client_order_id.clone(),
-                venue: venue.clone(),
-                symbol: symbol.clone(),
+                venue: Arc::from(venue.as_str()),
+                symbol: Arc::from(symbol.as_str()),
                 side: *side,
                 order_type: *order_type,
                 tif: *tif,
@@ -292,7 +295,7 @@ pub struct OpenOrder {
     /// Exchange order id.
     pub order_id: u64,
     /// Strategy's id for it.
-    pub client_order_id: String,
+    pub client_order_id: ClientOrderId,
     /// Venue.
     pub venue: String,
     /// Symbol.
@@ -339,14 +342,14 @@ pub enum Reply {
     /// (for a cancel, `order_id` is the order it targets).
     Accepted {
         /// Echo of the client id.
-        client_order_id: String,
+        client_order_id: ClientOrderId,
         /// Exchange order id.
         order_id: u64,
     },
     /// The request was refused at once.
     Rejected {
         /// Echo of the client id.
-        client_order_id: String,
+        client_order_id: ClientOrderId,
         /// Why, in words a strategy author can act on.
         reason: String,
     },
@@ -397,7 +400,7 @@ pub struct OrderUpdate {
     /// Exchange order id (deterministic counter from 1).
     pub order_id: u64,
     /// Strategy's id.
-    pub client_order_id: String,
+    pub client_order_id: ClientOrderId,
     /// Buy or sell.
     pub side: OrderSide,
     /// Limit or market.
@@ -421,7 +424,7 @@ pub struct OrderUpdate {
     pub status: OrderStatus,
     /// Why, for rejections, cancels of unfilled remainders and refused cancels.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<Cow<'static, str>>,
 }
 
 /// One execution, published on `fill.<venue>.<symbol>`.
@@ -441,7 +444,7 @@ pub struct Fill {
     /// Exchange order id.
     pub order_id: u64,
     /// Strategy's id.
-    pub client_order_id: String,
+    pub client_order_id: ClientOrderId,
     /// Fill id (deterministic counter from 1 across the exchange).
     pub fill_id: u64,
     /// Buy or sell.

@@ -116,7 +116,7 @@ fn quote(ex: &mut SimExchange, cid: String, side: OrderSide, price: Fixed, ts: U
     let reply = ex.submit(
         "mm",
         OrderRequest::New(NewOrder {
-            client_order_id: cid,
+            client_order_id: cid.into(),
             venue: "binance".into(),
             symbol: "BTCUSDT".into(),
             side,

@@ -22,15 +22,20 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use parquet::file::metadata::ParquetMetaData;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
+};
+use parquet::file::metadata::{ParquetMetaData, RowGroupMetaData};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::statistics::Statistics;
 
 use super::layout;
-use super::schema::BatchView;
+use super::schema::{BatchView, RowNames};
 use crate::event::{Event, Kind, UnixNanos};
 
 /// Which events to read. Empty lists mean "all".
@@ -121,6 +126,59 @@ fn ts_stats(meta: &ParquetMetaData, rg: usize, column: Option<usize>) -> Option<
         Statistics::Int64(s) => Some((*s.min_opt()?, *s.max_opt()?)),
         _ => None,
     }
+}
+
+/// Index of the top-level leaf column `name` in a file's Parquet schema.
+fn leaf_column(meta: &ParquetMetaData, name: &str) -> Option<usize> {
+    meta.file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().parts() == [name])
+}
+
+/// The one value of string column `column` in a row group, when its statistics prove
+/// every row holds it: exact minimum equal to exact maximum, no nulls.
+fn constant_text(group: &RowGroupMetaData, column: Option<usize>) -> Option<&str> {
+    let stats = group.column(column?).statistics()?;
+    let Statistics::ByteArray(s) = stats else {
+        return None;
+    };
+    let exact = s.min_is_exact() && s.max_is_exact() && stats.null_count_opt() == Some(0);
+    let (min, max) = (s.min_opt()?, s.max_opt()?);
+    if !exact || min != max {
+        return None;
+    }
+    std::str::from_utf8(min.data()).ok()
+}
+
+/// Columns read as dictionaries: a few distinct short strings per file, so a row costs
+/// a key instead of a copy of its text.
+const DICTIONARY_COLUMNS: &[&str] = &["kind", "side"];
+
+/// `plain` with [`DICTIONARY_COLUMNS`] read as dictionary arrays where the file stores
+/// them as strings (otherwise as it is).
+fn with_dictionaries(plain: ArrowReaderMetadata) -> ArrowReaderMetadata {
+    let fields: Vec<arrow_schema::Field> = plain
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let field = (**f).clone();
+            if DICTIONARY_COLUMNS.contains(&f.name().as_str())
+                && *f.data_type() == arrow_schema::DataType::Utf8
+            {
+                let key = Box::new(arrow_schema::DataType::Int32);
+                let value = Box::new(arrow_schema::DataType::Utf8);
+                field.with_data_type(arrow_schema::DataType::Dictionary(key, value))
+            } else {
+                field
+            }
+        })
+        .collect();
+    let schema = Arc::new(arrow_schema::Schema::new(fields));
+    let options = ArrowReaderOptions::new().with_schema(schema);
+    ArrowReaderMetadata::try_new(plain.metadata().clone(), options).unwrap_or(plain)
 }
 
 /// Runs one step of the parquet crate's decoding, turning a panic into an error naming
@@ -284,9 +342,20 @@ pub fn partitions(root: &Path) -> Result<BTreeSet<(String, String)>> {
         .collect())
 }
 
+/// One open file in the merge: its row groups read one at a time, each without the
+/// venue and symbol columns when its statistics show them constant (a file holds one
+/// instrument: decoding two string columns per row to learn one name is the largest
+/// avoidable cost of reading), and without the gap columns when they are all null.
 struct Cursor {
     order: usize,
-    reader: ParquetRecordBatchReader,
+    file: File,
+    meta: ArrowReaderMetadata,
+    /// Row groups still to read, in order.
+    groups: std::vec::IntoIter<usize>,
+    batch_rows: usize,
+    reader: Option<ParquetRecordBatchReader>,
+    /// Venue and symbol of every row of the current row group, when constant.
+    constants: (Option<Arc<str>>, Option<Arc<str>>),
     batch: Option<BatchView>,
     rows: usize,
     row: usize,
@@ -294,8 +363,55 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// Opens the next row group's reader; false when none is left.
+    fn open_group(&mut self, names: &mut RowNames) -> Result<bool> {
+        let Some(group) = self.groups.next() else {
+            self.reader = None;
+            return Ok(false);
+        };
+        let meta = self.meta.metadata();
+        let rg = meta.row_group(group);
+        let (venue_col, symbol_col) = (leaf_column(meta, "venue"), leaf_column(meta, "symbol"));
+        let venue = constant_text(rg, venue_col);
+        let symbol = constant_text(rg, symbol_col);
+        let all_null: Vec<usize> = super::schema::SKIPPABLE_WHEN_NULL
+            .iter()
+            .filter_map(|name| leaf_column(meta, name))
+            .filter(|&c| {
+                let rows = u64::try_from(rg.num_rows()).ok();
+                rg.column(c).statistics().and_then(|s| s.null_count_opt()) == rows
+            })
+            .collect();
+        let skip = |i: usize| {
+            (venue.is_some() && Some(i) == venue_col)
+                || (symbol.is_some() && Some(i) == symbol_col)
+                || all_null.contains(&i)
+        };
+        let leaves = meta.file_metadata().schema_descr().num_columns();
+        let mask = ProjectionMask::leaves(
+            meta.file_metadata().schema_descr(),
+            (0..leaves).filter(|&i| !skip(i)),
+        );
+        self.constants = (
+            venue.map(|v| names.venue(v)),
+            symbol.map(|s| names.symbol(s)),
+        );
+        let handle = self
+            .file
+            .try_clone()
+            .with_context(|| format!("cannot open {}", self.path.display()))?;
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(handle, self.meta.clone())
+            .with_batch_size(self.batch_rows)
+            .with_row_groups(vec![group])
+            .with_projection(mask);
+        let reader = guarded(&self.path, || builder.build())?
+            .with_context(|| format!("{} is not a readable Parquet file", self.path.display()))?;
+        self.reader = Some(reader);
+        Ok(true)
+    }
+
     /// Moves to the next row the selection keeps; false at end of file.
-    fn advance_to_kept(&mut self, selection: &Selection) -> Result<bool> {
+    fn advance_to_kept(&mut self, selection: &Selection, names: &mut RowNames) -> Result<bool> {
         loop {
             if let Some(view) = &self.batch {
                 while self.row < self.rows {
@@ -310,19 +426,28 @@ impl Cursor {
                     self.row += 1;
                 }
             }
-            match guarded(&self.path, || self.reader.next())? {
+            let next = match self.reader.as_mut() {
+                Some(reader) => guarded(&self.path, || reader.next())?,
+                None => None,
+            };
+            match next {
                 Some(batch) => {
                     let batch =
                         batch.with_context(|| format!("cannot read {}", self.path.display()))?;
                     check_required_columns(&batch, &self.path)?;
                     self.rows = batch.num_rows();
+                    let (venue, symbol) = self.constants.clone();
                     self.batch = Some(
-                        BatchView::new(&batch)
+                        BatchView::with_constants(&batch, venue, symbol)
                             .with_context(|| format!("in {}", self.path.display()))?,
                     );
                     self.row = 0;
                 }
-                None => return Ok(false),
+                None => {
+                    if !self.open_group(names)? {
+                        return Ok(false);
+                    }
+                }
             }
         }
     }
@@ -337,10 +462,14 @@ impl Cursor {
 pub struct EventReader {
     files: Vec<DataFile>,
     next_file: usize,
+    /// The file the last event came from, with its next time: it goes on while it is the
+    /// earliest, without a round through the heap (one file at a time is the common case).
+    current: Option<(UnixNanos, usize)>,
+    /// The other open files by (next time, merge order).
     heap: BinaryHeap<Reverse<(UnixNanos, usize)>>,
     cursors: Vec<Option<Cursor>>,
     selection: Selection,
-    names: crate::store::schema::RowNames,
+    names: RowNames,
     /// A trade id `String` kept while non-trade events pass through [`EventReader::read_into`].
     spare_trade_id: String,
     batch_rows: usize,
@@ -357,10 +486,11 @@ impl EventReader {
         Ok(EventReader {
             files,
             next_file: 0,
+            current: None,
             heap: BinaryHeap::new(),
             cursors: (0..n).map(|_| None).collect(),
             selection,
-            names: crate::store::schema::RowNames::default(),
+            names: RowNames::default(),
             spare_trade_id: String::new(),
             batch_rows: 4096,
             delivered: 0,
@@ -390,24 +520,25 @@ impl EventReader {
         let file = &self.files[order];
         let handle = File::open(&file.path)
             .with_context(|| format!("cannot open {}", file.path.display()))?;
-        let batch_rows = self.batch_rows;
-        let reader = guarded(&file.path, || {
-            ParquetRecordBatchReaderBuilder::try_new(handle).map(|b| {
-                b.with_batch_size(batch_rows)
-                    .with_row_groups(file.row_groups.clone())
-                    .build()
-            })
+        let meta = guarded(&file.path, || {
+            ArrowReaderMetadata::load(&handle, Default::default())
         })?
-        .with_context(|| format!("{} is not a readable Parquet file", file.path.display()))??;
+        .with_context(|| format!("{} is not a readable Parquet file", file.path.display()))?;
+        let meta = with_dictionaries(meta);
         let mut cursor = Cursor {
             order,
-            reader,
+            file: handle,
+            meta,
+            groups: file.row_groups.clone().into_iter(),
+            batch_rows: self.batch_rows,
+            reader: None,
+            constants: (None, None),
             batch: None,
             rows: 0,
             row: 0,
             path: file.path.clone(),
         };
-        if cursor.advance_to_kept(&self.selection)? {
+        if cursor.advance_to_kept(&self.selection, &mut self.names)? {
             self.heap.push(Reverse((cursor.ts()?, order)));
             self.cursors[order] = Some(cursor);
         }
@@ -429,13 +560,22 @@ impl EventReader {
         Ok(true)
     }
 
-    /// The file and row of the next event in `ts_recv` order, opening files as the merge
-    /// reaches them.
+    /// The earliest (next time, merge order) among the open files.
+    fn earliest(&self) -> Option<(UnixNanos, usize)> {
+        let top = self.heap.peek().map(|Reverse(t)| *t);
+        match (self.current, top) {
+            (Some(c), Some(t)) => Some(c.min(t)),
+            (c, t) => c.or(t),
+        }
+    }
+
+    /// The file and row of the next event in `ts_recv` order (ties by merge order),
+    /// opening files as the merge reaches them.
     fn next_row(&mut self) -> Result<Option<(usize, usize)>> {
         // Open every file that could hold the next event before choosing it.
         while self.next_file < self.files.len() {
-            let due = match self.heap.peek() {
-                Some(Reverse((ts, _))) => self.files[self.next_file].min_ts <= *ts,
+            let due = match self.earliest() {
+                Some((ts, _)) => self.files[self.next_file].min_ts <= ts,
                 None => true,
             };
             if !due {
@@ -444,21 +584,29 @@ impl EventReader {
             self.next_file += 1;
             self.admit(self.next_file - 1)?;
         }
-        let Some(Reverse((_, order))) = self.heap.pop() else {
+        if let Some(&Reverse(top)) = self.heap.peek()
+            && self.current.is_none_or(|c| top < c)
+        {
+            self.heap.pop();
+            if let Some(c) = self.current.replace(top) {
+                self.heap.push(Reverse(c));
+            }
+        }
+        let Some((_, order)) = self.current else {
             return Ok(None);
         };
         let cursor = self.cursors[order].as_ref().context("cursor vanished")?;
         Ok(Some((order, cursor.row)))
     }
 
-    /// Moves file `order` past the row just read and puts it back in the merge.
+    /// Moves file `order` (the current one) past the row just read.
     fn advance(&mut self, order: usize) -> Result<()> {
         let cursor = self.cursors[order].as_mut().context("cursor vanished")?;
         cursor.row += 1;
-        if cursor.advance_to_kept(&self.selection)? {
-            let ts = cursor.ts()?;
-            self.heap.push(Reverse((ts, cursor.order)));
+        if cursor.advance_to_kept(&self.selection, &mut self.names)? {
+            self.current = Some((cursor.ts()?, cursor.order));
         } else {
+            self.current = None;
             self.cursors[order] = None;
         }
         self.delivered += 1;

@@ -9,9 +9,10 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use arrow_array::types::Int32Type;
 use arrow_array::{
-    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt8Array,
-    UInt64Array,
+    Array, ArrayRef, DictionaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampNanosecondArray, UInt8Array, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
@@ -42,8 +43,13 @@ pub const MONOTONIC_COLUMNS: &[&str] = &[
     "pub_seq",
 ];
 
-/// The Arrow schema of dataset files.
+/// The Arrow schema of dataset files (built once; callers share it).
 pub fn schema() -> SchemaRef {
+    static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(build_schema).clone()
+}
+
+fn build_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("ts_recv", ts_type(), false),
         Field::new("ts_event", ts_type(), false),
@@ -262,12 +268,38 @@ pub struct RowNames {
 }
 
 impl RowNames {
-    fn venue(&mut self, name: &str) -> Arc<str> {
+    /// The shared copy of venue `name`.
+    pub fn venue(&mut self, name: &str) -> Arc<str> {
         Self::shared(&mut self.interner, &mut self.venue, name)
     }
 
-    fn symbol(&mut self, name: &str) -> Arc<str> {
+    /// The shared copy of symbol `name`.
+    pub fn symbol(&mut self, name: &str) -> Arc<str> {
         Self::shared(&mut self.interner, &mut self.symbol, name)
+    }
+
+    /// An event to decode rows over: the last venue and symbol (no allocation once a
+    /// row was read), a gap body that any row replaces.
+    pub fn blank_event(&mut self) -> Event {
+        let mut name = |last: &Option<Arc<str>>| match last {
+            Some(n) => n.clone(),
+            None => self.interner.intern(""),
+        };
+        let (venue, symbol) = (name(&self.venue), name(&self.symbol));
+        Event {
+            venue,
+            symbol,
+            ts_event: 0,
+            ts_recv: 0,
+            venue_seq: None,
+            prev_venue_seq: None,
+            pub_seq: 0,
+            body: Body::Gap(Gap {
+                reason: GapReason::Resync,
+                missing: None,
+                publisher: String::new(),
+            }),
+        }
     }
 
     fn shared(interner: &mut Interner, last: &mut Option<Arc<str>>, name: &str) -> Arc<str> {
@@ -288,22 +320,134 @@ impl RowNames {
 pub struct BatchView {
     ts_recv: TimestampNanosecondArray,
     ts_event: TimestampNanosecondArray,
-    venue: StringArray,
-    symbol: StringArray,
-    kind: StringArray,
+    venue: NameColumn,
+    symbol: NameColumn,
+    kind: TextColumn,
+    /// `kind` and `side` of each row, decoded once per batch.
+    kinds: Vec<Option<Kind>>,
+    sides: Vec<Option<Side>>,
     venue_seq: UInt64Array,
     prev_venue_seq: UInt64Array,
     pub_seq: UInt64Array,
-    side: StringArray,
+    side: TextColumn,
     price: Int64Array,
     price_scale: UInt8Array,
     size: Int64Array,
     size_scale: UInt8Array,
     flags: UInt8Array,
     trade_id: StringArray,
-    gap_reason: StringArray,
-    gap_missing: UInt64Array,
-    gap_publisher: StringArray,
+    /// The gap columns; `None` when the reader skipped them (all null in the row group:
+    /// no gap rows), read as nulls.
+    gap_reason: Option<StringArray>,
+    gap_missing: Option<UInt64Array>,
+    gap_publisher: Option<StringArray>,
+}
+
+/// A string column as read: plain, or as a dictionary (the reader asks for `kind` and
+/// `side` that way, so decoding a row costs a key, not a copy of its text).
+enum TextColumn {
+    Plain(StringArray),
+    Dictionary {
+        keys: Int32Array,
+        values: StringArray,
+    },
+}
+
+impl TextColumn {
+    fn new(batch: &RecordBatch, name: &str) -> Result<TextColumn> {
+        let array = batch
+            .column_by_name(name)
+            .with_context(|| format!("column {name:?} missing: not a ticktape dataset file?"))?;
+        if let Some(plain) = array.as_any().downcast_ref::<StringArray>() {
+            return Ok(TextColumn::Plain(plain.clone()));
+        }
+        let dictionary = array
+            .as_any()
+            .downcast_ref::<DictionaryArray<Int32Type>>()
+            .with_context(|| format!("column {name:?} has an unexpected type"))?;
+        let values = dictionary
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .with_context(|| format!("column {name:?} has an unexpected type"))?;
+        Ok(TextColumn::Dictionary {
+            keys: dictionary.keys().clone(),
+            values: values.clone(),
+        })
+    }
+
+    /// Every row's text parsed by `parse` (a null is parsed as empty): for a
+    /// dictionary, each distinct value once.
+    fn decode<T: Copy>(&self, rows: usize, parse: impl Fn(&str) -> Option<T>) -> Vec<Option<T>> {
+        match self {
+            TextColumn::Plain(_) => (0..rows).map(|i| parse(self.value(i))).collect(),
+            TextColumn::Dictionary { keys, values } => {
+                let table: Vec<Option<T>> =
+                    (0..values.len()).map(|k| parse(values.value(k))).collect();
+                let none = parse("");
+                (0..rows)
+                    .map(|i| {
+                        if keys.is_null(i) {
+                            return none;
+                        }
+                        usize::try_from(keys.value(i))
+                            .ok()
+                            .and_then(|k| table.get(k).copied())
+                            .unwrap_or(none)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Row `i`'s text (empty when null).
+    fn value(&self, i: usize) -> &str {
+        match self {
+            TextColumn::Plain(rows) => rows.value(i),
+            TextColumn::Dictionary { keys, values } => {
+                if keys.is_null(i) {
+                    return "";
+                }
+                usize::try_from(keys.value(i))
+                    .ok()
+                    .filter(|&k| k < values.len())
+                    .map_or("", |k| values.value(k))
+            }
+        }
+    }
+}
+
+/// The venue or symbol of each row: read from the batch, or one name for all rows (the
+/// reader skips a column whose statistics show it constant).
+enum NameColumn {
+    Rows(StringArray),
+    Constant(Arc<str>),
+}
+
+impl NameColumn {
+    fn new(batch: &RecordBatch, name: &str, constant: Option<Arc<str>>) -> Result<NameColumn> {
+        Ok(match constant {
+            Some(c) => NameColumn::Constant(c),
+            None => NameColumn::Rows(column(batch, name)?),
+        })
+    }
+
+    /// Sets `out` to row `i`'s name, replacing it only when it differs.
+    fn read_into(&self, i: usize, out: &mut Arc<str>, shared: impl FnOnce(&str) -> Arc<str>) {
+        match self {
+            NameColumn::Constant(c) => {
+                if !Arc::ptr_eq(out, c) {
+                    *out = c.clone();
+                }
+            }
+            NameColumn::Rows(rows) => {
+                let name = rows.value(i);
+                if **out != *name {
+                    *out = shared(name);
+                }
+            }
+        }
+    }
 }
 
 fn column<T: Clone + 'static>(batch: &RecordBatch, name: &str) -> Result<T> {
@@ -316,6 +460,18 @@ fn column<T: Clone + 'static>(batch: &RecordBatch, name: &str) -> Result<T> {
         .with_context(|| format!("column {name:?} has an unexpected type"))
 }
 
+/// A column the reader may skip (see [`SKIPPABLE_WHEN_NULL`]): `None` when absent.
+fn optional_column<T: Clone + 'static>(batch: &RecordBatch, name: &str) -> Result<Option<T>> {
+    match batch.column_by_name(name) {
+        None => Ok(None),
+        Some(_) => column(batch, name).map(Some),
+    }
+}
+
+/// Columns the reader leaves out of a row group whose statistics show them all null (no
+/// gap rows in it): decoding a column of nulls still costs a pass over every row.
+pub const SKIPPABLE_WHEN_NULL: &[&str] = &["gap_reason", "gap_missing", "gap_publisher"];
+
 fn opt<T: Copy>(v: bool, x: T) -> Option<T> {
     v.then_some(x)
 }
@@ -323,25 +479,42 @@ fn opt<T: Copy>(v: bool, x: T) -> Option<T> {
 impl BatchView {
     /// Checks the batch's columns and borrows them.
     pub fn new(batch: &RecordBatch) -> Result<BatchView> {
+        BatchView::with_constants(batch, None, None)
+    }
+
+    /// [`BatchView::new`] for a batch read without its venue or symbol column, whose
+    /// every row has the name given.
+    pub fn with_constants(
+        batch: &RecordBatch,
+        venue: Option<Arc<str>>,
+        symbol: Option<Arc<str>>,
+    ) -> Result<BatchView> {
+        let kind = TextColumn::new(batch, "kind")?;
+        let side = TextColumn::new(batch, "side")?;
+        let rows = batch.num_rows();
         Ok(BatchView {
+            kinds: kind.decode(rows, Kind::from_name),
+            sides: side.decode(rows, Side::from_code),
+            kind,
+            side,
             ts_recv: column(batch, "ts_recv")?,
             ts_event: column(batch, "ts_event")?,
-            venue: column(batch, "venue")?,
-            symbol: column(batch, "symbol")?,
-            kind: column(batch, "kind")?,
+            venue: NameColumn::new(batch, "venue", venue)?,
+            symbol: NameColumn::new(batch, "symbol", symbol)?,
+
             venue_seq: column(batch, "venue_seq")?,
             prev_venue_seq: column(batch, "prev_venue_seq")?,
             pub_seq: column(batch, "pub_seq")?,
-            side: column(batch, "side")?,
+
             price: column(batch, "price")?,
             price_scale: column(batch, "price_scale")?,
             size: column(batch, "size")?,
             size_scale: column(batch, "size_scale")?,
             flags: column(batch, "flags")?,
             trade_id: column(batch, "trade_id")?,
-            gap_reason: column(batch, "gap_reason")?,
-            gap_missing: column(batch, "gap_missing")?,
-            gap_publisher: column(batch, "gap_publisher")?,
+            gap_reason: optional_column(batch, "gap_reason")?,
+            gap_missing: optional_column(batch, "gap_missing")?,
+            gap_publisher: optional_column(batch, "gap_publisher")?,
         })
     }
 
@@ -352,7 +525,7 @@ impl BatchView {
 
     /// Kind of row `i`.
     pub fn kind(&self, i: usize) -> Option<Kind> {
-        Kind::from_name(self.kind.value(i))
+        self.kinds[i]
     }
 
     /// Decodes row `i` over `out`, reusing its allocations: venue and symbol are only
@@ -366,21 +539,19 @@ impl BatchView {
         out: &mut Event,
         spare: &mut String,
     ) -> Result<()> {
-        let kind_name = self.kind.value(i);
         let fixed = |m: &Int64Array, s: &UInt8Array| -> Result<Fixed> {
             if m.is_null(i) || s.is_null(i) {
-                bail!("{kind_name} row {i} without price/size");
+                bail!("{} row {i} without price/size", self.kind.value(i));
             }
             Ok(Fixed::new(m.value(i), s.value(i)))
         };
         let side = || -> Result<Side> {
-            Side::from_code(self.side.value(i))
-                .with_context(|| format!("row {i}: bad side {:?}", self.side.value(i)))
+            self.sides[i].with_context(|| format!("row {i}: bad side {:?}", self.side.value(i)))
         };
         if let Body::Trade(t) = &mut out.body {
             *spare = std::mem::take(&mut t.trade_id);
         }
-        out.body = match Kind::from_name(kind_name) {
+        out.body = match self.kinds[i] {
             Some(Kind::Book) => Body::Book(BookDelta {
                 side: side()?,
                 price: fixed(&self.price, &self.price_scale)?,
@@ -399,22 +570,23 @@ impl BatchView {
                 })
             }
             Some(Kind::Gap) => Body::Gap(Gap {
-                reason: GapReason::from_name(self.gap_reason.value(i))
+                reason: (self.gap_reason.as_ref())
+                    .and_then(|c| GapReason::from_name(c.value(i)))
                     .with_context(|| format!("row {i}: unknown gap reason"))?,
-                missing: opt(self.gap_missing.is_valid(i), self.gap_missing.value(i)),
-                publisher: self.gap_publisher.value(i).to_string(),
+                missing: (self.gap_missing.as_ref()).and_then(|c| opt(c.is_valid(i), c.value(i))),
+                publisher: (self.gap_publisher.as_ref())
+                    .map_or(String::new(), |c| c.value(i).to_string()),
             }),
-            _ => bail!("row {i}: kind {kind_name:?} is not stored in datasets"),
+            _ => bail!(
+                "row {i}: kind {:?} is not stored in datasets",
+                self.kind.value(i)
+            ),
         };
         // Consecutive rows nearly always share venue and symbol (a file holds one of
         // each): comparing a few bytes is cheaper than hashing them.
-        let (venue, symbol) = (self.venue.value(i), self.symbol.value(i));
-        if &*out.venue != venue {
-            out.venue = names.venue(venue);
-        }
-        if &*out.symbol != symbol {
-            out.symbol = names.symbol(symbol);
-        }
+        self.venue.read_into(i, &mut out.venue, |v| names.venue(v));
+        self.symbol
+            .read_into(i, &mut out.symbol, |s| names.symbol(s));
         out.ts_event = self.ts_event.value(i);
         out.ts_recv = self.ts_recv.value(i);
         out.venue_seq = opt(self.venue_seq.is_valid(i), self.venue_seq.value(i));
@@ -428,56 +600,11 @@ impl BatchView {
     }
 
     /// Decodes row `i` into an event, refusing one that fails [`Event::validate`] (a
-    /// file written by another tool, or damaged).
+    /// file written by another tool, or damaged): [`BatchView::event_into`] over a blank
+    /// event.
     pub fn event(&self, i: usize, names: &mut RowNames) -> Result<Event> {
-        let kind_name = self.kind.value(i);
-        let fixed = |m: &Int64Array, s: &UInt8Array| -> Result<Fixed> {
-            if m.is_null(i) || s.is_null(i) {
-                bail!("{kind_name} row {i} without price/size");
-            }
-            Ok(Fixed::new(m.value(i), s.value(i)))
-        };
-        let side = || -> Result<Side> {
-            Side::from_code(self.side.value(i))
-                .with_context(|| format!("row {i}: bad side {:?}", self.side.value(i)))
-        };
-        let body = match Kind::from_name(kind_name) {
-            Some(Kind::Book) => Body::Book(BookDelta {
-                side: side()?,
-                price: fixed(&self.price, &self.price_scale)?,
-                size: fixed(&self.size, &self.size_scale)?,
-                flags: Flags(self.flags.value(i)),
-            }),
-            Some(Kind::Trade) => Body::Trade(Trade {
-                aggressor: side()?,
-                price: fixed(&self.price, &self.price_scale)?,
-                size: fixed(&self.size, &self.size_scale)?,
-                trade_id: self.trade_id.value(i).to_string(),
-            }),
-            Some(Kind::Gap) => Body::Gap(Gap {
-                reason: GapReason::from_name(self.gap_reason.value(i))
-                    .with_context(|| format!("row {i}: unknown gap reason"))?,
-                missing: opt(self.gap_missing.is_valid(i), self.gap_missing.value(i)),
-                publisher: self.gap_publisher.value(i).to_string(),
-            }),
-            _ => bail!("row {i}: kind {kind_name:?} is not stored in datasets"),
-        };
-        let event = Event {
-            venue: names.venue(self.venue.value(i)),
-            symbol: names.symbol(self.symbol.value(i)),
-            ts_event: self.ts_event.value(i),
-            ts_recv: self.ts_recv.value(i),
-            venue_seq: opt(self.venue_seq.is_valid(i), self.venue_seq.value(i)),
-            prev_venue_seq: opt(
-                self.prev_venue_seq.is_valid(i),
-                self.prev_venue_seq.value(i),
-            ),
-            pub_seq: self.pub_seq.value(i),
-            body,
-        };
-        event
-            .validate_with(&mut names.checked)
-            .with_context(|| format!("row {i} holds an event ticktape refuses"))?;
+        let mut event = names.blank_event();
+        self.event_into(i, names, &mut event, &mut String::new())?;
         Ok(event)
     }
 }

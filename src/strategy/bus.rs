@@ -73,8 +73,8 @@ pub fn request_json(q: &QueuedRequest) -> Vec<u8> {
     let request = match &q.request {
         OrderRequest::New(o) => Request::New {
             client_order_id: o.client_order_id.clone(),
-            venue: o.venue.clone(),
-            symbol: o.symbol.clone(),
+            venue: o.venue.to_string(),
+            symbol: o.symbol.to_string(),
             side: o.side,
             order_type: o.order_type,
             tif: o.tif,
@@ -117,6 +117,8 @@ pub(crate) struct Runner<'a, S: Requests> {
     pub(crate) replies_owed: u32,
     /// Reused buffer for lockstep acks.
     pub(crate) ack: Vec<u8>,
+    /// Reused buffer for the requests taken after a callback.
+    pub(crate) queued: Vec<QueuedRequest>,
     pub(crate) stats: RunnerStats,
 }
 
@@ -142,6 +144,7 @@ impl<'a, S: Requests> Runner<'a, S> {
             // The hello's welcome.
             replies_owed: 1,
             ack: Vec::with_capacity(48),
+            queued: Vec::new(),
             stats: RunnerStats::default(),
         })
     }
@@ -159,9 +162,9 @@ impl<'a, S: Requests> Runner<'a, S> {
         if !self.dispatch.ctx.has_requests() {
             return Ok(());
         }
-        let queued: Vec<QueuedRequest> = self.dispatch.ctx.take_requests().collect();
-        for q in &queued {
-            self.dealer.send_request(&request_json(q))?;
+        self.queued.extend(self.dispatch.ctx.take_requests());
+        for q in self.queued.drain(..) {
+            self.dealer.send_request(&request_json(&q))?;
             self.replies_owed += 1;
             if matches!(q.request, OrderRequest::New(_)) {
                 self.stats.orders += 1;
@@ -386,6 +389,7 @@ mod tests {
             names: Interner::default(),
             replies_owed: 0,
             ack: Vec::new(),
+            queued: Vec::new(),
             stats: RunnerStats::default(),
         };
         let good = r#","strategy":"me","side":"buy","price":"100.5","size":"0.01""#;

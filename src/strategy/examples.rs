@@ -8,7 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use anyhow::Result;
 
 use super::{
-    Context, Fill, OrderSide, OrderStatus, OrderUpdate, Params, Reply, Strategy, TimeInForce,
+    ClientOrderId, Context, Fill, OrderSide, OrderStatus, OrderUpdate, Params, Reply, Strategy,
+    TimeInForce,
 };
 use crate::book::L2Book;
 use crate::event::{Body, Event, Fixed, Side};
@@ -33,7 +34,7 @@ pub struct MarketMaker {
     pub skew_ticks: i64,
     /// Inventory limit in units of `size`.
     pub max_inventory: i64,
-    quotes: HashMap<Side, (String, Fixed)>,
+    quotes: HashMap<Side, (ClientOrderId, Fixed)>,
 }
 
 impl MarketMaker {
@@ -317,7 +318,7 @@ pub struct Quoter {
 }
 
 struct QuoterOrder {
-    client_order_id: String,
+    client_order_id: ClientOrderId,
     side: OrderSide,
     state: QuoteState,
 }
@@ -348,8 +349,9 @@ impl Quoter {
         }
     }
 
-    fn forget(&mut self, client_order_id: &str) {
-        self.orders.retain(|o| o.client_order_id != client_order_id);
+    fn forget(&mut self, client_order_id: &ClientOrderId) {
+        self.orders
+            .retain(|o| o.client_order_id != *client_order_id);
     }
 }
 

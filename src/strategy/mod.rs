@@ -27,8 +27,8 @@ use crate::book::L2Book;
 use crate::event::{Body, Event, Fixed, UnixNanos};
 pub use crate::exchange::matching::OrderRequest;
 pub use crate::exchange::protocol::{
-    ExchangeOutput, Fill, Liquidity, NewOrder, OrderSide, OrderStatus, OrderType, OrderUpdate,
-    Reply, TimeInForce,
+    ClientOrderId, ExchangeOutput, Fill, Liquidity, NewOrder, OrderSide, OrderStatus, OrderType,
+    OrderUpdate, Reply, TimeInForce,
 };
 
 pub use bus::{RunnerConfig, RunnerStats, run};
@@ -43,14 +43,34 @@ pub struct QueuedRequest {
     pub request: OrderRequest,
 }
 
+/// The local book of one instrument.
+struct BookSlot {
+    venue: Arc<str>,
+    symbol: Arc<str>,
+    /// Boxed so lending it moves a pointer, not the book.
+    book: Box<L2Book>,
+    /// The book is the simulated exchange's own (in process): the engine lends it for
+    /// each callback and the dispatcher applies no delta to it. Otherwise (over the bus,
+    /// or after a gap) the dispatcher keeps the book from the deltas it hands over.
+    shared: bool,
+    /// The exchange's id of the instrument, when shared.
+    instrument: usize,
+}
+
+impl BookSlot {
+    fn is(&self, venue: &Arc<str>, symbol: &Arc<str>) -> bool {
+        (Arc::ptr_eq(&self.venue, venue) || self.venue == *venue)
+            && (Arc::ptr_eq(&self.symbol, symbol) || self.symbol == *symbol)
+    }
+}
+
 /// What a strategy can see and do from inside a callback. Owns no socket: requests are
 /// queued here and delivered by the driver after the callback returns.
 pub struct Context {
     name: Arc<str>,
     now: UnixNanos,
-    /// Local books, few per strategy: a scan beats hashing two strings per event. Boxed
-    /// so lending one to a callback moves a pointer, not the book.
-    books: Vec<(Arc<str>, Arc<str>, Box<L2Book>)>,
+    /// Local books, few per strategy: a scan beats hashing two strings per event.
+    books: Vec<BookSlot>,
     /// Net position per venue and symbol, from the fills seen.
     positions: Vec<(Arc<str>, Arc<str>, Fixed)>,
     next_id: u64,
@@ -87,8 +107,8 @@ impl Context {
     pub fn book(&self, venue: &str, symbol: &str) -> Option<&L2Book> {
         self.books
             .iter()
-            .find(|(v, s, _)| &**v == venue && &**s == symbol)
-            .map(|(_, _, book)| &**book)
+            .find(|b| &*b.venue == venue && &*b.symbol == symbol)
+            .map(|b| &*b.book)
     }
 
     /// Net position from the fills seen so far (positive = long).
@@ -104,9 +124,22 @@ impl Context {
         self.orders_sent
     }
 
-    fn next_client_id(&mut self) -> String {
+    fn next_client_id(&mut self) -> ClientOrderId {
         self.next_id += 1;
-        format!("{}-{}", self.name, self.next_id)
+        ClientOrderId::numbered(&self.name, self.next_id)
+    }
+
+    /// Shared copies of `venue` and `symbol`: those of the local book when there is one
+    /// (no allocation per order).
+    fn instrument(&self, venue: &str, symbol: &str) -> (Arc<str>, Arc<str>) {
+        match self
+            .books
+            .iter()
+            .find(|b| &*b.venue == venue && &*b.symbol == symbol)
+        {
+            Some(b) => (b.venue.clone(), b.symbol.clone()),
+            None => (Arc::from(venue), Arc::from(symbol)),
+        }
     }
 
     fn queue(&mut self, request: OrderRequest) {
@@ -126,15 +159,16 @@ impl Context {
         price: Fixed,
         size: Fixed,
         tif: TimeInForce,
-    ) -> Result<String> {
+    ) -> Result<ClientOrderId> {
         if price <= Fixed::ZERO || size <= Fixed::ZERO {
             bail!("limit order needs price > 0 and size > 0, got price {price} size {size}");
         }
         let id = self.next_client_id();
+        let (venue, symbol) = self.instrument(venue, symbol);
         self.queue(OrderRequest::New(NewOrder {
             client_order_id: id.clone(),
-            venue: venue.into(),
-            symbol: symbol.into(),
+            venue,
+            symbol,
             side,
             order_type: OrderType::Limit,
             tif,
@@ -153,15 +187,16 @@ impl Context {
         symbol: &str,
         side: OrderSide,
         size: Fixed,
-    ) -> Result<String> {
+    ) -> Result<ClientOrderId> {
         if size <= Fixed::ZERO {
             bail!("market order needs size > 0, got {size}");
         }
         let id = self.next_client_id();
+        let (venue, symbol) = self.instrument(venue, symbol);
         self.queue(OrderRequest::New(NewOrder {
             client_order_id: id.clone(),
-            venue: venue.into(),
-            symbol: symbol.into(),
+            venue,
+            symbol,
             side,
             order_type: OrderType::Market,
             tif: TimeInForce::Ioc,
@@ -174,7 +209,7 @@ impl Context {
     }
 
     /// Cancels an order by client order id.
-    pub fn cancel(&mut self, client_order_id: &str) -> Result<()> {
+    pub fn cancel(&mut self, client_order_id: impl Into<ClientOrderId>) -> Result<()> {
         self.queue(OrderRequest::Cancel {
             client_order_id: client_order_id.into(),
         });
@@ -193,15 +228,63 @@ impl Context {
 
     /// Index of the local book of `event`'s venue and symbol, created empty if new.
     fn book_index(&mut self, event: &Event) -> usize {
-        let found = self.books.iter().position(|(v, s, _)| {
-            (Arc::ptr_eq(v, &event.venue) || *v == event.venue)
-                && (Arc::ptr_eq(s, &event.symbol) || *s == event.symbol)
+        let found = self
+            .books
+            .iter()
+            .position(|b| b.is(&event.venue, &event.symbol));
+        found.unwrap_or_else(|| self.add_book(event))
+    }
+
+    fn add_book(&mut self, event: &Event) -> usize {
+        self.books.push(BookSlot {
+            venue: event.venue.clone(),
+            symbol: event.symbol.clone(),
+            book: Box::default(),
+            shared: false,
+            instrument: 0,
         });
-        found.unwrap_or_else(|| {
-            let entry = (event.venue.clone(), event.symbol.clone(), Box::default());
-            self.books.push(entry);
-            self.books.len() - 1
-        })
+        self.books.len() - 1
+    }
+
+    /// In process, before `event` reaches the dispatcher (after the exchange took it): a
+    /// book delta of an instrument new to the strategy makes a slot sharing the
+    /// exchange's book; a gap ends sharing for its instrument, because the strategy's
+    /// book is cleared and the exchange's is not (the dispatcher keeps it from then on).
+    pub(crate) fn share_books_for(
+        &mut self,
+        event: &Event,
+        exchange: &mut crate::exchange::SimExchange,
+    ) {
+        if matches!(event.body, Body::Trade(_)) {
+            return;
+        }
+        let found = self
+            .books
+            .iter()
+            .position(|b| b.is(&event.venue, &event.symbol));
+        match (&event.body, found) {
+            (Body::Book(_), None) => {
+                if let Some(instrument) = exchange.instrument(&event.venue, &event.symbol) {
+                    let i = self.add_book(event);
+                    self.books[i].shared = true;
+                    self.books[i].instrument = instrument;
+                }
+            }
+            // Not lent now: its box is the empty stand-in, which the gap clears anyway.
+            (Body::Gap(_), Some(i)) => self.books[i].shared = false,
+            _ => {}
+        }
+    }
+
+    /// Swaps every shared slot's box with the exchange's book: lends the books for a
+    /// callback, and takes them back when called again.
+    pub(crate) fn swap_shared_books(&mut self, exchange: &mut crate::exchange::SimExchange) {
+        for slot in self.books.iter_mut().filter(|b| b.shared) {
+            if !exchange.swap_book(slot.instrument, &mut slot.book) {
+                // Cannot happen (slots share only books the exchange has); keep it safe.
+                slot.shared = false;
+            }
+        }
     }
 
     fn add_fill(&mut self, fill: &Fill) {
@@ -318,12 +401,23 @@ impl Dispatcher {
         }
     }
 
-    /// Hands a market event (book, trade, gap) to the strategy; other kinds are ignored.
-    /// Moves the clock to the event's `ts_recv` and runs a due timer first.
-    pub fn market(&mut self, strategy: &mut dyn Strategy, event: &Event) -> Result<()> {
+    /// True when `event` is one the strategy is handed and a timer tick is due at its
+    /// time (so [`Dispatcher::clock`] would call `on_timer`).
+    pub fn timer_due(&self, event: &Event) -> bool {
+        matches!(event.body, Body::Book(_) | Body::Trade(_) | Body::Gap(_))
+            && self
+                .next_timer
+                .is_some_and(|due| self.ctx.now.max(event.ts_recv) >= due)
+    }
+
+    /// Moves the clock to a market event's `ts_recv` and runs a due timer, before the
+    /// event changes anything; false for kinds the strategy is not handed. Part of
+    /// [`Dispatcher::market`]; calling it first (the in-process engine does, before the
+    /// exchange applies the event to the book it shares) changes nothing.
+    pub fn clock(&mut self, strategy: &mut dyn Strategy, event: &Event) -> Result<bool> {
         let ctx = &mut self.ctx;
         if !matches!(event.body, Body::Book(_) | Body::Trade(_) | Body::Gap(_)) {
-            return Ok(());
+            return Ok(false);
         }
         ctx.now = ctx.now.max(event.ts_recv);
         let every = self.timer_every;
@@ -336,26 +430,42 @@ impl Dispatcher {
             *due = due.saturating_add(every.saturating_mul(passed.saturating_add(1)));
             strategy.on_timer(ctx)?;
         }
+        Ok(true)
+    }
+
+    /// Hands a market event (book, trade, gap) to the strategy; other kinds are ignored.
+    /// Moves the clock to the event's `ts_recv` and runs a due timer first.
+    pub fn market(&mut self, strategy: &mut dyn Strategy, event: &Event) -> Result<()> {
+        if !self.clock(strategy, event)? {
+            return Ok(());
+        }
+        let ctx = &mut self.ctx;
         self.stats.events += 1;
         match &event.body {
             Body::Book(delta) => {
                 let i = ctx.book_index(event);
-                let book = &mut ctx.books[i].2;
-                book.apply(delta);
-                if !book.is_consistent() {
+                let slot = &mut ctx.books[i];
+                // A shared book already holds the delta: the exchange applied it.
+                if !slot.shared {
+                    slot.book.apply(delta);
+                }
+                if !slot.book.is_consistent() {
                     return Ok(());
                 }
                 // Lend the book to the callback without cloning it (books can hold
                 // thousands of levels): an empty stand-in takes its slot meanwhile.
-                std::mem::swap(&mut ctx.books[i].2, &mut self.stand_in);
+                std::mem::swap(&mut ctx.books[i].book, &mut self.stand_in);
                 let result = strategy.on_book(ctx, event, &self.stand_in);
-                std::mem::swap(&mut ctx.books[i].2, &mut self.stand_in);
+                std::mem::swap(&mut ctx.books[i].book, &mut self.stand_in);
                 result
             }
             Body::Trade(_) => strategy.on_trade(ctx, event),
             Body::Gap(_) => {
                 let i = ctx.book_index(event);
-                ctx.books[i].2.clear();
+                // The engine ends sharing before a gap arrives (`share_books_for`): the
+                // exchange's book must never be cleared here.
+                debug_assert!(!ctx.books[i].shared, "gap on a shared book");
+                ctx.books[i].book.clear();
                 strategy.on_gap(ctx, event)
             }
             _ => Ok(()),

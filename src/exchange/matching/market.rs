@@ -18,7 +18,8 @@ use super::{Exec, Order};
 
 #[derive(Debug, Default)]
 pub(super) struct Market {
-    pub(super) book: L2Book,
+    /// Boxed so the in-process engine can lend it to strategies by swapping a pointer.
+    pub(super) book: Box<L2Book>,
     pub(super) in_snapshot: bool,
     /// Size our aggressive orders took from a level since its last delta.
     pub(super) consumed: HashMap<(Side, Fixed), Fixed>,
@@ -32,6 +33,8 @@ pub(super) struct Market {
     /// level holding own orders allocates nothing.
     pub(super) scratch_prices: Vec<Fixed>,
     pub(super) scratch_ids: Vec<u64>,
+    /// Reused buffer for the levels an arriving order can take.
+    pub(super) scratch_levels: Vec<(Fixed, Fixed)>,
 }
 
 impl Market {
@@ -43,6 +46,9 @@ impl Market {
     }
 
     pub(super) fn available(&self, side: Side, price: Fixed, size: Fixed) -> Fixed {
+        if self.consumed.is_empty() {
+            return pos(size);
+        }
         let used = self
             .consumed
             .get(&(side, price))
@@ -53,18 +59,42 @@ impl Market {
 
     /// Opposite-side levels an order of `side` may take, best first, as
     /// (price, available size), up to `limit` if given.
-    pub(super) fn takeable(&self, side: OrderSide, limit: Option<Fixed>) -> Vec<(Fixed, Fixed)> {
+    fn takeable(
+        &self,
+        side: OrderSide,
+        limit: Option<Fixed>,
+    ) -> impl Iterator<Item = (Fixed, Fixed)> + '_ {
         let opp = side.book_side().opposite();
         self.book
             .levels(opp)
-            .take_while(|(p, _)| match (limit, side) {
+            .take_while(move |(p, _)| match (limit, side) {
                 (None, _) => true,
                 (Some(l), OrderSide::Buy) => *p <= l,
                 (Some(l), OrderSide::Sell) => *p >= l,
             })
-            .map(|(p, s)| (p, self.available(opp, p, s)))
+            .map(move |(p, s)| (p, self.available(opp, p, s)))
             .filter(|(_, a)| *a > Fixed::ZERO)
-            .collect()
+    }
+
+    /// [`Market::takeable`] into `out` (cleared first), stopping once the levels hold
+    /// `want`: what an order of size `want` can take, without reading the rest of the
+    /// side.
+    pub(super) fn takeable_into(
+        &self,
+        side: OrderSide,
+        limit: Option<Fixed>,
+        want: Fixed,
+        out: &mut Vec<(Fixed, Fixed)>,
+    ) {
+        out.clear();
+        let mut left = want;
+        for (p, a) in self.takeable(side, limit) {
+            if left <= Fixed::ZERO {
+                break;
+            }
+            out.push((p, a));
+            left = sub(left, a.min(left));
+        }
     }
 
     pub(super) fn consume(&mut self, side: Side, price: Fixed, size: Fixed) {
@@ -89,7 +119,8 @@ pub(super) fn on_delta(
     orders: &mut HashMap<u64, Order>,
     queue: &dyn QueueModel,
     delta: &BookDelta,
-) -> Vec<Exec> {
+    execs: &mut Vec<Exec>,
+) {
     let snapshot = delta.flags.contains(Flags::SNAPSHOT);
     let last = delta.flags.contains(Flags::LAST);
     if snapshot && !market.in_snapshot {
@@ -99,8 +130,16 @@ pub(super) fn on_delta(
     market.in_snapshot = snapshot && !last;
     let key = (delta.side, delta.price);
     let prev = market.book.apply_with_previous(delta);
-    market.consumed.remove(&key);
-    let traded = market.traded.remove(&key).unwrap_or(Fixed::ZERO);
+    // Runs on every delta: both maps are nearly always empty, and hashing a price
+    // (normalized first) is not free.
+    if !market.consumed.is_empty() {
+        market.consumed.remove(&key);
+    }
+    let traded = if market.traded.is_empty() {
+        Fixed::ZERO
+    } else {
+        market.traded.remove(&key).unwrap_or(Fixed::ZERO)
+    };
     let new = pos(delta.size);
     // Runs on every delta: read the own orders at the level in place, no copy.
     let own = match delta.side {
@@ -123,11 +162,10 @@ pub(super) fn on_delta(
         order.ahead = order.ahead.min(new);
     }
     if market.in_snapshot {
-        return Vec::new();
+        return;
     }
-    let mut execs = cross(market, orders, OrderSide::Buy);
-    execs.extend(cross(market, orders, OrderSide::Sell));
-    execs
+    cross(market, orders, OrderSide::Buy, execs);
+    cross(market, orders, OrderSide::Sell, execs);
 }
 
 /// Fills own resting orders of `side` that the book now crosses, at their own price as
@@ -136,28 +174,28 @@ pub(super) fn cross(
     market: &mut Market,
     orders: &HashMap<u64, Order>,
     side: OrderSide,
-) -> Vec<Exec> {
+    execs: &mut Vec<Exec>,
+) {
     let own_side = side.book_side();
     let opp = own_side.opposite();
     // Runs after every delta: leave at once unless the best own price touches the book.
     let crossing = |p: Fixed| match side {
-        OrderSide::Buy => market.book.best_ask().is_some_and(|(a, _)| a <= p),
-        OrderSide::Sell => market.book.best_bid().is_some_and(|(b, _)| b >= p),
+        OrderSide::Buy => market.book.best_ask_price().is_some_and(|a| a <= p),
+        OrderSide::Sell => market.book.best_bid_price().is_some_and(|b| b >= p),
     };
     let best_own = match side {
         OrderSide::Buy => market.own_bids.keys().next_back().copied(),
         OrderSide::Sell => market.own_asks.keys().next().copied(),
     };
     if !best_own.is_some_and(crossing) {
-        return Vec::new();
+        return;
     }
     let prices: Vec<Fixed> = match side {
         OrderSide::Buy => market.own_bids.keys().rev().copied().collect(),
         OrderSide::Sell => market.own_asks.keys().copied().collect(),
     };
-    let mut execs = Vec::new();
     for price in prices {
-        let mut levels = market.takeable(side, Some(price));
+        let mut levels: Vec<(Fixed, Fixed)> = market.takeable(side, Some(price)).collect();
         if levels.is_empty() {
             break;
         }
@@ -194,7 +232,6 @@ pub(super) fn cross(
             }
         }
     }
-    execs
 }
 
 /// Advances queues on a trade and returns the fills it causes.
@@ -202,7 +239,8 @@ pub(super) fn on_trade(
     market: &mut Market,
     orders: &mut HashMap<u64, Order>,
     trade: &Trade,
-) -> Vec<Exec> {
+    execs: &mut Vec<Exec>,
+) {
     let aggressor = match trade.aggressor {
         Side::None => match market.book.mid() {
             Some(mid) if trade.price.to_f64() < mid => Side::Ask,
@@ -231,7 +269,6 @@ pub(super) fn on_trade(
         *t = add(*t, trade.size);
     }
     let mut taken = Fixed::ZERO;
-    let mut execs = Vec::new();
     let mut ids = std::mem::take(&mut market.scratch_ids);
     for &price in &reached {
         let through = price != trade.price;
@@ -267,7 +304,6 @@ pub(super) fn on_trade(
     }
     market.scratch_ids = ids;
     market.scratch_prices = reached;
-    execs
 }
 
 pub(super) fn add(a: Fixed, b: Fixed) -> Fixed {

@@ -21,31 +21,36 @@
 //! # Layout
 //! - this file: [`SimExchange`] — requests, the pending queue, applying orders and
 //!   cancels, queries and marks;
+//! - `instruments.rs`: (venue, symbol) ↔ the small id indexing the markets;
 //! - `market.rs`: one instrument's book, the liquidity our orders consumed, own resting
 //!   orders by price and their queue positions, and what deltas and trades fill;
 //! - `positions.rs`: average-cost positions per strategy and instrument;
 //! - `digest.rs`: the fills digest that proves two runs equal.
 
 mod digest;
+mod instruments;
 mod market;
 mod positions;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 // Fx: keys here are small and never attacker-chosen; SipHash showed in replay profiles.
 use rustc_hash::FxHashMap as HashMap;
 
+use crate::book::L2Book;
 use crate::event::{Body, Event, Fixed, Interner, UnixNanos};
 
 use super::models::{ExchangeSettings, ModelError, Models};
 use super::protocol::{
-    ExchangeOutput, Fill, Liquidity, Mark, NewOrder, OpenOrder, OrderSide, OrderStatus, OrderType,
-    OrderUpdate, PositionView, Reply, Request, TimeInForce,
+    ClientOrderId, ExchangeOutput, Fill, Liquidity, Mark, NewOrder, OpenOrder, OrderSide,
+    OrderStatus, OrderType, OrderUpdate, PositionView, Reply, Request, TimeInForce,
 };
 use digest::FillDigest;
+use instruments::Instruments;
 use market::{Market, add, on_delta, on_trade, sub};
 use positions::{Position, book_fill};
 
@@ -57,16 +62,18 @@ pub enum OrderRequest {
     /// Cancel the order with this client id.
     Cancel {
         /// The id the order was placed with.
-        client_order_id: String,
+        client_order_id: ClientOrderId,
     },
 }
 
 /// The simulated exchange. See the [module docs](super) for the timing contract.
 pub struct SimExchange {
     models: Models,
-    markets: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Market>>,
+    /// One market per instrument, indexed by the instrument's id.
+    markets: Vec<Market>,
+    instruments: Instruments,
     orders: HashMap<u64, Order>,
-    client_ids: HashMap<(Arc<str>, String), u64>,
+    client_ids: HashMap<(Arc<str>, ClientOrderId), u64>,
     names: Interner,
     /// Requests on their way to the engine, keyed by (apply_at, strategy, submission
     /// number): requests of different strategies due at the same nanosecond apply in
@@ -75,14 +82,31 @@ pub struct SimExchange {
     pending: BTreeMap<(UnixNanos, Arc<str>, u64), Pending>,
     /// Latest apply time per strategy, so its requests stay in order.
     last_apply: HashMap<Arc<str>, UnixNanos>,
-    positions: BTreeMap<PositionKey, Position>,
+    /// Positions, indexed by the id [`SimExchange::position_ids`] gives them.
+    positions: Vec<Position>,
+    /// (strategy, venue, symbol) → index in `positions`, in name order (marks, queries).
+    position_ids: BTreeMap<PositionKey, usize>,
     outputs: Vec<ExchangeOutput>,
+    /// Orders that reached a final state, with when, oldest first: forgotten
+    /// [`FORGET_AFTER`] later so memory does not grow with the length of a run.
+    finals: VecDeque<(UnixNanos, u64)>,
+    /// Reused buffers: executions decided in a market, and the orders they touched.
+    execs: Vec<Exec>,
+    touched: Vec<u64>,
     next_order_id: u64,
     next_fill_id: u64,
     next_seq: u64,
     clock: UnixNanos,
     digest: FillDigest,
 }
+
+/// How long (exchange time) a filled, canceled or rejected order is remembered: after
+/// that a cancel of it is refused as unknown and its client order id may be used again.
+/// Keeps memory flat however long the run (the SDK never reuses an id).
+pub const FORGET_AFTER: UnixNanos = 60 * crate::event::NANOS_PER_SEC;
+
+/// Why an order update happened, in words: fixed ones are never allocated.
+type Reason = Cow<'static, str>;
 
 /// (strategy, venue, symbol).
 type PositionKey = (Arc<str>, Arc<str>, Arc<str>);
@@ -99,7 +123,11 @@ struct Order {
     strategy: Arc<str>,
     venue: Arc<str>,
     symbol: Arc<str>,
-    client_order_id: String,
+    /// Index of the instrument's market.
+    market: usize,
+    /// Index of the (strategy, instrument) position, once the order reached the book.
+    position: Option<usize>,
+    client_order_id: ClientOrderId,
     side: OrderSide,
     order_type: OrderType,
     tif: TimeInForce,
@@ -131,14 +159,19 @@ impl SimExchange {
     pub fn new(models: Models) -> SimExchange {
         SimExchange {
             models,
-            markets: BTreeMap::new(),
+            markets: Vec::new(),
+            instruments: Instruments::default(),
             orders: HashMap::default(),
             client_ids: HashMap::default(),
             names: Interner::default(),
             pending: BTreeMap::new(),
             last_apply: HashMap::default(),
-            positions: BTreeMap::new(),
+            positions: Vec::new(),
+            position_ids: BTreeMap::new(),
             outputs: Vec::new(),
+            finals: VecDeque::new(),
+            execs: Vec::new(),
+            touched: Vec::new(),
             next_order_id: 1,
             next_fill_id: 1,
             next_seq: 0,
@@ -231,11 +264,14 @@ impl SimExchange {
         self.next_order_id += 1;
         let venue = self.names.intern(&req.venue);
         let symbol = self.names.intern(&req.symbol);
+        let market = self.instruments.find(&venue, &symbol);
         let mut order = Order {
             id,
             strategy: strategy.clone(),
             venue,
             symbol,
+            market: market.unwrap_or(usize::MAX),
+            position: None,
             client_order_id: req.client_order_id.clone(),
             side: req.side,
             order_type: req.order_type,
@@ -251,7 +287,11 @@ impl SimExchange {
         if let Some(reason) = self.shape_error(&req, &key) {
             order.status = OrderStatus::Rejected;
             // Refused at the gateway on receipt, which is no earlier than the clock.
-            self.emit_update(&order, decided_at.max(self.clock), Some(reason.clone()));
+            self.emit_update(
+                &order,
+                decided_at.max(self.clock),
+                Some(reason.clone().into()),
+            );
             return Reply::Rejected {
                 client_order_id: req.client_order_id,
                 reason,
@@ -266,7 +306,7 @@ impl SimExchange {
         }
     }
 
-    fn shape_error(&self, req: &NewOrder, key: &(Arc<str>, String)) -> Option<String> {
+    fn shape_error(&self, req: &NewOrder, key: &(Arc<str>, ClientOrderId)) -> Option<String> {
         if req.client_order_id.is_empty() {
             return Some("client_order_id must not be empty".into());
         }
@@ -296,11 +336,7 @@ impl SimExchange {
             }
             _ => {}
         }
-        let known = self
-            .markets
-            .get(req.venue.as_str())
-            .is_some_and(|m| m.contains_key(req.symbol.as_str()));
-        if !known {
+        if self.instruments.find(&req.venue, &req.symbol).is_none() {
             return Some(format!(
                 "unknown symbol {}/{}: no book data seen for it yet",
                 req.venue, req.symbol
@@ -332,41 +368,41 @@ impl SimExchange {
     pub fn on_market(&mut self, event: &Event) {
         self.apply_pending(|t| t < event.ts_recv);
         self.clock = self.clock.max(event.ts_recv);
+        self.forget_old_finals();
         let ts = event.ts_recv;
         match &event.body {
             Body::Book(delta) => {
-                let known = self
-                    .markets
-                    .get(&*event.venue)
-                    .is_some_and(|m| m.contains_key(&*event.symbol));
-                if !known {
-                    let venue = self.names.intern(&event.venue);
-                    let symbol = self.names.intern(&event.symbol);
-                    self.markets
-                        .entry(venue)
-                        .or_default()
-                        .insert(symbol, Market::default());
-                }
-                let Some(market) = self
-                    .markets
-                    .get_mut(&*event.venue)
-                    .and_then(|m| m.get_mut(&*event.symbol))
-                else {
-                    return;
+                let id = match self.instruments.find_shared(&event.venue, &event.symbol) {
+                    Some(id) => id,
+                    None => {
+                        let venue = self.names.intern(&event.venue);
+                        let symbol = self.names.intern(&event.symbol);
+                        self.instruments.add(venue, symbol, self.markets.len());
+                        self.markets.push(Market::default());
+                        self.markets.len() - 1
+                    }
                 };
-                let execs = on_delta(market, &mut self.orders, &*self.models.queue, delta);
-                self.apply_execs(execs, ts);
+                let queue = &*self.models.queue;
+                on_delta(
+                    &mut self.markets[id],
+                    &mut self.orders,
+                    queue,
+                    delta,
+                    &mut self.execs,
+                );
+                self.apply_execs(ts);
             }
             Body::Trade(trade) => {
-                let Some(market) = self
-                    .markets
-                    .get_mut(&*event.venue)
-                    .and_then(|m| m.get_mut(&*event.symbol))
-                else {
+                let Some(id) = self.instruments.find_shared(&event.venue, &event.symbol) else {
                     return;
                 };
-                let execs = on_trade(market, &mut self.orders, trade);
-                self.apply_execs(execs, ts);
+                on_trade(
+                    &mut self.markets[id],
+                    &mut self.orders,
+                    trade,
+                    &mut self.execs,
+                );
+                self.apply_execs(ts);
             }
             // A gap leaves the book as it is: the feed resynchronises it with a snapshot.
             Body::Gap(_) | Body::Heartbeat(_) | Body::EndOfStream(_) => {}
@@ -397,7 +433,7 @@ impl SimExchange {
                 let reason = format!(
                     "end of stream: the order would have reached the exchange at {apply_at}, after the last event at {ts}"
                 );
-                self.finish(id, ts, OrderStatus::Canceled, Some(reason));
+                self.finish(id, ts, OrderStatus::Canceled, Some(reason.into()));
             }
         }
     }
@@ -417,54 +453,79 @@ impl SimExchange {
         }
     }
 
+    /// The index of the position of `order`'s strategy in its instrument, created flat
+    /// on first use (when an order of the pair first reaches the book).
+    fn position_of(&mut self, id: u64) -> Option<usize> {
+        let order = self.orders.get(&id)?;
+        if order.position.is_some() {
+            return order.position;
+        }
+        let key = (
+            order.strategy.clone(),
+            order.venue.clone(),
+            order.symbol.clone(),
+        );
+        let next = self.positions.len();
+        let index = *self.position_ids.entry(key).or_insert(next);
+        if index == next {
+            self.positions.push(Position::default());
+        }
+        if let Some(order) = self.orders.get_mut(&id) {
+            order.position = Some(index);
+        }
+        Some(index)
+    }
+
     fn apply_new(&mut self, id: u64, ts: UnixNanos) {
+        let Some(position) = self.position_of(id) else {
+            return;
+        };
         let Some(order) = self.orders.get(&id) else {
             return;
         };
-        let (venue, symbol, side) = (order.venue.clone(), order.symbol.clone(), order.side);
+        let side = order.side;
         let (order_type, tif, price, size) = (order.order_type, order.tif, order.price, order.size);
-        let pos_key = (order.strategy.clone(), venue.clone(), symbol.clone());
-        self.positions.entry(pos_key.clone()).or_default();
-        let Some(market) = self
-            .markets
-            .get_mut(&venue)
-            .and_then(|m| m.get_mut(&symbol))
-        else {
+        let Some(market) = self.markets.get_mut(order.market) else {
             return self.finish(id, ts, OrderStatus::Rejected, Some("unknown symbol".into()));
         };
-        let takeable = market.takeable(side, price);
         let opp_name = match side {
             OrderSide::Buy => "ask",
             OrderSide::Sell => "bid",
         };
-        if let (TimeInForce::PostOnly, Some((best, _)), Some(p)) = (tif, takeable.first(), price) {
+        // Only the levels this order can take: a market order does not read the whole side.
+        let mut takeable = std::mem::take(&mut market.scratch_levels);
+        market.takeable_into(side, price, size, &mut takeable);
+        if let (TimeInForce::PostOnly, Some(&(best, _)), Some(p)) = (tif, takeable.first(), price) {
+            market.scratch_levels = takeable;
             let reason = format!(
                 "post-only order would cross: best {opp_name} {best} vs {} price {p}",
                 side.name()
             );
-            return self.finish(id, ts, OrderStatus::Rejected, Some(reason));
+            return self.finish(id, ts, OrderStatus::Rejected, Some(reason.into()));
         }
         if order_type == OrderType::Market && takeable.is_empty() {
+            market.scratch_levels = takeable;
             let reason = format!("market order: no visible liquidity on the {opp_name} side");
-            return self.finish(id, ts, OrderStatus::Rejected, Some(reason));
+            return self.finish(id, ts, OrderStatus::Rejected, Some(reason.into()));
         }
         let opp = side.book_side().opposite();
         let mut remaining = size;
-        let mut execs = Vec::new();
-        for (level, avail) in takeable {
+        for &(level, avail) in &takeable {
             if remaining <= Fixed::ZERO {
                 break;
             }
             let q = avail.min(remaining);
             market.consume(opp, level, q);
             remaining = sub(remaining, q);
-            execs.push(Exec {
+            self.execs.push(Exec {
                 order_id: id,
                 price: level,
                 size: q,
                 liquidity: Liquidity::Taker,
             });
         }
+        takeable.clear();
+        market.scratch_levels = takeable;
         let rests = order_type == OrderType::Limit && tif != TimeInForce::Ioc;
         let mut ahead = Fixed::ZERO;
         if let (true, Some(p)) = (remaining > Fixed::ZERO && rests, price) {
@@ -473,16 +534,14 @@ impl SimExchange {
             ahead = self.models.queue.ahead_at_placement(visible);
             market.own(own_side).entry(p).or_default().push(id);
         }
-        self.apply_execs_quiet(execs, ts);
+        self.apply_execs_quiet(ts);
         let filled_any = remaining < size;
         if remaining > Fixed::ZERO && rests {
             if let Some(order) = self.orders.get_mut(&id) {
                 order.ahead = ahead;
                 order.resting = true;
             }
-            if let Some(p) = self.positions.get_mut(&pos_key) {
-                p.open_orders += 1;
-            }
+            self.positions[position].open_orders += 1;
             let status = if filled_any {
                 OrderStatus::PartiallyFilled
             } else {
@@ -507,15 +566,10 @@ impl SimExchange {
         if !order.resting {
             let reason = format!("cancel refused: order already {}", order.status.name());
             let status = order.status;
-            return self.finish(id, ts, status, Some(reason));
+            return self.finish(id, ts, status, Some(reason.into()));
         }
-        let (venue, symbol) = (order.venue.clone(), order.symbol.clone());
         let (side, price) = (order.side.book_side(), order.price.unwrap_or(Fixed::ZERO));
-        if let Some(market) = self
-            .markets
-            .get_mut(&venue)
-            .and_then(|m| m.get_mut(&symbol))
-        {
+        if let Some(market) = self.markets.get_mut(order.market) {
             market.remove_resting(side, price, id);
         }
         self.unrest(id);
@@ -535,41 +589,68 @@ impl SimExchange {
             return;
         }
         order.resting = false;
-        let key = (
-            order.strategy.clone(),
-            order.venue.clone(),
-            order.symbol.clone(),
-        );
-        if let Some(p) = self.positions.get_mut(&key) {
+        if let Some(p) = order.position.and_then(|i| self.positions.get_mut(i)) {
             p.open_orders = p.open_orders.saturating_sub(1);
         }
     }
 
+    /// Forgets orders final for longer than [`FORGET_AFTER`].
+    fn forget_old_finals(&mut self) {
+        while let Some(&(at, id)) = self.finals.front() {
+            if at.saturating_add(FORGET_AFTER) >= self.clock {
+                return;
+            }
+            self.finals.pop_front();
+            // An order answered again once final (a refused cancel) is queued twice and
+            // already gone the second time.
+            if self
+                .orders
+                .get(&id)
+                .is_none_or(|o| o.resting || !o.status.is_final())
+            {
+                continue;
+            }
+            if let Some(order) = self.orders.remove(&id) {
+                let key = (order.strategy, order.client_order_id);
+                if self.client_ids.get(&key) == Some(&id) {
+                    self.client_ids.remove(&key);
+                }
+            }
+        }
+    }
+
     /// Sets the status and emits the order update.
-    fn finish(&mut self, id: u64, ts: UnixNanos, status: OrderStatus, reason: Option<String>) {
+    fn finish(&mut self, id: u64, ts: UnixNanos, status: OrderStatus, reason: Option<Reason>) {
         let Some(order) = self.orders.get_mut(&id) else {
             return;
         };
         order.status = status;
+        if status.is_final() {
+            self.finals.push_back((ts, id));
+        }
         let update = make_update(order, ts, reason);
         self.outputs.push(ExchangeOutput::OrderUpdate(update));
     }
 
-    fn emit_update(&mut self, order: &Order, ts: UnixNanos, reason: Option<String>) {
+    fn emit_update(&mut self, order: &Order, ts: UnixNanos, reason: Option<Reason>) {
         self.outputs
             .push(ExchangeOutput::OrderUpdate(make_update(order, ts, reason)));
     }
 
-    /// Books executions and emits fills plus one order update per touched order.
-    fn apply_execs(&mut self, execs: Vec<Exec>, ts: UnixNanos) {
-        let mut touched: Vec<u64> = Vec::new();
-        for e in &execs {
+    /// Books the executions in `self.execs` and emits fills plus one order update per
+    /// touched order.
+    fn apply_execs(&mut self, ts: UnixNanos) {
+        if self.execs.is_empty() {
+            return;
+        }
+        let mut touched = std::mem::take(&mut self.touched);
+        for e in &self.execs {
             if !touched.contains(&e.order_id) {
                 touched.push(e.order_id);
             }
         }
-        self.apply_execs_quiet(execs, ts);
-        for id in touched {
+        self.apply_execs_quiet(ts);
+        for &id in &touched {
             let Some(order) = self.orders.get(&id) else {
                 continue;
             };
@@ -584,11 +665,18 @@ impl SimExchange {
             };
             self.finish(id, ts, status, None);
         }
+        touched.clear();
+        self.touched = touched;
     }
 
-    /// Books executions and emits their fills, without order updates.
-    fn apply_execs_quiet(&mut self, execs: Vec<Exec>, ts: UnixNanos) {
-        for e in execs {
+    /// Books the executions in `self.execs` (emptying it) and emits their fills, without
+    /// order updates.
+    fn apply_execs_quiet(&mut self, ts: UnixNanos) {
+        let mut execs = std::mem::take(&mut self.execs);
+        for e in execs.drain(..) {
+            let Some(position) = self.position_of(e.order_id) else {
+                continue;
+            };
             let Some(order) = self.orders.get_mut(&e.order_id) else {
                 continue;
             };
@@ -609,20 +697,49 @@ impl SimExchange {
                 liquidity: e.liquidity,
             };
             self.next_fill_id += 1;
-            let key = (
-                order.strategy.clone(),
-                order.venue.clone(),
-                order.symbol.clone(),
-            );
-            book_fill(self.positions.entry(key).or_default(), &fill);
+            book_fill(&mut self.positions[position], &fill);
             self.digest.add(&fill);
             self.outputs.push(ExchangeOutput::Fill(fill));
         }
+        self.execs = execs;
+    }
+
+    /// Swaps the book of instrument `instrument` ([`SimExchange::instrument`]) with
+    /// `book`; false (nothing swapped) when there is no such instrument. The in-process engine lends strategies the exchange's
+    /// own book this way for the length of their callbacks, during which the exchange is
+    /// not called, and takes it back with the same call: one book per instrument, kept
+    /// once.
+    pub fn swap_book(&mut self, instrument: usize, book: &mut Box<L2Book>) -> bool {
+        let Some(market) = self.markets.get_mut(instrument) else {
+            return false;
+        };
+        std::mem::swap(&mut market.book, book);
+        true
+    }
+
+    /// The exchange's id of `venue`/`symbol` (once it has seen book data for it), for
+    /// [`SimExchange::swap_book`].
+    pub fn instrument(&mut self, venue: &Arc<str>, symbol: &Arc<str>) -> Option<usize> {
+        self.instruments.find_shared(venue, symbol)
+    }
+
+    /// True when outputs wait to be drained.
+    pub fn has_outputs(&self) -> bool {
+        !self.outputs.is_empty()
     }
 
     /// Everything produced since the last call, in the order it happened.
     pub fn drain(&mut self) -> Vec<ExchangeOutput> {
         std::mem::take(&mut self.outputs)
+    }
+
+    /// [`SimExchange::drain`] into the caller's buffer (appended), keeping both buffers'
+    /// capacity: the allocation-free form for loops that drain after every event.
+    pub fn drain_into(&mut self, out: &mut Vec<ExchangeOutput>) {
+        if self.outputs.is_empty() {
+            return;
+        }
+        out.append(&mut self.outputs);
     }
 
     /// A stable hash of every fill so far (ts, strategy, client order id, side, price and size
@@ -639,21 +756,34 @@ impl SimExchange {
     /// Marks at `ts` for every (strategy, venue, symbol) with a position or open orders
     /// whose book has a mid price (no two-sided book, no mark).
     pub fn marks(&self, ts: UnixNanos) -> Vec<Mark> {
-        self.positions
-            .iter()
-            .filter(|(_, p)| !p.position.is_zero() || p.open_orders > 0)
-            .filter_map(|((strategy, venue, symbol), p)| {
-                let mid = self.markets.get(venue)?.get(symbol)?.book.mid()?;
-                Some(Mark {
-                    ts,
-                    strategy: strategy.clone(),
-                    venue: venue.clone(),
-                    symbol: symbol.clone(),
-                    mid,
-                    position: p.position,
-                })
-            })
-            .collect()
+        let mut marks = Vec::new();
+        self.marks_into(ts, &mut marks);
+        marks
+    }
+
+    /// [`SimExchange::marks`] appended to the caller's buffer.
+    pub fn marks_into(&self, ts: UnixNanos, out: &mut Vec<Mark>) {
+        for ((strategy, venue, symbol), &i) in &self.position_ids {
+            let p = &self.positions[i];
+            if p.position.is_zero() && p.open_orders == 0 {
+                continue;
+            }
+            let Some(mid) = self
+                .instruments
+                .find(venue, symbol)
+                .and_then(|m| self.markets[m].book.mid())
+            else {
+                continue;
+            };
+            out.push(Mark {
+                ts,
+                strategy: strategy.clone(),
+                venue: venue.clone(),
+                symbol: symbol.clone(),
+                mid,
+                position: p.position,
+            });
+        }
     }
 
     /// Open orders (by order id) and positions (by venue, symbol) of one strategy.
@@ -661,8 +791,7 @@ impl SimExchange {
         // Walk the resting-order index, not every order the run ever saw.
         let mut open: Vec<&Order> = self
             .markets
-            .values()
-            .flat_map(|m| m.values())
+            .iter()
             .flat_map(|m| m.own_bids.values().chain(m.own_asks.values()))
             .flatten()
             .filter_map(|id| self.orders.get(id))
@@ -684,10 +813,11 @@ impl SimExchange {
             })
             .collect();
         let positions = self
-            .positions
+            .position_ids
             .iter()
             .filter(|((s, _, _), _)| &**s == strategy)
-            .map(|((_, venue, symbol), p)| PositionView {
+            .map(|((_, venue, symbol), &i)| (venue, symbol, &self.positions[i]))
+            .map(|(venue, symbol, p)| PositionView {
                 venue: venue.to_string(),
                 symbol: symbol.to_string(),
                 position: p.position,
@@ -703,7 +833,7 @@ impl SimExchange {
     }
 }
 
-fn make_update(order: &Order, ts: UnixNanos, reason: Option<String>) -> OrderUpdate {
+fn make_update(order: &Order, ts: UnixNanos, reason: Option<Reason>) -> OrderUpdate {
     OrderUpdate {
         ts,
         strategy: order.strategy.clone(),

@@ -840,7 +840,7 @@ fn random_session(seed: u64) -> (String, Vec<ExchangeOutput>, SimExchange) {
             ex.submit(
                 "r",
                 OrderRequest::New(NewOrder {
-                    client_order_id: format!("c{next_cid}"),
+                    client_order_id: format!("c{next_cid}").into(),
                     venue: "sim".into(),
                     symbol: "BTCUSD".into(),
                     side,
@@ -857,7 +857,7 @@ fn random_session(seed: u64) -> (String, Vec<ExchangeOutput>, SimExchange) {
             ex.submit(
                 "r",
                 OrderRequest::Cancel {
-                    client_order_id: cid,
+                    client_order_id: cid.into(),
                 },
                 ts,
             );
@@ -976,4 +976,52 @@ fn late_arriving_requests_still_apply_at_their_decision_time_plus_latency() {
         "1",
     );
     assert_eq!(ex.next_apply_at(), Some(250));
+}
+
+/// Memory stays flat over a long run: a final order is forgotten `FORGET_AFTER` later,
+/// after which a cancel of it is refused at the gateway as unknown, as for any unknown
+/// id; until then it is refused at the exchange as already final.
+#[test]
+fn final_orders_are_forgotten_after_a_while() {
+    let mut ex = exchange();
+    let r = order(
+        &mut ex,
+        2,
+        "m1",
+        OrderSide::Buy,
+        OrderType::Market,
+        TimeInForce::Ioc,
+        None,
+        "1",
+    );
+    assert!(matches!(r, Reply::Accepted { .. }), "{r:?}");
+    ex.advance_to(2);
+    assert_eq!(last_update(&ex.drain()).status, OrderStatus::Filled);
+    let cancel = |ex: &mut SimExchange, ts| {
+        ex.submit(
+            "s1",
+            OrderRequest::Cancel {
+                client_order_id: "m1".into(),
+            },
+            ts,
+        )
+    };
+    assert!(matches!(cancel(&mut ex, 3), Reply::Accepted { .. }));
+    ex.advance_to(3);
+    let refused = last_update(&ex.drain());
+    assert_eq!(
+        refused.reason.as_deref(),
+        Some("cancel refused: order already filled")
+    );
+    level(&mut ex, 2 + FORGET_AFTER, Side::Bid, "99", "6");
+    assert!(
+        matches!(cancel(&mut ex, 4), Reply::Accepted { .. }),
+        "not yet"
+    );
+    level(&mut ex, 3 + FORGET_AFTER, Side::Bid, "99", "7");
+    assert!(
+        matches!(cancel(&mut ex, 5), Reply::Rejected { .. }),
+        "forgotten"
+    );
+    assert!(ex.orders.is_empty() && ex.client_ids.is_empty());
 }
