@@ -62,6 +62,8 @@ pub struct Ingest {
     /// Partitions that got a downtime row at the deadline without any event: no longer
     /// expected, unless they come back.
     dormant: FxHashSet<Partition>,
+    /// Journal flushes so far (a durable source acknowledges after each).
+    flushes: u64,
 }
 
 impl Ingest {
@@ -70,7 +72,11 @@ impl Ingest {
     pub fn open(config: &RecordConfig) -> Result<Ingest> {
         let root = config.dataset.clone();
         let lock = store::lock(&root)?;
-        let recovery = store::recover_locked(&root, &config.writer)
+        let mut dedup = dedup::DedupWindow::new(config.dedup_window);
+        if config.durable_source {
+            seed_from_journals(&root, &mut dedup)?;
+        }
+        let recovery = store::recover_locked_marking(&root, &config.writer, !config.durable_source)
             .with_context(|| format!("cannot recover dataset {}", root.display()))?;
         for warning in recovery.warnings() {
             eprintln!("warning: {warning}");
@@ -115,7 +121,7 @@ impl Ingest {
                 ..RecordStats::default()
             },
             names: Interner::default(),
-            dedup: dedup::DedupWindow::new(config.dedup_window),
+            dedup,
             positions: config.connect.iter().map(|_| Default::default()).collect(),
             pub_seqs: gaps::PublisherSeqs::default(),
             venue_seqs: gaps::VenueSeqs::new(config.gap_grace),
@@ -131,6 +137,7 @@ impl Ingest {
             resumed_from,
             downtime: None,
             dormant: FxHashSet::default(),
+            flushes: 0,
         };
         ingest.resume(now);
         Ok(ingest)
@@ -161,7 +168,9 @@ impl Ingest {
             };
             self.venue_seqs
                 .restore(kind, venue.clone(), symbol.clone(), restored);
-            downtime.add(kind, venue, symbol, tail.ts_recv);
+            if !self.config.durable_source {
+                downtime.add(kind, venue, symbol, tail.ts_recv);
+            }
         }
         self.downtime = (!downtime.is_empty()).then_some(downtime);
     }
@@ -257,9 +266,39 @@ impl Ingest {
         tails
     }
 
-    /// True once every publisher has sent its end-of-stream.
+    /// True once every publisher has sent its end-of-stream (and there was one).
     pub fn all_ended(&self) -> bool {
-        self.stats.publishers.iter().all(|p| p.ended)
+        !self.stats.publishers.is_empty() && self.stats.publishers.iter().all(|p| p.ended)
+    }
+
+    /// The source index of the publisher `name` of a durable source, added on first
+    /// sight (see [`RecordConfig::durable_source`]).
+    pub fn source(&mut self, name: &str) -> usize {
+        if let Some(i) = self
+            .stats
+            .publishers
+            .iter()
+            .position(|p| p.endpoint == name)
+        {
+            return i;
+        }
+        self.stats
+            .publishers
+            .push(PublisherStatus::new(name, self.config.default_heartbeat));
+        self.positions.push(Default::default());
+        self.last_partition.push(None);
+        self.stats.publishers.len() - 1
+    }
+
+    /// Journal flushes so far: everything taken before a flush is durable after it.
+    pub fn flushes(&self) -> u64 {
+        self.flushes
+    }
+
+    /// Flushes the journal now (a durable source does when many messages await their
+    /// acknowledgement), instead of at the next flush interval.
+    pub fn flush_now(&mut self) -> Result<()> {
+        self.flush()
     }
 
     /// How long until the next flush is due.
@@ -356,10 +395,22 @@ impl Ingest {
             self.last_partition[source] = Some(key);
         }
         let payload = &frames[1];
-        let key = self.positions[source].key(&event);
+        // Behind a broker, one venue message may arrive partly from each publisher: the
+        // position within it is the stream's, not a publisher's.
+        let position = if self.config.durable_source {
+            0
+        } else {
+            source
+        };
+        let key = self.positions[position].key(&event);
         self.dedup.prefetch(key);
         let mut reported = self.downtime.is_some() && self.resume_stream(source, &event)?;
-        if let Some(missing) = self.pub_seqs.observe(source, &event) {
+        let jump = if self.config.durable_source {
+            None
+        } else {
+            self.pub_seqs.observe(source, &event)
+        };
+        if let Some(missing) = jump {
             self.stats.publishers[source].seq_missing += missing;
             // With redundant publishers a sequenced venue's own gap check decides
             // whether anything is really missing; one publisher's jump is not enough.
@@ -419,6 +470,7 @@ impl Ingest {
         self.last_flush = Instant::now();
         self.journal.flush(self.config.fsync)?;
         self.quarantine.flush();
+        self.flushes += 1;
         Ok(())
     }
 
@@ -517,7 +569,10 @@ impl Ingest {
         for gap in self.venue_seqs.expired(Instant::now(), true) {
             self.accept_own(gap)?;
         }
-        self.mark_cut_messages()?;
+        if !self.config.durable_source {
+            // A durable broker delivers the rest of an unfinished message next time.
+            self.mark_cut_messages()?;
+        }
         self.flush()?;
         if !self.batch.is_empty() {
             let batch = std::mem::take(&mut self.batch);
@@ -576,6 +631,43 @@ impl Ingest {
         self.flush().unwrap();
         self.parquet.abandon();
     }
+}
+
+/// Starts the deduplicator with every event the journals of unfinished generations
+/// hold (a killed session's, before recovery turns them into Parquet): a durable source
+/// redelivers what was not acknowledged, and some of it reached the journal already.
+fn seed_from_journals(root: &std::path::Path, window: &mut dedup::DedupWindow) -> Result<()> {
+    let dir = root.join(layout::JOURNAL_DIR);
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let mut journals: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in
+        std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+    {
+        let entry = entry?;
+        if let Some(g) = entry
+            .file_name()
+            .to_str()
+            .and_then(layout::generation_of_journal)
+        {
+            journals.push((g, entry.path()));
+        }
+    }
+    journals.sort();
+    let mut names = Interner::default();
+    let mut position = dedup::MessagePosition::default();
+    for (_, path) in journals {
+        journal::read_journal(&path, |payload| {
+            if let Ok(event) = wire::decode(payload, &mut names)
+                && matches!(event.kind(), Kind::Book | Kind::Trade | Kind::Gap)
+            {
+                let _ = window.first_time(position.key(&event));
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
 }
 
 impl PublisherStatus {
