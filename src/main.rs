@@ -613,9 +613,10 @@ struct RecordArgs {
     /// Recent events remembered for deduplication.
     #[arg(long, default_value_t = 1 << 20)]
     dedup_window: usize,
-    /// How long a sequence hole waits for a redundant publisher's late copy.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    gap_grace: Duration,
+    /// How long a sequence hole waits for a redundant publisher's late copy (default 2s;
+    /// 10s with --from, where a publisher's retry after a broker failover arrives late).
+    #[arg(long, value_parser = parse_duration)]
+    gap_grace: Option<Duration>,
     /// Rows per Parquet row group.
     #[arg(long, default_value_t = 65_536)]
     row_group_rows: usize,
@@ -766,7 +767,11 @@ fn record_cmd(a: RecordArgs) -> Result<()> {
             .checked_mul(1 << 20)
             .context("--rotate-mib is too large: give MiB, e.g. 256")?,
         dedup_window: a.dedup_window,
-        gap_grace: a.gap_grace,
+        gap_grace: a.gap_grace.unwrap_or(if a.from.is_empty() {
+            Duration::from_secs(2)
+        } else {
+            ticktape::nats::record::GAP_GRACE
+        }),
         until_eos: a.until_eos,
         writer: WriterOptions {
             row_group_rows: a.row_group_rows.max(1),

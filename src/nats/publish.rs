@@ -8,7 +8,6 @@
 //! the broker stores it once, until `retry_for` has passed; then the publisher fails and
 //! says so. [`NatsPublisher::close`] waits for every ack.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use async_nats::jetstream;
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 
 use super::{NatsConfig, PUBLISHER_HEADER, message_id, subject};
 use crate::event::Event;
@@ -103,8 +104,10 @@ impl NatsPublisher {
         let (tx, rx) = tokio::sync::mpsc::channel(options.max_in_flight.max(1));
         let js = runtime.block_on(async {
             let client = super::connect(config).await?;
+            // A short ack timeout: a publish lost in a failover is sent again sooner,
+            // so it arrives less late after those that followed it.
             let js = jetstream::ContextBuilder::new()
-                .timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(2))
                 .max_ack_inflight(options.max_in_flight.max(1) + 1)
                 .backpressure_on_inflight(true)
                 .build(client);
@@ -227,8 +230,10 @@ impl Drop for NatsPublisher {
     }
 }
 
-/// The publishing task: publish in order, keep at most `max` acks outstanding, settle
-/// them oldest first, retry what was not stored.
+/// The publishing task: publish in order, keep at most `max` acks outstanding and wait
+/// for them all at once (each ack's timeout runs from when it is sent, so a connection
+/// lost with thousands in flight costs one timeout, not one each), retry what was not
+/// stored.
 async fn pump(
     js: jetstream::Context,
     mut rx: tokio::sync::mpsc::Receiver<Outgoing>,
@@ -237,19 +242,22 @@ async fn pump(
     retry_for: Duration,
     counters: Arc<Counters>,
 ) -> Result<()> {
-    let mut in_flight: VecDeque<(jetstream::context::PublishAckFuture, Outgoing)> =
-        VecDeque::with_capacity(max);
-    while let Some(msg) = rx.recv().await {
-        while in_flight.len() >= max {
-            if let Some((ack, msg)) = in_flight.pop_front() {
-                settle(&js, ack, msg, &publisher, retry_for, &counters).await?;
-            }
+    let mut in_flight = FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(settled) = in_flight.next(), if !in_flight.is_empty() => settled?,
+            next = rx.recv(), if in_flight.len() < max => match next {
+                Some(msg) => {
+                    let ack = publish_retrying(&js, &msg, &publisher, retry_for, &counters).await?;
+                    in_flight.push_back(settle(&js, ack, msg, &publisher, retry_for, &counters));
+                }
+                None => break,
+            },
         }
-        let ack = publish_retrying(&js, &msg, &publisher, retry_for, &counters).await?;
-        in_flight.push_back((ack, msg));
     }
-    while let Some((ack, msg)) = in_flight.pop_front() {
-        settle(&js, ack, msg, &publisher, retry_for, &counters).await?;
+    while let Some(settled) = in_flight.next().await {
+        settled?;
     }
     js.client()
         .flush()

@@ -24,6 +24,12 @@ use super::{NatsConfig, PUBLISHER_HEADER, filter_of_topic_prefix, topic_of_subje
 use crate::record::{Ingest, RecordConfig, RecordStats};
 use crate::shutdown::Stop;
 
+/// How long a venue-sequence hole waits for its event over JetStream (`--gap-grace`
+/// default with `--from`): a publisher whose ack was lost in a broker failover publishes
+/// the message again, after the ones that followed it, up to its ack timeout plus a
+/// leader election later.
+pub const GAP_GRACE: Duration = Duration::from_secs(10);
+
 /// The consumer side of a JetStream recording.
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {
@@ -59,7 +65,9 @@ pub struct ConsumerStats {
     pub stream_errors: u64,
 }
 
-/// What the fetch task hands the recording loop.
+/// What the fetch task hands the recording loop. Errors are rare and messages many:
+/// boxing the common variant would cost an allocation each for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Delivery {
     Message(async_nats::Message, jetstream::message::Acker, bool),
     Error(String),

@@ -1056,6 +1056,40 @@ mod tests {
     }
 
     #[test]
+    fn durable_source_restart_drops_redelivered_copies_the_journal_already_had() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RecordConfig {
+            durable_source: true,
+            connect: Vec::new(),
+            ..config(dir.path())
+        };
+        let now = Instant::now();
+        let mut first = Ingest::open(&config).unwrap();
+        let a = first.source("region-a");
+        for seq in 1..=100 {
+            first.on_message(a, &message(seq, seq), now).unwrap();
+        }
+        // Acknowledged up to 60; 61..=100 reached the journal but not the broker's ack.
+        first.crash();
+        let mut second = Ingest::open(&config).unwrap();
+        let b = second.source("region-b");
+        for seq in 61..=150 {
+            second.on_message(b, &message(seq, seq + 7), now).unwrap();
+        }
+        let stats = second.close().unwrap();
+        assert_eq!(stats.recovered, 100);
+        assert_eq!(stats.duplicates, 40, "61..=100 redelivered, already stored");
+        assert_eq!(
+            stats.gaps, 0,
+            "no recorder_down row: the broker kept everything"
+        );
+        let rows = crate::store::EventReader::open(&config.dataset, Default::default())
+            .unwrap()
+            .count();
+        assert_eq!(rows, 150, "every event once");
+    }
+
+    #[test]
     fn streams_whose_publisher_ended_are_not_marked_after_restart() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());

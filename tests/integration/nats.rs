@@ -25,10 +25,10 @@ fn nats_server() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("TICKTAPE_NATS_SERVER") {
         candidates.push(PathBuf::from(p));
     }
-    if let Some(py) = std::env::var_os("TICKTAPE_PYTHON") {
-        if let Some(dir) = Path::new(&py).parent() {
-            candidates.push(dir.join("nats-server"));
-        }
+    if let Some(py) = std::env::var_os("TICKTAPE_PYTHON")
+        && let Some(dir) = Path::new(&py).parent()
+    {
+        candidates.push(dir.join("nats-server"));
     }
     candidates.push(manifest.join(".venv/bin/nats-server"));
     if let Some(path) = std::env::var_os("PATH") {
@@ -263,6 +263,24 @@ impl Cluster {
         }
     }
 
+    /// The server a client named `name` is connected to (from each server's /connz).
+    fn node_of_client(&self, name: &str) -> Option<usize> {
+        use std::io::{Read, Write};
+        self.nodes.iter().position(|node| {
+            node.child.is_some()
+                && std::net::TcpStream::connect(("127.0.0.1", node.http))
+                    .ok()
+                    .and_then(|mut s| {
+                        s.write_all(b"GET /connz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                            .ok()?;
+                        let mut body = String::new();
+                        s.read_to_string(&mut body).ok()?;
+                        Some(body.contains(&format!("\"name\": \"{name}\"")))
+                    })
+                    .unwrap_or(false)
+        })
+    }
+
     /// The client URLs of every server, comma-separated.
     fn urls(&self) -> String {
         let scheme = if self.tls { "tls" } else { "nats" };
@@ -325,9 +343,12 @@ fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
     }
 }
 
-/// Data rows of a dataset keyed by (topic, pub_seq), panicking on a row stored twice;
-/// and the gap rows as (topic, reason).
-fn rows(dataset: &Path) -> (HashMap<(String, u64), Vec<u8>>, Vec<(String, String)>) {
+/// Data rows keyed by (topic, pub_seq), as re-encoded payloads.
+type Rows = HashMap<(String, u64), Vec<u8>>;
+
+/// Data rows of a dataset, panicking on a row stored twice; and the gap rows as
+/// (topic, reason).
+fn rows(dataset: &Path) -> (Rows, Vec<(String, String)>) {
     let mut data = HashMap::new();
     let mut gaps = Vec::new();
     for ev in EventReader::open(dataset, Selection::default()).unwrap() {
@@ -384,6 +405,18 @@ fn simulate_args<'a>(urls: &'a str, stream: &'a str, extra: &[&'a str]) -> Vec<&
     args
 }
 
+/// `(stored, sent)` from simulate's "JetStream stored A of B messages" line.
+fn stored_of_sent(stderr: &str) -> (u64, u64) {
+    let rest = stderr
+        .split("JetStream stored ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no JetStream line in: {stderr}"));
+    let mut words = rest.split_whitespace();
+    let stored = words.next().and_then(|w| w.parse().ok()).expect("stored");
+    let sent = words.nth(1).and_then(|w| w.parse().ok()).expect("sent");
+    (stored, sent)
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -405,9 +438,10 @@ fn nats_simulate_into_r3_stream_and_record_stores_every_event_once() {
     ));
     let sim_out = sim.wait(Duration::from_secs(120));
     assert_ok("simulate --nats", &sim_out);
+    let (stored, sent) = stored_of_sent(&stderr(&sim_out));
     assert!(
-        stderr(&sim_out).contains("JetStream stored 20001 of 20001"),
-        "every event and the end of stream acknowledged once: {}",
+        stored == sent && sent > 20_000,
+        "every event, heartbeat and the end of stream stored once: {}",
         stderr(&sim_out)
     );
     let rec = spawn(&record_args(ds, &urls, "RT", &[]));
@@ -531,8 +565,17 @@ fn nats_server_killed_mid_recording_loses_nothing_and_duplicates_nothing() {
     std::thread::sleep(Duration::from_millis(800));
     let rec = spawn(&record_args(ds, &urls, "FAIL", &[]));
     std::thread::sleep(Duration::from_millis(2500));
-    // One of three servers dies without warning; the R3 stream keeps a quorum.
-    cluster.kill_node(0);
+    // The server the recorder is connected to dies without warning; the R3 stream keeps
+    // a quorum on the other two, the recorder and its consumer move there.
+    let victim = cluster
+        .node_of_client("ticktape-record")
+        .unwrap_or_else(|| {
+            panic!(
+                "no server lists the recorder's connection\n{}",
+                cluster.logs()
+            )
+        });
+    cluster.kill_node(victim);
     let sim_out = sim.wait(Duration::from_secs(120));
     assert_ok("simulate", &sim_out);
     let out = rec.wait(Duration::from_secs(120));
@@ -601,7 +644,7 @@ fn nats_two_publishers_with_drops_store_every_event_once_and_gaps_only_where_bot
         ],
     ));
     std::thread::sleep(Duration::from_millis(800));
-    let rec = spawn(&record_args(ds, &urls, "DUO", &["--gap-grace", "5s"]));
+    let rec = spawn(&record_args(ds, &urls, "DUO", &[]));
     let (a_out, b_out) = (
         a.wait(Duration::from_secs(120)),
         b.wait(Duration::from_secs(120)),
@@ -617,20 +660,76 @@ fn nats_two_publishers_with_drops_store_every_event_once_and_gaps_only_where_bot
         "every event one of them sent, once\nrecorder: {}",
         stderr(&out)
     );
-    // Which events are missing: exactly the 100 both dropped (pub_seq is the same
-    // numbering on both, from the same seed).
     let summary = format!("{}{}", stderr(&a_out), stderr(&b_out));
     assert!(
         summary.contains("were already there"),
         "the broker deduplicated: {summary}"
     );
+    // The same feed without drops, through its own stream, is the reference: what is
+    // missing must be what both dropped, and gap rows only on those streams.
+    let reference = spawn(&[
+        "simulate",
+        "--nats",
+        &urls,
+        "--stream",
+        "DUO-REF",
+        "--subject-prefix",
+        "ref",
+        "--replicas",
+        "3",
+        "--seed",
+        "5",
+        "--synthetic-clock",
+        CLOCK,
+        "--quiet",
+        "--events",
+        "20000",
+        "--rate",
+        "0",
+        "--synthetic-rate",
+        "5000",
+    ])
+    .wait(Duration::from_secs(120));
+    assert_ok("reference publisher", &reference);
+    let ds_ref = dir.path().join("ref");
+    let ds_ref = ds_ref.to_str().unwrap();
+    let out_ref = spawn(&record_args(
+        ds_ref,
+        &urls,
+        "DUO-REF",
+        &["--subject-prefix", "ref"],
+    ))
+    .wait(Duration::from_secs(120));
+    assert_ok("record the reference", &out_ref);
+    let (all, _) = rows(Path::new(ds_ref));
+    assert_eq!(all.len(), 20_000);
+    let missing: Vec<&(String, u64)> = all.keys().filter(|k| !data.contains_key(*k)).collect();
+    assert_eq!(missing.len(), 100, "exactly what both dropped is missing");
+    for (key, payload) in &data {
+        assert_eq!(
+            all.get(key),
+            Some(payload),
+            "{key:?} differs from the reference"
+        );
+    }
+    let holed: std::collections::BTreeSet<String> = missing
+        .iter()
+        .map(|(topic, _)| {
+            topic
+                .split_once('.')
+                .map_or("", |(_, rest)| rest)
+                .to_string()
+        })
+        .collect();
     assert!(!gaps.is_empty(), "the hole both missed is marked");
-    assert!(
-        gaps.iter().all(|(_, reason)| reason == "venue_seq"),
-        "only venue-sequence gaps, no publisher or silence rows: {gaps:?}"
-    );
-    // One row per (kind, symbol) stream at most: 3 symbols x (book, trade).
-    assert!(gaps.len() <= 6, "{gaps:?}");
+    for (topic, reason) in &gaps {
+        assert_eq!(reason, "venue_seq", "only venue-sequence gaps: {gaps:?}");
+        let instrument = topic.split_once('.').map_or("", |(_, rest)| rest);
+        assert!(
+            holed.contains(instrument),
+            "gap row on {topic}, where nothing is missing (missing on {holed:?})"
+        );
+    }
     drop(cluster);
 }
 
@@ -686,6 +785,16 @@ fn nats_tls_and_password_round_trip_and_wrong_password_is_refused() {
     assert!(
         !untrusted.status.success(),
         "a certificate from an unknown CA is refused"
+    );
+    assert!(
+        stderr(&untrusted).contains("cannot connect to NATS"),
+        "{}",
+        stderr(&untrusted)
+    );
+    eprintln!(
+        "wrong password: {}no CA: {}",
+        stderr(&wrong),
+        stderr(&untrusted)
     );
 }
 
