@@ -74,7 +74,7 @@ impl Ingest {
         let lock = store::lock(&root)?;
         let mut dedup = dedup::DedupWindow::new(config.dedup_window);
         if config.durable_source {
-            seed_from_journals(&root, &mut dedup)?;
+            seed_redeliveries(&root, &mut dedup, config.dedup_window)?;
         }
         let recovery = store::recover_locked_marking(&root, &config.writer, !config.durable_source)
             .with_context(|| format!("cannot recover dataset {}", root.display()))?;
@@ -633,28 +633,50 @@ impl Ingest {
     }
 }
 
-/// Starts the deduplicator with every event the journals of unfinished generations
-/// hold (a killed session's, before recovery turns them into Parquet): a durable source
-/// redelivers what was not acknowledged, and some of it reached the journal already.
-fn seed_from_journals(root: &std::path::Path, window: &mut dedup::DedupWindow) -> Result<()> {
+/// The dedup keys a durable source may still deliver again (`_ticktape/redelivery-keys`,
+/// u64 little-endian): what killed sessions had journaled without the broker's ack.
+const REDELIVERY_KEYS: &str = "redelivery-keys";
+
+/// Starts the deduplicator with every event a killed session journaled: the journals of
+/// unfinished generations (before recovery turns them into Parquet), and the keys kept
+/// from earlier kills (a session killed before the broker delivered again what its
+/// predecessor had not acknowledged leaves them to the next). A durable source redelivers
+/// what was not acknowledged, and some of it is in the dataset already. The newest
+/// `capacity` keys are kept for the next session, written before recovery runs.
+fn seed_redeliveries(
+    root: &std::path::Path,
+    window: &mut dedup::DedupWindow,
+    capacity: usize,
+) -> Result<()> {
+    let keys_path = root.join(layout::META_DIR).join(REDELIVERY_KEYS);
+    let mut keys: Vec<u64> = match std::fs::read(&keys_path) {
+        Ok(bytes) => bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read {}", keys_path.display()));
+        }
+    };
     let dir = root.join(layout::JOURNAL_DIR);
-    if !dir.is_dir() {
-        return Ok(());
-    }
     let mut journals: Vec<(u64, PathBuf)> = Vec::new();
-    for entry in
-        std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
-    {
-        let entry = entry?;
-        if let Some(g) = entry
-            .file_name()
-            .to_str()
-            .and_then(layout::generation_of_journal)
+    if dir.is_dir() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
         {
-            journals.push((g, entry.path()));
+            let entry = entry?;
+            if let Some(g) = entry
+                .file_name()
+                .to_str()
+                .and_then(layout::generation_of_journal)
+            {
+                journals.push((g, entry.path()));
+            }
         }
     }
     journals.sort();
+    let before = keys.len();
     let mut names = Interner::default();
     let mut position = dedup::MessagePosition::default();
     for (_, path) in journals {
@@ -662,10 +684,19 @@ fn seed_from_journals(root: &std::path::Path, window: &mut dedup::DedupWindow) -
             if let Ok(event) = wire::decode(payload, &mut names)
                 && matches!(event.kind(), Kind::Book | Kind::Trade | Kind::Gap)
             {
-                let _ = window.first_time(position.key(&event));
+                keys.push(position.key(&event));
             }
             Ok(())
         })?;
+    }
+    let keep = keys.len().saturating_sub(capacity);
+    keys.drain(..keep);
+    for &key in &keys {
+        let _ = window.first_time(key);
+    }
+    if keys.len() != before || keep > 0 {
+        let bytes: Vec<u8> = keys.iter().flat_map(|k| k.to_le_bytes()).collect();
+        store::streams::write_atomically(&keys_path, &bytes)?;
     }
     Ok(())
 }
@@ -1071,13 +1102,20 @@ mod tests {
         }
         // Acknowledged up to 60; 61..=100 reached the journal but not the broker's ack.
         first.crash();
+        // A session killed before the broker delivered those again leaves them to the
+        // next (its journal no longer holds them: its recovery turned them into Parquet).
+        let between = Ingest::open(&config).unwrap();
+        between.crash();
         let mut second = Ingest::open(&config).unwrap();
         let b = second.source("region-b");
         for seq in 61..=150 {
             second.on_message(b, &message(seq, seq + 7), now).unwrap();
         }
         let stats = second.close().unwrap();
-        assert_eq!(stats.recovered, 100);
+        assert_eq!(
+            stats.recovered, 0,
+            "the session between recovered the journal"
+        );
         assert_eq!(stats.duplicates, 40, "61..=100 redelivered, already stored");
         assert_eq!(
             stats.gaps, 0,

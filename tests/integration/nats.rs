@@ -522,15 +522,28 @@ fn nats_kill_9_recorder_and_restart_loses_nothing_and_stores_nothing_twice() {
         "K9",
         &["--events", "30000", "--rate", "5000"],
     ));
+    // A flush interval long enough that the journal's buffer reaches the file between
+    // flushes: a kill then leaves journaled events the broker delivers again.
+    let args: Vec<&str> = record_args(ds, &urls, "K9", &[])
+        .into_iter()
+        .map(|a| match a {
+            "200ms" => "1s",
+            "3s" => "4s",
+            other => other,
+        })
+        .collect();
     // Let the stream exist before the recorder asks for it.
     std::thread::sleep(Duration::from_millis(800));
-    let rec = spawn(&record_args(ds, &urls, "K9", &[]));
-    std::thread::sleep(Duration::from_millis(2500));
-    rec.signal("KILL");
-    let killed = rec.wait(Duration::from_secs(10));
-    assert!(!killed.status.success(), "the recorder was killed");
-    std::thread::sleep(Duration::from_millis(500));
-    let rec = spawn(&record_args(ds, &urls, "K9", &[]));
+    let mut recovered = 0u64;
+    for _ in 0..2 {
+        let rec = spawn(&args);
+        std::thread::sleep(Duration::from_millis(2200));
+        rec.signal("KILL");
+        let killed = rec.wait(Duration::from_secs(10));
+        assert!(!killed.status.success(), "the recorder was killed");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let rec = spawn(&args);
     assert_ok("simulate", &sim.wait(Duration::from_secs(120)));
     let out = rec.wait(Duration::from_secs(120));
     assert_ok("restarted record", &out);
@@ -538,12 +551,21 @@ fn nats_kill_9_recorder_and_restart_loses_nothing_and_stores_nothing_twice() {
     assert_eq!(
         data.len(),
         30_000,
-        "every event once after a kill -9; second session: {}",
+        "every event once after two kill -9; last session: {}",
         stderr(&out)
     );
     assert!(
         gaps.is_empty(),
         "the broker kept everything: no gap rows {gaps:?}"
+    );
+    let log = std::fs::read_to_string(Path::new(ds).join("_ticktape/sessions.jsonl")).unwrap();
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        recovered += v["recovered"]["events"].as_u64().unwrap_or(0);
+    }
+    assert!(
+        recovered > 0,
+        "the killed sessions' journals were rebuilt: {log}"
     );
     eprintln!("after kill -9: {}", stderr(&out));
     drop(cluster);
