@@ -585,7 +585,8 @@ struct RecordArgs {
     #[command(flatten)]
     nats_options: NatsOptions,
     /// JetStream durable consumer: a restart with the same name resumes after the last
-    /// acknowledged message; recorders sharing one name share the work.
+    /// acknowledged message (recorders sharing one name split every instrument between
+    /// their datasets: see docs/SCALE-OUT.md).
     #[arg(long, default_value = "ticktape-record")]
     consumer: String,
     /// How long the broker waits for an ack before delivering again (and how long a
