@@ -217,7 +217,7 @@ nats_section() {
   local SP=$! SAMPLES=""
   while kill -0 $SP 2>/dev/null; do
     sleep 10
-    SAMPLES="$SAMPLES $(( $(awk '/VmRSS/ {print $2}' /proc/$RP/status 2>/dev/null || echo 0) / 1024 ))"
+    [ -r /proc/$RP/status ] && SAMPLES="$SAMPLES $(( $(awk '/VmRSS/ {print $2}' /proc/$RP/status) / 1024 ))"
   done
   wait $RP
   echo "recorder RSS MiB every 10 s:$SAMPLES; rows $(rows_of "$W/mds") of $((SECS * 20000))"
