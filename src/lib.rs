@@ -8,6 +8,7 @@
 //! - [`event`]: the event vocabulary, exact fixed-point numbers, nanosecond time.
 //! - [`wire`]: topics and JSON payloads on the bus.
 //! - [`bus`]: ZeroMQ publisher/subscriber, lossless mode, heartbeats.
+//! - [`nats`]: NATS JetStream between machines: durable, replicated, authenticated.
 //! - [`feeds`]: sources — the synthetic venue, live venues, importers.
 //! - [`record`]: the recorder (dedup, gaps, quarantine) writing through [`store`].
 //! - [`store`]: dataset layout, journal, crash-safe Parquet writer, time-ordered reader.
@@ -31,6 +32,7 @@ pub mod event;
 pub mod exchange;
 pub mod feeds;
 pub mod inspect;
+pub mod nats;
 pub mod paper;
 pub mod record;
 pub mod replay;

@@ -203,9 +203,15 @@ struct FeedArgs {
     /// Comma-separated venue symbols (XBT/USD, BTC-USD).
     #[arg(long, value_delimiter = ',', required = true)]
     symbols: Vec<String>,
-    /// Endpoint(s) to bind the bus on.
-    #[arg(long, default_value = "tcp://127.0.0.1:5555")]
+    /// Endpoint(s) to bind the bus on (default tcp://127.0.0.1:5555, none when only
+    /// --nats is given).
+    #[arg(long)]
     bind: Vec<String>,
+    /// Also publish into NATS JetStream: server URL(s), comma-separated.
+    #[arg(long = "nats", value_delimiter = ',')]
+    nats: Vec<String>,
+    #[command(flatten)]
+    nats_options: NatsOptions,
     /// Payload encoding: json (any language) or binary (fast; `docs/PROTOCOL.md`).
     #[arg(long, value_enum, default_value = "json")]
     encoding: ticktape::wire::Encoding,
@@ -321,6 +327,12 @@ struct ReplayArgs {
     /// Endpoint(s) to bind the bus on.
     #[arg(long, default_value = "tcp://127.0.0.1:5556")]
     bind: Vec<String>,
+    /// Replay into NATS JetStream instead of the ZeroMQ bus: server URL(s),
+    /// comma-separated (paced or max speed; lockstep and --exchange stay local).
+    #[arg(long = "nats", value_delimiter = ',')]
+    nats: Vec<String>,
+    #[command(flatten)]
+    nats_options: NatsOptions,
     /// Wait for this many subscribers before the first event. The default, 1, lets a
     /// subscriber started first receive the whole stream; 0 publishes at once, and what is
     /// sent before a subscriber's subscription arrives is lost (ZeroMQ's slow joiner).
@@ -409,11 +421,92 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     simulate::check_rate(rate)
 }
 
+/// The JetStream side of any NATS link (`docs/SCALE-OUT.md`).
+#[derive(Args, Clone)]
+struct NatsOptions {
+    /// JetStream stream (created when missing, with subjects PREFIX.>).
+    #[arg(long, default_value = "TICKTAPE")]
+    stream: String,
+    /// First token of every subject (ticktape.book.sim.BTC-USD).
+    #[arg(long, default_value = "ticktape")]
+    subject_prefix: String,
+    /// Replicas when this process creates the stream (3 on a 3-node cluster).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// How long the broker remembers message ids to drop duplicates.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    dupe_window: Duration,
+    /// User for user/password authentication; the password comes from the environment
+    /// variable TICKTAPE_NATS_PASSWORD (never the command line).
+    #[arg(long)]
+    nats_user: Option<String>,
+    /// PEM file of the CA that signed the servers' certificates: every link is TLS.
+    #[arg(long)]
+    nats_ca: Option<PathBuf>,
+    /// Allow plain-text NATS to a host that is not loopback (refused otherwise).
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl NatsOptions {
+    fn config(&self, servers: Vec<String>, name: &str) -> ticktape::nats::NatsConfig {
+        ticktape::nats::NatsConfig {
+            servers,
+            stream: self.stream.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            replicas: self.replicas,
+            duplicate_window: self.dupe_window,
+            user: self.nats_user.clone(),
+            password: std::env::var(ticktape::nats::PASSWORD_ENV).ok(),
+            ca: self.nats_ca.clone(),
+            insecure: self.insecure,
+            name: name.to_string(),
+        }
+    }
+
+    /// The NATS side of a publisher, or None without `--nats`.
+    fn publishing(
+        &self,
+        servers: &[String],
+        id: &str,
+        encoding: ticktape::wire::Encoding,
+    ) -> Option<(
+        ticktape::nats::NatsConfig,
+        ticktape::nats::publish::PublishOptions,
+    )> {
+        (!servers.is_empty()).then(|| {
+            (
+                self.config(servers.to_vec(), id),
+                ticktape::nats::publish::PublishOptions {
+                    publisher_id: id.to_string(),
+                    encoding,
+                    ..Default::default()
+                },
+            )
+        })
+    }
+}
+
+/// ZeroMQ endpoints to bind: those given, else `default` unless NATS is the only outlet.
+fn bind_or_default(bind: Vec<String>, nats: &[String], default: &str) -> Vec<String> {
+    if bind.is_empty() && nats.is_empty() {
+        vec![default.to_string()]
+    } else {
+        bind
+    }
+}
+
 #[derive(Args)]
 struct SimulateArgs {
-    /// Endpoint(s) to bind.
-    #[arg(long, default_value = "tcp://127.0.0.1:5555")]
+    /// Endpoint(s) to bind (default tcp://127.0.0.1:5555, none when only --nats is given).
+    #[arg(long)]
     bind: Vec<String>,
+    /// Also publish into NATS JetStream: server URL(s), comma-separated
+    /// (nats://127.0.0.1:4222, tls://host:4222).
+    #[arg(long = "nats", value_delimiter = ',')]
+    nats: Vec<String>,
+    #[command(flatten)]
+    nats_options: NatsOptions,
     /// Venue name in events.
     #[arg(long, default_value = "sim")]
     venue: String,
@@ -490,9 +583,28 @@ struct SimulateArgs {
 struct RecordArgs {
     /// Dataset directory (created, or appended to).
     dataset: PathBuf,
-    /// Publisher endpoint(s); repeat for redundant publishers.
-    #[arg(long = "connect", default_value = "tcp://127.0.0.1:5555")]
+    /// Publisher endpoint(s); repeat for redundant publishers (default
+    /// tcp://127.0.0.1:5555 unless --from is given).
+    #[arg(long = "connect")]
     connect: Vec<String>,
+    /// Record from NATS JetStream instead: server URL(s) of the cluster, comma-separated
+    /// (nats://127.0.0.1:4222, tls://host:4222), with --stream.
+    #[arg(long = "from", value_delimiter = ',', conflicts_with = "connect")]
+    from: Vec<String>,
+    #[command(flatten)]
+    nats_options: NatsOptions,
+    /// JetStream durable consumer: a restart with the same name resumes after the last
+    /// acknowledged message (recorders sharing one name split every instrument between
+    /// their datasets: see docs/SCALE-OUT.md).
+    #[arg(long, default_value = "ticktape-record")]
+    consumer: String,
+    /// How long the broker waits for an ack before delivering again (and how long a
+    /// restart after kill -9 waits for what was not acked).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    ack_wait: Duration,
+    /// Unacknowledged messages at most (the recorder flushes and acks at half).
+    #[arg(long, default_value_t = 20_000)]
+    max_ack_pending: usize,
     /// Topic prefixes to record (default: everything); heartbeats and end-of-stream always.
     #[arg(long = "topic")]
     topics: Vec<String>,
@@ -511,9 +623,10 @@ struct RecordArgs {
     /// Recent events remembered for deduplication.
     #[arg(long, default_value_t = 1 << 20)]
     dedup_window: usize,
-    /// How long a sequence hole waits for a redundant publisher's late copy.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    gap_grace: Duration,
+    /// How long a sequence hole waits for a redundant publisher's late copy (default 2s;
+    /// 10s with --from, where a publisher's retry after a broker failover arrives late).
+    #[arg(long, value_parser = parse_duration)]
+    gap_grace: Option<Duration>,
     /// Rows per Parquet row group.
     #[arg(long, default_value_t = 65_536)]
     row_group_rows: usize,
@@ -579,13 +692,15 @@ fn simulate_cmd(a: SimulateArgs) -> Result<()> {
     if a.symbols.is_empty() {
         bail!("--symbols needs at least one symbol");
     }
+    let nats = a.nats_options.publishing(&a.nats, &a.id, a.encoding);
     let config = SimulateConfig {
         publisher: PublisherConfig {
-            bind: a.bind,
+            bind: bind_or_default(a.bind, &a.nats, "tcp://127.0.0.1:5555"),
             backpressure: Backpressure::Drop,
             encoding: a.encoding,
             ..PublisherConfig::default()
         },
+        nats,
         publisher_id: a.id,
         venue: a.venue,
         symbols: a.symbols,
@@ -616,13 +731,22 @@ fn simulate_cmd(a: SimulateArgs) -> Result<()> {
         let rate = s.published as f64 / s.elapsed.as_secs_f64().max(1e-9);
         bar.set_message(format!(
             "simulate on {}: {} events ({:.0}/s), {:.1} MB",
-            p.endpoints().join(","),
+            p.describe(),
             s.published,
             rate,
-            p.stats().bytes as f64 / 1e6
+            p.bytes() as f64 / 1e6
         ));
     })?;
     bar.finish_and_clear();
+    if let Some(n) = &stats.nats {
+        eprintln!(
+            "simulate: JetStream stored {} of {} messages ({} were already there: another publisher's or a retry's), {} retries",
+            n.acked - n.duplicates,
+            n.sent,
+            n.duplicates,
+            n.retries
+        );
+    }
     eprintln!(
         "simulate: published {} events in {:.2}s ({:.0}/s); injected: dropped {}, duplicated {}, malformed {}",
         stats.published,
@@ -636,9 +760,14 @@ fn simulate_cmd(a: SimulateArgs) -> Result<()> {
 }
 
 fn record_cmd(a: RecordArgs) -> Result<()> {
+    let connect = if a.connect.is_empty() && a.from.is_empty() {
+        vec!["tcp://127.0.0.1:5555".to_string()]
+    } else {
+        a.connect.clone()
+    };
     let config = RecordConfig {
         dataset: a.dataset,
-        connect: a.connect,
+        connect,
         topics: a.topics,
         flush_interval: a.flush_interval,
         fsync: !a.no_fsync,
@@ -648,7 +777,11 @@ fn record_cmd(a: RecordArgs) -> Result<()> {
             .checked_mul(1 << 20)
             .context("--rotate-mib is too large: give MiB, e.g. 256")?,
         dedup_window: a.dedup_window,
-        gap_grace: a.gap_grace,
+        gap_grace: a.gap_grace.unwrap_or(if a.from.is_empty() {
+            Duration::from_secs(2)
+        } else {
+            ticktape::nats::record::GAP_GRACE
+        }),
         until_eos: a.until_eos,
         writer: WriterOptions {
             row_group_rows: a.row_group_rows.max(1),
@@ -656,6 +789,15 @@ fn record_cmd(a: RecordArgs) -> Result<()> {
         },
         ..RecordConfig::default()
     };
+    if !a.from.is_empty() {
+        let nats = a.nats_options.config(a.from.clone(), "ticktape-record");
+        let consumer = ticktape::nats::record::ConsumerConfig {
+            durable: a.consumer.clone(),
+            ack_wait: a.ack_wait,
+            max_ack_pending: a.max_ack_pending.max(1),
+        };
+        return record_nats_cmd(&config, &nats, &consumer, a.quiet);
+    }
     let bar = spinner(a.quiet);
     let stop = ticktape::shutdown::on_signal();
     let mut last = (0u64, 0.0f64);
@@ -678,6 +820,50 @@ fn record_cmd(a: RecordArgs) -> Result<()> {
         ));
     })?;
     bar.finish_and_clear();
+    print_record_summary(&stats);
+    Ok(())
+}
+
+/// `record --from nats://…`: the durable JetStream consumer.
+fn record_nats_cmd(
+    config: &RecordConfig,
+    nats: &ticktape::nats::NatsConfig,
+    consumer: &ticktape::nats::record::ConsumerConfig,
+    quiet: bool,
+) -> Result<()> {
+    let bar = spinner(quiet);
+    let stop = ticktape::shutdown::on_signal();
+    let mut last = (0u64, 0.0f64);
+    let (stats, consumed) = ticktape::nats::record::run(config, nats, consumer, &stop, |s, c| {
+        let dt = (s.elapsed_secs - last.1).max(1e-9);
+        let rate = (s.received - last.0) as f64 / dt;
+        last = (s.received, s.elapsed_secs);
+        bar.set_message(format!(
+            "record {} from JetStream {}/{}: {} ev ({:.0}/s) | acked {} redelivered {} | rows {} | gaps {} dup {} bad {} | publishers: {}",
+            config.dataset.display(),
+            nats.stream,
+            consumer.durable,
+            s.accepted,
+            rate,
+            c.acked,
+            c.redelivered,
+            s.writer.rows,
+            s.gaps,
+            s.duplicates,
+            s.malformed,
+            record::publishers_line(s)
+        ));
+    })?;
+    bar.finish_and_clear();
+    print_record_summary(&stats);
+    eprintln!(
+        "  JetStream {} consumer {}: {} acked, {} redelivered, {} stream errors recovered",
+        nats.stream, consumer.durable, consumed.acked, consumed.redelivered, consumed.stream_errors
+    );
+    Ok(())
+}
+
+fn print_record_summary(stats: &ticktape::record::RecordStats) {
     eprintln!(
         "record: {} received, {} written ({} rows in {} files, {:.1} MB), {} duplicates dropped, {} gaps, {} malformed quarantined, {} recovered from a previous journal, {:.1}s",
         stats.received,
@@ -701,7 +887,6 @@ fn record_cmd(a: RecordArgs) -> Result<()> {
             if p.ended { ", ended" } else { "" }
         );
     }
-    Ok(())
 }
 
 fn inspect_cmd(a: InspectArgs) -> Result<()> {
@@ -784,6 +969,37 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
         ..Default::default()
     };
     let stop = ticktape::shutdown::on_signal();
+    if !a.nats.is_empty() {
+        if a.transport == ticktape::shm::Transport::Shm {
+            bail!(
+                "--transport shm carries lockstep to local strategies; replay into JetStream with --nats alone"
+            );
+        }
+        if a.exchange {
+            bail!(
+                "--exchange stays local: the simulated exchange answers strategies over the ZeroMQ gateway; replay into JetStream without it, or drop --nats"
+            );
+        }
+        let nats = a.nats_options.config(a.nats.clone(), &config.publisher_id);
+        let mut progress = ReplayProgress::new(a.quiet);
+        let stats = ticktape::replay::run_nats(&config, &nats, &stop, |p| progress.show(&p))?;
+        progress.bar.finish_and_clear();
+        print_replay_summary(&stats, a.json)?;
+        if let Some(stored) = stats.stored {
+            eprintln!(
+                "  JetStream {} acknowledged {stored} messages (events, heartbeats, end of stream)",
+                nats.stream
+            );
+        }
+        if stop.is_set() {
+            bail!(
+                "interrupted after {} of about {} events",
+                stats.events,
+                stats.estimate
+            );
+        }
+        return Ok(());
+    }
     let mut config = config;
     let shm = match a.transport {
         ticktape::shm::Transport::Zmq => {
@@ -1249,9 +1465,10 @@ fn book_cmd(a: BookArgs) -> Result<()> {
     Ok(())
 }
 
-/// Publishes a live feed's events on the bus, beats, and draws the status line.
+/// Publishes a live feed's events on the bus and/or JetStream, beats, and draws the
+/// status line.
 struct BusFeedSink {
-    publisher: ticktape::bus::Publisher,
+    publisher: ticktape::bus::Outlets,
     heartbeat: ticktape::bus::HeartbeatTimer,
     bar: ProgressBar,
 }
@@ -1264,7 +1481,7 @@ impl ticktape::event::EventSink for BusFeedSink {
 
 impl ticktape::feeds::live::FeedSink for BusFeedSink {
     fn tick(&mut self, stats: &ticktape::feeds::live::FeedStats) -> Result<()> {
-        self.heartbeat.tick(&mut self.publisher)?;
+        self.heartbeat.tick_outlets(&mut self.publisher)?;
         self.bar.set_message(stats.to_string());
         Ok(())
     }
@@ -1279,15 +1496,22 @@ fn feed_cmd(a: FeedArgs) -> Result<()> {
     options.url = a.url;
     options.rest_url = a.rest_url;
     let ctx = ticktape::bus::context();
-    let publisher = ticktape::bus::Publisher::bind(
-        &ctx,
-        &PublisherConfig {
-            bind: a.bind,
-            encoding: a.encoding,
-            ..PublisherConfig::default()
-        },
-    )?;
     let id = a.id.unwrap_or_else(|| venue.name().to_string());
+    let mut publisher = ticktape::bus::Outlets::default();
+    let bind = bind_or_default(a.bind, &a.nats, "tcp://127.0.0.1:5555");
+    if !bind.is_empty() {
+        publisher.zmq = Some(ticktape::bus::Publisher::bind(
+            &ctx,
+            &PublisherConfig {
+                bind,
+                encoding: a.encoding,
+                ..PublisherConfig::default()
+            },
+        )?);
+    }
+    if let Some((nats, options)) = a.nats_options.publishing(&a.nats, &id, a.encoding) {
+        publisher.nats = Some(ticktape::nats::NatsPublisher::connect(&nats, &options)?);
+    }
     let mut sink = BusFeedSink {
         publisher,
         heartbeat: ticktape::bus::HeartbeatTimer::new(&id, Duration::from_secs(1), false),
@@ -1298,6 +1522,16 @@ fn feed_cmd(a: FeedArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     sink.bar.finish_and_clear();
     eprintln!("feed {}: {stats}", venue.name());
+    if let Some(n) = sink.publisher.close()? {
+        eprintln!(
+            "feed {}: JetStream acknowledged {} of {} messages ({} duplicates), {} retries",
+            venue.name(),
+            n.acked,
+            n.sent,
+            n.duplicates,
+            n.retries
+        );
+    }
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp};
 
-use crate::bus::{HeartbeatTimer, Publisher, PublisherConfig, Sequencer};
+use crate::bus::{HeartbeatTimer, Outlets, Publisher, PublisherConfig, Sequencer};
 use crate::event::{
     Body, BookDelta, EndOfStream, Event, Fixed, Flags, NANOS_PER_SEC, Side, Trade, UnixNanos,
     now_nanos,
@@ -52,8 +52,13 @@ pub enum Clock {
 /// Configuration of the synthetic venue.
 #[derive(Clone, Debug)]
 pub struct SimulateConfig {
-    /// Where to publish.
+    /// Where to publish on the ZeroMQ bus (no `bind` endpoints: not on ZeroMQ).
     pub publisher: PublisherConfig,
+    /// Also (or only) publish into this NATS JetStream stream.
+    pub nats: Option<(
+        crate::nats::NatsConfig,
+        crate::nats::publish::PublishOptions,
+    )>,
     /// Id in heartbeats and end-of-stream.
     pub publisher_id: String,
     /// Venue name in events.
@@ -95,6 +100,7 @@ impl Default for SimulateConfig {
     fn default() -> SimulateConfig {
         SimulateConfig {
             publisher: PublisherConfig::default(),
+            nats: None,
             publisher_id: "sim".into(),
             venue: "sim".into(),
             symbols: vec!["BTC-USD".into(), "ETH-USD".into(), "SOL-USD".into()],
@@ -144,6 +150,8 @@ pub struct SimulateStats {
     pub duplicated: u64,
     /// Malformed messages sent on purpose.
     pub malformed: u64,
+    /// What the NATS publisher counted (acks, broker duplicates, retries), at the end.
+    pub nats: Option<crate::nats::NatsPublisherStats>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -320,17 +328,28 @@ fn next_message(book: &mut SimBook, rng: &mut SmallRng) -> Message {
 pub fn run(
     config: &SimulateConfig,
     stop: &Stop,
-    mut progress: impl FnMut(&SimulateStats, &Publisher),
+    mut progress: impl FnMut(&SimulateStats, &Outlets),
 ) -> Result<SimulateStats> {
     check_rate(config.rate).map_err(|m| anyhow::anyhow!("simulate: {m}"))?;
     if let Some(r) = config.synthetic_rate {
         check_rate(r).map_err(|m| anyhow::anyhow!("simulate: synthetic {m}"))?;
     }
     let ctx = crate::bus::context();
-    let mut publisher = Publisher::bind(&ctx, &config.publisher)?;
+    let mut publisher = Outlets::default();
+    if !config.publisher.bind.is_empty() {
+        publisher.zmq = Some(Publisher::bind(&ctx, &config.publisher)?);
+    }
+    if let Some((nats, options)) = &config.nats {
+        publisher.nats = Some(crate::nats::NatsPublisher::connect(nats, options)?);
+    }
+    if publisher.zmq.is_none() && publisher.nats.is_none() {
+        anyhow::bail!("simulate: nowhere to publish: give a --bind endpoint or a --nats URL");
+    }
     let mut heartbeat = HeartbeatTimer::new(&config.publisher_id, config.heartbeat, false);
-    if config.wait_for > 0 {
-        publisher.wait_for_subscribers(config.wait_for, Duration::from_secs(3600), &|| {
+    if config.wait_for > 0
+        && let Some(zmq) = publisher.zmq.as_mut()
+    {
+        zmq.wait_for_subscribers(config.wait_for, Duration::from_secs(3600), &|| {
             stop.is_set()
         })?;
     }
@@ -387,7 +406,7 @@ pub fn run(
         messages += 1;
         let clock_due = config.rate > 0.0 || messages % 32 == 1;
         if clock_due {
-            heartbeat.tick(&mut publisher)?;
+            heartbeat.tick_outlets(&mut publisher)?;
         }
         if config
             .snapshot_every
@@ -518,11 +537,13 @@ pub fn run(
     publisher.send(&eos)?;
     stats.elapsed = started.elapsed();
     progress(&stats, &publisher);
+    stats.nats = publisher.close()?;
+    stats.elapsed = started.elapsed();
     Ok(stats)
 }
 
 /// Sends one of several kinds of broken message.
-fn send_malformed(publisher: &mut Publisher, event: &Event, which: u64) -> Result<()> {
+fn send_malformed(publisher: &mut Outlets, event: &Event, which: u64) -> Result<()> {
     let topic = crate::wire::topic(event);
     match which % 4 {
         0 => publisher.send_raw(topic.as_bytes(), b"{not json"),

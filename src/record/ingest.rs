@@ -62,6 +62,8 @@ pub struct Ingest {
     /// Partitions that got a downtime row at the deadline without any event: no longer
     /// expected, unless they come back.
     dormant: FxHashSet<Partition>,
+    /// Journal flushes so far (a durable source acknowledges after each).
+    flushes: u64,
 }
 
 impl Ingest {
@@ -70,7 +72,11 @@ impl Ingest {
     pub fn open(config: &RecordConfig) -> Result<Ingest> {
         let root = config.dataset.clone();
         let lock = store::lock(&root)?;
-        let recovery = store::recover_locked(&root, &config.writer)
+        let mut dedup = dedup::DedupWindow::new(config.dedup_window);
+        if config.durable_source {
+            seed_redeliveries(&root, &mut dedup, config.dedup_window)?;
+        }
+        let recovery = store::recover_locked_marking(&root, &config.writer, !config.durable_source)
             .with_context(|| format!("cannot recover dataset {}", root.display()))?;
         for warning in recovery.warnings() {
             eprintln!("warning: {warning}");
@@ -115,7 +121,7 @@ impl Ingest {
                 ..RecordStats::default()
             },
             names: Interner::default(),
-            dedup: dedup::DedupWindow::new(config.dedup_window),
+            dedup,
             positions: config.connect.iter().map(|_| Default::default()).collect(),
             pub_seqs: gaps::PublisherSeqs::default(),
             venue_seqs: gaps::VenueSeqs::new(config.gap_grace),
@@ -131,6 +137,7 @@ impl Ingest {
             resumed_from,
             downtime: None,
             dormant: FxHashSet::default(),
+            flushes: 0,
         };
         ingest.resume(now);
         Ok(ingest)
@@ -161,7 +168,9 @@ impl Ingest {
             };
             self.venue_seqs
                 .restore(kind, venue.clone(), symbol.clone(), restored);
-            downtime.add(kind, venue, symbol, tail.ts_recv);
+            if !self.config.durable_source {
+                downtime.add(kind, venue, symbol, tail.ts_recv);
+            }
         }
         self.downtime = (!downtime.is_empty()).then_some(downtime);
     }
@@ -257,9 +266,39 @@ impl Ingest {
         tails
     }
 
-    /// True once every publisher has sent its end-of-stream.
+    /// True once every publisher has sent its end-of-stream (and there was one).
     pub fn all_ended(&self) -> bool {
-        self.stats.publishers.iter().all(|p| p.ended)
+        !self.stats.publishers.is_empty() && self.stats.publishers.iter().all(|p| p.ended)
+    }
+
+    /// The source index of the publisher `name` of a durable source, added on first
+    /// sight (see [`RecordConfig::durable_source`]).
+    pub fn source(&mut self, name: &str) -> usize {
+        if let Some(i) = self
+            .stats
+            .publishers
+            .iter()
+            .position(|p| p.endpoint == name)
+        {
+            return i;
+        }
+        self.stats
+            .publishers
+            .push(PublisherStatus::new(name, self.config.default_heartbeat));
+        self.positions.push(Default::default());
+        self.last_partition.push(None);
+        self.stats.publishers.len() - 1
+    }
+
+    /// Journal flushes so far: everything taken before a flush is durable after it.
+    pub fn flushes(&self) -> u64 {
+        self.flushes
+    }
+
+    /// Flushes the journal now (a durable source does when many messages await their
+    /// acknowledgement), instead of at the next flush interval.
+    pub fn flush_now(&mut self) -> Result<()> {
+        self.flush()
     }
 
     /// How long until the next flush is due.
@@ -356,10 +395,22 @@ impl Ingest {
             self.last_partition[source] = Some(key);
         }
         let payload = &frames[1];
-        let key = self.positions[source].key(&event);
+        // Behind a broker, one venue message may arrive partly from each publisher: the
+        // position within it is the stream's, not a publisher's.
+        let position = if self.config.durable_source {
+            0
+        } else {
+            source
+        };
+        let key = self.positions[position].key(&event);
         self.dedup.prefetch(key);
         let mut reported = self.downtime.is_some() && self.resume_stream(source, &event)?;
-        if let Some(missing) = self.pub_seqs.observe(source, &event) {
+        let jump = if self.config.durable_source {
+            None
+        } else {
+            self.pub_seqs.observe(source, &event)
+        };
+        if let Some(missing) = jump {
             self.stats.publishers[source].seq_missing += missing;
             // With redundant publishers a sequenced venue's own gap check decides
             // whether anything is really missing; one publisher's jump is not enough.
@@ -419,6 +470,7 @@ impl Ingest {
         self.last_flush = Instant::now();
         self.journal.flush(self.config.fsync)?;
         self.quarantine.flush();
+        self.flushes += 1;
         Ok(())
     }
 
@@ -517,7 +569,10 @@ impl Ingest {
         for gap in self.venue_seqs.expired(Instant::now(), true) {
             self.accept_own(gap)?;
         }
-        self.mark_cut_messages()?;
+        if !self.config.durable_source {
+            // A durable broker delivers the rest of an unfinished message next time.
+            self.mark_cut_messages()?;
+        }
         self.flush()?;
         if !self.batch.is_empty() {
             let batch = std::mem::take(&mut self.batch);
@@ -576,6 +631,74 @@ impl Ingest {
         self.flush().unwrap();
         self.parquet.abandon();
     }
+}
+
+/// The dedup keys a durable source may still deliver again (`_ticktape/redelivery-keys`,
+/// u64 little-endian): what killed sessions had journaled without the broker's ack.
+const REDELIVERY_KEYS: &str = "redelivery-keys";
+
+/// Starts the deduplicator with every event a killed session journaled: the journals of
+/// unfinished generations (before recovery turns them into Parquet), and the keys kept
+/// from earlier kills (a session killed before the broker delivered again what its
+/// predecessor had not acknowledged leaves them to the next). A durable source redelivers
+/// what was not acknowledged, and some of it is in the dataset already. The newest
+/// `capacity` keys are kept for the next session, written before recovery runs.
+fn seed_redeliveries(
+    root: &std::path::Path,
+    window: &mut dedup::DedupWindow,
+    capacity: usize,
+) -> Result<()> {
+    let keys_path = root.join(layout::META_DIR).join(REDELIVERY_KEYS);
+    let mut keys: Vec<u64> = match std::fs::read(&keys_path) {
+        Ok(bytes) => bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read {}", keys_path.display()));
+        }
+    };
+    let dir = root.join(layout::JOURNAL_DIR);
+    let mut journals: Vec<(u64, PathBuf)> = Vec::new();
+    if dir.is_dir() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+        {
+            let entry = entry?;
+            if let Some(g) = entry
+                .file_name()
+                .to_str()
+                .and_then(layout::generation_of_journal)
+            {
+                journals.push((g, entry.path()));
+            }
+        }
+    }
+    journals.sort();
+    let before = keys.len();
+    let mut names = Interner::default();
+    let mut position = dedup::MessagePosition::default();
+    for (_, path) in journals {
+        journal::read_journal(&path, |payload| {
+            if let Ok(event) = wire::decode(payload, &mut names)
+                && matches!(event.kind(), Kind::Book | Kind::Trade | Kind::Gap)
+            {
+                keys.push(position.key(&event));
+            }
+            Ok(())
+        })?;
+    }
+    let keep = keys.len().saturating_sub(capacity);
+    keys.drain(..keep);
+    for &key in &keys {
+        let _ = window.first_time(key);
+    }
+    if keys.len() != before || keep > 0 {
+        let bytes: Vec<u8> = keys.iter().flat_map(|k| k.to_le_bytes()).collect();
+        store::streams::write_atomically(&keys_path, &bytes)?;
+    }
+    Ok(())
 }
 
 impl PublisherStatus {
@@ -961,6 +1084,47 @@ mod tests {
             gap_rows(&config),
             vec![("S".to_string(), GapReason::CutMessage, T0 + 1, T0 + 1, None)]
         );
+    }
+
+    #[test]
+    fn durable_source_restart_drops_redelivered_copies_the_journal_already_had() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RecordConfig {
+            durable_source: true,
+            connect: Vec::new(),
+            ..config(dir.path())
+        };
+        let now = Instant::now();
+        let mut first = Ingest::open(&config).unwrap();
+        let a = first.source("region-a");
+        for seq in 1..=100 {
+            first.on_message(a, &message(seq, seq), now).unwrap();
+        }
+        // Acknowledged up to 60; 61..=100 reached the journal but not the broker's ack.
+        first.crash();
+        // A session killed before the broker delivered those again leaves them to the
+        // next (its journal no longer holds them: its recovery turned them into Parquet).
+        let between = Ingest::open(&config).unwrap();
+        between.crash();
+        let mut second = Ingest::open(&config).unwrap();
+        let b = second.source("region-b");
+        for seq in 61..=150 {
+            second.on_message(b, &message(seq, seq + 7), now).unwrap();
+        }
+        let stats = second.close().unwrap();
+        assert_eq!(
+            stats.recovered, 0,
+            "the session between recovered the journal"
+        );
+        assert_eq!(stats.duplicates, 40, "61..=100 redelivered, already stored");
+        assert_eq!(
+            stats.gaps, 0,
+            "no recorder_down row: the broker kept everything"
+        );
+        let rows = crate::store::EventReader::open(&config.dataset, Default::default())
+            .unwrap()
+            .count();
+        assert_eq!(rows, 150, "every event once");
     }
 
     #[test]

@@ -51,6 +51,14 @@ pub struct RecordConfig {
     pub until_eos: bool,
     /// Parquet shape.
     pub writer: WriterOptions,
+    /// The messages come from a durable broker (NATS JetStream, `crate::nats::record`)
+    /// that redelivers what was not acknowledged, instead of from `connect`: sources are
+    /// the publishers named in the messages, added as they appear; the deduplicator
+    /// starts with what a killed session left in its journal (so a redelivered message
+    /// is stored once); a restart marks no `recorder_down` gap (the broker kept
+    /// everything); publisher sequence jumps are not gaps (the broker keeps one copy of
+    /// each event, from whichever publisher was first).
+    pub durable_source: bool,
 }
 
 impl Default for RecordConfig {
@@ -68,6 +76,7 @@ impl Default for RecordConfig {
             default_heartbeat: Duration::from_secs(1),
             until_eos: false,
             writer: WriterOptions::default(),
+            durable_source: false,
         }
     }
 }

@@ -166,6 +166,9 @@ pub struct ReplayStats {
     pub estimate: u64,
     /// Subscriptions the publisher saw (zero: nobody received the replay).
     pub subscriptions: u64,
+    /// Replay into JetStream: messages the stream acknowledged (events, heartbeats and
+    /// the end of stream).
+    pub stored: Option<u64>,
 }
 
 /// Live progress for the caller's progress bar.
@@ -502,6 +505,107 @@ fn finish(
     stats.stalled_secs = publisher.stats().stalled.as_secs_f64();
     stats.slow_subscribers = publisher.slow_subscribers();
     stats.subscriptions = publisher.stats().subscriptions;
+    on_progress(Progress {
+        stats: &stats,
+        ts: last_ts,
+        waiting_for: &[],
+    });
+    Ok(stats)
+}
+
+/// Replays into NATS JetStream instead of onto the ZeroMQ bus, for strategies on other
+/// machines: paced (`speed` 1, N) or as fast as the stream acknowledges (`max`). Every
+/// event keeps its venue identity as message id, heartbeats and the end of stream carry
+/// `replay: true`. Lockstep, the order gateway and the simulated exchange stay local
+/// (they need the gateway's ZeroMQ round trips): a configuration asking for them is
+/// refused. `wait_for` is not used: the stream keeps what is published until consumers
+/// take it, so there is no slow joiner.
+pub fn run_nats(
+    config: &ReplayConfig,
+    nats: &crate::nats::NatsConfig,
+    stop: &Stop,
+    mut on_progress: impl FnMut(Progress<'_>),
+) -> Result<ReplayStats> {
+    if config.lockstep > 0 || config.gateway.is_some() {
+        bail!(
+            "lockstep and the order gateway stay local: replay into JetStream is paced or at max speed only; drop --lockstep/--gateway, or replay on the ZeroMQ bus (--bind) for lockstep"
+        );
+    }
+    let mut reader = EventReader::open(&config.dataset, config.selection.clone())
+        .with_context(|| format!("cannot open dataset {}", config.dataset.display()))?;
+    if reader.files().is_empty() {
+        bail!(
+            "nothing to replay in {}: no files match the selection (check --venue/--symbol/--start/--end; `ticktape inspect {}` lists what is there)",
+            config.dataset.display(),
+            config.dataset.display()
+        );
+    }
+    let mut publisher = crate::nats::NatsPublisher::connect(
+        nats,
+        &crate::nats::publish::PublishOptions {
+            publisher_id: config.publisher_id.clone(),
+            encoding: config.encoding,
+            ..Default::default()
+        },
+    )?;
+    let mut stats = ReplayStats {
+        estimate: reader.row_estimate(),
+        ..ReplayStats::default()
+    };
+    let mut heartbeat = HeartbeatTimer::new(&config.publisher_id, config.heartbeat, true);
+    let mut pacer = Pacer::new(config.speed);
+    let paced = !matches!(config.speed, Speed::Max);
+    let started = Instant::now();
+    let mut last_ts: UnixNanos = 0;
+    let mut last_progress = Instant::now();
+    for event in reader.by_ref() {
+        let event = event?;
+        if stop.is_set() {
+            break;
+        }
+        let ts = event.ts_recv;
+        pacer.wait_for(ts);
+        let clock_due = paced || stats.events.is_multiple_of(64);
+        if clock_due && let Some(beat) = heartbeat.due() {
+            publisher.send(&beat)?;
+        }
+        publisher.send(&event)?;
+        if matches!(event.body, Body::Gap(_)) {
+            stats.gaps += 1;
+        }
+        stats.events += 1;
+        stats.time_range = Some(stats.time_range.map_or((ts, ts), |(a, _)| (a, ts)));
+        last_ts = ts;
+        if clock_due && last_progress.elapsed() >= Duration::from_millis(100) {
+            last_progress = Instant::now();
+            stats.elapsed_secs = started.elapsed().as_secs_f64();
+            on_progress(Progress {
+                stats: &stats,
+                ts,
+                waiting_for: &[],
+            });
+        }
+    }
+    let eos = Event {
+        venue: "".into(),
+        symbol: "".into(),
+        ts_event: now_nanos(),
+        ts_recv: last_ts,
+        venue_seq: None,
+        prev_venue_seq: None,
+        pub_seq: 1,
+        body: Body::EndOfStream(EndOfStream {
+            publisher: config.publisher_id.clone(),
+            replay: true,
+            events: stats.events,
+        }),
+    };
+    publisher.send(&eos)?;
+    // Every event acknowledged by the stream before the replay says it is done.
+    let published = publisher.close()?;
+    stats.elapsed_secs = started.elapsed().as_secs_f64();
+    stats.lateness = pacer.lateness();
+    stats.stored = Some(published.acked);
     on_progress(Progress {
         stats: &stats,
         ts: last_ts,

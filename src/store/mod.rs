@@ -149,6 +149,17 @@ pub fn recover(root: &Path, options: &WriterOptions) -> Result<Recovery> {
 ///    recovery never deletes what it cannot rebuild. Reported in [`Recovery::damaged`]
 ///    and in `_ticktape/sessions.jsonl`.
 pub fn recover_locked(root: &Path, options: &WriterOptions) -> Result<Recovery> {
+    recover_locked_marking(root, options, true)
+}
+
+/// [`recover_locked`], choosing whether a venue message the crash cut gets its
+/// `cut_message` row. A recorder on a durable broker (NATS JetStream) passes false: the
+/// broker delivers the rest of that message again, so nothing is cut.
+pub fn recover_locked_marking(
+    root: &Path,
+    options: &WriterOptions,
+    mark_cut_messages: bool,
+) -> Result<Recovery> {
     let mut report = Recovery::default();
     let journal_dir = root.join(layout::JOURNAL_DIR);
     let mut journals = Vec::new();
@@ -255,8 +266,10 @@ pub fn recover_locked(root: &Path, options: &WriterOptions) -> Result<Recovery> 
             for tail in tails.topics.values_mut() {
                 if tail.open_message {
                     tail.open_message = false;
-                    writer.write(&cut_message_row(tail))?;
-                    report.cut_messages += 1;
+                    if mark_cut_messages {
+                        writer.write(&cut_message_row(tail))?;
+                        report.cut_messages += 1;
+                    }
                 }
             }
         }

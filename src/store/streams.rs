@@ -203,7 +203,7 @@ impl SessionMarker {
 
 /// Writes `bytes` to a temporary file next to `path`, syncs it and renames it over
 /// `path`, so a crash leaves the old file or the new one, never a torn one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("path without a directory")?;
     super::files::create_dir_all(dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;

@@ -7,6 +7,7 @@ mod cli;
 mod fuzz;
 mod inproc;
 mod modes;
+mod nats;
 mod python_client;
 mod record;
 mod replay;
