@@ -434,20 +434,7 @@ fn finish(
         link.stats.digest = h.finish(last_ts, &mut link.out)?;
         link.flush()?;
     }
-    let eos = Event {
-        venue: "".into(),
-        symbol: "".into(),
-        ts_event: now_nanos(),
-        ts_recv: last_ts,
-        venue_seq: None,
-        prev_venue_seq: None,
-        pub_seq: 1,
-        body: Body::EndOfStream(EndOfStream {
-            publisher: config.publisher_id.clone(),
-            replay: true,
-            events: link.stats.events,
-        }),
-    };
+    let eos = end_of_stream(config, last_ts, link.stats.events);
     link.bus.send(&eos)?;
     link.bus.wake();
     link.bus.ending();
@@ -586,20 +573,7 @@ pub fn run_nats(
             });
         }
     }
-    let eos = Event {
-        venue: "".into(),
-        symbol: "".into(),
-        ts_event: now_nanos(),
-        ts_recv: last_ts,
-        venue_seq: None,
-        prev_venue_seq: None,
-        pub_seq: 1,
-        body: Body::EndOfStream(EndOfStream {
-            publisher: config.publisher_id.clone(),
-            replay: true,
-            events: stats.events,
-        }),
-    };
+    let eos = end_of_stream(config, last_ts, stats.events);
     publisher.send(&eos)?;
     // Every event acknowledged by the stream before the replay says it is done.
     let published = publisher.close()?;
@@ -612,4 +586,23 @@ pub fn run_nats(
         waiting_for: &[],
     });
     Ok(stats)
+}
+
+/// The replay's closing event: stamped with the last event's receive time, counting what
+/// was published.
+fn end_of_stream(config: &ReplayConfig, last_ts: UnixNanos, events: u64) -> Event {
+    Event {
+        venue: "".into(),
+        symbol: "".into(),
+        ts_event: now_nanos(),
+        ts_recv: last_ts,
+        venue_seq: None,
+        prev_venue_seq: None,
+        pub_seq: 1,
+        body: Body::EndOfStream(EndOfStream {
+            publisher: config.publisher_id.clone(),
+            replay: true,
+            events,
+        }),
+    }
 }
