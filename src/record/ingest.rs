@@ -501,8 +501,13 @@ impl Ingest {
     }
 
     /// Silence is 3 missed heartbeats; it is a gap in the dataset only when no other
-    /// publisher is live to cover it.
+    /// publisher is live to cover it. From a durable source it is never a gap: a pause
+    /// in deliveries (a broker fail-over, a slow consumer) loses nothing, the broker
+    /// delivers what was published meanwhile, and real holes show in venue sequences.
     fn check_silence(&mut self, now: Instant) -> Result<()> {
+        if self.config.durable_source {
+            return Ok(());
+        }
         let mut newly_silent = Vec::new();
         for (i, p) in self.stats.publishers.iter_mut().enumerate() {
             let limit = Duration::from_millis(p.heartbeat_ms * 3);
@@ -1125,6 +1130,40 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(rows, 150, "every event once");
+    }
+
+    #[test]
+    fn durable_source_silence_is_not_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RecordConfig {
+            durable_source: true,
+            connect: Vec::new(),
+            ..config(dir.path())
+        };
+        let now = Instant::now();
+        let mut ingest = Ingest::open(&config).unwrap();
+        let a = ingest.source("region-a");
+        for seq in 1..=10 {
+            ingest.on_message(a, &message(seq, seq), now).unwrap();
+        }
+        // Long past three heartbeats of silence: a broker fail-over, not a loss.
+        ingest.on_tick(now + Duration::from_secs(60)).unwrap();
+        for seq in 11..=20 {
+            ingest
+                .on_message(a, &message(seq, seq), now + Duration::from_secs(61))
+                .unwrap();
+        }
+        let stats = ingest.close().unwrap();
+        assert_eq!(stats.gaps, 0, "no silence row from a durable source");
+        // The same pause from a ZeroMQ publisher is a gap: the check is live there.
+        let dir = tempfile::tempdir().unwrap();
+        let mut ingest = Ingest::open(&super::tests::config(dir.path())).unwrap();
+        ingest.on_message(0, &message(1, 1), now).unwrap();
+        ingest.on_tick(now + Duration::from_secs(60)).unwrap();
+        assert!(
+            ingest.close().unwrap().gaps > 0,
+            "silence marked over the bus"
+        );
     }
 
     #[test]
