@@ -25,12 +25,13 @@
 pub mod engine;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
-use crate::event::Event;
+use crate::event::{Body, Event, Gap, GapReason};
 use crate::exchange::{ExchangeSettings, RunCounts, RunWriter, SimExchange};
 use crate::shutdown::Stop;
 use crate::store::{EventReader, Selection};
@@ -261,7 +262,20 @@ impl Backtest {
         let mut interrupted = false;
         let mut reader = reader;
         // One event, overwritten by each read: the loop allocates nothing per event.
-        let mut event = Event::blank();
+        let mut event = Event {
+            venue: Arc::from(""),
+            symbol: Arc::from(""),
+            ts_event: 0,
+            ts_recv: 0,
+            venue_seq: None,
+            prev_venue_seq: None,
+            pub_seq: 0,
+            body: Body::Gap(Gap {
+                reason: GapReason::Resync,
+                missing: None,
+                publisher: String::new(),
+            }),
+        };
         while reader.read_into(&mut event)? {
             engine.step(&event)?;
             if engine.stats.events.is_multiple_of(65_536) {

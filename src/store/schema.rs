@@ -289,7 +289,16 @@ impl RowNames {
         Event {
             venue,
             symbol,
-            ..Event::blank()
+            ts_event: 0,
+            ts_recv: 0,
+            venue_seq: None,
+            prev_venue_seq: None,
+            pub_seq: 0,
+            body: Body::Gap(Gap {
+                reason: GapReason::Resync,
+                missing: None,
+                publisher: String::new(),
+            }),
         }
     }
 
