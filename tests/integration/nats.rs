@@ -893,3 +893,207 @@ fn nats_plain_text_to_another_host_is_refused_unless_insecure() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("stay local"), "{}", stderr(&out));
 }
+
+/// A websocket venue on `127.0.0.1:0` for one client: it waits for the subscription,
+/// sends `messages` as fast as the client reads them, then only heartbeats (a venue that
+/// has gone quiet) until the client leaves. Returns the `ws://` URL and a
+/// handle that ends once the client has read everything.
+fn quiet_after_capture_venue(messages: Vec<String>) -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let (sent, sent_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let mut ws = tungstenite::accept(tcp).unwrap();
+        let _subscription = ws.read().unwrap();
+        for text in messages {
+            ws.send(tungstenite::Message::text(text)).unwrap();
+        }
+        // The client answers a ping when it reads it, after everything before it.
+        ws.send(tungstenite::Message::Ping(b"read all?".to_vec().into()))
+            .unwrap();
+        while !matches!(ws.read(), Ok(tungstenite::Message::Pong(_)) | Err(_)) {}
+        let _ = sent.send(());
+        // A quiet venue still says it is alive, as Kraken does, until the client goes.
+        while ws
+            .send(tungstenite::Message::text(r#"{"event":"heartbeat"}"#))
+            .is_ok()
+        {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let done = std::thread::spawn(move || {
+        let _ = sent_rx.recv();
+    });
+    (url, done)
+}
+
+/// `(events, checksums verified)` from the feed's "N msgs E events … crc A/B" line.
+fn feed_events(stderr: &str) -> (u64, String) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("feed kraken:") && l.contains(" events "))
+        .unwrap_or_else(|| panic!("no feed summary in: {stderr}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = |name: &str| words.iter().position(|w| *w == name).unwrap();
+    let events = words[at("events") - 1].parse().unwrap();
+    (events, words[at("crc") + 1].to_string())
+}
+
+/// `(acknowledged, sent, duplicates)` from the feed's JetStream line.
+fn feed_acks(stderr: &str) -> (u64, u64, u64) {
+    let rest = stderr
+        .split("JetStream acknowledged ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no JetStream line in: {stderr}"));
+    let n: Vec<u64> = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .take(3)
+        .map(|w| w.parse().unwrap())
+        .collect();
+    (n[0], n[1], n[2])
+}
+
+#[test]
+fn nats_two_regional_live_feeds_of_one_venue_are_recorded_once_as_the_venue_said() {
+    use ticktape::feeds::live::capture::{read_capture, received};
+    use ticktape::feeds::live::kraken::Kraken;
+    use ticktape::feeds::live::{FeedCounters, Protocol, Publisher};
+
+    let Some(server) = nats_server() else { return };
+    let Some(capture) = real_data("cryptofeed/sample_data/KRAKEN.ws.50.0") else {
+        return;
+    };
+    let pairs = [
+        "WAVES/EUR",
+        "XMR/USD",
+        "KSM/XBT",
+        "GRT/ETH",
+        "SC/EUR",
+        "ETH/CHF",
+        "OCEAN/XBT",
+        "OMG/USD",
+        "XBT/CHF",
+        "ADA/XBT",
+    ];
+    let messages = received(&read_capture(&capture).unwrap());
+    // What the venue said, normalized in this process: the reference for the recording.
+    let expected = {
+        let names: Vec<String> = pairs.iter().map(|p| p.to_string()).collect();
+        let mut feed = Kraken::new(&names, 1000, true).unwrap();
+        let mut events: Vec<ticktape::event::Event> = Vec::new();
+        let mut out = Publisher::new("kraken", "reference", &mut events, FeedCounters::shared());
+        for (ts, text) in &messages {
+            feed.on_message(text, *ts, &mut out).unwrap();
+        }
+        drop(out);
+        events
+    };
+    assert!(expected.len() > 10_000, "{} events", expected.len());
+
+    let dir = tempdir();
+    let cluster = Cluster::start(&server, dir.path(), 3, ClusterOptions::default());
+    let urls = cluster.urls();
+    let texts: Vec<String> = messages.into_iter().map(|(_, t)| t).collect();
+    let symbols = pairs.join(",");
+    let ds = dir.path().join("ds");
+    // Files close every second, so the test can read what is stored while it records.
+    let mut args = record_args(
+        ds.to_str().unwrap(),
+        &urls,
+        "LIVE",
+        &["--rotate-every", "1s"],
+    );
+    args.retain(|a| *a != "--until-eos");
+    let rec = spawn(&args);
+    // Two regions receive the same venue and publish into one R3 stream.
+    let feeds: Vec<(Proc, std::thread::JoinHandle<()>)> = ["region-a", "region-b"]
+        .into_iter()
+        .map(|id| {
+            let (url, sent) = quiet_after_capture_venue(texts.clone());
+            let feed = spawn(&[
+                "feed",
+                "kraken",
+                "--symbols",
+                &symbols,
+                "--depth",
+                "1000",
+                "--url",
+                &url,
+                "--nats",
+                &urls,
+                "--stream",
+                "LIVE",
+                "--replicas",
+                "3",
+                "--id",
+                id,
+                "--quiet",
+            ]);
+            (feed, sent)
+        })
+        .collect();
+    // The venues go quiet once the feeds have read the capture; the feeds are stopped
+    // then, as a user would, and wait for the broker's acks before they exit.
+    let mut summaries = Vec::new();
+    for (feed, read_all) in feeds {
+        read_all.join().unwrap();
+        feed.signal("INT");
+        let out = feed.wait(Duration::from_secs(60));
+        assert_ok("feed kraken --nats", &out);
+        summaries.push(stderr(&out));
+    }
+    // The recorder has everything once the stored count holds still.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut stored = 0;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+        let now = if ds.is_dir() { data_rows(&ds) } else { 0 };
+        if now >= expected.len() && now == stored {
+            break;
+        }
+        stored = now;
+    }
+    rec.signal("INT");
+    let out = rec.wait(Duration::from_secs(30));
+    assert_ok("record --from nats", &out);
+    let mut duplicates = 0;
+    for summary in &summaries {
+        let (events, crc) = feed_events(summary);
+        assert_eq!(events, expected.len() as u64, "{summary}");
+        assert_eq!(crc, "4269/4269", "every book checksum verified: {summary}");
+        let (acked, sent, dups) = feed_acks(summary);
+        assert_eq!(acked, sent, "every message acknowledged: {summary}");
+        duplicates += dups;
+    }
+    assert_eq!(
+        duplicates,
+        expected.len() as u64,
+        "the broker kept one copy of each venue event: {summaries:?}"
+    );
+    let (data, gaps) = rows(&ds);
+    assert!(gaps.is_empty(), "no gap rows: {gaps:?}");
+    assert_eq!(data.len(), expected.len(), "{}", stderr(&out));
+    for ev in &expected {
+        let key = (wire::topic(ev), ev.pub_seq);
+        let got = data
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key:?} not recorded"));
+        let mut got = wire::decode(got, &mut ticktape::event::Interner::default()).unwrap();
+        // The receive time is the feed's clock; everything else is the venue's.
+        got.ts_recv = ev.ts_recv;
+        assert_eq!(&got, ev, "{key:?}");
+    }
+    drop(cluster);
+}
+
+fn data_rows(dataset: &Path) -> usize {
+    EventReader::open(dataset, Selection::default())
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .filter(|e| !matches!(e.kind(), Kind::Gap | Kind::Heartbeat | Kind::EndOfStream))
+                .count()
+        })
+        .unwrap_or(0)
+}

@@ -182,6 +182,9 @@ pub fn run(
             }
             Err(why) => why,
         };
+        // One line per reconnect, also under --quiet (which hides only the status line):
+        // a feed that keeps reconnecting must say why.
+        eprintln!("feed: {problem}; reconnecting");
         counters.set_last_error(problem);
         FeedCounters::bump(&counters.reconnects);
         let delay = config.backoff.delay(attempt, &mut rng);
@@ -268,9 +271,12 @@ fn connect(url: &str, timeout: Duration) -> Result<Socket, String> {
     Ok(socket)
 }
 
+/// A read that returned without data while the link is fine: its timeout passed, or a
+/// signal (Ctrl-C) interrupted it; the loop then checks `stop`. A signal is never a lost
+/// connection: treating it as one would publish gap events on a clean stop.
 fn is_timeout(error: &tungstenite::Error) -> bool {
     matches!(error, tungstenite::Error::Io(e)
-        if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+        if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted))
 }
 
 /// Subscribes and reads until the connection ends, the protocol asks for a reconnect,
