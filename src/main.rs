@@ -760,6 +760,7 @@ fn simulate_cmd(a: SimulateArgs) -> Result<()> {
 }
 
 fn record_cmd(a: RecordArgs) -> Result<()> {
+    ticktape::record::return_freed_buffers_to_the_system();
     let connect = if a.connect.is_empty() && a.from.is_empty() {
         vec!["tcp://127.0.0.1:5555".to_string()]
     } else {

@@ -6,7 +6,6 @@
 //! exchange timestamp joins the key, so identical prints at different times stay apart.
 //! Memory is bounded: the window remembers the last `capacity` keys.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use xxhash_rust::xxh3::xxh3_64;
@@ -179,12 +178,19 @@ impl KeyBytes {
 /// touches a control byte and a bucket in different places on every insert and every
 /// removal; this touches one slot (and its neighbours, on the same cache line mostly)
 /// for each, which is what a window far larger than the CPU caches pays for.
+///
+/// Both parts are allocated and written once, at creation: the window's memory is all
+/// resident from the start and never grows, and no page fault lands on the hot path.
 pub struct DedupWindow {
     /// `EMPTY` or a key; a key equal to `EMPTY` is stored as `EMPTY_STANDIN`.
     slots: Slots,
     mask: usize,
-    order: VecDeque<u64>,
-    capacity: usize,
+    /// The keys in the window in arrival order, a ring: `order[next]` is the next to be
+    /// written, and once the ring is full also the oldest key, the next to leave.
+    order: Box<[u64]>,
+    next: usize,
+    /// Keys in the window, up to `order.len()`.
+    held: usize,
 }
 
 const EMPTY: u64 = 0;
@@ -204,11 +210,16 @@ impl DedupWindow {
         // Inserting happens before the oldest key leaves, so `capacity + 1` keys must
         // fit with an empty slot to spare, or probing would never end.
         let size = (capacity * 2 + 2).next_power_of_two();
+        // Written element by element (not `vec![EMPTY; n]`, whose zeroed allocation the
+        // kernel maps lazily): the ring is resident now rather than growing as it fills.
+        let mut order = Vec::with_capacity(capacity);
+        order.resize(capacity, EMPTY);
         DedupWindow {
             slots: Slots::zeroed(size),
             mask: size - 1,
-            order: VecDeque::with_capacity(capacity.min(1 << 22)),
-            capacity,
+            order: order.into_boxed_slice(),
+            next: 0,
+            held: 0,
         }
     }
 
@@ -230,16 +241,16 @@ impl DedupWindow {
             }
         }
         self.slots[i] = key;
-        self.order.push_back(key);
-        if self.order.len() > self.capacity
-            && let Some(old) = self.order.pop_front()
-        {
+        let full = self.held == self.order.len();
+        let old = std::mem::replace(&mut self.order[self.next], key);
+        self.next = (self.next + 1) % self.order.len();
+        if full {
             self.remove(old);
             // The next key to leave is known now: start loading its slot, so the next
             // call waits for one random memory access (its own lookup), not two.
-            if let Some(&next) = self.order.front() {
-                self.slots.prefetch(self.home(next));
-            }
+            self.slots.prefetch(self.home(self.order[self.next]));
+        } else {
+            self.held += 1;
         }
         true
     }
@@ -454,7 +465,7 @@ mod tests {
         for (capacity, distinct) in [(1, 3), (5, 12), (64, 200), (1000, 1500)] {
             let mut rng = rand::rngs::StdRng::seed_from_u64(capacity as u64);
             let mut window = DedupWindow::new(capacity);
-            let mut fifo: VecDeque<u64> = VecDeque::new();
+            let mut fifo: std::collections::VecDeque<u64> = Default::default();
             for _ in 0..20_000 {
                 let k = rng.gen_range(0..distinct as u64);
                 let expected = !fifo.contains(&k);

@@ -23,6 +23,26 @@ use crate::bus::{Subscriber, SubscriberConfig};
 use crate::shutdown::Stop;
 use crate::store::{WriterOptions, WriterStats};
 
+/// Makes the process's allocator give large freed buffers back to the system at once.
+///
+/// A recorder allocates and frees the same large buffers all day (Parquet row groups,
+/// batches, ack lists, on several threads). glibc raises its mmap threshold to the size
+/// of the largest block freed so far, after which such blocks come from the heap arenas
+/// and their memory stays with the process: RSS then climbs for minutes to a high-water
+/// mark (105 → 146 MiB over 3 minutes measured here) though the live heap does not grow.
+/// A fixed threshold of 128 KiB keeps every large block in its own mapping, returned
+/// when freed, so RSS follows the live heap; it costs an mmap/munmap pair per large
+/// block, a few per second. Process-wide, so the `record` command calls it, not the
+/// library. A no-op where the C library is not glibc.
+pub fn return_freed_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any recording
+    // thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+    }
+}
+
 /// Recorder configuration.
 #[derive(Clone, Debug)]
 pub struct RecordConfig {

@@ -22,6 +22,12 @@ pub const BATCH: usize = 4096;
 /// Batches in flight before the ingest side waits for the writer.
 const IN_FLIGHT: usize = 64;
 
+/// Written batches kept for reuse; the writer frees any beyond these. In steady state
+/// one or two are in circulation; keeping every batch that was ever in flight at once
+/// (up to [`IN_FLIGHT`], each about 700 KiB) made the recorder's memory climb for its
+/// first minutes to the high-water mark of a momentary writer lag.
+const RECYCLED: usize = 4;
+
 enum ToWriter {
     Events(Vec<Event>),
     /// Close the current generation, delete its journal, start `next`.
@@ -47,7 +53,7 @@ impl ParquetWriter {
     pub fn start(root: PathBuf, generation: u64, options: WriterOptions) -> Result<ParquetWriter> {
         let stats = Arc::new(Mutex::new(WriterStats::default()));
         let (to_writer, inbox) = bounded(IN_FLIGHT);
-        let (give_back, recycled) = bounded(IN_FLIGHT + 2);
+        let (give_back, recycled) = bounded(RECYCLED);
         let thread = {
             let stats = stats.clone();
             std::thread::Builder::new()
@@ -174,7 +180,8 @@ fn run(
                     writer.write(e)?;
                 }
                 events.clear();
-                // The ingest side allocates anew when none is back: nothing to wait for.
+                // The ingest side allocates anew when none is back: nothing to wait for;
+                // a batch the pool has no room for is freed here.
                 let _ = give_back.try_send(events);
             }
             #[cfg(test)]

@@ -197,6 +197,54 @@ impl EventColumns {
         (argmax(&self.price_scales), argmax(&self.size_scales))
     }
 
+    /// Empties the buffer but keeps every column's memory (and the scale counts, which
+    /// cover the whole file): the next row group fills the same buffers instead of
+    /// growing new ones, so a recorder's memory does not rise and fall with each group.
+    fn clear(&mut self) {
+        let EventColumns {
+            ts_recv,
+            ts_event,
+            names,
+            venue,
+            symbol,
+            kind,
+            venue_seq,
+            prev_venue_seq,
+            pub_seq,
+            side,
+            price,
+            price_scale,
+            size,
+            size_scale,
+            flags,
+            trade_id,
+            gap_reason,
+            gap_missing,
+            gap_publisher,
+            price_scales: _,
+            size_scales: _,
+        } = self;
+        ts_recv.clear();
+        ts_event.clear();
+        names.clear();
+        venue.clear();
+        symbol.clear();
+        kind.clear();
+        venue_seq.clear();
+        prev_venue_seq.clear();
+        pub_seq.clear();
+        side.clear();
+        price.clear();
+        price_scale.clear();
+        size.clear();
+        size_scale.clear();
+        flags.clear();
+        trade_id.clear();
+        gap_reason.clear();
+        gap_missing.clear();
+        gap_publisher.clear();
+    }
+
     /// Sorts buffered rows by `ts_recv` (stable: arrival order breaks ties) and drains
     /// them into a record batch.
     pub fn take_sorted_batch(&mut self) -> Result<RecordBatch> {
@@ -244,10 +292,7 @@ impl EventColumns {
             )),
         ];
         let batch = RecordBatch::try_new(schema(), columns).context("building record batch")?;
-        let scales = (self.price_scales, self.size_scales);
-        *self = EventColumns::default();
-        self.price_scales = scales.0;
-        self.size_scales = scales.1;
+        self.clear();
         Ok(batch)
     }
 }
