@@ -38,7 +38,7 @@ use serde_json::json;
 
 use ticktape::backtest::Backtest;
 use ticktape::book::L2Book;
-use ticktape::event::{Body, Event, Fixed, Gap, GapReason, UnixNanos};
+use ticktape::event::{Event, Fixed, UnixNanos};
 use ticktape::exchange::ExchangeSettings;
 use ticktape::exchange::models::{FeeSchedule, LatencySpec, QueueSpec};
 use ticktape::feeds::import::{self, ImportFormat, ImportOptions};
@@ -423,20 +423,7 @@ fn read_round(dataset: &Path) -> Result<serde_json::Value> {
     let started = Instant::now();
     let mut events = 0u64;
     let mut reader = EventReader::open(dataset, Selection::default())?;
-    let mut event = Event {
-        venue: "".into(),
-        symbol: "".into(),
-        ts_event: 0,
-        ts_recv: 0,
-        venue_seq: None,
-        prev_venue_seq: None,
-        pub_seq: 0,
-        body: Body::Gap(Gap {
-            reason: GapReason::Resync,
-            missing: None,
-            publisher: String::new(),
-        }),
-    };
+    let mut event = Event::blank();
     while reader.read_into(&mut event)? {
         events += 1;
     }

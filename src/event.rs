@@ -567,6 +567,25 @@ pub struct Event {
 }
 
 impl Event {
+    /// A placeholder with empty names, zero times and an empty gap body: the event a
+    /// reading loop hands to `EventReader::read_into` to be overwritten row after row.
+    pub fn blank() -> Event {
+        Event {
+            venue: Arc::from(""),
+            symbol: Arc::from(""),
+            ts_event: 0,
+            ts_recv: 0,
+            venue_seq: None,
+            prev_venue_seq: None,
+            pub_seq: 0,
+            body: Body::Gap(Gap {
+                reason: GapReason::Resync,
+                missing: None,
+                publisher: String::new(),
+            }),
+        }
+    }
+
     /// The event's kind.
     pub fn kind(&self) -> Kind {
         match self.body {

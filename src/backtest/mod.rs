@@ -1,6 +1,7 @@
 //! In-process backtests: the recorded data, the simulated exchange and Rust strategies in
-//! one process and one thread, with the same fills as a bus lockstep run of the same
-//! strategies (see [`engine`] for the order of calls that makes it so).
+//! one process, the exchange and the strategies on one thread (the Parquet decoding runs
+//! ahead on a second, [`crate::store::ReadAhead`]), with the same fills as a bus lockstep
+//! run of the same strategies (see [`engine`] for the order of calls that makes it so).
 //!
 //! Owns the builder a user's own crate calls ([`Backtest::builder`]), the loop, and the
 //! run directory it writes (`orders`/`fills`/`marks.parquet`, `summary.json`), which
@@ -25,16 +26,14 @@
 pub mod engine;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
-use crate::event::{Body, Event, Gap, GapReason};
 use crate::exchange::{ExchangeSettings, RunCounts, RunWriter, SimExchange};
 use crate::shutdown::Stop;
-use crate::store::{EventReader, Selection};
+use crate::store::{EventReader, ReadAhead, Selection};
 use crate::strategy::{Dispatcher, Strategy};
 
 pub use engine::EngineStats;
@@ -260,24 +259,11 @@ impl Backtest {
         let mut engine = Engine::new(exchange, Some(writer), seats, mark_every);
         let started = Instant::now();
         let mut interrupted = false;
-        let mut reader = reader;
-        // One event, overwritten by each read: the loop allocates nothing per event.
-        let mut event = Event {
-            venue: Arc::from(""),
-            symbol: Arc::from(""),
-            ts_event: 0,
-            ts_recv: 0,
-            venue_seq: None,
-            prev_venue_seq: None,
-            pub_seq: 0,
-            body: Body::Gap(Gap {
-                reason: GapReason::Resync,
-                missing: None,
-                publisher: String::new(),
-            }),
-        };
-        while reader.read_into(&mut event)? {
-            engine.step(&event)?;
+        // Parquet is decoded on a second thread while this one runs the exchange and the
+        // strategies; the batches of events are recycled, so neither allocates per event.
+        let mut events = ReadAhead::spawn(reader)?;
+        while let Some(event) = events.next_event()? {
+            engine.step(event)?;
             if engine.stats.events.is_multiple_of(65_536) {
                 if stop.is_set() {
                     interrupted = true;

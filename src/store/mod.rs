@@ -17,6 +17,7 @@ pub mod checksums;
 pub mod files;
 pub mod journal;
 pub mod layout;
+pub mod read_ahead;
 pub mod reader;
 pub mod schema;
 pub mod streams;
@@ -32,6 +33,7 @@ use anyhow::{Context, Result};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rustc_hash::FxHashMap;
 
+pub use read_ahead::ReadAhead;
 pub use reader::{DataFile, EventReader, Selection};
 pub use streams::{SessionMarker, StreamTail, StreamTails};
 pub use writer::{DatasetWriter, WriterOptions, WriterStats};

@@ -1,0 +1,213 @@
+//! Decoding a dataset on a thread of its own, ahead of the loop that uses the events.
+//!
+//! Reading Parquet (page decompression, column decoding, the time merge, building each
+//! [`Event`]) is about half of an in-process backtest's work per event. [`ReadAhead`] runs
+//! an [`EventReader`] on a second thread that fills batches of events while the engine
+//! works through the previous ones, so on two cores the two halves overlap.
+//!
+//! Owns the reader thread and two bounded queues: full batches towards the consumer, and
+//! the same batches back once used. Every event of every batch is overwritten in place by
+//! [`EventReader::read_into`], so in steady state neither side allocates. Order is the
+//! reader's (one producer, FIFO). The first error ends the stream after everything read
+//! before it. Dropping a [`ReadAhead`] before the end stops the thread (its next queue
+//! operation fails) and joins it. Never interprets the events.
+
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result, anyhow};
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use super::EventReader;
+use crate::event::Event;
+
+/// Events per batch: large enough that the queues cost little per event, small enough
+/// that a batch (about 150 KiB) stays in the caches between the two cores.
+const BATCH: usize = 1024;
+
+/// Batches in circulation: the consumer's, the reader's, and two waiting.
+const BATCHES: usize = 4;
+
+/// A batch of events; `filled` leading ones hold data, the rest are allocations kept for
+/// the next fill.
+struct Batch {
+    events: Vec<Event>,
+    filled: usize,
+}
+
+/// The events of an [`EventReader`], decoded on their own thread.
+pub struct ReadAhead {
+    full: Option<Receiver<Result<Batch>>>,
+    empty: Option<Sender<Batch>>,
+    current: Batch,
+    next: usize,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ReadAhead {
+    /// Starts reading `reader` on a new thread.
+    pub fn spawn(mut reader: EventReader) -> Result<ReadAhead> {
+        let (full_tx, full) = bounded::<Result<Batch>>(BATCHES);
+        let (empty, empty_rx) = bounded::<Batch>(BATCHES);
+        for _ in 0..BATCHES - 1 {
+            empty
+                .send(Batch::new())
+                .map_err(|_| anyhow!("read-ahead queue closed at start"))?;
+        }
+        let thread = std::thread::Builder::new()
+            .name("read-ahead".into())
+            .spawn(move || {
+                // A closed queue means the consumer is gone: stop quietly.
+                while let Ok(mut batch) = empty_rx.recv() {
+                    batch.filled = 0;
+                    let mut end = false;
+                    while batch.filled < BATCH {
+                        match reader.read_into(&mut batch.events[batch.filled]) {
+                            Ok(true) => batch.filled += 1,
+                            Ok(false) => {
+                                end = true;
+                                break;
+                            }
+                            Err(e) => {
+                                if batch.filled > 0 {
+                                    let _ = full_tx.send(Ok(batch));
+                                }
+                                let _ = full_tx.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    if batch.filled > 0 && full_tx.send(Ok(batch)).is_err() {
+                        return;
+                    }
+                    if end {
+                        return;
+                    }
+                }
+            })
+            .context("cannot start the dataset's read-ahead thread")?;
+        Ok(ReadAhead {
+            full: Some(full),
+            empty: Some(empty),
+            current: Batch::new(),
+            next: 0,
+            thread: Some(thread),
+        })
+    }
+
+    /// The next event, or None at the end of the data.
+    pub fn next_event(&mut self) -> Result<Option<&Event>> {
+        if self.next == self.current.filled {
+            let Some(full) = &self.full else {
+                return Ok(None);
+            };
+            match full.recv() {
+                Ok(Ok(batch)) => {
+                    let used = std::mem::replace(&mut self.current, batch);
+                    if let Some(empty) = &self.empty {
+                        // The reader may have ended: then nobody needs the batch back.
+                        let _ = empty.try_send(used);
+                    }
+                    self.next = 0;
+                }
+                Ok(Err(e)) => {
+                    self.finish();
+                    return Err(e);
+                }
+                Err(_) => {
+                    // The reader ended after its last batch.
+                    self.finish();
+                    return Ok(None);
+                }
+            }
+        }
+        let event = &self.current.events[self.next];
+        self.next += 1;
+        Ok(Some(event))
+    }
+
+    /// Closes both queues and waits for the reader thread.
+    fn finish(&mut self) {
+        self.full = None;
+        self.empty = None;
+        self.current.filled = 0;
+        self.next = 0;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            events: (0..BATCH).map(|_| Event::blank()).collect(),
+            filled: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DatasetWriter, Selection, WriterOptions};
+
+    fn dataset(n: i64) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = DatasetWriter::new(dir.path(), 0, WriterOptions::default()).unwrap();
+        for i in 0..n {
+            let body = crate::event::Body::Trade(crate::event::Trade {
+                aggressor: crate::event::Side::Bid,
+                price: "100.5".parse().unwrap(),
+                size: "1".parse().unwrap(),
+                trade_id: format!("t{i}"),
+            });
+            // Two symbols, so the reader merges two files.
+            let symbol = if i % 3 == 0 { "AAA" } else { "BBB" };
+            let e = crate::wire::event("v", symbol, 1_000 + i, i as u64 + 1, body);
+            w.write(&e).unwrap();
+        }
+        w.close().unwrap();
+        dir
+    }
+
+    fn direct(dir: &std::path::Path) -> Vec<Event> {
+        EventReader::open(dir, Selection::default())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn yields_what_the_reader_yields_in_order_across_batch_boundaries() {
+        for n in [0, 1, BATCH as i64 - 1, BATCH as i64, 3 * BATCH as i64 + 7] {
+            let dir = dataset(n);
+            let expected = direct(dir.path());
+            assert_eq!(expected.len(), n as usize);
+            let reader = EventReader::open(dir.path(), Selection::default()).unwrap();
+            let mut ahead = ReadAhead::spawn(reader).unwrap();
+            let mut got = Vec::new();
+            while let Some(e) = ahead.next_event().unwrap() {
+                got.push(e.clone());
+            }
+            assert_eq!(got, expected, "n = {n}");
+            // The end stays the end.
+            assert!(ahead.next_event().unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn dropping_it_early_stops_the_reader_thread() {
+        let dir = dataset(20 * BATCH as i64);
+        let reader = EventReader::open(dir.path(), Selection::default()).unwrap();
+        let mut ahead = ReadAhead::spawn(reader).unwrap();
+        assert!(ahead.next_event().unwrap().is_some());
+        // Joins the thread: a reader blocked on a full queue must notice and return.
+        drop(ahead);
+    }
+}
