@@ -1,4 +1,6 @@
-//! PnL reports over a run directory, computed with polars. Never touches live sockets.
+//! PnL reports over a run directory: Parquet read with arrow-rs, figures computed in one
+//! pass over the marks with polars' kernels, the trade list an eager polars frame. Never
+//! touches live sockets.
 //!
 //! # Layout
 //! - [`ledger`]: the average-cost state machine, applied fill by fill (path-dependent, so it
