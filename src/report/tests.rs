@@ -661,6 +661,45 @@ fn bad_side_names_the_row() {
 }
 
 #[test]
+fn a_missing_or_mistyped_column_is_named_with_its_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_fills(dir.path(), &hand_fills());
+    write_parquet(
+        &dir.path().join("marks.parquet"),
+        vec![
+            ts_col("ts", &[0]),
+            str_col("strategy", &["a"]),
+            str_col("venue", &["sim"]),
+            str_col("symbol", &["BTC"]),
+            f64_col("position", &[0.0]),
+        ],
+    );
+    let err = compute(dir.path(), &ReportOptions::default()).expect_err("no mid");
+    let text = err.to_string();
+    assert!(text.contains("marks.parquet"), "{text}");
+    assert!(text.contains("no column \"mid\""), "{text}");
+
+    write_parquet(
+        &dir.path().join("marks.parquet"),
+        vec![
+            ts_col("ts", &[0]),
+            str_col("strategy", &["a"]),
+            str_col("venue", &["sim"]),
+            str_col("symbol", &["BTC"]),
+            str_col("mid", &["100"]),
+            f64_col("position", &[0.0]),
+        ],
+    );
+    let err = compute(dir.path(), &ReportOptions::default()).expect_err("text mid");
+    let text = err.to_string();
+    assert!(text.contains("marks.parquet"), "{text}");
+    assert!(
+        text.contains("column \"mid\" is Utf8, not numbers"),
+        "{text}"
+    );
+}
+
+#[test]
 fn chart_has_per_strategy_pnl_price_with_fills_and_positions() {
     let dir = tempfile::tempdir().expect("tempdir");
     hand_run(dir.path(), true);
