@@ -14,7 +14,7 @@ use polars::prelude::*;
 pub(super) struct Kahan {
     sum: f64,
     err: f64,
-    /// Values added (for [`group_mean`] and the one-value shortcut).
+    /// Values added (for [`Kahan::mean`] and the one-value shortcut).
     n: u64,
     /// The first value added.
     first: f64,

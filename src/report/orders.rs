@@ -86,7 +86,9 @@ pub(super) fn order_stats(path: &Path) -> Result<Option<OrderStats>> {
         }
     }
 
-    /// Sums of one key; quantities over orders not rejected.
+    /// Sums of one key; quantities over orders not rejected, summed in the order of each
+    /// order's first row (polars' query engine summed them in its hash table's order, which
+    /// could change the last bit from one run to the next).
     #[derive(Default)]
     struct Sums {
         counts: OrderCounts,
