@@ -5,7 +5,7 @@
 //! values set) and the data path it names in, a run directory out — run as its own
 //! `ticktape run` process, so a cluster back end only has to ship those units elsewhere.
 //! Owns the `--set` syntax, the grid, the worker pool and the summary (`sweep.parquet`
-//! written with polars, `sweep.csv`, `sweep.json`, and `heatmap.svg` for two-parameter
+//! written with arrow-rs, `sweep.csv`, `sweep.json`, and `heatmap.svg` for two-parameter
 //! grids). Never runs a backtest itself.
 
 use std::collections::VecDeque;
@@ -345,66 +345,70 @@ fn run_point(
     result
 }
 
-/// `sweep.parquet` (polars), `sweep.csv`, `sweep.json` and, for two axes, `heatmap.svg`.
+/// `sweep.parquet`, `sweep.csv`, `sweep.json` and, for two axes, `heatmap.svg`.
 fn write_summary(summary: &SweepSummary) -> Result<()> {
-    use polars::prelude::*;
+    use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+    use arrow_schema::{DataType, Field, Schema};
+    use parquet::arrow::ArrowWriter;
+
     let out = &summary.out;
     std::fs::write(
         out.join("sweep.json"),
         serde_json::to_string_pretty(summary)?,
     )?;
-    let mut columns: Vec<Column> = vec![Column::new(
-        "run".into(),
-        summary
-            .points
-            .iter()
-            .map(|p| p.run as u32)
-            .collect::<Vec<_>>(),
+    let points = &summary.points;
+    let mut columns: Vec<(Field, ArrayRef)> = vec![(
+        Field::new("run", DataType::UInt32, false),
+        Arc::new(UInt32Array::from_iter_values(
+            points.iter().map(|p| p.run as u32),
+        )),
     )];
     for (k, axis) in summary.axes.iter().enumerate() {
-        let values: Vec<String> = summary
-            .points
-            .iter()
-            .map(|p| p.params[k].1.clone())
-            .collect();
-        columns.push(Column::new(axis.as_str().into(), values));
+        columns.push((
+            Field::new(axis.as_str(), DataType::Utf8, false),
+            Arc::new(StringArray::from_iter_values(
+                points.iter().map(|p| p.params[k].1.as_str()),
+            )),
+        ));
     }
-    let f = |name: &str, get: &dyn Fn(&PointResult) -> Option<f64>| {
-        Column::new(
-            name.into(),
-            summary.points.iter().map(get).collect::<Vec<_>>(),
+    let number = |name: &str, get: &dyn Fn(&PointResult) -> Option<f64>| -> (Field, ArrayRef) {
+        (
+            Field::new(name, DataType::Float64, true),
+            Arc::new(Float64Array::from_iter(points.iter().map(get))),
         )
     };
-    columns.push(f("net_pnl", &|p| p.net_pnl));
-    columns.push(f("fees", &|p| p.fees));
-    columns.push(f("max_drawdown", &|p| p.max_drawdown));
-    columns.push(f("turnover", &|p| p.turnover));
-    columns.push(Column::new(
-        "fills".into(),
-        summary.points.iter().map(|p| p.fills).collect::<Vec<_>>(),
-    ));
-    columns.push(Column::new(
-        "digest".into(),
-        summary
-            .points
-            .iter()
-            .map(|p| p.digest.clone())
-            .collect::<Vec<_>>(),
-    ));
-    columns.push(Column::new(
-        "error".into(),
-        summary
-            .points
-            .iter()
-            .map(|p| p.error.clone())
-            .collect::<Vec<_>>(),
-    ));
-    let mut df = DataFrame::new(summary.points.len(), columns)
-        .map_err(|e| anyhow::anyhow!("cannot build the sweep table: {e}"))?;
+    let text = |name: &str, get: &dyn Fn(&PointResult) -> Option<&str>| -> (Field, ArrayRef) {
+        (
+            Field::new(name, DataType::Utf8, true),
+            Arc::new(StringArray::from_iter(points.iter().map(get))),
+        )
+    };
+    columns.extend([
+        number("net_pnl", &|p| p.net_pnl),
+        number("fees", &|p| p.fees),
+        number("max_drawdown", &|p| p.max_drawdown),
+        number("turnover", &|p| p.turnover),
+        (
+            Field::new("fills", DataType::UInt64, true),
+            Arc::new(UInt64Array::from_iter(points.iter().map(|p| p.fills))),
+        ),
+        text("digest", &|p| p.digest.as_deref()),
+        text("error", &|p| p.error.as_deref()),
+    ]);
+    let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = columns.into_iter().unzip();
+    let schema = Arc::new(Schema::new(fields));
+    let batch =
+        RecordBatch::try_new(schema.clone(), columns).context("cannot build the sweep table")?;
     let file = std::fs::File::create(out.join("sweep.parquet"))?;
-    ParquetWriter::new(file)
-        .finish(&mut df)
-        .map_err(|e| anyhow::anyhow!("cannot write sweep.parquet: {e}"))?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(
+            parquet::basic::ZstdLevel::default(),
+        ))
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(file, schema, Some(props)).context("cannot write sweep.parquet")?;
+    writer.write(&batch).context("cannot write sweep.parquet")?;
+    writer.close().context("cannot write sweep.parquet")?;
     std::fs::write(out.join("sweep.csv"), csv(summary))?;
     if summary.axes.len() == 2 {
         heatmap(summary, &out.join("heatmap.svg"))?;

@@ -3,7 +3,7 @@
 //! Owns the per-(strategy, venue, symbol) running state (exact position, average entry
 //! cost, cumulative realized PnL and fees, round-trip bookkeeping). It never reads files
 //! and never looks at marks: `metrics` feeds it sorted fill columns and joins the
-//! per-fill snapshots it returns onto marks with a polars as-of join.
+//! per-fill snapshots it returns onto marks with an as-of join.
 //!
 //! Position is tracked exactly with [`Fixed`] (parsed from the fills' `size_exact`) so that
 //! "back to flat" and "flipped through zero" are exact decisions, not `f64` epsilon guesses.

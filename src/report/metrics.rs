@@ -1,32 +1,56 @@
-//! The polars pipeline behind [`super::compute`]: fills → ledger snapshots → as-of join onto
+//! The computation behind [`super::compute`]: fills → ledger snapshots → as-of join onto
 //! marks → equity, drawdown, ratios and inventory, per (strategy, venue, symbol) and in total.
 //!
-//! Owns reading the run directory (Parquet via `scan_parquet`, `summary.json`) and the
-//! assembly of [`Report`]. Never renders anything and never writes files.
+//! Owns reading the run directory (`fills.parquet` and `marks.parquet` through
+//! [`super::input`], `summary.json`) and the assembly of [`Report`]. Never renders
+//! anything and never writes files.
 //!
-//! Scaling: fills are collected (they are small next to marks) and walked once in Rust
-//! because average-cost PnL is path-dependent. Marks stay lazy: the as-of join, the window
-//! expressions and the aggregations run inside polars, and the outputs (per-key aggregates,
-//! total statistics, return grids, chart buckets, mids after fills) are collected together
-//! over one cached scan and join so the 10-million-row marks file is scanned and joined
-//! once. What is per fill (trade list, markout averages, position steps, fill markers) is
-//! done in Rust over the collected fills.
+//! Scaling: only the needed columns are read. Fills are sorted and walked once in Rust
+//! because average-cost PnL is path-dependent; the trade list is an eager polars frame.
+//! Marks (10 million rows and more) are sorted by time once and walked once: the as-of join
+//! (each key's last ledger state at or before the mark) is a cursor per key, and the same
+//! pass accumulates the per-key aggregates, the total curve's steps, the chart buckets and
+//! the return grids. Sums and means use polars' kernels ([`super::agg`]) so they are the
+//! ones polars' query engine computed before. What is per fill (trade list, markout
+//! averages, position steps, fill markers) is done in Rust over the fills.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use polars::prelude::*;
+use rustc_hash::FxHashMap;
 
-use super::ledger::{Ledger, LedgerFill, LedgerTotals, Liquidity};
-use super::ratios::{self, Ratios};
+use super::agg::{self, Extremes, Kahan};
+use super::input;
+use super::ledger::{Ledger, LedgerFill, LedgerTotals, Liquidity, Snapshot};
+use super::ratios::{self, Ratios, ReturnSums};
 use super::{
     ChartSeries, KeyFills, KeyMetrics, KeySeries, Metrics, REPORT_SCHEMA_VERSION, Report,
     ReportError, ReportOptions, Result,
 };
 
-const KEYS: [&str; 3] = ["strategy", "venue", "symbol"];
 /// 365 days: crypto venues trade every day, so every interval counts.
 const NS_PER_YEAR: f64 = 365.0 * 86_400.0 * 1e9;
+
+/// Columns of `fills.parquet` the report reads, in the trade list's order.
+const FILL_COLUMNS: [&str; 13] = [
+    "ts",
+    "strategy",
+    "venue",
+    "symbol",
+    "order_id",
+    "client_order_id",
+    "fill_id",
+    "side",
+    "price",
+    "price_exact",
+    "size_exact",
+    "fee",
+    "liquidity",
+];
+
+/// Columns of `marks.parquet` the report reads.
+const MARK_COLUMNS: [&str; 6] = ["ts", "strategy", "venue", "symbol", "mid", "position"];
 
 type Key = (String, String, String);
 
@@ -37,30 +61,37 @@ pub(super) fn pl<T>(what: &str, r: PolarsResult<T>) -> Result<T> {
     })
 }
 
-fn key_cols() -> [Expr; 3] {
-    KEYS.map(col)
+/// The (strategy, venue, symbol) keys of a run, numbered in the order first seen (fills
+/// first, then marks). A null name is the empty name.
+#[derive(Default)]
+struct Keys {
+    index: HashMap<Key, usize>,
+    list: Vec<Key>,
 }
 
-pub(super) fn scan(path: &Path) -> Result<LazyFrame> {
-    if !path.is_file() {
-        return Err(ReportError::MissingInput {
-            path: path.to_path_buf(),
-        });
+impl Keys {
+    fn id(&mut self, strategy: &str, venue: &str, symbol: &str) -> usize {
+        let key = (strategy.to_owned(), venue.to_owned(), symbol.to_owned());
+        if let Some(&k) = self.index.get(&key) {
+            return k;
+        }
+        self.list.push(key.clone());
+        self.index.insert(key, self.list.len() - 1);
+        self.list.len() - 1
     }
-    let what = format!("cannot scan {}", path.display());
-    let p = pl(&what, PlRefPath::try_from_path(path))?;
-    pl(
-        &what,
-        LazyFrame::scan_parquet(p, ScanArgsParquet::default()),
-    )
 }
 
-/// Per-fill ledger state in a frame ready for the as-of join, plus each key's final totals.
+/// Per-fill ledger state ready for the as-of join, the trade list, and each key's totals.
 struct FillState {
-    frame: DataFrame,
+    /// Per key id: the ledger state after each fill, in time order, keeping only the last
+    /// fill of the key at one timestamp (a mark at that instant must not see half of them).
+    states: Vec<Vec<(i64, Snapshot)>>,
     /// Every fill in time order with the ledger's view of it: the trade list (see
     /// [`super::trades`] for its columns).
     trades: DataFrame,
+    /// Key id and time of each row of `trades`.
+    trade_key: Vec<usize>,
+    trade_ts: Vec<i64>,
     totals: BTreeMap<Key, LedgerTotals>,
     /// Time of the first fill, ns since the Unix epoch (`None` without fills).
     first_ts: Option<i64>,
@@ -68,77 +99,43 @@ struct FillState {
     last_ts: Option<i64>,
 }
 
-fn run_ledger(fills_path: &Path) -> Result<FillState> {
-    let what = format!("cannot read {}", fills_path.display());
-    let df = pl(
-        &what,
-        scan(fills_path)?
-            .select([
-                col("ts").cast(DataType::Int64),
-                col("strategy"),
-                col("venue"),
-                col("symbol"),
-                col("order_id"),
-                col("client_order_id"),
-                col("fill_id"),
-                col("side"),
-                col("price"),
-                col("price_exact"),
-                col("size_exact"),
-                col("fee"),
-                col("liquidity"),
-            ])
-            .sort_by_exprs(
-                [col("ts"), col("fill_id")],
-                SortMultipleOptions::default().with_maintain_order(true),
-            )
-            .collect(),
-    )?;
-    let n = df.height();
-    let str_col = |name: &str| -> Result<Vec<Option<String>>> {
-        let c = pl(&what, df.column(name))?;
-        let s = pl(&format!("{what}: column {name} must be Utf8"), c.str())?;
-        Ok(s.iter().map(|v| v.map(str::to_owned)).collect())
-    };
-    let f64_col = |name: &str| -> Result<Vec<Option<f64>>> {
-        let c = pl(&what, df.column(name))?;
-        let c = pl(&what, c.cast(&DataType::Float64))?;
-        let s = pl(&format!("{what}: column {name} must be numeric"), c.f64())?;
-        Ok(s.iter().collect())
-    };
-    let ts: Vec<Option<i64>> = {
-        let c = pl(&what, df.column("ts"))?;
-        pl(&what, c.i64())?.iter().collect()
-    };
-    let (strategy, venue, symbol) = (str_col("strategy")?, str_col("venue")?, str_col("symbol")?);
-    let (side, size_exact, liquidity) = (
-        str_col("side")?,
-        str_col("size_exact")?,
-        str_col("liquidity")?,
-    );
-    let (price, fee) = (f64_col("price")?, f64_col("fee")?);
+fn take<T: Clone>(v: &[T], rows: &[usize]) -> Vec<T> {
+    rows.iter().map(|&r| v[r].clone()).collect()
+}
 
-    let mut key_index: HashMap<Key, usize> = HashMap::new();
-    let mut keys: Vec<Key> = Vec::new();
+fn run_ledger(fills_path: &Path, keys: &mut Keys) -> Result<FillState> {
+    let table = input::read(fills_path, &FILL_COLUMNS)?;
+    let n = table.rows();
+    // Time order; fills at one time by `fill_id` (nulls first, as polars sorts).
+    let ts = table.i64s("ts")?;
+    let fill_id = table.ids("fill_id")?;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| {
+        ts[a]
+            .cmp(&ts[b])
+            .then_with(|| fill_id.get(a).cmp(&fill_id.get(b)))
+    });
+    let strs = |name: &str| -> Result<Vec<Option<String>>> { Ok(take(&table.strs(name)?, &order)) };
+    let f64s = |name: &str| -> Result<Vec<Option<f64>>> { Ok(take(&table.f64s(name)?, &order)) };
+    let ts = take(&ts, &order);
+    let (strategy, venue, symbol) = (strs("strategy")?, strs("venue")?, strs("symbol")?);
+    let (side, size_exact, liquidity) = (strs("side")?, strs("size_exact")?, strs("liquidity")?);
+    let (price, fee) = (f64s("price")?, f64s("fee")?);
+
     let mut ledgers: Vec<Ledger> = Vec::new();
-    let mut last_row_of_key: Vec<Option<(usize, i64)>> = Vec::new();
-    let mut keep = vec![true; n];
-    let mut out_key = Vec::with_capacity(n);
+    let mut states: Vec<Vec<(i64, Snapshot)>> = Vec::new();
+    let mut trade_key = Vec::with_capacity(n);
+    let mut trade_ts = Vec::with_capacity(n);
     let mut position_after: Vec<String> = Vec::with_capacity(n);
+    let mut position: Vec<f64> = Vec::with_capacity(n);
     let mut realized_by_fill: Vec<f64> = Vec::with_capacity(n);
-    let (mut o_pos, mut o_avg, mut o_real, mut o_fee) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
     for row in 0..n {
         let bad = |reason: String| ReportError::BadFill { row, reason };
         let t = ts[row].ok_or_else(|| bad("ts is null".into()))?;
-        let key: Key = (
-            strategy[row].clone().unwrap_or_default(),
-            venue[row].clone().unwrap_or_default(),
-            symbol[row].clone().unwrap_or_default(),
+        let k = keys.id(
+            strategy[row].as_deref().unwrap_or_default(),
+            venue[row].as_deref().unwrap_or_default(),
+            symbol[row].as_deref().unwrap_or_default(),
         );
         let buy = match side[row].as_deref() {
             Some("buy") => true,
@@ -167,148 +164,419 @@ fn run_ledger(fills_path: &Path) -> Result<FillState> {
                 _ => Liquidity::Unknown,
             },
         };
-        let k = *key_index.entry(key.clone()).or_insert_with(|| {
-            keys.push(key);
+        if k == ledgers.len() {
             ledgers.push(Ledger::new());
-            last_row_of_key.push(None);
-            keys.len() - 1
-        });
+            states.push(Vec::new());
+        }
         let realized_before = ledgers[k].totals().realized;
         let snap = ledgers[k].apply(&fill).map_err(|e| bad(format!("{e}")))?;
         position_after.push(ledgers[k].position().to_string());
         realized_by_fill.push(snap.cum_realized - realized_before);
+        position.push(snap.position);
         // Several fills of one key at one timestamp: only the state after the last one
-        // may be visible to the as-of join, or a mark at that instant could see half of it.
-        if let Some((prev_row, prev_ts)) = last_row_of_key[k]
-            && prev_ts == t
-        {
-            keep[prev_row] = false;
+        // may be visible to the as-of join.
+        match states[k].last_mut() {
+            Some(last) if last.0 == t => *last = (t, snap),
+            _ => states[k].push((t, snap)),
         }
-        last_row_of_key[k] = Some((row, t));
-        out_key.push(k);
-        o_pos.push(snap.position);
-        o_avg.push(snap.avg_cost);
-        o_real.push(snap.cum_realized);
-        o_fee.push(snap.cum_fees);
+        trade_key.push(k);
+        trade_ts.push(t);
     }
 
-    let rows: Vec<usize> = (0..n).filter(|&r| keep[r]).collect();
-    let pick_f = |v: &[f64]| rows.iter().map(|&r| v[r]).collect::<Vec<f64>>();
-    let pick_k = |part: fn(&Key) -> &str| {
-        rows.iter()
-            .map(|&r| part(&keys[out_key[r]]))
-            .collect::<Vec<&str>>()
-    };
-    let fill_ts: Vec<i64> = rows.iter().map(|&r| ts[r].unwrap_or_default()).collect();
-    let frame = pl(
-        "cannot build the fill-state frame",
-        df!(
-            "fill_ts" => fill_ts,
-            "strategy" => pick_k(|k| k.0.as_str()),
-            "venue" => pick_k(|k| k.1.as_str()),
-            "symbol" => pick_k(|k| k.2.as_str()),
-            "position" => pick_f(&o_pos),
-            "avg_cost" => pick_f(&o_avg),
-            "cum_realized" => pick_f(&o_real),
-            "cum_fees" => pick_f(&o_fee),
-        ),
-    )?;
     let totals = keys
-        .into_iter()
-        .zip(ledgers)
-        .map(|(k, l)| (k, l.totals().clone()))
+        .list
+        .iter()
+        .zip(&ledgers)
+        .map(|(k, l)| (k.clone(), l.totals().clone()))
         .collect();
-    let first_ts = ts.iter().flatten().copied().min();
-    let last_ts = ts.iter().flatten().copied().max();
-    let mut trades = df;
-    pl(
-        "cannot build the trade list",
-        trades.hstack_mut(&[
-            Column::new("position_after".into(), position_after),
-            Column::new("position".into(), o_pos),
-            Column::new("realized_pnl".into(), realized_by_fill),
-        ]),
-    )?;
+    let first_ts = trade_ts.first().copied();
+    let last_ts = trade_ts.last().copied();
+    let id_column =
+        |name: &str| -> Result<Column> { Ok(table.ids(name)?.take(&order).into_column(name)) };
+    let columns = vec![
+        Column::new("ts".into(), ts),
+        Column::new("strategy".into(), strategy),
+        Column::new("venue".into(), venue),
+        Column::new("symbol".into(), symbol),
+        id_column("order_id")?,
+        id_column("client_order_id")?,
+        fill_id.take(&order).into_column("fill_id"),
+        Column::new("side".into(), side),
+        Column::new("price".into(), price),
+        Column::new("price_exact".into(), strs("price_exact")?),
+        Column::new("size_exact".into(), size_exact),
+        Column::new("fee".into(), fee),
+        Column::new("liquidity".into(), liquidity),
+        Column::new("position_after".into(), position_after),
+        Column::new("position".into(), position),
+        Column::new("realized_pnl".into(), realized_by_fill),
+    ];
+    let trades = pl("cannot build the trade list", DataFrame::new(n, columns))?;
     Ok(FillState {
-        frame,
+        states,
         trades,
+        trade_key,
+        trade_ts,
         totals,
         first_ts,
         last_ts,
     })
 }
 
-/// Aggregations of an equity-like curve `base + value` (rows in time order): max drawdown
-/// (absolute, and percent when `with_pct`) and the running peak's maximum.
-fn curve_stats(value: Expr, base: f64, with_pct: bool) -> Vec<Expr> {
-    let equity = lit(base) + value;
-    let running = equity.clone().cum_max(false);
-    // The starting balance is the first peak: a run that only loses has a drawdown too.
-    let peak = when(running.clone().gt(lit(base)))
-        .then(running)
-        .otherwise(lit(base));
-    let dd = peak.clone() - equity.clone();
-    let mut out = vec![
-        dd.clone().max().alias("max_dd"),
-        peak.clone().max().alias("peak"),
-    ];
-    if with_pct {
-        out.push(
-            (when(peak.clone().gt(lit(0.0)))
-                .then(dd / peak)
-                .otherwise(lit(NULL))
-                .max()
-                * lit(100.0))
-            .alias("max_dd_pct"),
-        );
+/// The marks with a mid, sorted by time (stable: rows at one time keep their file order).
+struct Marks {
+    ts: Vec<i64>,
+    key: Vec<u32>,
+    mid: Vec<f64>,
+    /// The `position` column as written (compared with the rebuilt position).
+    position: Vec<Option<f64>>,
+}
+
+fn read_marks(path: &Path, keys: &mut Keys) -> Result<Marks> {
+    let table = input::read(path, &MARK_COLUMNS)?;
+    let ts = table.i64s("ts")?;
+    let mid = table.f64s("mid")?;
+    let position = table.f64s("position")?;
+    let mut key: Vec<u32> = Vec::with_capacity(table.rows());
+    {
+        let mut seen: FxHashMap<[&str; 3], u32> = FxHashMap::default();
+        table.for_each_row_strs(["strategy", "venue", "symbol"], |names| {
+            let names = names.map(Option::unwrap_or_default);
+            let id = *seen
+                .entry(names)
+                .or_insert_with(|| keys.id(names[0], names[1], names[2]) as u32);
+            key.push(id);
+        })?;
+    }
+    drop(table);
+    if let Some(row) = ts.iter().position(Option::is_none) {
+        return Err(ReportError::BadInput {
+            path: path.to_path_buf(),
+            reason: format!("row {row}: ts is null"),
+        });
+    }
+    let mut rows: Vec<usize> = (0..ts.len()).filter(|&r| mid[r].is_some()).collect();
+    if !rows.windows(2).all(|w| ts[w[0]] <= ts[w[1]]) {
+        rows.sort_by_key(|&r| ts[r]);
+    }
+    Ok(Marks {
+        ts: rows.iter().map(|&r| ts[r].unwrap_or_default()).collect(),
+        key: take(&key, &rows),
+        mid: rows.iter().map(|&r| mid[r].unwrap_or_default()).collect(),
+        position: take(&position, &rows),
+    })
+}
+
+/// The curve aggregations of one key: running peak of `base + pnl` (never below `base`),
+/// and the largest fall from it.
+#[derive(Default)]
+struct Curve {
+    running: Option<f64>,
+    max_dd: Option<f64>,
+    peak: Option<f64>,
+}
+
+impl Curve {
+    fn add(&mut self, base: f64, equity: f64) {
+        let running = agg::max(self.running, equity).unwrap_or(equity);
+        self.running = Some(running);
+        let peak = if running > base { running } else { base };
+        self.max_dd = agg::max(self.max_dd, peak - equity);
+        self.peak = agg::max(self.peak, peak);
+    }
+}
+
+/// What the pass over the marks accumulates for one key.
+#[derive(Default)]
+struct KeyAcc {
+    marks: u64,
+    last_mid: f64,
+    abs_position: Kahan,
+    max_abs_position: Option<f64>,
+    /// `|position| × time to the key's next mark`, per mark (the last has none).
+    twa_terms: Vec<Option<f64>>,
+    first_ts: i64,
+    last_ts: i64,
+    last_position: f64,
+    gross: Kahan,
+    max_gross: Option<f64>,
+    mismatches: u64,
+    /// Time since the key's previous mark, per mark but the first.
+    gaps: Vec<i64>,
+    curve: Curve,
+    /// Last (pnl, gross, net): the total curve adds each key's changes.
+    last: Option<(f64, f64, f64)>,
+    /// Chart buckets (in time order) of net PnL and mid.
+    buckets: Vec<(i64, Extremes, Extremes)>,
+    /// Per grid point of the return interval (in order, up to the last one inside the run):
+    /// the key's last PnL.
+    grid: Vec<(i64, f64)>,
+    /// Rows of the key in the sorted marks.
+    rows: Vec<u32>,
+}
+
+/// The total curve: one point per mark time, after every key's mark at that time.
+#[derive(Default)]
+struct Total {
+    ts: Vec<i64>,
+    equity: Vec<f64>,
+    gross: Vec<f64>,
+    net: Vec<f64>,
+}
+
+/// Bucket of time `t` among `buckets` equal slices of `[t0, t1]`.
+fn bucket(t: i64, t0: i64, t1: i64, buckets: f64) -> i64 {
+    let span = (t1 - t0) as f64 + 1.0;
+    ((t - t0) as f64 * buckets / span).floor() as i64
+}
+
+/// Joins the ledger states onto the marks (the last state of the mark's key at or before
+/// it) and accumulates everything per key and the total curve, in one pass.
+fn walk_marks(
+    marks: &Marks,
+    fills: &FillState,
+    n_keys: usize,
+    base: f64,
+    buckets: f64,
+    interval: i64,
+) -> (Vec<KeyAcc>, Total) {
+    let mut acc: Vec<KeyAcc> = (0..n_keys).map(|_| KeyAcc::default()).collect();
+    let mut cursor = vec![0usize; n_keys];
+    let mut total = Total::default();
+    let (t0, t1) = match (marks.ts.first(), marks.ts.last()) {
+        (Some(&a), Some(&b)) => (a, b),
+        _ => return (acc, total),
+    };
+    let kmax = (t1 - t0).div_euclid(interval);
+    let (mut cum_pnl, mut cum_gross, mut cum_net) = (0.0, 0.0, 0.0);
+    let none: Vec<(i64, Snapshot)> = Vec::new();
+    let zero = Snapshot {
+        position: 0.0,
+        avg_cost: 0.0,
+        cum_realized: 0.0,
+        cum_fees: 0.0,
+    };
+    let n = marks.ts.len();
+    for i in 0..n {
+        let t = marks.ts[i];
+        let k = marks.key[i] as usize;
+        let mid = marks.mid[i];
+        let states = fills.states.get(k).unwrap_or(&none);
+        while cursor[k] < states.len() && states[cursor[k]].0 <= t {
+            cursor[k] += 1;
+        }
+        let s = if cursor[k] > 0 {
+            states[cursor[k] - 1].1
+        } else {
+            zero
+        };
+        let pnl = s.cum_realized + s.position * (mid - s.avg_cost) - s.cum_fees;
+        let gross = s.position.abs() * mid;
+        let net = s.position * mid;
+        let a = &mut acc[k];
+        if a.marks == 0 {
+            a.first_ts = t;
+        } else {
+            a.twa_terms
+                .push(Some(a.last_position.abs() * (t - a.last_ts) as f64));
+            a.gaps.push(t - a.last_ts);
+        }
+        a.marks += 1;
+        a.last_mid = mid;
+        a.last_ts = t;
+        a.last_position = s.position;
+        a.abs_position.add(s.position.abs());
+        a.max_abs_position = agg::max(a.max_abs_position, s.position.abs());
+        a.gross.add(gross);
+        a.max_gross = agg::max(a.max_gross, gross);
+        if let Some(p) = marks.position[i]
+            && (p - s.position).abs() > 1e-9 * (s.position.abs() + 1.0)
+        {
+            a.mismatches += 1;
+        }
+        a.curve.add(base, base + pnl);
+        a.rows.push(i as u32);
+
+        let b = bucket(t, t0, t1, buckets);
+        match a.buckets.last_mut() {
+            Some((lb, p, m)) if *lb == b => {
+                p.add(t, pnl);
+                m.add(t, mid);
+            }
+            _ => a
+                .buckets
+                .push((b, Extremes::new(t, pnl), Extremes::new(t, mid))),
+        }
+        let g = ratios::grid_point(t - t0, interval);
+        if g <= kmax {
+            match a.grid.last_mut() {
+                Some((lg, v)) if *lg == g => *v = pnl,
+                _ => a.grid.push((g, pnl)),
+            }
+        }
+
+        // The total carries each key's last value between its marks: the running sum of
+        // per-key changes in time order.
+        let (dp, dg, dn) = match a.last {
+            Some((p, g, q)) => (pnl - p, gross - g, net - q),
+            None => (pnl, gross, net),
+        };
+        a.last = Some((pnl, gross, net));
+        cum_pnl += dp;
+        cum_gross += dg;
+        cum_net += dn;
+        if i + 1 == n || marks.ts[i + 1] != t {
+            total.ts.push(t);
+            total.equity.push(base + cum_pnl);
+            total.gross.push(cum_gross);
+            total.net.push(cum_net);
+        }
+    }
+    for a in &mut acc {
+        if a.marks > 0 {
+            a.twa_terms.push(None);
+        }
+    }
+    (acc, total)
+}
+
+/// Statistics of the total curve.
+#[derive(Default)]
+struct TotalStats {
+    start: Option<i64>,
+    end: Option<i64>,
+    interval: Option<f64>,
+    mean_gross: Option<f64>,
+    max_gross: Option<f64>,
+    max_dd: Option<f64>,
+    peak: Option<f64>,
+    max_dd_pct: Option<f64>,
+}
+
+fn total_stats(total: &Total, base: f64) -> TotalStats {
+    let mut out = TotalStats {
+        start: total.ts.first().copied(),
+        end: total.ts.last().copied(),
+        interval: agg::median_i64(total.ts.windows(2).map(|w| w[1] - w[0]).collect()),
+        // The engine held the total curve as two chunks: every point but the last, and the
+        // last (it filtered the curve with a shifted column).
+        mean_gross: {
+            let gross: Vec<Option<f64>> = total.gross.iter().copied().map(Some).collect();
+            let (head, last) = gross.split_at(gross.len().saturating_sub(1));
+            agg::column_mean([head, last])
+        },
+        max_gross: total.gross.iter().fold(None, |m, &v| agg::max(m, v)),
+        ..TotalStats::default()
+    };
+    let mut running: Option<f64> = None;
+    let mut pct: Option<f64> = None;
+    for &e in &total.equity {
+        let equity = base + (e - base);
+        let r = agg::max(running, equity).unwrap_or(equity);
+        running = Some(r);
+        let peak = if r > base { r } else { base };
+        let dd = peak - equity;
+        out.max_dd = agg::max(out.max_dd, dd);
+        out.peak = agg::max(out.peak, peak);
+        if peak > 0.0 {
+            pct = agg::max(pct, dd / peak);
+        }
+    }
+    out.max_dd_pct = pct.map(|p| p * 100.0);
+    out
+}
+
+/// The whole-run chart series: min and max of equity, drawdown, net and gross notional per
+/// time bucket.
+fn chart_series(total: &Total, base: f64, buckets: f64) -> ChartSeries {
+    let mut series = ChartSeries::default();
+    let (Some(&t0), Some(&t1)) = (total.ts.first(), total.ts.last()) else {
+        return series;
+    };
+    let mut current: Option<(i64, [Extremes; 4])> = None;
+    let mut running: Option<f64> = None;
+    let flush = |b: &[Extremes; 4], s: &mut ChartSeries| {
+        b[0].push_points(&mut s.equity);
+        b[1].push_points(&mut s.drawdown);
+        b[2].push_points(&mut s.net_notional);
+        b[3].push_points(&mut s.gross_notional);
+    };
+    for i in 0..total.ts.len() {
+        let t = total.ts[i];
+        let equity = total.equity[i];
+        let r = agg::max(running, equity).unwrap_or(equity);
+        running = Some(r);
+        let peak = if r > base { r } else { base };
+        let values = [equity, equity - peak, total.net[i], total.gross[i]];
+        let b = bucket(t, t0, t1, buckets);
+        match &mut current {
+            Some((cb, ex)) if *cb == b => {
+                for (e, v) in ex.iter_mut().zip(values) {
+                    e.add(t, v);
+                }
+            }
+            _ => {
+                if let Some((_, ex)) = &current {
+                    flush(ex, &mut series);
+                }
+                current = Some((b, values.map(|v| Extremes::new(t, v))));
+            }
+        }
+    }
+    if let Some((_, ex)) = &current {
+        flush(ex, &mut series);
+    }
+    series
+}
+
+/// The return sums of the total curve on the grid of the return interval.
+fn total_return_sums(total: &Total, base: f64, interval: i64) -> ReturnSums {
+    let Some(&t0) = total.ts.first() else {
+        return ReturnSums::default();
+    };
+    let kmax = (total.ts[total.ts.len() - 1] - t0).div_euclid(interval);
+    let mut grid: Vec<(i64, f64)> = Vec::new();
+    for (&t, &e) in total.ts.iter().zip(&total.equity) {
+        let g = ratios::grid_point(t - t0, interval);
+        if g > kmax {
+            continue;
+        }
+        match grid.last_mut() {
+            Some((lg, v)) if *lg == g => *v = e,
+            _ => grid.push((g, e)),
+        }
+    }
+    let equity: Vec<f64> = grid.iter().map(|g| g.1).collect();
+    ratios::column_return_sums(&equity, base, kmax)
+}
+
+/// Per fill and horizon (0 for the fill itself, then [`super::MARKOUT_HORIZONS_NS`]): the
+/// mid of the last mark of the fill's key at or before `ts + horizon` (for a horizon,
+/// `None` past the key's last mark).
+fn mids_after_fills(fills: &FillState, marks: &Marks, acc: &[KeyAcc]) -> Vec<Vec<Option<f64>>> {
+    let horizons: Vec<i64> = std::iter::once(0)
+        .chain(super::MARKOUT_HORIZONS_NS)
+        .collect();
+    let mut out = vec![Vec::with_capacity(fills.trade_ts.len()); horizons.len()];
+    for (&t, &k) in fills.trade_ts.iter().zip(&fills.trade_key) {
+        let rows: &[u32] = acc.get(k).map_or(&[], |a| a.rows.as_slice());
+        let last_mark = rows.last().map(|&r| marks.ts[r as usize]);
+        for (h, &dt) in horizons.iter().enumerate() {
+            let at = t + dt;
+            let n = rows.partition_point(|&r| marks.ts[r as usize] <= at);
+            let mid = (n > 0).then(|| marks.mid[rows[n - 1] as usize]);
+            // The mid at the fill is the last mark at or before it, however late the fill;
+            // after the last mark nothing is known: no markout rather than a stale one.
+            let known = h == 0 || last_mark.is_some_and(|l| at <= l);
+            out[h].push(mid.filter(|_| known));
+        }
     }
     out
 }
 
-/// Reads `name` at `row` as `f64` (any numeric column), `None` for null/NaN/missing.
-pub(super) fn get_f64(df: &DataFrame, name: &str, row: usize) -> Option<f64> {
-    let c = df.column(name).ok()?.cast(&DataType::Float64).ok()?;
-    c.f64().ok()?.get(row).filter(|v| v.is_finite())
-}
-
-/// Reads `name` at `row` as `i64` (timestamps must not go through `f64`).
-fn get_i64(df: &DataFrame, name: &str, row: usize) -> Option<i64> {
-    let c = df.column(name).ok()?.cast(&DataType::Int64).ok()?;
-    c.i64().ok()?.get(row)
-}
-
-fn f64_values(df: &DataFrame, name: &str) -> Vec<Option<f64>> {
-    df.column(name)
-        .ok()
-        .and_then(|c| c.cast(&DataType::Float64).ok())
-        .and_then(|c| c.f64().ok().map(|s| s.iter().collect()))
-        .unwrap_or_else(|| vec![None; df.height()])
-}
-
-fn i64_values(df: &DataFrame, name: &str) -> Vec<Option<i64>> {
-    df.column(name)
-        .ok()
-        .and_then(|c| c.cast(&DataType::Int64).ok())
-        .and_then(|c| c.i64().ok().map(|s| s.iter().collect()))
-        .unwrap_or_else(|| vec![None; df.height()])
-}
-
-pub(super) fn get_str(df: &DataFrame, name: &str, row: usize) -> String {
-    df.column(name)
-        .ok()
-        .and_then(|c| c.str().ok().and_then(|s| s.get(row).map(str::to_owned)))
-        .unwrap_or_default()
-}
-
-/// Ratios from the `ret_*` sums at `row` of `df` (see [`ratios::return_sums`]).
-fn ratios_at(df: &DataFrame, row: usize, periods_per_year: f64) -> Ratios {
-    ratios::ratios(
-        get_f64(df, "ret_sum", row).unwrap_or(0.0),
-        get_f64(df, "ret_sum2", row).unwrap_or(0.0),
-        get_f64(df, "ret_down2", row).unwrap_or(0.0),
-        get_f64(df, "ret_n", row).unwrap_or(0.0),
-        periods_per_year,
-    )
+/// A finite value, else `None` (polars' null, NaN and infinities are "not defined").
+fn finite(v: Option<f64>) -> Option<f64> {
+    v.filter(|v| v.is_finite())
 }
 
 /// A drawdown curve closed by its final point.
@@ -401,241 +669,24 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         .and_then(|v| v.as_str())
         .map(str::to_owned);
 
-    let fills = run_ledger(&run_dir.join("fills.parquet"))?;
-    let marks_path = run_dir.join("marks.parquet");
-    let marks = scan(&marks_path)?
-        .select([
-            col("ts").cast(DataType::Int64),
-            col("strategy"),
-            col("venue"),
-            col("symbol"),
-            col("mid"),
-            col("position").alias("mark_position"),
-        ])
-        .filter(col("mid").is_not_null())
-        .sort(
-            ["ts"],
-            SortMultipleOptions::default().with_maintain_order(true),
-        )
-        .cache();
-
-    let asof = AsOfOptions {
-        strategy: AsofStrategy::Backward,
-        left_by: Some(KEYS.iter().map(|k| PlSmallStr::from(*k)).collect()),
-        right_by: Some(KEYS.iter().map(|k| PlSmallStr::from(*k)).collect()),
-        allow_eq: true,
-        check_sortedness: false,
-        ..Default::default()
-    };
-    let joined = marks
-        .clone()
-        .join_builder()
-        .with(fills.frame.clone().lazy())
-        .left_on([col("ts")])
-        .right_on([col("fill_ts")])
-        .how(JoinType::AsOf(Box::new(asof)))
-        .finish()
-        .with_columns([
-            col("position").fill_null(lit(0.0)),
-            col("avg_cost").fill_null(lit(0.0)),
-            col("cum_realized").fill_null(lit(0.0)),
-            col("cum_fees").fill_null(lit(0.0)),
-        ])
-        .with_columns([
-            (col("cum_realized") + col("position") * (col("mid") - col("avg_cost"))
-                - col("cum_fees"))
-            .alias("pnl"),
-            (col("position").abs() * col("mid")).alias("gross"),
-            (col("position") * col("mid")).alias("net"),
-            ((col("mark_position") - col("position"))
-                .abs()
-                .gt(lit(1e-9) * (col("position").abs() + lit(1.0))))
-            .alias("mismatch"),
-        ])
-        .cache();
-
-    let mut per_key_aggs = vec![
-        len().alias("marks"),
-        col("mid").last().alias("last_mid"),
-        col("position").abs().mean().alias("mean_abs_position"),
-        col("position").abs().max().alias("max_abs_position"),
-        ((col("position").abs() * (col("ts").shift(lit(-1)) - col("ts")).cast(DataType::Float64))
-            .sum()
-            / (col("ts").last() - col("ts").first()).cast(DataType::Float64))
-        .alias("twa_abs_position"),
-        col("gross").mean().alias("mean_gross"),
-        col("gross").max().alias("max_gross"),
-        col("mismatch")
-            .cast(DataType::Float64)
-            .sum()
-            .alias("mismatches"),
-        (col("ts") - col("ts").shift(lit(1)))
-            .median()
-            .alias("mark_interval"),
-    ];
-    per_key_aggs.extend(curve_stats(col("pnl"), starting_balance, false));
-    let per_key = joined.clone().group_by(key_cols()).agg(per_key_aggs);
-
-    // The total curve must carry each key's last value forward between that key's marks, so
-    // it is the running sum of per-key PnL *changes* in time order, not a sum per timestamp.
-    let step = |name: &str| -> Result<Expr> {
-        Ok(pl(
-            "cannot build the total curve",
-            (col(name) - col(name).shift(lit(1))).over(key_cols()),
-        )?
-        .fill_null(col(name))
-        .alias(name))
-    };
-    let total = joined
-        .clone()
-        .select([col("ts"), step("pnl")?, step("gross")?, step("net")?])
-        .select([
-            col("ts"),
-            (lit(starting_balance) + col("pnl").cum_sum(false)).alias("equity"),
-            col("gross").cum_sum(false),
-            col("net").cum_sum(false),
-        ])
-        .filter(
-            col("ts")
-                .neq(col("ts").shift(lit(-1)))
-                .or(col("ts").shift(lit(-1)).is_null()),
-        )
-        .cache();
-
-    let mut total_aggs = vec![
-        len().alias("points"),
-        col("ts").first().alias("start"),
-        col("ts").last().alias("end"),
-        (col("ts") - col("ts").shift(lit(1)))
-            .median()
-            .alias("interval"),
-        col("gross").mean().alias("mean_gross"),
-        col("gross").max().alias("max_gross"),
-    ];
-    total_aggs.extend(curve_stats(
-        col("equity") - lit(starting_balance),
-        starting_balance,
-        true,
-    ));
-    let total_stats = total.clone().select(total_aggs);
-
-    let buckets = (opts.chart_max_points / 2).max(1) as f64;
-    let running = col("equity").cum_max(false);
-    let peak = when(running.clone().gt(lit(starting_balance)))
-        .then(running)
-        .otherwise(lit(starting_balance));
-    let mut chart_aggs = Vec::new();
-    for name in ["equity", "drawdown", "net", "gross"] {
-        chart_aggs.extend(min_max_aggs(name));
-    }
-    let chart = total
-        .clone()
-        .with_columns([
-            (col("equity") - peak).alias("drawdown"),
-            bucket_col(buckets),
-        ])
-        .group_by_stable([col("bucket")])
-        .agg(chart_aggs);
-    // Per key net PnL and mid, per time bucket (the mid per venue/symbol is taken from one
-    // of its keys in Rust: every key's marks carry the same mids).
-    let mut key_bucket = key_cols().to_vec();
-    key_bucket.push(col("bucket"));
-    let mut key_chart_aggs = min_max_aggs("pnl").to_vec();
-    key_chart_aggs.extend(min_max_aggs("mid"));
-    let key_chart = joined
-        .clone()
-        .select([
-            col("ts"),
-            col("strategy"),
-            col("venue"),
-            col("symbol"),
-            col("pnl"),
-            col("mid"),
-        ])
-        .with_column(bucket_col(buckets))
-        .group_by_stable(key_bucket)
-        .agg(key_chart_aggs);
-    let fill_mids = super::trades::mids_after_fills(&fills.trades, marks)?;
-
-    // Returns on the grid of the return interval (see `ratios`): the last equity of each
-    // grid point, then the sums the ratios need; per key, the key's first grid point after
-    // the start compares with the starting balance (its PnL was 0 before its first mark).
+    let mut keys = Keys::default();
+    let fills = run_ledger(&run_dir.join("fills.parquet"), &mut keys)?;
+    let marks = read_marks(&run_dir.join("marks.parquet"), &mut keys)?;
     let interval = opts.return_interval_ns;
-    let total_returns = total
-        .clone()
-        .select([col("ts"), col("equity")])
-        .with_columns(ratios::grid_columns(interval))
-        .group_by_stable([col("k")])
-        .agg([col("equity").last(), col("kmax").first()])
-        .filter(col("k").lt_eq(col("kmax")))
-        .sort(["k"], SortMultipleOptions::default())
-        .select(ratios::return_sums(
-            col("equity"),
-            col("equity").shift(lit(1)),
-            starting_balance,
-        ));
-    let mut key_k = key_cols().to_vec();
-    key_k.push(col("k"));
-    let key_prev = pl(
-        "cannot build the per-key returns",
-        col("equity").shift(lit(1)).over(key_cols()),
-    )?
-    .fill_null(
-        when(col("k").gt(lit(0)))
-            .then(lit(starting_balance))
-            .otherwise(lit(NULL)),
+    let buckets = (opts.chart_max_points / 2).max(1) as f64;
+    let (acc, total_curve) = walk_marks(
+        &marks,
+        &fills,
+        keys.list.len(),
+        starting_balance,
+        buckets,
+        interval,
     );
-    let key_returns = joined
-        .clone()
-        .select([
-            col("ts"),
-            col("strategy"),
-            col("venue"),
-            col("symbol"),
-            col("pnl"),
-        ])
-        .with_columns(ratios::grid_columns(interval))
-        .group_by_stable(key_k.clone())
-        .agg([col("pnl").last(), col("kmax").first()])
-        .filter(col("k").lt_eq(col("kmax")))
-        .sort_by_exprs(key_k, SortMultipleOptions::default())
-        .with_column((lit(starting_balance) + col("pnl")).alias("equity"))
-        .with_column(key_prev.alias("prev"))
-        .group_by(key_cols())
-        .agg(ratios::return_sums(
-            col("equity"),
-            col("prev"),
-            starting_balance,
-        ));
+    let total_stats = total_stats(&total_curve, starting_balance);
 
-    let opt = per_key.get_current_optimizations();
-    let mut out = pl(
-        &format!("cannot compute metrics over {}", marks_path.display()),
-        LazyFrame::collect_all_with_engine(
-            vec![
-                per_key.logical_plan,
-                total_stats.logical_plan,
-                chart.logical_plan,
-                total_returns.logical_plan,
-                key_returns.logical_plan,
-                key_chart.logical_plan,
-                fill_mids.logical_plan,
-            ],
-            Engine::Auto,
-            opt,
-        ),
-    )?;
-    let fill_mids_df = out.pop().unwrap_or_default();
-    let key_chart_df = out.pop().unwrap_or_default();
-    let key_returns_df = out.pop().unwrap_or_default();
-    let total_returns_df = out.pop().unwrap_or_default();
-    let chart_df = out.pop().unwrap_or_default();
-    let total_df = out.pop().unwrap_or_default();
-    let per_key_df = out.pop().unwrap_or_default();
-
-    let start_ns = get_i64(&total_df, "start", 0);
-    let end_ns = get_i64(&total_df, "end", 0);
-    let mark_interval_ns = get_f64(&total_df, "interval", 0)
+    let start_ns = total_stats.start;
+    let end_ns = total_stats.end;
+    let mark_interval_ns = finite(total_stats.interval)
         .filter(|v| *v > 0.0)
         .map(|v| v.round() as i64);
     let periods_per_year = NS_PER_YEAR / interval as f64;
@@ -651,29 +702,17 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
             r
         }
     };
-    let mut key_return_rows: HashMap<Key, usize> = HashMap::new();
-    for row in 0..key_returns_df.height() {
-        let key = (
-            get_str(&key_returns_df, "strategy", row),
-            get_str(&key_returns_df, "venue", row),
-            get_str(&key_returns_df, "symbol", row),
-        );
-        key_return_rows.insert(key, row);
-    }
+    let kmax = start_ns
+        .zip(end_ns)
+        .map(|(a, b)| (b - a).div_euclid(interval))
+        .unwrap_or(0);
 
-    let mut key_rows: HashMap<Key, usize> = HashMap::new();
-    for row in 0..per_key_df.height() {
-        let key = (
-            get_str(&per_key_df, "strategy", row),
-            get_str(&per_key_df, "venue", row),
-            get_str(&per_key_df, "symbol", row),
-        );
-        key_rows.insert(key, row);
-    }
-    let all_keys: BTreeSet<Key> = key_rows
-        .keys()
-        .cloned()
-        .chain(fills.totals.keys().cloned())
+    let key_ids: BTreeMap<&Key, usize> =
+        keys.list.iter().enumerate().map(|(i, k)| (k, i)).collect();
+    let all_keys: BTreeSet<Key> = key_ids
+        .iter()
+        .filter(|&(k, &i)| acc[i].marks > 0 || fills.totals.contains_key(*k))
+        .map(|(k, _)| (*k).clone())
         .collect();
 
     let mut total = Metrics::default();
@@ -685,10 +724,9 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         let mut m = Metrics::default();
         fill_metrics(&mut m, t);
         total_holding += t.holding_ns;
-        let row = key_rows.get(&key).copied();
-        let last_mid = row
-            .and_then(|r| get_f64(&per_key_df, "last_mid", r))
-            .unwrap_or(t.last_price);
+        let a = &acc[key_ids[&key]];
+        let marked = a.marks > 0;
+        let last_mid = finite(marked.then_some(a.last_mid)).unwrap_or(t.last_price);
         m.unrealized_pnl = if t.position == 0.0 {
             0.0
         } else {
@@ -697,23 +735,27 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         m.net_pnl = m.realized_pnl + m.unrealized_pnl - m.fees;
         m.final_position = Some(t.position);
         let mut key_peak = None;
-        if let Some(r) = row {
-            let df = &per_key_df;
-            m.marks = get_f64(df, "marks", r).unwrap_or(0.0) as u64;
-            m.position_mismatches = get_f64(df, "mismatches", r).unwrap_or(0.0) as u64;
-            m.max_drawdown = get_f64(df, "max_dd", r).unwrap_or(0.0);
-            key_peak = get_f64(df, "peak", r);
-            m.mean_abs_position = get_f64(df, "mean_abs_position", r);
-            m.max_abs_position = get_f64(df, "max_abs_position", r);
-            m.time_weighted_abs_position = get_f64(df, "twa_abs_position", r);
-            m.mean_gross_notional = get_f64(df, "mean_gross", r);
-            m.max_gross_notional = get_f64(df, "max_gross", r);
-        }
-        if let Some(&r) = key_return_rows.get(&key) {
-            let rt = shown(ratios_at(&key_returns_df, r, periods_per_year));
-            m.sharpe = rt.sharpe;
-            m.sortino = rt.sortino;
-            m.sharpe_stderr = rt.sharpe_stderr;
+        if marked {
+            m.marks = a.marks;
+            m.position_mismatches = a.mismatches;
+            m.max_drawdown = finite(a.curve.max_dd).unwrap_or(0.0);
+            key_peak = finite(a.curve.peak);
+            m.mean_abs_position = finite(a.abs_position.mean());
+            m.max_abs_position = finite(a.max_abs_position);
+            let span = (a.last_ts - a.first_ts) as f64;
+            m.time_weighted_abs_position =
+                finite(Some(agg::column_sum([a.twa_terms.as_slice()]) / span));
+            m.mean_gross_notional = finite(a.gross.mean());
+            m.max_gross_notional = finite(a.max_gross);
+            if !a.grid.is_empty() {
+                let rt = shown(
+                    ratios::key_return_sums(&a.grid, starting_balance, kmax)
+                        .ratios(periods_per_year),
+                );
+                m.sharpe = rt.sharpe;
+                m.sortino = rt.sortino;
+                m.sharpe_stderr = rt.sharpe_stderr;
+            }
         }
         let closed = close_curve(
             m.max_drawdown,
@@ -751,26 +793,27 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
     total.final_equity = Some(starting_balance + total.net_pnl);
     let final_equity = starting_balance + total.net_pnl;
     let closed = close_curve(
-        get_f64(&total_df, "max_dd", 0).unwrap_or(0.0),
-        get_f64(&total_df, "peak", 0),
+        finite(total_stats.max_dd).unwrap_or(0.0),
+        finite(total_stats.peak),
         starting_balance,
         final_equity,
     );
     total.max_drawdown = closed.max_drawdown;
-    total.max_drawdown_pct = match (get_f64(&total_df, "max_dd_pct", 0), closed.final_pct) {
+    total.max_drawdown_pct = match (finite(total_stats.max_dd_pct), closed.final_pct) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
-    let rt = shown(ratios_at(&total_returns_df, 0, periods_per_year));
+    let rt =
+        shown(total_return_sums(&total_curve, starting_balance, interval).ratios(periods_per_year));
     total.sharpe = rt.sharpe;
     total.sortino = rt.sortino;
     total.sharpe_stderr = rt.sharpe_stderr;
-    total.mean_gross_notional = get_f64(&total_df, "mean_gross", 0);
-    total.max_gross_notional = get_f64(&total_df, "max_gross", 0);
+    total.mean_gross_notional = finite(total_stats.mean_gross);
+    total.max_gross_notional = finite(total_stats.max_gross);
     derive_ratios(&mut total, total_holding);
 
-    let mut series = chart_series(&chart_df);
-    series.key_pnl = grouped_series(&key_chart_df, "pnl");
+    let mut series = chart_series(&total_curve, starting_balance, buckets);
+    series.key_pnl = key_pnl_series(&keys, &acc);
     for ks in &mut series.key_pnl {
         // Each key's curve ends at its final net PnL, like the total curve.
         let key = (ks.strategy.clone(), ks.venue.clone(), ks.symbol.clone());
@@ -784,7 +827,7 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
             ks.points.push((t, m.metrics.net_pnl));
         }
     }
-    series.mids = market_series(&key_chart_df);
+    series.mids = market_series(&keys, &acc);
     let chart_t0 = start_ns
         .into_iter()
         .chain(fills.first_ts)
@@ -799,13 +842,20 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
     );
 
     let mut mark_interval: HashMap<Key, i64> = HashMap::new();
-    for (key, &row) in &key_rows {
-        if let Some(m) = get_i64(&per_key_df, "mark_interval", row).filter(|m| *m > 0) {
-            mark_interval.insert(key.clone(), m);
+    for (key, &k) in &key_ids {
+        // The median spacing, truncated to whole ns as polars casts it.
+        if let Some(m) = agg::median_i64(acc[k].gaps.clone())
+            .filter(|m| m.is_finite())
+            .map(|m| m as i64)
+            .filter(|m| *m > 0)
+        {
+            mark_interval.insert((*key).clone(), m);
         }
     }
+    let mids = mids_after_fills(&fills, &marks, &acc);
+    drop(marks);
     let mut trades = fills.trades;
-    let markouts = super::trades::markouts(&mut trades, &fill_mids_df, &mark_interval)?;
+    let markouts = super::trades::markouts(&mut trades, mids, &mark_interval)?;
     // The final equity closes the drawn curves too, at the last fill or the last mark.
     if let Some(t) = end_ns.max(fills.last_ts) {
         let last = series.equity.last().copied();
@@ -836,125 +886,79 @@ pub(super) fn compute(run_dir: &Path, opts: &ReportOptions) -> Result<Report> {
     })
 }
 
-/// `{name}_min`, `{name}_max` and the timestamps where they occur, per bucket.
-fn min_max_aggs(name: &str) -> [Expr; 4] {
-    [
-        col(name).min().alias(format!("{name}_min")),
-        col(name).max().alias(format!("{name}_max")),
-        col("ts")
-            .get(col(name).arg_min(), true)
-            .alias(format!("{name}_tmin")),
-        col("ts")
-            .get(col(name).arg_max(), true)
-            .alias(format!("{name}_tmax")),
-    ]
-}
-
-/// Time bucket of each row: `buckets` equal slices of the frame's whole time span.
-fn bucket_col(buckets: f64) -> Expr {
-    let span = (col("ts").max() - col("ts").min()).cast(DataType::Float64) + lit(1.0);
-    ((col("ts") - col("ts").min()).cast(DataType::Float64) * lit(buckets) / span)
-        .floor()
-        .cast(DataType::Int64)
-        .alias("bucket")
-}
-
-/// Turns rows `rows` of a per-bucket min/max frame into time-ordered points (two per
-/// bucket at most).
-fn bucket_points(df: &DataFrame, name: &str, rows: &[usize]) -> Vec<(i64, f64)> {
-    let lo = f64_values(df, &format!("{name}_min"));
-    let hi = f64_values(df, &format!("{name}_max"));
-    let tlo = i64_values(df, &format!("{name}_tmin"));
-    let thi = i64_values(df, &format!("{name}_tmax"));
-    let mut out = Vec::with_capacity(rows.len() * 2);
-    for &row in rows {
-        let (Some(lo), Some(hi), Some(tlo), Some(thi)) = (lo[row], hi[row], tlo[row], thi[row])
-        else {
+/// Net PnL per (strategy, venue, symbol) with marks, sorted by key: min and max per time
+/// bucket.
+fn key_pnl_series(keys: &Keys, acc: &[KeyAcc]) -> Vec<KeySeries> {
+    let mut out: BTreeMap<&Key, Vec<(i64, f64)>> = BTreeMap::new();
+    for (key, a) in keys.list.iter().zip(acc) {
+        if a.buckets.is_empty() {
             continue;
-        };
-        if tlo == thi {
-            out.push((tlo, hi));
-        } else if tlo < thi {
-            out.push((tlo, lo));
-            out.push((thi, hi));
-        } else {
-            out.push((thi, hi));
-            out.push((tlo, lo));
         }
+        let mut points = Vec::with_capacity(2 * a.buckets.len());
+        for (_, pnl, _) in &a.buckets {
+            pnl.push_points(&mut points);
+        }
+        points.sort_by_key(|p| p.0);
+        out.insert(key, points);
     }
-    out
-}
-
-/// The whole-run series from the total chart frame.
-fn chart_series(df: &DataFrame) -> ChartSeries {
-    let rows: Vec<usize> = (0..df.height()).collect();
-    ChartSeries {
-        equity: bucket_points(df, "equity", &rows),
-        drawdown: bucket_points(df, "drawdown", &rows),
-        net_notional: bucket_points(df, "net", &rows),
-        gross_notional: bucket_points(df, "gross", &rows),
-        ..ChartSeries::default()
-    }
-}
-
-/// One series per (strategy, venue, symbol) — or per (venue, symbol) when the frame has no
-/// `strategy` column — from a per-key-and-bucket min/max frame, sorted by key.
-fn grouped_series(df: &DataFrame, name: &str) -> Vec<KeySeries> {
-    let mut rows: BTreeMap<Key, Vec<usize>> = BTreeMap::new();
-    for row in 0..df.height() {
-        let key = (
-            get_str(df, "strategy", row),
-            get_str(df, "venue", row),
-            get_str(df, "symbol", row),
-        );
-        rows.entry(key).or_default().push(row);
-    }
-    rows.into_iter()
-        .map(|((strategy, venue, symbol), rows)| {
-            let mut points = bucket_points(df, name, &rows);
-            points.sort_by_key(|p| p.0);
-            KeySeries {
-                strategy,
-                venue,
-                symbol,
-                points,
-            }
+    out.into_iter()
+        .map(|((strategy, venue, symbol), points)| KeySeries {
+            strategy: strategy.clone(),
+            venue: venue.clone(),
+            symbol: symbol.clone(),
+            points,
         })
         .collect()
 }
 
-/// The mid price per (venue, symbol), from the per-key buckets of `df`: the mids of the
-/// market's key with the most buckets (every strategy on a market is marked at the same
-/// mids in a ticktape run, so any key would do; the longest covers the most time).
-fn market_series(df: &DataFrame) -> Vec<KeySeries> {
-    let mut rows: BTreeMap<Key, Vec<usize>> = BTreeMap::new();
-    for row in 0..df.height() {
-        let key = (
-            get_str(df, "strategy", row),
-            get_str(df, "venue", row),
-            get_str(df, "symbol", row),
-        );
-        rows.entry(key).or_default().push(row);
+/// The mid price per (venue, symbol): the mids of the market's key with the most buckets
+/// (every strategy on a market is marked at the same mids in a ticktape run, so any key
+/// would do; the longest covers the most time).
+fn market_series(keys: &Keys, acc: &[KeyAcc]) -> Vec<KeySeries> {
+    let mut sorted: BTreeMap<&Key, &KeyAcc> = BTreeMap::new();
+    for (key, a) in keys.list.iter().zip(acc) {
+        if !a.buckets.is_empty() {
+            sorted.insert(key, a);
+        }
     }
-    let mut best: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-    for ((_, venue, symbol), rows) in rows {
-        let slot = best.entry((venue, symbol)).or_default();
-        if rows.len() > slot.len() {
-            *slot = rows;
+    let mut best: BTreeMap<(&str, &str), &KeyAcc> = BTreeMap::new();
+    for ((_, venue, symbol), a) in sorted {
+        let slot = best.entry((venue, symbol)).or_insert(a);
+        if a.buckets.len() > slot.buckets.len() {
+            *slot = a;
         }
     }
     best.into_iter()
-        .map(|((venue, symbol), rows)| {
-            let mut points = bucket_points(df, "mid", &rows);
+        .map(|((venue, symbol), a)| {
+            let mut points = Vec::with_capacity(2 * a.buckets.len());
+            for (_, _, mid) in &a.buckets {
+                mid.push_points(&mut points);
+            }
             points.sort_by_key(|p| p.0);
             KeySeries {
                 strategy: String::new(),
-                venue,
-                symbol,
+                venue: venue.to_owned(),
+                symbol: symbol.to_owned(),
                 points,
             }
         })
         .collect()
+}
+
+fn f64_values(df: &DataFrame, name: &str) -> Vec<Option<f64>> {
+    df.column(name)
+        .ok()
+        .and_then(|c| c.cast(&DataType::Float64).ok())
+        .and_then(|c| c.f64().ok().map(|s| s.iter().collect()))
+        .unwrap_or_else(|| vec![None; df.height()])
+}
+
+fn i64_values(df: &DataFrame, name: &str) -> Vec<Option<i64>> {
+    df.column(name)
+        .ok()
+        .and_then(|c| c.cast(&DataType::Int64).ok())
+        .and_then(|c| c.i64().ok().map(|s| s.iter().collect()))
+        .unwrap_or_else(|| vec![None; df.height()])
 }
 
 /// Min and max per time bucket of `points` (in time order), in time order; all of them

@@ -1,12 +1,16 @@
-//! PnL reports over a run directory, computed with polars. Never touches live sockets.
+//! PnL reports over a run directory: Parquet read with arrow-rs, figures computed in one
+//! pass over the marks with polars' kernels, the trade list an eager polars frame. Never
+//! touches live sockets.
 //!
 //! # Layout
 //! - [`ledger`]: the average-cost state machine, applied fill by fill (path-dependent, so it
 //!   is a single pass in Rust over the sorted fill columns).
-//! - `metrics`: the polars lazy pipeline. It scans `fills.parquet`, feeds the ledger, turns
-//!   the per-fill snapshots into a frame, and **as-of joins** (backward, by strategy/venue/
-//!   symbol) that state onto `marks.parquet`; equity, drawdown, returns and inventory are
-//!   then polars expressions over the joined marks.
+//! - `input`: reads the run's Parquet files with arrow-rs, only the columns needed.
+//! - `metrics`: reads `fills.parquet`, feeds the ledger, and **as-of joins** (backward, by
+//!   strategy/venue/symbol) the per-fill snapshots onto `marks.parquet` in one pass over
+//!   the marks sorted by time, which also accumulates equity, drawdown, returns and
+//!   inventory per key and in total. `agg`: the sums, means and medians as polars computes
+//!   them.
 //! - [`ratios`]: the return grid of the chosen interval, Sharpe/Sortino, and the rule for
 //!   when they are shown. `orders`: order statistics from `orders.parquet` (one row per
 //!   order by its final state). `trades`: the trade list and markouts (mids after fills).
@@ -31,8 +35,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod agg;
 mod chart;
 mod compare;
+mod input;
 pub mod ledger;
 mod metrics;
 mod orders;
@@ -130,7 +136,15 @@ pub enum ReportError {
         /// The path that was looked for.
         path: PathBuf,
     },
-    /// polars failed while reading or computing (the polars error is the source).
+    /// An input file could not be read: not Parquet, a column missing or of the wrong type.
+    #[error("cannot read {path}: {reason}")]
+    BadInput {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// polars failed while building a frame (the polars error is the source).
     #[error("{context}")]
     Polars {
         /// What was being done.

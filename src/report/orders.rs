@@ -10,106 +10,117 @@
 //! a rejected duplicate never overwrites the state of the order whose id it tried to reuse.
 //! The final state is the order's last row by (`ts`, file order).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use polars::prelude::*;
-
-use super::metrics::{get_f64, get_str, pl, scan};
+use super::agg::Kahan;
+use super::input::{self, Id};
 use super::{KeyOrderStats, OrderCounts, OrderStats, Result};
-
-const KEYS: [&str; 3] = ["strategy", "venue", "symbol"];
 
 /// The final status of an order the exchange refused; such orders never rested, so their
 /// size is left out of the ordered quantity.
 pub(super) const REJECTED: &str = "rejected";
+
+type Key = (String, String, String);
+
+/// One order: its rows, and its final state.
+struct Order {
+    key: Key,
+    updates: u64,
+    status: Option<String>,
+    size: Option<f64>,
+    /// Its largest `filled`.
+    filled: Option<f64>,
+}
 
 /// Reads `orders.parquet` at `path`; `None` when the file does not exist.
 pub(super) fn order_stats(path: &Path) -> Result<Option<OrderStats>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let what = format!("cannot read {}", path.display());
-    let keys = || KEYS.map(col);
-    let per_order = scan(path)?
-        .select([
-            col("ts").cast(DataType::Int64),
-            col("strategy"),
-            col("venue"),
-            col("symbol"),
-            col("order_id"),
-            col("size"),
-            col("filled"),
-            col("status"),
-        ])
-        .with_row_index("row", None)
-        .sort_by_exprs(
-            [col("ts"), col("row")],
-            SortMultipleOptions::default().with_maintain_order(true),
-        )
-        .group_by([
-            col("strategy"),
-            col("venue"),
-            col("symbol"),
-            col("order_id"),
-        ])
-        .agg([
-            len().alias("updates"),
-            col("status").last().alias("status"),
-            col("size").last().alias("size"),
-            col("filled").max().alias("filled"),
-        ])
-        .cache();
-    let by_status = per_order
-        .clone()
-        .group_by([col("strategy"), col("venue"), col("symbol"), col("status")])
-        .agg([len().alias("n")]);
-    let live = col("status").neq(lit(REJECTED));
-    let sums = per_order.group_by(keys()).agg([
-        len().alias("orders"),
-        col("updates").sum().alias("updates"),
-        col("size").filter(live.clone()).sum().alias("ordered_qty"),
-        col("filled").filter(live).sum().alias("filled_qty"),
-    ]);
-    let opt = sums.get_current_optimizations();
-    let mut out = pl(
-        &what,
-        LazyFrame::collect_all_with_engine(
-            vec![by_status.logical_plan, sums.logical_plan],
-            Engine::Auto,
-            opt,
-        ),
+    let table = input::read(
+        path,
+        &[
+            "ts", "strategy", "venue", "symbol", "order_id", "size", "filled", "status",
+        ],
     )?;
-    let sums = out.pop().unwrap_or_default();
-    let by_status = out.pop().unwrap_or_default();
-
-    type Key = (String, String, String);
-    let key_at = |df: &DataFrame, row: usize| -> Key {
-        (
-            get_str(df, "strategy", row),
-            get_str(df, "venue", row),
-            get_str(df, "symbol", row),
-        )
-    };
-    let mut per_key: BTreeMap<Key, OrderCounts> = BTreeMap::new();
-    for row in 0..sums.height() {
-        let c = per_key.entry(key_at(&sums, row)).or_default();
-        c.orders = get_f64(&sums, "orders", row).unwrap_or(0.0) as u64;
-        c.updates = get_f64(&sums, "updates", row).unwrap_or(0.0) as u64;
-        c.ordered_qty = get_f64(&sums, "ordered_qty", row).unwrap_or(0.0);
-        c.filled_qty = get_f64(&sums, "filled_qty", row).unwrap_or(0.0);
+    let ts = table.i64s("ts")?;
+    let (strategy, venue, symbol) = (
+        table.strs("strategy")?,
+        table.strs("venue")?,
+        table.strs("symbol")?,
+    );
+    let order_id = table.ids("order_id")?;
+    let (size, filled) = (table.f64s("size")?, table.f64s("filled")?);
+    let status = table.strs("status")?;
+    drop(table);
+    // Each order's rows by (ts, file order); its final state is the last of them.
+    let mut rows: Vec<usize> = (0..ts.len()).collect();
+    rows.sort_by_key(|&r| ts[r]);
+    let mut index: HashMap<(Key, Id), usize> = HashMap::new();
+    let mut orders: Vec<Order> = Vec::new();
+    for r in rows {
+        let key: Key = (
+            strategy[r].clone().unwrap_or_default(),
+            venue[r].clone().unwrap_or_default(),
+            symbol[r].clone().unwrap_or_default(),
+        );
+        let i = *index
+            .entry((key.clone(), order_id.get(r)))
+            .or_insert_with(|| {
+                orders.push(Order {
+                    key,
+                    updates: 0,
+                    status: None,
+                    size: None,
+                    filled: None,
+                });
+                orders.len() - 1
+            });
+        let o = &mut orders[i];
+        o.updates += 1;
+        o.status = status[r].clone();
+        o.size = size[r];
+        if let Some(f) = filled[r] {
+            o.filled = Some(o.filled.map_or(f, |m| m.max(f)));
+        }
     }
-    for row in 0..by_status.height() {
-        let n = get_f64(&by_status, "n", row).unwrap_or(0.0) as u64;
-        per_key
-            .entry(key_at(&by_status, row))
-            .or_default()
+
+    /// Sums of one key; quantities over orders not rejected, summed in the order of each
+    /// order's first row (polars' query engine summed them in its hash table's order, which
+    /// could change the last bit from one run to the next).
+    #[derive(Default)]
+    struct Sums {
+        counts: OrderCounts,
+        ordered: Kahan,
+        filled: Kahan,
+    }
+    let mut per_key: BTreeMap<Key, Sums> = BTreeMap::new();
+    for o in orders {
+        let s = per_key.entry(o.key).or_default();
+        s.counts.orders += 1;
+        s.counts.updates += o.updates;
+        if let Some(status) = &o.status
+            && status != REJECTED
+        {
+            if let Some(v) = o.size {
+                s.ordered.add(v);
+            }
+            if let Some(v) = o.filled {
+                s.filled.add(v);
+            }
+        }
+        *s.counts
             .by_status
-            .insert(get_str(&by_status, "status", row), n);
+            .entry(o.status.unwrap_or_default())
+            .or_default() += 1;
     }
     let mut total = OrderCounts::default();
     let mut by_key = Vec::with_capacity(per_key.len());
-    for ((strategy, venue, symbol), mut c) in per_key {
+    for ((strategy, venue, symbol), s) in per_key {
+        let mut c = s.counts;
+        c.ordered_qty = s.ordered.sum();
+        c.filled_qty = s.filled.sum();
         c.fill_ratio = fill_ratio(c.filled_qty, c.ordered_qty);
         total.orders += c.orders;
         total.updates += c.updates;

@@ -4,8 +4,14 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
-use polars::prelude::*;
+use arrow_array::{
+    ArrayRef, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
+};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
 
 use super::*;
 
@@ -13,36 +19,45 @@ const S: i64 = 1_000_000_000;
 /// 2024-01-01 00:00:00 UTC.
 const T0: i64 = 1_704_067_200 * S;
 
+/// A named column of a test file.
+type Column = (String, ArrayRef);
+
 fn ts_col(name: &str, secs: &[i64]) -> Column {
     let ns: Vec<i64> = secs.iter().map(|s| T0 + s * S).collect();
-    Series::new(name.into(), ns)
-        .cast(&DataType::Datetime(
-            TimeUnit::Nanoseconds,
-            Some(TimeZone::UTC),
-        ))
-        .expect("datetime cast")
-        .into()
+    (
+        name.into(),
+        Arc::new(TimestampNanosecondArray::from(ns).with_timezone("UTC")),
+    )
 }
 
 fn str_col(name: &str, v: &[&str]) -> Column {
-    Series::new(name.into(), v).into()
+    (name.into(), Arc::new(StringArray::from(v.to_vec())))
+}
+
+fn null_str_col(name: &str, n: usize) -> Column {
+    (
+        name.into(),
+        Arc::new(StringArray::from(vec![None::<&str>; n])),
+    )
 }
 
 fn f64_col(name: &str, v: &[f64]) -> Column {
-    Series::new(name.into(), v).into()
+    (name.into(), Arc::new(Float64Array::from(v.to_vec())))
 }
 
 fn u64_col(name: &str, v: &[u64]) -> Column {
-    Series::new(name.into(), v).into()
+    (name.into(), Arc::new(UInt64Array::from(v.to_vec())))
 }
 
 fn write_parquet(path: &Path, columns: Vec<Column>) {
-    let mut df = DataFrame::new_infer_height(columns).expect("frame");
+    let batch = RecordBatch::try_from_iter(columns).expect("batch");
     let file = File::create(path).expect("create parquet");
-    ParquetWriter::new(file)
-        .with_compression(ParquetCompression::Zstd(None))
-        .finish(&mut df)
-        .expect("write parquet");
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).expect("writer");
+    writer.write(&batch).expect("write parquet");
+    writer.close().expect("close parquet");
 }
 
 struct HandFill {
@@ -253,7 +268,7 @@ fn write_orders(dir: &Path) {
             f64_col("size", &rows.iter().map(|r| r.4).collect::<Vec<_>>()),
             f64_col("filled", &rows.iter().map(|r| r.5).collect::<Vec<_>>()),
             str_col("status", &rows.iter().map(|r| r.6).collect::<Vec<_>>()),
-            Series::new("reason".into(), vec![None::<&str>; n]).into(),
+            null_str_col("reason", n),
         ],
     );
 }
@@ -643,6 +658,45 @@ fn bad_side_names_the_row() {
     let err = compute(dir.path(), &ReportOptions::default()).expect_err("must fail");
     assert!(err.to_string().contains("row 0"), "{err}");
     assert!(err.to_string().contains("side"), "{err}");
+}
+
+#[test]
+fn a_missing_or_mistyped_column_is_named_with_its_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_fills(dir.path(), &hand_fills());
+    write_parquet(
+        &dir.path().join("marks.parquet"),
+        vec![
+            ts_col("ts", &[0]),
+            str_col("strategy", &["a"]),
+            str_col("venue", &["sim"]),
+            str_col("symbol", &["BTC"]),
+            f64_col("position", &[0.0]),
+        ],
+    );
+    let err = compute(dir.path(), &ReportOptions::default()).expect_err("no mid");
+    let text = err.to_string();
+    assert!(text.contains("marks.parquet"), "{text}");
+    assert!(text.contains("no column \"mid\""), "{text}");
+
+    write_parquet(
+        &dir.path().join("marks.parquet"),
+        vec![
+            ts_col("ts", &[0]),
+            str_col("strategy", &["a"]),
+            str_col("venue", &["sim"]),
+            str_col("symbol", &["BTC"]),
+            str_col("mid", &["100"]),
+            f64_col("position", &[0.0]),
+        ],
+    );
+    let err = compute(dir.path(), &ReportOptions::default()).expect_err("text mid");
+    let text = err.to_string();
+    assert!(text.contains("marks.parquet"), "{text}");
+    assert!(
+        text.contains("column \"mid\" is Utf8, not numbers"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,13 +1,13 @@
 //! The trade list and markouts: every fill with the ledger's view of it, the mid price at
 //! the fill and after it, and the mid moves averaged by strategy × side × liquidity.
 //!
-//! Owns the per-fill frame's layout ([`TRADE_COLUMNS`]), the as-of joins that find mids
-//! at and after each fill, the markout rule, and the trade list CSV. Never reads files:
-//! `metrics` hands it the fills (already through the ledger) and the lazy marks.
+//! Owns the per-fill frame's layout ([`TRADE_COLUMNS`]), the markout rule, and the trade
+//! list CSV. Never reads files: `metrics` hands it the fills (already through the ledger)
+//! and the mids it found at and after each fill.
 //!
 //! Mids come from `marks.parquet`, so their resolution is the mark interval: the mid "at"
 //! time `t` is the last mark at or before `t` of the fill's own (strategy, venue, symbol),
-//! the mid its PnL is marked at (as-of backward join by those three).
+//! the mid its PnL is marked at (an as-of backward join by those three, done in `metrics`).
 //! A horizon shorter than the mark interval would mostly compare a mark with itself, so
 //! its markout is not computed (`null`, `n/a`); the others are accurate to about one mark
 //! interval. A fill whose horizon reaches past the last mark of its symbol has no markout
@@ -48,81 +48,6 @@ pub const TRADE_COLUMNS: [&str; 20] = [
     "markout_10s_bps",
 ];
 
-/// Per fill and horizon, one row: `row` (position in `trades`), `h` (0 for the fill
-/// itself, then 1, 2, … for [`MARKOUT_HORIZONS_NS`]) and `mid`: the last mark at or before
-/// `ts + horizon` of the fill's (strategy, venue, symbol) (for `h` > 0 `null` past its last
-/// mark).
-///
-/// `marks` are the run's marks (`ts`, `strategy`, `venue`, `symbol`, `mid`), sorted by
-/// `ts`. All horizons go through one as-of join: the marks are grouped by key once.
-pub(super) fn mids_after_fills(trades: &DataFrame, marks: LazyFrame) -> Result<LazyFrame> {
-    let mids = marks
-        .select([
-            col("ts").alias("mid_ts"),
-            col("strategy"),
-            col("venue"),
-            col("symbol"),
-            col("mid"),
-        ])
-        .cache();
-    let keys = || [col("strategy"), col("venue"), col("symbol")];
-    let last_mark = mids
-        .clone()
-        .group_by(keys())
-        .agg([col("mid_ts").max().alias("last_mark_ts")]);
-    let by: Vec<PlSmallStr> = ["strategy", "venue", "symbol"].map(PlSmallStr::from).into();
-    let asof = AsOfOptions {
-        strategy: AsofStrategy::Backward,
-        left_by: Some(by.clone()),
-        right_by: Some(by),
-        allow_eq: true,
-        check_sortedness: false,
-        ..Default::default()
-    };
-    let fills = trades
-        .clone()
-        .lazy()
-        .select([col("ts"), col("strategy"), col("venue"), col("symbol")])
-        .with_row_index("row", None);
-    let probes: Vec<LazyFrame> = std::iter::once(0)
-        .chain(MARKOUT_HORIZONS_NS)
-        .enumerate()
-        .map(|(i, h)| {
-            fills
-                .clone()
-                .with_columns([lit(i as i64).alias("h"), (col("ts") + lit(h)).alias("t_h")])
-        })
-        .collect();
-    let what = "cannot build the markout probes";
-    let q = pl(what, concat(probes, UnionArgs::default()))?
-        .join(last_mark, keys(), keys(), JoinArgs::new(JoinType::Left))
-        .sort(
-            ["t_h"],
-            SortMultipleOptions::default().with_maintain_order(true),
-        )
-        .join_builder()
-        .with(mids)
-        .left_on([col("t_h")])
-        .right_on([col("mid_ts")])
-        .how(JoinType::AsOf(Box::new(asof)))
-        .finish()
-        .select([
-            col("row"),
-            col("h"),
-            // The mid at the fill is the last mark at or before it, however late the fill;
-            // after the last mark nothing is known: no markout rather than a stale one.
-            when(
-                col("h")
-                    .eq(lit(0))
-                    .or(col("t_h").lt_eq(col("last_mark_ts"))),
-            )
-            .then(col("mid"))
-            .otherwise(lit(NULL))
-            .alias("mid"),
-        ]);
-    Ok(q)
-}
-
 /// Signed so that positive is good for the strategy: `+1` for a buy, `−1` for a sell.
 fn sign(side: &str) -> f64 {
     if side == "buy" { 1.0 } else { -1.0 }
@@ -131,11 +56,12 @@ fn sign(side: &str) -> f64 {
 /// Adds `mid_at_fill`, `edge_bps` and one `markout_<h>_bps` column per horizon to
 /// `trades` and averages them by (strategy, venue, symbol, side, liquidity).
 ///
-/// `mids` comes from [`mids_after_fills`]; `mark_interval` is the median mark spacing per
-/// (strategy, venue, symbol): horizons shorter than it get no markout.
+/// `mid_at[0][row]` is the mid at fill `row` of `trades`, `mid_at[i][row]` the mid
+/// [`MARKOUT_HORIZONS_NS`]`[i − 1]` after it (see `metrics`); `mark_interval` is the median
+/// mark spacing per (strategy, venue, symbol): horizons shorter than it get no markout.
 pub(super) fn markouts(
     trades: &mut DataFrame,
-    mids: &DataFrame,
+    mut mid_at: Vec<Vec<Option<f64>>>,
     mark_interval: &HashMap<(String, String, String), i64>,
 ) -> Result<Markouts> {
     let what = "cannot compute markouts";
@@ -157,28 +83,6 @@ pub(super) fn markouts(
     );
     let (side, liquidity) = (strs(trades, "side")?, strs(trades, "liquidity")?);
     let price = f64s(trades, "price")?;
-    // Scatter the joined mids back to trade order by `row` and horizon `h`.
-    let mut mid_at: Vec<Vec<Option<f64>>> = vec![vec![None; n]; MARKOUT_HORIZONS_NS.len() + 1];
-    {
-        let ints = |name: &str| -> Result<Vec<Option<i64>>> {
-            let c = pl(what, mids.column(name))?;
-            let c = pl(what, c.cast(&DataType::Int64))?;
-            Ok(pl(what, c.i64())?.iter().collect())
-        };
-        let (rows, hs, values) = (ints("row")?, ints("h")?, f64s(mids, "mid")?);
-        for ((row, h), v) in rows.into_iter().zip(hs).zip(values) {
-            let (Some(row), Some(h)) = (row, h) else {
-                continue;
-            };
-            if let Some(slot) = usize::try_from(h)
-                .ok()
-                .and_then(|h| mid_at.get_mut(h))
-                .and_then(|m| m.get_mut(usize::try_from(row).ok()?))
-            {
-                *slot = v;
-            }
-        }
-    }
     /// Sums and counts of one (strategy, venue, symbol, side, liquidity).
     #[derive(Default)]
     struct Acc {
@@ -270,7 +174,7 @@ pub(super) fn markouts(
     }
 
     let mut cols = vec![
-        Column::new("mid_at_fill".into(), mid_at[0].clone()),
+        Column::new("mid_at_fill".into(), std::mem::take(&mut mid_at[0])),
         Column::new("edge_bps".into(), edge),
     ];
     for (i, h) in MARKOUT_HORIZONS_NS.iter().enumerate() {
