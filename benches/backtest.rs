@@ -1,9 +1,10 @@
 //! In-process backtest benchmark (issue 12): the [`Quoter`] market maker on the Binance
 //! USD-M BTCUSDT capture, run by [`Backtest`] (Parquet reader → simulated exchange →
-//! strategy in one thread), Parquet read included. One JSON line per round on stdout.
+//! strategy; the reader on a second thread), Parquet read included. One JSON line per
+//! round on stdout.
 //!
 //! ```sh
-//! cargo bench --bench backtest -- [--rounds N] [--repeat K] [--input FILE] [--read-only]
+//! cargo bench --bench backtest -- [--rounds N] [--repeat K] [--input FILE] [--read-only] [--single-thread]
 //! ```
 //!
 //! - The capture is imported into `target/bench-data/usdm` (library importer) when that
@@ -25,6 +26,9 @@
 //!   reset before the round), fills, final position, PnL incl. fees marked at the last mid.
 //! - `--read-only`: the same rounds, only iterating the Parquet reader (no exchange, no
 //!   strategy), to tell reading from the rest.
+//! - `--single-thread`: the same rounds with the Parquet decoding on the engine's thread
+//!   ([`ticktape::backtest::BacktestBuilder::single_thread`]): the one-thread baseline of
+//!   the read-ahead. Each line says which (`threads`: 1 or 2).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
@@ -108,6 +112,7 @@ struct Args {
     repeat: u32,
     input: PathBuf,
     read_only: bool,
+    single_thread: bool,
 }
 
 fn args() -> Result<Args> {
@@ -117,6 +122,7 @@ fn args() -> Result<Args> {
         repeat: 1,
         input: manifest.join("../shared/data/real/hftbacktest/examples/usdm/btcusdt_20240808.gz"),
         read_only: false,
+        single_thread: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -126,10 +132,11 @@ fn args() -> Result<Args> {
             "--repeat" => a.repeat = value("--repeat")?.parse()?,
             "--input" => a.input = value("--input")?.into(),
             "--read-only" => a.read_only = true,
+            "--single-thread" => a.single_thread = true,
             // `cargo bench` passes --bench to harness-less benches.
             "--bench" => {}
             other => bail!(
-                "unknown argument {other:?}; expected --rounds N, --repeat K, --input FILE, --read-only"
+                "unknown argument {other:?}; expected --rounds N, --repeat K, --input FILE, --read-only, --single-thread"
             ),
         }
     }
@@ -337,7 +344,13 @@ fn per_event(a: (u64, u64), b: (u64, u64)) -> Option<f64> {
     (b.0 > a.0).then(|| (b.1 - a.1) as f64 / (b.0 - a.0) as f64)
 }
 
-fn round(dataset: &Path, venue: &str, symbol: &str, run_dir: &Path) -> Result<serde_json::Value> {
+fn round(
+    dataset: &Path,
+    venue: &str,
+    symbol: &str,
+    run_dir: &Path,
+    single_thread: bool,
+) -> Result<serde_json::Value> {
     let tally = Rc::new(RefCell::new(Tally {
         quoter: Quoter::new(venue, symbol, "0.001".parse()?, "0.01".parse()?),
         fills: 0,
@@ -353,6 +366,7 @@ fn round(dataset: &Path, venue: &str, symbol: &str, run_dir: &Path) -> Result<se
         .timer(STEP)
         .strategy("quoter", Shared(tally.clone()))
         .run_dir(run_dir)
+        .single_thread(single_thread)
         .build()?;
     // (events, allocations) at each progress call; sized up front so pushing never allocates.
     let mut points: Vec<(u64, u64)> = Vec::with_capacity(1 << 12);
@@ -387,6 +401,7 @@ fn round(dataset: &Path, venue: &str, symbol: &str, run_dir: &Path) -> Result<se
     let mid = t.mid.unwrap_or(0.0);
     Ok(json!({
         "engine": "ticktape",
+        "threads": if single_thread { 1 } else { 2 },
         "events": events,
         "secs": secs,
         "events_per_sec": (events as f64 / secs).round(),
@@ -459,7 +474,7 @@ fn main() -> Result<()> {
         let mut line = if args.read_only {
             read_round(&dataset)?
         } else {
-            round(&dataset, &venue, &symbol, &run_dir)?
+            round(&dataset, &venue, &symbol, &run_dir, args.single_thread)?
         };
         line["round"] = r.into();
         line["repeat"] = args.repeat.into();

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
+use crate::event::Event;
 use crate::exchange::{ExchangeSettings, RunCounts, RunWriter, SimExchange};
 use crate::shutdown::Stop;
 use crate::store::{EventReader, ReadAhead, Selection};
@@ -67,9 +68,18 @@ pub struct BacktestBuilder {
     timer: Option<Duration>,
     starting_balance: f64,
     name: Option<String>,
+    single_thread: bool,
 }
 
 impl BacktestBuilder {
+    /// Decode the Parquet data on the engine's own thread instead of a second one (for a
+    /// machine with one core, or a sweep that already keeps every core busy). The fills
+    /// are the same either way.
+    pub fn single_thread(mut self, yes: bool) -> Self {
+        self.single_thread = yes;
+        self
+    }
+
     /// The dataset directory to replay (required).
     pub fn dataset(mut self, path: impl Into<PathBuf>) -> Self {
         self.dataset = Some(path.into());
@@ -163,6 +173,7 @@ impl BacktestBuilder {
             timer: self.timer.unwrap_or(Duration::from_secs(1)),
             starting_balance: self.starting_balance,
             name,
+            single_thread: self.single_thread,
         })
     }
 }
@@ -178,6 +189,7 @@ pub struct Backtest {
     timer: Duration,
     starting_balance: f64,
     name: String,
+    single_thread: bool,
 }
 
 /// What an in-process backtest did; also written as the run's `summary.json`.
@@ -261,7 +273,11 @@ impl Backtest {
         let mut interrupted = false;
         // Parquet is decoded on a second thread while this one runs the exchange and the
         // strategies; the batches of events are recycled, so neither allocates per event.
-        let mut events = ReadAhead::spawn(reader)?;
+        let mut events = if self.single_thread {
+            Events::Inline(Box::new((reader, Event::blank())))
+        } else {
+            Events::Ahead(ReadAhead::spawn(reader)?)
+        };
         while let Some(event) = events.next_event()? {
             engine.step(event)?;
             if engine.stats.events.is_multiple_of(65_536) {
@@ -291,6 +307,26 @@ impl Backtest {
         };
         write_summary(&self.run_dir, &summary)?;
         Ok(summary)
+    }
+}
+
+/// Where the loop's events come from.
+enum Events {
+    /// Decoded on a second thread.
+    Ahead(ReadAhead),
+    /// Decoded here, each read overwriting the one event.
+    Inline(Box<(EventReader, Event)>),
+}
+
+impl Events {
+    fn next_event(&mut self) -> Result<Option<&Event>> {
+        match self {
+            Events::Ahead(ahead) => ahead.next_event(),
+            Events::Inline(inline) => {
+                let (reader, event) = &mut **inline;
+                Ok(reader.read_into(event)?.then_some(&*event))
+            }
+        }
     }
 }
 

@@ -31,6 +31,10 @@ const BATCHES: usize = 4;
 /// the next fill.
 struct Batch {
     events: Vec<Event>,
+    /// Each slot's spare trade id: a slot that holds a trade one time and a book delta
+    /// the next keeps its string here, so the batch stops allocating once every slot has
+    /// held a trade.
+    spares: Vec<String>,
     filled: usize,
 }
 
@@ -61,7 +65,8 @@ impl ReadAhead {
                     batch.filled = 0;
                     let mut end = false;
                     while batch.filled < BATCH {
-                        match reader.read_into(&mut batch.events[batch.filled]) {
+                        let i = batch.filled;
+                        match reader.read_into_with(&mut batch.events[i], &mut batch.spares[i]) {
                             Ok(true) => batch.filled += 1,
                             Ok(false) => {
                                 end = true;
@@ -147,6 +152,7 @@ impl Batch {
     fn new() -> Batch {
         Batch {
             events: (0..BATCH).map(|_| Event::blank()).collect(),
+            spares: vec![String::new(); BATCH],
             filled: 0,
         }
     }

@@ -549,12 +549,22 @@ impl EventReader {
     /// its allocations; false at the end. The allocation-free form of the iterator, for
     /// loops that handle one event at a time.
     pub fn read_into(&mut self, event: &mut Event) -> Result<bool> {
+        let mut spare = std::mem::take(&mut self.spare_trade_id);
+        let read = self.read_into_with(event, &mut spare);
+        self.spare_trade_id = spare;
+        read
+    }
+
+    /// [`Self::read_into`] with the caller's spare trade id `String`: a trade read over a
+    /// non-trade event takes its allocation, a non-trade read over a trade leaves its id's
+    /// there. For callers that keep many events (a batch of them), each with its spare.
+    pub fn read_into_with(&mut self, event: &mut Event, spare: &mut String) -> Result<bool> {
         let Some((order, row)) = self.next_row()? else {
             return Ok(false);
         };
         let cursor = self.cursors[order].as_mut().context("cursor vanished")?;
         let view = cursor.batch.as_ref().context("cursor without batch")?;
-        view.event_into(row, &mut self.names, event, &mut self.spare_trade_id)
+        view.event_into(row, &mut self.names, event, spare)
             .with_context(|| format!("bad row in {}", cursor.path.display()))?;
         self.advance(order)?;
         Ok(true)
