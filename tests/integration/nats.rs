@@ -957,7 +957,7 @@ fn feed_acks(stderr: &str) -> (u64, u64, u64) {
 
 #[test]
 fn nats_two_regional_live_feeds_of_one_venue_are_recorded_once_as_the_venue_said() {
-    use ticktape::feeds::live::capture::{read_capture, received};
+    use ticktape::feeds::live::capture::{CaptureLine, read_capture, received};
     use ticktape::feeds::live::kraken::Kraken;
     use ticktape::feeds::live::{FeedCounters, Protocol, Publisher};
 
@@ -965,23 +965,29 @@ fn nats_two_regional_live_feeds_of_one_venue_are_recorded_once_as_the_venue_said
     let Some(capture) = real_data("cryptofeed/sample_data/KRAKEN.ws.50.0") else {
         return;
     };
-    let pairs = [
-        "WAVES/EUR",
-        "XMR/USD",
-        "KSM/XBT",
-        "GRT/ETH",
-        "SC/EUR",
-        "ETH/CHF",
-        "OCEAN/XBT",
-        "OMG/USD",
-        "XBT/CHF",
-        "ADA/XBT",
-    ];
-    let messages = received(&read_capture(&capture).unwrap());
+    let lines = read_capture(&capture).unwrap();
+    // The pairs the capturing client subscribed to (its first subscription).
+    let pairs: Vec<String> = lines
+        .iter()
+        .find_map(|line| match line {
+            CaptureLine::Sent { text, .. } => {
+                let sub: serde_json::Value = serde_json::from_str(text).ok()?;
+                let pairs = sub.get("pair")?.as_array()?;
+                Some(
+                    pairs
+                        .iter()
+                        .filter_map(|p| Some(p.as_str()?.to_string()))
+                        .collect(),
+                )
+            }
+            _ => None,
+        })
+        .expect("a subscription in the capture");
+    assert_eq!(pairs.len(), 10, "{pairs:?}");
+    let messages = received(&lines);
     // What the venue said, normalized in this process: the reference for the recording.
     let expected = {
-        let names: Vec<String> = pairs.iter().map(|p| p.to_string()).collect();
-        let mut feed = Kraken::new(&names, 1000, true).unwrap();
+        let mut feed = Kraken::new(&pairs, 1000, true).unwrap();
         let mut events: Vec<ticktape::event::Event> = Vec::new();
         let mut out = Publisher::new("kraken", "reference", &mut events, FeedCounters::shared());
         for (ts, text) in &messages {
