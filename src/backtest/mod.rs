@@ -31,10 +31,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
-use crate::event::Event;
 use crate::exchange::{ExchangeSettings, RunCounts, RunWriter, SimExchange};
 use crate::shutdown::Stop;
-use crate::store::{EventReader, ReadAhead, Selection};
+use crate::store::{EventReader, EventSource, Selection};
 use crate::strategy::{Dispatcher, Strategy};
 
 pub use engine::EngineStats;
@@ -273,11 +272,7 @@ impl Backtest {
         let mut interrupted = false;
         // Parquet is decoded on a second thread while this one runs the exchange and the
         // strategies; the batches of events are recycled, so neither allocates per event.
-        let mut events = if self.single_thread {
-            Events::Inline(Box::new((reader, Event::blank())))
-        } else {
-            Events::Ahead(ReadAhead::spawn(reader)?)
-        };
+        let mut events = EventSource::new(reader, !self.single_thread)?;
         while let Some(event) = events.next_event()? {
             engine.step(event)?;
             if engine.stats.events.is_multiple_of(65_536) {
@@ -307,26 +302,6 @@ impl Backtest {
         };
         write_summary(&self.run_dir, &summary)?;
         Ok(summary)
-    }
-}
-
-/// Where the loop's events come from.
-enum Events {
-    /// Decoded on a second thread.
-    Ahead(ReadAhead),
-    /// Decoded here, each read overwriting the one event.
-    Inline(Box<(EventReader, Event)>),
-}
-
-impl Events {
-    fn next_event(&mut self) -> Result<Option<&Event>> {
-        match self {
-            Events::Ahead(ahead) => ahead.next_event(),
-            Events::Inline(inline) => {
-                let (reader, event) = &mut **inline;
-                Ok(reader.read_into(event)?.then_some(&*event))
-            }
-        }
     }
 }
 

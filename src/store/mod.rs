@@ -33,7 +33,7 @@ use anyhow::{Context, Result};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rustc_hash::FxHashMap;
 
-pub use read_ahead::ReadAhead;
+pub use read_ahead::{EventSource, ReadAhead};
 pub use reader::{DataFile, EventReader, Selection};
 pub use streams::{SessionMarker, StreamTail, StreamTails};
 pub use writer::{DatasetWriter, WriterOptions, WriterStats};

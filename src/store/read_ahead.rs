@@ -148,6 +148,37 @@ impl Drop for ReadAhead {
     }
 }
 
+/// The events of a reader for a loop that takes one at a time, read ahead on a second
+/// thread or on the loop's own: the same events either way.
+pub enum EventSource {
+    /// Decoded on a second thread.
+    Ahead(ReadAhead),
+    /// Decoded on the caller's thread, each read overwriting the one event.
+    Inline(Box<(EventReader, Event)>),
+}
+
+impl EventSource {
+    /// `reader`'s events, decoded on a second thread when `read_ahead`.
+    pub fn new(reader: EventReader, read_ahead: bool) -> Result<EventSource> {
+        Ok(if read_ahead {
+            EventSource::Ahead(ReadAhead::spawn(reader)?)
+        } else {
+            EventSource::Inline(Box::new((reader, Event::blank())))
+        })
+    }
+
+    /// The next event, or None at the end of the data.
+    pub fn next_event(&mut self) -> Result<Option<&Event>> {
+        match self {
+            EventSource::Ahead(ahead) => ahead.next_event(),
+            EventSource::Inline(inline) => {
+                let (reader, event) = &mut **inline;
+                Ok(reader.read_into(event)?.then_some(&*event))
+            }
+        }
+    }
+}
+
 impl Batch {
     fn new() -> Batch {
         Batch {
@@ -195,15 +226,17 @@ mod tests {
             let dir = dataset(n);
             let expected = direct(dir.path());
             assert_eq!(expected.len(), n as usize);
-            let reader = EventReader::open(dir.path(), Selection::default()).unwrap();
-            let mut ahead = ReadAhead::spawn(reader).unwrap();
-            let mut got = Vec::new();
-            while let Some(e) = ahead.next_event().unwrap() {
-                got.push(e.clone());
+            for read_ahead in [true, false] {
+                let reader = EventReader::open(dir.path(), Selection::default()).unwrap();
+                let mut source = EventSource::new(reader, read_ahead).unwrap();
+                let mut got = Vec::new();
+                while let Some(e) = source.next_event().unwrap() {
+                    got.push(e.clone());
+                }
+                assert_eq!(got, expected, "n = {n}, read ahead {read_ahead}");
+                // The end stays the end.
+                assert!(source.next_event().unwrap().is_none());
             }
-            assert_eq!(got, expected, "n = {n}");
-            // The end stays the end.
-            assert!(ahead.next_event().unwrap().is_none());
         }
     }
 
