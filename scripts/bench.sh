@@ -174,16 +174,19 @@ for line in sys.stdin:
     for w in $(seq 1 "$WINDOWS"); do
       "$PEER_PY" benches/peer_hftbacktest.py --rounds 3 > "$W/peer-w.jsonl" 2> "$W/peer.log" || { cat "$W/peer.log" >&2; return 1; }
       "$BT" --rounds 3 > "$W/tt-w.jsonl"
-      python3 - "$W/peer-w.jsonl" "$W/tt-w.jsonl" "$w" <<'PY'
+      # The one-thread form (Parquet decoded on the engine's thread), the read-ahead's baseline.
+      "$BT" --rounds 3 --single-thread > "$W/tt1-w.jsonl"
+      python3 - "$W/peer-w.jsonl" "$W/tt-w.jsonl" "$w" "$W/tt1-w.jsonl" <<'PY'
 import json, statistics, sys
 peer = [json.loads(l) for l in open(sys.argv[1])]
 tt = [json.loads(l) for l in open(sys.argv[2])]
+tt1 = [json.loads(l) for l in open(sys.argv[4])]
 med = lambda rows, k: statistics.median(r[k] for r in rows)
-p, t, pb = med(peer, "events_per_sec"), med(tt, "events_per_sec"), med(peer, "book_trade_per_sec")
+p, t, pb, t1 = med(peer, "events_per_sec"), med(tt, "events_per_sec"), med(peer, "book_trade_per_sec"), med(tt1, "events_per_sec")
 rounds = lambda rows: ", ".join("%.2f" % (r["events_per_sec"] / 1e6) for r in rows)
-print(f"window {sys.argv[3]}: ticktape {t/1e6:.2f} M events/s (rounds {rounds(tt)}), "
+print(f"window {sys.argv[3]}: ticktape {t/1e6:.2f} M events/s (rounds {rounds(tt)}; one thread {t1/1e6:.2f}: {rounds(tt1)}), "
       f"hftbacktest {p/1e6:.2f} M rows/s = {pb/1e6:.2f} M book+trade/s (rounds {rounds(peer)}); "
-      f"ratio {t/p:.2f} (rows) / {t/pb:.2f} (book+trade events)")
+      f"ratio {t/p:.2f} (rows) / {t/pb:.2f} (book+trade events); one thread {t1/p:.2f} / {t1/pb:.2f}")
 PY
       cat "$W/peer-w.jsonl" >> "$W/peer.jsonl"; cat "$W/tt-w.jsonl" >> "$W/tt.jsonl"
     done
