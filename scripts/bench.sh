@@ -7,6 +7,7 @@
 #   scripts/bench.sh backtest [windows]   only the backtest section (default 3 windows)
 #   scripts/bench.sh shm                  only the shared-memory lockstep section
 #   scripts/bench.sh nats [events]        only the NATS JetStream section (default 500,000)
+#   scripts/bench.sh pacing [runs]        only the paced-replay section (default 3 runs)
 #
 # Figures:
 #   record   simulate → tcp → record, zero loss, binary and JSON payloads, each vs a bare
@@ -31,14 +32,25 @@
 #   shm      lockstep over shared memory vs ZeroMQ (same scenarios, digests must match)
 #            beside the bare memfd ring and bare libzmq step round trips
 #            (examples/lockstep_transports.rs), all from the same invocation
+#   pacing   paced replay of data/binance-spot at --speed 10 (all of it, 34.6 s) and
+#            --speed 1 (BENCH_PACE_WINDOW s, default 30) into (a) one recorder and
+#            (b) a recorder plus a loaded subscriber (examples/pace_probe.rs spinning
+#            BENCH_PACE_WORK_US, default 100, per event): lateness p50/p99/max of every
+#            event and of the first event of each due time, the floor the data and the
+#            sends force for both, the events the pacer waited for, CPU cores used, and
+#            the loaded subscriber's arrival lateness, for each mode in BENCH_PACE_MODES
+#            (default "legacy spin spin-rt"; a mode is a --pacing value, "-rt" adds
+#            --realtime; legacy, the pacing before issue 14, is the baseline), modes
+#            interleaved within each run; ranges over the runs. Not part of `all` (about
+#            20 minutes at 3 runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECTION=all
 if [ "${1:-}" = backtest ] || [ "${1:-}" = shm ]; then
   SECTION=$1
   shift
-elif [ "${1:-}" = nats ]; then
-  SECTION=nats
+elif [ "${1:-}" = nats ] || [ "${1:-}" = pacing ]; then
+  SECTION=$1
   shift
 fi
 N=${1:-2000000}
@@ -330,6 +342,96 @@ nats_section() {
 
 if [ "$SECTION" = nats ]; then
   nats_section "${1:-500000}"
+  exit 0
+fi
+
+# Paced replay lateness (issue 14, item 5). Each run replays every configuration once per
+# pacing mode, modes interleaved, so the baseline meets the same machine as the change.
+pacing_section() {
+  local runs=$1 window=${BENCH_PACE_WINDOW:-30} work=${BENCH_PACE_WORK_US:-100}
+  local modes=${BENCH_PACE_MODES:-legacy spin spin-rt}
+  cargo build --release --example pace_probe 2>&1 | tail -1
+  local PP=${CARGO_TARGET_DIR:-target}/release/examples/pace_probe
+  local ep=tcp://127.0.0.1:5661 out="$W/pacing.jsonl" start=2024-08-08T23:55:00Z
+  local end
+  end=$(python3 -c "import datetime as d; t=d.datetime(2024,8,8,23,55,tzinfo=d.timezone.utc)+d.timedelta(seconds=$window); print(t.strftime('%Y-%m-%dT%H:%M:%SZ'))")
+  echo "== pacing: data/binance-spot, speed 10 (all) and 1 ($start .. $end), $runs runs, modes: $modes, loaded subscriber works ${work} us/event"
+  : > "$out"
+  for run in $(seq 1 "$runs"); do
+    for speed in 10 1; do
+      local window_args=()
+      [ "$speed" = 1 ] && window_args=(--start "$start" --end "$end")
+      for load in one loaded; do
+        for mode in $modes; do
+          rm -rf "$W/pace-rec"
+          $T record "$W/pace-rec" --connect $ep --until-eos --quiet --no-fsync 2> "$W/pace-rec.log" &
+          local rec=$! subs=1 probe=
+          if [ "$load" = loaded ]; then
+            "$PP" $ep "$speed" "$work" > "$W/probe.json" &
+            probe=$!
+            subs=2
+          fi
+          local loadavg
+          loadavg=$(cut -d' ' -f1 /proc/loadavg)
+          local mode_args=(--pacing "${mode%-rt}")
+          [ "${mode%-rt}" != "$mode" ] && mode_args+=(--realtime)
+          $T replay data/binance-spot "${window_args[@]}" --speed "$speed" "${mode_args[@]}" \
+            --bind $ep --wait-for $subs --quiet --json > "$W/pace.json" 2> "$W/pace.log"
+          wait $rec
+          [ -n "$probe" ] && wait "$probe"
+          python3 - "$W/pace.json" "$W/probe.json" "$run" "$speed" "$load" "$mode" "$loadavg" "$probe" >> "$out" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+p = s["pacing"]
+row = dict(run=int(sys.argv[3]), speed=sys.argv[4], load=sys.argv[5], mode=sys.argv[6],
+           loadavg=float(sys.argv[7]), events=s["events"],
+           cores=s["cpu_secs"] / s["elapsed_secs"],
+           all=s["lateness"], first=p["first"], waited=p["waited"], floor=p["floor"],
+           floor_first=p["floor_first"], margin_us=p["margin_us"])
+if sys.argv[8]:
+    row["probe"] = json.load(open(sys.argv[2]))
+print(json.dumps(row))
+PY
+          python3 - "$out" <<'PY'
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])][-1]
+f = lambda l: f"{l['p50_us']:.1f}/{l['p99_us']:.1f}/{l['max_us']:.0f}" if l else "-"
+probe = r.get("probe")
+arrival = f"  subscriber arrival {probe['arrival_p50_us']:.0f}/{probe['arrival_p99_us']:.0f}/{probe['arrival_max_us']:.0f}" if probe else ""
+print(f"run {r['run']} {r['speed']:>2}x {r['load']:<6} {r['mode']:<7} p50/p99/max us: every event {f(r['all'])} (floor {f(r['floor'])})"
+      f"  first of due time {f(r['first'])} (floor {f(r['floor_first'])})  waited {f(r['waited'])}"
+      f"  cpu {r['cores']:.2f} cores  load {r['loadavg']:.1f}{arrival}")
+PY
+        done
+      done
+    done
+  done
+  echo "== pacing: ranges over $runs runs (min..max of each figure), microseconds"
+  python3 - "$out" <<'PY'
+import json, sys
+from collections import defaultdict
+rows = [json.loads(l) for l in open(sys.argv[1])]
+groups = defaultdict(list)
+for r in rows:
+    groups[(r["speed"], r["load"], r["mode"])].append(r)
+rng = lambda xs, fmt: f"{fmt.format(min(xs))}..{fmt.format(max(xs))}" if min(xs) != max(xs) else fmt.format(xs[0])
+for (speed, load, mode), rs in sorted(groups.items(), key=lambda kv: (-int(kv[0][0]), kv[0][1], kv[0][2])):
+    fig = lambda key, q: [r[key][q] for r in rs if r[key]]
+    line = (f"{speed:>2}x {load:<6} {mode:<7} every event p50 {rng(fig('all','p50_us'), '{:.0f}')} p99 {rng(fig('all','p99_us'), '{:.0f}')}"
+            f" max {rng(fig('all','max_us'), '{:.0f}')} (floor p99 {rng(fig('floor','p99_us'), '{:.0f}')})"
+            f" | first of due time p50 {rng(fig('first','p50_us'), '{:.0f}')} p99 {rng(fig('first','p99_us'), '{:.0f}')}"
+            f" max {rng(fig('first','max_us'), '{:.0f}')} (floor p99 {rng(fig('floor_first','p99_us'), '{:.0f}')})"
+            f" | waited p99 {rng(fig('waited','p99_us'), '{:.0f}')} | cpu {rng([r['cores'] for r in rs], '{:.2f}')} cores"
+            f" | load {rng([r['loadavg'] for r in rs], '{:.1f}')}")
+    probes = [r["probe"] for r in rs if "probe" in r]
+    if probes:
+        line += f"  | subscriber arrival p99 {rng([p['arrival_p99_us'] for p in probes], '{:.0f}')}"
+    print(line)
+PY
+}
+
+if [ "$SECTION" = pacing ]; then
+  pacing_section "${1:-3}"
   exit 0
 fi
 

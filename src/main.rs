@@ -324,6 +324,15 @@ struct ReplayArgs {
     /// Speed: 1 = recorded pace, 10 = ten times faster, max = as fast as subscribers take it.
     #[arg(long, default_value = "max")]
     speed: ticktape::replay::Speed,
+    /// How a paced replay waits for each event: spin (sleep until shortly before it, spin
+    /// the rest; about one core at 10x), sleep (never spin: cheapest, less punctual), or
+    /// legacy (the pacing before issue 14, a benchmark baseline).
+    #[arg(long, default_value = "spin")]
+    pacing: ticktape::replay::Waiting,
+    /// Run the replay thread under real-time scheduling (SCHED_FIFO, needs CAP_SYS_NICE):
+    /// on a loaded machine a paced replay is otherwise late by the scheduler's turns.
+    #[arg(long)]
+    realtime: bool,
     /// Endpoint(s) to bind the bus on.
     #[arg(long, default_value = "tcp://127.0.0.1:5556")]
     bind: Vec<String>,
@@ -957,6 +966,8 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
         dataset: a.dataset.clone(),
         selection: a.selection.build()?,
         speed: a.speed,
+        pacing: a.pacing,
+        realtime: a.realtime,
         bind: a.bind,
         wait_for: a.wait_for,
         wait_timeout: a.wait_timeout,
@@ -1192,8 +1203,44 @@ fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -> Re
     }
     if let Some(l) = &stats.lateness {
         eprintln!(
-            "  pacing lateness p50 {:.0} us, p99 {:.0} us, max {:.0} us ({} samples)",
-            l.p50_us, l.p99_us, l.max_us, l.samples
+            "  pacing lateness p50 {} us, p99 {} us, max {} us ({} samples; due to send returned, every event)",
+            us(l.p50_us),
+            us(l.p99_us),
+            us(l.max_us),
+            l.samples
+        );
+    }
+    if let Some(p) = &stats.pacing {
+        let figure = |l: &Option<ticktape::replay::Lateness>| match l {
+            Some(l) => format!(
+                "p50 {} us, p99 {} us, max {} us ({} samples)",
+                us(l.p50_us),
+                us(l.p99_us),
+                us(l.max_us),
+                l.samples
+            ),
+            None => "none".into(),
+        };
+        eprintln!("    first event of each due time: {}", figure(&p.first));
+        eprintln!("    events the pacer waited for: {}", figure(&p.waited));
+        eprintln!(
+            "    floor (woken on time, these sends), every event: {}",
+            figure(&p.floor)
+        );
+        eprintln!(
+            "    floor, first event of each due time: {}",
+            figure(&p.floor_first)
+        );
+    }
+    if stats.elapsed_secs > 0.0 {
+        eprintln!(
+            "  cpu {:.2}s user+sys = {:.2} cores over the replay{}",
+            stats.cpu_secs,
+            stats.cpu_secs / stats.elapsed_secs,
+            match stats.pacing.as_ref().and_then(|p| p.margin_us) {
+                Some(m) => format!(" (sleep margin at the end {m:.0} us)"),
+                None => String::new(),
+            }
         );
     }
     if stats.steps > 0 {
@@ -1214,6 +1261,15 @@ fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -> Re
         eprintln!("  fills digest {d}");
     }
     Ok(())
+}
+
+/// Microseconds for a summary line: one decimal below 10 us.
+fn us(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
 }
 
 fn strategy_cmd(a: StrategyArgs) -> Result<()> {

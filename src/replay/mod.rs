@@ -16,6 +16,7 @@ pub mod gateway;
 mod lockstep;
 mod out;
 pub mod pacing;
+mod prefetch;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -32,7 +33,7 @@ use crate::wire::Encoding;
 pub(crate) use gateway::Gateway;
 pub use gateway::{GatewayStats, Tokens};
 use lockstep::{Link, Lockstep};
-pub use pacing::{Lateness, Pacer, Speed};
+pub use pacing::{Lateness, Pacer, PacingReport, Speed, Waiting};
 
 /// Messages a venue host wants published: `(topic, payload)`.
 pub type Outbox = Vec<(String, Vec<u8>)>;
@@ -71,6 +72,10 @@ pub struct ReplayConfig {
     pub selection: Selection,
     /// Pace.
     pub speed: Speed,
+    /// How a paced replay waits for each event's due time.
+    pub pacing: Waiting,
+    /// Run the replay thread under real-time scheduling ([`pacing::Realtime`]).
+    pub realtime: bool,
     /// Bus endpoints to bind.
     pub bind: Vec<String>,
     /// Subscribers to wait for before the first event.
@@ -105,6 +110,8 @@ impl Default for ReplayConfig {
             dataset: PathBuf::from("data/sample"),
             selection: Selection::default(),
             speed: Speed::Max,
+            pacing: Waiting::default(),
+            realtime: false,
             bind: vec!["tcp://127.0.0.1:5556".into()],
             wait_for: 0,
             wait_timeout: Duration::from_secs(60),
@@ -133,8 +140,14 @@ pub struct ReplayStats {
     pub elapsed_secs: f64,
     /// First and last `ts_recv` replayed.
     pub time_range: Option<(UnixNanos, UnixNanos)>,
-    /// Lateness against the pacing schedule (paced replays only).
+    /// Lateness against the pacing schedule, every event from due to send returned
+    /// (paced replays only; [`pacing`] defines it).
     pub lateness: Option<Lateness>,
+    /// The other pacing figures: events the pacer waited for, and the floor the data and
+    /// the sends force (paced replays only).
+    pub pacing: Option<Box<PacingReport>>,
+    /// CPU seconds (user + system, the whole process) over `elapsed_secs`.
+    pub cpu_secs: f64,
     /// Times the publisher waited for a slow subscriber.
     pub stalls: u64,
     /// Seconds spent waiting for slow subscribers.
@@ -209,7 +222,7 @@ pub fn run_over(
     stop: &Stop,
     mut on_progress: impl FnMut(Progress<'_>),
 ) -> Result<ReplayStats> {
-    let mut reader = EventReader::open(&config.dataset, config.selection.clone())
+    let reader = EventReader::open(&config.dataset, config.selection.clone())
         .with_context(|| format!("cannot open dataset {}", config.dataset.display()))?;
     if reader.files().is_empty() {
         bail!(
@@ -225,16 +238,30 @@ pub fn run_over(
     // outputs (an interrupted run keeps valid, empty run files) through `finish`.
     let peers_ready = wait_for_peers(config, &mut link, &mut heartbeat, stop)?;
 
-    let mut pacer = Pacer::new(config.speed);
     let paced = !matches!(config.speed, Speed::Max);
+    // Paced, a record batch decoded between two due events would make the second late.
+    let mut events = if paced && config.pacing.reads_ahead() {
+        Source::Ahead(prefetch::ReadAhead::spawn(
+            reader,
+            READ_AHEAD_CHUNK,
+            READ_AHEAD_DEPTH,
+        )?)
+    } else {
+        Source::Here(Box::new(reader))
+    };
+    let mut pacer = Pacer::new(config.speed)
+        .waiting(config.pacing)
+        .interrupted_by(stop.clone());
+    let realtime = config.realtime.then(pacing::Realtime::raise).transpose()?;
     let started = Instant::now();
+    let cpu_started = pacing::process_cpu();
     let mut lockstep =
         (config.lockstep > 0).then(|| Lockstep::new(config.lookahead, config.ack_timeout));
     let mut marks = Marks::new(config.mark_interval);
     let mut last_ts: UnixNanos = 0;
     let mut last_progress = Instant::now();
 
-    for event in reader.by_ref().take_while(|_| peers_ready) {
+    for event in events.by_ref().take_while(|_| peers_ready) {
         let event = event?;
         if stop.is_set() {
             break;
@@ -247,6 +274,9 @@ pub fn run_over(
             }
         }
         pacer.wait_for(ts);
+        if stop.is_set() {
+            break;
+        }
         // Flat out, reading the clock for heartbeats and progress every event would cost
         // more than the checks are worth; paced, events are far enough apart.
         let clock_due = paced || link.stats.events.is_multiple_of(64);
@@ -259,6 +289,7 @@ pub fn run_over(
             link.flush()?;
         }
         link.bus.send(&event)?;
+        pacer.sent();
         let stats = &mut link.stats;
         if matches!(event.body, Body::Gap(_)) {
             stats.gaps += 1;
@@ -288,7 +319,33 @@ pub fn run_over(
             });
         }
     }
-    finish(config, link, last_ts, started, &pacer, stop, on_progress)
+    drop(events);
+    drop(realtime);
+    let mut stats = finish(config, link, last_ts, started, &pacer, stop, on_progress)?;
+    stats.cpu_secs = (pacing::process_cpu().saturating_sub(cpu_started)).as_secs_f64();
+    Ok(stats)
+}
+
+/// Events read ahead of a paced replay, in chunks of this many...
+const READ_AHEAD_CHUNK: usize = 256;
+/// ... at most this many chunks waiting (about one record batch).
+const READ_AHEAD_DEPTH: usize = 16;
+
+/// Where the replay's events come from: the reader itself, or its read-ahead thread.
+enum Source {
+    Here(Box<EventReader>),
+    Ahead(prefetch::ReadAhead<Event>),
+}
+
+impl Iterator for Source {
+    type Item = Result<Event>;
+
+    fn next(&mut self) -> Option<Result<Event>> {
+        match self {
+            Source::Here(reader) => reader.next(),
+            Source::Ahead(ahead) => ahead.next(),
+        }
+    }
 }
 
 /// Binds the publisher and the gateway (over shared memory when `shm` is given).
@@ -488,6 +545,7 @@ fn finish(
     stats.dropped_at_close.extend(zmq_behind);
     stats.elapsed_secs = started.elapsed().as_secs_f64();
     stats.lateness = pacer.lateness();
+    stats.pacing = pacer.report().map(Box::new);
     stats.stalls = publisher.stats().stalls;
     stats.stalled_secs = publisher.stats().stalled.as_secs_f64();
     stats.slow_subscribers = publisher.slow_subscribers();
@@ -518,7 +576,7 @@ pub fn run_nats(
             "lockstep and the order gateway stay local: replay into JetStream is paced or at max speed only; drop --lockstep/--gateway, or replay on the ZeroMQ bus (--bind) for lockstep"
         );
     }
-    let mut reader = EventReader::open(&config.dataset, config.selection.clone())
+    let reader = EventReader::open(&config.dataset, config.selection.clone())
         .with_context(|| format!("cannot open dataset {}", config.dataset.display()))?;
     if reader.files().is_empty() {
         bail!(
@@ -540,23 +598,40 @@ pub fn run_nats(
         ..ReplayStats::default()
     };
     let mut heartbeat = HeartbeatTimer::new(&config.publisher_id, config.heartbeat, true);
-    let mut pacer = Pacer::new(config.speed);
     let paced = !matches!(config.speed, Speed::Max);
+    let events = if paced && config.pacing.reads_ahead() {
+        Source::Ahead(prefetch::ReadAhead::spawn(
+            reader,
+            READ_AHEAD_CHUNK,
+            READ_AHEAD_DEPTH,
+        )?)
+    } else {
+        Source::Here(Box::new(reader))
+    };
+    let mut pacer = Pacer::new(config.speed)
+        .waiting(config.pacing)
+        .interrupted_by(stop.clone());
+    let realtime = config.realtime.then(pacing::Realtime::raise).transpose()?;
     let started = Instant::now();
+    let cpu_started = pacing::process_cpu();
     let mut last_ts: UnixNanos = 0;
     let mut last_progress = Instant::now();
-    for event in reader.by_ref() {
+    for event in events {
         let event = event?;
         if stop.is_set() {
             break;
         }
         let ts = event.ts_recv;
         pacer.wait_for(ts);
+        if stop.is_set() {
+            break;
+        }
         let clock_due = paced || stats.events.is_multiple_of(64);
         if clock_due && let Some(beat) = heartbeat.due() {
             publisher.send(&beat)?;
         }
         publisher.send(&event)?;
+        pacer.sent();
         if matches!(event.body, Body::Gap(_)) {
             stats.gaps += 1;
         }
@@ -573,12 +648,15 @@ pub fn run_nats(
             });
         }
     }
+    drop(realtime);
     let eos = end_of_stream(config, last_ts, stats.events);
     publisher.send(&eos)?;
     // Every event acknowledged by the stream before the replay says it is done.
     let published = publisher.close()?;
     stats.elapsed_secs = started.elapsed().as_secs_f64();
     stats.lateness = pacer.lateness();
+    stats.pacing = pacer.report().map(Box::new);
+    stats.cpu_secs = (pacing::process_cpu().saturating_sub(cpu_started)).as_secs_f64();
     stats.stored = Some(published.acked);
     on_progress(Progress {
         stats: &stats,

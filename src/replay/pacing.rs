@@ -1,12 +1,29 @@
 //! Wall-clock pacing of replayed events and the lateness it achieved.
 //!
 //! At speed `s`, an event recorded `Δ` after the first one is due `Δ / s` after the
-//! replay started. The pacer sleeps until shortly before that instant and spins the
-//! rest, then records how late the send actually was.
+//! replay started. How the pacer waits for that instant is [`Waiting`]: by default it
+//! sleeps until a margin before it and spins the rest, with the thread's timer slack at
+//! 1 ns (the kernel's default 50 µs is added to every sleep) and a margin that follows
+//! the sleep overshoot this thread actually sees.
+//!
+//! Lateness, per event: the instant its send returned (the message is in the bus's
+//! queue) minus its due time. Every event counts, including those whose due times are
+//! closer together than a send takes: they go back to back and each is late by the sends
+//! before it, which is what a subscriber sees. More figures tell the causes apart:
+//! - *first*: only the first event of each due time (recorded data comes in bursts that
+//!   share one `ts_recv`: a depth update of many levels, a snapshot): when each burst
+//!   started going out, the schedule a trader reads off the data;
+//! - *waited*: only the events the pacer found still ahead of their due time and waited
+//!   for: the precision of the wait itself, plus one send;
+//! - *floor*: the lateness a sender that woke exactly on time would have had, given the
+//!   data's due times and this run's own time from wake-up to send returned for each
+//!   event: what the data and the bare sends force, whatever the waiting technique. Kept
+//!   for every event and for the first of each due time.
 
 use std::time::{Duration, Instant};
 
 use crate::event::UnixNanos;
+use crate::shutdown::Stop;
 
 /// How fast to replay.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -35,13 +52,39 @@ impl std::str::FromStr for Speed {
     }
 }
 
-/// Paces sends and keeps lateness samples.
-pub struct Pacer {
-    speed: Speed,
-    origin: Option<(Instant, UnixNanos)>,
-    samples: Vec<u32>,
-    sample_every: u64,
-    seen: u64,
+/// How a paced replay waits for each event's due time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Waiting {
+    /// Sleep until an adaptive margin before the due time, spin the rest; timer slack
+    /// 1 ns; the dataset decoded ahead on its own thread. The default.
+    #[default]
+    Spin,
+    /// Sleep until the due time and never spin (timer slack 1 ns, read ahead): the
+    /// cheapest in CPU, late by the sleep's overshoot.
+    Sleep,
+    /// The pacing before issue 14, kept as a benchmark baseline: sleep until 200 µs
+    /// before, spin the rest, the default timer slack, decoding on the sending thread.
+    Legacy,
+}
+
+impl Waiting {
+    /// Whether the dataset is decoded on a thread of its own.
+    pub fn reads_ahead(self) -> bool {
+        self != Waiting::Legacy
+    }
+}
+
+impl std::str::FromStr for Waiting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Waiting, String> {
+        match s {
+            "spin" => Ok(Waiting::Spin),
+            "sleep" => Ok(Waiting::Sleep),
+            "legacy" => Ok(Waiting::Legacy),
+            _ => Err(format!("bad pacing {s:?}: use spin, sleep or legacy")),
+        }
+    }
 }
 
 /// Lateness percentiles of a paced replay.
@@ -57,49 +100,409 @@ pub struct Lateness {
     pub samples: usize,
 }
 
+/// What a paced replay achieved (see the module documentation for the definitions).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PacingReport {
+    /// Every event: send returned − due.
+    pub lateness: Option<Lateness>,
+    /// The first event of each due time.
+    pub first: Option<Lateness>,
+    /// The events the pacer waited for.
+    pub waited: Option<Lateness>,
+    /// What an exactly-on-time wake-up would have given with this run's sends, every
+    /// event.
+    pub floor: Option<Lateness>,
+    /// The same, the first event of each due time.
+    pub floor_first: Option<Lateness>,
+    /// Sleep margin at the end of the replay, microseconds (spin waiting only).
+    pub margin_us: Option<f64>,
+}
+
 const MAX_SAMPLES: usize = 1 << 20;
 
-impl Pacer {
-    /// A pacer at `speed`.
-    pub fn new(speed: Speed) -> Pacer {
-        Pacer {
-            speed,
-            origin: None,
-            samples: Vec::new(),
-            sample_every: 1,
+/// A bounded, uniformly thinned sample of durations (nanoseconds, saturating at 4.29 s).
+struct Samples {
+    ns: Vec<u32>,
+    every: u64,
+    seen: u64,
+}
+
+impl Samples {
+    fn new() -> Samples {
+        Samples {
+            ns: Vec::new(),
+            every: 1,
             seen: 0,
         }
     }
 
-    /// Waits until the event at `ts` is due, then notes how late we are.
+    fn push(&mut self, ns: u64) {
+        self.seen += 1;
+        if !self.seen.is_multiple_of(self.every) {
+            return;
+        }
+        self.ns.push(ns.min(u32::MAX as u64) as u32);
+        if self.ns.len() >= MAX_SAMPLES {
+            // Keep memory flat on long replays: halve the samples, sample half as often.
+            let kept: Vec<u32> = self.ns.iter().step_by(2).copied().collect();
+            self.ns = kept;
+            self.every *= 2;
+        }
+    }
+
+    fn summary(&self) -> Option<Lateness> {
+        if self.ns.is_empty() {
+            return None;
+        }
+        let mut s = self.ns.clone();
+        s.sort_unstable();
+        let us = |ns: u32| ns as f64 / 1e3;
+        let pct = |p: f64| us(s[((s.len() - 1) as f64 * p).round() as usize]);
+        Some(Lateness {
+            p50_us: pct(0.5),
+            p99_us: pct(0.99),
+            max_us: us(*s.last().unwrap_or(&0)),
+            samples: s.len(),
+        })
+    }
+}
+
+/// The sleep margin of spin waiting: jumps to 1.5 × an overshoot that needed more, then
+/// decays slowly towards what recent sleeps needed, between bounds. The upper bound is
+/// low on purpose: the margin is there for the timer's wake-up latency. An overshoot of
+/// milliseconds is the scheduler giving the core to someone else, which a spinning
+/// thread suffers as well; following it made the replay spin for milliseconds per event
+/// and, under CFS, be preempted all the more (measured: p99 3.7 ms vs 0.5 ms sleeping).
+#[derive(Clone, Copy, Debug)]
+struct Margin {
+    ns: u64,
+}
+
+impl Margin {
+    const START: u64 = 200_000;
+    const MIN: u64 = 20_000;
+    const MAX: u64 = 300_000;
+    /// Slack above 1.5 × the overshoot, for the wake-up's own work.
+    const GUARD: u64 = 10_000;
+
+    fn new() -> Margin {
+        Margin { ns: Self::START }
+    }
+
+    fn get(self) -> Duration {
+        Duration::from_nanos(self.ns)
+    }
+
+    fn observe(&mut self, overshoot: Duration) {
+        let over = overshoot.as_nanos().min(u64::MAX as u128) as u64;
+        let need = (over + over / 2 + Self::GUARD).clamp(Self::MIN, Self::MAX);
+        if need > self.ns {
+            self.ns = need;
+        } else {
+            self.ns -= (self.ns - need).div_ceil(128);
+        }
+    }
+}
+
+/// Nanoseconds after the replay's first event at which the event at `ts` is due.
+pub fn due_offset(first: UnixNanos, ts: UnixNanos, speed: f64) -> u64 {
+    ((ts - first).max(0) as f64 / speed) as u64
+}
+
+/// The floor: when a sender that woke exactly at each due time and spent `work` per
+/// event would have finished each send.
+#[derive(Clone, Copy, Debug, Default)]
+struct Floor {
+    done_ns: u64,
+}
+
+impl Floor {
+    /// The floor lateness of an event due at `due_ns` whose wake-up-to-sent took `work_ns`.
+    fn next(&mut self, due_ns: u64, work_ns: u64) -> u64 {
+        self.done_ns = self.done_ns.max(due_ns) + work_ns;
+        self.done_ns - due_ns
+    }
+}
+
+/// The calling thread's timer slack at 1 ns while this lives (Linux), restored on drop.
+struct TimerSlack {
+    #[cfg(target_os = "linux")]
+    previous: libc::c_ulong,
+    /// Restored on the thread that set it: not `Send`.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl TimerSlack {
+    fn tighten() -> Option<TimerSlack> {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: prctl with PR_GET/SET_TIMERSLACK reads or sets a per-thread value.
+            let previous = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
+            if previous < 0 {
+                return None;
+            }
+            let one: libc::c_ulong = 1;
+            if unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, one, 0, 0, 0) } != 0 {
+                return None;
+            }
+            Some(TimerSlack {
+                previous: previous as libc::c_ulong,
+                _thread: std::marker::PhantomData,
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+}
+
+impl Drop for TimerSlack {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        // SAFETY: as in `tighten`.
+        unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, self.previous, 0, 0, 0);
+        }
+    }
+}
+
+/// The calling thread under real-time scheduling (`SCHED_FIFO`) while this lives,
+/// restored on drop: on a loaded machine a woken replay thread otherwise waits its turn
+/// behind every runnable process (milliseconds). Its waits still sleep, so it leaves the
+/// core to others between events; the kernel's real-time throttling bounds it anyway.
+pub struct Realtime {
+    #[cfg(target_os = "linux")]
+    previous: (libc::c_int, libc::sched_param),
+    /// Restored on the thread that set it: not `Send`.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl Realtime {
+    /// The `SCHED_FIFO` priority the replay thread takes (1 lowest, 99 highest): above
+    /// every ordinary process, below the kernel's own real-time threads.
+    pub const PRIORITY: i32 = 10;
+
+    /// Puts the calling thread under `SCHED_FIFO`; an error when the system refuses
+    /// (no `CAP_SYS_NICE`, no real-time budget, not Linux).
+    pub fn raise() -> anyhow::Result<Realtime> {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: pid 0 is the calling thread; the structs are plain data.
+            unsafe {
+                let policy = libc::sched_getscheduler(0);
+                let mut param: libc::sched_param = std::mem::zeroed();
+                if policy < 0 || libc::sched_getparam(0, &mut param) != 0 {
+                    anyhow::bail!(
+                        "cannot read the scheduling policy: {}",
+                        std::io::Error::last_os_error()
+                    );
+                }
+                let fifo = libc::sched_param {
+                    sched_priority: Self::PRIORITY,
+                };
+                if libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) != 0 {
+                    anyhow::bail!(
+                        "real-time scheduling refused ({}): it needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least {}",
+                        std::io::Error::last_os_error(),
+                        Self::PRIORITY
+                    );
+                }
+                Ok(Realtime {
+                    previous: (policy, param),
+                    _thread: std::marker::PhantomData,
+                })
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        anyhow::bail!("real-time scheduling of the replay thread is only implemented on Linux")
+    }
+}
+
+impl Drop for Realtime {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        // SAFETY: as in `raise`.
+        unsafe {
+            libc::sched_setscheduler(0, self.previous.0, &self.previous.1);
+        }
+    }
+}
+
+/// CPU time (user + system) this process has used so far.
+pub fn process_cpu() -> Duration {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrusage fills the zeroed struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+            return Duration::ZERO;
+        }
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec.max(0) as u64)
+                + Duration::from_micros(t.tv_usec.max(0) as u64)
+        };
+        tv(usage.ru_utime) + tv(usage.ru_stime)
+    }
+    #[cfg(not(unix))]
+    Duration::ZERO
+}
+
+/// The event being sent: when it was due and when the wait for it ended.
+#[derive(Clone, Copy, Debug)]
+struct Current {
+    due: Instant,
+    due_ns: u64,
+    woke: Instant,
+    waited: bool,
+}
+
+/// Paces sends and keeps lateness samples.
+pub struct Pacer {
+    speed: Speed,
+    waiting: Waiting,
+    stop: Option<Stop>,
+    origin: Option<(Instant, UnixNanos)>,
+    margin: Margin,
+    current: Option<Current>,
+    /// Due time of the last event sent (None before the first and after a rebase).
+    last_due_ns: Option<u64>,
+    floor: Floor,
+    all: Samples,
+    first: Samples,
+    waited: Samples,
+    floors: Samples,
+    floors_first: Samples,
+    slack: Option<TimerSlack>,
+}
+
+/// Longest single sleep, so a raised stop flag ends a long wait promptly.
+const SLEEP_SLICE: Duration = Duration::from_millis(20);
+
+impl Pacer {
+    /// A pacer at `speed`, waiting the default way.
+    pub fn new(speed: Speed) -> Pacer {
+        Pacer {
+            speed,
+            waiting: Waiting::default(),
+            stop: None,
+            origin: None,
+            margin: Margin::new(),
+            current: None,
+            last_due_ns: None,
+            floor: Floor::default(),
+            all: Samples::new(),
+            first: Samples::new(),
+            waited: Samples::new(),
+            floors: Samples::new(),
+            floors_first: Samples::new(),
+            slack: None,
+        }
+    }
+
+    /// Waits `waiting`'s way.
+    pub fn waiting(mut self, waiting: Waiting) -> Pacer {
+        self.waiting = waiting;
+        self
+    }
+
+    /// Ends any wait early once `stop` is raised (the caller checks `stop` after
+    /// [`Pacer::wait_for`]).
+    pub fn interrupted_by(mut self, stop: Stop) -> Pacer {
+        self.stop = Some(stop);
+        self
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.as_ref().is_some_and(Stop::is_set)
+    }
+
+    /// Waits until the event at `ts` is due. Call [`Pacer::sent`] once it is sent.
     pub fn wait_for(&mut self, ts: UnixNanos) {
         let Speed::Factor(speed) = self.speed else {
             return;
         };
-        let (start, first) = *self.origin.get_or_insert((Instant::now(), ts));
-        let offset = ((ts - first).max(0) as f64 / speed) as u64;
-        let due = start + Duration::from_nanos(offset);
         let now = Instant::now();
-        if due > now {
-            let ahead = due - now;
-            if ahead > Duration::from_micros(300) {
-                std::thread::sleep(ahead - Duration::from_micros(200));
-            }
-            while Instant::now() < due {
-                std::hint::spin_loop();
+        if self.origin.is_none() && self.waiting != Waiting::Legacy {
+            self.slack = TimerSlack::tighten();
+        }
+        let (start, first) = *self.origin.get_or_insert((now, ts));
+        let due_ns = due_offset(first, ts, speed);
+        let due = start + Duration::from_nanos(due_ns);
+        let waited = due > now;
+        if waited {
+            match self.waiting {
+                Waiting::Spin => self.sleep_then_spin(due, now),
+                Waiting::Sleep => self.sleep_until(due),
+                Waiting::Legacy => {
+                    let ahead = due - now;
+                    if ahead > Duration::from_micros(300) {
+                        std::thread::sleep(ahead - Duration::from_micros(200));
+                    }
+                    self.spin_until(due);
+                }
             }
         }
-        self.seen += 1;
-        if self.seen.is_multiple_of(self.sample_every) {
-            let late = Instant::now().saturating_duration_since(due);
-            self.samples
-                .push(late.as_micros().min(u32::MAX as u128) as u32);
-            if self.samples.len() >= MAX_SAMPLES {
-                // Keep memory flat on long replays: halve the samples, sample half as often.
-                let kept: Vec<u32> = self.samples.iter().step_by(2).copied().collect();
-                self.samples = kept;
-                self.sample_every *= 2;
+        self.current = Some(Current {
+            due,
+            due_ns,
+            woke: Instant::now(),
+            waited,
+        });
+    }
+
+    fn sleep_then_spin(&mut self, due: Instant, now: Instant) {
+        let margin = self.margin.get();
+        if due - now > margin {
+            let wake = due - margin;
+            self.sleep_until(wake);
+            if self.stopped() {
+                return;
             }
+            self.margin
+                .observe(Instant::now().saturating_duration_since(wake));
+        }
+        self.spin_until(due);
+    }
+
+    fn sleep_until(&self, until: Instant) {
+        loop {
+            let now = Instant::now();
+            if now >= until || self.stopped() {
+                return;
+            }
+            std::thread::sleep((until - now).min(SLEEP_SLICE));
+        }
+    }
+
+    fn spin_until(&self, due: Instant) {
+        while Instant::now() < due {
+            if self.stopped() {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Notes that the event [`Pacer::wait_for`] waited for is now sent.
+    pub fn sent(&mut self) {
+        let Some(c) = self.current.take() else {
+            return;
+        };
+        let now = Instant::now();
+        let late = nanos(now.saturating_duration_since(c.due));
+        let first = self.last_due_ns != Some(c.due_ns);
+        self.last_due_ns = Some(c.due_ns);
+        self.all.push(late);
+        if first {
+            self.first.push(late);
+        }
+        if c.waited {
+            self.waited.push(late);
+        }
+        let work = nanos(now.saturating_duration_since(c.woke));
+        let floor = self.floor.next(c.due_ns, work);
+        self.floors.push(floor);
+        if first {
+            self.floors_first.push(floor);
         }
     }
 
@@ -107,24 +510,32 @@ impl Pacer {
     pub fn rebase(&mut self, ts: UnixNanos) {
         if self.origin.is_some() {
             self.origin = Some((Instant::now(), ts));
+            self.floor = Floor::default();
+            self.last_due_ns = None;
         }
     }
 
-    /// Lateness percentiles (None when not pacing).
+    /// Lateness percentiles of every event (None when not pacing).
     pub fn lateness(&self) -> Option<Lateness> {
-        if self.samples.is_empty() {
-            return None;
-        }
-        let mut s = self.samples.clone();
-        s.sort_unstable();
-        let pct = |p: f64| s[((s.len() - 1) as f64 * p).round() as usize] as f64;
-        Some(Lateness {
-            p50_us: pct(0.5),
-            p99_us: pct(0.99),
-            max_us: *s.last().unwrap_or(&0) as f64,
-            samples: s.len(),
+        self.all.summary()
+    }
+
+    /// All the figures (None when not pacing).
+    pub fn report(&self) -> Option<PacingReport> {
+        self.all.summary()?;
+        Some(PacingReport {
+            lateness: self.all.summary(),
+            first: self.first.summary(),
+            waited: self.waited.summary(),
+            floor: self.floors.summary(),
+            floor_first: self.floors_first.summary(),
+            margin_us: (self.waiting == Waiting::Spin).then(|| self.margin.ns as f64 / 1e3),
         })
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
 }
 
 #[cfg(test)]
@@ -141,13 +552,179 @@ mod tests {
     }
 
     #[test]
+    fn waiting_parses_its_three_names() {
+        assert_eq!("spin".parse::<Waiting>(), Ok(Waiting::Spin));
+        assert_eq!("sleep".parse::<Waiting>(), Ok(Waiting::Sleep));
+        assert_eq!("legacy".parse::<Waiting>(), Ok(Waiting::Legacy));
+        assert!("busy".parse::<Waiting>().is_err());
+        assert!(!Waiting::Legacy.reads_ahead() && Waiting::Spin.reads_ahead());
+    }
+
+    #[test]
+    fn due_times_are_recorded_offsets_over_speed() {
+        let t0 = 1_723_161_254_087_896_568;
+        assert_eq!(due_offset(t0, t0, 10.0), 0);
+        assert_eq!(due_offset(t0, t0 + 1_000_000_000, 10.0), 100_000_000);
+        assert_eq!(due_offset(t0, t0 + 1_000_000_000, 1.0), 1_000_000_000);
+        assert_eq!(due_offset(t0, t0 + 3_000, 0.5), 6_000);
+        // Out of order (the merge never does this): due at once, never before the start.
+        assert_eq!(due_offset(t0, t0 - 5, 1.0), 0);
+    }
+
+    #[test]
+    fn floor_queues_events_due_closer_than_a_send_behind_each_other() {
+        let mut f = Floor::default();
+        // Three events due together, 5 µs of work each: 5, 10, 15 µs late.
+        assert_eq!(f.next(1_000_000, 5_000), 5_000);
+        assert_eq!(f.next(1_000_000, 5_000), 10_000);
+        assert_eq!(f.next(1_000_000, 5_000), 15_000);
+        // Due 2 µs after the burst's last send returned: only its own send counts.
+        assert_eq!(f.next(1_017_000, 5_000), 5_000);
+        // Due while the previous send is still going: 3 µs behind it.
+        assert_eq!(f.next(1_019_000, 5_000), 8_000);
+        // Far later: its own work only.
+        assert_eq!(f.next(9_000_000, 4_000), 4_000);
+    }
+
+    #[test]
+    fn margin_jumps_above_an_overshoot_and_decays_to_its_bounds() {
+        let mut m = Margin::new();
+        m.observe(Duration::from_micros(180));
+        assert_eq!(m.get(), Duration::from_micros(280), "1.5 x 180 + 10");
+        for _ in 0..10_000 {
+            m.observe(Duration::from_micros(1));
+        }
+        assert_eq!(m.get(), Duration::from_nanos(Margin::MIN));
+        m.observe(Duration::from_secs(1));
+        assert_eq!(m.get(), Duration::from_nanos(Margin::MAX));
+        m.observe(Duration::from_micros(50));
+        assert!(m.get() < Duration::from_nanos(Margin::MAX), "decays");
+        assert!(m.get() > Duration::from_micros(290), "slowly");
+    }
+
+    #[test]
+    fn samples_thin_out_uniformly_and_report_percentiles() {
+        let mut s = Samples::new();
+        assert!(s.summary().is_none());
+        for ns in 1..=(MAX_SAMPLES as u64 + 10) {
+            s.push(ns * 1_000);
+        }
+        let l = s.summary().unwrap();
+        assert!(l.samples < MAX_SAMPLES && l.samples > MAX_SAMPLES / 2 - 10);
+        let p50 = l.p50_us / (MAX_SAMPLES as f64 / 2.0);
+        assert!((0.99..1.01).contains(&p50), "p50 {} us", l.p50_us);
+    }
+
+    #[test]
     fn pacer_spaces_events_by_recorded_time_over_speed() {
-        let mut p = Pacer::new(Speed::Factor(10.0));
-        let t0 = Instant::now();
+        for waiting in [Waiting::Spin, Waiting::Sleep, Waiting::Legacy] {
+            let mut p = Pacer::new(Speed::Factor(10.0)).waiting(waiting);
+            let t0 = Instant::now();
+            p.wait_for(0);
+            p.sent();
+            p.wait_for(200_000_000); // 200 ms recorded = 20 ms at 10x
+            p.sent();
+            let took = t0.elapsed();
+            assert!(took >= Duration::from_millis(20), "{waiting:?}: {took:?}");
+            let r = p.report().unwrap();
+            assert_eq!(r.lateness.unwrap().samples, 2);
+            assert_eq!(r.first.unwrap().samples, 2);
+            assert_eq!(
+                r.waited.unwrap().samples,
+                1,
+                "the first event is due at once"
+            );
+            assert_eq!(r.floor.unwrap().samples, 2);
+        }
+    }
+
+    #[test]
+    fn a_burst_sharing_one_due_time_counts_once_as_first() {
+        let mut p = Pacer::new(Speed::Factor(1000.0));
+        for ts in [0, 0, 0, 1_000_000, 1_000_000, 2_000_000] {
+            p.wait_for(ts);
+            p.sent();
+        }
+        let r = p.report().unwrap();
+        assert_eq!(r.lateness.unwrap().samples, 6);
+        assert_eq!(r.first.unwrap().samples, 3, "three due times");
+        assert_eq!(r.floor.unwrap().samples, 6);
+        assert_eq!(r.floor_first.unwrap().samples, 3);
+    }
+
+    #[test]
+    fn events_due_in_the_past_are_not_waited_for_but_count() {
+        let mut p = Pacer::new(Speed::Factor(1.0));
         p.wait_for(0);
-        p.wait_for(200_000_000); // 200 ms recorded = 20 ms at 10x
-        let took = t0.elapsed();
-        assert!(took >= Duration::from_millis(20), "{took:?}");
-        assert!(p.lateness().is_some());
+        std::thread::sleep(Duration::from_millis(5));
+        p.wait_for(1_000); // due 1 µs after the start, 5 ms ago
+        p.sent();
+        let r = p.report().unwrap();
+        assert!(r.lateness.unwrap().max_us >= 5_000.0);
+        assert!(r.waited.is_none());
+    }
+
+    #[test]
+    fn not_pacing_at_max_speed() {
+        let mut p = Pacer::new(Speed::Max);
+        p.wait_for(0);
+        p.wait_for(1_000_000_000_000);
+        p.sent();
+        assert!(p.report().is_none() && p.lateness().is_none());
+    }
+
+    #[test]
+    fn a_raised_stop_ends_a_long_wait() {
+        let stop = Stop::new();
+        let raiser = stop.clone();
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut p = Pacer::new(Speed::Factor(1.0)).interrupted_by(stop);
+            p.wait_for(0);
+            p.wait_for(3_600_000_000_000); // an hour later
+            done.send(()).unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        raiser.set();
+        // Liveness, not timing: an hour-long wait would fail this.
+        ended
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the wait ended once stop was raised");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn realtime_scheduling_is_restored_or_refused_with_the_reason() {
+        std::thread::spawn(|| {
+            let before = unsafe { libc::sched_getscheduler(0) };
+            match Realtime::raise() {
+                Ok(rt) => {
+                    assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_FIFO);
+                    drop(rt);
+                    assert_eq!(unsafe { libc::sched_getscheduler(0) }, before);
+                }
+                Err(e) => assert!(e.to_string().contains("CAP_SYS_NICE"), "{e}"),
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn timer_slack_is_tightened_while_pacing_and_restored_after() {
+        let before = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
+        {
+            let mut p = Pacer::new(Speed::Factor(1.0));
+            p.wait_for(0);
+            assert_eq!(
+                unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) },
+                1
+            );
+        }
+        assert_eq!(
+            unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) },
+            before
+        );
     }
 }

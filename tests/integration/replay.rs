@@ -317,6 +317,23 @@ fn ctrl_c_ends_a_replay_stuck_on_a_subscriber_that_stopped_reading() {
 }
 
 #[test]
+fn ctrl_c_ends_a_paced_replay_waiting_for_a_far_due_event() {
+    // At a millionth of recorded pace the events (1/5000 s apart) are 200 s apart: the
+    // interrupt lands mid-wait, and the replay ends within the helper's 30 s, long
+    // before the wait would.
+    let out = replay_to_a_subscriber_that_never_reads(
+        100,
+        &["--speed", "0.000001"],
+        Duration::from_secs(2),
+    );
+    let summary = replay_summary(&out);
+    assert!(summary["events"].as_u64().unwrap() < 100, "{summary}");
+    assert!(!out.status.success(), "{:?}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("interrupted after"), "{err}");
+}
+
+#[test]
 fn a_subscriber_that_stops_reading_is_named_while_the_replay_waits_to_close() {
     // Every event fits in the publisher's queue: the replay sends them all, then waits
     // for the subscriber to take them.
