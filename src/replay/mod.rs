@@ -16,7 +16,6 @@ pub mod gateway;
 mod lockstep;
 mod out;
 pub mod pacing;
-mod prefetch;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ use serde::Serialize;
 use crate::bus::{Backpressure, HeartbeatTimer, Publisher, PublisherConfig};
 use crate::event::{Body, EndOfStream, Event, UnixNanos, now_nanos};
 use crate::shutdown::Stop;
-use crate::store::{EventReader, Selection};
+use crate::store::{EventReader, EventSource, Selection};
 use crate::wire::Encoding;
 
 pub(crate) use gateway::Gateway;
@@ -240,15 +239,7 @@ pub fn run_over(
 
     let paced = !matches!(config.speed, Speed::Max);
     // Paced, a record batch decoded between two due events would make the second late.
-    let mut events = if paced && config.pacing.reads_ahead() {
-        Source::Ahead(prefetch::ReadAhead::spawn(
-            reader,
-            READ_AHEAD_CHUNK,
-            READ_AHEAD_DEPTH,
-        )?)
-    } else {
-        Source::Here(Box::new(reader))
-    };
+    let mut events = EventSource::new(reader, paced && config.pacing.reads_ahead())?;
     let mut pacer = Pacer::new(config.speed)
         .waiting(config.pacing)
         .interrupted_by(stop.clone());
@@ -261,8 +252,7 @@ pub fn run_over(
     let mut last_ts: UnixNanos = 0;
     let mut last_progress = Instant::now();
 
-    for event in events.by_ref().take_while(|_| peers_ready) {
-        let event = event?;
+    while peers_ready && let Some(event) = events.next_event()? {
         if stop.is_set() {
             break;
         }
@@ -288,7 +278,7 @@ pub fn run_over(
             h.advance_before(ts, &mut link.out)?;
             link.flush()?;
         }
-        link.bus.send(&event)?;
+        link.bus.send(event)?;
         pacer.sent();
         let stats = &mut link.stats;
         if matches!(event.body, Body::Gap(_)) {
@@ -298,7 +288,7 @@ pub fn run_over(
         stats.time_range = Some(stats.time_range.map_or((ts, ts), |(a, _)| (a, ts)));
         last_ts = ts;
         if let Some(h) = link.host.as_deref_mut() {
-            h.on_market(&event, &mut link.out)?;
+            h.on_market(event, &mut link.out)?;
             link.flush()?;
         }
         match lockstep.as_mut() {
@@ -324,28 +314,6 @@ pub fn run_over(
     let mut stats = finish(config, link, last_ts, started, &pacer, stop, on_progress)?;
     stats.cpu_secs = (pacing::process_cpu().saturating_sub(cpu_started)).as_secs_f64();
     Ok(stats)
-}
-
-/// Events read ahead of a paced replay, in chunks of this many...
-const READ_AHEAD_CHUNK: usize = 256;
-/// ... at most this many chunks waiting (about one record batch).
-const READ_AHEAD_DEPTH: usize = 16;
-
-/// Where the replay's events come from: the reader itself, or its read-ahead thread.
-enum Source {
-    Here(Box<EventReader>),
-    Ahead(prefetch::ReadAhead<Event>),
-}
-
-impl Iterator for Source {
-    type Item = Result<Event>;
-
-    fn next(&mut self) -> Option<Result<Event>> {
-        match self {
-            Source::Here(reader) => reader.next(),
-            Source::Ahead(ahead) => ahead.next(),
-        }
-    }
 }
 
 /// Binds the publisher and the gateway (over shared memory when `shm` is given).
@@ -599,15 +567,7 @@ pub fn run_nats(
     };
     let mut heartbeat = HeartbeatTimer::new(&config.publisher_id, config.heartbeat, true);
     let paced = !matches!(config.speed, Speed::Max);
-    let events = if paced && config.pacing.reads_ahead() {
-        Source::Ahead(prefetch::ReadAhead::spawn(
-            reader,
-            READ_AHEAD_CHUNK,
-            READ_AHEAD_DEPTH,
-        )?)
-    } else {
-        Source::Here(Box::new(reader))
-    };
+    let mut events = EventSource::new(reader, paced && config.pacing.reads_ahead())?;
     let mut pacer = Pacer::new(config.speed)
         .waiting(config.pacing)
         .interrupted_by(stop.clone());
@@ -616,8 +576,7 @@ pub fn run_nats(
     let cpu_started = pacing::process_cpu();
     let mut last_ts: UnixNanos = 0;
     let mut last_progress = Instant::now();
-    for event in events {
-        let event = event?;
+    while let Some(event) = events.next_event()? {
         if stop.is_set() {
             break;
         }
@@ -630,7 +589,7 @@ pub fn run_nats(
         if clock_due && let Some(beat) = heartbeat.due() {
             publisher.send(&beat)?;
         }
-        publisher.send(&event)?;
+        publisher.send(event)?;
         pacer.sent();
         if matches!(event.body, Body::Gap(_)) {
             stats.gaps += 1;
