@@ -9,7 +9,7 @@
 //! # Layout
 //! - this file: [`NatsConfig`] (servers, TLS, user/password, `--insecure`), the
 //!   loopback rule ([`check_servers`]), [`subject`] / [`topic_of_subject`], [`message_id`],
-//!   the stream's creation and validation ([`ensure_stream`]);
+//!   the stream's creation and validation (`ensure_stream`);
 //! - [`publish`]: [`NatsPublisher`], async publishing with a bounded number of acks in
 //!   flight, retrying a publish the broker did not acknowledge under the same message id;
 //! - [`record`]: the recorder's durable pull consumer, acking a message only after the
@@ -173,7 +173,7 @@ fn push_token(piece: &str, out: &mut String) {
 }
 
 /// The subject of a bus topic: `<prefix>.` then the topic with each `.`-separated piece
-/// made a valid token ([`push_token`]). `book.sim.BTC-USD` → `ticktape.book.sim.BTC-USD`;
+/// made a valid token (`push_token`). `book.sim.BTC-USD` → `ticktape.book.sim.BTC-USD`;
 /// `trade.cme.ES Z5` → `ticktape.trade.cme.ES%20Z5`. [`topic_of_subject`] inverts it.
 pub fn subject(prefix: &str, topic: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + topic.len() + 8);

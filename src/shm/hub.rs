@@ -177,7 +177,7 @@ impl Hub {
     }
 
     /// Writes a bus message `[topic, payload]` to every strategy. Readers are woken by
-    /// [`Hub::wake_all`] (markers, replies, waits) and every [`WAKE_EVERY`] messages.
+    /// [`Hub::wake_all`] (markers, replies, waits) and every `WAKE_EVERY` messages.
     pub fn publish(&mut self, topic: &[u8], payload: &[u8]) -> Result<()> {
         for i in 0..self.peers.len() {
             self.write(i, KIND_BUS, topic, payload)?;
