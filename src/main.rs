@@ -812,9 +812,7 @@ fn record_cmd(a: RecordArgs) -> Result<()> {
     let stop = ticktape::shutdown::on_signal();
     let mut last = (0u64, 0.0f64);
     let stats = record::run(&config, &stop, |s| {
-        let dt = (s.elapsed_secs - last.1).max(1e-9);
-        let rate = (s.received - last.0) as f64 / dt;
-        last = (s.received, s.elapsed_secs);
+        let rate = rate_since(&mut last, s.received, s.elapsed_secs);
         bar.set_message(format!(
             "record {}: {} ev ({:.0}/s) {:.1} MB | rows {} files {} | gaps {} dup {} bad {} | publishers: {}",
             config.dataset.display(),
@@ -834,6 +832,13 @@ fn record_cmd(a: RecordArgs) -> Result<()> {
     Ok(())
 }
 
+/// Messages per second since the previous status line, whose (count, seconds) `last` holds.
+fn rate_since(last: &mut (u64, f64), received: u64, elapsed_secs: f64) -> f64 {
+    let rate = received.saturating_sub(last.0) as f64 / (elapsed_secs - last.1).max(1e-9);
+    *last = (received, elapsed_secs);
+    rate
+}
+
 /// `record --from nats://…`: the durable JetStream consumer.
 fn record_nats_cmd(
     config: &RecordConfig,
@@ -845,9 +850,7 @@ fn record_nats_cmd(
     let stop = ticktape::shutdown::on_signal();
     let mut last = (0u64, 0.0f64);
     let (stats, consumed) = ticktape::nats::record::run(config, nats, consumer, &stop, |s, c| {
-        let dt = (s.elapsed_secs - last.1).max(1e-9);
-        let rate = (s.received - last.0) as f64 / dt;
-        last = (s.received, s.elapsed_secs);
+        let rate = rate_since(&mut last, s.received, s.elapsed_secs);
         bar.set_message(format!(
             "record {} from JetStream {}/{}: {} ev ({:.0}/s) | acked {} redelivered {} | rows {} | gaps {} dup {} bad {} | publishers: {}",
             config.dataset.display(),

@@ -237,15 +237,14 @@ pub fn run_over(
     // outputs (an interrupted run keeps valid, empty run files) through `finish`.
     let peers_ready = wait_for_peers(config, &mut link, &mut heartbeat, stop)?;
 
-    let paced = !matches!(config.speed, Speed::Max);
-    // Paced, a record batch decoded between two due events would make the second late.
-    let mut events = EventSource::new(reader, paced && config.pacing.reads_ahead())?;
-    let mut pacer = Pacer::new(config.speed)
-        .waiting(config.pacing)
-        .interrupted_by(stop.clone());
-    let realtime = config.realtime.then(pacing::Realtime::raise).transpose()?;
-    let started = Instant::now();
-    let cpu_started = pacing::process_cpu();
+    let Start {
+        paced,
+        mut events,
+        mut pacer,
+        realtime,
+        started,
+        cpu_started,
+    } = Start::new(config, reader, stop)?;
     let mut lockstep =
         (config.lockstep > 0).then(|| Lockstep::new(config.lookahead, config.ack_timeout));
     let mut marks = Marks::new(config.mark_interval);
@@ -314,6 +313,37 @@ pub fn run_over(
     let mut stats = finish(config, link, last_ts, started, &pacer, stop, on_progress)?;
     stats.cpu_secs = (pacing::process_cpu().saturating_sub(cpu_started)).as_secs_f64();
     Ok(stats)
+}
+
+/// What both replay loops (bus and NATS) start with.
+struct Start {
+    /// Not `--speed max`.
+    paced: bool,
+    /// The events; read ahead when paced, since a record batch decoded between two due
+    /// events would make the second late.
+    events: EventSource,
+    pacer: Pacer,
+    /// Real-time scheduling while pacing, when asked for; dropped when the loop ends.
+    realtime: Option<pacing::Realtime>,
+    /// For the summary's rate and CPU seconds.
+    started: Instant,
+    cpu_started: Duration,
+}
+
+impl Start {
+    fn new(config: &ReplayConfig, reader: EventReader, stop: &Stop) -> Result<Start> {
+        let paced = !matches!(config.speed, Speed::Max);
+        Ok(Start {
+            paced,
+            events: EventSource::new(reader, paced && config.pacing.reads_ahead())?,
+            pacer: Pacer::new(config.speed)
+                .waiting(config.pacing)
+                .interrupted_by(stop.clone()),
+            realtime: config.realtime.then(pacing::Realtime::raise).transpose()?,
+            started: Instant::now(),
+            cpu_started: pacing::process_cpu(),
+        })
+    }
 }
 
 /// Binds the publisher and the gateway (over shared memory when `shm` is given).
@@ -566,14 +596,14 @@ pub fn run_nats(
         ..ReplayStats::default()
     };
     let mut heartbeat = HeartbeatTimer::new(&config.publisher_id, config.heartbeat, true);
-    let paced = !matches!(config.speed, Speed::Max);
-    let mut events = EventSource::new(reader, paced && config.pacing.reads_ahead())?;
-    let mut pacer = Pacer::new(config.speed)
-        .waiting(config.pacing)
-        .interrupted_by(stop.clone());
-    let realtime = config.realtime.then(pacing::Realtime::raise).transpose()?;
-    let started = Instant::now();
-    let cpu_started = pacing::process_cpu();
+    let Start {
+        paced,
+        mut events,
+        mut pacer,
+        realtime,
+        started,
+        cpu_started,
+    } = Start::new(config, reader, stop)?;
     let mut last_ts: UnixNanos = 0;
     let mut last_progress = Instant::now();
     while let Some(event) = events.next_event()? {
