@@ -29,8 +29,9 @@
 #            Parquet read included) vs hftbacktest 2.4.4 (benches/peer_hftbacktest.py, same
 #            quoting rules) in interleaved windows; in-process vs bus lookahead lockstep on
 #            the same data (digests must match); 1x / 10x / 22x (10 M events) scaling
-#   shm      lockstep over shared memory vs ZeroMQ (same scenarios, digests must match)
-#            beside the bare memfd ring and bare libzmq step round trips
+#   shm      lockstep over shared memory vs ZeroMQ (same scenarios, digests must match),
+#            shared memory with and without its spin before sleeping (sh0:
+#            TICKTAPE_SHM_SPIN_US=0), beside the bare memfd ring and bare libzmq step round trips
 #            (examples/lockstep_transports.rs), all from the same invocation
 #   pacing   paced replay of data/binance-spot at --speed 10 (all of it, 34.6 s) and
 #            --speed 1 (BENCH_PACE_WINDOW s, default 30) into (a) one recorder and
@@ -89,9 +90,13 @@ shm_section() {
   echo "== shm: bare step round trips (examples/lockstep_transports.rs): libzmq as ticktape uses it vs the memfd ring"
   "$LT" 100000 1000000 zmq-pubsub,ring-futex-always | tee "$W/bare.jsonl"
   shm_run() { # scenario, label → "label transport events/s digest" lines
-    for tr in zmq shm; do
-      local line
-      line=$($T run "$1" --transport "$tr" --out "$W/shm-run" --quiet 2>&1 | grep -E "^replay:|digest" | tr '\n' ' ')
+    # sh0: shared memory without the spin before each sleep (TICKTAPE_SHM_SPIN_US=0),
+    # the same binary's baseline for the spin.
+    for tr in zmq sh0 shm; do
+      local line spin=
+      [ "$tr" = sh0 ] && spin=0
+      line=$(TICKTAPE_SHM_SPIN_US=${spin:-${TICKTAPE_SHM_SPIN_US:-50}} $T run "$1" --transport "${tr/sh0/shm}" \
+        --out "$W/shm-run" --quiet 2>&1 | grep -E "^replay:|digest" | tr '\n' ' ')
       python3 - "$2" "$tr" "$line" "$W/bare.jsonl" <<'PY'
 import json, re, sys
 label, tr, line, bare = sys.argv[1:]
@@ -152,9 +157,11 @@ for l in rows:
 bad = False
 for label, t in by.items():
     if "zmq" in t and "shm" in t:
-        print(f"{label:28} shm/zmq = {t['shm'][0] / t['zmq'][0]:.1f}x" +
-              ("" if t["shm"][1] == t["zmq"][1] else "   DIGESTS DIFFER"))
-        bad |= t["shm"][1] != t["zmq"][1]
+        differ = any(t[k][1] != t["zmq"][1] for k in ("shm", "sh0") if k in t)
+        no_spin = f", shm/shm without spin = {t['shm'][0] / t['sh0'][0]:.1f}x" if "sh0" in t else ""
+        print(f"{label:28} shm/zmq = {t['shm'][0] / t['zmq'][0]:.1f}x{no_spin}" +
+              ("   DIGESTS DIFFER" if differ else ""))
+        bad |= differ
 sys.exit("FAIL: shm and zmq digests differ on the same scenario" if bad else 0)
 PY
 }

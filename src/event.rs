@@ -609,24 +609,66 @@ impl Event {
 #[derive(Default, Debug)]
 pub struct Interner {
     names: rustc_hash::FxHashMap<Box<str>, Arc<str>>,
+    /// The last two names handed out (a stream of one instrument asks for its venue and
+    /// its symbol in turn): found by one short compare, without hashing.
+    recent: [Option<Arc<str>>; 2],
+    /// Which `recent` slot the next miss replaces.
+    next_recent: usize,
+    /// The name pair that last passed the name rules (see [`Interner::validate`]).
+    checked: NamesChecked,
     unknown_fields: u64,
     first_unknown_field: Option<Box<str>>,
 }
 
 impl Interner {
+    /// The shared copy of `bytes` as a name; None when they are not UTF-8. A name seen in
+    /// one of the last two calls costs one compare (no UTF-8 check, no hashing).
+    pub fn intern_utf8(&mut self, bytes: &[u8]) -> Option<Arc<str>> {
+        if let Some(hit) = self.recent_hit(bytes) {
+            return Some(hit);
+        }
+        Some(self.intern_missed(std::str::from_utf8(bytes).ok()?))
+    }
+
+    fn recent_hit(&self, bytes: &[u8]) -> Option<Arc<str>> {
+        self.recent
+            .iter()
+            .flatten()
+            .find(|r| r.as_bytes() == bytes)
+            .cloned()
+    }
+
+    fn intern_missed(&mut self, name: &str) -> Arc<str> {
+        let shared = match self.names.get(name) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<str> = Arc::from(name);
+                if name.len() <= validate::MAX_NAME_BYTES {
+                    self.names.insert(Box::from(name), shared.clone());
+                }
+                shared
+            }
+        };
+        self.recent[self.next_recent] = Some(shared.clone());
+        self.next_recent ^= 1;
+        shared
+    }
+
+    /// [`Event::validate`] of an event decoded with these names: the name rules run once
+    /// per pair of interned names in a row, not once per event.
+    pub fn validate(&mut self, event: &Event) -> Result<(), Invalid> {
+        event.validate_with(&mut self.checked)
+    }
+
     /// The shared copy of `name`, created on first use. A name longer than any valid
     /// venue or symbol ([`validate::MAX_NAME_BYTES`]) is copied but not kept: decoders
     /// intern before they validate, and a publisher sending ever new long names (a JSON
     /// symbol has no length limit) must not grow a recorder's memory with each one.
     pub fn intern(&mut self, name: &str) -> Arc<str> {
-        if let Some(shared) = self.names.get(name) {
-            return shared.clone();
+        match self.recent_hit(name.as_bytes()) {
+            Some(hit) => hit,
+            None => self.intern_missed(name),
         }
-        let shared: Arc<str> = Arc::from(name);
-        if name.len() <= validate::MAX_NAME_BYTES {
-            self.names.insert(Box::from(name), shared.clone());
-        }
-        shared
     }
 
     /// Fields ignored so far because this decoder does not know them, over all payloads
@@ -669,6 +711,26 @@ impl EventSink for Vec<Event> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn interned_names_are_shared_whether_recent_or_not_and_bytes_must_be_utf8() {
+        let mut names = Interner::default();
+        let venue = names.intern("binance");
+        let symbol = names.intern_utf8(b"BTCUSDT").unwrap();
+        assert!(Arc::ptr_eq(&venue, &names.intern_utf8(b"binance").unwrap()));
+        assert!(Arc::ptr_eq(&symbol, &names.intern("BTCUSDT")));
+        // Two other names push both out of the recent pair: the table still shares them.
+        let (a, b) = (names.intern("okx"), names.intern("ETHUSDT"));
+        assert!(Arc::ptr_eq(&venue, &names.intern("binance")));
+        assert!(Arc::ptr_eq(
+            &symbol,
+            &names.intern_utf8(b"BTCUSDT").unwrap()
+        ));
+        assert!(Arc::ptr_eq(&a, &names.intern("okx")));
+        assert!(Arc::ptr_eq(&b, &names.intern_utf8(b"ETHUSDT").unwrap()));
+        assert_eq!(names.intern_utf8(b"bad\xff"), None);
+        assert_eq!(names.intern_utf8(b"").as_deref(), Some(""));
+    }
     use super::*;
 
     #[test]

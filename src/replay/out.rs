@@ -8,11 +8,12 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use anyhow::Result;
 
 use crate::bus::Publisher;
-use crate::event::Event;
+use crate::event::{Body, Event, Kind};
 use crate::shm::Hub;
 use crate::wire::{self, Encoding};
 
@@ -24,6 +25,9 @@ pub(crate) struct BusOut {
     shm: Option<Rc<RefCell<Hub>>>,
     encoding: Encoding,
     topic: String,
+    /// The kind and names `topic` was written for (held, so comparing their pointers is
+    /// sound): a run of one instrument writes each kind's topic once, not per event.
+    topic_of: Option<(Kind, Arc<str>, Arc<str>)>,
     payload: Vec<u8>,
 }
 
@@ -35,6 +39,7 @@ impl BusOut {
             shm,
             encoding,
             topic: String::with_capacity(64),
+            topic_of: None,
             payload: Vec::with_capacity(256),
         }
     }
@@ -49,8 +54,17 @@ impl BusOut {
         let Some(hub) = &self.shm else {
             return self.zmq.send(event);
         };
-        self.topic.clear();
-        wire::write_topic(event, &mut self.topic);
+        let named = matches!(event.body, Body::Book(_) | Body::Trade(_) | Body::Gap(_));
+        let same = named
+            && self.topic_of.as_ref().is_some_and(|(k, v, s)| {
+                *k == event.kind() && Arc::ptr_eq(v, &event.venue) && Arc::ptr_eq(s, &event.symbol)
+            });
+        if !same {
+            self.topic.clear();
+            wire::write_topic(event, &mut self.topic);
+            self.topic_of =
+                named.then(|| (event.kind(), event.venue.clone(), event.symbol.clone()));
+        }
         self.payload.clear();
         wire::encode_as(self.encoding, event, &mut self.payload);
         hub.borrow_mut()

@@ -14,6 +14,7 @@ use anyhow::{Result, bail};
 
 use super::ring::{KIND_BUS, KIND_CLOSED, KIND_GATEWAY, futex_wait, futex_waitv};
 use super::segment::{self, ReplayEnd, Side};
+use super::spin::Spinner;
 use crate::shutdown::Stop;
 
 /// Longest single sleep of a waiting replay before it checks stop flag and peers.
@@ -40,6 +41,8 @@ pub struct Hub {
     next_peer: usize,
     /// After the end of the stream a strategy may exit: no longer an error.
     ending: bool,
+    /// How long a wait for requests spins before it sleeps.
+    spinner: Spinner,
 }
 
 impl Hub {
@@ -62,6 +65,7 @@ impl Hub {
             stall_timeout,
             next_peer: 0,
             ending: false,
+            spinner: Spinner::from_env(),
         })
     }
 
@@ -139,6 +143,16 @@ impl Hub {
     /// Writes one record to peer `i`, waiting while its ring is full (bounded by the
     /// stall timeout, the stop flag and the peer's life).
     fn write(&mut self, i: usize, kind: u16, topic: &[u8], payload: &[u8]) -> Result<()> {
+        let p = &mut self.peers[i];
+        if let Ok(true) = p.end.down.try_write(kind, topic, payload) {
+            p.unwoken += 1;
+            return Ok(());
+        }
+        self.write_waiting(i, kind, topic, payload)
+    }
+
+    /// [`Hub::write`] once the ring was full (or the record refused): waits for space.
+    fn write_waiting(&mut self, i: usize, kind: u16, topic: &[u8], payload: &[u8]) -> Result<()> {
         let stop = self.stop.clone();
         let stall_timeout = self.stall_timeout;
         let p = &mut self.peers[i];
@@ -181,7 +195,9 @@ impl Hub {
     pub fn publish(&mut self, topic: &[u8], payload: &[u8]) -> Result<()> {
         for i in 0..self.peers.len() {
             self.write(i, KIND_BUS, topic, payload)?;
-            if self.peers[i].unwoken >= WAKE_EVERY {
+            // A reader asleep is woken at its first record, so it works through a run
+            // of events while the replay still writes them, not after the marker.
+            if self.peers[i].unwoken >= WAKE_EVERY || self.peers[i].end.down.reader_sleeps() {
                 self.peers[i].unwoken = 0;
                 self.peers[i].end.down.wake();
             }
@@ -250,6 +266,10 @@ impl Hub {
             words.push(p.end.up.data_seq());
         }
         if self.peers.iter().any(|p| p.end.up.peek()) || self.stopped() {
+            return Ok(());
+        }
+        let peers = &self.peers;
+        if self.spinner.spin(|| peers.iter().any(|p| p.end.up.peek())) {
             return Ok(());
         }
         match words.as_slice() {

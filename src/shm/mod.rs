@@ -7,6 +7,7 @@
 //!   the futex wait/wake protocol;
 //! - [`segment`]: a strategy's segment (header, both rings), memfd creation, mapping,
 //!   descriptor hand-off to a child, peer liveness;
+//! - [`spin`]: the bounded, adaptive spin before a futex sleep;
 //! - [`hub`]: the replay's side, one segment per strategy (fan-out of bus messages,
 //!   gateway replies, requests, dead and stuck strategies).
 //!
@@ -16,6 +17,7 @@
 pub mod hub;
 pub mod ring;
 pub mod segment;
+pub mod spin;
 
 pub use hub::Hub;
 pub use segment::{StrategyEnd, attach, inherit_as, open_endpoint, take_fd};

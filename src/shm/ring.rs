@@ -42,7 +42,11 @@ pub struct RingHeader {
     pub space_seq: AtomicU32,
     /// 1 while the writer waits for space.
     pub writer_waiting: AtomicU32,
-    _s: [u8; 116],
+    /// 1 while the reader sleeps (or is about to) on `data_seq`: a hint that lets the
+    /// writer wake it at the first new record instead of at the next step marker. Only a
+    /// hint: a missed one costs latency, never a lost wake-up (markers always wake).
+    pub reader_sleeping: AtomicU32,
+    _s: [u8; 112],
 }
 
 const _: () = assert!(std::mem::size_of::<RingHeader>() == RING_HEADER_BYTES);
@@ -247,6 +251,17 @@ impl Writer {
     /// The largest record (header, topic, payload, padding) the ring takes.
     pub fn max_record(&self) -> usize {
         (self.at.capacity / 4) as usize
+    }
+
+    /// Whether the reader said it sleeps on `data_seq` ([`RingHeader::reader_sleeping`]);
+    /// call after publishing. A true answer is taken back (the wake that follows is
+    /// the one the reader asked for).
+    pub fn reader_sleeps(&self) -> bool {
+        let hdr = self.at.hdr();
+        // Orders the store of `head` before this load (pairs with the reader's fence).
+        fence(Ordering::SeqCst);
+        hdr.reader_sleeping.load(Ordering::Relaxed) != 0
+            && hdr.reader_sleeping.swap(0, Ordering::Relaxed) != 0
     }
 
     /// Bytes written and not yet read by the peer.
@@ -467,10 +482,15 @@ impl Reader {
     /// record is already waiting.
     pub fn wait(&mut self, timeout: Duration) {
         let (word, seq) = self.data_seq();
-        if self.peek() {
-            return;
+        let hdr = self.at.hdr();
+        hdr.reader_sleeping.store(1, Ordering::Relaxed);
+        // Pairs with the writer's store of `head` and load of the flag: either it sees
+        // the flag, or this check sees its record.
+        fence(Ordering::SeqCst);
+        if !self.peek() {
+            futex_wait(word, seq, timeout);
         }
-        futex_wait(word, seq, timeout);
+        hdr.reader_sleeping.store(0, Ordering::Relaxed);
     }
 
     /// Keeps the mapping alive (for a caller that holds only this end).

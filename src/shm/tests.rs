@@ -316,6 +316,51 @@ fn oversized_records_are_refused_and_corrupt_ones_are_reported() {
 }
 
 #[test]
+fn a_sleeping_reader_is_woken_at_the_first_record_not_at_the_next_marker() {
+    let mut end = segment::create_with("hint", DOWN, UP).unwrap();
+    let strategy = super::attach(
+        std::os::fd::AsFd::as_fd(&*end.map)
+            .try_clone_to_owned()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        end.down.try_write(KIND_BUS, b"t", b"0").unwrap(),
+        "a first record"
+    );
+    assert!(!end.down.reader_sleeps(), "nobody sleeps yet");
+    let mut down = strategy.down;
+    let reader = std::thread::spawn(move || {
+        assert!(down.read().unwrap().is_some());
+        down.release();
+        let began = Instant::now();
+        // Sleeps (up to 10 s) until the writer wakes it for the next record.
+        down.wait(Duration::from_secs(10));
+        (
+            began.elapsed(),
+            down.read().unwrap().map(|r| r.payload.to_vec()),
+        )
+    });
+    let began = Instant::now();
+    // The reader says it sleeps once it has read the first record.
+    let mut asleep = false;
+    while !asleep && began.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(1));
+        asleep = end.down.unread() == 0 && end.down.reader_sleeps();
+    }
+    assert!(asleep, "the reader never said it sleeps");
+    assert!(!end.down.reader_sleeps(), "a wake is asked for once");
+    assert!(end.down.try_write(KIND_BUS, b"t", b"1").unwrap());
+    end.down.wake();
+    let (slept, next) = reader.join().unwrap();
+    assert_eq!(next.as_deref(), Some(&b"1"[..]));
+    assert!(
+        slept < Duration::from_secs(5),
+        "woken, not timed out: {slept:?}"
+    );
+}
+
+#[test]
 fn header_and_ring_layouts_match_docs_shm_md_and_the_python_client() {
     use super::ring::RingHeader;
     use super::segment::SegmentHeader;
@@ -335,5 +380,6 @@ fn header_and_ring_layouts_match_docs_shm_md_and_the_python_client() {
     assert_eq!(offset_of!(RingHeader, data_seq), 128);
     assert_eq!(offset_of!(RingHeader, space_seq), 132);
     assert_eq!(offset_of!(RingHeader, writer_waiting), 136);
+    assert_eq!(offset_of!(RingHeader, reader_sleeping), 140);
     assert_eq!(std::mem::size_of::<RingHeader>(), 256);
 }

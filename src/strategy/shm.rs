@@ -16,6 +16,7 @@ use super::Strategy;
 use super::bus::{Requests, Runner, RunnerConfig, RunnerStats};
 use crate::shm::ring::{KIND_BUS, KIND_CLOSED, KIND_GATEWAY, Writer};
 use crate::shm::segment::{Mapping, Side};
+use crate::shm::spin::Spinner;
 use crate::shutdown::Stop;
 
 /// Longest sleep before the driver checks the stop flag, the replay and the idle timeout.
@@ -92,6 +93,7 @@ pub(crate) fn run(
     let mut r = Runner::start(config, sink, strategy)?;
     let mut last_msg = Instant::now();
     let mut ended = false;
+    let mut spinner = Spinner::from_env();
     while !ended && !stop.is_set() {
         let mut n = 0u32;
         while let Some(rec) = down.read()? {
@@ -113,6 +115,9 @@ pub(crate) fn run(
         down.release();
         if n > 0 {
             last_msg = Instant::now();
+            continue;
+        }
+        if spinner.spin(|| down.peek()) {
             continue;
         }
         map.beat(Side::Strategy);

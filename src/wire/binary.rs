@@ -27,6 +27,8 @@
 //! by name. Within major 1 a later minor may set presence bits above 8 and append bytes
 //! after the symbol; this decoder skips both and counts each as an unknown field.
 
+use std::sync::Arc;
+
 use super::{PROTOCOL_VERSION, WireError};
 use crate::event::{
     Body, BookDelta, EndOfStream, Event, Fixed, Flags, Gap, GapReason, Heartbeat, Interner, Kind,
@@ -158,16 +160,24 @@ pub(super) fn encode(event: &Event, out: &mut Vec<u8>) {
         }
     };
     out.reserve(HEADER + 32 + event.venue.len() + event.symbol.len());
-    out.extend_from_slice(&[MAGIC, kind_code(event.kind()), bits, detail]);
-    out.extend_from_slice(&event.ts_event.to_le_bytes());
-    out.extend_from_slice(&event.ts_recv.to_le_bytes());
-    out.extend_from_slice(&event.pub_seq.to_le_bytes());
-    out.extend_from_slice(&event.venue_seq.unwrap_or(0).to_le_bytes());
-    out.extend_from_slice(&event.prev_venue_seq.unwrap_or(0).to_le_bytes());
+    // The fixed header in one copy (the hot path encodes every replayed event).
+    let mut h = [0u8; HEADER];
+    h[..4].copy_from_slice(&[MAGIC, kind_code(event.kind()), bits, detail]);
+    h[4..12].copy_from_slice(&event.ts_event.to_le_bytes());
+    h[12..20].copy_from_slice(&event.ts_recv.to_le_bytes());
+    h[20..28].copy_from_slice(&event.pub_seq.to_le_bytes());
+    h[28..36].copy_from_slice(&event.venue_seq.unwrap_or(0).to_le_bytes());
+    h[36..44].copy_from_slice(&event.prev_venue_seq.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&h);
     match &event.body {
         Body::Book(b) => {
-            push_fixed_pair(out, b.price, b.size);
-            out.push(b.flags.0);
+            let mut f = [0u8; 19];
+            f[..8].copy_from_slice(&b.price.mantissa.to_le_bytes());
+            f[8..16].copy_from_slice(&b.size.mantissa.to_le_bytes());
+            f[16] = b.price.scale;
+            f[17] = b.size.scale;
+            f[18] = b.flags.0;
+            out.extend_from_slice(&f);
         }
         Body::Trade(t) => {
             push_fixed_pair(out, t.price, t.size);
@@ -227,6 +237,17 @@ impl<'a> Reader<'a> {
         self.at += len;
         std::str::from_utf8(bytes)
             .map_err(|_| WireError::Payload(format!("binary payload: {what} is not UTF-8")))
+    }
+
+    /// A length-prefixed name, shared through `names` (a repeated name is neither
+    /// UTF-8-checked nor hashed again).
+    fn name(&mut self, what: &str, names: &mut Interner) -> Result<Arc<str>, WireError> {
+        let len = u16::from_le_bytes(self.take()?) as usize;
+        let bytes = self.bytes.get(self.at..self.at + len).ok_or_else(short)?;
+        self.at += len;
+        names
+            .intern_utf8(bytes)
+            .ok_or_else(|| WireError::Payload(format!("binary payload: {what} is not UTF-8")))
     }
 
     fn fixed_pair(&mut self) -> Result<(Fixed, Fixed), WireError> {
@@ -316,8 +337,8 @@ pub(super) fn decode(payload: &[u8], names: &mut Interner) -> Result<Event, Wire
         }
         other => return Err(WireError::Payload(format!("unknown kind code {other}"))),
     };
-    let venue = names.intern(r.str("venue")?);
-    let symbol = names.intern(r.str("symbol")?);
+    let venue = r.name("venue", names)?;
+    let symbol = r.name("symbol", names)?;
     // A later minor version's additions: skipped, counted.
     if bits & !KNOWN_BITS != 0 {
         names.note_unknown_fields(1, "binary presence bits above 8");

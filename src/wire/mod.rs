@@ -171,7 +171,7 @@ pub fn decode(payload: &[u8], names: &mut Interner) -> Result<Event, WireError> 
         }
         _ => json::decode(payload, names)?,
     };
-    event.validate()?;
+    names.validate(&event)?;
     Ok(event)
 }
 
