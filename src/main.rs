@@ -1165,11 +1165,12 @@ fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -> Re
         println!("{}", serde_json::to_string_pretty(stats)?);
     }
     eprintln!(
-        "replay: {} events ({} gaps) in {:.2}s = {:.0} events/s; subscriber stalls {} ({:.2}s)",
+        "replay: {} events ({} gaps) in {:.2}s = {:.0} events/s ({:.2}s with the close); subscriber stalls {} ({:.2}s)",
         stats.events,
         stats.gaps,
+        stats.stream_secs,
+        stats.events as f64 / stats.stream_secs.max(1e-9),
         stats.elapsed_secs,
-        stats.events as f64 / stats.elapsed_secs.max(1e-9),
         stats.stalls,
         stats.stalled_secs
     );

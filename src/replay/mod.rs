@@ -135,7 +135,11 @@ pub struct ReplayStats {
     pub events: u64,
     /// Gap events among them.
     pub gaps: u64,
-    /// Wall seconds from first event to end.
+    /// Wall seconds from the first event to the end of the stream sent: the replay's own
+    /// time, which its events/s divide by.
+    pub stream_secs: f64,
+    /// Wall seconds from the first event to the end of the run: `stream_secs`, then the
+    /// last requests answered (lockstep) and the subscribers drained.
     pub elapsed_secs: f64,
     /// First and last `ts_recv` replayed.
     pub time_range: Option<(UnixNanos, UnixNanos)>,
@@ -493,12 +497,15 @@ fn finish(
     link.bus.send(&eos)?;
     link.bus.wake();
     link.bus.ending();
+    link.stats.stream_secs = started.elapsed().as_secs_f64();
     if link.gateway.is_some() {
-        // Answer last requests (e.g. a final position query) for a moment.
+        // Answer last requests (e.g. a final position query) for a moment, or until
+        // every shared-memory strategy has closed its side (over ZeroMQ nobody says so).
         let until = Instant::now() + Duration::from_millis(200);
-        while Instant::now() < until {
+        while Instant::now() < until && !link.bus.shm().is_some_and(|h| h.borrow().all_closed()) {
             link.pump(last_ts, Duration::from_millis(20))?;
         }
+        link.pump(last_ts, Duration::ZERO)?;
     }
     let Link {
         bus,
@@ -643,6 +650,8 @@ pub fn run_nats(
     // Every event acknowledged by the stream before the replay says it is done.
     let published = publisher.close()?;
     stats.elapsed_secs = started.elapsed().as_secs_f64();
+    // Into JetStream, the stream ends when the broker has acknowledged all of it.
+    stats.stream_secs = stats.elapsed_secs;
     stats.lateness = pacer.lateness();
     stats.pacing = pacer.report().map(Box::new);
     stats.cpu_secs = (pacing::process_cpu().saturating_sub(cpu_started)).as_secs_f64();

@@ -290,6 +290,17 @@ impl Hub {
         self.check_peers()
     }
 
+    /// True when every strategy has closed its side in order, or is gone: nobody will
+    /// send another request.
+    pub fn all_closed(&self) -> bool {
+        self.peers.iter().all(|p| {
+            p.end.map.closed(Side::Strategy) || {
+                let (pid, alive) = p.end.map.peer(Side::Strategy);
+                pid != 0 && !alive
+            }
+        })
+    }
+
     /// Tells every strategy the replay closed in order (after the end of the stream).
     pub fn close(&mut self) {
         for i in 0..self.peers.len() {
