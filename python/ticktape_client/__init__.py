@@ -153,13 +153,16 @@ class Event(dict):
     arrival. Any other access (another key, `in`, iteration, `len`, `items()`, `==`,
     `repr`, `json.dumps`, `dict(ev)`, `copy`, pickling, assignment) first fills the dict
     with every key, in the order `decode_payload` gives them; from then on it is a plain
-    dict. Made by the client only.
+    dict. Made by the client; one made by hand (`Event(...)`) is a plain dict.
     """
 
     __slots__ = ("_h", "_vs", "_p", "_c")
 
     def _fill(self):
-        h = self._h
+        try:
+            h = self._h
+        except AttributeError:  # made by hand: nothing to decode
+            return
         if h is None:
             return
         self._h = None
@@ -185,7 +188,10 @@ class Event(dict):
         dict.update(self, msg)
 
     def __missing__(self, key):
-        h = self._h
+        try:
+            h = self._h
+        except AttributeError:
+            h = None
         if h is None:
             raise KeyError(key)
         if key == "venue":
@@ -200,7 +206,11 @@ class Event(dict):
         return dict.__getitem__(self, key)
 
     def get(self, key, default=None):
-        if self._h is not None:
+        try:
+            h = self._h
+        except AttributeError:
+            h = None
+        if h is not None:
             if key == "kind":
                 return dict.__getitem__(self, "kind")
             if key == "venue":
@@ -208,14 +218,13 @@ class Event(dict):
             if key == "symbol":
                 return self._vs[1]
             if key == "ts_recv":
-                return self._h[5]
+                return h[5]
             self._fill()
         return dict.get(self, key, default)
 
     def __eq__(self, other):
-        if self._h is not None:
-            self._fill()
-        if isinstance(other, Event) and other._h is not None:
+        self._fill()
+        if isinstance(other, Event):
             other._fill()
         return dict.__eq__(self, other)
 
@@ -225,17 +234,30 @@ class Event(dict):
 
     __hash__ = None
 
+    def __reduce_ex__(self, protocol):
+        # Copies and pickles are of the filled event (a plain dict's items).
+        self._fill()
+        return (_filled_event, (dict(self),))
+
+    def __reduce__(self):
+        return self.__reduce_ex__(2)
+
     @classmethod
     def fromkeys(cls, iterable, value=None):
         return dict.fromkeys(iterable, value)
+
+
+def _filled_event(items):
+    ev = Event(items)
+    ev._h = None
+    return ev
 
 
 def _filling(name):
     method = getattr(dict, name)
 
     def filled(self, *args, **kwargs):
-        if self._h is not None:
-            self._fill()
+        self._fill()
         return method(self, *args, **kwargs)
 
     filled.__name__ = filled.__qualname__ = name
@@ -245,8 +267,7 @@ def _filling(name):
 
 for _name in ("__contains__", "__iter__", "__reversed__", "__len__", "__repr__", "keys",
               "values", "items", "__setitem__", "__delitem__", "pop", "popitem", "setdefault",
-              "update", "clear", "copy", "__or__", "__ror__", "__ior__", "__reduce__",
-              "__reduce_ex__", "__sizeof__", "__getstate__"):
+              "update", "clear", "copy", "__or__", "__ror__", "__ior__", "__sizeof__"):
     if hasattr(dict, _name):
         setattr(Event, _name, _filling(_name))
 del _name
