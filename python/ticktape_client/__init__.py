@@ -36,7 +36,7 @@ from decimal import Decimal
 # transport needs none, and a strategy over it starts without the import's time).
 zmq = None
 
-from ._shm import ShmLink
+from ._shm import _RECORD, _WRAP, ShmLink
 
 __version__ = "0.1.0"  # the package version (python/pyproject.toml reads it)
 
@@ -45,8 +45,10 @@ SNAPSHOT, LAST = 1, 2
 _KINDS = {1: "book", 2: "trade", 3: "gap", 4: "hb", 5: "eos"}
 _REASONS = {1: "publisher_seq", 2: "venue_seq", 3: "silence", 4: "resync"}
 _HEADER = struct.Struct("<4BqqQQQ")  # magic, kind, presence bits, side/reason, ts.., seqs
-# The header and a book's or trade's fixed fields (price, size, their scales) in one go.
+# The header and a trade's fixed fields (price, size, their scales) in one go; a book's,
+# with its flags.
 _MARKET = struct.Struct("<4BqqQQQqqBB")
+_BOOK = struct.Struct("<4BqqQQQqqBBB")
 _PRICE_SIZE = struct.Struct("<qqBB")
 _U8, _U16, _U64 = struct.Struct("<B"), struct.Struct("<H"), struct.Struct("<Q")
 _HB = struct.Struct("<QI")
@@ -167,7 +169,7 @@ class Event(dict):
             return
         self._h = None
         _, kind, bits, detail, ts_event, ts_recv, pub_seq, venue_seq, prev_seq, \
-            price, size, price_scale, size_scale = h
+            price, size, price_scale, size_scale = h[:13]
         venue, symbol = self._vs
         msg = {"venue": venue, "symbol": symbol, "ts_event": ts_event, "ts_recv": ts_recv}
         if bits & 1:
@@ -179,7 +181,7 @@ class Event(dict):
         msg["price"] = _decimal(price, price_scale)
         msg["size"] = _decimal(size, size_scale)
         if kind == 1:
-            msg["flags"] = self._p[62]
+            msg["flags"] = h[13]
             if self._c is not None:
                 msg["consistent"] = self._c
         else:
@@ -515,6 +517,9 @@ class Client:
         self.replies = []
         self._next_id = 0
         self._names = {}  # the bytes after a binary event's fixed fields -> (venue, symbol)
+        # Keep each binary event's payload in `Event._p` (tests compare it with the
+        # eager decoding; trades keep theirs anyway).
+        self._keep_payloads = False
 
     def _send(self, obj):
         """Sends one gateway request (a dict) on whichever transport this client uses."""
@@ -542,8 +547,8 @@ class Client:
     def _binary(self, payload):
         """A binary book or trade payload (checked by the caller): updates the book and the
         clock, returns its lazy `Event`."""
-        h = _MARKET.unpack_from(payload)
-        if h[1] == 1:
+        if payload[1] == 1:
+            h = _BOOK.unpack_from(payload)
             vs = self._names.get(payload[63:])
             if vs is None:
                 vs = self._venue_symbol(payload[63:])
@@ -551,8 +556,9 @@ class Client:
             book = self.books.get(vs)
             if book is None:
                 book = self.books[vs] = Book()
-            ev._c = book._update(h[3] == 66, h[9], h[11], h[10], h[12], payload[62])
+            ev._c = book._update(h[3] == 66, h[9], h[11], h[10], h[12], h[13])
         else:
+            h = _MARKET.unpack_from(payload)
             tail = payload[64 + _U16.unpack_from(payload, 62)[0]:]
             vs = self._names.get(tail)
             if vs is None:
@@ -630,62 +636,89 @@ class Client:
 
     def _shm_events(self, stop_on_live_eos):
         """`events()` over shared memory: the down ring holds bus messages and gateway
-        replies in one order. A binary book event, the bulk of the stream, is handled
-        here inline (what `_binary` does, with the book's common case of `_update`)."""
+        replies in one order. Records are read in place (docs/SHM.md, "Records"); a
+        binary book event, the bulk of the stream, is decoded straight from the mapping
+        (what `_binary` does, with the common case of `Book._update` inline), anything else
+        is copied out and handled as over zmq. The space read goes back to the replay
+        before each step's ack, after at most a quarter ring, and before sleeping."""
         link = self._shm
         try:
             bus, gateway, closed = ShmLink.BUS, ShmLink.GATEWAY, ShmLink.CLOSED
             topics = self._topics
             every_topic = b"" in topics
             message, books, names = self._message, self.books, self._names
-            unpack, kind_book = _MARKET.unpack_from, _KIND_BOOK
+            unpack_record, unpack_book = _RECORD.unpack_from, _BOOK.unpack_from
+            kind_book, magic, wrap = _KIND_BOOK, _MAGIC, _WRAP
+            mm, q = link.mm, link.q
+            _, cap, data = link.down
+            mask, largest, head_i = cap - 1, cap // 4, link._down_head_i
+            tail = link.tail
+            keep = self._keep_payloads
             while True:
-                records = link.records()
-                if not records:
+                link.release(tail)
+                head = q[head_i]
+                if head == tail:
                     link.wait()
                     continue
-                for kind, topic, payload in records:
+                # Cursors only grow: read up to the head seen, at most a quarter ring's
+                # bytes before giving the space back.
+                stop = min(head, tail + largest)
+                while tail < stop:
+                    pos = tail & mask
+                    length, kind, topic_len = unpack_record(mm, data + pos)
+                    if length == wrap:
+                        tail += cap - pos
+                        continue
+                    if length + 8 > largest or topic_len > length:
+                        raise RuntimeError(f"corrupt shared-memory ring at byte {tail}")
+                    at = data + pos + 8 + topic_len  # the payload
+                    end = data + pos + 8 + length
+                    tail += (length + 15) & ~7
+                    if kind == bus and every_topic and mm[at] == magic and mm[at + 1] == 1 \
+                            and end - at >= 63:
+                        # A binary book event.
+                        h = unpack_book(mm, at)
+                        key = mm[at + 63:end]
+                        vs = names.get(key)
+                        if vs is None:
+                            vs = self._venue_symbol(key)
+                        book = books.get(vs)
+                        if book is None:
+                            book = books[vs] = Book()
+                        flags = h[13]
+                        if not flags & SNAPSHOT and h[11] == book._ps and h[12] == book._ss:
+                            book._in_snapshot = False
+                            side = book._b if h[3] == 66 else book._a
+                            if h[10]:
+                                side[h[9]] = h[10]
+                            else:
+                                side.pop(h[9], None)
+                            consistent = bool(flags & LAST)
+                        else:
+                            consistent = book._update(h[3] == 66, h[9], h[11], h[10], h[12],
+                                                      flags)
+                        ev = Event(kind_book)
+                        ev._h, ev._vs, ev._c = h, vs, consistent
+                        if keep:
+                            ev._p = mm[at:end]
+                        if h[5] > self.now:
+                            self.now = h[5]
+                        yield ev
+                        continue
                     if kind == bus:
+                        topic = mm[at - topic_len:at]
                         if not every_topic and not topic.startswith(topics):
                             continue
-                        if payload and payload[0] == _MAGIC:
-                            if payload[1] == 1:  # book
-                                h = unpack(payload)
-                                vs = names.get(payload[63:])
-                                if vs is None:
-                                    vs = self._venue_symbol(payload[63:])
-                                book = books.get(vs)
-                                if book is None:
-                                    book = books[vs] = Book()
-                                flags = payload[62]
-                                if not flags & SNAPSHOT and h[11] == book._ps \
-                                        and h[12] == book._ss:
-                                    book._in_snapshot = False
-                                    side = book._b if h[3] == 66 else book._a
-                                    if h[10]:
-                                        side[h[9]] = h[10]
-                                    else:
-                                        side.pop(h[9], None)
-                                    consistent = bool(flags & LAST)
-                                else:
-                                    consistent = book._update(h[3] == 66, h[9], h[11], h[10],
-                                                              h[12], flags)
-                                ev = Event(kind_book)
-                                ev._h, ev._vs, ev._p, ev._c = h, vs, payload, consistent
-                                if h[5] > self.now:
-                                    self.now = h[5]
-                                yield ev
-                                continue
-                            if payload[1] == 2:  # trade
-                                yield self._binary(payload)
-                                continue
+                        payload = mm[at:end]
+                        if topic == b"step":
+                            link.release(tail)  # the replay writes on after the ack
                         msg, ended = message(topic, payload, stop_on_live_eos)
                         if ended:
                             return
                         if msg is not None:
                             yield msg
                     elif kind == gateway:
-                        self.replies.append(json.loads(payload))
+                        self.replies.append(json.loads(mm[at:end]))
                     elif kind == closed:
                         return
         finally:

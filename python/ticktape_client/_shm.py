@@ -143,13 +143,21 @@ class ShmLink:
             append((kind, mm[body:split], mm[split:body + length]))
             tail += (length + 15) & ~7
             n += 1
+        self.release(tail)
+        return out
+
+    def release(self, tail):
+        """Gives the down ring's space up to `tail` (every record before it was read) back
+        to the replay, waking it if it waits for space."""
+        if tail == self.tail:
+            return
+        off = self.down[0]
         self.tail = tail
         self.q[(off + _TAIL) // 8] = tail
         if self.w[(off + _WRITER_WAITING) // 4]:
             i = (off + _SPACE_SEQ) // 4
             self.w[i] = (self.w[i] + 1) & 0xFFFFFFFF
             self._futex(self._down_space_seq, _FUTEX_WAKE, 1)
-        return out
 
     def wait(self):
         """Sleeps until the replay wakes us or 100 ms pass; raises if the replay died."""

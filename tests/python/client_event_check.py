@@ -228,6 +228,7 @@ def main():
     ap.add_argument("--lockstep", action="store_true")
     a = ap.parse_args()
     client = Client(a.name, a.bus, a.gateway, lockstep=a.lockstep)
+    client._keep_payloads = True  # each event's bytes, to decode the old way
     books, counts, prev = {}, {"checked": 0, "lazy": 0, "book": 0, "trade": 0,
                                 "book_checks": 0}, None
     for ev in client.events():
