@@ -150,9 +150,9 @@ class Event(dict):
     """A binary book or trade event, as the `dict` `decode_payload` gives (plus
     `consistent` on a book event), decoded only as far as it is read.
 
-    Until then the dict holds only `kind`; `ev["kind"]`, `ev.get("kind")` and the
-    `venue`, `symbol`, `ts_event`, `ts_recv` keys are answered from the header decoded on
-    arrival. Any other access (another key, `in`, iteration, `len`, `items()`, `==`,
+    Until then the dict holds only `kind`; `ev["kind"]`, `ev.get("kind")` and
+    `ev["venue"]`, `["symbol"]`, `["ts_event"]`, `["ts_recv"]`, `["price"]`, `["size"]` are
+    answered from the fields decoded on arrival. Any other access (another key, `in`, iteration, `len`, `items()`, `==`,
     `repr`, `json.dumps`, `dict(ev)`, `copy`, pickling, assignment) first fills the dict
     with every key, in the order `decode_payload` gives them; from then on it is a plain
     dict. Made by the client; one made by hand (`Event(...)`) is a plain dict.
@@ -204,6 +204,10 @@ class Event(dict):
             return h[5]
         if key == "ts_event":
             return h[4]
+        if key == "price":
+            return _decimal(h[9], h[11])
+        if key == "size":
+            return _decimal(h[10], h[12])
         self._fill()
         return dict.__getitem__(self, key)
 

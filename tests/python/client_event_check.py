@@ -176,7 +176,7 @@ def touch(i, ev, ref, prev):
     if op == 19:
         # The keys answered from the header leave the event undecoded.
         ok = all(same(ev[k], ref[k]) for k in ("kind", "venue", "symbol", "ts_recv",
-                                               "ts_event")) and \
+                                               "ts_event", "price", "size")) and \
             all(same(ev.get(k), ref.get(k)) for k in ("kind", "venue", "symbol", "ts_recv"))
         return ok and (not isinstance(ev, Event) or ev._h is not None)
     if op == 20:
