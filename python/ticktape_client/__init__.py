@@ -682,6 +682,8 @@ class Client:
                             and end - at >= 63:
                         # A binary book event.
                         h = unpack_book(mm, at)
+                        _, _, _, side, _, ts_recv, _, _, _, price, size, price_scale, \
+                            size_scale, flags = h
                         key = mm[at + 63:end]
                         vs = names.get(key)
                         if vs is None:
@@ -689,24 +691,24 @@ class Client:
                         book = books.get(vs)
                         if book is None:
                             book = books[vs] = Book()
-                        flags = h[13]
-                        if not flags & SNAPSHOT and h[11] == book._ps and h[12] == book._ss:
+                        if not flags & SNAPSHOT and price_scale == book._ps \
+                                and size_scale == book._ss:
                             book._in_snapshot = False
-                            side = book._b if h[3] == 66 else book._a
-                            if h[10]:
-                                side[h[9]] = h[10]
+                            levels = book._b if side == 66 else book._a
+                            if size:
+                                levels[price] = size
                             else:
-                                side.pop(h[9], None)
-                            consistent = bool(flags & LAST)
+                                levels.pop(price, None)
+                            consistent = (flags & LAST) != 0
                         else:
-                            consistent = book._update(h[3] == 66, h[9], h[11], h[10], h[12],
-                                                      flags)
+                            consistent = book._update(side == 66, price, price_scale, size,
+                                                      size_scale, flags)
                         ev = Event(kind_book)
                         ev._h, ev._vs, ev._c = h, vs, consistent
                         if keep:
                             ev._p = mm[at:end]
-                        if h[5] > self.now:
-                            self.now = h[5]
+                        if ts_recv > self.now:
+                            self.now = ts_recv
                         yield ev
                         continue
                     if kind == bus:
