@@ -20,11 +20,12 @@ segment the process inherited on descriptor N, and `shm:/proc/PID/fd/N` one that
 `ticktape replay --transport shm` printed (docs/SHM.md; Linux x86-64). Strategy code is
 the same either way: `Client(name, "shm:fd=3", "shm:fd=3", lockstep=True)`.
 
-Speed: a binary-encoded market event is yielded as an `Event`, a `dict` subclass that
-decodes its fields only when the strategy reads them (`ev["kind"]` and `ev.get("kind")`
-cost nothing; the first read of any other key, iteration, `len`, `==`, `json.dumps`,
-`dict(ev)` etc. fills it with exactly the keys and decimal strings `decode_payload`
-gives). Books keep integer mantissas and give `Decimal`s on access.
+Speed: a binary-encoded book or trade event is yielded as an `Event`, a `dict` subclass
+that decodes its fields only when the strategy reads them (`kind`, `venue`, `symbol`,
+`ts_event`, `ts_recv`, `price`, `size` come from the fixed fields unpacked on arrival;
+any other key, iteration, `len`, `==`, `json.dumps`, `dict(ev)` etc. fills it with
+exactly the keys and decimal strings `decode_payload` gives). Books keep integer
+mantissas and give `Decimal`s on access.
 """
 import json
 import os
@@ -151,11 +152,12 @@ class Event(dict):
     `consistent` on a book event), decoded only as far as it is read.
 
     Until then the dict holds only `kind`; `ev["kind"]`, `ev.get("kind")` and
-    `ev["venue"]`, `["symbol"]`, `["ts_event"]`, `["ts_recv"]`, `["price"]`, `["size"]` are
-    answered from the fields decoded on arrival. Any other access (another key, `in`, iteration, `len`, `items()`, `==`,
-    `repr`, `json.dumps`, `dict(ev)`, `copy`, pickling, assignment) first fills the dict
-    with every key, in the order `decode_payload` gives them; from then on it is a plain
-    dict. Made by the client; one made by hand (`Event(...)`) is a plain dict.
+    `ev["venue"]`, `["symbol"]`, `["ts_event"]`, `["ts_recv"]`, `["price"]`, `["size"]`
+    are answered from the fields decoded on arrival. Any other access (another key, `in`,
+    iteration, `len`, `items()`, `==`, `repr`, `json.dumps`, `dict(ev)`, `copy`,
+    pickling, assignment) first fills the dict with every key, in the order
+    `decode_payload` gives them; from then on it is a plain dict. Made by the client; one
+    made by hand (`Event(...)`) is a plain dict.
     """
 
     __slots__ = ("_h", "_vs", "_p", "_c")
@@ -370,8 +372,10 @@ class _Levels(MutableMapping):
 
 class Book:
     """Price levels of one instrument, per side: `bids` and `asks` map Decimal price ->
-    Decimal size (exact; kept as integer mantissas at one scale per book, Decimals made on
-    access), `best_bid()` / `best_ask()` the best prices."""
+    Decimal size, exact, `best_bid()` / `best_ask()` the best prices. Levels are kept as
+    integer mantissas at one scale per book (the finest seen, so the Decimals show that
+    many places); `bids`/`asks` are mutable mapping views that make Decimals on access
+    and take a price as Decimal, str or int (`dict(book.bids)` is a plain dict)."""
 
     def __init__(self):
         self._b, self._a = {}, {}  # price mantissa -> size mantissa
