@@ -39,7 +39,7 @@ def main():
     size, prices, last_order, events = Decimal(a.size), deque(maxlen=a.window), -10**30, 0
     for ev in client.events(stop_on_live_eos=a.exit_on_eos):
         events += 1
-        if ev.get("kind") != "trade" or ev["venue"] != a.venue or ev["symbol"] != a.symbol:
+        if ev["kind"] != "trade" or ev["venue"] != a.venue or ev["symbol"] != a.symbol:
             continue
         price = Decimal(ev["price"])
         prices.append(price)

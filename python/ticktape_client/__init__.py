@@ -19,18 +19,25 @@ Transports: `tcp://` and `ipc://` endpoints use pyzmq (the live interface, any m
 segment the process inherited on descriptor N, and `shm:/proc/PID/fd/N` one that
 `ticktape replay --transport shm` printed (docs/SHM.md; Linux x86-64). Strategy code is
 the same either way: `Client(name, "shm:fd=3", "shm:fd=3", lockstep=True)`.
+
+Speed: a binary-encoded book or trade event is yielded as an `Event`, a `dict` subclass
+that decodes its fields only when the strategy reads them (`kind`, `venue`, `symbol`,
+`ts_event`, `ts_recv`, `price`, `size` come from the fixed fields unpacked on arrival;
+any other key, iteration, `len`, `==`, `json.dumps`, `dict(ev)` etc. fills it with
+exactly the keys and decimal strings `decode_payload` gives). Books keep integer
+mantissas and give `Decimal`s on access.
 """
 import json
 import os
 import struct
+from collections.abc import MutableMapping
 from decimal import Decimal
 
-try:
-    import zmq
-except ImportError:  # only the shared-memory transport is usable without pyzmq
-    zmq = None
+# pyzmq, imported by the first client on a tcp:// or ipc:// endpoint (the shared-memory
+# transport needs none, and a strategy over it starts without the import's time).
+zmq = None
 
-from ._shm import ShmLink
+from ._shm import _RECORD, _WRAP, ShmLink
 
 __version__ = "0.1.0"  # the package version (python/pyproject.toml reads it)
 
@@ -39,15 +46,33 @@ SNAPSHOT, LAST = 1, 2
 _KINDS = {1: "book", 2: "trade", 3: "gap", 4: "hb", 5: "eos"}
 _REASONS = {1: "publisher_seq", 2: "venue_seq", 3: "silence", 4: "resync"}
 _HEADER = struct.Struct("<4BqqQQQ")  # magic, kind, presence bits, side/reason, ts.., seqs
+# The header and a trade's fixed fields (price, size, their scales) in one go; a book's,
+# with its flags.
+_MARKET = struct.Struct("<4BqqQQQqqBB")
+_BOOK = struct.Struct("<4BqqQQQqqBBB")
+_PRICE_SIZE = struct.Struct("<qqBB")
+_U8, _U16, _U64 = struct.Struct("<B"), struct.Struct("<H"), struct.Struct("<Q")
+_HB = struct.Struct("<QI")
 PROTOCOL = 1  # the major version this helper speaks (docs/PROTOCOL.md, "Compatibility")
 _MAGIC = 0xB6 + PROTOCOL  # a binary payload's first byte is 0xB6 + its major version
+_POW10 = tuple(10 ** i for i in range(64))
 
 
 def _decimal(mantissa, scale):
     """Exact decimal string of mantissa / 10**scale, trailing zeros kept."""
-    digits = str(abs(mantissa)).rjust(scale + 1, "0")
-    text = f"{digits[:-scale]}.{digits[-scale:]}" if scale else digits
-    return "-" + text if mantissa < 0 else text
+    if not scale:
+        return str(mantissa)
+    if mantissa < 0:
+        return "-" + _decimal(-mantissa, scale)
+    q, r = divmod(mantissa, _POW10[scale] if scale < 64 else 10 ** scale)
+    return "%d.%0*d" % (q, scale, r)
+
+
+def _text(payload, at):
+    """A u16-length string at `at`: (str, offset after it)."""
+    (n,) = _U16.unpack_from(payload, at)
+    at += 2
+    return payload[at:at + n].decode(), at + n
 
 
 def decode_payload(payload: bytes) -> dict:
@@ -68,48 +93,49 @@ def decode_payload(payload: bytes) -> dict:
             raise ValueError(f"payload of protocol version {msg['protocol']}, "
                              f"this helper speaks version {PROTOCOL}")
         return msg
+    return _decode_binary(payload)
+
+
+def _decode_binary(payload):
+    """`decode_payload` of a binary payload (first byte checked by the caller)."""
     _, kind, bits, detail, ts_event, ts_recv, pub_seq, venue_seq, prev_seq = (
         _HEADER.unpack_from(payload))
-    at = _HEADER.size
-
-    def take(fmt):
-        nonlocal at
-        values = struct.unpack_from(fmt, payload, at)
-        at += struct.calcsize(fmt)
-        return values
-
-    def text():
-        nonlocal at
-        (n,) = take("<H")
-        at += n
-        return payload[at - n:at].decode()
-
+    at = 44
     kind = _KINDS[kind]
-    if kind in ("book", "trade"):
-        price, size, price_scale, size_scale = take("<qqBB")
+    if kind == "book" or kind == "trade":
+        price, size, price_scale, size_scale = _PRICE_SIZE.unpack_from(payload, at)
+        at += 18
         body = {"side": chr(detail), "price": _decimal(price, price_scale),
                 "size": _decimal(size, size_scale)}
         if kind == "book":
-            body["flags"] = take("<B")[0]
+            body["flags"] = payload[at]
+            at += 1
         else:
-            body["trade_id"] = text()
+            body["trade_id"], at = _text(payload, at)
     elif kind == "gap":
-        (missing,) = take("<Q")
+        (missing,) = _U64.unpack_from(payload, at)
+        at += 8
         body = {"reason": _REASONS[detail]}
         if bits & 4:
             body["missing"] = missing
-        body["publisher"] = text()
+        body["publisher"], at = _text(payload, at)
     elif kind == "hb":
-        interval_ms, protocol = take("<QI")
+        interval_ms, protocol = _HB.unpack_from(payload, at)
+        at += 12
         if protocol != PROTOCOL:
             raise ValueError(f"heartbeat of protocol version {protocol}, "
                              f"this helper speaks version {PROTOCOL}")
-        body = {"publisher": text(), "interval_ms": interval_ms, "replay": bool(bits & 8),
+        publisher, at = _text(payload, at)
+        body = {"publisher": publisher, "interval_ms": interval_ms, "replay": bool(bits & 8),
                 "protocol": protocol}
     else:
-        (events,) = take("<Q")
-        body = {"publisher": text(), "replay": bool(bits & 8), "events": events}
-    msg = {"kind": kind, "venue": text(), "symbol": text(), "ts_event": ts_event,
+        (events,) = _U64.unpack_from(payload, at)
+        at += 8
+        publisher, at = _text(payload, at)
+        body = {"publisher": publisher, "replay": bool(bits & 8), "events": events}
+    venue, at = _text(payload, at)
+    symbol, at = _text(payload, at)
+    msg = {"kind": kind, "venue": venue, "symbol": symbol, "ts_event": ts_event,
            "ts_recv": ts_recv}
     # Bytes after the symbol are a later minor version's fields: ignored.
     if bits & 1:
@@ -121,32 +147,338 @@ def decode_payload(payload: bytes) -> dict:
     return msg
 
 
+class Event(dict):
+    """A binary book or trade event, as the `dict` `decode_payload` gives (plus
+    `consistent` on a book event), decoded only as far as it is read.
+
+    Until then the dict holds only `kind`; `ev["kind"]`, `ev.get("kind")` and
+    `ev["venue"]`, `["symbol"]`, `["ts_event"]`, `["ts_recv"]`, `["price"]`, `["size"]`
+    are answered from the fields decoded on arrival. Any other access (another key, `in`,
+    iteration, `len`, `items()`, `==`, `repr`, `json.dumps`, `dict(ev)`, `copy`,
+    pickling, assignment) first fills the dict with every key, in the order
+    `decode_payload` gives them; from then on it is a plain dict. Made by the client; one
+    made by hand (`Event(...)`) is a plain dict.
+    """
+
+    __slots__ = ("_h", "_vs", "_p", "_c")
+
+    def _fill(self):
+        try:
+            h = self._h
+        except AttributeError:  # made by hand: nothing to decode
+            return
+        if h is None:
+            return
+        self._h = None
+        _, kind, bits, detail, ts_event, ts_recv, pub_seq, venue_seq, prev_seq, \
+            price, size, price_scale, size_scale = h[:13]
+        venue, symbol = self._vs
+        msg = {"venue": venue, "symbol": symbol, "ts_event": ts_event, "ts_recv": ts_recv}
+        if bits & 1:
+            msg["venue_seq"] = venue_seq
+        if bits & 2:
+            msg["prev_venue_seq"] = prev_seq
+        msg["pub_seq"] = pub_seq
+        msg["side"] = chr(detail)
+        msg["price"] = _decimal(price, price_scale)
+        msg["size"] = _decimal(size, size_scale)
+        if kind == 1:
+            msg["flags"] = h[13]
+            if self._c is not None:
+                msg["consistent"] = self._c
+        else:
+            msg["trade_id"] = _text(self._p, 62)[0]
+        self._p = None
+        dict.update(self, msg)
+
+    def __missing__(self, key):
+        try:
+            h = self._h
+        except AttributeError:
+            h = None
+        if h is None:
+            raise KeyError(key)
+        if key == "venue":
+            return self._vs[0]
+        if key == "symbol":
+            return self._vs[1]
+        if key == "ts_recv":
+            return h[5]
+        if key == "ts_event":
+            return h[4]
+        if key == "price":
+            return _decimal(h[9], h[11])
+        if key == "size":
+            return _decimal(h[10], h[12])
+        self._fill()
+        return dict.__getitem__(self, key)
+
+    def get(self, key, default=None):
+        try:
+            h = self._h
+        except AttributeError:
+            h = None
+        if h is not None:
+            if key == "kind":
+                return dict.__getitem__(self, "kind")
+            if key == "venue":
+                return self._vs[0]
+            if key == "symbol":
+                return self._vs[1]
+            if key == "ts_recv":
+                return h[5]
+            self._fill()
+        return dict.get(self, key, default)
+
+    def __eq__(self, other):
+        self._fill()
+        if isinstance(other, Event):
+            other._fill()
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    __hash__ = None
+
+    def __reduce_ex__(self, protocol):
+        # Copies and pickles are of the filled event (a plain dict's items).
+        self._fill()
+        return (_filled_event, (dict(self),))
+
+    def __reduce__(self):
+        return self.__reduce_ex__(2)
+
+    @classmethod
+    def fromkeys(cls, iterable, value=None):
+        return dict.fromkeys(iterable, value)
+
+
+def _filled_event(items):
+    ev = Event(items)
+    ev._h = None
+    return ev
+
+
+def _filling(name):
+    method = getattr(dict, name)
+
+    def filled(self, *args, **kwargs):
+        self._fill()
+        return method(self, *args, **kwargs)
+
+    filled.__name__ = filled.__qualname__ = name
+    filled.__doc__ = method.__doc__
+    return filled
+
+
+for _name in ("__contains__", "__iter__", "__reversed__", "__len__", "__repr__", "keys",
+              "values", "items", "__setitem__", "__delitem__", "pop", "popitem", "setdefault",
+              "update", "clear", "copy", "__or__", "__ror__", "__ior__", "__sizeof__"):
+    if hasattr(dict, _name):
+        setattr(Event, _name, _filling(_name))
+del _name
+
+
+def _mantissa(value):
+    """(mantissa, scale) of a decimal string (or Decimal, int): exact."""
+    if isinstance(value, str) and "e" not in value and "E" not in value:
+        whole, _, frac = value.partition(".")
+        try:
+            return int(whole + frac), len(frac)
+        except ValueError:
+            pass
+    sign, digits, exp = Decimal(value).as_tuple()
+    if not isinstance(exp, int):
+        raise ValueError(f"not a finite decimal: {value!r}")
+    m = int("".join(map(str, digits)) or "0")
+    if sign:
+        m = -m
+    return (m * 10 ** exp, 0) if exp > 0 else (m, -exp)
+
+
+class _Levels(MutableMapping):
+    """One side of a `Book`: Decimal price -> Decimal size, exact (a view of the
+    book's integer levels; Decimals are made on access)."""
+
+    __slots__ = ("_book", "_bid")
+
+    def __init__(self, book, bid):
+        self._book, self._bid = book, bid
+
+    def _side(self):
+        return self._book._b if self._bid else self._book._a
+
+    def _key(self, price):
+        book = self._book
+        m, s = _mantissa(price)
+        ps = book._ps
+        if ps is None:
+            return None  # no level was ever set
+        if s > ps:
+            f = 10 ** (s - ps)
+            return None if m % f else m // f  # finer than the book's scale: not a level
+        return m * 10 ** (ps - s)
+
+    def __getitem__(self, price):
+        m = self._key(price)
+        side = self._side()
+        if m is None or m not in side:
+            raise KeyError(price)
+        return self._book._size(side[m])
+
+    def __contains__(self, price):
+        try:
+            m = self._key(price)
+        except (ValueError, ArithmeticError, TypeError):
+            return False
+        return m is not None and m in self._side()
+
+    def __iter__(self):
+        price = self._book._price
+        return iter([price(m) for m in self._side()])
+
+    def __len__(self):
+        return len(self._side())
+
+    def __setitem__(self, price, size):
+        book = self._book
+        m, s = _mantissa(price)
+        sm, ss = _mantissa(size)
+        book._set(self._bid, m, s, sm, ss)
+
+    def __delitem__(self, price):
+        m = self._key(price)
+        side = self._side()
+        if m is None or m not in side:
+            raise KeyError(price)
+        del side[m]
+
+    def clear(self):
+        self._side().clear()
+
+    def items(self):
+        price, size = self._book._price, self._book._size
+        return [(price(m), size(v)) for m, v in self._side().items()]
+
+    def values(self):
+        size = self._book._size
+        return [size(v) for v in self._side().values()]
+
+    def __repr__(self):
+        return repr(dict(self.items()))
+
+
 class Book:
-    """Price levels of one instrument: Decimal price -> Decimal size, per side."""
+    """Price levels of one instrument, per side: `bids` and `asks` map Decimal price ->
+    Decimal size, exact, `best_bid()` / `best_ask()` the best prices. Levels are kept as
+    integer mantissas at one scale per book (the finest seen, so the Decimals show that
+    many places); `bids`/`asks` are mutable mapping views that make Decimals on access
+    and take a price as Decimal, str or int (`dict(book.bids)` is a plain dict)."""
 
     def __init__(self):
-        self.bids, self.asks = {}, {}
+        self._b, self._a = {}, {}  # price mantissa -> size mantissa
+        self._ps = self._ss = None  # their scales (the finest seen)
+        self._pcache, self._scache = {}, {}
         self._in_snapshot = False
 
-    def apply(self, ev):
-        flags = ev.get("flags", 0)
-        if flags & SNAPSHOT and not self._in_snapshot:
-            self.bids.clear()
-            self.asks.clear()
-        self._in_snapshot = bool(flags & SNAPSHOT) and not flags & LAST
-        side = self.bids if ev["side"] == "B" else self.asks
-        price, size = Decimal(ev["price"]), Decimal(ev["size"])
-        if size == 0:
-            side.pop(price, None)
-        else:
+    @property
+    def bids(self):
+        return _Levels(self, True)
+
+    @property
+    def asks(self):
+        return _Levels(self, False)
+
+    def _price(self, m):
+        d = self._pcache.get(m)
+        if d is None:
+            if len(self._pcache) > 4096:
+                self._pcache.clear()
+            d = self._pcache[m] = Decimal(_decimal(m, self._ps))
+        return d
+
+    def _size(self, m):
+        d = self._scache.get(m)
+        if d is None:
+            if len(self._scache) > 4096:
+                self._scache.clear()
+            d = self._scache[m] = Decimal(_decimal(m, self._ss))
+        return d
+
+    def _rescale(self, price_scale, size_scale):
+        """Moves every level to finer scales (exact: multiplies mantissas)."""
+        pf = 10 ** (price_scale - self._ps) if self._ps is not None else 1
+        sf = 10 ** (size_scale - self._ss) if self._ss is not None else 1
+        for attr in ("_b", "_a"):
+            side = getattr(self, attr)
+            setattr(self, attr, {p * pf: s * sf for p, s in side.items()})
+        self._ps, self._ss = price_scale, size_scale
+        self._pcache, self._scache = {}, {}
+
+    def _set(self, bid, price, price_scale, size, size_scale):
+        ps, ss = self._ps, self._ss
+        if ps != price_scale or ss != size_scale:
+            if ps is None or price_scale > ps or size_scale > ss:
+                self._rescale(max(price_scale, ps or 0), max(size_scale, ss or 0))
+                ps, ss = self._ps, self._ss
+            price *= 10 ** (ps - price_scale)
+            size *= 10 ** (ss - size_scale)
+        side = self._b if bid else self._a
+        if size:
             side[price] = size
+        else:
+            side.pop(price, None)
+
+    def _update(self, bid, price, price_scale, size, size_scale, flags):
+        """One level update (mantissas and scales): returns whether the book is
+        consistent after it (a snapshot's last level, or a diff)."""
+        if flags & SNAPSHOT:
+            if not self._in_snapshot:
+                self._b.clear()
+                self._a.clear()
+            self._in_snapshot = not flags & LAST
+        else:
+            self._in_snapshot = False
+        if price_scale == self._ps and size_scale == self._ss:
+            side = self._b if bid else self._a
+            if size:
+                side[price] = size
+            else:
+                side.pop(price, None)
+        else:
+            self._set(bid, price, price_scale, size, size_scale)
         return bool(flags & LAST)
 
+    def apply(self, ev):
+        """Applies a book event (a dict with decimal strings, as `decode_payload` gives);
+        returns whether the book is consistent after it."""
+        price, price_scale = _mantissa(ev["price"])
+        size, size_scale = _mantissa(ev["size"])
+        return self._update(ev["side"] == "B", price, price_scale, size, size_scale,
+                            ev.get("flags", 0))
+
     def best_bid(self):
-        return max(self.bids) if self.bids else None
+        return self._price(max(self._b)) if self._b else None
 
     def best_ask(self):
-        return min(self.asks) if self.asks else None
+        return self._price(min(self._a)) if self._a else None
+
+
+_KIND_BOOK, _KIND_TRADE = {"kind": "book"}, {"kind": "trade"}
+_STEP_PREFIX = b'{"kind":"step","step":'
+
+
+def _step_number(payload):
+    """The `step` of a step marker's JSON payload (the replay writes it first; anything
+    else is parsed in full)."""
+    if payload.startswith(_STEP_PREFIX):
+        end = payload.find(b",", 22)
+        digits = payload[22:end] if end > 0 else b""
+        if digits.isdigit():
+            return int(digits)
+    return json.loads(payload)["step"]
 
 
 class Client:
@@ -163,9 +495,13 @@ class Client:
                                  f"give the same shm:fd=N to both (got {buses} and {gateway})")
             self._shm = ShmLink(gateway)
         else:
+            global zmq
             if zmq is None:
-                raise ImportError("pyzmq is needed for tcp:// and ipc:// endpoints: "
-                                  "pip install ./python")
+                try:
+                    import zmq
+                except ImportError:  # only the shared-memory transport works without it
+                    raise ImportError("pyzmq is needed for tcp:// and ipc:// endpoints: "
+                                      "pip install ./python") from None
             self.ctx = zmq.Context.instance()
             self.sub = self.ctx.socket(zmq.SUB)
             self.sub.setsockopt(zmq.RCVHWM, 0)
@@ -188,6 +524,10 @@ class Client:
         self.params = json.loads(os.environ.get("TICKTAPE_PARAMS") or "{}")
         self.replies = []
         self._next_id = 0
+        self._names = {}  # the bytes after a binary event's fixed fields -> (venue, symbol)
+        # Keep each binary event's payload in `Event._p` (tests compare it with the
+        # eager decoding; trades keep theirs anyway).
+        self._keep_payloads = False
 
     def _send(self, obj):
         """Sends one gateway request (a dict) on whichever transport this client uses."""
@@ -196,13 +536,58 @@ class Client:
         else:
             self.dealer.send_json(obj)
 
+    def _ack(self, step):
+        if self._shm is not None:
+            # json.dumps({"type": "ack", "step": step}, separators=(",", ":")), byte for byte
+            self._shm.send(b'{"type":"ack","step":%d}' % step)
+        else:
+            self.dealer.send_json({"type": "ack", "step": step})
+
+    def _venue_symbol(self, tail):
+        """(venue, symbol) from the bytes after a binary event's fixed fields (cached)."""
+        venue, at = _text(tail, 0)
+        symbol, _ = _text(tail, at)
+        if len(self._names) > 1024:
+            self._names.clear()
+        vs = self._names[tail] = (venue, symbol)
+        return vs
+
+    def _binary(self, payload):
+        """A binary book or trade payload (checked by the caller): updates the book and the
+        clock, returns its lazy `Event`."""
+        if payload[1] == 1:
+            h = _BOOK.unpack_from(payload)
+            vs = self._names.get(payload[63:])
+            if vs is None:
+                vs = self._venue_symbol(payload[63:])
+            ev = Event(_KIND_BOOK)
+            book = self.books.get(vs)
+            if book is None:
+                book = self.books[vs] = Book()
+            ev._c = book._update(h[3] == 66, h[9], h[11], h[10], h[12], h[13])
+        else:
+            h = _MARKET.unpack_from(payload)
+            tail = payload[64 + _U16.unpack_from(payload, 62)[0]:]
+            vs = self._names.get(tail)
+            if vs is None:
+                vs = self._venue_symbol(tail)
+            ev = Event(_KIND_TRADE)
+            ev._c = None
+        ev._h, ev._vs, ev._p = h, vs, payload
+        if h[5] > self.now:
+            self.now = h[5]
+        return ev
+
     def _message(self, topic, payload, stop_on_live_eos):
         """One bus message: returns (message to yield or None, end of stream reached)."""
-        msg = decode_payload(payload)  # JSON or binary; step/fill/order are JSON
+        if payload and payload[0] == _MAGIC and 1 <= payload[1] <= 2:
+            return self._binary(payload), False
         if topic == b"step":
+            step = _step_number(payload)
             if self.lockstep:
-                self._send({"type": "ack", "step": msg["step"]})
+                self._ack(step)
             return None, False
+        msg = decode_payload(payload)  # JSON or binary; step/fill/order are JSON
         if topic.startswith(b"fill.") or topic.startswith(b"order."):
             if msg.get("strategy") not in (None, self.name):
                 return None, False
@@ -222,7 +607,10 @@ class Client:
         self.now = max(self.now, msg["ts_recv"])
         key = (msg["venue"], msg["symbol"])
         if kind == "book":
-            msg["consistent"] = self.books.setdefault(key, Book()).apply(msg)
+            book = self.books.get(key)
+            if book is None:
+                book = self.books[key] = Book()
+            msg["consistent"] = book.apply(msg)
         elif kind == "gap":
             self.books.pop(key, None)
         return msg, False
@@ -232,8 +620,10 @@ class Client:
         are yielded too (kind 'fill'/'order'). Ends at a replay's end-of-stream (and at a
         live publisher's with `stop_on_live_eos`)."""
         if self._shm is not None:
-            yield from self._shm_events(stop_on_live_eos)
-            return
+            return self._shm_events(stop_on_live_eos)
+        return self._zmq_events(stop_on_live_eos)
+
+    def _zmq_events(self, stop_on_live_eos):
         poller = zmq.Poller()
         poller.register(self.sub, zmq.POLLIN)
         poller.register(self.dealer, zmq.POLLIN)
@@ -254,32 +644,95 @@ class Client:
 
     def _shm_events(self, stop_on_live_eos):
         """`events()` over shared memory: the down ring holds bus messages and gateway
-        replies in one order."""
+        replies in one order. Records are read in place (docs/SHM.md, "Records"); a
+        binary book event, the bulk of the stream, is decoded straight from the mapping
+        (what `_binary` does, with the common case of `Book._update` inline), anything else
+        is copied out and handled as over zmq. The space read goes back to the replay
+        before each step's ack, after at most a quarter ring, and before sleeping."""
         link = self._shm
         try:
-            yield from self._shm_records(link, stop_on_live_eos)
+            bus, gateway, closed = ShmLink.BUS, ShmLink.GATEWAY, ShmLink.CLOSED
+            topics = self._topics
+            every_topic = b"" in topics
+            message, books, names = self._message, self.books, self._names
+            unpack_record, unpack_book = _RECORD.unpack_from, _BOOK.unpack_from
+            kind_book, magic, wrap = _KIND_BOOK, _MAGIC, _WRAP
+            mm, q = link.mm, link.q
+            _, cap, data = link.down
+            mask, largest, head_i = cap - 1, cap // 4, link._down_head_i
+            tail = link.tail
+            keep = self._keep_payloads
+            while True:
+                link.release(tail)
+                head = q[head_i]
+                if head == tail:
+                    link.wait()
+                    continue
+                # Cursors only grow: read up to the head seen, at most a quarter ring's
+                # bytes before giving the space back.
+                stop = min(head, tail + largest)
+                while tail < stop:
+                    pos = tail & mask
+                    length, kind, topic_len = unpack_record(mm, data + pos)
+                    if length == wrap:
+                        tail += cap - pos
+                        continue
+                    if length + 8 > largest or topic_len > length:
+                        raise RuntimeError(f"corrupt shared-memory ring at byte {tail}")
+                    at = data + pos + 8 + topic_len  # the payload
+                    end = data + pos + 8 + length
+                    tail += (length + 15) & ~7
+                    if kind == bus and every_topic and mm[at] == magic and mm[at + 1] == 1 \
+                            and end - at >= 63:
+                        # A binary book event.
+                        h = unpack_book(mm, at)
+                        _, _, _, side, _, ts_recv, _, _, _, price, size, price_scale, \
+                            size_scale, flags = h
+                        key = mm[at + 63:end]
+                        vs = names.get(key)
+                        if vs is None:
+                            vs = self._venue_symbol(key)
+                        book = books.get(vs)
+                        if book is None:
+                            book = books[vs] = Book()
+                        if not flags & SNAPSHOT and price_scale == book._ps \
+                                and size_scale == book._ss:
+                            book._in_snapshot = False
+                            levels = book._b if side == 66 else book._a
+                            if size:
+                                levels[price] = size
+                            else:
+                                levels.pop(price, None)
+                            consistent = (flags & LAST) != 0
+                        else:
+                            consistent = book._update(side == 66, price, price_scale, size,
+                                                      size_scale, flags)
+                        ev = Event(kind_book)
+                        ev._h, ev._vs, ev._c = h, vs, consistent
+                        if keep:
+                            ev._p = mm[at:end]
+                        if ts_recv > self.now:
+                            self.now = ts_recv
+                        yield ev
+                        continue
+                    if kind == bus:
+                        topic = mm[at - topic_len:at]
+                        if not every_topic and not topic.startswith(topics):
+                            continue
+                        payload = mm[at:end]
+                        if topic == b"step":
+                            link.release(tail)  # the replay writes on after the ack
+                        msg, ended = message(topic, payload, stop_on_live_eos)
+                        if ended:
+                            return
+                        if msg is not None:
+                            yield msg
+                    elif kind == gateway:
+                        self.replies.append(json.loads(mm[at:end]))
+                    elif kind == closed:
+                        return
         finally:
             link.close()
-
-    def _shm_records(self, link, stop_on_live_eos):
-        while True:
-            records = link.records()
-            if not records:
-                link.wait()
-                continue
-            for kind, topic, payload in records:
-                if kind == ShmLink.GATEWAY:
-                    self.replies.append(json.loads(payload))
-                    continue
-                if kind == ShmLink.CLOSED:
-                    return
-                if kind != ShmLink.BUS or not topic.startswith(self._topics):
-                    continue
-                msg, ended = self._message(topic, payload, stop_on_live_eos)
-                if ended:
-                    return
-                if msg is not None:
-                    yield msg
 
     def _order(self, **fields):
         self._next_id += 1

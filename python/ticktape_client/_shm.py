@@ -100,6 +100,13 @@ class ShmLink:
         self._up_space_seq = ctypes.c_void_p(base + up_off + _SPACE_SEQ)
         self._wait_100ms = _Timespec(0, 100_000_000)
         self._wait_1ms = _Timespec(0, 1_000_000)
+        # Word indexes of the cursors read or written per record, and the arguments of
+        # the wake after each request, made once.
+        self._down_head_i = (down_off + _HEAD) // 8
+        self._up_head_i, self._up_tail_i = (up_off + _HEAD) // 8, (up_off + _TAIL) // 8
+        self._up_data_seq_i = (up_off + _DATA_SEQ) // 4
+        self._wake_up = (ctypes.c_long(_SYS_FUTEX), self._up_data_seq, ctypes.c_int(_FUTEX_WAKE),
+                         ctypes.c_uint32(1), None, None, ctypes.c_uint32(0))
 
     def _futex(self, addr, op, val, timeout=None):
         self._syscall(ctypes.c_long(_SYS_FUTEX), addr, ctypes.c_int(op), ctypes.c_uint32(val),
@@ -110,33 +117,47 @@ class ShmLink:
         seen = _start_time(self.replay_pid)
         return seen is None or seen[1] or seen[0] != self.replay_start
 
-    def records(self, limit=256):
+    def records(self, limit=1024):
         """Up to `limit` records waiting in the down ring, as (kind, topic, payload)
         bytes copies; their space goes back to the replay before this returns."""
-        off, cap, data = self.down
-        q, mm = self.q, self.mm
-        head = q[(off + _HEAD) // 8]
         tail = self.tail
+        head = self.q[self._down_head_i]
+        if tail == head:
+            return []
+        off, cap, data = self.down
+        mask, largest = cap - 1, cap // 4
+        mm, unpack = self.mm, _RECORD.unpack_from
         out = []
-        while tail != head and len(out) < limit:
-            pos = tail & (cap - 1)
-            length, kind, topic_len = _RECORD.unpack_from(mm, data + pos)
+        append = out.append
+        n = 0
+        while tail != head and n < limit:
+            pos = tail & mask
+            length, kind, topic_len = unpack(mm, data + pos)
             if length == _WRAP:
                 tail += cap - pos
                 continue
-            if length + 8 > cap // 4 or topic_len > length:
+            if length + 8 > largest or topic_len > length:
                 raise RuntimeError(f"corrupt shared-memory ring at byte {tail}")
             body = data + pos + 8
-            out.append((kind, mm[body:body + topic_len], mm[body + topic_len:body + length]))
-            tail += (8 + length + 7) & ~7
-        if tail != self.tail:
-            self.tail = tail
-            q[(off + _TAIL) // 8] = tail
-            if self.w[(off + _WRITER_WAITING) // 4]:
-                i = (off + _SPACE_SEQ) // 4
-                self.w[i] = (self.w[i] + 1) & 0xFFFFFFFF
-                self._futex(self._down_space_seq, _FUTEX_WAKE, 1)
+            split = body + topic_len
+            append((kind, mm[body:split], mm[split:body + length]))
+            tail += (length + 15) & ~7
+            n += 1
+        self.release(tail)
         return out
+
+    def release(self, tail):
+        """Gives the down ring's space up to `tail` (every record before it was read) back
+        to the replay, waking it if it waits for space."""
+        if tail == self.tail:
+            return
+        off = self.down[0]
+        self.tail = tail
+        self.q[(off + _TAIL) // 8] = tail
+        if self.w[(off + _WRITER_WAITING) // 4]:
+            i = (off + _SPACE_SEQ) // 4
+            self.w[i] = (self.w[i] + 1) & 0xFFFFFFFF
+            self._futex(self._down_space_seq, _FUTEX_WAKE, 1)
 
     def wait(self):
         """Sleeps until the replay wakes us or 100 ms pass; raises if the replay died."""
@@ -158,33 +179,41 @@ class ShmLink:
     def send(self, body, kind=GATEWAY):
         """Frames one gateway message into the up ring and wakes the replay."""
         off, cap, data = self.up
-        size = (8 + len(body) + 7) & ~7
+        n = len(body)
+        size = (n + 15) & ~7
         if size > cap // 4:
-            raise ValueError(f"a request of {len(body)} bytes does not fit the up ring")
+            raise ValueError(f"a request of {n} bytes does not fit the up ring")
         head = self.head
         pos = head & (cap - 1)
         skip = cap - pos if size > cap - pos else 0
-        tail_i, waiting_i, space_i = (off + _TAIL) // 8, (off + _WRITER_WAITING) // 4, \
+        if head + skip + size - self.q[self._up_tail_i] > cap:
+            self._wait_for_space(head + skip + size)
+        mm = self.mm
+        if skip:
+            struct.pack_into("<I", mm, data + pos, _WRAP)
+            pos = 0
+        at = data + pos
+        _RECORD.pack_into(mm, at, n, kind, 0)
+        mm[at + 8:at + 8 + n] = body
+        self.head = head = head + skip + size
+        self.q[self._up_head_i] = head
+        w, i = self.w, self._up_data_seq_i
+        w[i] = (w[i] + 1) & 0xFFFFFFFF
+        self._syscall(*self._wake_up)
+
+    def _wait_for_space(self, end):
+        """Sleeps until the replay has read the up ring up to `end - capacity`."""
+        off, cap, _ = self.up
+        tail_i, waiting_i, space_i = self._up_tail_i, (off + _WRITER_WAITING) // 4, \
             (off + _SPACE_SEQ) // 4
         started = time.monotonic()
-        while head + skip + size - self.q[tail_i] > cap:
+        while end - self.q[tail_i] > cap:
             seq = self.w[space_i]
             self.w[waiting_i] = 1
-            if head + skip + size - self.q[tail_i] > cap:
+            if end - self.q[tail_i] > cap:
                 self._futex(self._up_space_seq, _FUTEX_WAIT, seq, self._wait_1ms)
             self.w[waiting_i] = 0
             if self._replay_gone():
                 raise SystemExit(f"replay gone (pid {self.replay_pid})")
             if time.monotonic() - started > 30:
                 raise RuntimeError("the replay has not read this strategy's requests for 30 s")
-        mm = self.mm
-        if skip:
-            struct.pack_into("<I", mm, data + pos, _WRAP)
-            pos = 0
-        _RECORD.pack_into(mm, data + pos, len(body), kind, 0)
-        mm[data + pos + 8:data + pos + 8 + len(body)] = body
-        self.head = head + skip + size
-        self.q[(off + _HEAD) // 8] = self.head
-        i = (off + _DATA_SEQ) // 4
-        self.w[i] = (self.w[i] + 1) & 0xFFFFFFFF
-        self._futex(self._up_data_seq, _FUTEX_WAKE, 1)

@@ -1,8 +1,11 @@
 //! The Python client as a user gets it: `pip install ./python` into a fresh venv, then a
-//! strategy that imports `ticktape_client` from anywhere (no `sys.path` help).
+//! strategy that imports `ticktape_client` from anywhere (no `sys.path` help); and what
+//! it hands a strategy (lazy events, integer books) against the eager decoding it
+//! replaced, on every event of the demo data.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use crate::util::*;
 
@@ -101,4 +104,91 @@ fn a_fresh_venv_with_only_pip_install_python_runs_the_momentum_strategy() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// Runs `tests/python/client_event_check.py` as the one strategy of a lockstep backtest of
+/// the whole demo data with the bus in `encoding` over `transport`, this tree's client
+/// first on `PYTHONPATH`; returns (the check's counters, the replay's event count).
+fn event_check(dir: &Path, py: &Path, encoding: &str, transport: &str) -> (serde_json::Value, u64) {
+    let scenario = dir.join(format!("check-{encoding}-{transport}.toml"));
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"name = "check-{encoding}-{transport}"
+[data]
+dataset = "data/binance-spot"
+[replay]
+lockstep = true
+lookahead = "1ms"
+encoding = "{encoding}"
+transport = "{transport}"
+[[strategy]]
+name = "check"
+command = ["python3", "tests/python/client_event_check.py", "--bus", "{{bus}}", "--gateway", "{{gateway}}",
+           "--name", "{{name}}", "{{lockstep}}"]
+venue = "binance"
+symbol = "BTCUSDT"
+size = "0.01"
+[exchange]
+order_latency = {{ model = "constant", ns = 1_000_000 }}
+"#
+        ),
+    )
+    .unwrap();
+    let run_dir = dir.join(format!("run-{encoding}-{transport}"));
+    let child = Command::new(bin())
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+            "--quiet",
+        ])
+        .env("PATH", path_with_python_first(py))
+        .env(
+            "PYTHONPATH",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("python"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Proc {
+        child,
+        desc: format!("ticktape run {}", scenario.display()),
+    }
+    .wait(Duration::from_secs(300));
+    let log = std::fs::read_to_string(run_dir.join("strategy-check.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{encoding} over {transport}: {}\nstrategy log:\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counters: serde_json::Value = serde_json::from_str(log.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("no counters in the check's log ({e}):\n{log}"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    (counters, summary["replay"]["events"].as_u64().unwrap())
+}
+
+#[test]
+fn the_clients_lazy_events_and_books_equal_the_eager_decoding_on_every_demo_event() {
+    let Some(py) = python() else { return };
+    let dir = tempdir();
+    // Binary over shm (the client's inline path), binary over zmq (`_binary`), JSON.
+    for (encoding, transport) in [("binary", "shm"), ("binary", "zmq"), ("json", "shm")] {
+        let (c, events) = event_check(dir.path(), &py, encoding, transport);
+        let n = |k: &str| c[k].as_u64().unwrap_or(0);
+        assert_eq!(
+            n("checked"),
+            events,
+            "{encoding}/{transport}: every event checked: {c}"
+        );
+        assert_eq!(n("book") + n("trade"), events, "{c}");
+        assert!(n("book") > 100_000 && n("trade") > 5_000, "{c}");
+        let lazy = if encoding == "binary" { events } else { 0 };
+        assert_eq!(n("lazy"), lazy, "{encoding}/{transport}: lazy events: {c}");
+        assert!(n("book_checks") > 100, "books compared along the way: {c}");
+    }
 }
