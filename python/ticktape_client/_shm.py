@@ -30,7 +30,8 @@ _FUTEX_WAIT, _FUTEX_WAKE = 0, 1
 _REPLAY_PID, _STRATEGY_PID, _REPLAY_START, _STRATEGY_START, _STRATEGY_BEAT, _CLOSED = (
     48, 52, 56, 64, 80, 88)
 # Offsets in a ring header: head, tail, data_seq, space_seq, writer_waiting; data follows.
-_HEAD, _TAIL, _DATA_SEQ, _SPACE_SEQ, _WRITER_WAITING, _RING_HEADER = 0, 64, 128, 132, 136, 256
+_HEAD, _TAIL, _DATA_SEQ, _SPACE_SEQ, _WRITER_WAITING, _READER_SLEEPING, _RING_HEADER = (
+    0, 64, 128, 132, 136, 140, 256)
 
 
 class _Timespec(ctypes.Structure):
@@ -163,9 +164,16 @@ class ShmLink:
         """Sleeps until the replay wakes us or 100 ms pass; raises if the replay died."""
         off = self.down[0]
         seq = self.w[(off + _DATA_SEQ) // 4]
+        # The hint that has the replay wake us at its next record rather than its next
+        # step marker (docs/SHM.md): Python cannot fence here, so the replay may miss it,
+        # which costs only that overlap, never a wake-up.
+        sleeping = (off + _READER_SLEEPING) // 4
+        self.w[sleeping] = 1
         if self.q[(off + _HEAD) // 8] != self.tail:
+            self.w[sleeping] = 0
             return
         self._futex(self._down_data_seq, _FUTEX_WAIT, seq, self._wait_100ms)
+        self.w[sleeping] = 0
         i = _STRATEGY_BEAT // 8
         self.q[i] = (self.q[i] + 1) & 0xFFFFFFFFFFFFFFFF
         if self.q[(off + _HEAD) // 8] == self.tail and self._replay_gone():
