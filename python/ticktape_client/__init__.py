@@ -68,6 +68,16 @@ def _decimal(mantissa, scale):
     return "%d.%0*d" % (q, scale, r)
 
 
+def _cached_decimal(cache, mantissa, scale):
+    """The exact Decimal of mantissa / 10**scale, from `cache` (bounded at 4,096 entries)."""
+    d = cache.get(mantissa)
+    if d is None:
+        if len(cache) > 4096:
+            cache.clear()
+        d = cache[mantissa] = Decimal(_decimal(mantissa, scale))
+    return d
+
+
 def _text(payload, at):
     """A u16-length string at `at`: (str, offset after it)."""
     (n,) = _U16.unpack_from(payload, at)
@@ -392,20 +402,10 @@ class Book:
         return _Levels(self, False)
 
     def _price(self, m):
-        d = self._pcache.get(m)
-        if d is None:
-            if len(self._pcache) > 4096:
-                self._pcache.clear()
-            d = self._pcache[m] = Decimal(_decimal(m, self._ps))
-        return d
+        return _cached_decimal(self._pcache, m, self._ps)
 
     def _size(self, m):
-        d = self._scache.get(m)
-        if d is None:
-            if len(self._scache) > 4096:
-                self._scache.clear()
-            d = self._scache[m] = Decimal(_decimal(m, self._ss))
-        return d
+        return _cached_decimal(self._scache, m, self._ss)
 
     def _rescale(self, price_scale, size_scale):
         """Moves every level to finer scales (exact: multiplies mantissas)."""

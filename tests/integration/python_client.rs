@@ -4,8 +4,7 @@
 //! replaced, on every event of the demo data.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
 use crate::util::*;
 
@@ -136,28 +135,12 @@ order_latency = {{ model = "constant", ns = 1_000_000 }}
     )
     .unwrap();
     let run_dir = dir.join(format!("run-{encoding}-{transport}"));
-    let child = Command::new(bin())
-        .args([
-            "run",
-            scenario.to_str().unwrap(),
-            "--out",
-            run_dir.to_str().unwrap(),
-            "--quiet",
-        ])
-        .env("PATH", path_with_python_first(py))
-        .env(
-            "PYTHONPATH",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("python"),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = Proc {
-        child,
-        desc: format!("ticktape run {}", scenario.display()),
-    }
-    .wait(Duration::from_secs(300));
+    let out = run_with_this_trees_python(
+        &scenario,
+        &run_dir,
+        py,
+        &format!("{encoding} over {transport}"),
+    );
     let log = std::fs::read_to_string(run_dir.join("strategy-check.log")).unwrap_or_default();
     assert!(
         out.status.success(),

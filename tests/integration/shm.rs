@@ -4,7 +4,7 @@
 //! nothing behind; the Python client reads the same segment.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
@@ -413,32 +413,8 @@ order_latency = {{ model = "constant", ns = 1_000_000 }}
     )
     .unwrap();
     let run_dir = dir.join(format!("run-{transport}"));
-    // This tree's client first: the venv may hold another checkout's editable install.
-    let child = Command::new(bin())
-        .args([
-            "run",
-            scenario.to_str().unwrap(),
-            "--out",
-            run_dir.to_str().unwrap(),
-            "--quiet",
-        ])
-        .env("PATH", path_with_python_first(py))
-        .env(
-            "PYTHONPATH",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("python"),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = Proc {
-        child,
-        desc: format!(
-            "ticktape run {} (python over {transport})",
-            scenario.display()
-        ),
-    }
-    .wait(Duration::from_secs(300));
+    let out =
+        run_with_this_trees_python(&scenario, &run_dir, py, &format!("python over {transport}"));
     let log = std::fs::read_to_string(run_dir.join("strategy-py-momentum.log")).unwrap_or_default();
     assert!(
         out.status.success(),

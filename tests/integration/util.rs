@@ -110,6 +110,39 @@ pub fn path_with_python_first(py: &Path) -> std::ffi::OsString {
         .expect("PATH")
 }
 
+/// Runs `ticktape run <scenario> --out <run_dir> --quiet` with `py`'s venv first on `PATH`
+/// and this tree's Python client first on `PYTHONPATH` (the venv may hold another
+/// checkout's editable install); waits up to 5 minutes. `what` names it in a timeout.
+pub fn run_with_this_trees_python(
+    scenario: &Path,
+    run_dir: &Path,
+    py: &Path,
+    what: &str,
+) -> Output {
+    let child = Command::new(bin())
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+            "--quiet",
+        ])
+        .env("PATH", path_with_python_first(py))
+        .env(
+            "PYTHONPATH",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("python"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ticktape run");
+    Proc {
+        child,
+        desc: format!("ticktape run {} ({what})", scenario.display()),
+    }
+    .wait(Duration::from_secs(300))
+}
+
 /// Runs `ticktape <args>` to completion and asserts success.
 pub fn run_ok(args: &[&str]) -> Output {
     let out = spawn(args).wait(Duration::from_secs(180));
