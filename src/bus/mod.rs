@@ -1,0 +1,50 @@
+//! The ZeroMQ bus: the publisher (optionally lossless), subscribers that know which
+//! publisher each message came from, per-topic sequencing, heartbeats, and the outlets
+//! a source publishes through (ZeroMQ, NATS JetStream, or both).
+//!
+//! Owns socket options and the subscriber handshake. Never interprets events beyond
+//! their topic: business logic lives in the sources and sinks.
+//!
+//! # Layout
+//! - [`publisher`]: the bound PUB/XPUB socket, its back-pressure, its drain at close;
+//! - [`peers`]: who a lossless publisher waits for (Linux socket and process lookups);
+//! - [`subscriber`]: SUB sockets on one or more publishers, messages tagged by source;
+//! - [`sequencer`]: `pub_seq` per topic;
+//! - [`heartbeat`]: `hb.<publisher>` every interval;
+//! - [`outlets`]: a source's events to ZeroMQ, JetStream, or both.
+
+use std::time::Duration;
+
+mod heartbeat;
+mod outlets;
+mod peers;
+mod publisher;
+mod sequencer;
+mod subscriber;
+
+pub use heartbeat::HeartbeatTimer;
+pub use outlets::Outlets;
+pub use peers::SlowSubscriber;
+pub use publisher::{Publisher, PublisherConfig, PublisherStats};
+pub use sequencer::Sequencer;
+pub use subscriber::{CONTROL_TOPICS, Received, Subscriber, SubscriberConfig, with_control_topics};
+
+/// A process-wide ZeroMQ context (cheap to clone).
+pub fn context() -> zmq::Context {
+    zmq::Context::new()
+}
+
+/// How a publisher behaves when a subscriber cannot keep up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Plain PUB semantics: messages beyond the high-water mark are dropped (live data
+    /// must never wait for a slow consumer).
+    Drop,
+    /// XPUB with `ZMQ_XPUB_NODROP`: the publisher waits instead (replay never loses).
+    Block,
+}
+
+/// How long a no-drop publisher's close waits for subscribers to take what is queued.
+pub(crate) const BLOCK_LINGER_MS: i32 = 120_000;
+/// The same limit for [`Publisher::drain`].
+pub const DRAIN_LIMIT: Duration = Duration::from_millis(BLOCK_LINGER_MS as u64);
