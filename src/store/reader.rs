@@ -63,6 +63,11 @@ impl Selection {
         self.start.is_none_or(|s| max >= s) && self.end.is_none_or(|e| min < e)
     }
 
+    /// True when no row filter applies (every row of a selected file is kept).
+    fn keeps_every_row(&self) -> bool {
+        self.kinds.is_empty() && self.start.is_none() && self.end.is_none()
+    }
+
     fn keeps_ts(&self, ts: UnixNanos) -> bool {
         self.start.is_none_or(|s| ts >= s) && self.end.is_none_or(|e| ts < e)
     }
@@ -473,6 +478,8 @@ pub struct EventReader {
     /// A trade id `String` kept while non-trade events pass through [`EventReader::read_into`].
     spare_trade_id: String,
     batch_rows: usize,
+    /// [`Selection::keeps_every_row`] of `selection`.
+    keeps_every_row: bool,
     /// Rows delivered so far.
     pub delivered: u64,
 }
@@ -489,6 +496,7 @@ impl EventReader {
             current: None,
             heap: BinaryHeap::new(),
             cursors: (0..n).map(|_| None).collect(),
+            keeps_every_row: selection.keeps_every_row(),
             selection,
             names: RowNames::default(),
             spare_trade_id: String::new(),
@@ -613,6 +621,15 @@ impl EventReader {
     fn advance(&mut self, order: usize) -> Result<()> {
         let cursor = self.cursors[order].as_mut().context("cursor vanished")?;
         cursor.row += 1;
+        // The usual case: the next row is in the same batch and no filter applies.
+        if self.keeps_every_row
+            && cursor.row < cursor.rows
+            && let Some(view) = &cursor.batch
+        {
+            self.current = Some((view.ts_recv(cursor.row), cursor.order));
+            self.delivered += 1;
+            return Ok(());
+        }
         if cursor.advance_to_kept(&self.selection, &mut self.names)? {
             self.current = Some((cursor.ts()?, cursor.order));
         } else {
