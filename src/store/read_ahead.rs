@@ -66,12 +66,13 @@ impl ReadAhead {
                     let mut end = false;
                     while batch.filled < BATCH {
                         let i = batch.filled;
-                        match reader.read_into_with(&mut batch.events[i], &mut batch.spares[i]) {
-                            Ok(true) => batch.filled += 1,
-                            Ok(false) => {
+                        match reader.read_many_into(&mut batch.events[i..], &mut batch.spares[i..])
+                        {
+                            Ok(0) => {
                                 end = true;
                                 break;
                             }
+                            Ok(k) => batch.filled += k,
                             Err(e) => {
                                 if batch.filled > 0 {
                                     let _ = full_tx.send(Ok(batch));
@@ -130,6 +131,19 @@ impl ReadAhead {
         Ok(Some(event))
     }
 
+    /// The events of the current batch not yet taken (a new batch when those ran out),
+    /// all taken at once; None at the end of the data. The same events in the same
+    /// order as [`ReadAhead::next_event`], for a loop that walks a slice.
+    pub fn next_events(&mut self) -> Result<Option<&[Event]>> {
+        if self.next == self.current.filled && self.next_event()?.is_some() {
+            // `next_event` took the new batch's first event: give it back.
+            self.next -= 1;
+        }
+        let events = &self.current.events[self.next..self.current.filled];
+        self.next = self.current.filled;
+        Ok((!events.is_empty()).then_some(events))
+    }
+
     /// Closes both queues and waits for the reader thread.
     fn finish(&mut self) {
         self.full = None;
@@ -165,6 +179,20 @@ impl EventSource {
         } else {
             EventSource::Inline(Box::new((reader, Event::blank())))
         })
+    }
+
+    /// The next events, at least one, or None at the end of the data: a batch read
+    /// ahead, or one event read on the caller's thread.
+    pub fn next_events(&mut self) -> Result<Option<&[Event]>> {
+        match self {
+            EventSource::Ahead(ahead) => ahead.next_events(),
+            EventSource::Inline(inline) => {
+                let (reader, event) = &mut **inline;
+                Ok(reader
+                    .read_into(event)?
+                    .then_some(std::slice::from_ref(&*event)))
+            }
+        }
     }
 
     /// The next event, or None at the end of the data.
@@ -236,6 +264,16 @@ mod tests {
                 assert_eq!(got, expected, "n = {n}, read ahead {read_ahead}");
                 // The end stays the end.
                 assert!(source.next_event().unwrap().is_none());
+                // The same events a slice at a time.
+                let reader = EventReader::open(dir.path(), Selection::default()).unwrap();
+                let mut source = EventSource::new(reader, read_ahead).unwrap();
+                let mut got = Vec::new();
+                while let Some(events) = source.next_events().unwrap() {
+                    assert!(!events.is_empty());
+                    got.extend(events.iter().cloned());
+                }
+                assert_eq!(got, expected, "n = {n}, slices, read ahead {read_ahead}");
+                assert!(source.next_events().unwrap().is_none());
             }
         }
     }

@@ -480,6 +480,9 @@ pub struct EventReader {
     batch_rows: usize,
     /// [`Selection::keeps_every_row`] of `selection`.
     keeps_every_row: bool,
+    /// An error [`EventReader::read_many_into`] met after reading some events: returned
+    /// by the next read, so the events before it are delivered first.
+    deferred: Option<anyhow::Error>,
     /// Rows delivered so far.
     pub delivered: u64,
 }
@@ -497,6 +500,7 @@ impl EventReader {
             heap: BinaryHeap::new(),
             cursors: (0..n).map(|_| None).collect(),
             keeps_every_row: selection.keeps_every_row(),
+            deferred: None,
             selection,
             names: RowNames::default(),
             spare_trade_id: String::new(),
@@ -576,6 +580,81 @@ impl EventReader {
             .with_context(|| format!("bad row in {}", cursor.path.display()))?;
         self.advance(order)?;
         Ok(true)
+    }
+
+    /// Reads up to `events.len()` events over `events` (the spare trade id of
+    /// `events[i]` in `spares[i]`), as many calls of [`Self::read_into_with`] would;
+    /// returns how many, 0 only at the end. Rows of the one open file that no other file
+    /// can precede are decoded in a loop over its batch without the merge's per-row
+    /// bookkeeping. An error after some events is returned by the next call.
+    pub fn read_many_into(&mut self, events: &mut [Event], spares: &mut [String]) -> Result<usize> {
+        if let Some(e) = self.deferred.take() {
+            return Err(e);
+        }
+        let want = events.len().min(spares.len());
+        let mut n = 0;
+        while n < want {
+            let read = match self.run_in_batch(&mut events[n..want], &mut spares[n..want]) {
+                Ok(0) => self.read_into_with(&mut events[n], &mut spares[n]).map(usize::from),
+                other => other,
+            };
+            match read {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if n == 0 => return Err(e),
+                Err(e) => {
+                    self.deferred = Some(e);
+                    break;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// The fast part of [`Self::read_many_into`]: rows of the current file's batch while
+    /// it is the only open file, no filter applies, and no file still to open could hold
+    /// an earlier row (its first time is later). Stops before the batch's last row, which
+    /// the merge reads (it moves to the next batch or file), and before a row it cannot
+    /// decode (an error only when it is the first). The cursor stays on a kept row, the
+    /// merge's invariant.
+    fn run_in_batch(&mut self, events: &mut [Event], spares: &mut [String]) -> Result<usize> {
+        if !self.keeps_every_row || !self.heap.is_empty() {
+            return Ok(0);
+        }
+        let Some((_, order)) = self.current else {
+            return Ok(0);
+        };
+        // A file still to open is admitted once the merge reaches its first time.
+        let bound = self.files.get(self.next_file).map_or(UnixNanos::MAX, |f| f.min_ts);
+        let Some(Cursor {
+            batch: Some(view),
+            row,
+            rows,
+            path,
+            ..
+        }) = self.cursors.get_mut(order).and_then(Option::as_mut)
+        else {
+            return Ok(0);
+        };
+        let mut k = 0;
+        while k < events.len() && k < spares.len() && *row + 1 < *rows {
+            if view.ts_recv(*row) >= bound {
+                break;
+            }
+            if let Err(e) = view.event_into(*row, &mut self.names, &mut events[k], &mut spares[k]) {
+                if k == 0 {
+                    return Err(e.context(format!("bad row in {}", path.display())));
+                }
+                break;
+            }
+            *row += 1;
+            k += 1;
+        }
+        if k > 0 {
+            self.current = Some((view.ts_recv(*row), order));
+            self.delivered += k as u64;
+        }
+        Ok(k)
     }
 
     /// The earliest (next time, merge order) among the open files.

@@ -158,8 +158,31 @@ pub(super) fn on_delta(
     if market.in_snapshot {
         return;
     }
-    cross(market, orders, OrderSide::Buy, execs);
-    cross(market, orders, OrderSide::Sell, execs);
+    if touches(market, OrderSide::Buy) {
+        cross(market, orders, OrderSide::Buy, execs);
+    }
+    if touches(market, OrderSide::Sell) {
+        cross(market, orders, OrderSide::Sell, execs);
+    }
+}
+
+/// True when the best own order of `side` touches the opposite side of the book (a
+/// buy at or above the best ask, a sell at or below the best bid): only then can
+/// [`cross`] fill anything. Runs after every delta, so it is kept small.
+#[inline]
+fn touches(market: &Market, side: OrderSide) -> bool {
+    match side {
+        OrderSide::Buy => market
+            .own_bids
+            .highest()
+            .zip(market.book.best_ask_price())
+            .is_some_and(|(own, ask)| ask <= own),
+        OrderSide::Sell => market
+            .own_asks
+            .lowest()
+            .zip(market.book.best_bid_price())
+            .is_some_and(|(own, bid)| bid >= own),
+    }
 }
 
 /// Fills own resting orders of `side` that the book now crosses, at their own price as
@@ -308,7 +331,7 @@ pub(super) fn sub(a: Fixed, b: Fixed) -> Fixed {
     })
 }
 
-/// `x` floored at zero.
+/// `x` floored at zero (a value's sign is its mantissa's, whatever the scale).
 pub(super) fn pos(x: Fixed) -> Fixed {
-    if x < Fixed::ZERO { Fixed::ZERO } else { x }
+    if x.mantissa < 0 { Fixed::ZERO } else { x }
 }

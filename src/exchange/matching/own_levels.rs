@@ -28,8 +28,9 @@ impl OwnLevels {
     }
 
     /// The ids resting at `price`, oldest first (empty if none).
+    #[inline]
     pub(super) fn at(&self, price: Fixed) -> &[u64] {
-        if self.levels.is_empty() {
+        if self.is_empty() {
             return &[];
         }
         match self.find(price) {
