@@ -699,7 +699,7 @@ impl BatchView {
     }
 
     /// Row `i`'s side (book side or trade aggressor).
-    #[inline]
+    #[inline(always)]
     fn side_at(&self, i: usize) -> Result<Side> {
         match self.sides[i] {
             Some(side) => Ok(side),
@@ -713,7 +713,7 @@ impl BatchView {
     }
 
     /// Row `i`'s price or size from its mantissa and scale columns.
-    #[inline]
+    #[inline(always)]
     fn fixed(&self, i: usize, m: &Col<Int64Type>, s: &Col<UInt8Type>) -> Result<Fixed> {
         match (m.get(i), s.get(i)) {
             (Some(m), Some(s)) => Ok(Fixed::new(m, s)),

@@ -19,6 +19,7 @@ pub(super) struct OwnLevels {
 }
 
 impl OwnLevels {
+    #[inline]
     fn find(&self, price: Fixed) -> Result<usize, usize> {
         self.levels.binary_search_by(|(p, _)| p.cmp(&price))
     }
