@@ -855,6 +855,74 @@ mod tests {
         );
     }
 
+    /// `read_many_into` in chunks of `chunk` events, as `pub_seq`s.
+    fn read_many(root: &Path, selection: Selection, chunk: usize) -> Vec<u64> {
+        let mut reader = EventReader::open(root, selection).unwrap();
+        let mut events: Vec<Event> = (0..chunk).map(|_| Event::blank()).collect();
+        let mut spares = vec![String::new(); chunk];
+        let mut got = Vec::new();
+        loop {
+            let n = reader.read_many_into(&mut events, &mut spares).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend(events[..n].iter().map(|e| e.pub_seq));
+        }
+        assert_eq!(reader.delivered, got.len() as u64);
+        got
+    }
+
+    #[test]
+    fn reading_many_at_once_gives_the_rows_one_at_a_time_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        // Row groups (3,000 rows) and reader batches (4,096) end at different rows, and a
+        // second file a day later is opened once the merge reaches it.
+        write(dir.path(), &trades(10_000), 3_000);
+        let day = 86_400 * 1_000_000_000;
+        let later = trades(5_000);
+        let shifted = |name: &str| {
+            let c = later.column_by_name(name).unwrap();
+            let c = c.as_any().downcast_ref::<TimestampNanosecondArray>().unwrap();
+            let c: TimestampNanosecondArray = c.unary(|t| t + day);
+            Arc::new(c.with_timezone("UTC")) as ArrayRef
+        };
+        let columns: Vec<ArrayRef> = later
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "ts_recv" | "ts_event" => shifted(f.name()),
+                name => later.column_by_name(name).unwrap().clone(),
+            })
+            .collect();
+        let later = RecordBatch::try_new(later.schema(), columns).unwrap();
+        let part = layout::partition_dir(dir.path(), "v", "S", layout::day_of(T0 + day));
+        std::fs::create_dir_all(&part).unwrap();
+        let file = File::create(part.join(layout::part_name(0, 1))).unwrap();
+        let mut writer = ArrowWriter::try_new(file, later.schema(), None).unwrap();
+        writer.write(&later).unwrap();
+        writer.close().unwrap();
+
+        let one_at_a_time: Vec<u64> = EventReader::open(dir.path(), Selection::default())
+            .unwrap()
+            .map(|e| e.unwrap().pub_seq)
+            .collect();
+        assert_eq!(one_at_a_time.len(), 15_000);
+        for chunk in [1, 7, 1024, 20_000] {
+            assert_eq!(
+                read_many(dir.path(), Selection::default(), chunk),
+                one_at_a_time,
+                "chunks of {chunk}"
+            );
+        }
+        // A row filter takes the merge's path: the same rows as one at a time.
+        let filtered: Vec<u64> = EventReader::open(dir.path(), window(100, 9_000))
+            .unwrap()
+            .map(|e| e.unwrap().pub_seq)
+            .collect();
+        assert_eq!(read_many(dir.path(), window(100, 9_000), 1024), filtered);
+    }
+
     #[test]
     fn row_groups_are_pruned_by_the_ts_recv_column_whatever_the_column_order() {
         let dir = tempfile::tempdir().unwrap();
