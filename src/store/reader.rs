@@ -595,7 +595,9 @@ impl EventReader {
         let mut n = 0;
         while n < want {
             let read = match self.run_in_batch(&mut events[n..want], &mut spares[n..want]) {
-                Ok(0) => self.read_into_with(&mut events[n], &mut spares[n]).map(usize::from),
+                Ok(0) => self
+                    .read_into_with(&mut events[n], &mut spares[n])
+                    .map(usize::from),
                 other => other,
             };
             match read {
@@ -625,7 +627,10 @@ impl EventReader {
             return Ok(0);
         };
         // A file still to open is admitted once the merge reaches its first time.
-        let bound = self.files.get(self.next_file).map_or(UnixNanos::MAX, |f| f.min_ts);
+        let bound = self
+            .files
+            .get(self.next_file)
+            .map_or(UnixNanos::MAX, |f| f.min_ts);
         let Some(Cursor {
             batch: Some(view),
             row,
@@ -882,7 +887,10 @@ mod tests {
         let later = trades(5_000);
         let shifted = |name: &str| {
             let c = later.column_by_name(name).unwrap();
-            let c = c.as_any().downcast_ref::<TimestampNanosecondArray>().unwrap();
+            let c = c
+                .as_any()
+                .downcast_ref::<TimestampNanosecondArray>()
+                .unwrap();
             let c: TimestampNanosecondArray = c.unary(|t| t + day);
             Arc::new(c.with_timezone("UTC")) as ArrayRef
         };

@@ -9,9 +9,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use arrow_array::types::{
-    Int32Type, Int64Type, TimestampNanosecondType, UInt8Type, UInt64Type,
-};
+use arrow_array::types::{Int32Type, Int64Type, TimestampNanosecondType, UInt8Type, UInt64Type};
 use arrow_array::{
     Array, ArrayRef, ArrowPrimitiveType, DictionaryArray, Int32Array, Int64Array, PrimitiveArray,
     RecordBatch, StringArray, TimestampNanosecondArray, UInt8Array, UInt64Array,

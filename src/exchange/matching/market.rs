@@ -269,9 +269,7 @@ pub(super) fn on_trade(
     let mut reached = std::mem::take(&mut market.scratch_prices);
     reached.clear();
     match side {
-        OrderSide::Buy => {
-            reached.extend(market.own_bids.prices_from(trade.price).rev())
-        }
+        OrderSide::Buy => reached.extend(market.own_bids.prices_from(trade.price).rev()),
         OrderSide::Sell => reached.extend(market.own_asks.prices_through(trade.price)),
     }
     if reached.contains(&trade.price) {

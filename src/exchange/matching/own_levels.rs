@@ -120,14 +120,27 @@ mod tests {
         own.push(f("99.5"), 2);
         own.push(f("100"), 3);
         own.push(f("100.0"), 4); // the same level by value
-        assert_eq!(own.prices().collect::<Vec<_>>(), [f("99.5"), f("100"), f("101")]);
-        assert_eq!(own.prices().nth(1).unwrap().to_string(), "100", "first digits kept");
+        assert_eq!(
+            own.prices().collect::<Vec<_>>(),
+            [f("99.5"), f("100"), f("101")]
+        );
+        assert_eq!(
+            own.prices().nth(1).unwrap().to_string(),
+            "100",
+            "first digits kept"
+        );
         assert_eq!(own.at(f("100.00")), [3, 4]);
         assert_eq!(own.lowest(), Some(f("99.5")));
         assert_eq!(own.highest(), Some(f("101")));
-        assert_eq!(own.prices_from(f("99.7")).collect::<Vec<_>>(), [f("100"), f("101")]);
+        assert_eq!(
+            own.prices_from(f("99.7")).collect::<Vec<_>>(),
+            [f("100"), f("101")]
+        );
         assert_eq!(own.prices_from(f("100")).count(), 2);
-        assert_eq!(own.prices_through(f("100")).collect::<Vec<_>>(), [f("99.5"), f("100")]);
+        assert_eq!(
+            own.prices_through(f("100")).collect::<Vec<_>>(),
+            [f("99.5"), f("100")]
+        );
         assert_eq!(own.prices_through(f("99")).count(), 0);
         own.remove(f("100"), 3);
         assert_eq!(own.at(f("100")), [4]);
