@@ -20,11 +20,11 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use super::EventReader;
 use crate::event::Event;
 
-/// Events per batch: large enough that the queues cost little per event and that the
-/// two threads seldom wait for each other (a wake-up across vCPUs costs tens of
-/// microseconds on a VM: at 1,024 events, about as long as the engine takes for a
-/// batch), small enough that a batch (about 600 KiB) stays in a core's L2 cache.
-const BATCH: usize = 4096;
+/// Events per batch: large enough that the queues cost little per event, small enough
+/// that a batch (about 150 KiB) stays in the caches between the two cores and that
+/// every slot soon holds a spare trade id (4,096 left the batches allocating trade ids
+/// through a whole day of data: 0.064 allocations per event in steady state, not 0.044).
+const BATCH: usize = 1024;
 
 /// Batches in circulation: the consumer's, the reader's, and two waiting.
 const BATCHES: usize = 4;
