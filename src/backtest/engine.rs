@@ -111,13 +111,23 @@ impl Engine {
         }
         self.exchange.on_market(event);
         for seat in &mut self.seats {
+            // Most deltas end no venue message: nothing to lend, nothing to call.
+            if seat.dispatch.pass_partial(event) {
+                continue;
+            }
             seat.dispatch.ctx.share_books_for(event, &mut self.exchange);
             lent(&mut self.exchange, seat, |s| {
                 s.dispatch.market(s.strategy.as_mut(), event)
             })?;
         }
-        self.deliver()?;
-        self.submit()?;
+        // Both are no-ops without outputs or queued requests (deliver returns at once;
+        // submit would only deliver, and a delivery queues no output): skip the calls.
+        if self.exchange.has_outputs() {
+            self.deliver()?;
+        }
+        if self.seats.iter().any(|s| s.dispatch.ctx.has_requests()) {
+            self.submit()?;
+        }
         // Requests submitted just now may be due at once (zero latency) and produce
         // outputs before the next event; those are delivered when it comes.
         if matches!(event.body, Body::Gap(_)) {
@@ -152,6 +162,10 @@ impl Engine {
     /// Applies requests due strictly before `ts`, delivering their outputs and
     /// submitting the reactions, until nothing more is due before `ts`.
     fn settle_before(&mut self, ts: UnixNanos) -> Result<()> {
+        // Nearly always: nothing due, nothing waiting.
+        if !self.exchange.has_outputs() && !self.exchange.has_due_before(ts) {
+            return Ok(());
+        }
         loop {
             self.exchange.advance_before(ts);
             if !self.deliver()? {

@@ -273,18 +273,20 @@ impl Backtest {
         // Parquet is decoded on a second thread while this one runs the exchange and the
         // strategies; the batches of events are recycled, so neither allocates per event.
         let mut events = EventSource::new(reader, !self.single_thread)?;
-        while let Some(event) = events.next_event()? {
-            engine.step(event)?;
-            if engine.stats.events.is_multiple_of(65_536) {
-                if stop.is_set() {
-                    interrupted = true;
-                    break;
+        'read: while let Some(batch) = events.next_events()? {
+            for event in batch {
+                engine.step(event)?;
+                if engine.stats.events.is_multiple_of(65_536) {
+                    if stop.is_set() {
+                        interrupted = true;
+                        break 'read;
+                    }
+                    on_progress(Progress {
+                        events: engine.stats.events,
+                        estimate,
+                        ts: event.ts_recv,
+                    });
                 }
-                on_progress(Progress {
-                    events: engine.stats.events,
-                    estimate,
-                    ts: event.ts_recv,
-                });
             }
         }
         let (digest, rows) = engine.finish()?;

@@ -34,7 +34,9 @@ pub const RUN_SCHEMA_VERSION: &str = "exchange-v1";
 const BATCH_ROWS: usize = 4096;
 /// Rows per Parquet row group: bounds what the writer holds in memory (a row group is
 /// buffered whole before it is written, so this is what keeps a long run's memory flat).
-const ROW_GROUP_ROWS: usize = 16_384;
+/// One batch: fills and marks, a few thousand rows per day of quoting, used to stay in
+/// one open row group for the whole run and grew the process with the data.
+const ROW_GROUP_ROWS: usize = BATCH_ROWS;
 
 /// Why run outputs could not be written.
 #[derive(Debug, thiserror::Error)]

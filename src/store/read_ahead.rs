@@ -21,7 +21,9 @@ use super::EventReader;
 use crate::event::Event;
 
 /// Events per batch: large enough that the queues cost little per event, small enough
-/// that a batch (about 150 KiB) stays in the caches between the two cores.
+/// that a batch (about 150 KiB) stays in the caches between the two cores and that
+/// every slot soon holds a spare trade id (4,096 left the batches allocating trade ids
+/// through a whole day of data: 0.064 allocations per event in steady state, not 0.044).
 const BATCH: usize = 1024;
 
 /// Batches in circulation: the consumer's, the reader's, and two waiting.
@@ -66,12 +68,13 @@ impl ReadAhead {
                     let mut end = false;
                     while batch.filled < BATCH {
                         let i = batch.filled;
-                        match reader.read_into_with(&mut batch.events[i], &mut batch.spares[i]) {
-                            Ok(true) => batch.filled += 1,
-                            Ok(false) => {
+                        match reader.read_many_into(&mut batch.events[i..], &mut batch.spares[i..])
+                        {
+                            Ok(0) => {
                                 end = true;
                                 break;
                             }
+                            Ok(k) => batch.filled += k,
                             Err(e) => {
                                 if batch.filled > 0 {
                                     let _ = full_tx.send(Ok(batch));
@@ -130,6 +133,19 @@ impl ReadAhead {
         Ok(Some(event))
     }
 
+    /// The events of the current batch not yet taken (a new batch when those ran out),
+    /// all taken at once; None at the end of the data. The same events in the same
+    /// order as [`ReadAhead::next_event`], for a loop that walks a slice.
+    pub fn next_events(&mut self) -> Result<Option<&[Event]>> {
+        if self.next == self.current.filled && self.next_event()?.is_some() {
+            // `next_event` took the new batch's first event: give it back.
+            self.next -= 1;
+        }
+        let events = &self.current.events[self.next..self.current.filled];
+        self.next = self.current.filled;
+        Ok((!events.is_empty()).then_some(events))
+    }
+
     /// Closes both queues and waits for the reader thread.
     fn finish(&mut self) {
         self.full = None;
@@ -167,6 +183,20 @@ impl EventSource {
         })
     }
 
+    /// The next events, at least one, or None at the end of the data: a batch read
+    /// ahead, or one event read on the caller's thread.
+    pub fn next_events(&mut self) -> Result<Option<&[Event]>> {
+        match self {
+            EventSource::Ahead(ahead) => ahead.next_events(),
+            EventSource::Inline(inline) => {
+                let (reader, event) = &mut **inline;
+                Ok(reader
+                    .read_into(event)?
+                    .then_some(std::slice::from_ref(&*event)))
+            }
+        }
+    }
+
     /// The next event, or None at the end of the data.
     pub fn next_event(&mut self) -> Result<Option<&Event>> {
         match self {
@@ -181,8 +211,11 @@ impl EventSource {
 
 impl Batch {
     fn new() -> Batch {
+        // Clones of one blank event share its two empty names: a batch costs two
+        // allocations, not two per event.
+        let blank = Event::blank();
         Batch {
-            events: (0..BATCH).map(|_| Event::blank()).collect(),
+            events: vec![blank; BATCH],
             spares: vec![String::new(); BATCH],
             filled: 0,
         }
@@ -236,6 +269,16 @@ mod tests {
                 assert_eq!(got, expected, "n = {n}, read ahead {read_ahead}");
                 // The end stays the end.
                 assert!(source.next_event().unwrap().is_none());
+                // The same events a slice at a time.
+                let reader = EventReader::open(dir.path(), Selection::default()).unwrap();
+                let mut source = EventSource::new(reader, read_ahead).unwrap();
+                let mut got = Vec::new();
+                while let Some(events) = source.next_events().unwrap() {
+                    assert!(!events.is_empty());
+                    got.extend(events.iter().cloned());
+                }
+                assert_eq!(got, expected, "n = {n}, slices, read ahead {read_ahead}");
+                assert!(source.next_events().unwrap().is_none());
             }
         }
     }

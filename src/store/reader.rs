@@ -63,6 +63,11 @@ impl Selection {
         self.start.is_none_or(|s| max >= s) && self.end.is_none_or(|e| min < e)
     }
 
+    /// True when no row filter applies (every row of a selected file is kept).
+    fn keeps_every_row(&self) -> bool {
+        self.kinds.is_empty() && self.start.is_none() && self.end.is_none()
+    }
+
     fn keeps_ts(&self, ts: UnixNanos) -> bool {
         self.start.is_none_or(|s| ts >= s) && self.end.is_none_or(|e| ts < e)
     }
@@ -473,6 +478,11 @@ pub struct EventReader {
     /// A trade id `String` kept while non-trade events pass through [`EventReader::read_into`].
     spare_trade_id: String,
     batch_rows: usize,
+    /// [`Selection::keeps_every_row`] of `selection`.
+    keeps_every_row: bool,
+    /// An error [`EventReader::read_many_into`] met after reading some events: returned
+    /// by the next read, so the events before it are delivered first.
+    deferred: Option<anyhow::Error>,
     /// Rows delivered so far.
     pub delivered: u64,
 }
@@ -489,6 +499,8 @@ impl EventReader {
             current: None,
             heap: BinaryHeap::new(),
             cursors: (0..n).map(|_| None).collect(),
+            keeps_every_row: selection.keeps_every_row(),
+            deferred: None,
             selection,
             names: RowNames::default(),
             spare_trade_id: String::new(),
@@ -570,6 +582,86 @@ impl EventReader {
         Ok(true)
     }
 
+    /// Reads up to `events.len()` events over `events` (the spare trade id of
+    /// `events[i]` in `spares[i]`), as many calls of [`Self::read_into_with`] would;
+    /// returns how many, 0 only at the end. Rows of the one open file that no other file
+    /// can precede are decoded in a loop over its batch without the merge's per-row
+    /// bookkeeping. An error after some events is returned by the next call.
+    pub fn read_many_into(&mut self, events: &mut [Event], spares: &mut [String]) -> Result<usize> {
+        if let Some(e) = self.deferred.take() {
+            return Err(e);
+        }
+        let want = events.len().min(spares.len());
+        let mut n = 0;
+        while n < want {
+            let read = match self.run_in_batch(&mut events[n..want], &mut spares[n..want]) {
+                Ok(0) => self
+                    .read_into_with(&mut events[n], &mut spares[n])
+                    .map(usize::from),
+                other => other,
+            };
+            match read {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if n == 0 => return Err(e),
+                Err(e) => {
+                    self.deferred = Some(e);
+                    break;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// The fast part of [`Self::read_many_into`]: rows of the current file's batch while
+    /// it is the only open file, no filter applies, and no file still to open could hold
+    /// an earlier row (its first time is later). Stops before the batch's last row, which
+    /// the merge reads (it moves to the next batch or file), and before a row it cannot
+    /// decode (an error only when it is the first). The cursor stays on a kept row, the
+    /// merge's invariant.
+    fn run_in_batch(&mut self, events: &mut [Event], spares: &mut [String]) -> Result<usize> {
+        if !self.keeps_every_row || !self.heap.is_empty() {
+            return Ok(0);
+        }
+        let Some((_, order)) = self.current else {
+            return Ok(0);
+        };
+        // A file still to open is admitted once the merge reaches its first time.
+        let bound = self
+            .files
+            .get(self.next_file)
+            .map_or(UnixNanos::MAX, |f| f.min_ts);
+        let Some(Cursor {
+            batch: Some(view),
+            row,
+            rows,
+            path,
+            ..
+        }) = self.cursors.get_mut(order).and_then(Option::as_mut)
+        else {
+            return Ok(0);
+        };
+        let mut k = 0;
+        while k < events.len() && k < spares.len() && *row + 1 < *rows {
+            if view.ts_recv(*row) >= bound {
+                break;
+            }
+            if let Err(e) = view.event_into(*row, &mut self.names, &mut events[k], &mut spares[k]) {
+                if k == 0 {
+                    return Err(e.context(format!("bad row in {}", path.display())));
+                }
+                break;
+            }
+            *row += 1;
+            k += 1;
+        }
+        if k > 0 {
+            self.current = Some((view.ts_recv(*row), order));
+            self.delivered += k as u64;
+        }
+        Ok(k)
+    }
+
     /// The earliest (next time, merge order) among the open files.
     fn earliest(&self) -> Option<(UnixNanos, usize)> {
         let top = self.heap.peek().map(|Reverse(t)| *t);
@@ -613,6 +705,15 @@ impl EventReader {
     fn advance(&mut self, order: usize) -> Result<()> {
         let cursor = self.cursors[order].as_mut().context("cursor vanished")?;
         cursor.row += 1;
+        // The usual case: the next row is in the same batch and no filter applies.
+        if self.keeps_every_row
+            && cursor.row < cursor.rows
+            && let Some(view) = &cursor.batch
+        {
+            self.current = Some((view.ts_recv(cursor.row), cursor.order));
+            self.delivered += 1;
+            return Ok(());
+        }
         if cursor.advance_to_kept(&self.selection, &mut self.names)? {
             self.current = Some((cursor.ts()?, cursor.order));
         } else {
@@ -757,6 +858,77 @@ mod tests {
                 .to_string()
                 .contains("corrupt Parquet data (the decoder failed: boom)")
         );
+    }
+
+    /// `read_many_into` in chunks of `chunk` events, as `pub_seq`s.
+    fn read_many(root: &Path, selection: Selection, chunk: usize) -> Vec<u64> {
+        let mut reader = EventReader::open(root, selection).unwrap();
+        let mut events: Vec<Event> = (0..chunk).map(|_| Event::blank()).collect();
+        let mut spares = vec![String::new(); chunk];
+        let mut got = Vec::new();
+        loop {
+            let n = reader.read_many_into(&mut events, &mut spares).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend(events[..n].iter().map(|e| e.pub_seq));
+        }
+        assert_eq!(reader.delivered, got.len() as u64);
+        got
+    }
+
+    #[test]
+    fn reading_many_at_once_gives_the_rows_one_at_a_time_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        // Row groups (3,000 rows) and reader batches (4,096) end at different rows, and a
+        // second file a day later is opened once the merge reaches it.
+        write(dir.path(), &trades(10_000), 3_000);
+        let day = 86_400 * 1_000_000_000;
+        let later = trades(5_000);
+        let shifted = |name: &str| {
+            let c = later.column_by_name(name).unwrap();
+            let c = c
+                .as_any()
+                .downcast_ref::<TimestampNanosecondArray>()
+                .unwrap();
+            let c: TimestampNanosecondArray = c.unary(|t| t + day);
+            Arc::new(c.with_timezone("UTC")) as ArrayRef
+        };
+        let columns: Vec<ArrayRef> = later
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "ts_recv" | "ts_event" => shifted(f.name()),
+                name => later.column_by_name(name).unwrap().clone(),
+            })
+            .collect();
+        let later = RecordBatch::try_new(later.schema(), columns).unwrap();
+        let part = layout::partition_dir(dir.path(), "v", "S", layout::day_of(T0 + day));
+        std::fs::create_dir_all(&part).unwrap();
+        let file = File::create(part.join(layout::part_name(0, 1))).unwrap();
+        let mut writer = ArrowWriter::try_new(file, later.schema(), None).unwrap();
+        writer.write(&later).unwrap();
+        writer.close().unwrap();
+
+        let one_at_a_time: Vec<u64> = EventReader::open(dir.path(), Selection::default())
+            .unwrap()
+            .map(|e| e.unwrap().pub_seq)
+            .collect();
+        assert_eq!(one_at_a_time.len(), 15_000);
+        for chunk in [1, 7, 1024, 20_000] {
+            assert_eq!(
+                read_many(dir.path(), Selection::default(), chunk),
+                one_at_a_time,
+                "chunks of {chunk}"
+            );
+        }
+        // A row filter takes the merge's path: the same rows as one at a time.
+        let filtered: Vec<u64> = EventReader::open(dir.path(), window(100, 9_000))
+            .unwrap()
+            .map(|e| e.unwrap().pub_seq)
+            .collect();
+        assert_eq!(read_many(dir.path(), window(100, 9_000), 1024), filtered);
     }
 
     #[test]

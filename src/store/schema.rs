@@ -9,10 +9,10 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use arrow_array::types::Int32Type;
+use arrow_array::types::{Int32Type, Int64Type, TimestampNanosecondType, UInt8Type, UInt64Type};
 use arrow_array::{
-    Array, ArrayRef, DictionaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampNanosecondArray, UInt8Array, UInt64Array,
+    Array, ArrayRef, ArrowPrimitiveType, DictionaryArray, Int32Array, Int64Array, PrimitiveArray,
+    RecordBatch, StringArray, TimestampNanosecondArray, UInt8Array, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
@@ -363,29 +363,59 @@ impl RowNames {
 /// order does not matter) and then decoded row by row. Arrow arrays are reference-counted,
 /// so holding them is cheap.
 pub struct BatchView {
-    ts_recv: TimestampNanosecondArray,
-    ts_event: TimestampNanosecondArray,
+    ts_recv: Col<TimestampNanosecondType>,
+    ts_event: Col<TimestampNanosecondType>,
     venue: NameColumn,
     symbol: NameColumn,
     kind: TextColumn,
     /// `kind` and `side` of each row, decoded once per batch.
     kinds: Vec<Option<Kind>>,
     sides: Vec<Option<Side>>,
-    venue_seq: UInt64Array,
-    prev_venue_seq: UInt64Array,
-    pub_seq: UInt64Array,
+    venue_seq: Col<UInt64Type>,
+    prev_venue_seq: Col<UInt64Type>,
+    pub_seq: Col<UInt64Type>,
     side: TextColumn,
-    price: Int64Array,
-    price_scale: UInt8Array,
-    size: Int64Array,
-    size_scale: UInt8Array,
-    flags: UInt8Array,
+    price: Col<Int64Type>,
+    price_scale: Col<UInt8Type>,
+    size: Col<Int64Type>,
+    size_scale: Col<UInt8Type>,
+    flags: Col<UInt8Type>,
     trade_id: StringArray,
     /// The gap columns; `None` when the reader skipped them (all null in the row group:
     /// no gap rows), read as nulls.
     gap_reason: Option<StringArray>,
     gap_missing: Option<UInt64Array>,
     gap_publisher: Option<StringArray>,
+}
+
+/// A primitive column, read row by row: the values as a slice (one bounds check a row),
+/// and its null bitmap only when the batch holds a null (the reader hands bitmaps of
+/// columns without nulls too: skipping them saves a bit test per row).
+struct Col<A: ArrowPrimitiveType> {
+    array: PrimitiveArray<A>,
+    has_nulls: bool,
+}
+
+impl<A: ArrowPrimitiveType> Col<A> {
+    fn new(array: PrimitiveArray<A>) -> Col<A> {
+        let has_nulls = array.null_count() > 0;
+        Col { array, has_nulls }
+    }
+
+    /// Row `i`, `None` when null.
+    #[inline]
+    fn get(&self, i: usize) -> Option<A::Native> {
+        if self.has_nulls && self.array.is_null(i) {
+            return None;
+        }
+        Some(self.array.values()[i])
+    }
+
+    /// Row `i`'s value slot (whatever a null row holds, as Arrow's `value`).
+    #[inline]
+    fn value(&self, i: usize) -> A::Native {
+        self.array.values()[i]
+    }
 }
 
 /// A string column as read: plain, or as a dictionary (the reader asks for `kind` and
@@ -430,6 +460,16 @@ impl TextColumn {
                 let table: Vec<Option<T>> =
                     (0..values.len()).map(|k| parse(values.value(k))).collect();
                 let none = parse("");
+                let key = |k: i32| {
+                    usize::try_from(k)
+                        .ok()
+                        .and_then(|k| table.get(k).copied())
+                        .unwrap_or(none)
+                };
+                if keys.null_count() == 0 && keys.len() == rows {
+                    // The usual case: a key per row, no nulls.
+                    return keys.values().iter().map(|&k| key(k)).collect();
+                }
                 (0..rows)
                     .map(|i| {
                         if keys.is_null(i) {
@@ -542,20 +582,20 @@ impl BatchView {
             sides: side.decode(rows, Side::from_code),
             kind,
             side,
-            ts_recv: column(batch, "ts_recv")?,
-            ts_event: column(batch, "ts_event")?,
+            ts_recv: Col::new(column::<TimestampNanosecondArray>(batch, "ts_recv")?),
+            ts_event: Col::new(column::<TimestampNanosecondArray>(batch, "ts_event")?),
             venue: NameColumn::new(batch, "venue", venue)?,
             symbol: NameColumn::new(batch, "symbol", symbol)?,
 
-            venue_seq: column(batch, "venue_seq")?,
-            prev_venue_seq: column(batch, "prev_venue_seq")?,
-            pub_seq: column(batch, "pub_seq")?,
+            venue_seq: Col::new(column::<UInt64Array>(batch, "venue_seq")?),
+            prev_venue_seq: Col::new(column::<UInt64Array>(batch, "prev_venue_seq")?),
+            pub_seq: Col::new(column::<UInt64Array>(batch, "pub_seq")?),
 
-            price: column(batch, "price")?,
-            price_scale: column(batch, "price_scale")?,
-            size: column(batch, "size")?,
-            size_scale: column(batch, "size_scale")?,
-            flags: column(batch, "flags")?,
+            price: Col::new(column::<Int64Array>(batch, "price")?),
+            price_scale: Col::new(column::<UInt8Array>(batch, "price_scale")?),
+            size: Col::new(column::<Int64Array>(batch, "size")?),
+            size_scale: Col::new(column::<UInt8Array>(batch, "size_scale")?),
+            flags: Col::new(column::<UInt8Array>(batch, "flags")?),
             trade_id: column(batch, "trade_id")?,
             gap_reason: optional_column(batch, "gap_reason")?,
             gap_missing: optional_column(batch, "gap_missing")?,
@@ -584,49 +624,64 @@ impl BatchView {
         out: &mut Event,
         spare: &mut String,
     ) -> Result<()> {
-        let fixed = |m: &Int64Array, s: &UInt8Array| -> Result<Fixed> {
-            if m.is_null(i) || s.is_null(i) {
-                bail!("{} row {i} without price/size", self.kind.value(i));
+        match self.kinds[i] {
+            Some(Kind::Book) => {
+                let delta = BookDelta {
+                    side: self.side_at(i)?,
+                    price: self.fixed(i, &self.price, &self.price_scale)?,
+                    size: self.fixed(i, &self.size, &self.size_scale)?,
+                    flags: Flags(self.flags.value(i)),
+                };
+                match &mut out.body {
+                    // The usual case, a delta over a delta: nothing to drop.
+                    Body::Book(b) => *b = delta,
+                    other => {
+                        if let Body::Trade(t) = other {
+                            *spare = std::mem::take(&mut t.trade_id);
+                        }
+                        *other = Body::Book(delta);
+                    }
+                }
             }
-            Ok(Fixed::new(m.value(i), s.value(i)))
-        };
-        let side = || -> Result<Side> {
-            self.sides[i].with_context(|| format!("row {i}: bad side {:?}", self.side.value(i)))
-        };
-        if let Body::Trade(t) = &mut out.body {
-            *spare = std::mem::take(&mut t.trade_id);
-        }
-        out.body = match self.kinds[i] {
-            Some(Kind::Book) => Body::Book(BookDelta {
-                side: side()?,
-                price: fixed(&self.price, &self.price_scale)?,
-                size: fixed(&self.size, &self.size_scale)?,
-                flags: Flags(self.flags.value(i)),
-            }),
             Some(Kind::Trade) => {
-                let mut trade_id = std::mem::take(spare);
+                let (aggressor, price, size) = (
+                    self.side_at(i)?,
+                    self.fixed(i, &self.price, &self.price_scale)?,
+                    self.fixed(i, &self.size, &self.size_scale)?,
+                );
+                let mut trade_id = match &mut out.body {
+                    Body::Trade(t) => std::mem::take(&mut t.trade_id),
+                    _ => std::mem::take(spare),
+                };
                 trade_id.clear();
                 trade_id.push_str(self.trade_id.value(i));
-                Body::Trade(Trade {
-                    aggressor: side()?,
-                    price: fixed(&self.price, &self.price_scale)?,
-                    size: fixed(&self.size, &self.size_scale)?,
+                out.body = Body::Trade(Trade {
+                    aggressor,
+                    price,
+                    size,
                     trade_id,
-                })
+                });
             }
-            Some(Kind::Gap) => Body::Gap(Gap {
-                reason: (self.gap_reason.as_ref())
-                    .and_then(|c| GapReason::from_name(c.value(i)))
-                    .with_context(|| format!("row {i}: unknown gap reason"))?,
-                missing: (self.gap_missing.as_ref()).and_then(|c| opt(c.is_valid(i), c.value(i))),
-                publisher: (self.gap_publisher.as_ref())
-                    .map_or(String::new(), |c| c.value(i).to_string()),
-            }),
+            Some(Kind::Gap) => {
+                let gap = Body::Gap(Gap {
+                    reason: (self.gap_reason.as_ref())
+                        .and_then(|c| GapReason::from_name(c.value(i)))
+                        .with_context(|| format!("row {i}: unknown gap reason"))?,
+                    missing: (self.gap_missing.as_ref())
+                        .and_then(|c| opt(c.is_valid(i), c.value(i))),
+                    publisher: (self.gap_publisher.as_ref())
+                        .map_or(String::new(), |c| c.value(i).to_string()),
+                });
+                if let Body::Trade(t) = &mut out.body {
+                    *spare = std::mem::take(&mut t.trade_id);
+                }
+                out.body = gap;
+            }
             _ => bail!(
                 "row {i}: kind {:?} is not stored in datasets",
                 self.kind.value(i)
             ),
-        };
+        }
         // Consecutive rows nearly always share venue and symbol (a file holds one of
         // each): comparing a few bytes is cheaper than hashing them.
         self.venue.read_into(i, &mut out.venue, |v| names.venue(v));
@@ -634,14 +689,39 @@ impl BatchView {
             .read_into(i, &mut out.symbol, |s| names.symbol(s));
         out.ts_event = self.ts_event.value(i);
         out.ts_recv = self.ts_recv.value(i);
-        out.venue_seq = opt(self.venue_seq.is_valid(i), self.venue_seq.value(i));
-        out.prev_venue_seq = opt(
-            self.prev_venue_seq.is_valid(i),
-            self.prev_venue_seq.value(i),
-        );
+        out.venue_seq = self.venue_seq.get(i);
+        out.prev_venue_seq = self.prev_venue_seq.get(i);
         out.pub_seq = self.pub_seq.value(i);
         out.validate_with(&mut names.checked)
             .with_context(|| format!("row {i} holds an event ticktape refuses"))
+    }
+
+    /// Row `i`'s side (book side or trade aggressor).
+    #[inline(always)]
+    fn side_at(&self, i: usize) -> Result<Side> {
+        match self.sides[i] {
+            Some(side) => Ok(side),
+            None => Err(self.bad_side(i)),
+        }
+    }
+
+    #[cold]
+    fn bad_side(&self, i: usize) -> anyhow::Error {
+        anyhow::anyhow!("row {i}: bad side {:?}", self.side.value(i))
+    }
+
+    /// Row `i`'s price or size from its mantissa and scale columns.
+    #[inline(always)]
+    fn fixed(&self, i: usize, m: &Col<Int64Type>, s: &Col<UInt8Type>) -> Result<Fixed> {
+        match (m.get(i), s.get(i)) {
+            (Some(m), Some(s)) => Ok(Fixed::new(m, s)),
+            _ => Err(self.without_price(i)),
+        }
+    }
+
+    #[cold]
+    fn without_price(&self, i: usize) -> anyhow::Error {
+        anyhow::anyhow!("{} row {i} without price/size", self.kind.value(i))
     }
 
     /// Decodes row `i` into an event, refusing one that fails [`Event::validate`] (a

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 use crate::book::L2Book;
-use crate::event::{Body, Event, Fixed, UnixNanos};
+use crate::event::{Body, Event, Fixed, Flags, UnixNanos};
 pub use crate::exchange::matching::OrderRequest;
 pub use crate::exchange::protocol::{
     ClientOrderId, ExchangeOutput, Fill, Liquidity, NewOrder, OrderSide, OrderStatus, OrderType,
@@ -73,6 +73,10 @@ pub struct Context {
     books: Vec<BookSlot>,
     /// Net position per venue and symbol, from the fills seen.
     positions: Vec<(Arc<str>, Arc<str>, Fixed)>,
+    /// Index in `books` of the slot the last book event was found in: consecutive
+    /// events nearly always belong to one instrument, so [`Dispatcher::pass_partial`]
+    /// checks that slot first (by pointer) instead of scanning.
+    last_slot: usize,
     next_id: u64,
     queued: Vec<QueuedRequest>,
     orders_sent: u64,
@@ -86,6 +90,7 @@ impl Context {
             now: UnixNanos::MIN,
             books: Vec::new(),
             positions: Vec::new(),
+            last_slot: 0,
             next_id: 0,
             queued: Vec::new(),
             orders_sent: 0,
@@ -232,7 +237,18 @@ impl Context {
             .books
             .iter()
             .position(|b| b.is(&event.venue, &event.symbol));
-        found.unwrap_or_else(|| self.add_book(event))
+        let i = found.unwrap_or_else(|| self.add_book(event));
+        self.last_slot = i;
+        i
+    }
+
+    /// True when `event` carries exactly the shared names of the slot a book event was
+    /// last found in, and that slot holds the exchange's book (pointer compares only; a
+    /// miss is no answer, the caller takes the full path).
+    fn in_last_shared_slot(&self, event: &Event) -> bool {
+        self.books.get(self.last_slot).is_some_and(|b| {
+            b.shared && Arc::ptr_eq(&b.venue, &event.venue) && Arc::ptr_eq(&b.symbol, &event.symbol)
+        })
     }
 
     fn add_book(&mut self, event: &Event) -> usize {
@@ -268,6 +284,7 @@ impl Context {
                     let i = self.add_book(event);
                     self.books[i].shared = true;
                     self.books[i].instrument = instrument;
+                    self.last_slot = i;
                 }
             }
             // Not lent now: its box is the empty stand-in, which the gap clears anyway.
@@ -431,6 +448,31 @@ impl Dispatcher {
             strategy.on_timer(ctx)?;
         }
         Ok(true)
+    }
+
+    /// In process, after the exchange applied `event`: takes a book delta that is not the
+    /// last of its venue message, of an instrument whose book this strategy shares with
+    /// the exchange, when no timer is due; true if it did. Such a delta calls nothing in
+    /// the strategy ([`Dispatcher::market`] would find the shared book inconsistent, as
+    /// the exchange just applied a delta without `LAST`, and return), so only the clock
+    /// and the counter move, without lending the books or scanning the slots. Most
+    /// events of a depth feed are such deltas. False leaves everything to
+    /// [`Dispatcher::market`].
+    pub(crate) fn pass_partial(&mut self, event: &Event) -> bool {
+        let Body::Book(delta) = &event.body else {
+            return false;
+        };
+        let now = self.ctx.now.max(event.ts_recv);
+        // A due timer (or none started yet) needs the full path.
+        if delta.flags.contains(Flags::LAST)
+            || self.next_timer.is_none_or(|due| now >= due)
+            || !self.ctx.in_last_shared_slot(event)
+        {
+            return false;
+        }
+        self.ctx.now = now;
+        self.stats.events += 1;
+        true
     }
 
     /// Hands a market event (book, trade, gap) to the strategy; other kinds are ignored.

@@ -26,6 +26,7 @@ impl Instruments {
 
     /// [`Instruments::find`] for an event's shared names: by pointer when they are the
     /// last pair looked up.
+    #[inline]
     pub(super) fn find_shared(&mut self, venue: &Arc<str>, symbol: &Arc<str>) -> Option<usize> {
         if let Some((v, s, id)) = &self.last
             && Arc::ptr_eq(v, venue)
@@ -33,6 +34,12 @@ impl Instruments {
         {
             return Some(*id);
         }
+        self.find_and_remember(venue, symbol)
+    }
+
+    /// [`Instruments::find_shared`] by name, remembering the pair.
+    #[inline(never)]
+    fn find_and_remember(&mut self, venue: &Arc<str>, symbol: &Arc<str>) -> Option<usize> {
         let id = self.find(venue, symbol)?;
         self.last = Some((venue.clone(), symbol.clone(), id));
         Some(id)

@@ -7,13 +7,13 @@
 
 // Fx: keys here are small and never attacker-chosen; SipHash showed in replay profiles.
 use rustc_hash::FxHashMap as HashMap;
-use std::collections::BTreeMap;
 
 use crate::book::L2Book;
 use crate::event::{BookDelta, Fixed, Flags, Side, Trade};
 use crate::exchange::models::{QueueModel, narrow, wide};
 use crate::exchange::protocol::{Liquidity, OrderSide};
 
+use super::own_levels::OwnLevels;
 use super::{Exec, Order};
 
 #[derive(Debug, Default)]
@@ -27,8 +27,8 @@ pub(super) struct Market {
     /// decrease that trades explain is not taken for cancels.
     pub(super) traded: HashMap<(Side, Fixed), Fixed>,
     /// Own resting order ids per price, in arrival order.
-    pub(super) own_bids: BTreeMap<Fixed, Vec<u64>>,
-    pub(super) own_asks: BTreeMap<Fixed, Vec<u64>>,
+    pub(super) own_bids: OwnLevels,
+    pub(super) own_asks: OwnLevels,
     /// Reused buffers for the prices and order ids a trade reaches, so a trade at a
     /// level holding own orders allocates nothing.
     pub(super) scratch_prices: Vec<Fixed>,
@@ -38,7 +38,7 @@ pub(super) struct Market {
 }
 
 impl Market {
-    pub(super) fn own(&mut self, side: Side) -> &mut BTreeMap<Fixed, Vec<u64>> {
+    pub(super) fn own(&mut self, side: Side) -> &mut OwnLevels {
         match side {
             Side::Ask => &mut self.own_asks,
             _ => &mut self.own_bids,
@@ -103,13 +103,7 @@ impl Market {
     }
 
     pub(super) fn remove_resting(&mut self, side: Side, price: Fixed, id: u64) {
-        let own = self.own(side);
-        if let Some(ids) = own.get_mut(&price) {
-            ids.retain(|&x| x != id);
-            if ids.is_empty() {
-                own.remove(&price);
-            }
-        }
+        self.own(side).remove(price, id);
     }
 }
 
@@ -146,7 +140,7 @@ pub(super) fn on_delta(
         Side::Ask => &market.own_asks,
         _ => &market.own_bids,
     };
-    for id in own.get(&delta.price).map_or(&[][..], Vec::as_slice) {
+    for id in own.at(delta.price) {
         let Some(order) = orders.get_mut(id) else {
             continue;
         };
@@ -164,8 +158,31 @@ pub(super) fn on_delta(
     if market.in_snapshot {
         return;
     }
-    cross(market, orders, OrderSide::Buy, execs);
-    cross(market, orders, OrderSide::Sell, execs);
+    if touches(market, OrderSide::Buy) {
+        cross(market, orders, OrderSide::Buy, execs);
+    }
+    if touches(market, OrderSide::Sell) {
+        cross(market, orders, OrderSide::Sell, execs);
+    }
+}
+
+/// True when the best own order of `side` touches the opposite side of the book (a
+/// buy at or above the best ask, a sell at or below the best bid): only then can
+/// [`cross`] fill anything. Runs after every delta, so it is kept small.
+#[inline]
+fn touches(market: &Market, side: OrderSide) -> bool {
+    match side {
+        OrderSide::Buy => market
+            .own_bids
+            .highest()
+            .zip(market.book.best_ask_price())
+            .is_some_and(|(own, ask)| ask <= own),
+        OrderSide::Sell => market
+            .own_asks
+            .lowest()
+            .zip(market.book.best_bid_price())
+            .is_some_and(|(own, bid)| bid >= own),
+    }
 }
 
 /// Fills own resting orders of `side` that the book now crosses, at their own price as
@@ -184,26 +201,22 @@ pub(super) fn cross(
         OrderSide::Sell => market.book.best_bid_price().is_some_and(|b| b >= p),
     };
     let best_own = match side {
-        OrderSide::Buy => market.own_bids.keys().next_back().copied(),
-        OrderSide::Sell => market.own_asks.keys().next().copied(),
+        OrderSide::Buy => market.own_bids.highest(),
+        OrderSide::Sell => market.own_asks.lowest(),
     };
     if !best_own.is_some_and(crossing) {
         return;
     }
     let prices: Vec<Fixed> = match side {
-        OrderSide::Buy => market.own_bids.keys().rev().copied().collect(),
-        OrderSide::Sell => market.own_asks.keys().copied().collect(),
+        OrderSide::Buy => market.own_bids.prices().rev().collect(),
+        OrderSide::Sell => market.own_asks.prices().collect(),
     };
     for price in prices {
         let mut levels: Vec<(Fixed, Fixed)> = market.takeable(side, Some(price)).collect();
         if levels.is_empty() {
             break;
         }
-        let ids = market
-            .own(own_side)
-            .get(&price)
-            .cloned()
-            .unwrap_or_default();
+        let ids = market.own(own_side).at(price).to_vec();
         for id in ids {
             let Some(order) = orders.get(&id) else {
                 continue;
@@ -256,10 +269,8 @@ pub(super) fn on_trade(
     let mut reached = std::mem::take(&mut market.scratch_prices);
     reached.clear();
     match side {
-        OrderSide::Buy => {
-            reached.extend(market.own_bids.range(trade.price..).rev().map(|(p, _)| *p))
-        }
-        OrderSide::Sell => reached.extend(market.own_asks.range(..=trade.price).map(|(p, _)| *p)),
+        OrderSide::Buy => reached.extend(market.own_bids.prices_from(trade.price).rev()),
+        OrderSide::Sell => reached.extend(market.own_asks.prices_through(trade.price)),
     }
     if reached.contains(&trade.price) {
         let t = market
@@ -273,9 +284,7 @@ pub(super) fn on_trade(
     for &price in &reached {
         let through = price != trade.price;
         ids.clear();
-        if let Some(at) = market.own(own_side).get(&price) {
-            ids.extend_from_slice(at);
-        }
+        ids.extend_from_slice(market.own(own_side).at(price));
         for &id in &ids {
             let Some(order) = orders.get_mut(&id) else {
                 continue;
@@ -320,7 +329,7 @@ pub(super) fn sub(a: Fixed, b: Fixed) -> Fixed {
     })
 }
 
-/// `x` floored at zero.
+/// `x` floored at zero (a value's sign is its mantissa's, whatever the scale).
 pub(super) fn pos(x: Fixed) -> Fixed {
-    if x < Fixed::ZERO { Fixed::ZERO } else { x }
+    if x.mantissa < 0 { Fixed::ZERO } else { x }
 }

@@ -30,6 +30,7 @@
 mod digest;
 mod instruments;
 mod market;
+mod own_levels;
 mod positions;
 #[cfg(test)]
 mod tests;
@@ -80,6 +81,9 @@ pub struct SimExchange {
     /// strategy-name order, so the result does not depend on which process's message
     /// reached the gateway first (bus lockstep) or on the driver (in-process).
     pending: BTreeMap<(UnixNanos, Arc<str>, u64), Pending>,
+    /// The earliest `apply_at` in `pending` (`UnixNanos::MAX` when empty): every event
+    /// asks whether a request is due, and one compare answers it.
+    first_due: UnixNanos,
     /// Latest apply time per strategy, so its requests stay in order.
     last_apply: HashMap<Arc<str>, UnixNanos>,
     /// Positions, indexed by the id [`SimExchange::position_ids`] gives them.
@@ -165,6 +169,7 @@ impl SimExchange {
             client_ids: HashMap::default(),
             names: Interner::default(),
             pending: BTreeMap::new(),
+            first_due: UnixNanos::MAX,
             last_apply: HashMap::default(),
             positions: Vec::new(),
             position_ids: BTreeMap::new(),
@@ -359,6 +364,7 @@ impl SimExchange {
         *last = apply_at;
         self.pending
             .insert((apply_at, strategy.clone(), self.next_seq), what);
+        self.first_due = self.first_due.min(apply_at);
         self.next_seq += 1;
     }
 
@@ -428,6 +434,7 @@ impl SimExchange {
     pub fn close(&mut self, ts: UnixNanos) {
         self.advance_to(ts);
         let left = std::mem::take(&mut self.pending);
+        self.first_due = UnixNanos::MAX;
         for ((apply_at, _, _), what) in left {
             if let Pending::New(id) = what {
                 let reason = format!(
@@ -438,7 +445,16 @@ impl SimExchange {
         }
     }
 
+    /// True when a queued request has `apply_at < ts` ([`SimExchange::advance_before`]
+    /// would apply it).
+    pub fn has_due_before(&self, ts: UnixNanos) -> bool {
+        self.first_due < ts
+    }
+
     fn apply_pending(&mut self, due: impl Fn(UnixNanos) -> bool) {
+        if self.pending.is_empty() || !due(self.first_due) {
+            return;
+        }
         while let Some(entry) = self.pending.first_entry() {
             let apply_at = entry.key().0;
             if !due(apply_at) {
@@ -451,6 +467,7 @@ impl SimExchange {
                 Pending::Cancel(id) => self.apply_cancel(id, apply_at),
             }
         }
+        self.first_due = self.pending.keys().next().map_or(UnixNanos::MAX, |k| k.0);
     }
 
     /// The index of the position of `order`'s strategy in its instrument, created flat
@@ -532,7 +549,7 @@ impl SimExchange {
             let own_side = side.book_side();
             let visible = market.available(own_side, p, market.book.size_at(own_side, p));
             ahead = self.models.queue.ahead_at_placement(visible);
-            market.own(own_side).entry(p).or_default().push(id);
+            market.own(own_side).push(p, id);
         }
         self.apply_execs_quiet(ts);
         let filled_any = remaining < size;
@@ -792,7 +809,7 @@ impl SimExchange {
         let mut open: Vec<&Order> = self
             .markets
             .iter()
-            .flat_map(|m| m.own_bids.values().chain(m.own_asks.values()))
+            .flat_map(|m| m.own_bids.ids().chain(m.own_asks.ids()))
             .flatten()
             .filter_map(|id| self.orders.get(id))
             .filter(|o| o.resting && &*o.strategy == strategy)
