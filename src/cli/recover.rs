@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use ticktape::store::WriterOptions;
@@ -14,6 +14,12 @@ pub struct RecoverArgs {
 }
 
 pub fn run(a: RecoverArgs) -> Result<()> {
+    if !a.dataset.is_dir() {
+        bail!(
+            "cannot recover {}: no such dataset directory (give the directory a recorder wrote to; `ticktape inspect DIR` shows what a directory holds)",
+            a.dataset.display()
+        );
+    }
     let r = ticktape::store::recover(&a.dataset, &WriterOptions::default())
         .with_context(|| format!("cannot recover {}", a.dataset.display()))?;
     eprintln!(

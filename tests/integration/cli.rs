@@ -64,6 +64,20 @@ fn book_with_a_wrong_case_symbol_or_venue_names_the_known_ones() {
 }
 
 #[test]
+fn recover_of_a_missing_directory_fails_and_says_what_to_give() {
+    let dir = tempdir();
+    let missing = dir.path().join("no-such-dataset");
+    let out = spawn(&["recover", missing.to_str().unwrap()]).wait(Duration::from_secs(60));
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no such dataset directory"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!missing.exists(), "recover created {}", missing.display());
+}
+
+#[test]
 fn book_prints_the_mid_as_an_exact_decimal() {
     let out = run_ok(&[
         "book",
