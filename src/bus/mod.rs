@@ -6,12 +6,12 @@
 //! their topic: business logic lives in the sources and sinks.
 //!
 //! # Layout
-//! - [`publisher`]: the bound PUB/XPUB socket, its back-pressure, its drain at close;
-//! - [`peers`]: who a lossless publisher waits for (Linux socket and process lookups);
-//! - [`subscriber`]: SUB sockets on one or more publishers, messages tagged by source;
-//! - [`sequencer`]: `pub_seq` per topic;
-//! - [`heartbeat`]: `hb.<publisher>` every interval;
-//! - [`outlets`]: a source's events to ZeroMQ, JetStream, or both.
+//! - `publisher.rs`: the bound PUB/XPUB socket, its back-pressure, its drain at close;
+//! - `peers.rs`: who a lossless publisher waits for (Linux socket and process lookups);
+//! - `subscriber.rs`: SUB sockets on one or more publishers, messages tagged by source;
+//! - `sequencer.rs`: `pub_seq` per topic;
+//! - `heartbeat.rs`: `hb.<publisher>` every interval;
+//! - `outlets.rs`: a source's events to ZeroMQ, JetStream, or both.
 
 use std::time::Duration;
 

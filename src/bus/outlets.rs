@@ -17,7 +17,7 @@ pub struct Outlets {
 }
 
 impl Outlets {
-    /// Sends `event` on `topic` (built by a [`Sequencer`]) to every outlet.
+    /// Sends `event` on `topic` (built by a [`Sequencer`](super::Sequencer)) to every outlet.
     pub fn send_on(&mut self, topic: &str, event: &Event) -> Result<()> {
         if let Some(p) = self.zmq.as_mut() {
             p.send_on(topic, event)?;

@@ -316,7 +316,7 @@ impl Publisher {
         result
     }
 
-    /// Like [`Self::send`] with the event's topic already built (by a [`Sequencer`]).
+    /// Like [`Self::send`] with the event's topic already built (by a [`Sequencer`](super::Sequencer)).
     pub fn send_on(&mut self, topic: &str, event: &Event) -> Result<()> {
         let mut payload = std::mem::take(&mut self.payload_buf);
         payload.clear();

@@ -12,7 +12,7 @@ pub struct Sequencer {
 
 impl Sequencer {
     /// Stamps `event.pub_seq` with the next number of its topic, and returns the topic
-    /// (for [`Publisher::send_on`], so it is built once per event).
+    /// (for [`Publisher::send_on`](super::Publisher::send_on), so it is built once per event).
     pub fn stamp(&mut self, event: &mut Event) -> &str {
         self.topic.clear();
         wire::write_topic(event, &mut self.topic);
