@@ -570,9 +570,15 @@ impl Event {
     /// A placeholder with empty names, zero times and an empty gap body: the event a
     /// reading loop hands to `EventReader::read_into` to be overwritten row after row.
     pub fn blank() -> Event {
+        Event::blank_named(Arc::from(""), Arc::from(""))
+    }
+
+    /// [`Event::blank`] with the names given (a reader passes the ones it shares, so the
+    /// placeholder allocates nothing).
+    pub fn blank_named(venue: Arc<str>, symbol: Arc<str>) -> Event {
         Event {
-            venue: Arc::from(""),
-            symbol: Arc::from(""),
+            venue,
+            symbol,
             ts_event: 0,
             ts_recv: 0,
             venue_seq: None,

@@ -31,6 +31,23 @@ struct Peer {
     unwoken: u32,
 }
 
+impl Peer {
+    /// The pid of a strategy that attached and died (or whose pid was reused) without
+    /// closing its side in order.
+    fn died(&self) -> Option<u32> {
+        let (pid, alive) = self.end.map.peer(Side::Strategy);
+        (pid != 0 && !alive && !self.end.map.closed(Side::Strategy)).then_some(pid)
+    }
+
+    /// The error for a strategy that [`Peer::died`].
+    fn died_error(&self, pid: u32) -> anyhow::Error {
+        anyhow::anyhow!(
+            "strategy {:?} (pid {pid}) is gone: its shared-memory peer died (crashed or was killed)",
+            self.name
+        )
+    }
+}
+
 /// The replay's shared-memory segments, one per strategy, in the scenario's order.
 pub struct Hub {
     peers: Vec<Peer>,
@@ -128,16 +145,10 @@ impl Hub {
         if self.ending {
             return Ok(());
         }
-        for p in &self.peers {
-            let (pid, alive) = p.end.map.peer(Side::Strategy);
-            if pid != 0 && !alive && !p.end.map.closed(Side::Strategy) {
-                bail!(
-                    "strategy {:?} (pid {pid}) is gone: its shared-memory peer died (crashed or was killed)",
-                    p.name
-                );
-            }
+        match self.peers.iter().find_map(|p| Some((p, p.died()?))) {
+            Some((p, pid)) => Err(p.died_error(pid)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Writes one record to peer `i`, waiting while its ring is full (bounded by the
@@ -173,14 +184,11 @@ impl Hub {
             if stop.as_ref().is_some_and(Stop::is_set) {
                 return Ok(());
             }
-            let (pid, alive) = p.end.map.peer(Side::Strategy);
-            if pid != 0 && !alive && !p.end.map.closed(Side::Strategy) {
-                bail!(
-                    "strategy {:?} (pid {pid}) is gone: its shared-memory peer died (crashed or was killed)",
-                    p.name
-                );
+            if let Some(pid) = p.died() {
+                return Err(p.died_error(pid));
             }
             if since.elapsed() > stall_timeout {
+                let pid = p.end.map.peer(Side::Strategy).0;
                 bail!(
                     "strategy {:?} (pid {pid}) stopped reading: its {} MiB ring has been full for {stall_timeout:?} (hung? raise replay.ack_timeout_secs if it is only slow)",
                     p.name,
@@ -293,12 +301,9 @@ impl Hub {
     /// True when every strategy has closed its side in order, or is gone: nobody will
     /// send another request.
     pub fn all_closed(&self) -> bool {
-        self.peers.iter().all(|p| {
-            p.end.map.closed(Side::Strategy) || {
-                let (pid, alive) = p.end.map.peer(Side::Strategy);
-                pid != 0 && !alive
-            }
-        })
+        self.peers
+            .iter()
+            .all(|p| p.end.map.closed(Side::Strategy) || p.died().is_some())
     }
 
     /// Tells every strategy the replay closed in order (after the end of the stream).

@@ -316,7 +316,7 @@ fn oversized_records_are_refused_and_corrupt_ones_are_reported() {
 }
 
 #[test]
-fn a_sleeping_reader_is_woken_at_the_first_record_not_at_the_next_marker() {
+fn a_reader_about_to_sleep_says_so_once_and_the_next_wake_ends_its_sleep() {
     let mut end = segment::create_with("hint", DOWN, UP).unwrap();
     let strategy = super::attach(
         std::os::fd::AsFd::as_fd(&*end.map)
@@ -357,6 +357,35 @@ fn a_sleeping_reader_is_woken_at_the_first_record_not_at_the_next_marker() {
     assert!(
         slept < Duration::from_secs(5),
         "woken, not timed out: {slept:?}"
+    );
+}
+
+#[test]
+fn the_hub_wakes_a_sleeping_strategy_at_its_first_record_not_at_the_next_marker() {
+    let mut hub = super::Hub::create(&["hint".to_string()], Duration::from_secs(5)).unwrap();
+    let (_, raw) = hub.fds()[0].clone();
+    // SAFETY: the hub keeps the descriptor open for the whole test; we only duplicate it.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) }
+        .try_clone_to_owned()
+        .unwrap();
+    let mut down = super::attach(fd).unwrap().down;
+    let reader = std::thread::spawn(move || {
+        let began = Instant::now();
+        // Nothing to read: sleeps (up to 10 s) until the hub wakes it.
+        down.wait(Duration::from_secs(10));
+        (
+            began.elapsed(),
+            down.read().unwrap().map(|r| r.payload.to_vec()),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    // One bus record: far fewer than the hub's batch between wakes, and no step marker.
+    hub.publish(b"t", b"1").unwrap();
+    let (slept, next) = reader.join().unwrap();
+    assert_eq!(next.as_deref(), Some(&b"1"[..]));
+    assert!(
+        slept < Duration::from_secs(5),
+        "the sleeping reader was not woken for its record: slept {slept:?}"
     );
 }
 

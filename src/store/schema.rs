@@ -331,20 +331,7 @@ impl RowNames {
             None => self.interner.intern(""),
         };
         let (venue, symbol) = (name(&self.venue), name(&self.symbol));
-        Event {
-            venue,
-            symbol,
-            ts_event: 0,
-            ts_recv: 0,
-            venue_seq: None,
-            prev_venue_seq: None,
-            pub_seq: 0,
-            body: Body::Gap(Gap {
-                reason: GapReason::Resync,
-                missing: None,
-                publisher: String::new(),
-            }),
-        }
+        Event::blank_named(venue, symbol)
     }
 
     fn shared(interner: &mut Interner, last: &mut Option<Arc<str>>, name: &str) -> Arc<str> {
