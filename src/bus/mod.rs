@@ -29,6 +29,19 @@ pub use publisher::{Publisher, PublisherConfig, PublisherStats};
 pub use sequencer::Sequencer;
 pub use subscriber::{CONTROL_TOPICS, Received, Subscriber, SubscriberConfig, with_control_topics};
 
+/// Runs a ZeroMQ call again when a signal interrupted it (`EINTR`): nothing was sent or
+/// received, and the caller's own stop flag (set by the signal handler) is what decides
+/// whether to go on. Even a `DONTWAIT` call can be interrupted, while libzmq reads its
+/// mailbox, so a Ctrl-C must not surface as "Interrupted system call".
+pub(crate) fn again_if_interrupted<T>(mut call: impl FnMut() -> zmq::Result<T>) -> zmq::Result<T> {
+    loop {
+        match call() {
+            Err(zmq::Error::EINTR) => continue,
+            result => return result,
+        }
+    }
+}
+
 /// A process-wide ZeroMQ context (cheap to clone).
 pub fn context() -> zmq::Context {
     zmq::Context::new()
@@ -48,3 +61,28 @@ pub enum Backpressure {
 pub(crate) const BLOCK_LINGER_MS: i32 = 120_000;
 /// The same limit for [`Publisher::drain`].
 pub const DRAIN_LIMIT: Duration = Duration::from_millis(BLOCK_LINGER_MS as u64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_call_is_made_again_and_other_errors_pass_through() {
+        let mut calls = 0;
+        let result = again_if_interrupted(|| {
+            calls += 1;
+            if calls < 3 {
+                Err(zmq::Error::EINTR)
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(result, Ok(3));
+        let mut calls = 0;
+        let result: zmq::Result<()> = again_if_interrupted(|| {
+            calls += 1;
+            Err(zmq::Error::EAGAIN)
+        });
+        assert_eq!((result, calls), (Err(zmq::Error::EAGAIN), 1));
+    }
+}

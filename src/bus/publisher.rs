@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::peers::Peers;
-use super::{BLOCK_LINGER_MS, Backpressure, SlowSubscriber};
+use super::{BLOCK_LINGER_MS, Backpressure, SlowSubscriber, again_if_interrupted};
 use crate::event::Event;
 use crate::wire;
 
@@ -263,7 +263,7 @@ impl Publisher {
 
     /// Sends one frame; false when it was dropped because of [`Self::give_up_waiting_on`].
     fn send_frame(&mut self, data: &[u8], flags: i32) -> Result<bool> {
-        match self.socket.send(data, flags | zmq::DONTWAIT) {
+        match again_if_interrupted(|| self.socket.send(data, flags | zmq::DONTWAIT)) {
             Ok(()) => Ok(true),
             Err(zmq::Error::EAGAIN) if self.backpressure == Backpressure::Block => {
                 // A subscriber's queue is full: wait for it (never drop in replay).
@@ -280,7 +280,7 @@ impl Publisher {
                         self.discard_queued_on_close()?;
                         break false;
                     }
-                    match self.socket.send(data, flags | zmq::DONTWAIT) {
+                    match again_if_interrupted(|| self.socket.send(data, flags | zmq::DONTWAIT)) {
                         Ok(()) => break true,
                         Err(zmq::Error::EAGAIN) => {
                             attempts += 1;

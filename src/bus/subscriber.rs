@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use super::again_if_interrupted;
+
 /// One message received by a [`Subscriber`], tagged with the endpoint it came from.
 ///
 /// The frames are the subscriber's own reused buffers, valid until its next receive:
@@ -150,7 +152,7 @@ fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> zmq::Res
             frames.push(zmq::Message::new());
         }
         let flags = if count == 0 { zmq::DONTWAIT } else { 0 };
-        socket.recv(&mut frames[count], flags)?;
+        again_if_interrupted(|| socket.recv(&mut frames[count], flags))?;
         count += 1;
         if !frames[count - 1].get_more() {
             return Ok(count);

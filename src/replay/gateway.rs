@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::{Outbox, VenueHost};
+use crate::bus::again_if_interrupted;
 use crate::event::UnixNanos;
 
 /// The environment variable a strategy process finds its gateway secret in.
@@ -391,8 +392,8 @@ impl Gateway {
     fn reply(&self, identity: &[u8], body: &[u8]) -> Result<()> {
         match &self.source {
             Source::Router(socket) => {
-                socket.send(identity, zmq::SNDMORE)?;
-                socket.send(body, 0)?;
+                again_if_interrupted(|| socket.send(identity, zmq::SNDMORE))?;
+                again_if_interrupted(|| socket.send(body, 0))?;
             }
             Source::Shm { hub, .. } => hub.borrow_mut().reply(identity, body)?,
         }

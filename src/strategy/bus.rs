@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 
 use super::{Dispatcher, QueuedRequest, Strategy};
+use crate::bus::again_if_interrupted;
 use crate::event::{Body, Interner};
 use crate::exchange::matching::OrderRequest;
 use crate::exchange::protocol::{ExchangeOutput, Reply, Request};
@@ -100,8 +101,7 @@ pub(crate) trait Requests {
 
 impl Requests for zmq::Socket {
     fn send_request(&mut self, body: &[u8]) -> Result<()> {
-        self.send(body, 0)
-            .context("cannot send to the order gateway")
+        again_if_interrupted(|| self.send(body, 0)).context("cannot send to the order gateway")
     }
 }
 
