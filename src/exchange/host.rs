@@ -136,13 +136,14 @@ fn not_backdated(mut request: Request, not_before: UnixNanos) -> Request {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::event::{Body, BookDelta, Flags, Side};
 
-    fn level(ts: UnixNanos, side: Side, price: &str, size: &str) -> Event {
+    /// One level of a `sim`/`X` book at `ts` (also used by the gateway's tests).
+    pub(crate) fn level(ts: UnixNanos, side: Side, price: &str, size: &str) -> Event {
         Event {
             venue: Arc::from("sim"),
             symbol: Arc::from("X"),

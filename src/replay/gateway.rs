@@ -433,30 +433,11 @@ impl Gateway {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::event::{Body, BookDelta, Event, Flags, Side};
+    use crate::event::Side;
+    use crate::exchange::host::tests::level;
     use crate::exchange::host::{ExchangeHost, ExchangeHostConfig};
     use crate::exchange::{ExchangeSettings, LatencySpec};
-
-    fn level(ts: UnixNanos, side: Side, price: &str, size: &str) -> Event {
-        Event {
-            venue: Arc::from("sim"),
-            symbol: Arc::from("X"),
-            ts_event: ts,
-            ts_recv: ts,
-            venue_seq: None,
-            prev_venue_seq: None,
-            pub_seq: 0,
-            body: Body::Book(BookDelta {
-                side,
-                price: price.parse().unwrap(),
-                size: size.parse().unwrap(),
-                flags: Flags::LAST,
-            }),
-        }
-    }
 
     fn buy(id: &str, decided_at: UnixNanos) -> String {
         format!(

@@ -9,11 +9,6 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::util::*;
 
-fn summary(run_dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(run_dir.join("summary.json")).expect("summary.json");
-    serde_json::from_str(&text).unwrap()
-}
-
 /// Fill rows per strategy in a run's fills.parquet.
 fn fills_by_strategy(run_dir: &Path) -> std::collections::BTreeMap<String, u64> {
     let file = std::fs::File::open(run_dir.join("fills.parquet")).unwrap();

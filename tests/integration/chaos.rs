@@ -3,7 +3,6 @@
 //! (summary, readable run files), and leave no strategy process or socket directory.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::util::*;
@@ -25,11 +24,6 @@ fn wait_for_strategies(tag: &str, n: usize) {
         assert!(Instant::now() < deadline, "strategies never started");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn summary(run_dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(run_dir.join("summary.json")).expect("summary.json");
-    serde_json::from_str(&text).unwrap()
 }
 
 #[test]

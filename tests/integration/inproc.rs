@@ -4,40 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use arrow_array::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
 use crate::util::*;
-
-fn summary(run_dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(run_dir.join("summary.json")).expect("summary.json");
-    serde_json::from_str(&text).unwrap()
-}
-
-fn digest(run_dir: &Path) -> String {
-    summary(run_dir)["digest"]
-        .as_str()
-        .expect("digest in summary.json")
-        .to_string()
-}
-
-/// Every row of a run file, as arrow batches concatenated, minus the exchange order ids
-/// (they count submissions across strategies; the digest leaves them out too).
-fn rows(run_dir: &Path, file: &str) -> Vec<RecordBatch> {
-    let f = std::fs::File::open(run_dir.join(file)).expect("run file");
-    ParquetRecordBatchReaderBuilder::try_new(f)
-        .unwrap()
-        .build()
-        .unwrap()
-        .map(|b| {
-            let b = b.unwrap();
-            let keep: Vec<usize> = (0..b.num_columns())
-                .filter(|&i| b.schema().field(i).name() != "order_id")
-                .collect();
-            b.project(&keep).unwrap()
-        })
-        .collect()
-}
 
 fn run_scenario(scenario: &Path, out: &Path) -> String {
     run_ok(&[

@@ -7,42 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use arrow_array::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
 use crate::util::*;
 
 /// The demo's digest (`scenarios/demo.toml`, README).
 const DEMO_DIGEST: &str = "dbd5833cdd77500b";
-
-fn summary(run_dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(run_dir.join("summary.json")).expect("summary.json");
-    serde_json::from_str(&text).unwrap()
-}
-
-fn digest(run_dir: &Path) -> String {
-    summary(run_dir)["digest"]
-        .as_str()
-        .expect("digest")
-        .to_string()
-}
-
-/// Every row of a run file minus the exchange order ids (as in `inproc.rs`).
-fn rows(run_dir: &Path, file: &str) -> Vec<RecordBatch> {
-    let f = std::fs::File::open(run_dir.join(file)).expect("run file");
-    ParquetRecordBatchReaderBuilder::try_new(f)
-        .unwrap()
-        .build()
-        .unwrap()
-        .map(|b| {
-            let b = b.unwrap();
-            let keep: Vec<usize> = (0..b.num_columns())
-                .filter(|&i| b.schema().field(i).name() != "order_id")
-                .collect();
-            b.project(&keep).unwrap()
-        })
-        .collect()
-}
 
 fn run(scenario: &Path, out: &Path, extra: &[&str]) -> String {
     let mut args = vec![

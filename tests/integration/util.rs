@@ -286,3 +286,35 @@ pub fn processes(needle: &str) -> Vec<(u32, String)> {
     }
     found
 }
+
+/// A run directory's summary.json.
+pub fn summary(run_dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).expect("summary.json");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A run's digest, from its summary.json.
+pub fn digest(run_dir: &Path) -> String {
+    summary(run_dir)["digest"]
+        .as_str()
+        .expect("digest in summary.json")
+        .to_string()
+}
+
+/// Every row of a run file, as arrow batches, minus the exchange order ids (they count
+/// submissions across strategies; the digest leaves them out too).
+pub fn rows(run_dir: &Path, file: &str) -> Vec<arrow_array::RecordBatch> {
+    let f = std::fs::File::open(run_dir.join(file)).expect("run file");
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| {
+            let b = b.unwrap();
+            let keep: Vec<usize> = (0..b.num_columns())
+                .filter(|&i| b.schema().field(i).name() != "order_id")
+                .collect();
+            b.project(&keep).unwrap()
+        })
+        .collect()
+}

@@ -229,7 +229,7 @@ mod tests {
     use super::*;
     use crate::book::L2Book;
     use crate::event::{Body, Event, Fixed};
-    use crate::feeds::import::testdata::{fixture, real};
+    use crate::feeds::import::testdata::{fixture, import_error, real};
     use crate::feeds::import::{ImportFormat, import as import_any};
 
     /// `(u, bid px, bid qty, ask px, ask qty)` of every bookTicker in the files.
@@ -410,14 +410,7 @@ mod tests {
         let cut = dir.path().join("btcusdt_cut.gz");
         std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
         let mut events: Vec<Event> = Vec::new();
-        let err = import_any(
-            ImportFormat::BinanceRaw,
-            &[cut],
-            &ImportOptions::default(),
-            &mut events,
-            &|_| {},
-        )
-        .unwrap_err();
+        let err = import_error(ImportFormat::BinanceRaw, cut, &mut events);
         let msg = format!("{err:#}");
         assert!(msg.contains("btcusdt_cut.gz:"), "{msg}");
         assert!(msg.contains("truncated or corrupt"), "{msg}");
@@ -434,14 +427,7 @@ mod tests {
         )
         .unwrap();
         let mut events: Vec<Event> = Vec::new();
-        let err = import_any(
-            ImportFormat::Auto,
-            &[p],
-            &ImportOptions::default(),
-            &mut events,
-            &|_| {},
-        )
-        .unwrap_err();
+        let err = import_error(ImportFormat::Auto, p, &mut events);
         let msg = format!("{err:#}");
         assert!(msg.contains("btcusdt_x.txt:2"), "{msg}");
         assert_eq!(events.len(), 1);

@@ -601,7 +601,7 @@ fn diff_window(
 mod tests {
     use super::*;
     use crate::book::L2Book;
-    use crate::feeds::import::testdata::{fixture, real};
+    use crate::feeds::import::testdata::{fixture, import_error, real};
     use crate::feeds::import::{ImportFormat, import as import_any};
 
     fn run(path: &Path) -> (Vec<Event>, ImportStats) {
@@ -758,14 +758,7 @@ mod tests {
         let path = dir.path().join("odd.mbo.dbn");
         std::fs::write(&path, &odd).unwrap();
         let mut events: Vec<Event> = Vec::new();
-        let err = import_any(
-            ImportFormat::Dbn,
-            &[path],
-            &ImportOptions::default(),
-            &mut events,
-            &|_| {},
-        )
-        .unwrap_err();
+        let err = import_error(ImportFormat::Dbn, path, &mut events);
         let msg = format!("{err:#}");
         assert!(
             msg.contains("odd.mbo.dbn") && msg.contains("60 bytes long"),
@@ -784,14 +777,7 @@ mod tests {
         let path = dir.path().join("huge-metadata.dbn");
         std::fs::write(&path, &plain).unwrap();
         let mut events: Vec<Event> = Vec::new();
-        let err = import_any(
-            ImportFormat::Dbn,
-            &[path],
-            &ImportOptions::default(),
-            &mut events,
-            &|_| {},
-        )
-        .unwrap_err();
+        let err = import_error(ImportFormat::Dbn, path, &mut events);
         let msg = format!("{err:#}");
         assert!(
             msg.contains("huge-metadata.dbn") && msg.contains("808740145 bytes of metadata"),
@@ -813,14 +799,7 @@ mod tests {
         let path = dir.path().join("short.mbo.dbn");
         std::fs::write(&path, &short).unwrap();
         let mut events: Vec<Event> = Vec::new();
-        let err = import_any(
-            ImportFormat::Dbn,
-            &[path],
-            &ImportOptions::default(),
-            &mut events,
-            &|_| {},
-        )
-        .unwrap_err();
+        let err = import_error(ImportFormat::Dbn, path, &mut events);
         let msg = format!("{err:#}");
         assert!(
             msg.contains("short.mbo.dbn") && msg.contains("record 2: corrupt DBN record"),
@@ -838,14 +817,7 @@ mod tests {
         let cut = dir.path().join("cut.mbo.dbn.zst");
         std::fs::write(&cut, &full[..full.len() / 3]).unwrap();
         let mut events: Vec<Event> = Vec::new();
-        let err = import_any(
-            ImportFormat::Dbn,
-            &[cut],
-            &ImportOptions::default(),
-            &mut events,
-            &|_| {},
-        )
-        .unwrap_err();
+        let err = import_error(ImportFormat::Dbn, cut, &mut events);
         let msg = format!("{err:#}");
         assert!(
             msg.contains("cut.mbo.dbn.zst") && msg.contains("record"),
@@ -855,14 +827,7 @@ mod tests {
         let plain = std::fs::read(fixture("dbn/test_data.mbo.v3.dbn")).unwrap();
         let cut = dir.path().join("cut.mbo.dbn");
         std::fs::write(&cut, &plain[..plain.len() - 10]).unwrap();
-        let err = import_any(
-            ImportFormat::Auto,
-            &[cut],
-            &ImportOptions::default(),
-            &mut events,
-            &|_| {},
-        )
-        .unwrap_err();
+        let err = import_error(ImportFormat::Auto, cut, &mut events);
         assert!(
             format!("{err:#}").contains("truncated or corrupt DBN"),
             "{err:#}"
@@ -995,14 +960,7 @@ mod tests {
         }
         drop(encoder);
         let mut events: Vec<Event> = Vec::new();
-        let e = import_any(
-            ImportFormat::Dbn,
-            &[out],
-            &ImportOptions::default(),
-            &mut events,
-            &|_| {},
-        )
-        .unwrap_err();
+        let e = import_error(ImportFormat::Dbn, out, &mut events);
         let e = format!("{e:#}");
         assert!(e.contains("record 1: ts_recv 18446744073709551615"), "{e}");
         assert!(events.is_empty());

@@ -469,7 +469,7 @@ fn parse_book_row(line: &str) -> Result<Vec<(Side, i64, i64)>> {
 mod tests {
     use super::*;
     use crate::book::L2Book;
-    use crate::feeds::import::testdata::{fixture, real};
+    use crate::feeds::import::testdata::{fixture, import_error, real};
     use crate::feeds::import::{ImportFormat, import as import_any};
 
     #[test]
@@ -489,14 +489,7 @@ mod tests {
             .join("AAPL_2012-06-21_34200000_57600000_message_10.csv");
         std::fs::write(&path, "9223372036.0,1,1,100,5850000,1\n").unwrap();
         let mut events: Vec<Event> = Vec::new();
-        let e = import_any(
-            ImportFormat::Lobster,
-            &[path],
-            &ImportOptions::default(),
-            &mut events,
-            &|_| {},
-        )
-        .unwrap_err();
+        let e = import_error(ImportFormat::Lobster, path, &mut events);
         assert!(format!("{e:#}").contains("out of range"), "{e:#}");
     }
 
@@ -675,14 +668,7 @@ mod tests {
         let p = dir.path().join("AAPL_2012-06-21_0_0_message_10.csv");
         std::fs::write(&p, "34200.1,1,1,10,5853300,1\n34200.2,9,1,10,5853300,1\n").unwrap();
         let mut events: Vec<Event> = Vec::new();
-        let err = import_any(
-            ImportFormat::Lobster,
-            &[p],
-            &ImportOptions::default(),
-            &mut events,
-            &|_| {},
-        )
-        .unwrap_err();
+        let err = import_error(ImportFormat::Lobster, p, &mut events);
         let msg = format!("{err:#}");
         assert!(
             msg.contains("message_10.csv:2") && msg.contains("type 9"),

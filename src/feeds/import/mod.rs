@@ -430,6 +430,23 @@ pub(crate) mod testdata {
         None
     }
 
+    /// The error importing `path` as `format` with default options (panics if the import
+    /// succeeded); what was accepted before the error is left in `events`.
+    pub fn import_error(
+        format: super::ImportFormat,
+        path: PathBuf,
+        events: &mut Vec<crate::event::Event>,
+    ) -> anyhow::Error {
+        super::import(
+            format,
+            &[path],
+            &super::ImportOptions::default(),
+            events,
+            &|_| {},
+        )
+        .expect_err("the import should have failed")
+    }
+
     /// `tests/fixtures/<rel>` in this repository.
     pub fn fixture(rel: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
