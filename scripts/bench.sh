@@ -556,7 +556,8 @@ if [ -d "$R" ]; then
   for sc in scenarios/demo.toml "$W/big.toml"; do
     /usr/bin/time -f "%M" -o "$W/mem" $T run "$sc" --out "$W/mem-run" --quiet > /dev/null 2> "$W/mem.log"
     EV=$(grep -o "^replay: [0-9]*" "$W/mem.log" | grep -o "[0-9]*")
-    echo "$sc: $EV events, replayer+exchange peak RSS $(( $(cat "$W/mem") / 1024 )) MiB"
+    STREAM=$(python3 -c "import json; print(round(json.load(open('$W/mem-run/summary.json'))['replay']['peak_rss_mib']))")
+    echo "$sc: $EV events, replayer+exchange peak RSS $STREAM MiB when the stream ended, $(( $(cat "$W/mem") / 1024 )) MiB with the report after it"
   done
 fi
 

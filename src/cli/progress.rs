@@ -171,9 +171,10 @@ pub fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -
     }
     if stats.elapsed_secs > 0.0 {
         eprintln!(
-            "  cpu {:.2}s user+sys = {:.2} cores over the replay{}",
+            "  cpu {:.2}s user+sys = {:.2} cores over the replay, peak RSS {:.0} MiB{}",
             stats.cpu_secs,
             stats.cpu_secs / stats.elapsed_secs,
+            stats.peak_rss_mib,
             match stats.pacing.as_ref().and_then(|p| p.margin_us) {
                 Some(m) => format!(" (sleep margin at the end {m:.0} us)"),
                 None => String::new(),

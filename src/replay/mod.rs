@@ -151,6 +151,9 @@ pub struct ReplayStats {
     pub pacing: Option<Box<PacingReport>>,
     /// CPU seconds (user + system, the whole process) over `elapsed_secs`.
     pub cpu_secs: f64,
+    /// The whole process's peak resident memory when the replay ended, in MiB (before
+    /// anything that follows it, such as `run`'s report).
+    pub peak_rss_mib: f64,
     /// Times the publisher waited for a slow subscriber.
     pub stalls: u64,
     /// Seconds spent waiting for slow subscribers.
@@ -316,6 +319,7 @@ pub fn run_over(
     drop(realtime);
     let mut stats = finish(config, link, last_ts, started, &pacer, stop, on_progress)?;
     stats.cpu_secs = (pacing::process_cpu().saturating_sub(cpu_started)).as_secs_f64();
+    stats.peak_rss_mib = pacing::peak_rss_bytes() as f64 / (1024.0 * 1024.0);
     Ok(stats)
 }
 
@@ -655,6 +659,7 @@ pub fn run_nats(
     stats.lateness = pacer.lateness();
     stats.pacing = pacer.report().map(Box::new);
     stats.cpu_secs = (pacing::process_cpu().saturating_sub(cpu_started)).as_secs_f64();
+    stats.peak_rss_mib = pacing::peak_rss_bytes() as f64 / (1024.0 * 1024.0);
     stats.stored = Some(published.acked);
     on_progress(Progress {
         stats: &stats,

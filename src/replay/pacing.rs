@@ -346,6 +346,23 @@ pub fn process_cpu() -> Duration {
     Duration::ZERO
 }
 
+/// The process's peak resident set so far, in bytes (`getrusage` `ru_maxrss`; 0 where
+/// unknown).
+pub fn peak_rss_bytes() -> u64 {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrusage fills the zeroed struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+            return 0;
+        }
+        // Linux reports kibibytes.
+        usage.ru_maxrss.max(0) as u64 * 1024
+    }
+    #[cfg(not(unix))]
+    0
+}
+
 /// The event being sent: when it was due and when the wait for it ended.
 #[derive(Clone, Copy, Debug)]
 struct Current {

@@ -161,9 +161,9 @@ fn selection(scenario: &Scenario) -> Result<Selection> {
 #[derive(Clone, Debug)]
 pub enum RunOutcome {
     /// Strategies ran as processes on the bus.
-    Bus(RunSummary),
+    Bus(Box<RunSummary>),
     /// Built-in strategies ran in this process.
-    Inproc(BacktestSummary),
+    Inproc(Box<BacktestSummary>),
 }
 
 impl RunOutcome {
@@ -224,11 +224,11 @@ pub fn run(
         EngineMode::Inproc => run_inproc(&scenario, &dir, stop, |p| {
             on_progress(RunProgress::Inproc(p))
         })
-        .map(RunOutcome::Inproc),
+        .map(|s| RunOutcome::Inproc(Box::new(s))),
         EngineMode::Bus => run_bus(&scenario, dir, options, stop, |p| {
             on_progress(RunProgress::Replay(p))
         })
-        .map(RunOutcome::Bus),
+        .map(|s| RunOutcome::Bus(Box::new(s))),
     }
 }
 

@@ -52,6 +52,10 @@ fn demo_scenario_completes_with_report_chart_and_a_stable_digest() {
     assert!(sa["digest"].as_str().is_some_and(|d| d.len() == 16), "{sa}");
     assert_eq!(sa["digest"], sb["digest"], "same inputs, same fills");
     assert_eq!(sa["replay"]["events"], 135_830);
+    // The replay's own peak memory at the end of the stream: a process holds a few MiB
+    // at least, and this one far less than a GiB (the demo is 135,830 events).
+    let rss = sa["replay"]["peak_rss_mib"].as_f64().unwrap();
+    assert!(rss > 2.0 && rss < 1024.0, "{sa}");
     // The lookahead form waits for acks at holes in the data; the summary names who
     // was waited for, and the time charged to one strategy never exceeds the total.
     let waits = sa["replay"]["ack_wait_secs"].as_f64().unwrap();
