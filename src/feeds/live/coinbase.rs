@@ -103,18 +103,8 @@ impl Coinbase {
         let mut deltas = Vec::new();
         for (key, side) in [("bids", Side::Bid), ("asks", Side::Ask)] {
             for level in msg.get(key).and_then(Value::as_array).ok_or(())? {
-                let price: Fixed = level
-                    .get(0)
-                    .and_then(Value::as_str)
-                    .ok_or(())?
-                    .parse()
-                    .map_err(|_| ())?;
-                let size: Fixed = level
-                    .get(1)
-                    .and_then(Value::as_str)
-                    .ok_or(())?
-                    .parse()
-                    .map_err(|_| ())?;
+                let price = decimal_at(level, 0)?;
+                let size = decimal_at(level, 1)?;
                 deltas.push((side, price, size));
             }
         }
@@ -152,18 +142,8 @@ impl Coinbase {
                 Some("sell") => Side::Ask,
                 _ => return Err(()),
             };
-            let price: Fixed = change
-                .get(1)
-                .and_then(Value::as_str)
-                .ok_or(())?
-                .parse()
-                .map_err(|_| ())?;
-            let size: Fixed = change
-                .get(2)
-                .and_then(Value::as_str)
-                .ok_or(())?
-                .parse()
-                .map_err(|_| ())?;
+            let price = decimal_at(change, 1)?;
+            let size = decimal_at(change, 2)?;
             deltas.push((side, price, size));
         }
         if deltas.is_empty() {
@@ -380,6 +360,16 @@ fn malformed(out: &mut Publisher<'_>, text: &str) -> Action {
         "unreadable coinbase message: {}",
         text.chars().take(120).collect::<String>()
     ))
+}
+
+/// The decimal string at `index` of a JSON array, e.g. a level's price or size.
+fn decimal_at(array: &Value, index: usize) -> Result<Fixed, ()> {
+    array
+        .get(index)
+        .and_then(Value::as_str)
+        .ok_or(())?
+        .parse()
+        .map_err(|_| ())
 }
 
 fn str_field<'v>(msg: &'v Value, key: &str) -> Result<&'v str, ()> {
