@@ -154,6 +154,35 @@ impl Context {
         });
     }
 
+    /// Queues a new order (checked by the caller) under a fresh client order id.
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &mut self,
+        venue: &str,
+        symbol: &str,
+        side: OrderSide,
+        order_type: OrderType,
+        tif: TimeInForce,
+        price: Option<Fixed>,
+        size: Fixed,
+    ) -> ClientOrderId {
+        let id = self.next_client_id();
+        let (venue, symbol) = self.instrument(venue, symbol);
+        self.queue(OrderRequest::New(NewOrder {
+            client_order_id: id.clone(),
+            venue,
+            symbol,
+            side,
+            order_type,
+            tif,
+            price,
+            size,
+            decided_at: None,
+        }));
+        self.orders_sent += 1;
+        id
+    }
+
     /// Places a limit order; returns its client order id. The order is queued and sent
     /// when the callback returns, decided at [`Context::now`].
     pub fn limit(
@@ -168,21 +197,15 @@ impl Context {
         if price <= Fixed::ZERO || size <= Fixed::ZERO {
             bail!("limit order needs price > 0 and size > 0, got price {price} size {size}");
         }
-        let id = self.next_client_id();
-        let (venue, symbol) = self.instrument(venue, symbol);
-        self.queue(OrderRequest::New(NewOrder {
-            client_order_id: id.clone(),
+        Ok(self.place(
             venue,
             symbol,
             side,
-            order_type: OrderType::Limit,
+            OrderType::Limit,
             tif,
-            price: Some(price),
+            Some(price),
             size,
-            decided_at: None,
-        }));
-        self.orders_sent += 1;
-        Ok(id)
+        ))
     }
 
     /// Places a market order (immediate or cancel); returns its client order id.
@@ -196,21 +219,15 @@ impl Context {
         if size <= Fixed::ZERO {
             bail!("market order needs size > 0, got {size}");
         }
-        let id = self.next_client_id();
-        let (venue, symbol) = self.instrument(venue, symbol);
-        self.queue(OrderRequest::New(NewOrder {
-            client_order_id: id.clone(),
+        Ok(self.place(
             venue,
             symbol,
             side,
-            order_type: OrderType::Market,
-            tif: TimeInForce::Ioc,
-            price: None,
+            OrderType::Market,
+            TimeInForce::Ioc,
+            None,
             size,
-            decided_at: None,
-        }));
-        self.orders_sent += 1;
-        Ok(id)
+        ))
     }
 
     /// Cancels an order by client order id.
