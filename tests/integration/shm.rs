@@ -126,6 +126,50 @@ fn simple_lockstep_over_shm_matches_zmq_and_the_cli_flag_overrides_the_scenario(
     );
 }
 
+/// Paced replay (no lockstep) over shared memory: the rings carry a paced stream and the
+/// gateway as they carry lockstep; every event reaches each strategy, the pacer's figures
+/// are in the summary, and orders are answered.
+#[test]
+fn a_paced_replay_without_lockstep_reaches_every_shm_strategy_and_reports_its_lateness() {
+    let dir = tempdir();
+    let window = ("2024-08-08T23:57:00Z", "2024-08-08T23:57:20Z");
+    let s = scenario(
+        dir.path(),
+        "paced",
+        window,
+        None,
+        "speed = \"10\"\ntransport = \"shm\"\n",
+    );
+    let text = std::fs::read_to_string(&s)
+        .unwrap()
+        .replace("lockstep = true", "lockstep = false");
+    std::fs::write(&s, text).unwrap();
+    let out = dir.path().join("run");
+    run(&s, &out, &[]);
+    let sum = summary(&out);
+    assert_eq!(sum["transport"], "shm", "{sum}");
+    let events = sum["replay"]["events"].as_u64().unwrap();
+    assert!(events > 1000, "{sum}");
+    assert_eq!(sum["replay"]["steps"], 0, "no lockstep: {sum}");
+    let lateness = &sum["replay"]["lateness"];
+    assert!(lateness["p99_us"].as_f64().is_some(), "paced: {sum}");
+    assert!(
+        sum["replay"]["requests"].as_u64().unwrap() > 0,
+        "orders went out: {sum}"
+    );
+    for name in ["mm-paced", "taker-paced"] {
+        let log = std::fs::read_to_string(out.join(format!("strategy-{name}.log"))).unwrap();
+        assert!(
+            log.contains(&format!("strategy {name}: {events} events")),
+            "{name} saw every event: {log}"
+        );
+    }
+    // The same scenario over ZeroMQ replays the same events.
+    let zmq = dir.path().join("zmq");
+    run(&s, &zmq, &["--transport", "zmq"]);
+    assert_eq!(summary(&zmq)["replay"]["events"], events);
+}
+
 /// Entries of `/dev/shm` that ticktape could have made.
 fn dev_shm() -> Vec<String> {
     std::fs::read_dir("/dev/shm")
