@@ -133,8 +133,15 @@ pub fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -
         );
     }
     if stats.backdated > 0 {
+        // The gateway's bound: the last step acknowledged in lockstep, else the replay's
+        // time when the order arrived.
+        let bound = if stats.steps > 0 {
+            "their strategy's last acknowledged step"
+        } else {
+            "the replay's time when they arrived"
+        };
         eprintln!(
-            "  {} orders dated before their strategy's last acknowledged step were moved up to it (decision time belongs to the harness)",
+            "  {} orders dated before {bound} were moved up to it (decision time belongs to the harness)",
             stats.backdated
         );
     }
