@@ -106,8 +106,10 @@ class ShmLink:
         self._down_head_i = (down_off + _HEAD) // 8
         self._up_head_i, self._up_tail_i = (up_off + _HEAD) // 8, (up_off + _TAIL) // 8
         self._up_data_seq_i = (up_off + _DATA_SEQ) // 4
-        self._wake_up = (ctypes.c_long(_SYS_FUTEX), self._up_data_seq, ctypes.c_int(_FUTEX_WAKE),
-                         ctypes.c_uint32(1), None, None, ctypes.c_uint32(0))
+        self._up_cap, self._up_largest, self._up_data = up_cap, up_cap // 4, up_off + _RING_HEADER
+        # FUTEX_WAKE reads no timeout, second address or third value: four arguments,
+        # ints but the address (a plain int would go as a C int), make the cheapest call.
+        self._wake_up = (_SYS_FUTEX, self._up_data_seq, _FUTEX_WAKE, 1)
 
     def _futex(self, addr, op, val, timeout=None):
         self._syscall(ctypes.c_long(_SYS_FUTEX), addr, ctypes.c_int(op), ctypes.c_uint32(val),
@@ -186,6 +188,20 @@ class ShmLink:
 
     def send(self, body, kind=GATEWAY):
         """Frames one gateway message into the up ring and wakes the replay."""
+        n = len(body)
+        size = (n + 15) & ~7
+        head, cap = self.head, self._up_cap
+        pos = head & (cap - 1)
+        if size > cap - pos or size > self._up_largest \
+                or head + size - self.q[self._up_tail_i] > cap:
+            self._send_slow(body, kind)  # a wrap, a full ring or too large
+            return
+        # The common case: header and body in one copy.
+        at = self._up_data + pos
+        self.mm[at:at + 8 + n] = _RECORD.pack(n, kind, 0) + body
+        self._publish(head + size)
+
+    def _send_slow(self, body, kind):
         off, cap, data = self.up
         n = len(body)
         size = (n + 15) & ~7
@@ -203,11 +219,17 @@ class ShmLink:
         at = data + pos
         _RECORD.pack_into(mm, at, n, kind, 0)
         mm[at + 8:at + 8 + n] = body
-        self.head = head = head + skip + size
+        self._publish(head + skip + size)
+
+    def _publish(self, head):
+        """Moves the up ring's head to `head` (the records before it written), bumps its
+        `data_seq` and wakes the replay."""
+        self.head = head
         self.q[self._up_head_i] = head
         w, i = self.w, self._up_data_seq_i
         w[i] = (w[i] + 1) & 0xFFFFFFFF
-        self._syscall(*self._wake_up)
+        if self._syscall(*self._wake_up) < 0:
+            raise OSError(ctypes.get_errno(), "futex wake of the replay failed")
 
     def _wait_for_space(self, end):
         """Sleeps until the replay has read the up ring up to `end - capacity`."""
