@@ -170,7 +170,7 @@ class Event(dict):
     made by hand (`Event(...)`) is a plain dict.
     """
 
-    __slots__ = ("_h", "_vs", "_p", "_c")
+    __slots__ = ("_h", "_vs", "_p")
 
     def _fill(self):
         try:
@@ -194,8 +194,8 @@ class Event(dict):
         msg["size"] = _decimal(size, size_scale)
         if len(h) > 13:  # a book event (`_BOOK`, or the whole record over shm)
             msg["flags"] = h[13]
-            if self._c is not None:
-                msg["consistent"] = self._c
+            # What `Book._update` returned for it: whether the book was consistent after.
+            msg["consistent"] = (h[13] & LAST) != 0
         else:
             msg["trade_id"] = _text(self._p, 62)[0]
         self._p = None
@@ -564,7 +564,7 @@ class Client:
             book = self.books.get(vs)
             if book is None:
                 book = self.books[vs] = Book()
-            ev._c = book._update(h[3] == 66, h[9], h[11], h[10], h[12], h[13])
+            book._update(h[3] == 66, h[9], h[11], h[10], h[12], h[13])
         else:
             h = _MARKET.unpack_from(payload)
             tail = payload[64 + _U16.unpack_from(payload, 62)[0]:]
@@ -572,7 +572,6 @@ class Client:
             if vs is None:
                 vs = self._venue_symbol(tail)
             ev = Event(_KIND_TRADE)
-            ev._c = None
         ev._h, ev._vs, ev._p = h, vs, payload
         if h[5] > self.now:
             self.now = h[5]
@@ -666,7 +665,7 @@ class Client:
             mask, largest, head_i = cap - 1, cap // 4, link._down_head_i
             tail = link.tail
             keep, lockstep, send = self._keep_payloads, self.lockstep, link.send
-            step_prefix, snapshot, last = _STEP_PREFIX, SNAPSHOT, LAST
+            step_prefix, snapshot = _STEP_PREFIX, SNAPSHOT
             # The layout of the last binary book record: its `iter_unpack` (the whole record
             # and its padding: first 8 bytes as one word, i.e. length, kind and topic length,
             # then the payload's magic and kind as one u16, the fields of `_BOOK` from its
@@ -720,12 +719,11 @@ class Client:
                                     levels[price] = size
                                 else:
                                     levels.pop(price, None)
-                                consistent = (flags & last) != 0
                             else:
-                                consistent = book._update(side == 66, price, price_scale, size,
-                                                          size_scale, flags)
+                                book._update(side == 66, price, price_scale, size, size_scale,
+                                             flags)
                             ev = Event(kind_book)
-                            ev._h, ev._vs, ev._c = h, vs, consistent
+                            ev._h, ev._vs = h, vs
                             if keep:
                                 ev._p = p
                             if ts_recv > self.now:
