@@ -101,6 +101,9 @@ class ShmLink:
         self._up_space_seq = ctypes.c_void_p(base + up_off + _SPACE_SEQ)
         self._wait_100ms = _Timespec(0, 100_000_000)
         self._wait_1ms = _Timespec(0, 1_000_000)
+        self._wait_100ms_ref = ctypes.byref(self._wait_100ms)
+        self._down_data_seq_i = (down_off + _DATA_SEQ) // 4
+        self._down_sleeping_i = (down_off + _READER_SLEEPING) // 4
         # Word indexes of the cursors read or written per record, and the arguments of
         # the wake after each request, made once.
         self._down_head_i = (down_off + _HEAD) // 8
@@ -164,21 +167,23 @@ class ShmLink:
 
     def wait(self):
         """Sleeps until the replay wakes us or 100 ms pass; raises if the replay died."""
-        off = self.down[0]
-        seq = self.w[(off + _DATA_SEQ) // 4]
+        w, q, head_i = self.w, self.q, self._down_head_i
+        seq = w[self._down_data_seq_i]
         # The hint that has the replay wake us at its next record rather than its next
         # step marker (docs/SHM.md): Python cannot fence here, so the replay may miss it,
         # which costs only that overlap, never a wake-up.
-        sleeping = (off + _READER_SLEEPING) // 4
-        self.w[sleeping] = 1
-        if self.q[(off + _HEAD) // 8] != self.tail:
-            self.w[sleeping] = 0
+        sleeping = self._down_sleeping_i
+        w[sleeping] = 1
+        if q[head_i] != self.tail:
+            w[sleeping] = 0
             return
-        self._futex(self._down_data_seq, _FUTEX_WAIT, seq, self._wait_100ms)
-        self.w[sleeping] = 0
+        # futex(data_seq, FUTEX_WAIT, seq, 100 ms), the arguments but `seq` made once.
+        self._syscall(_SYS_FUTEX, self._down_data_seq, _FUTEX_WAIT, seq, self._wait_100ms_ref,
+                      None, 0)
+        w[sleeping] = 0
         i = _STRATEGY_BEAT // 8
-        self.q[i] = (self.q[i] + 1) & 0xFFFFFFFFFFFFFFFF
-        if self.q[(off + _HEAD) // 8] == self.tail and self._replay_gone():
+        q[i] = (q[i] + 1) & 0xFFFFFFFFFFFFFFFF
+        if q[head_i] == self.tail and self._replay_gone():
             raise SystemExit(f"replay gone (pid {self.replay_pid}): the shared-memory peer died")
 
     def close(self):
@@ -199,7 +204,13 @@ class ShmLink:
         # The common case: header and body in one copy.
         at = self._up_data + pos
         self.mm[at:at + 8 + n] = _RECORD.pack(n, kind, 0) + body
-        self._publish(head + size)
+        # `_publish(head + size)`, inline.
+        self.head = head = head + size
+        self.q[self._up_head_i] = head
+        w, i = self.w, self._up_data_seq_i
+        w[i] = (w[i] + 1) & 0xFFFFFFFF
+        if self._syscall(*self._wake_up) < 0:
+            raise OSError(ctypes.get_errno(), "futex wake of the replay failed")
 
     def _send_slow(self, body, kind):
         off, cap, data = self.up
