@@ -49,6 +49,15 @@ def _start_time(pid):
     return int(fields[19]), fields[0] in ("Z", "X")
 
 
+def _spin_ns():
+    """How long a wait polls before it sleeps, in ns: `TICKTAPE_SHM_SPIN_US` µs (the
+    replay's variable), else 50 µs; 0 never spins."""
+    try:
+        return max(0, int(os.environ.get("TICKTAPE_SHM_SPIN_US", "").strip() or 50)) * 1000
+    except ValueError:
+        return 50_000
+
+
 class ShmLink:
     """This process's end of a segment: reads the down ring, writes the up ring."""
 
@@ -102,6 +111,7 @@ class ShmLink:
         self._wait_100ms = _Timespec(0, 100_000_000)
         self._wait_1ms = _Timespec(0, 1_000_000)
         self._wait_100ms_ref = ctypes.byref(self._wait_100ms)
+        self._spin_ns, self._spin_skip, self._spin_misses = _spin_ns(), 0, 0
         self._down_data_seq_i = (down_off + _DATA_SEQ) // 4
         self._down_sleeping_i = (down_off + _READER_SLEEPING) // 4
         # Word indexes of the cursors read or written per record, and the arguments of
@@ -166,7 +176,12 @@ class ShmLink:
             self._futex(self._down_space_seq, _FUTEX_WAKE, 1)
 
     def wait(self):
-        """Sleeps until the replay wakes us or 100 ms pass; raises if the replay died."""
+        """Spins for a while if that has been paying (`_spin`), then sleeps until the
+        replay wakes us or 100 ms pass; raises if the replay died."""
+        if self._spin_skip:
+            self._spin_skip -= 1
+        elif self._spin_ns and self._spin():
+            return
         w, q, head_i = self.w, self.q, self._down_head_i
         seq = w[self._down_data_seq_i]
         # The hint that has the replay wake us at its next record rather than its next
@@ -185,6 +200,29 @@ class ShmLink:
         q[i] = (q[i] + 1) & 0xFFFFFFFFFFFFFFFF
         if q[head_i] == self.tail and self._replay_gone():
             raise SystemExit(f"replay gone (pid {self.replay_pid}): the shared-memory peer died")
+
+    def _spin(self):
+        """Polls the down ring's head for up to `TICKTAPE_SHM_SPIN_US` (the replay's
+        variable: default 50 µs, 0 never spins): true as soon as there is a record.
+
+        When the replay runs on the other core, its next records come within a few tens
+        of µs of our ack, and a poll sees them without the kernel wake-up across cores
+        (tens of µs on these VMs) a sleep costs. When it shares our core, spinning only
+        delays it: after a spin that saw nothing, the next 1, 2, 4 ... 64 waits sleep at
+        once (doubling with each further miss), and a spin that paid starts over. (The
+        replay's halving budget is not copied: once halved below the replay's turnaround,
+        it never sees a record again.)"""
+        q, i, tail, clock = self.q, self._down_head_i, self.tail, time.perf_counter_ns
+        end = clock() + self._spin_ns
+        while True:
+            # The clock costs about as much as a poll: read it every 4 polls.
+            if q[i] != tail or q[i] != tail or q[i] != tail or q[i] != tail:
+                self._spin_misses = 0
+                return True
+            if clock() >= end:
+                self._spin_skip = 1 << min(self._spin_misses, 6)
+                self._spin_misses += 1
+                return False
 
     def close(self):
         """Marks this side closed in order (the replay then expects it to exit)."""
