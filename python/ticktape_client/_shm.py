@@ -11,6 +11,9 @@ Cursors are read and written as single native 8-byte words through a memoryview 
 (one load or store each). The "always wake" protocol needs only that stores become
 visible in program order and loads are not reordered, which x86-64 guarantees; on other
 machines this module refuses to run.
+
+Before sleeping on the futex, a reader polls for up to `TICKTAPE_SHM_SPIN_US` (default
+50 µs, 0 never), backing off after spins that saw nothing (`ShmLink._spin`).
 """
 import ctypes
 import mmap
