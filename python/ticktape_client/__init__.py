@@ -170,7 +170,7 @@ class Event(dict):
     made by hand (`Event(...)`) is a plain dict.
     """
 
-    __slots__ = ("_h", "_vs", "_p", "_c")
+    __slots__ = ("_h", "_vs", "_p")
 
     def _fill(self):
         try:
@@ -192,10 +192,10 @@ class Event(dict):
         msg["side"] = chr(detail)
         msg["price"] = _decimal(price, price_scale)
         msg["size"] = _decimal(size, size_scale)
-        if kind == 1:
+        if len(h) > 13:  # a book event (`_BOOK`, or the whole record over shm)
             msg["flags"] = h[13]
-            if self._c is not None:
-                msg["consistent"] = self._c
+            # What `Book._update` returned for it: whether the book was consistent after.
+            msg["consistent"] = (h[13] & LAST) != 0
         else:
             msg["trade_id"] = _text(self._p, 62)[0]
         self._p = None
@@ -564,7 +564,7 @@ class Client:
             book = self.books.get(vs)
             if book is None:
                 book = self.books[vs] = Book()
-            ev._c = book._update(h[3] == 66, h[9], h[11], h[10], h[12], h[13])
+            book._update(h[3] == 66, h[9], h[11], h[10], h[12], h[13])
         else:
             h = _MARKET.unpack_from(payload)
             tail = payload[64 + _U16.unpack_from(payload, 62)[0]:]
@@ -572,7 +572,6 @@ class Client:
             if vs is None:
                 vs = self._venue_symbol(tail)
             ev = Event(_KIND_TRADE)
-            ev._c = None
         ev._h, ev._vs, ev._p = h, vs, payload
         if h[5] > self.now:
             self.now = h[5]
@@ -644,24 +643,39 @@ class Client:
 
     def _shm_events(self, stop_on_live_eos):
         """`events()` over shared memory: the down ring holds bus messages and gateway
-        replies in one order. Records are read in place (docs/SHM.md, "Records"); a
-        binary book event, the bulk of the stream, is decoded straight from the mapping
-        (what `_binary` does, with the common case of `Book._update` inline), anything else
-        is copied out and handled as over zmq. The space read goes back to the replay
-        before each step's ack, after at most a quarter ring, and before sleeping."""
+        replies in one order. Records are read in place (docs/SHM.md, "Records").
+
+        Binary book events, the bulk of the stream, come in runs of records of one layout
+        (one length and topic length, so one `struct` format for the whole record): such a
+        run is unpacked straight from the mapping by one `struct.iter_unpack`, each book
+        updated inline (the common case of `Book._update`) and each event yielded as it is
+        reached. Anything else is copied out and handled as over zmq. The space read goes
+        back to the replay before each step's ack, after at most a quarter ring, and before
+        sleeping."""
         link = self._shm
         try:
             bus, gateway, closed = ShmLink.BUS, ShmLink.GATEWAY, ShmLink.CLOSED
             topics = self._topics
             every_topic = b"" in topics
             message, books, names = self._message, self.books, self._names
-            unpack_record, unpack_book = _RECORD.unpack_from, _BOOK.unpack_from
-            kind_book, magic, wrap = _KIND_BOOK, _MAGIC, _WRAP
-            mm, q = link.mm, link.q
+            unpack_record = _RECORD.unpack_from
+            kind_book, magic, wrap, book_mk = _KIND_BOOK, _MAGIC, _WRAP, _MAGIC | 1 << 8
+            mm, q, mv = link.mm, link.q, memoryview(link.mm)
             _, cap, data = link.down
             mask, largest, head_i = cap - 1, cap // 4, link._down_head_i
             tail = link.tail
-            keep = self._keep_payloads
+            keep, lockstep, send = self._keep_payloads, self.lockstep, link.send
+            step_prefix, snapshot = _STEP_PREFIX, SNAPSHOT
+            # The layout of the last binary book record: its `iter_unpack` (the whole record
+            # and its padding: first 8 bytes as one word, i.e. length, kind and topic length,
+            # then the payload's magic and kind as one u16, the fields of `_BOOK` from its
+            # third, the bytes after them), that first word, the bytes a record takes in the
+            # ring, the payload's start and end in the record, and the last ring offset at
+            # which such a record fits. Nothing matches before the first.
+            layouts = {}
+            book_iter, book_word, book_step, book_at, book_end, book_last = \
+                None, -1, 8, 0, 0, -1
+            last_key = last_vs = None
             while True:
                 link.release(tail)
                 head = q[head_i]
@@ -673,6 +687,50 @@ class Client:
                 stop = min(head, tail + largest)
                 while tail < stop:
                     pos = tail & mask
+                    if pos <= book_last and q[(data + pos) >> 3] == book_word:
+                        # A run of records of the last book layout, up to `stop` or the end
+                        # of the ring (at least this one record, written whole before
+                        # `head`); it ends early at the first record of another kind.
+                        start = data + pos
+                        n = min(stop - tail, cap - pos) // book_step or 1
+                        for h in book_iter(mv[start:start + n * book_step]):
+                            word, mk, _, side, _, ts_recv, _, _, _, price, size, price_scale, \
+                                size_scale, flags, key = h
+                            if word != book_word or mk != book_mk:
+                                break
+                            if keep:
+                                at = data + (tail & mask)
+                                p = mm[at + book_at:at + book_end]
+                            tail += book_step
+                            if key != last_key:  # (venue, symbol), cached by these bytes
+                                last_vs = names.get(key)
+                                if last_vs is None:
+                                    last_vs = self._venue_symbol(key)
+                                last_key = key
+                            vs = last_vs
+                            book = books.get(vs)
+                            if book is None:
+                                book = books[vs] = Book()
+                            if not flags & snapshot and price_scale == book._ps \
+                                    and size_scale == book._ss:
+                                book._in_snapshot = False
+                                levels = book._b if side == 66 else book._a
+                                if size:
+                                    levels[price] = size
+                                else:
+                                    levels.pop(price, None)
+                            else:
+                                book._update(side == 66, price, price_scale, size, size_scale,
+                                             flags)
+                            ev = Event(kind_book)
+                            ev._h, ev._vs = h, vs
+                            if keep:
+                                ev._p = p
+                            if ts_recv > self.now:
+                                self.now = ts_recv
+                            yield ev
+                        continue
+                    # One record of another layout.
                     length, kind, topic_len = unpack_record(mm, data + pos)
                     if length == wrap:
                         tail += cap - pos
@@ -681,48 +739,45 @@ class Client:
                         raise RuntimeError(f"corrupt shared-memory ring at byte {tail}")
                     at = data + pos + 8 + topic_len  # the payload
                     end = data + pos + 8 + length
+                    if kind == bus and every_topic and end - at >= 63 and mm[at] == magic:
+                        if mm[at + 1] == 1:
+                            # A binary book event of another layout: it becomes the last,
+                            # and the next round reads it as a run.
+                            word = length | kind << 32 | topic_len << 48
+                            layout = layouts.get(word)
+                            if layout is None:
+                                if len(layouts) > 64:
+                                    layouts.clear()
+                                step = (length + 15) & ~7
+                                layout = layouts[word] = (
+                                    struct.Struct(f"<Q{topic_len}xHBBqqQQQqqBBB{end - at - 63}s"
+                                                  f"{step - 8 - length}x").iter_unpack,
+                                    word, step, 8 + topic_len, 8 + length, cap - step)
+                            book_iter, book_word, book_step, book_at, book_end, book_last = \
+                                layout
+                            continue
+                        if mm[at + 1] == 2:
+                            tail += (length + 15) & ~7
+                            yield self._binary(mm[at:end])  # a binary trade
+                            continue
                     tail += (length + 15) & ~7
-                    if kind == bus and every_topic and mm[at] == magic and mm[at + 1] == 1 \
-                            and end - at >= 63:
-                        # A binary book event.
-                        h = unpack_book(mm, at)
-                        _, _, _, side, _, ts_recv, _, _, _, price, size, price_scale, \
-                            size_scale, flags = h
-                        key = mm[at + 63:end]
-                        vs = names.get(key)
-                        if vs is None:
-                            vs = self._venue_symbol(key)
-                        book = books.get(vs)
-                        if book is None:
-                            book = books[vs] = Book()
-                        if not flags & SNAPSHOT and price_scale == book._ps \
-                                and size_scale == book._ss:
-                            book._in_snapshot = False
-                            levels = book._b if side == 66 else book._a
-                            if size:
-                                levels[price] = size
-                            else:
-                                levels.pop(price, None)
-                            consistent = (flags & LAST) != 0
-                        else:
-                            consistent = book._update(side == 66, price, price_scale, size,
-                                                      size_scale, flags)
-                        ev = Event(kind_book)
-                        ev._h, ev._vs, ev._c = h, vs, consistent
-                        if keep:
-                            ev._p = mm[at:end]
-                        if ts_recv > self.now:
-                            self.now = ts_recv
-                        yield ev
-                        continue
                     if kind == bus:
                         topic = mm[at - topic_len:at]
                         if not every_topic and not topic.startswith(topics):
                             continue
-                        payload = mm[at:end]
                         if topic == b"step":
                             link.release(tail)  # the replay writes on after the ack
-                        msg, ended = message(topic, payload, stop_on_live_eos)
+                            # `_step_number`, inline: the replay writes `step` first.
+                            comma = mm.find(b",", at + 22, end)
+                            digits = mm[at + 22:comma]
+                            if comma > 0 and digits.isdigit() and mm[at:at + 22] == step_prefix:
+                                step = int(digits)
+                            else:
+                                step = json.loads(mm[at:end])["step"]
+                            if lockstep:
+                                send(b'{"type":"ack","step":%d}' % step)
+                            continue
+                        msg, ended = message(topic, mm[at:end], stop_on_live_eos)
                         if ended:
                             return
                         if msg is not None:

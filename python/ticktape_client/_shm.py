@@ -11,6 +11,9 @@ Cursors are read and written as single native 8-byte words through a memoryview 
 (one load or store each). The "always wake" protocol needs only that stores become
 visible in program order and loads are not reordered, which x86-64 guarantees; on other
 machines this module refuses to run.
+
+Before sleeping on the futex, a reader polls for up to `TICKTAPE_SHM_SPIN_US` (default
+50 µs, 0 never), backing off after spins that saw nothing (`ShmLink._spin`).
 """
 import ctypes
 import mmap
@@ -47,6 +50,15 @@ def _start_time(pid):
         return None
     fields = stat[stat.rfind(")") + 2:].split()
     return int(fields[19]), fields[0] in ("Z", "X")
+
+
+def _spin_ns():
+    """How long a wait polls before it sleeps, in ns: `TICKTAPE_SHM_SPIN_US` µs (the
+    replay's variable), else 50 µs; 0 never spins."""
+    try:
+        return max(0, int(os.environ.get("TICKTAPE_SHM_SPIN_US", "").strip() or 50)) * 1000
+    except ValueError:
+        return 50_000
 
 
 class ShmLink:
@@ -101,13 +113,19 @@ class ShmLink:
         self._up_space_seq = ctypes.c_void_p(base + up_off + _SPACE_SEQ)
         self._wait_100ms = _Timespec(0, 100_000_000)
         self._wait_1ms = _Timespec(0, 1_000_000)
+        self._wait_100ms_ref = ctypes.byref(self._wait_100ms)
+        self._spin_ns, self._spin_skip, self._spin_misses = _spin_ns(), 0, 0
+        self._down_data_seq_i = (down_off + _DATA_SEQ) // 4
+        self._down_sleeping_i = (down_off + _READER_SLEEPING) // 4
         # Word indexes of the cursors read or written per record, and the arguments of
         # the wake after each request, made once.
         self._down_head_i = (down_off + _HEAD) // 8
         self._up_head_i, self._up_tail_i = (up_off + _HEAD) // 8, (up_off + _TAIL) // 8
         self._up_data_seq_i = (up_off + _DATA_SEQ) // 4
-        self._wake_up = (ctypes.c_long(_SYS_FUTEX), self._up_data_seq, ctypes.c_int(_FUTEX_WAKE),
-                         ctypes.c_uint32(1), None, None, ctypes.c_uint32(0))
+        self._up_cap, self._up_largest, self._up_data = up_cap, up_cap // 4, up_off + _RING_HEADER
+        # FUTEX_WAKE reads no timeout, second address or third value: four arguments,
+        # ints but the address (a plain int would go as a C int), make the cheapest call.
+        self._wake_up = (_SYS_FUTEX, self._up_data_seq, _FUTEX_WAKE, 1)
 
     def _futex(self, addr, op, val, timeout=None):
         self._syscall(ctypes.c_long(_SYS_FUTEX), addr, ctypes.c_int(op), ctypes.c_uint32(val),
@@ -161,23 +179,53 @@ class ShmLink:
             self._futex(self._down_space_seq, _FUTEX_WAKE, 1)
 
     def wait(self):
-        """Sleeps until the replay wakes us or 100 ms pass; raises if the replay died."""
-        off = self.down[0]
-        seq = self.w[(off + _DATA_SEQ) // 4]
+        """Spins for a while if that has been paying (`_spin`), then sleeps until the
+        replay wakes us or 100 ms pass; raises if the replay died."""
+        if self._spin_skip:
+            self._spin_skip -= 1
+        elif self._spin_ns and self._spin():
+            return
+        w, q, head_i = self.w, self.q, self._down_head_i
+        seq = w[self._down_data_seq_i]
         # The hint that has the replay wake us at its next record rather than its next
         # step marker (docs/SHM.md): Python cannot fence here, so the replay may miss it,
         # which costs only that overlap, never a wake-up.
-        sleeping = (off + _READER_SLEEPING) // 4
-        self.w[sleeping] = 1
-        if self.q[(off + _HEAD) // 8] != self.tail:
-            self.w[sleeping] = 0
+        sleeping = self._down_sleeping_i
+        w[sleeping] = 1
+        if q[head_i] != self.tail:
+            w[sleeping] = 0
             return
-        self._futex(self._down_data_seq, _FUTEX_WAIT, seq, self._wait_100ms)
-        self.w[sleeping] = 0
+        # futex(data_seq, FUTEX_WAIT, seq, 100 ms), the arguments but `seq` made once.
+        self._syscall(_SYS_FUTEX, self._down_data_seq, _FUTEX_WAIT, seq, self._wait_100ms_ref,
+                      None, 0)
+        w[sleeping] = 0
         i = _STRATEGY_BEAT // 8
-        self.q[i] = (self.q[i] + 1) & 0xFFFFFFFFFFFFFFFF
-        if self.q[(off + _HEAD) // 8] == self.tail and self._replay_gone():
+        q[i] = (q[i] + 1) & 0xFFFFFFFFFFFFFFFF
+        if q[head_i] == self.tail and self._replay_gone():
             raise SystemExit(f"replay gone (pid {self.replay_pid}): the shared-memory peer died")
+
+    def _spin(self):
+        """Polls the down ring's head for up to `TICKTAPE_SHM_SPIN_US` (the replay's
+        variable: default 50 µs, 0 never spins): true as soon as there is a record.
+
+        When the replay runs on the other core, its next records come within a few tens
+        of µs of our ack, and a poll sees them without the kernel wake-up across cores
+        (tens of µs on these VMs) a sleep costs. When it shares our core, spinning only
+        delays it: after a spin that saw nothing, the next 1, 2, 4 ... 64 waits sleep at
+        once (doubling with each further miss), and a spin that paid starts over. (The
+        replay's halving budget is not copied: once halved below the replay's turnaround,
+        it never sees a record again.)"""
+        q, i, tail, clock = self.q, self._down_head_i, self.tail, time.perf_counter_ns
+        end = clock() + self._spin_ns
+        while True:
+            # The clock costs about as much as a poll: read it every 4 polls.
+            if q[i] != tail or q[i] != tail or q[i] != tail or q[i] != tail:
+                self._spin_misses = 0
+                return True
+            if clock() >= end:
+                self._spin_skip = 1 << min(self._spin_misses, 6)
+                self._spin_misses += 1
+                return False
 
     def close(self):
         """Marks this side closed in order (the replay then expects it to exit)."""
@@ -186,6 +234,26 @@ class ShmLink:
 
     def send(self, body, kind=GATEWAY):
         """Frames one gateway message into the up ring and wakes the replay."""
+        n = len(body)
+        size = (n + 15) & ~7
+        head, cap = self.head, self._up_cap
+        pos = head & (cap - 1)
+        if size > cap - pos or size > self._up_largest \
+                or head + size - self.q[self._up_tail_i] > cap:
+            self._send_slow(body, kind)  # a wrap, a full ring or too large
+            return
+        # The common case: header and body in one copy.
+        at = self._up_data + pos
+        self.mm[at:at + 8 + n] = _RECORD.pack(n, kind, 0) + body
+        # `_publish(head + size)`, inline.
+        self.head = head = head + size
+        self.q[self._up_head_i] = head
+        w, i = self.w, self._up_data_seq_i
+        w[i] = (w[i] + 1) & 0xFFFFFFFF
+        if self._syscall(*self._wake_up) < 0:
+            raise OSError(ctypes.get_errno(), "futex wake of the replay failed")
+
+    def _send_slow(self, body, kind):
         off, cap, data = self.up
         n = len(body)
         size = (n + 15) & ~7
@@ -203,11 +271,17 @@ class ShmLink:
         at = data + pos
         _RECORD.pack_into(mm, at, n, kind, 0)
         mm[at + 8:at + 8 + n] = body
-        self.head = head = head + skip + size
+        self._publish(head + skip + size)
+
+    def _publish(self, head):
+        """Moves the up ring's head to `head` (the records before it written), bumps its
+        `data_seq` and wakes the replay."""
+        self.head = head
         self.q[self._up_head_i] = head
         w, i = self.w, self._up_data_seq_i
         w[i] = (w[i] + 1) & 0xFFFFFFFF
-        self._syscall(*self._wake_up)
+        if self._syscall(*self._wake_up) < 0:
+            raise OSError(ctypes.get_errno(), "futex wake of the replay failed")
 
     def _wait_for_space(self, end):
         """Sleeps until the replay has read the up ring up to `end - capacity`."""

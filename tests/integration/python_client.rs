@@ -175,3 +175,37 @@ fn the_clients_lazy_events_and_books_equal_the_eager_decoding_on_every_demo_even
         assert!(n("book_checks") > 100, "books compared along the way: {c}");
     }
 }
+
+/// `tests/python/shm_ring_check.py`: the shared-memory client's reader against a synthetic
+/// 4 KiB ring (wraps, reads cut at a quarter ring, two record layouts, three books,
+/// snapshots and rescales, trades, step markers) written by the check itself, no replay:
+/// every event against the eager decoding, the books against `Book.apply`, one ack per
+/// marker; then the spin-before-sleep policy. A reader that loops without reading hangs,
+/// hence the deadline.
+#[test]
+fn the_shm_reader_gives_every_record_of_a_wrapping_ring_and_acks_each_marker() {
+    let Some(py) = python() else { return };
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let child = Command::new(&py)
+        .arg(repo.join("tests/python/shm_ring_check.py"))
+        .env("PYTHONPATH", repo.join("python"))
+        .env_remove("TICKTAPE_SHM_SPIN_US")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn python");
+    let out = Proc {
+        child,
+        desc: "shm_ring_check.py".into(),
+    }
+    .wait(std::time::Duration::from_secs(120));
+    assert_ok("shm_ring_check.py", &out);
+    let c: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("summary");
+    let n = |k: &str| c[k].as_u64().unwrap_or(0);
+    assert!(n("events") > 2_000 && n("filled") == n("events"), "{c}");
+    assert!(
+        n("steps") > 100 && n("wraps") > 20 && n("books") == 3,
+        "{c}"
+    );
+}
