@@ -3,9 +3,11 @@
 //!
 //! Owns level storage and the snapshot/last-level protocol. Never does I/O.
 
-use rustc_hash::FxHashMap;
+mod ladder;
 
 use crate::event::{BookDelta, Fixed, Flags, Side};
+
+use ladder::Ladder;
 
 /// Price levels of one instrument: price → aggregate size, per side.
 ///
@@ -130,15 +132,11 @@ impl L2Book {
             Side::Ask => (&self.asks, false),
             Side::None => (&self.asks, false),
         };
-        let left = if side == Side::None {
-            0
-        } else {
-            ladder.levels.len()
-        };
+        let left = if side == Side::None { 0 } else { ladder.len() };
         Levels {
             ladder,
             bids,
-            next: ladder.best,
+            next: ladder.best(),
             left,
             probes: 4 * left + 16,
             rest: None,
@@ -147,143 +145,8 @@ impl L2Book {
 
     /// Number of levels on each side: `(bids, asks)`.
     pub fn depth(&self) -> (usize, usize) {
-        (self.bids.levels.len(), self.asks.levels.len())
+        (self.bids.len(), self.asks.len())
     }
-}
-
-/// One side of the book. Prices are keyed as integers at the side's scale (the largest
-/// decimal scale seen), so `100`, `100.0` and `100.00` are one level.
-#[derive(Clone, Debug, Default)]
-struct Ladder {
-    /// Key → (price as first given, size).
-    levels: FxHashMap<i64, (Fixed, Fixed)>,
-    /// Decimal scale of the keys.
-    scale: u8,
-    /// Key of the best level, if any.
-    best: Option<i64>,
-    /// A key every key is congruent to modulo `step`.
-    anchor: Option<i64>,
-    /// Greatest common divisor of the distances between keys seen (the tick, in key
-    /// units); zero until two distinct prices were seen.
-    step: i64,
-}
-
-/// Probes a best-level search makes before it scans every level instead.
-const BEST_PROBES: usize = 64;
-
-impl Ladder {
-    /// `price` as a key at the ladder's scale (saturating: prices beyond ±9.2e18 units of
-    /// the finest scale seen would share a key).
-    fn key(&self, price: Fixed) -> i64 {
-        let up = u32::from(self.scale.saturating_sub(price.scale));
-        price.mantissa.saturating_mul(10i64.saturating_pow(up))
-    }
-
-    /// Rescales every key to `scale` (a price with more decimals than seen so far).
-    fn rescale(&mut self, scale: u8) {
-        let factor = 10i64.saturating_pow(u32::from(scale - self.scale));
-        self.scale = scale;
-        self.levels = self
-            .levels
-            .drain()
-            .map(|(k, v)| (k.saturating_mul(factor), v))
-            .collect();
-        self.best = self.best.map(|k| k.saturating_mul(factor));
-        self.anchor = self.anchor.map(|k| k.saturating_mul(factor));
-        self.step = self.step.saturating_mul(factor);
-    }
-
-    /// True when key `a` is a better price than key `b` on this side.
-    fn better(a: i64, b: i64, bids: bool) -> bool {
-        if bids { a > b } else { a < b }
-    }
-
-    fn set(&mut self, price: Fixed, size: Fixed, bids: bool) -> Fixed {
-        if price.scale > self.scale {
-            self.rescale(price.scale);
-        }
-        let key = self.key(price);
-        if size.is_zero() {
-            let Some((_, prev)) = self.levels.remove(&key) else {
-                return Fixed::ZERO;
-            };
-            if self.best == Some(key) {
-                self.best = self.next_best(key, bids);
-            }
-            return prev;
-        }
-        if let Some(level) = self.levels.get_mut(&key) {
-            return std::mem::replace(&mut level.1, size);
-        }
-        self.levels.insert(key, (price, size));
-        match self.anchor {
-            None => self.anchor = Some(key),
-            Some(anchor) => {
-                let distance = key.abs_diff(anchor).min(i64::MAX as u64) as i64;
-                if self.step == 0 || distance % self.step != 0 {
-                    self.step = gcd(self.step, distance);
-                }
-            }
-        }
-        if self.best.is_none_or(|b| Ladder::better(key, b, bids)) {
-            self.best = Some(key);
-        }
-        Fixed::ZERO
-    }
-
-    /// The best key after `removed` (the old best) left: a few tick-sized probes
-    /// outward, then a scan of every level.
-    fn next_best(&self, removed: i64, bids: bool) -> Option<i64> {
-        if self.levels.is_empty() {
-            return None;
-        }
-        let mut key = Some(removed);
-        for _ in 0..if self.step > 0 { BEST_PROBES } else { 0 } {
-            key = match key {
-                Some(k) if bids => k.checked_sub(self.step),
-                Some(k) => k.checked_add(self.step),
-                None => break,
-            };
-            if key.is_some_and(|k| self.levels.contains_key(&k)) {
-                return key;
-            }
-        }
-        let keys = self.levels.keys().copied();
-        if bids { keys.max() } else { keys.min() }
-    }
-
-    fn best_price(&self) -> Option<Fixed> {
-        self.best.map(|k| Fixed::new(k, self.scale))
-    }
-
-    fn best_level(&self) -> Option<(Fixed, Fixed)> {
-        self.best.and_then(|k| self.levels.get(&k).copied())
-    }
-
-    fn size_at(&self, price: Fixed) -> Fixed {
-        let key = if price.scale > self.scale {
-            // More decimals than any level: only a value with trailing zeros can match.
-            match price.rescale(self.scale) {
-                Some(p) => p.mantissa,
-                None => return Fixed::ZERO,
-            }
-        } else {
-            self.key(price)
-        };
-        self.levels.get(&key).map_or(Fixed::ZERO, |l| l.1)
-    }
-
-    fn clear(&mut self) {
-        self.levels.clear();
-        self.best = None;
-    }
-}
-
-fn gcd(mut a: i64, mut b: i64) -> i64 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a.abs()
 }
 
 /// Levels of one side of an [`L2Book`], best first ([`L2Book::levels`]).
@@ -307,18 +170,19 @@ impl Iterator for Levels<'_> {
         if self.left == 0 {
             return None;
         }
-        if self.rest.is_none() && self.ladder.step > 0 {
+        let step = self.ladder.step();
+        if self.rest.is_none() && step > 0 {
             while self.probes > 0 {
                 let key = self.next?;
                 self.probes -= 1;
                 self.next = if self.bids {
-                    key.checked_sub(self.ladder.step)
+                    key.checked_sub(step)
                 } else {
-                    key.checked_add(self.ladder.step)
+                    key.checked_add(step)
                 };
-                if let Some(level) = self.ladder.levels.get(&key) {
+                if let Some(level) = self.ladder.get(key) {
                     self.left -= 1;
-                    return Some(*level);
+                    return Some(self.ladder.level(key, level));
                 }
             }
         }
@@ -328,9 +192,7 @@ impl Iterator for Levels<'_> {
             let from = self.next;
             let mut rest: Vec<i64> = self
                 .ladder
-                .levels
                 .keys()
-                .copied()
                 .filter(|&k| from.is_some_and(|f| k == f || Ladder::better(f, k, bids)))
                 .collect();
             rest.sort_unstable_by(|a, b| if bids { a.cmp(b) } else { b.cmp(a) });
@@ -338,7 +200,8 @@ impl Iterator for Levels<'_> {
         }
         let key = self.rest.as_mut()?.pop()?;
         self.left -= 1;
-        self.ladder.levels.get(&key).copied()
+        let level = self.ladder.get(key)?;
+        Some(self.ladder.level(key, level))
     }
 }
 
@@ -395,13 +258,25 @@ mod tests {
     /// with outliers far away, mixed scales, and clears.
     #[test]
     fn ladder_matches_an_ordered_map() {
-        let mut rng = SmallRng::seed_from_u64(12);
+        matches_an_ordered_map(12, 3, 60, false);
+    }
+
+    /// The same where the touch moves by thousands of ticks (the window follows it),
+    /// levels spread wider than the window (many live in the map), and a finer tick
+    /// appears part-way (every key moves to another slot).
+    #[test]
+    fn ladder_matches_an_ordered_map_when_the_touch_travels() {
+        matches_an_ordered_map(13, 60, 3_000, true);
+    }
+
+    fn matches_an_ordered_map(seed: u64, drift: i64, spread: i64, finer_tick: bool) {
+        let mut rng = SmallRng::seed_from_u64(seed);
         let mut book = L2Book::new();
         let mut bids: BTreeMap<Fixed, Fixed> = BTreeMap::new();
         let mut asks: BTreeMap<Fixed, Fixed> = BTreeMap::new();
         let mut mid: i64 = 600_000;
         for step in 0..40_000 {
-            mid += rng.gen_range(-3..=3);
+            mid += rng.gen_range(-drift..=drift);
             let side = if rng.gen_bool(0.5) {
                 Side::Bid
             } else {
@@ -410,14 +285,17 @@ mod tests {
             let distance = if rng.gen_bool(0.01) {
                 rng.gen_range(1..500_000)
             } else {
-                rng.gen_range(1..60)
+                rng.gen_range(1..spread)
             };
             let tick = match side {
                 Side::Bid => mid - distance,
                 _ => mid + distance,
             };
-            // Tick 0.1 written at scale 1, sometimes at scale 2.
-            let price = if rng.gen_bool(0.1) {
+            // Tick 0.1 written at scale 1, sometimes at scale 2; past step 20,000 of
+            // the finer-tick case, sometimes at 0.05.
+            let price = if finer_tick && step > 20_000 && rng.gen_bool(0.05) {
+                Fixed::new(tick * 10 + 5, 2)
+            } else if rng.gen_bool(0.1) {
                 Fixed::new(tick * 10, 2)
             } else {
                 Fixed::new(tick, 1)

@@ -125,6 +125,19 @@ impl Event {
             .passed
             .as_ref()
             .is_some_and(|(v, s)| Arc::ptr_eq(v, &self.venue) && Arc::ptr_eq(s, &self.symbol));
+        // Nearly every row a reader checks: a book delta of the names that passed last,
+        // every rule met. The same rules as `validate_fields` for a book delta, as one
+        // condition instead of a result per rule.
+        if checked.current
+            && let Body::Book(b) = &self.body
+            && (MIN_TS..MAX_TS).contains(&self.ts_event)
+            && (MIN_TS..MAX_TS).contains(&self.ts_recv)
+            && b.side != Side::None
+            && b.price.mantissa > 0
+            && b.size.mantissa >= 0
+        {
+            return Ok(());
+        }
         self.validate_fields(checked)?;
         if !checked.current && matches!(self.body, Body::Book(_) | Body::Trade(_) | Body::Gap(_)) {
             checked.passed = Some((self.venue.clone(), self.symbol.clone()));

@@ -94,6 +94,9 @@ pub struct SimExchange {
     /// Orders that reached a final state, with when, oldest first: forgotten
     /// [`FORGET_AFTER`] later so memory does not grow with the length of a run.
     finals: VecDeque<(UnixNanos, u64)>,
+    /// The oldest final's time plus [`FORGET_AFTER`] (`UnixNanos::MAX` with none): until
+    /// the clock passes it there is nothing to forget, which one compare per event tells.
+    forget_from: UnixNanos,
     /// Reused buffers: executions decided in a market, and the orders they touched.
     execs: Vec<Exec>,
     touched: Vec<u64>,
@@ -175,6 +178,7 @@ impl SimExchange {
             position_ids: BTreeMap::new(),
             outputs: Vec::new(),
             finals: VecDeque::new(),
+            forget_from: UnixNanos::MAX,
             execs: Vec::new(),
             touched: Vec::new(),
             next_order_id: 1,
@@ -374,7 +378,9 @@ impl SimExchange {
     pub fn on_market(&mut self, event: &Event) {
         self.apply_pending(|t| t < event.ts_recv);
         self.clock = self.clock.max(event.ts_recv);
-        self.forget_old_finals();
+        if self.clock > self.forget_from {
+            self.forget_old_finals();
+        }
         let ts = event.ts_recv;
         match &event.body {
             Body::Book(delta) => {
@@ -615,7 +621,7 @@ impl SimExchange {
     fn forget_old_finals(&mut self) {
         while let Some(&(at, id)) = self.finals.front() {
             if at.saturating_add(FORGET_AFTER) >= self.clock {
-                return;
+                break;
             }
             self.finals.pop_front();
             // An order answered again once final (a refused cancel) is queued twice and
@@ -634,6 +640,8 @@ impl SimExchange {
                 }
             }
         }
+        self.forget_from = (self.finals.front())
+            .map_or(UnixNanos::MAX, |&(at, _)| at.saturating_add(FORGET_AFTER));
     }
 
     /// Sets the status and emits the order update.
@@ -644,6 +652,9 @@ impl SimExchange {
         order.status = status;
         if status.is_final() {
             self.finals.push_back((ts, id));
+            if self.finals.len() == 1 {
+                self.forget_from = ts.saturating_add(FORGET_AFTER);
+            }
         }
         let update = make_update(order, ts, reason);
         self.outputs.push(ExchangeOutput::OrderUpdate(update));
