@@ -42,8 +42,9 @@
 #            the loaded subscriber's arrival lateness, for each mode in BENCH_PACE_MODES
 #            (default "legacy spin spin-rt"; a mode is a --pacing value, "-rt" adds
 #            --realtime; legacy, the pacing before issue 14, is the baseline), modes
-#            interleaved within each run; ranges over the runs. Not part of `all` (about
-#            20 minutes at 3 runs).
+#            interleaved within each run; then (BENCH_PACE_STRATEGY=1, default) one Rust
+#            strategy (mm, no lockstep) as the one subscriber over zmq and over shm, by
+#            `ticktape run`; ranges over the runs. Not part of `all` (about 25 minutes at 3 runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECTION=all
@@ -352,6 +353,35 @@ if [ "$SECTION" = nats ]; then
   exit 0
 fi
 
+# One pacing row: the replay's stats in $W/pace.json (and the probe's in $W/probe.json
+# when $probe is set) appended to $out as JSON, and printed.
+pace_row() {
+  local run=$1 speed=$2 load=$3 mode=$4 loadavg=$5 probe=$6
+  python3 - "$W/pace.json" "$W/probe.json" "$run" "$speed" "$load" "$mode" "$loadavg" "$probe" >> "$out" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+p = s["pacing"]
+row = dict(run=int(sys.argv[3]), speed=sys.argv[4], load=sys.argv[5], mode=sys.argv[6],
+           loadavg=float(sys.argv[7]), events=s["events"],
+           cores=s["cpu_secs"] / s["elapsed_secs"],
+           all=s["lateness"], first=p["first"], waited=p["waited"], floor=p["floor"],
+           floor_first=p["floor_first"], margin_us=p["margin_us"])
+if sys.argv[8]:
+    row["probe"] = json.load(open(sys.argv[2]))
+print(json.dumps(row))
+PY
+  python3 - "$out" <<'PY'
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])][-1]
+f = lambda l: f"{l['p50_us']:.1f}/{l['p99_us']:.1f}/{l['max_us']:.0f}" if l else "-"
+probe = r.get("probe")
+arrival = f"  subscriber arrival {probe['arrival_p50_us']:.0f}/{probe['arrival_p99_us']:.0f}/{probe['arrival_max_us']:.0f}" if probe else ""
+print(f"run {r['run']} {r['speed']:>2}x {r['load']:<6} {r['mode']:<7} p50/p99/max us: every event {f(r['all'])} (floor {f(r['floor'])})"
+      f"  first of due time {f(r['first'])} (floor {f(r['floor_first'])})  waited {f(r['waited'])}"
+      f"  cpu {r['cores']:.2f} cores  load {r['loadavg']:.1f}{arrival}")
+PY
+}
+
 # Paced replay lateness (issue 14, item 5). Each run replays every configuration once per
 # pacing mode, modes interleaved, so the baseline meets the same machine as the change.
 pacing_section() {
@@ -386,31 +416,47 @@ pacing_section() {
             --bind $ep --wait-for $subs --quiet --json > "$W/pace.json" 2> "$W/pace.log"
           wait $rec
           [ -n "$probe" ] && wait "$probe"
-          python3 - "$W/pace.json" "$W/probe.json" "$run" "$speed" "$load" "$mode" "$loadavg" "$probe" >> "$out" <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))
-p = s["pacing"]
-row = dict(run=int(sys.argv[3]), speed=sys.argv[4], load=sys.argv[5], mode=sys.argv[6],
-           loadavg=float(sys.argv[7]), events=s["events"],
-           cores=s["cpu_secs"] / s["elapsed_secs"],
-           all=s["lateness"], first=p["first"], waited=p["waited"], floor=p["floor"],
-           floor_first=p["floor_first"], margin_us=p["margin_us"])
-if sys.argv[8]:
-    row["probe"] = json.load(open(sys.argv[2]))
-print(json.dumps(row))
-PY
-          python3 - "$out" <<'PY'
-import json, sys
-r = [json.loads(l) for l in open(sys.argv[1])][-1]
-f = lambda l: f"{l['p50_us']:.1f}/{l['p99_us']:.1f}/{l['max_us']:.0f}" if l else "-"
-probe = r.get("probe")
-arrival = f"  subscriber arrival {probe['arrival_p50_us']:.0f}/{probe['arrival_p99_us']:.0f}/{probe['arrival_max_us']:.0f}" if probe else ""
-print(f"run {r['run']} {r['speed']:>2}x {r['load']:<6} {r['mode']:<7} p50/p99/max us: every event {f(r['all'])} (floor {f(r['floor'])})"
-      f"  first of due time {f(r['first'])} (floor {f(r['floor_first'])})  waited {f(r['waited'])}"
-      f"  cpu {r['cores']:.2f} cores  load {r['loadavg']:.1f}{arrival}")
-PY
+          pace_row "$run" "$speed" "$load" "$mode" "$loadavg" "$probe"
         done
       done
+      # One Rust strategy (the built-in mm, quoting, no lockstep) as the one subscriber,
+      # over ZeroMQ and over shared memory: `ticktape run` of a paced scenario (default
+      # pacing, spin).
+      if [ "${BENCH_PACE_STRATEGY:-1}" = 1 ]; then
+        local win=""
+        [ "$speed" = 1 ] && win="start = \"$start\"
+end = \"$end\""
+        cat > "$W/pace-mm.toml" <<TOML
+name = "pace-mm"
+[data]
+dataset = "data/binance-spot"
+venues = ["binance"]
+symbols = ["BTCUSDT"]
+$win
+[replay]
+speed = "$speed"
+lockstep = false
+[[strategy]]
+name = "mm"
+builtin = "mm"
+venue = "binance"
+symbol = "BTCUSDT"
+size = "0.01"
+[exchange]
+order_latency = { model = "constant", ns = 1_000_000 }
+queue = "risk_averse"
+fees = { maker_bps = 1.0, taker_bps = 5.0 }
+TOML
+        for tr in zmq shm; do
+          local loadavg
+          loadavg=$(cut -d' ' -f1 /proc/loadavg)
+          rm -rf "$W/pace-run"
+          $T run "$W/pace-mm.toml" --transport $tr --out "$W/pace-run" --quiet > /dev/null 2> "$W/pace.log"
+          python3 -c "import json,sys; json.dump(json.load(open(sys.argv[1]))['replay'], open(sys.argv[2], 'w'))" \
+            "$W/pace-run/summary.json" "$W/pace.json"
+          pace_row "$run" "$speed" "mm-$tr" spin "$loadavg" ""
+        done
+      fi
     done
   done
   echo "== pacing: ranges over $runs runs (min..max of each figure), microseconds"
