@@ -1,14 +1,18 @@
-//! Spinning briefly before sleeping on a futex, with a budget that adapts to whether
-//! spinning pays (`docs/SHM.md`, "Writing, reading, waking").
+//! Spinning briefly before sleeping on a futex, backing off while spinning does not pay
+//! (`docs/SHM.md`, "Writing, reading, waking").
 //!
 //! A sleeping peer costs a kernel wake-up on each side of a lockstep round trip (5–50 µs
 //! on these machines), where a peer that is running answers in well under a microsecond.
-//! Spinning pays only while the other side is running on another core: on a machine
-//! whose cores are taken, a spinner holds the core its peer waits for. So the budget
-//! doubles after a spin that saw its condition come true and halves after one that did
-//! not, between a floor (so a budget can grow back) and the ceiling the user set.
+//! Spinning pays only while the other side is running on another core and answers within
+//! the spin: on a machine whose cores are taken, a spinner holds the core its peer waits
+//! for. So every spin that is made lasts up to the ceiling the user set; after a spin that
+//! did not see its condition come true, the next 1, 2, 4 … 64 waits (doubling with each
+//! further miss) sleep at once, and a spin that paid starts over. (A budget that halved
+//! after each miss, the first rule, fell below a slow peer's turnaround, a Python strategy's
+//! tens of µs, and then never saw it again: it stopped spinning for good where a full spin
+//! would have paid. The Python client uses the same rule.)
 //!
-//! Owns the budget and the spin loop. Never sleeps: the caller sleeps on its futex after
+//! Owns the back-off and the spin loop. Never sleeps: the caller sleeps on its futex after
 //! a spin that returned false.
 
 use std::time::{Duration, Instant};
@@ -16,8 +20,8 @@ use std::time::{Duration, Instant};
 /// The default ceiling of a spin, in microseconds (`TICKTAPE_SHM_SPIN_US` overrides it;
 /// 0 never spins).
 pub const DEFAULT_SPIN_US: u64 = 50;
-/// The smallest budget an adaptive spinner keeps, so that it can grow back.
-const FLOOR_NS: u64 = 1_000;
+/// The most waits that sleep at once after misses: `1 << MAX_SKIP_SHIFT`.
+const MAX_SKIP_SHIFT: u32 = 6;
 
 /// The ceiling in effect: `TICKTAPE_SHM_SPIN_US`, else [`DEFAULT_SPIN_US`].
 pub fn ceiling() -> Duration {
@@ -31,20 +35,23 @@ pub fn ceiling() -> Duration {
     })
 }
 
-/// A spin-then-sleep budget for one waiting side.
+/// A spin-then-sleep policy for one waiting side.
 #[derive(Debug, Clone)]
 pub struct Spinner {
-    budget_ns: u64,
-    ceiling_ns: u64,
+    ceiling: Duration,
+    /// Waits left that sleep at once without spinning.
+    skip: u32,
+    /// Spins in a row that saw nothing.
+    misses: u32,
 }
 
 impl Spinner {
     /// A spinner that spins at most `ceiling` per wait (zero: never).
     pub fn new(ceiling: Duration) -> Spinner {
-        let ceiling_ns = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
         Spinner {
-            budget_ns: ceiling_ns,
-            ceiling_ns,
+            ceiling,
+            skip: 0,
+            misses: 0,
         }
     }
 
@@ -53,30 +60,34 @@ impl Spinner {
         Spinner::new(ceiling())
     }
 
-    /// The current budget of one spin.
-    pub fn budget(&self) -> Duration {
-        Duration::from_nanos(self.budget_ns)
+    /// How many of the coming waits sleep without spinning.
+    pub fn skipping(&self) -> u32 {
+        self.skip
     }
 
-    /// Spins until `ready` returns true (true) or the budget is spent (false), and
-    /// adapts the budget to the outcome.
+    /// Spins until `ready` returns true (true) or the ceiling is spent (false); returns
+    /// false at once while backing off after misses.
     pub fn spin(&mut self, mut ready: impl FnMut() -> bool) -> bool {
-        if self.ceiling_ns == 0 {
+        if self.ceiling.is_zero() {
+            return false;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
             return false;
         }
         let began = Instant::now();
-        let budget = Duration::from_nanos(self.budget_ns);
         let mut k = 0u32;
         loop {
             if ready() {
-                self.budget_ns = (self.budget_ns * 2).clamp(FLOOR_NS, self.ceiling_ns);
+                self.misses = 0;
                 return true;
             }
             std::hint::spin_loop();
             k += 1;
             // The clock costs ~20 ns: read it every 16 polls.
-            if k.is_multiple_of(16) && began.elapsed() >= budget {
-                self.budget_ns = (self.budget_ns / 2).max(FLOOR_NS.min(self.ceiling_ns));
+            if k.is_multiple_of(16) && began.elapsed() >= self.ceiling {
+                self.skip = 1 << self.misses.min(MAX_SKIP_SHIFT);
+                self.misses += 1;
                 return false;
             }
         }
@@ -88,26 +99,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_spin_that_pays_keeps_its_budget_and_one_that_does_not_halves_it() {
-        let mut s = Spinner::new(Duration::from_micros(8));
+    fn after_a_miss_the_next_waits_sleep_at_once_doubling_and_a_spin_that_pays_starts_over() {
+        let mut s = Spinner::new(Duration::from_micros(5));
         assert!(s.spin(|| true));
-        assert_eq!(
-            s.budget(),
-            Duration::from_micros(8),
-            "capped at the ceiling"
-        );
+        assert_eq!(s.skipping(), 0);
+        // A miss: the next wait skips its spin, and the one after spins again.
         assert!(!s.spin(|| false));
-        assert_eq!(s.budget(), Duration::from_micros(4));
-        for _ in 0..10 {
+        assert_eq!(s.skipping(), 1);
+        let mut polled = false;
+        assert!(!s.spin(|| {
+            polled = true;
+            true
+        }));
+        assert!(!polled, "a skipped wait polls nothing");
+        // Misses in a row: 2, 4, ... then capped at 64 skipped waits.
+        let mut skips = Vec::new();
+        for _ in 0..9 {
             assert!(!s.spin(|| false));
+            skips.push(s.skipping());
+            while s.skipping() > 0 {
+                assert!(!s.spin(|| true));
+            }
         }
-        assert_eq!(
-            s.budget(),
-            Duration::from_micros(1),
-            "never below the floor"
-        );
+        assert_eq!(skips, [2, 4, 8, 16, 32, 64, 64, 64, 64]);
+        // A spin that pays starts over: the next miss skips one wait.
         assert!(s.spin(|| true));
-        assert_eq!(s.budget(), Duration::from_micros(2), "grows back");
+        assert!(!s.spin(|| false));
+        assert_eq!(s.skipping(), 1);
     }
 
     #[test]
