@@ -68,9 +68,10 @@ pub struct ReplayArgs {
     /// Run the simulated exchange on the gateway (needs --gateway, or --transport shm).
     #[arg(long)]
     exchange: bool,
-    /// How lockstep strategies talk to the replay: zmq (the bus and --gateway), or shm
-    /// (shared memory, docs/SHM.md): one segment per --lockstep strategy, each printed as
-    /// an endpoint `shm:/proc/PID/fd/N` to give a strategy as both --bus and --gateway.
+    /// How strategies talk to the replay: zmq (the bus and --gateway), or shm (shared
+    /// memory, docs/SHM.md): one segment per strategy (--lockstep N; without lockstep,
+    /// --wait-for N), each printed as an endpoint `shm:/proc/PID/fd/N` to give a strategy
+    /// as both --bus and --gateway.
     #[arg(long, value_enum, default_value = "zmq")]
     transport: ticktape::shm::Transport,
     #[command(flatten)]
@@ -141,12 +142,18 @@ pub fn run(a: ReplayArgs) -> Result<()> {
             None
         }
         ticktape::shm::Transport::Shm => {
-            if config.lockstep == 0 {
+            // One segment per strategy: the lockstep ones, else the subscribers waited for.
+            let segments = if config.lockstep > 0 {
+                config.lockstep
+            } else {
+                config.wait_for
+            };
+            if segments == 0 {
                 bail!(
-                    "--transport shm serves lockstep strategies: give --lockstep N (one shared-memory segment each)"
+                    "--transport shm needs to know how many strategies will attach (one shared-memory segment each): give --lockstep N, or --wait-for N without lockstep"
                 );
             }
-            let names: Vec<String> = (1..=config.lockstep).map(|i| format!("slot-{i}")).collect();
+            let names: Vec<String> = (1..=segments).map(|i| format!("slot-{i}")).collect();
             let hub = ticktape::shm::Hub::create(&names, config.ack_timeout)?;
             // Said even when quiet: without these nobody can connect.
             for i in 0..hub.len() {

@@ -457,7 +457,14 @@ fn the_python_momentum_strategy_over_shm_gives_the_zmq_digest() {
 /// `ticktape replay` with `args` and the built-in `mm` started by hand against it, on the
 /// `zmq` bus and gateway endpoints, or (None) on the shared-memory endpoint the replay
 /// prints; returns the replay's stderr.
-fn replay_with_hand_started_strategy(args: &[&str], zmq: Option<(&str, &str)>) -> String {
+/// Runs `ticktape replay args` and one `ticktape strategy mm` started by hand on its
+/// endpoints (`zmq`, else the shm endpoint it prints), in lockstep or not; returns the
+/// replay's stderr and the strategy's.
+fn replay_with_hand_started_strategy(
+    args: &[&str],
+    zmq: Option<(&str, &str)>,
+    lockstep: bool,
+) -> (String, String) {
     use std::io::{BufRead, BufReader, Read};
     let mut replay = spawn(args);
     let mut stderr = BufReader::new(replay.child.stderr.take().unwrap());
@@ -482,7 +489,7 @@ fn replay_with_hand_started_strategy(args: &[&str], zmq: Option<(&str, &str)>) -
             (ep.clone(), ep)
         }
     };
-    let strategy = spawn(&[
+    let mut strategy_args = vec![
         "strategy",
         "mm",
         "--bus",
@@ -495,10 +502,13 @@ fn replay_with_hand_started_strategy(args: &[&str], zmq: Option<(&str, &str)>) -
         "BTCUSDT",
         "--size",
         "0.01",
-        "--lockstep",
         "--id",
         "mm",
-    ]);
+    ];
+    if lockstep {
+        strategy_args.push("--lockstep");
+    }
+    let strategy = spawn(&strategy_args);
     let reader = std::thread::spawn(move || {
         let mut rest = String::new();
         let _ = stderr.read_to_string(&mut rest);
@@ -509,7 +519,7 @@ fn replay_with_hand_started_strategy(args: &[&str], zmq: Option<(&str, &str)>) -
     let r_out = replay.wait(Duration::from_secs(120));
     let all = head + &reader.join().unwrap();
     assert!(r_out.status.success(), "replay failed: {all}");
-    all
+    (all, String::from_utf8_lossy(&s_out.stderr).into_owned())
 }
 
 #[test]
@@ -541,11 +551,63 @@ fn a_hand_started_strategy_joins_ticktape_replay_over_shm_with_the_zmq_digest() 
     };
     let mut zmq_args = common.to_vec();
     zmq_args.extend(["--bind", &bus, "--gateway", &gw]);
-    let over_zmq = replay_with_hand_started_strategy(&zmq_args, Some((&bus, &gw)));
+    let (over_zmq, _) = replay_with_hand_started_strategy(&zmq_args, Some((&bus, &gw)), true);
     let mut shm_args = common.to_vec();
-    shm_args.extend(["--transport", "shm"]);
-    let over_shm = replay_with_hand_started_strategy(&shm_args, None);
+    // Its own endpoint for the heartbeats the bus still carries (not the default port).
+    let hb = format!("ipc://{}", dir.path().join("hb").display());
+    shm_args.extend(["--transport", "shm", "--bind", &hb]);
+    let (over_shm, _) = replay_with_hand_started_strategy(&shm_args, None, true);
     assert_eq!(digest_in(&over_zmq), digest_in(&over_shm), "{over_shm}");
     assert!(over_shm.contains("lockstep:"), "{over_shm}");
+    assert_eq!(dev_shm(), Vec::<String>::new(), "nothing in /dev/shm");
+}
+
+/// Without lockstep, `replay --transport shm` makes one segment per subscriber waited for
+/// (`--wait-for`, default 1) and paces the stream into it: a strategy started by hand
+/// receives every event and its orders are answered.
+#[test]
+fn a_hand_started_strategy_reads_a_paced_replay_over_shm_without_lockstep() {
+    let dir = tempdir();
+    // Its own endpoint for the heartbeats the bus still carries (not the default port).
+    let hb = format!("ipc://{}", dir.path().join("hb").display());
+    let (replay, strategy) = replay_with_hand_started_strategy(
+        &[
+            "replay",
+            "--bind",
+            &hb,
+            "data/binance-spot",
+            "--start",
+            "2024-08-08T23:56:00Z",
+            "--end",
+            "2024-08-08T23:56:10Z",
+            "--speed",
+            "10",
+            "--order-latency",
+            "1ms",
+            "--exchange",
+            "--transport",
+            "shm",
+            "--quiet",
+        ],
+        None,
+        false,
+    );
+    assert!(replay.contains("pacing lateness"), "paced: {replay}");
+    assert!(!replay.contains("lockstep:"), "no lockstep: {replay}");
+    let events = replay
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("replay: ")?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no event count: {replay}"));
+    assert!(events > 1000, "{replay}");
+    assert!(
+        strategy.contains(&format!("strategy mm: {events} events")),
+        "the strategy saw every event: {strategy}"
+    );
     assert_eq!(dev_shm(), Vec::<String>::new(), "nothing in /dev/shm");
 }
