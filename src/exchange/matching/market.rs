@@ -158,17 +158,13 @@ pub(super) fn on_delta(
     if market.in_snapshot {
         return;
     }
-    if touches(market, OrderSide::Buy) {
-        cross(market, orders, OrderSide::Buy, execs);
-    }
-    if touches(market, OrderSide::Sell) {
-        cross(market, orders, OrderSide::Sell, execs);
-    }
+    cross(market, orders, OrderSide::Buy, execs);
+    cross(market, orders, OrderSide::Sell, execs);
 }
 
 /// True when the best own order of `side` touches the opposite side of the book (a
 /// buy at or above the best ask, a sell at or below the best bid): only then can
-/// [`cross`] fill anything. Runs after every delta, so it is kept small.
+/// [`cross`] fill anything. Asked after every delta, so it is kept small and inline.
 #[inline]
 fn touches(market: &Market, side: OrderSide) -> bool {
     match side {
@@ -186,8 +182,23 @@ fn touches(market: &Market, side: OrderSide) -> bool {
 }
 
 /// Fills own resting orders of `side` that the book now crosses, at their own price as
-/// makers, up to the crossing visible size.
-pub(super) fn cross(
+/// makers, up to the crossing visible size. Runs after every delta: one inline test
+/// ([`touches`]) before the rest, which is out of line.
+#[inline]
+fn cross(
+    market: &mut Market,
+    orders: &HashMap<u64, Order>,
+    side: OrderSide,
+    execs: &mut Vec<Exec>,
+) {
+    if touches(market, side) {
+        fill_crossed(market, orders, side, execs);
+    }
+}
+
+/// [`cross`] once the best own order touches the book.
+#[inline(never)]
+fn fill_crossed(
     market: &mut Market,
     orders: &HashMap<u64, Order>,
     side: OrderSide,
@@ -195,18 +206,6 @@ pub(super) fn cross(
 ) {
     let own_side = side.book_side();
     let opp = own_side.opposite();
-    // Runs after every delta: leave at once unless the best own price touches the book.
-    let crossing = |p: Fixed| match side {
-        OrderSide::Buy => market.book.best_ask_price().is_some_and(|a| a <= p),
-        OrderSide::Sell => market.book.best_bid_price().is_some_and(|b| b >= p),
-    };
-    let best_own = match side {
-        OrderSide::Buy => market.own_bids.highest(),
-        OrderSide::Sell => market.own_asks.lowest(),
-    };
-    if !best_own.is_some_and(crossing) {
-        return;
-    }
     let prices: Vec<Fixed> = match side {
         OrderSide::Buy => market.own_bids.prices().rev().collect(),
         OrderSide::Sell => market.own_asks.prices().collect(),
