@@ -104,29 +104,8 @@ impl ReadAhead {
 
     /// The next event, or None at the end of the data.
     pub fn next_event(&mut self) -> Result<Option<&Event>> {
-        if self.next == self.current.filled {
-            let Some(full) = &self.full else {
-                return Ok(None);
-            };
-            match full.recv() {
-                Ok(Ok(batch)) => {
-                    let used = std::mem::replace(&mut self.current, batch);
-                    if let Some(empty) = &self.empty {
-                        // The reader may have ended: then nobody needs the batch back.
-                        let _ = empty.try_send(used);
-                    }
-                    self.next = 0;
-                }
-                Ok(Err(e)) => {
-                    self.finish();
-                    return Err(e);
-                }
-                Err(_) => {
-                    // The reader ended after its last batch.
-                    self.finish();
-                    return Ok(None);
-                }
-            }
+        if self.next == self.current.filled && !self.take_batch()? {
+            return Ok(None);
         }
         let event = &self.current.events[self.next];
         self.next += 1;
@@ -137,13 +116,40 @@ impl ReadAhead {
     /// all taken at once; None at the end of the data. The same events in the same
     /// order as [`ReadAhead::next_event`], for a loop that walks a slice.
     pub fn next_events(&mut self) -> Result<Option<&[Event]>> {
-        if self.next == self.current.filled && self.next_event()?.is_some() {
-            // `next_event` took the new batch's first event: give it back.
-            self.next -= 1;
+        if self.next == self.current.filled && !self.take_batch()? {
+            return Ok(None);
         }
         let events = &self.current.events[self.next..self.current.filled];
         self.next = self.current.filled;
-        Ok((!events.is_empty()).then_some(events))
+        Ok(Some(events))
+    }
+
+    /// Makes the reader's next full batch the current one and hands the used one back;
+    /// false at the end of the data.
+    fn take_batch(&mut self) -> Result<bool> {
+        let Some(full) = &self.full else {
+            return Ok(false);
+        };
+        match full.recv() {
+            Ok(Ok(batch)) => {
+                let used = std::mem::replace(&mut self.current, batch);
+                if let Some(empty) = &self.empty {
+                    // The reader may have ended: then nobody needs the batch back.
+                    let _ = empty.try_send(used);
+                }
+                self.next = 0;
+                Ok(true)
+            }
+            Ok(Err(e)) => {
+                self.finish();
+                Err(e)
+            }
+            Err(_) => {
+                // The reader ended after its last batch.
+                self.finish();
+                Ok(false)
+            }
+        }
     }
 
     /// Closes both queues and waits for the reader thread.
