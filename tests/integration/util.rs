@@ -66,33 +66,32 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `ticktape <args>` with captured output.
-pub fn spawn(args: &[&str]) -> Proc {
-    let child = Command::new(bin())
-        .args(args)
+/// Starts `command` (a `ticktape` command line) with captured output; `desc` names it
+/// in failures.
+fn start(mut command: Command, desc: String) -> Proc {
+    let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn ticktape");
-    Proc {
-        child,
-        desc: format!("ticktape {}", args.join(" ")),
-    }
+        .unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
+    Proc { child, desc }
+}
+
+/// Starts `ticktape <args>` with captured output.
+pub fn spawn(args: &[&str]) -> Proc {
+    let mut command = Command::new(bin());
+    command.args(args);
+    start(command, format!("ticktape {}", args.join(" ")))
 }
 
 /// Starts `ticktape <args>` with `PATH` set to `path` (see [`path_with_python_first`]).
 pub fn spawn_with_path(args: &[&str], path: &std::ffi::OsStr) -> Proc {
-    let child = Command::new(bin())
-        .args(args)
-        .env("PATH", path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ticktape");
-    Proc {
-        child,
-        desc: format!("PATH={} ticktape {}", path.display(), args.join(" ")),
-    }
+    let mut command = Command::new(bin());
+    command.args(args).env("PATH", path);
+    start(
+        command,
+        format!("PATH={} ticktape {}", path.display(), args.join(" ")),
+    )
 }
 
 /// `PATH` with the directory of `py` first, so that a plain `python3` is that Python, as
@@ -119,7 +118,8 @@ pub fn run_with_this_trees_python(
     py: &Path,
     what: &str,
 ) -> Output {
-    let child = Command::new(bin())
+    let mut command = Command::new(bin());
+    command
         .args([
             "run",
             scenario.to_str().unwrap(),
@@ -131,15 +131,11 @@ pub fn run_with_this_trees_python(
         .env(
             "PYTHONPATH",
             Path::new(env!("CARGO_MANIFEST_DIR")).join("python"),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ticktape run");
-    Proc {
-        child,
-        desc: format!("ticktape run {} ({what})", scenario.display()),
-    }
+        );
+    start(
+        command,
+        format!("ticktape run {} ({what})", scenario.display()),
+    )
     .wait(Duration::from_secs(300))
 }
 
