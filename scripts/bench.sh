@@ -365,7 +365,7 @@ row = dict(run=int(sys.argv[3]), speed=sys.argv[4], load=sys.argv[5], mode=sys.a
            loadavg=float(sys.argv[7]), events=s["events"],
            cores=s["cpu_secs"] / s["elapsed_secs"],
            all=s["lateness"], first=p["first"], waited=p["waited"], floor=p["floor"],
-           floor_first=p["floor_first"], margin_us=p["margin_us"])
+           floor_first=p["floor_first"], margin_us=p["margin_us"], woken=p.get("woken"))
 if sys.argv[8]:
     row["probe"] = json.load(open(sys.argv[2]))
 print(json.dumps(row))
@@ -378,7 +378,8 @@ probe = r.get("probe")
 arrival = f"  subscriber arrival {probe['arrival_p50_us']:.0f}/{probe['arrival_p99_us']:.0f}/{probe['arrival_max_us']:.0f}" if probe else ""
 print(f"run {r['run']} {r['speed']:>2}x {r['load']:<6} {r['mode']:<7} p50/p99/max us: every event {f(r['all'])} (floor {f(r['floor'])})"
       f"  first of due time {f(r['first'])} (floor {f(r['floor_first'])})  waited {f(r['waited'])}"
-      f"  cpu {r['cores']:.2f} cores  load {r['loadavg']:.1f}{arrival}")
+      + (f"  after the wake-up {f(r['woken'])}" if r.get("woken") else "")
+      + f"  cpu {r['cores']:.2f} cores  load {r['loadavg']:.1f}{arrival}")
 PY
 }
 
@@ -447,11 +448,14 @@ order_latency = { model = "constant", ns = 1_000_000 }
 queue = "risk_averse"
 fees = { maker_bps = 1.0, taker_bps = 5.0 }
 TOML
-        for tr in zmq shm; do
-          local loadavg
+        # The same with the replay thread under SCHED_FIFO (shared memory only).
+        sed 's/^lockstep = false$/lockstep = false\nrealtime = true/' "$W/pace-mm.toml" > "$W/pace-mm-rt.toml"
+        for tr in zmq shm shm-rt; do
+          local loadavg toml="$W/pace-mm.toml"
           loadavg=$(cut -d' ' -f1 /proc/loadavg)
+          [ "$tr" = shm-rt ] && toml="$W/pace-mm-rt.toml"
           rm -rf "$W/pace-run"
-          $T run "$W/pace-mm.toml" --transport $tr --out "$W/pace-run" --quiet > /dev/null 2> "$W/pace.log"
+          $T run "$toml" --transport "${tr%-rt}" --out "$W/pace-run" --quiet > /dev/null 2> "$W/pace.log"
           python3 -c "import json,sys; json.dump(json.load(open(sys.argv[1]))['replay'], open(sys.argv[2], 'w'))" \
             "$W/pace-run/summary.json" "$W/pace.json"
           pace_row "$run" "$speed" "mm-$tr" spin "$loadavg" ""
@@ -469,12 +473,14 @@ for r in rows:
     groups[(r["speed"], r["load"], r["mode"])].append(r)
 rng = lambda xs, fmt: f"{fmt.format(min(xs))}..{fmt.format(max(xs))}" if min(xs) != max(xs) else fmt.format(xs[0])
 for (speed, load, mode), rs in sorted(groups.items(), key=lambda kv: (-int(kv[0][0]), kv[0][1], kv[0][2])):
-    fig = lambda key, q: [r[key][q] for r in rs if r[key]]
+    fig = lambda key, q: [r[key][q] for r in rs if r.get(key)]
     line = (f"{speed:>2}x {load:<6} {mode:<7} every event p50 {rng(fig('all','p50_us'), '{:.0f}')} p99 {rng(fig('all','p99_us'), '{:.0f}')}"
             f" max {rng(fig('all','max_us'), '{:.0f}')} (floor p99 {rng(fig('floor','p99_us'), '{:.0f}')})"
             f" | first of due time p50 {rng(fig('first','p50_us'), '{:.0f}')} p99 {rng(fig('first','p99_us'), '{:.0f}')}"
             f" max {rng(fig('first','max_us'), '{:.0f}')} (floor p99 {rng(fig('floor_first','p99_us'), '{:.0f}')})"
-            f" | waited p99 {rng(fig('waited','p99_us'), '{:.0f}')} | cpu {rng([r['cores'] for r in rs], '{:.2f}')} cores"
+            f" | waited p99 {rng(fig('waited','p99_us'), '{:.0f}')}"
+            + (f" | after the wake-up p50 {rng(fig('woken','p50_us'), '{:.0f}')} p99 {rng(fig('woken','p99_us'), '{:.0f}')}" if fig('woken', 'p99_us') else "")
+            + f" | cpu {rng([r['cores'] for r in rs], '{:.2f}')} cores"
             f" | load {rng([r['loadavg'] for r in rs], '{:.1f}')}")
     probes = [r["probe"] for r in rs if "probe" in r]
     if probes:

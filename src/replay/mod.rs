@@ -257,8 +257,30 @@ pub fn run_over(
     let mut marks = Marks::new(config.mark_interval);
     let mut last_ts: UnixNanos = 0;
     let mut last_progress = Instant::now();
+    // Paced over shared memory without lockstep: each burst is written ahead and
+    // published at its due time.
+    let in_bursts = paced && lockstep.is_none() && link.bus.batch(true);
+    if peers_ready && in_bursts {
+        let mut loop_state = Loop {
+            pacer: &mut pacer,
+            heartbeat: &mut heartbeat,
+            marks: &mut marks,
+            started,
+        };
+        last_ts = stream_in_bursts(
+            &mut link,
+            &mut events,
+            &mut loop_state,
+            stop,
+            &mut on_progress,
+        )?;
+        link.bus.batch(false);
+    }
 
-    while peers_ready && let Some(event) = events.next_event()? {
+    while peers_ready
+        && !in_bursts
+        && let Some(event) = events.next_event()?
+    {
         if stop.is_set() {
             break;
         }
@@ -279,24 +301,8 @@ pub fn run_over(
         if clock_due {
             heartbeat.tick(&mut link.bus.zmq)?;
         }
-        if let Some(h) = link.host.as_deref_mut() {
-            marks.before(h, ts, &mut link.out)?;
-            h.advance_before(ts, &mut link.out)?;
-            link.flush()?;
-        }
-        link.bus.send(event)?;
-        pacer.sent();
-        let stats = &mut link.stats;
-        if matches!(event.body, Body::Gap(_)) {
-            stats.gaps += 1;
-        }
-        stats.events += 1;
-        stats.time_range = Some(stats.time_range.map_or((ts, ts), |(a, _)| (a, ts)));
+        deliver(&mut link, &mut marks, event, Sent::Now(&mut pacer))?;
         last_ts = ts;
-        if let Some(h) = link.host.as_deref_mut() {
-            h.on_market(event, &mut link.out)?;
-            link.flush()?;
-        }
         match lockstep.as_mut() {
             // Without lockstep, orders are read at once.
             None => link.pump(ts, Duration::ZERO)?,
@@ -323,6 +329,148 @@ pub fn run_over(
     Ok(stats)
 }
 
+/// What [`deliver`] tells the pacer, and when its event becomes visible.
+enum Sent<'p> {
+    /// Visible once sent (ZeroMQ, or shared memory publishing one by one).
+    Now(&'p mut Pacer),
+    /// Staged, published later with its burst.
+    Staged,
+    /// Staged, then published at once with what was staged before it, then sleeping
+    /// readers woken.
+    Publish(&'p mut Pacer),
+}
+
+/// Sends one event with what the exchange host does around it (the marks and requests
+/// due before it, then its reaction to it) and counts it.
+fn deliver(link: &mut Link<'_>, marks: &mut Marks, event: &Event, sent: Sent<'_>) -> Result<()> {
+    let ts = event.ts_recv;
+    if let Some(h) = link.host.as_deref_mut() {
+        marks.before(h, ts, &mut link.out)?;
+        h.advance_before(ts, &mut link.out)?;
+        link.flush()?;
+    }
+    link.bus.send(event)?;
+    match sent {
+        Sent::Now(pacer) => pacer.sent(),
+        Sent::Staged => {}
+        Sent::Publish(pacer) => {
+            link.bus.commit();
+            pacer.sent();
+            link.bus.wake_sleepers();
+            pacer.woken();
+        }
+    }
+    let stats = &mut link.stats;
+    if matches!(event.body, Body::Gap(_)) {
+        stats.gaps += 1;
+    }
+    stats.events += 1;
+    stats.time_range = Some(stats.time_range.map_or((ts, ts), |(a, _)| (a, ts)));
+    if let Some(h) = link.host.as_deref_mut() {
+        h.on_market(event, &mut link.out)?;
+        link.flush()?;
+    }
+    Ok(())
+}
+
+/// What the burst loop carries from one event to the next.
+struct Loop<'a> {
+    pacer: &'a mut Pacer,
+    heartbeat: &'a mut HeartbeatTimer,
+    marks: &'a mut Marks,
+    started: Instant,
+}
+
+/// Room kept in every ring before an event is written ahead: the event and whatever the
+/// exchange host publishes around it.
+const BURST_ROOM: u64 = 64 << 10;
+
+/// The events of one due time written so far, not yet published.
+#[derive(Clone, Copy)]
+struct Burst {
+    ts: UnixNanos,
+    events: usize,
+    began: Instant,
+}
+
+/// The paced loop over shared memory without lockstep. Recorded data comes in bursts
+/// that share one `ts_recv` (a depth update of many levels, a snapshot): up to
+/// thousands of events due at the same instant. While the replay is ahead of the data,
+/// the next burst (its events, and what the exchange host publishes around them, in the
+/// usual order) is written into the rings unpublished, then published at its due time
+/// with one store per ring: a strategy sees the whole burst at that instant instead of
+/// event after event, and the writing is done while the replay would otherwise wait.
+/// Once an event's due time has passed (behind, or a burst longer than the time ahead),
+/// what is written goes out at once and the events follow one by one, as in the other
+/// loop. Nothing is visible before its due time. Requests are read after each
+/// publication.
+fn stream_in_bursts(
+    link: &mut Link<'_>,
+    events: &mut EventSource,
+    state: &mut Loop<'_>,
+    stop: &Stop,
+    on_progress: &mut impl FnMut(Progress<'_>),
+) -> Result<UnixNanos> {
+    let mut burst: Option<Burst> = None;
+    let mut last_ts = 0;
+    let mut last_progress = Instant::now();
+    while let Some(event) = events.next_event()? {
+        if stop.is_set() {
+            break;
+        }
+        let ts = event.ts_recv;
+        if burst.is_some_and(|b| b.ts != ts) || !link.bus.can_stage(BURST_ROOM) {
+            publish_burst(link, state.pacer, burst.take())?;
+            if stop.is_set() {
+                break;
+            }
+        }
+        if burst.is_none() {
+            state.heartbeat.tick(&mut link.bus.zmq)?;
+        }
+        if state.pacer.is_ahead(ts) {
+            let b = burst.get_or_insert(Burst {
+                ts,
+                events: 0,
+                began: Instant::now(),
+            });
+            b.events += 1;
+            deliver(link, state.marks, event, Sent::Staged)?;
+        } else {
+            // Due already: what is written of its burst goes out, then the event.
+            publish_burst(link, state.pacer, burst.take())?;
+            state.pacer.wait_for(ts);
+            deliver(link, state.marks, event, Sent::Publish(state.pacer))?;
+            link.pump(ts, Duration::ZERO)?;
+        }
+        last_ts = ts;
+        if last_progress.elapsed() >= Duration::from_millis(100) {
+            last_progress = Instant::now();
+            link.stats.elapsed_secs = state.started.elapsed().as_secs_f64();
+            on_progress(Progress {
+                stats: &link.stats,
+                ts,
+                waiting_for: &[],
+            });
+        }
+    }
+    publish_burst(link, state.pacer, burst.take())?;
+    Ok(last_ts)
+}
+
+/// Waits for `burst`'s due time, publishes it, and reads the requests that came.
+fn publish_burst(link: &mut Link<'_>, pacer: &mut Pacer, burst: Option<Burst>) -> Result<()> {
+    let Some(b) = burst else {
+        return Ok(());
+    };
+    pacer.wait_for(b.ts);
+    link.bus.commit();
+    pacer.published_burst(b.events, b.began);
+    link.bus.wake_sleepers();
+    pacer.woken();
+    link.pump(b.ts, Duration::ZERO)
+}
+
 /// What both replay loops (bus and NATS) start with.
 struct Start {
     /// Not `--speed max`.
@@ -347,7 +495,9 @@ impl Start {
             pacer: Pacer::new(config.speed)
                 .waiting(config.pacing)
                 .interrupted_by(stop.clone()),
-            realtime: config.realtime.then(pacing::Realtime::raise).transpose()?,
+            realtime: (paced && config.realtime)
+                .then(pacing::Realtime::raise)
+                .transpose()?,
             started: Instant::now(),
             cpu_started: pacing::process_cpu(),
         })

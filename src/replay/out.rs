@@ -86,6 +86,41 @@ impl BusOut {
         }
     }
 
+    /// Stages bus messages from now on, or publishes them one by one again (see
+    /// [`Hub::batch`]); true when shared memory carries the bus and so can stage. Over
+    /// ZeroMQ every send is visible at once.
+    pub(crate) fn batch(&mut self, on: bool) -> bool {
+        match &self.shm {
+            Some(hub) => {
+                hub.borrow_mut().batch(on);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Makes staged messages visible (no wake-up: [`BusOut::wake_sleepers`]); true when
+    /// any were staged.
+    pub(crate) fn commit(&mut self) -> bool {
+        self.shm
+            .as_ref()
+            .is_some_and(|hub| hub.borrow_mut().commit())
+    }
+
+    /// Wakes shared-memory readers that sleep with messages waiting.
+    pub(crate) fn wake_sleepers(&mut self) {
+        if let Some(hub) = &self.shm {
+            hub.borrow_mut().wake_sleepers();
+        }
+    }
+
+    /// Whether `bytes` more can be staged (see [`Hub::can_stage`]); false over ZeroMQ.
+    pub(crate) fn can_stage(&mut self, bytes: u64) -> bool {
+        self.shm
+            .as_ref()
+            .is_some_and(|hub| hub.borrow_mut().can_stage(bytes))
+    }
+
     /// Wakes shared-memory readers for what was written (after a step marker); ZeroMQ
     /// needs nothing.
     pub(crate) fn wake(&mut self) {

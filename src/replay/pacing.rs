@@ -9,7 +9,11 @@
 //! Lateness, per event: the instant its send returned (the message is in the bus's
 //! queue) minus its due time. Every event counts, including those whose due times are
 //! closer together than a send takes: they go back to back and each is late by the sends
-//! before it, which is what a subscriber sees. More figures tell the causes apart:
+//! before it, which is what a subscriber sees. Over shared memory without lockstep, a
+//! burst written ahead is published with one store at its due time
+//! ([`Pacer::published_burst`]): its events' instant is that store, when a reader that
+//! polls sees them; the wake-up of a reader asleep follows, and *woken* is taken after
+//! it. More figures tell the causes apart:
 //! - *first*: only the first event of each due time (recorded data comes in bursts that
 //!   share one `ts_recv`: a depth update of many levels, a snapshot): when each burst
 //!   started going out, the schedule a trader reads off the data;
@@ -114,6 +118,10 @@ pub struct PacingReport {
     pub floor: Option<Lateness>,
     /// The same, the first event of each due time.
     pub floor_first: Option<Lateness>,
+    /// Every event, taken when the wake-up of the readers asleep that followed its
+    /// publication returned (shared memory, paced without lockstep): the figures above
+    /// end at the publication, when a reader that polls sees the event.
+    pub woken: Option<Lateness>,
     /// Sleep margin at the end of the replay, microseconds (spin waiting only).
     pub margin_us: Option<f64>,
 }
@@ -374,6 +382,10 @@ pub struct Pacer {
     waited: Samples,
     floors: Samples,
     floors_first: Samples,
+    /// After the wake-up that followed each publication (shared memory).
+    woken: Samples,
+    /// Due time and events of the last publication, for [`Pacer::woken`].
+    last_published: Option<(Instant, usize)>,
     slack: Option<TimerSlack>,
 }
 
@@ -397,6 +409,8 @@ impl Pacer {
             waited: Samples::new(),
             floors: Samples::new(),
             floors_first: Samples::new(),
+            woken: Samples::new(),
+            last_published: None,
             slack: None,
         }
     }
@@ -485,12 +499,59 @@ impl Pacer {
         }
     }
 
-    /// Notes that the event [`Pacer::wait_for`] waited for is now sent.
+    /// Notes that the event [`Pacer::wait_for`] waited for is now sent (visible to
+    /// subscribers).
     pub fn sent(&mut self) {
         let Some(c) = self.current.take() else {
             return;
         };
         let now = Instant::now();
+        let work = nanos(now.saturating_duration_since(c.woke));
+        let floor = self.floor.next(c.due_ns, work);
+        self.record(c, now, floor);
+        self.last_published = Some((c.due, 1));
+    }
+
+    /// True when the event at `ts` is not due yet ([`Pacer::wait_for`] would wait).
+    pub fn is_ahead(&self, ts: UnixNanos) -> bool {
+        let (Speed::Factor(speed), Some((start, first))) = (self.speed, self.origin) else {
+            return false;
+        };
+        start + Duration::from_nanos(due_offset(first, ts, speed)) > Instant::now()
+    }
+
+    /// Notes that a burst of `events` sharing the due time [`Pacer::wait_for`] waited
+    /// for became visible now, all at once, its writing having begun at `began` (before
+    /// the due time when it was written ahead and only published on time). The floor is
+    /// a sender woken exactly at the due time with the part of this burst's work that
+    /// was left then: the publication alone when written ahead, all of it when late.
+    pub fn published_burst(&mut self, events: usize, began: Instant) {
+        let Some(c) = self.current.take() else {
+            return;
+        };
+        let now = Instant::now();
+        let from = if began >= c.due { began } else { c.woke };
+        let work = nanos(now.saturating_duration_since(from));
+        let floor = self.floor.next(c.due_ns, work);
+        for _ in 0..events {
+            self.record(c, now, floor);
+        }
+        self.last_published = Some((c.due, events));
+    }
+
+    /// Notes that the wake-up of sleeping readers that followed the last publication
+    /// ([`Pacer::sent`] or [`Pacer::published_burst`]) returned now: the `woken` figure.
+    pub fn woken(&mut self) {
+        if let Some((due, events)) = self.last_published.take() {
+            let late = nanos(Instant::now().saturating_duration_since(due));
+            for _ in 0..events {
+                self.woken.push(late);
+            }
+        }
+    }
+
+    /// Keeps the samples of one event, visible at `now`, whose floor lateness is `floor`.
+    fn record(&mut self, c: Current, now: Instant, floor: u64) {
         let late = nanos(now.saturating_duration_since(c.due));
         let first = self.last_due_ns != Some(c.due_ns);
         self.last_due_ns = Some(c.due_ns);
@@ -501,8 +562,6 @@ impl Pacer {
         if c.waited {
             self.waited.push(late);
         }
-        let work = nanos(now.saturating_duration_since(c.woke));
-        let floor = self.floor.next(c.due_ns, work);
         self.floors.push(floor);
         if first {
             self.floors_first.push(floor);
@@ -532,6 +591,7 @@ impl Pacer {
             waited: self.waited.summary(),
             floor: self.floors.summary(),
             floor_first: self.floors_first.summary(),
+            woken: self.woken.summary(),
             margin_us: (self.waiting == Waiting::Spin).then(|| self.margin.ns as f64 / 1e3),
         })
     }
@@ -544,6 +604,42 @@ fn nanos(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_published_at_once_counts_each_event_late_by_the_publication() {
+        let mut p = Pacer::new(Speed::Factor(1.0));
+        p.wait_for(0);
+        p.sent();
+        // A burst of 3 events due 2 ms after the first, written ahead, published on time.
+        let began = Instant::now();
+        p.wait_for(2_000_000);
+        assert!(began.elapsed() >= Duration::from_millis(1), "it waited");
+        p.published_burst(3, began);
+        p.woken();
+        let r = p.report().unwrap();
+        assert_eq!(r.lateness.as_ref().unwrap().samples, 4);
+        assert_eq!(
+            r.waited.as_ref().unwrap().samples,
+            3,
+            "the burst was waited for"
+        );
+        assert_eq!(r.first.as_ref().unwrap().samples, 2, "two due times");
+        assert_eq!(
+            r.woken.as_ref().unwrap().samples,
+            3,
+            "only the burst was followed by a wake-up"
+        );
+        // Written ahead: the floor is the publication alone, not the writing before it.
+        let floor = r.floor.unwrap();
+        assert!(floor.max_us < 1_000.0, "{floor:?}");
+        // Late: the writing that began after the due time is in the floor.
+        let began = Instant::now();
+        std::thread::sleep(Duration::from_millis(3));
+        p.wait_for(2_000_001);
+        p.published_burst(2, began);
+        let floor = p.report().unwrap().floor.unwrap();
+        assert!(floor.max_us >= 3_000.0, "{floor:?}");
+    }
 
     #[test]
     fn speed_parses_factors_and_max() {

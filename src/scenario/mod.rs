@@ -66,6 +66,11 @@ pub struct ReplaySection {
     /// on this machine; `docs/SHM.md`).
     #[serde(default)]
     pub transport: crate::shm::Transport,
+    /// Pace under real-time scheduling (`SCHED_FIFO` for the replay thread while it
+    /// paces; needs `CAP_SYS_NICE`, refused with the reason otherwise): a strategy woken
+    /// on the replay's core no longer takes it from the pacer. Paced replays only.
+    #[serde(default)]
+    pub realtime: bool,
 }
 
 fn default_speed() -> Spanned<String> {
@@ -114,6 +119,7 @@ impl Default for ReplaySection {
             ack_timeout_secs: default_ack_timeout(),
             mark_interval_secs: default_mark_interval(),
             encoding: crate::wire::Encoding::Json,
+            realtime: false,
             transport: crate::shm::Transport::Zmq,
         }
     }

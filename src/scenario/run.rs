@@ -473,6 +473,7 @@ fn run_bus(
         mark_interval,
         ack_timeout,
         encoding: scenario.replay.encoding,
+        realtime: scenario.replay.realtime,
         tokens,
         ..ReplayConfig::default()
     };

@@ -23,6 +23,9 @@ const WAIT_SLICE: Duration = Duration::from_millis(100);
 const SPACE_SLICE: Duration = Duration::from_millis(1);
 /// Bus messages written to a ring between two wake-ups when nothing else wakes it.
 const WAKE_EVERY: u32 = 64;
+/// The part of a down ring that may hold staged messages ([`Hub::batch`]): the rest
+/// keeps room for what must go out at once.
+const STAGE_SHARE: u64 = 4;
 
 struct Peer {
     name: String,
@@ -60,6 +63,8 @@ pub struct Hub {
     ending: bool,
     /// How long a wait for requests spins before it sleeps.
     spinner: Spinner,
+    /// Bus messages are staged, not published one by one ([`Hub::batch`]).
+    batching: bool,
 }
 
 impl Hub {
@@ -83,6 +88,7 @@ impl Hub {
             next_peer: 0,
             ending: false,
             spinner: Spinner::from_env(),
+            batching: false,
         })
     }
 
@@ -167,6 +173,8 @@ impl Hub {
         let stop = self.stop.clone();
         let stall_timeout = self.stall_timeout;
         let p = &mut self.peers[i];
+        // The reader frees space only for what it can see.
+        p.end.down.publish();
         let mut full_since: Option<Instant> = None;
         loop {
             match p.end.down.try_write(kind, topic, payload) {
@@ -198,9 +206,58 @@ impl Hub {
         }
     }
 
-    /// Writes a bus message `[topic, payload]` to every strategy. Readers are woken by
-    /// [`Hub::wake_all`] (markers, replies, waits) and every `WAKE_EVERY` messages.
+    /// From now on bus messages are staged ([`Hub::publish`] writes them, a strategy
+    /// sees them at the next [`Hub::commit`], all at once), or, with `false`, published
+    /// one by one again (what is staged is published now). Whatever else goes into a
+    /// ring (a gateway reply, the close) publishes the staged messages before it, so the
+    /// order is kept.
+    pub fn batch(&mut self, on: bool) {
+        if !on {
+            self.commit();
+            self.wake_sleepers();
+        }
+        self.batching = on;
+    }
+
+    /// Publishes what is staged on every ring (one release store each): from now on
+    /// the readers can see it. Wakes nobody ([`Hub::wake_sleepers`]); true when anything
+    /// was staged.
+    pub fn commit(&mut self) -> bool {
+        let mut any = false;
+        for p in &mut self.peers {
+            any |= p.end.down.publish();
+        }
+        any
+    }
+
+    /// Wakes the readers that sleep with records waiting (and those not woken for
+    /// `WAKE_EVERY` messages).
+    pub fn wake_sleepers(&mut self) {
+        for p in &mut self.peers {
+            if p.unwoken > 0 && (p.unwoken >= WAKE_EVERY || p.end.down.reader_sleeps()) {
+                p.unwoken = 0;
+                p.end.down.wake();
+            }
+        }
+    }
+
+    /// Whether `bytes` more can be staged in every ring without publishing anything
+    /// early: within the staging share and the free space (a reader that is behind
+    /// leaves less). A replay that writes ahead of a due time checks this first.
+    pub fn can_stage(&mut self, bytes: u64) -> bool {
+        self.peers.iter_mut().all(|p| {
+            let down = &mut p.end.down;
+            down.staged() + bytes <= down.capacity() / STAGE_SHARE && down.has_room(bytes)
+        })
+    }
+
+    /// Writes a bus message `[topic, payload]` to every strategy (staged while
+    /// [`Hub::batch`] is on). Readers are woken by [`Hub::wake_all`] (markers, replies,
+    /// waits) and every `WAKE_EVERY` messages.
     pub fn publish(&mut self, topic: &[u8], payload: &[u8]) -> Result<()> {
+        if self.batching {
+            return self.stage(topic, payload);
+        }
         for i in 0..self.peers.len() {
             self.write(i, KIND_BUS, topic, payload)?;
             // A reader asleep is woken at its first record, so it works through a run
@@ -208,6 +265,29 @@ impl Hub {
             if self.peers[i].unwoken >= WAKE_EVERY || self.peers[i].end.down.reader_sleeps() {
                 self.peers[i].unwoken = 0;
                 self.peers[i].end.down.wake();
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Hub::publish`] while batching: stages the message in every ring; a ring whose
+    /// staged bytes pass its staging share, or that is full, is committed first (a
+    /// replay that checks [`Hub::can_stage`] never gets there).
+    fn stage(&mut self, topic: &[u8], payload: &[u8]) -> Result<()> {
+        for i in 0..self.peers.len() {
+            let down = &mut self.peers[i].end.down;
+            if down.staged() >= down.capacity() / STAGE_SHARE {
+                down.publish();
+            }
+            let p = &mut self.peers[i];
+            match p.end.down.try_stage(KIND_BUS, topic, payload) {
+                Ok(true) => p.unwoken += 1,
+                // Full (the reader frees space only for what it sees) or refused: commit,
+                // then the ordinary write, which waits or says why.
+                Ok(false) | Err(_) => {
+                    p.end.down.publish();
+                    self.write(i, KIND_BUS, topic, payload)?;
+                }
             }
         }
         Ok(())
@@ -227,6 +307,7 @@ impl Hub {
     /// Wakes every strategy that has records it was not woken for (before the replay
     /// waits, after a step marker, at the end).
     pub fn wake_all(&mut self) {
+        self.commit();
         for p in &mut self.peers {
             if p.unwoken > 0 {
                 p.unwoken = 0;
@@ -308,6 +389,7 @@ impl Hub {
 
     /// Tells every strategy the replay closed in order (after the end of the stream).
     pub fn close(&mut self) {
+        self.batch(false);
         for i in 0..self.peers.len() {
             let p = &mut self.peers[i];
             // A full ring at the end: the strategy is gone or stuck; nothing to wait for.

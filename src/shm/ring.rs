@@ -226,6 +226,8 @@ pub struct Writer {
     at: RingAt,
     /// Bytes written, including records not yet published.
     head: u64,
+    /// Bytes published (the last value stored to the header's `head`).
+    published: u64,
     /// The reader's cursor as last seen.
     tail_seen: u64,
 }
@@ -239,6 +241,7 @@ impl Writer {
         Ok(Writer {
             at,
             head,
+            published: head,
             tail_seen,
         })
     }
@@ -269,9 +272,27 @@ impl Writer {
         self.head - self.at.hdr().tail.load(Ordering::Acquire)
     }
 
-    /// Copies one record into the ring and publishes it; `Ok(false)` when the ring has no
-    /// room for it now (nothing written: wait with [`Writer::wait_for_space`] and retry).
+    /// Copies one record into the ring and publishes it (with any staged before it);
+    /// `Ok(false)` when the ring has no room for it now (nothing written: wait with
+    /// [`Writer::wait_for_space`] and retry).
     pub fn try_write(
+        &mut self,
+        kind: u16,
+        topic: &[u8],
+        payload: &[u8],
+    ) -> Result<bool, RingError> {
+        let written = self.try_stage(kind, topic, payload)?;
+        if written {
+            self.publish();
+        }
+        Ok(written)
+    }
+
+    /// Copies one record into the ring without publishing it: the reader sees it, and
+    /// every record staged before it, at the next [`Writer::publish`] (or
+    /// [`Writer::try_write`]), all at once. `Ok(false)` as for [`Writer::try_write`];
+    /// a full ring with staged records must be published before waiting for space.
+    pub fn try_stage(
         &mut self,
         kind: u16,
         topic: &[u8],
@@ -316,8 +337,34 @@ impl Writer {
             std::ptr::copy_nonoverlapping(payload.as_ptr(), q, payload.len());
         }
         self.head += need;
-        self.at.hdr().head.store(self.head, Ordering::Release);
         Ok(true)
+    }
+
+    /// Makes every staged record visible to the reader (one release store); false when
+    /// nothing was staged.
+    pub fn publish(&mut self) -> bool {
+        if self.published == self.head {
+            return false;
+        }
+        self.published = self.head;
+        self.at.hdr().head.store(self.head, Ordering::Release);
+        true
+    }
+
+    /// Whether a record of `bytes` (framed and padded, plus a possible wrap) fits in
+    /// the ring now, behind what is written.
+    pub fn has_room(&mut self, bytes: u64) -> bool {
+        let cap = self.at.capacity;
+        if self.head + bytes - self.tail_seen <= cap {
+            return true;
+        }
+        self.tail_seen = self.at.hdr().tail.load(Ordering::Acquire);
+        self.head + bytes - self.tail_seen <= cap
+    }
+
+    /// Bytes staged and not yet published.
+    pub fn staged(&self) -> u64 {
+        self.head - self.published
     }
 
     /// Waits up to `timeout` for the reader to free space (it wakes us when it sees

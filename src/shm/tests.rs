@@ -390,6 +390,61 @@ fn the_hub_wakes_a_sleeping_strategy_at_its_first_record_not_at_the_next_marker(
 }
 
 #[test]
+fn staged_messages_stay_unseen_until_the_commit_and_a_reply_keeps_their_order() {
+    let mut hub = super::Hub::create(&["stage".to_string()], Duration::from_secs(5)).unwrap();
+    let (_, raw) = hub.fds()[0].clone();
+    // SAFETY: the hub keeps the descriptor open for the whole test; we only duplicate it.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) }
+        .try_clone_to_owned()
+        .unwrap();
+    let mut down = super::attach(fd).unwrap().down;
+    let read_all = |down: &mut Reader| {
+        let mut got = Vec::new();
+        while let Some(r) = down.read().unwrap() {
+            got.push((r.kind, r.payload.to_vec()));
+        }
+        down.release();
+        got
+    };
+    hub.batch(true);
+    for i in 0..100u32 {
+        hub.publish(b"t", &i.to_le_bytes()).unwrap();
+    }
+    assert!(
+        read_all(&mut down).is_empty(),
+        "nothing visible before the commit"
+    );
+    assert!(hub.can_stage(1024), "a quarter of the ring holds far more");
+    assert!(hub.commit(), "something was staged");
+    assert!(!hub.commit(), "and nothing is left");
+    let got = read_all(&mut down);
+    assert_eq!(got.len(), 100, "the whole burst at once");
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, (k, p))| *k == KIND_BUS && p[..] == (i as u32).to_le_bytes())
+    );
+    // A reply written while messages are staged publishes them first, in order.
+    hub.publish(b"t", b"before").unwrap();
+    hub.reply(&super::Hub::identity(0), b"reply").unwrap();
+    hub.publish(b"t", b"after").unwrap();
+    let got = read_all(&mut down);
+    assert_eq!(
+        got,
+        vec![
+            (KIND_BUS, b"before".to_vec()),
+            (KIND_GATEWAY, b"reply".to_vec())
+        ],
+        "the message staged after the reply waits for the next commit"
+    );
+    hub.batch(false);
+    assert_eq!(read_all(&mut down), vec![(KIND_BUS, b"after".to_vec())]);
+    // More than the ring's staging share cannot be staged without publishing.
+    let cap = super::segment::DOWN_CAPACITY;
+    assert!(!hub.can_stage(cap / 2), "half the ring is past its share");
+}
+
+#[test]
 fn header_and_ring_layouts_match_docs_shm_md_and_the_python_client() {
     use super::ring::RingHeader;
     use super::segment::SegmentHeader;
