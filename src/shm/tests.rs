@@ -360,15 +360,21 @@ fn a_reader_about_to_sleep_says_so_once_and_the_next_wake_ends_its_sleep() {
     );
 }
 
-#[test]
-fn the_hub_wakes_a_sleeping_strategy_at_its_first_record_not_at_the_next_marker() {
-    let mut hub = super::Hub::create(&["hint".to_string()], Duration::from_secs(5)).unwrap();
+/// A hub with one strategy `name`, and that strategy's down ring attached in this process.
+fn hub_with_one_strategy(name: &str) -> (super::Hub, Reader) {
+    let hub = super::Hub::create(&[name.to_string()], Duration::from_secs(5)).unwrap();
     let (_, raw) = hub.fds()[0].clone();
-    // SAFETY: the hub keeps the descriptor open for the whole test; we only duplicate it.
+    // SAFETY: the hub keeps the descriptor open while it lives; we only duplicate it.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) }
         .try_clone_to_owned()
         .unwrap();
-    let mut down = super::attach(fd).unwrap().down;
+    let down = super::attach(fd).unwrap().down;
+    (hub, down)
+}
+
+#[test]
+fn the_hub_wakes_a_sleeping_strategy_at_its_first_record_not_at_the_next_marker() {
+    let (mut hub, mut down) = hub_with_one_strategy("hint");
     let reader = std::thread::spawn(move || {
         let began = Instant::now();
         // Nothing to read: sleeps (up to 10 s) until the hub wakes it.
@@ -391,13 +397,7 @@ fn the_hub_wakes_a_sleeping_strategy_at_its_first_record_not_at_the_next_marker(
 
 #[test]
 fn staged_messages_stay_unseen_until_the_commit_and_a_reply_keeps_their_order() {
-    let mut hub = super::Hub::create(&["stage".to_string()], Duration::from_secs(5)).unwrap();
-    let (_, raw) = hub.fds()[0].clone();
-    // SAFETY: the hub keeps the descriptor open for the whole test; we only duplicate it.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) }
-        .try_clone_to_owned()
-        .unwrap();
-    let mut down = super::attach(fd).unwrap().down;
+    let (mut hub, mut down) = hub_with_one_strategy("stage");
     let read_all = |down: &mut Reader| {
         let mut got = Vec::new();
         while let Some(r) = down.read().unwrap() {

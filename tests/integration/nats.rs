@@ -48,11 +48,6 @@ fn nats_server() -> Option<PathBuf> {
     None
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().unwrap().port()
-}
-
 /// TLS material made by the `openssl` command line: a CA and a server certificate for
 /// 127.0.0.1 signed by it.
 struct Certs {

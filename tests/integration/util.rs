@@ -10,10 +10,26 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ticktape"))
 }
 
-/// A free TCP endpoint on loopback (bound then released; the race is harmless here).
+/// A free TCP port on loopback, never one this test process was given before: bound
+/// then released, and the kernel may hand a just-released port out again, so two calls
+/// in a row could otherwise name the same port (a NATS server once found its client port
+/// taken by its own monitoring port). Another process may still take it in between.
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+/// A free TCP endpoint on loopback ([`free_port`]).
 pub fn free_tcp() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    format!("tcp://127.0.0.1:{}", l.local_addr().unwrap().port())
+    format!("tcp://127.0.0.1:{}", free_port())
 }
 
 /// A child process killed when dropped, so a failing test leaves nothing behind.
