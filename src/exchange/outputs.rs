@@ -38,6 +38,22 @@ const BATCH_ROWS: usize = 4096;
 /// one open row group for the whole run and grew the process with the data.
 const ROW_GROUP_ROWS: usize = BATCH_ROWS;
 
+/// Columns written with a dictionary: names and enumerations, a handful of distinct
+/// values per file. Every other column (times, ids, client order ids, prices, sizes)
+/// nearly never repeats a value: a dictionary there cost the writing thread a hash and a
+/// compare per value (an eighth of its instructions) for no smaller file.
+const DICTIONARY_COLUMNS: &[&str] = &[
+    "strategy",
+    "venue",
+    "symbol",
+    "side",
+    "order_type",
+    "tif",
+    "status",
+    "liquidity",
+    "reason",
+];
+
 /// Why run outputs could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -164,8 +180,15 @@ impl<R> Table<R> {
             path: partial.clone(),
             source,
         })?;
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_dictionary_enabled(false);
+        for field in schema.fields() {
+            if DICTIONARY_COLUMNS.contains(&field.name().as_str()) {
+                props = props.set_column_dictionary_enabled(field.name().as_str().into(), true);
+            }
+        }
+        let props = props
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 "ticktape.schema".to_string(),
