@@ -23,7 +23,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::protocol::{ExchangeOutput, Fill, Mark, OrderUpdate};
 
@@ -37,22 +37,6 @@ const BATCH_ROWS: usize = 4096;
 /// One batch: fills and marks, a few thousand rows per day of quoting, used to stay in
 /// one open row group for the whole run and grew the process with the data.
 const ROW_GROUP_ROWS: usize = BATCH_ROWS;
-
-/// Columns written with a dictionary: names and enumerations, a handful of distinct
-/// values per file. Every other column (times, ids, client order ids, prices, sizes)
-/// nearly never repeats a value: a dictionary there cost the writing thread a hash and a
-/// compare per value (an eighth of its instructions) for no smaller file.
-const DICTIONARY_COLUMNS: &[&str] = &[
-    "strategy",
-    "venue",
-    "symbol",
-    "side",
-    "order_type",
-    "tif",
-    "status",
-    "liquidity",
-    "reason",
-];
 
 /// Why run outputs could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -180,12 +164,18 @@ impl<R> Table<R> {
             path: partial.clone(),
             source,
         })?;
+        // No dictionaries: times, ids, prices and sizes nearly never repeat a value, and
+        // the few distinct names and enumerations repeat in runs that zstd packs as well;
+        // a dictionary cost the writing thread a hash and a compare per value. No
+        // statistics of text columns (a compare per value): nothing prunes run files by
+        // name, and times and numbers keep theirs.
         let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_dictionary_enabled(false);
         for field in schema.fields() {
-            if DICTIONARY_COLUMNS.contains(&field.name().as_str()) {
-                props = props.set_column_dictionary_enabled(field.name().as_str().into(), true);
+            if *field.data_type() == DataType::Utf8 {
+                let column = field.name().as_str().into();
+                props = props.set_column_statistics_enabled(column, EnabledStatistics::None);
             }
         }
         let props = props
