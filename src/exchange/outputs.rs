@@ -34,9 +34,12 @@ pub const RUN_SCHEMA_VERSION: &str = "exchange-v1";
 const BATCH_ROWS: usize = 4096;
 /// Rows per Parquet row group: bounds what the writer holds in memory (a row group is
 /// buffered whole before it is written, so this is what keeps a long run's memory flat).
-/// One batch: fills and marks, a few thousand rows per day of quoting, used to stay in
-/// one open row group for the whole run and grew the process with the data.
-const ROW_GROUP_ROWS: usize = BATCH_ROWS;
+/// Four batches: fills and marks, a few thousand rows per day of quoting, used to stay in
+/// one open row group for the whole run and grew the process with the data; the group
+/// is held encoded and compressed (about 8 bytes a row of orders). Not one batch: every
+/// column of every row group makes a zstd context pair, which asks the CPU for its
+/// features (`cpuid`, a trap to the hypervisor in a virtual machine).
+const ROW_GROUP_ROWS: usize = 4 * BATCH_ROWS;
 
 /// Why run outputs could not be written.
 #[derive(Debug, thiserror::Error)]
