@@ -604,6 +604,10 @@ impl Event {
     }
 }
 
+/// Names an [`Interner`] finds without hashing: a stream's venue and symbol, and a
+/// strategy's name beside them.
+const RECENT: usize = 4;
+
 /// The state one stream of payloads is decoded with (every [`crate::wire::decode`] takes
 /// it): shared venue and symbol strings, so millions of events cost one allocation per
 /// name, and the count of fields the decoder did not know and ignored.
@@ -615,9 +619,10 @@ impl Event {
 #[derive(Default, Debug)]
 pub struct Interner {
     names: rustc_hash::FxHashMap<Box<str>, Arc<str>>,
-    /// The last two names handed out (a stream of one instrument asks for its venue and
-    /// its symbol in turn): found by one short compare, without hashing.
-    recent: [Option<Arc<str>>; 2],
+    /// The last [`RECENT`] names handed out (a stream of one instrument asks for its venue
+    /// and its symbol in turn; the simulated exchange asks for a strategy's name, venue
+    /// and symbol with every order): found by a few short compares, without hashing.
+    recent: [Option<Arc<str>>; RECENT],
     /// Which `recent` slot the next miss replaces.
     next_recent: usize,
     /// The name pair that last passed the name rules (see [`Interner::validate`]).
@@ -628,7 +633,8 @@ pub struct Interner {
 
 impl Interner {
     /// The shared copy of `bytes` as a name; None when they are not UTF-8. A name seen in
-    /// one of the last two calls costs one compare (no UTF-8 check, no hashing).
+    /// one of the last [`RECENT`] misses costs a compare or few (no UTF-8 check, no
+    /// hashing).
     pub fn intern_utf8(&mut self, bytes: &[u8]) -> Option<Arc<str>> {
         if let Some(hit) = self.recent_hit(bytes) {
             return Some(hit);
@@ -656,7 +662,7 @@ impl Interner {
             }
         };
         self.recent[self.next_recent] = Some(shared.clone());
-        self.next_recent ^= 1;
+        self.next_recent = (self.next_recent + 1) % RECENT;
         shared
     }
 
@@ -725,8 +731,9 @@ mod tests {
         let symbol = names.intern_utf8(b"BTCUSDT").unwrap();
         assert!(Arc::ptr_eq(&venue, &names.intern_utf8(b"binance").unwrap()));
         assert!(Arc::ptr_eq(&symbol, &names.intern("BTCUSDT")));
-        // Two other names push both out of the recent pair: the table still shares them.
+        // Other names push both out of the recent ones: the table still shares them.
         let (a, b) = (names.intern("okx"), names.intern("ETHUSDT"));
+        let _ = (names.intern("kraken"), names.intern("XBT/USD"));
         assert!(Arc::ptr_eq(&venue, &names.intern("binance")));
         assert!(Arc::ptr_eq(
             &symbol,

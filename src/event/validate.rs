@@ -207,6 +207,13 @@ impl Event {
     }
 }
 
+/// True when `venue` and `symbol` meet the name rules of a book, trade or gap event:
+/// what [`Event::validate`] checks of the names, for a reader that checks a whole batch
+/// of rows sharing one instrument at once.
+pub fn market_names_valid(venue: &str, symbol: &str) -> bool {
+    self::venue(venue).is_ok() && self::symbol(symbol).is_ok()
+}
+
 /// The last venue and symbol (interned) that passed the name rules; see
 /// [`Event::validate_with`].
 #[derive(Debug, Default)]

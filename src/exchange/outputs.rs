@@ -23,7 +23,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::protocol::{ExchangeOutput, Fill, Mark, OrderUpdate};
 
@@ -34,9 +34,12 @@ pub const RUN_SCHEMA_VERSION: &str = "exchange-v1";
 const BATCH_ROWS: usize = 4096;
 /// Rows per Parquet row group: bounds what the writer holds in memory (a row group is
 /// buffered whole before it is written, so this is what keeps a long run's memory flat).
-/// One batch: fills and marks, a few thousand rows per day of quoting, used to stay in
-/// one open row group for the whole run and grew the process with the data.
-const ROW_GROUP_ROWS: usize = BATCH_ROWS;
+/// Four batches: fills and marks, a few thousand rows per day of quoting, used to stay in
+/// one open row group for the whole run and grew the process with the data; the group
+/// is held encoded and compressed (about 8 bytes a row of orders). Not one batch: every
+/// column of every row group makes a zstd context pair, which asks the CPU for its
+/// features (`cpuid`, a trap to the hypervisor in a virtual machine).
+const ROW_GROUP_ROWS: usize = 4 * BATCH_ROWS;
 
 /// Why run outputs could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -164,8 +167,21 @@ impl<R> Table<R> {
             path: partial.clone(),
             source,
         })?;
-        let props = WriterProperties::builder()
+        // No dictionaries: times, ids, prices and sizes nearly never repeat a value, and
+        // the few distinct names and enumerations repeat in runs that zstd packs as well;
+        // a dictionary cost the writing thread a hash and a compare per value. No
+        // statistics of text columns (a compare per value): nothing prunes run files by
+        // name, and times and numbers keep theirs.
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_dictionary_enabled(false);
+        for field in schema.fields() {
+            if *field.data_type() == DataType::Utf8 {
+                let column = field.name().as_str().into();
+                props = props.set_column_statistics_enabled(column, EnabledStatistics::None);
+            }
+        }
+        let props = props
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 "ticktape.schema".to_string(),

@@ -615,7 +615,8 @@ impl EventReader {
 
     /// The fast part of [`Self::read_many_into`]: rows of the current file's batch while
     /// it is the only open file, no filter applies, and no file still to open could hold
-    /// an earlier row (its first time is later). Stops before the batch's last row, which
+    /// an earlier row (its first time is later), decoded in runs by
+    /// [`BatchView::valid_rows_into`] where it can. Stops before the batch's last row, which
     /// the merge reads (it moves to the next batch or file), and before a row it cannot
     /// decode (an error only when it is the first). The cursor stays on a kept row, the
     /// merge's invariant.
@@ -641,11 +642,27 @@ impl EventReader {
         else {
             return Ok(0);
         };
+        let want = events.len().min(spares.len());
         let mut k = 0;
-        while k < events.len() && k < spares.len() && *row + 1 < *rows {
-            if view.ts_recv(*row) >= bound {
+        while k < want && *row + 1 < *rows {
+            // The rows the batch's fast path vouches for, in one loop ...
+            let window = (want - k).min(*rows - 1 - *row);
+            let window = if bound == UnixNanos::MAX {
+                window
+            } else {
+                (0..window)
+                    .position(|j| view.ts_recv(*row + j) >= bound)
+                    .unwrap_or(window)
+            };
+            let fast =
+                view.valid_rows_into(*row, &mut events[k..k + window], &mut spares[k..k + window]);
+            *row += fast;
+            k += fast;
+            if k == want || *row + 1 == *rows || view.ts_recv(*row) >= bound {
                 break;
             }
+            // ... then the row it stopped at (every row of a batch without one), checked
+            // on its own: a bad row is an error when it is the first.
             if let Err(e) = view.event_into(*row, &mut self.names, &mut events[k], &mut spares[k]) {
                 if k == 0 {
                     return Err(e.context(format!("bad row in {}", path.display())));
@@ -862,19 +879,112 @@ mod tests {
 
     /// `read_many_into` in chunks of `chunk` events, as `pub_seq`s.
     fn read_many(root: &Path, selection: Selection, chunk: usize) -> Vec<u64> {
+        let (events, error) = read_many_events(root, selection, chunk);
+        assert!(error.is_none(), "{error:?}");
+        events.iter().map(|e| e.pub_seq).collect()
+    }
+
+    /// `read_many_into` in chunks of `chunk` events: the events, and the error that
+    /// ended them if one did.
+    fn read_many_events(
+        root: &Path,
+        selection: Selection,
+        chunk: usize,
+    ) -> (Vec<Event>, Option<String>) {
         let mut reader = EventReader::open(root, selection).unwrap();
         let mut events: Vec<Event> = (0..chunk).map(|_| Event::blank()).collect();
         let mut spares = vec![String::new(); chunk];
         let mut got = Vec::new();
         loop {
-            let n = reader.read_many_into(&mut events, &mut spares).unwrap();
-            if n == 0 {
-                break;
+            match reader.read_many_into(&mut events, &mut spares) {
+                Ok(0) => break,
+                Ok(n) => got.extend(events[..n].iter().cloned()),
+                Err(e) => return (got, Some(format!("{e:#}"))),
             }
-            got.extend(events[..n].iter().map(|e| e.pub_seq));
         }
         assert_eq!(reader.delivered, got.len() as u64);
-        got
+        (got, None)
+    }
+
+    /// `n` rows of one instrument, one second apart: book deltas (some deleting their
+    /// level), a trade every seventh row, a gap at row 1,000, and at row `bad` a book
+    /// delta at price 0, which no reader may accept.
+    fn mixed(n: u64, bad: Option<u64>) -> RecordBatch {
+        let mut columns = EventColumns::default();
+        for i in 0..n {
+            let side = if i % 2 == 0 { Side::Bid } else { Side::Ask };
+            let body = if i == 1_000 {
+                Body::Gap(crate::event::Gap {
+                    reason: crate::event::GapReason::Resync,
+                    missing: Some(3),
+                    publisher: "p".into(),
+                })
+            } else if i % 7 == 3 {
+                Body::Trade(Trade {
+                    aggressor: side,
+                    price: Fixed::new(1_000 + i as i64 % 5, 1),
+                    size: Fixed::new(1 + i as i64 % 3, 3),
+                    trade_id: format!("t{i}"),
+                })
+            } else {
+                let price = if Some(i) == bad {
+                    0
+                } else {
+                    1_000 + i as i64 % 9
+                };
+                Body::Book(crate::event::BookDelta {
+                    side,
+                    price: Fixed::new(price, 1),
+                    size: Fixed::new(i as i64 % 3, 3),
+                    flags: crate::event::Flags(u8::from(i % 4 == 0)),
+                })
+            };
+            let ts = T0 + i as i64 * 1_000_000_000;
+            columns.push(&Event {
+                venue: "v".into(),
+                symbol: "S".into(),
+                ts_event: ts - 5,
+                ts_recv: ts,
+                venue_seq: (i % 5 != 0).then_some(i + 10),
+                prev_venue_seq: (i % 5 != 1).then_some(i + 9),
+                pub_seq: i + 1,
+                body,
+            });
+        }
+        columns.take_sorted_batch().unwrap()
+    }
+
+    #[test]
+    fn reading_many_decodes_and_refuses_exactly_what_reading_one_at_a_time_does() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &mixed(6_000, None), 2_500);
+        let one_at_a_time: Vec<Event> = EventReader::open(dir.path(), Selection::default())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        assert_eq!(one_at_a_time.len(), 6_000);
+        assert!(matches!(one_at_a_time[1_000].body, Body::Gap(_)));
+        for chunk in [1, 7, 1024, 10_000] {
+            let (events, error) = read_many_events(dir.path(), Selection::default(), chunk);
+            assert!(error.is_none(), "{error:?}");
+            assert!(events == one_at_a_time, "chunks of {chunk}");
+        }
+
+        // A bad row ends both after the rows before it, with the same reason.
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &mixed(6_000, Some(3_001)), 2_500);
+        let mut reader = EventReader::open(dir.path(), Selection::default()).unwrap();
+        let before: Vec<Event> = reader.by_ref().map_while(Result::ok).collect();
+        assert_eq!(before.len(), 3_001);
+        for chunk in [1, 1024] {
+            let (events, error) = read_many_events(dir.path(), Selection::default(), chunk);
+            assert!(events == before, "chunks of {chunk}");
+            let error = error.expect("the bad row is refused");
+            assert!(
+                error.contains("row 501") && error.contains("book price 0.0 must be above zero"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

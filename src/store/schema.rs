@@ -373,6 +373,9 @@ pub struct BatchView {
     gap_reason: Option<StringArray>,
     gap_missing: Option<UInt64Array>,
     gap_publisher: Option<StringArray>,
+    /// True when [`BatchView::valid_rows_into`] may decode rows of this batch
+    /// ([`BatchView::fast_path_applies`]).
+    fast: bool,
 }
 
 /// A primitive column, read row by row: the values as a slice (one bounds check a row),
@@ -522,6 +525,46 @@ impl NameColumn {
     }
 }
 
+/// Sets `body` to a book delta; a trade's id `String` it replaces goes to `spare`.
+#[inline(always)]
+fn put_book(body: &mut Body, spare: &mut String, delta: BookDelta) {
+    match body {
+        // The usual case, a delta over a delta: nothing to drop.
+        Body::Book(b) => *b = delta,
+        other => {
+            if let Body::Trade(t) = other {
+                *spare = std::mem::take(&mut t.trade_id);
+            }
+            *other = Body::Book(delta);
+        }
+    }
+}
+
+/// Sets `body` to a trade, its id copied into the `String` of the trade it replaces, or
+/// else of `spare`.
+#[inline(always)]
+fn put_trade(
+    body: &mut Body,
+    spare: &mut String,
+    aggressor: Side,
+    price: Fixed,
+    size: Fixed,
+    id: &str,
+) {
+    let mut trade_id = match body {
+        Body::Trade(t) => std::mem::take(&mut t.trade_id),
+        _ => std::mem::take(spare),
+    };
+    trade_id.clear();
+    trade_id.push_str(id);
+    *body = Body::Trade(Trade {
+        aggressor,
+        price,
+        size,
+        trade_id,
+    });
+}
+
 fn column<T: Clone + 'static>(batch: &RecordBatch, name: &str) -> Result<T> {
     batch
         .column_by_name(name)
@@ -564,7 +607,7 @@ impl BatchView {
         let kind = TextColumn::new(batch, "kind")?;
         let side = TextColumn::new(batch, "side")?;
         let rows = batch.num_rows();
-        Ok(BatchView {
+        let mut view = BatchView {
             kinds: kind.decode(rows, Kind::from_name),
             sides: side.decode(rows, Side::from_code),
             kind,
@@ -587,7 +630,36 @@ impl BatchView {
             gap_reason: optional_column(batch, "gap_reason")?,
             gap_missing: optional_column(batch, "gap_missing")?,
             gap_publisher: optional_column(batch, "gap_publisher")?,
-        })
+            fast: false,
+        };
+        view.fast = view.fast_path_applies();
+        Ok(view)
+    }
+
+    /// True when [`BatchView::valid_rows_into`] may decode this batch: one instrument
+    /// for the whole batch (constant venue and symbol columns) whose names pass
+    /// [`Event::validate`]'s rules, prices and sizes never null, every trade id within
+    /// its bound. The rules that depend on each row (times, side, price, size) are
+    /// checked row by row as it decodes.
+    fn fast_path_applies(&self) -> bool {
+        use crate::event::validate::{MAX_TRADE_ID_BYTES, market_names_valid};
+        let (NameColumn::Constant(venue), NameColumn::Constant(symbol)) =
+            (&self.venue, &self.symbol)
+        else {
+            return false;
+        };
+        let nulls = [
+            self.price.has_nulls,
+            self.price_scale.has_nulls,
+            self.size.has_nulls,
+            self.size_scale.has_nulls,
+        ];
+        // Longest trade id of the column (book rows hold none): one bound for every row.
+        let offsets = self.trade_id.value_offsets();
+        let longest = offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        !nulls.contains(&true)
+            && longest as usize <= MAX_TRADE_ID_BYTES
+            && market_names_valid(venue, symbol)
     }
 
     /// `ts_recv` of row `i`.
@@ -619,16 +691,7 @@ impl BatchView {
                     size: self.fixed(i, &self.size, &self.size_scale)?,
                     flags: Flags(self.flags.value(i)),
                 };
-                match &mut out.body {
-                    // The usual case, a delta over a delta: nothing to drop.
-                    Body::Book(b) => *b = delta,
-                    other => {
-                        if let Body::Trade(t) = other {
-                            *spare = std::mem::take(&mut t.trade_id);
-                        }
-                        *other = Body::Book(delta);
-                    }
-                }
+                put_book(&mut out.body, spare, delta);
             }
             Some(Kind::Trade) => {
                 let (aggressor, price, size) = (
@@ -636,18 +699,8 @@ impl BatchView {
                     self.fixed(i, &self.price, &self.price_scale)?,
                     self.fixed(i, &self.size, &self.size_scale)?,
                 );
-                let mut trade_id = match &mut out.body {
-                    Body::Trade(t) => std::mem::take(&mut t.trade_id),
-                    _ => std::mem::take(spare),
-                };
-                trade_id.clear();
-                trade_id.push_str(self.trade_id.value(i));
-                out.body = Body::Trade(Trade {
-                    aggressor,
-                    price,
-                    size,
-                    trade_id,
-                });
+                let id = self.trade_id.value(i);
+                put_trade(&mut out.body, spare, aggressor, price, size, id);
             }
             Some(Kind::Gap) => {
                 let gap = Body::Gap(Gap {
@@ -681,6 +734,80 @@ impl BatchView {
         out.pub_seq = self.pub_seq.value(i);
         out.validate_with(&mut names.checked)
             .with_context(|| format!("row {i} holds an event ticktape refuses"))
+    }
+
+    /// Decodes rows from `start` over `out` (`spares` as in [`BatchView::event_into`]),
+    /// at most as many as the shorter slice, stopping before the first row that is not a
+    /// book delta or a trade [`Event::validate`] accepts; returns how many it decoded.
+    /// The events [`BatchView::event_into`] gives, for the rows it would accept, in one
+    /// loop without a result per row: the rules are checked on the columns before a row
+    /// is decoded (the per-batch ones by [`BatchView::fast_path_applies`], without which
+    /// it decodes nothing). The row it stops at, and the rows of any other batch, go
+    /// through [`BatchView::event_into`], which refuses a bad row with its reason.
+    pub fn valid_rows_into(&self, start: usize, out: &mut [Event], spares: &mut [String]) -> usize {
+        use crate::event::validate::{MAX_TS, MIN_TS};
+        if !self.fast {
+            return 0;
+        }
+        let n = out.len().min(spares.len());
+        // Sliced once, so the loop indexes without bounds checks.
+        let r = start..start + n;
+        let (kinds, sides) = (&self.kinds[r.clone()], &self.sides[r.clone()]);
+        let prices = &self.price.array.values()[r.clone()];
+        let price_scales = &self.price_scale.array.values()[r.clone()];
+        let sizes = &self.size.array.values()[r.clone()];
+        let size_scales = &self.size_scale.array.values()[r.clone()];
+        let flags = &self.flags.array.values()[r.clone()];
+        let ts_event = &self.ts_event.array.values()[r.clone()];
+        let ts_recv = &self.ts_recv.array.values()[r.clone()];
+        let pub_seq = &self.pub_seq.array.values()[r];
+        // A batch on the fast path has one venue and one symbol.
+        let (NameColumn::Constant(venue), NameColumn::Constant(symbol)) =
+            (&self.venue, &self.symbol)
+        else {
+            return 0;
+        };
+        for (j, (event, spare)) in out.iter_mut().zip(spares.iter_mut()).enumerate() {
+            // The rules of `Event::validate` that depend on the row.
+            let (kind, side, size) = (kinds[j], sides[j], sizes[j]);
+            let book = kind == Some(Kind::Book)
+                && matches!(side, Some(Side::Bid | Side::Ask))
+                && size >= 0;
+            let trade = kind == Some(Kind::Trade) && side.is_some() && size > 0;
+            let timely =
+                (MIN_TS..MAX_TS).contains(&ts_event[j]) & (MIN_TS..MAX_TS).contains(&ts_recv[j]);
+            if !((book | trade) & timely & (prices[j] > 0)) {
+                return j;
+            }
+            let side = side.unwrap_or(Side::None);
+            let price = Fixed::new(prices[j], price_scales[j]);
+            let size = Fixed::new(size, size_scales[j]);
+            if trade {
+                let id = self.trade_id.value(start + j);
+                put_trade(&mut event.body, spare, side, price, size, id);
+            } else {
+                let flags = Flags(flags[j]);
+                let delta = BookDelta {
+                    side,
+                    price,
+                    size,
+                    flags,
+                };
+                put_book(&mut event.body, spare, delta);
+            }
+            if !Arc::ptr_eq(&event.venue, venue) {
+                event.venue = venue.clone();
+            }
+            if !Arc::ptr_eq(&event.symbol, symbol) {
+                event.symbol = symbol.clone();
+            }
+            event.ts_event = ts_event[j];
+            event.ts_recv = ts_recv[j];
+            event.venue_seq = self.venue_seq.get(start + j);
+            event.prev_venue_seq = self.prev_venue_seq.get(start + j);
+            event.pub_seq = pub_seq[j];
+        }
+        n
     }
 
     /// Row `i`'s side (book side or trade aggressor).
