@@ -260,8 +260,9 @@ pub fn run_over(
     let mut last_progress = Instant::now();
     // Paced over shared memory without lockstep: each burst is written ahead and
     // published at its due time.
-    let in_bursts = paced && lockstep.is_none() && link.bus.batch(true);
+    let in_bursts = paced && lockstep.is_none() && link.bus.shm().is_some();
     if peers_ready && in_bursts {
+        link.bus.batch(true);
         let mut loop_state = bursts::Loop {
             pacer: &mut pacer,
             heartbeat: &mut heartbeat,

@@ -87,15 +87,10 @@ impl BusOut {
     }
 
     /// Stages bus messages from now on, or publishes them one by one again (see
-    /// [`Hub::batch`]); true when shared memory carries the bus and so can stage. Over
-    /// ZeroMQ every send is visible at once.
-    pub(crate) fn batch(&mut self, on: bool) -> bool {
-        match &self.shm {
-            Some(hub) => {
-                hub.borrow_mut().batch(on);
-                true
-            }
-            None => false,
+    /// [`Hub::batch`]). Over ZeroMQ every send is visible at once: nothing to do.
+    pub(crate) fn batch(&mut self, on: bool) {
+        if let Some(hub) = &self.shm {
+            hub.borrow_mut().batch(on);
         }
     }
 

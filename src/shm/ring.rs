@@ -311,17 +311,14 @@ impl Writer {
         let to_end = cap as usize - pos;
         let skip = if size > to_end { to_end } else { 0 };
         let need = (skip + size) as u64;
-        if self.head + need - self.tail_seen > cap {
-            self.tail_seen = self.at.hdr().tail.load(Ordering::Acquire);
-            if self.head + need - self.tail_seen > cap {
-                return Ok(false);
-            }
+        if !self.has_room(need) {
+            return Ok(false);
         }
         // SAFETY: the bytes from `head` to `head + need` are free (the reader's tail is
         // at most `capacity` behind, checked above) and inside the data area (a record
         // that would cross its end is moved to the start behind a wrap marker, and every
         // position is 8-byte aligned so a marker header always fits). The reader reads
-        // them only after the release store of `head` below.
+        // them only after the release store of `head` in `publish`.
         unsafe {
             let mut p = self.at.data.add(pos);
             if skip > 0 {
