@@ -1,22 +1,25 @@
-//! The paced loop over shared memory without lockstep: bursts written ahead, published
-//! on time (`docs/SHM.md`, "Paced replays").
+//! The paced loop over shared memory without lockstep: events read and encoded well
+//! ahead, each burst written into the rings before its due time and published on time
+//! (`docs/SHM.md`, "Paced replays").
 //!
-//! Owns when a burst is staged, published and followed by a wake-up; what is sent
-//! around each event is [`super::deliver`]'s, how long to wait the [`Pacer`]'s.
+//! Owns what is read ahead, when a burst is written, published and followed by a
+//! wake-up, and where the exchange host's messages go; how long to wait is the
+//! [`Pacer`]'s.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
 use super::lockstep::Link;
-use super::{Marks, Progress, Sent, deliver};
+use super::{Marks, Progress, count};
 use crate::bus::HeartbeatTimer;
-use crate::event::UnixNanos;
+use crate::event::{Body, Event, UnixNanos};
 use crate::replay::Pacer;
 use crate::shutdown::Stop;
 use crate::store::EventSource;
 
-/// What the burst loop carries from one event to the next.
+/// What the burst loop carries from one burst to the next.
 pub(super) struct Loop<'a> {
     pub(super) pacer: &'a mut Pacer,
     pub(super) heartbeat: &'a mut HeartbeatTimer,
@@ -24,68 +27,175 @@ pub(super) struct Loop<'a> {
     pub(super) started: Instant,
 }
 
-/// Room kept in every ring before an event is written ahead: the event and whatever the
-/// exchange host publishes around it.
+/// Room kept in every ring before a message is written ahead: the message and whatever
+/// the exchange host writes before its burst.
 const BURST_ROOM: u64 = 64 << 10;
 
-/// The events of one due time written so far, not yet published.
+/// Events held read and encoded ahead, beyond the burst being written: about 2.5 MiB of
+/// JSON payloads. Reading ahead stops there (a burst is always read whole).
+const AHEAD_EVENTS: usize = 16_384;
+
+/// Reading ahead stops this long before the next due time: reading one event takes
+/// about half a microsecond, so the publication is not delayed by it.
+const READ_MARGIN: Duration = Duration::from_micros(150);
+
+/// One event read ahead: its time, whether it is a gap, and its encoded message's
+/// lengths in the buffer.
 #[derive(Clone, Copy)]
-struct Burst {
+struct Message {
     ts: UnixNanos,
-    events: usize,
-    began: Instant,
+    gap: bool,
+    topic: u32,
+    payload: u32,
+}
+
+/// Events read and encoded ahead of their turn, in order: the messages back to back in
+/// one buffer, and (when an exchange host needs them) the events themselves.
+#[derive(Default)]
+struct Ahead {
+    bytes: Vec<u8>,
+    /// Offset in `bytes` of the first message of `messages`.
+    head: usize,
+    messages: VecDeque<Message>,
+    /// The events of `messages` (kept only for an exchange host).
+    events: VecDeque<Event>,
+    ended: bool,
+}
+
+impl Ahead {
+    /// Keeps `event`, encoded as `message` (and the event itself when `keep`).
+    fn push(&mut self, event: &Event, message: (&[u8], &[u8]), keep: bool) {
+        let (topic, payload) = message;
+        self.bytes.extend_from_slice(topic);
+        self.bytes.extend_from_slice(payload);
+        self.messages.push_back(Message {
+            ts: event.ts_recv,
+            gap: matches!(event.body, Body::Gap(_)),
+            topic: topic.len() as u32,
+            payload: payload.len() as u32,
+        });
+        if keep {
+            self.events.push_back(event.clone());
+        }
+    }
+
+    /// The first burst held: its time, its events, and whether it is whole (a later
+    /// event is held, or the data ended).
+    fn first_burst(&self) -> Option<(UnixNanos, usize, bool)> {
+        let ts = self.messages.front()?.ts;
+        let n = self.messages.iter().take_while(|m| m.ts == ts).count();
+        Some((ts, n, n < self.messages.len() || self.ended))
+    }
+
+    /// The topic and payload of message `m`, which starts at `at` in the buffer.
+    fn message(&self, at: usize, m: Message) -> (&[u8], &[u8]) {
+        let topic = &self.bytes[at..at + m.topic as usize];
+        let payload = &self.bytes[at + m.topic as usize..at + (m.topic + m.payload) as usize];
+        (topic, payload)
+    }
+
+    /// Drops the first `n` messages (and their events).
+    fn pop(&mut self, n: usize) {
+        for m in self.messages.drain(..n) {
+            self.head += (m.topic + m.payload) as usize;
+        }
+        let kept = self.events.len().min(n);
+        self.events.drain(..kept);
+        if self.messages.is_empty() {
+            self.bytes.clear();
+            self.head = 0;
+        } else if self.head > (1 << 20) {
+            self.bytes.drain(..self.head);
+            self.head = 0;
+        }
+    }
+}
+
+/// Reads, encodes and keeps the next event; false at the end of the data.
+fn read(
+    ahead: &mut Ahead,
+    source: &mut EventSource,
+    link: &mut Link<'_>,
+    keep: bool,
+) -> Result<bool> {
+    let Some(event) = source.next_event()? else {
+        ahead.ended = true;
+        return Ok(false);
+    };
+    ahead.push(event, link.bus.encode(event), keep);
+    Ok(true)
+}
+
+/// The first burst's time and events, read until it is whole; None when nothing is left.
+fn whole_burst(
+    ahead: &mut Ahead,
+    source: &mut EventSource,
+    link: &mut Link<'_>,
+    keep: bool,
+) -> Result<Option<(UnixNanos, usize)>> {
+    loop {
+        match ahead.first_burst() {
+            Some((ts, n, true)) => return Ok(Some((ts, n))),
+            None if ahead.ended => return Ok(None),
+            _ => {
+                read(ahead, source, link, keep)?;
+            }
+        }
+    }
 }
 
 /// The paced loop over shared memory without lockstep. Recorded data comes in bursts
 /// that share one `ts_recv` (a depth update of many levels, a snapshot): up to
-/// thousands of events due at the same instant. While the replay is ahead of the data,
-/// the next burst (its events, and what the exchange host publishes around them, in the
-/// usual order) is written into the rings unpublished, then published at its due time
-/// with one store per ring: a strategy sees the whole burst at that instant instead of
-/// event after event, and the writing is done while the replay would otherwise wait.
-/// Once an event's due time has passed (behind, or a burst longer than the time ahead),
-/// what is written goes out at once and the events follow one by one, as in the other
-/// loop. Nothing is visible before its due time. Requests are read after each
-/// publication.
+/// thousands of events due at the same instant, sometimes a fraction of a millisecond
+/// after the previous burst at `--speed 10`.
+///
+/// Events are read and encoded ahead whenever the replay has time before the next due
+/// time (up to [`AHEAD_EVENTS`]). Each burst is then written into the rings unpublished
+/// (the exchange host's messages due before it first), published at its due time with
+/// one store per ring, and the sleeping readers woken. Only then does the exchange host
+/// take the burst's events, and its messages about them (fills, order updates) follow
+/// the burst; then requests are read, dated at the burst. So the simulated exchange is
+/// never ahead of what the strategies were shown, and what lies between two due times is
+/// a copy of bytes already encoded. A burst larger than a ring's staging share is
+/// published in parts, from its due time on. Nothing is visible before its due time.
 pub(super) fn stream(
     link: &mut Link<'_>,
-    events: &mut EventSource,
+    source: &mut EventSource,
     state: &mut Loop<'_>,
     stop: &Stop,
     on_progress: &mut impl FnMut(Progress<'_>),
 ) -> Result<UnixNanos> {
-    let mut burst: Option<Burst> = None;
+    let keep = link.host.is_some();
+    let mut ahead = Ahead::default();
     let mut last_ts = 0;
     let mut last_progress = Instant::now();
-    while let Some(event) = events.next_event()? {
-        if stop.is_set() {
+    while !stop.is_set() {
+        let Some((ts, n)) = whole_burst(&mut ahead, source, link, keep)? else {
             break;
+        };
+        state.heartbeat.tick(&mut link.bus.zmq)?;
+        let began = Instant::now();
+        let unpublished = write_burst(link, state, &ahead, ts, n, began)?;
+        // While the burst waits for its time: read ahead.
+        while ahead.messages.len() < n + AHEAD_EVENTS
+            && !ahead.ended
+            && state.pacer.until_due(ts) > READ_MARGIN
+            && !stop.is_set()
+        {
+            read(&mut ahead, source, link, keep)?;
         }
-        let ts = event.ts_recv;
-        if burst.is_some_and(|b| b.ts != ts) || !link.bus.can_stage(BURST_ROOM) {
-            publish_burst(link, state.pacer, burst.take())?;
-            if stop.is_set() {
-                break;
+        publish(link, state.pacer, ts, unpublished, began);
+        // The exchange host's reaction to the burst, then the strategies' requests.
+        if let Some(h) = link.host.as_deref_mut() {
+            for event in ahead.events.iter().take(n) {
+                h.on_market(event, &mut link.out)?;
             }
+            link.flush()?;
         }
-        if burst.is_none() {
-            state.heartbeat.tick(&mut link.bus.zmq)?;
-        }
-        if state.pacer.is_ahead(ts) {
-            let b = burst.get_or_insert(Burst {
-                ts,
-                events: 0,
-                began: Instant::now(),
-            });
-            b.events += 1;
-            deliver(link, state.marks, event, Sent::Staged)?;
-        } else {
-            // Due already: what is written of its burst goes out, then the event.
-            publish_burst(link, state.pacer, burst.take())?;
-            state.pacer.wait_for(ts);
-            deliver(link, state.marks, event, Sent::Publish(state.pacer))?;
-            link.pump(ts, Duration::ZERO)?;
-        }
+        link.pump(ts, Duration::ZERO)?;
+        link.bus.commit();
+        link.bus.wake_sleepers();
+        ahead.pop(n);
         last_ts = ts;
         if last_progress.elapsed() >= Duration::from_millis(100) {
             last_progress = Instant::now();
@@ -97,19 +207,116 @@ pub(super) fn stream(
             });
         }
     }
-    publish_burst(link, state.pacer, burst.take())?;
     Ok(last_ts)
 }
 
-/// Waits for `burst`'s due time, publishes it, and reads the requests that came.
-fn publish_burst(link: &mut Link<'_>, pacer: &mut Pacer, burst: Option<Burst>) -> Result<()> {
-    let Some(b) = burst else {
-        return Ok(());
-    };
-    pacer.wait_for(b.ts);
+/// Writes the burst of `n` events at `ts` (the first `n` held) into the rings, after the
+/// marks and requests due before it; returns how many of its events are written and not
+/// yet published. A ring without room to take more ahead has what it holds published
+/// at the due time, and the rest follows.
+fn write_burst(
+    link: &mut Link<'_>,
+    state: &mut Loop<'_>,
+    ahead: &Ahead,
+    ts: UnixNanos,
+    n: usize,
+    began: Instant,
+) -> Result<usize> {
+    if let Some(h) = link.host.as_deref_mut() {
+        state.marks.before(h, ts, &mut link.out)?;
+        h.advance_before(ts, &mut link.out)?;
+        link.flush()?;
+    }
+    let mut unpublished = 0;
+    let mut at = ahead.head;
+    for m in ahead.messages.iter().take(n) {
+        // Never published early: a ring without room waits for the due time first.
+        if !link.bus.can_stage(BURST_ROOM) {
+            publish(link, state.pacer, ts, unpublished, began);
+            unpublished = 0;
+        }
+        let (topic, payload) = ahead.message(at, *m);
+        link.bus.send_raw(topic, payload)?;
+        at += (m.topic + m.payload) as usize;
+        unpublished += 1;
+        count(&mut link.stats, m.ts, m.gap);
+    }
+    Ok(unpublished)
+}
+
+/// Waits for the due time of `ts`, publishes what is written (`events` of its burst,
+/// and what the exchange host wrote before it), and wakes the sleeping readers.
+fn publish(link: &mut Link<'_>, pacer: &mut Pacer, ts: UnixNanos, events: usize, began: Instant) {
+    pacer.wait_for(ts);
     link.bus.commit();
-    pacer.published_burst(b.events, b.began);
+    pacer.published_burst(events, began);
     link.bus.wake_sleepers();
     pacer.woken();
-    link.pump(b.ts, Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{BookDelta, Fixed, Flags, Side};
+
+    fn event(ts: UnixNanos, price: i64) -> Event {
+        let body = Body::Book(BookDelta {
+            side: Side::Bid,
+            price: Fixed::new(price, 0),
+            size: Fixed::new(1, 0),
+            flags: Flags::default(),
+        });
+        let mut e = crate::wire::event("v", "S", ts, 1, body);
+        e.ts_recv = ts;
+        e
+    }
+
+    /// Every message comes back byte for byte, bursts end where `ts_recv` changes, a
+    /// burst is whole only once a later event (or the end) is held, and the buffer is
+    /// reused once emptied.
+    #[test]
+    fn messages_held_ahead_come_back_whole_in_bursts() {
+        let mut ahead = Ahead::default();
+        let all: Vec<(Event, Vec<u8>, Vec<u8>)> = [(10, 1), (10, 2), (10, 3), (20, 4), (30, 5)]
+            .into_iter()
+            .map(|(ts, p)| {
+                let e = event(ts, p);
+                let topic = format!("topic-{p}").into_bytes();
+                let payload = vec![p as u8; p as usize * 7];
+                (e, topic, payload)
+            })
+            .collect();
+        assert!(ahead.first_burst().is_none());
+        for (e, t, p) in &all[..3] {
+            ahead.push(e, (t, p), true);
+        }
+        assert_eq!(ahead.first_burst(), Some((10, 3, false)), "not whole yet");
+        ahead.push(&all[3].0, (&all[3].1, &all[3].2), true);
+        assert_eq!(ahead.first_burst(), Some((10, 3, true)));
+        let mut at = ahead.head;
+        for (i, m) in ahead.messages.iter().take(3).enumerate() {
+            assert_eq!(ahead.message(at, *m), (&all[i].1[..], &all[i].2[..]));
+            at += (m.topic + m.payload) as usize;
+        }
+        assert_eq!(
+            ahead.events.iter().take(3).cloned().collect::<Vec<_>>(),
+            [all[0].0.clone(), all[1].0.clone(), all[2].0.clone()]
+        );
+        ahead.pop(3);
+        assert_eq!(ahead.first_burst(), Some((20, 1, false)));
+        let m = ahead.messages[0];
+        assert_eq!(ahead.message(ahead.head, m), (&all[3].1[..], &all[3].2[..]));
+        ahead.push(&all[4].0, (&all[4].1, &all[4].2), false);
+        ahead.pop(1);
+        ahead.ended = true;
+        assert_eq!(
+            ahead.first_burst(),
+            Some((30, 1, true)),
+            "the end makes it whole"
+        );
+        assert_eq!(ahead.events.len(), 0, "events are kept only when asked");
+        ahead.pop(1);
+        assert!(ahead.first_burst().is_none());
+        assert_eq!((ahead.bytes.len(), ahead.head), (0, 0), "emptied, reused");
+    }
 }

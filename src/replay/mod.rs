@@ -303,7 +303,7 @@ pub fn run_over(
         if clock_due {
             heartbeat.tick(&mut link.bus.zmq)?;
         }
-        deliver(&mut link, &mut marks, event, Sent::Now(&mut pacer))?;
+        deliver(&mut link, &mut marks, event, &mut pacer)?;
         last_ts = ts;
         match lockstep.as_mut() {
             // Without lockstep, orders are read at once.
@@ -331,20 +331,9 @@ pub fn run_over(
     Ok(stats)
 }
 
-/// What [`deliver`] tells the pacer, and when its event becomes visible.
-enum Sent<'p> {
-    /// Visible once sent (ZeroMQ, or shared memory publishing one by one).
-    Now(&'p mut Pacer),
-    /// Staged, published later with its burst.
-    Staged,
-    /// Staged, then published at once with what was staged before it, then sleeping
-    /// readers woken.
-    Publish(&'p mut Pacer),
-}
-
 /// Sends one event with what the exchange host does around it (the marks and requests
-/// due before it, then its reaction to it) and counts it.
-fn deliver(link: &mut Link<'_>, marks: &mut Marks, event: &Event, sent: Sent<'_>) -> Result<()> {
+/// due before it, then its reaction to it) and counts it; the pacer takes it as sent.
+fn deliver(link: &mut Link<'_>, marks: &mut Marks, event: &Event, pacer: &mut Pacer) -> Result<()> {
     let ts = event.ts_recv;
     if let Some(h) = link.host.as_deref_mut() {
         marks.before(h, ts, &mut link.out)?;
@@ -352,27 +341,22 @@ fn deliver(link: &mut Link<'_>, marks: &mut Marks, event: &Event, sent: Sent<'_>
         link.flush()?;
     }
     link.bus.send(event)?;
-    match sent {
-        Sent::Now(pacer) => pacer.sent(),
-        Sent::Staged => {}
-        Sent::Publish(pacer) => {
-            link.bus.commit();
-            pacer.sent();
-            link.bus.wake_sleepers();
-            pacer.woken();
-        }
-    }
-    let stats = &mut link.stats;
-    if matches!(event.body, Body::Gap(_)) {
-        stats.gaps += 1;
-    }
-    stats.events += 1;
-    stats.time_range = Some(stats.time_range.map_or((ts, ts), |(a, _)| (a, ts)));
+    pacer.sent();
+    count(&mut link.stats, ts, matches!(event.body, Body::Gap(_)));
     if let Some(h) = link.host.as_deref_mut() {
         h.on_market(event, &mut link.out)?;
         link.flush()?;
     }
     Ok(())
+}
+
+/// Counts one replayed event at `ts` (a gap or not) in the summary.
+fn count(stats: &mut ReplayStats, ts: UnixNanos, gap: bool) {
+    if gap {
+        stats.gaps += 1;
+    }
+    stats.events += 1;
+    stats.time_range = Some(stats.time_range.map_or((ts, ts), |(a, _)| (a, ts)));
 }
 
 /// What both replay loops (bus and NATS) start with.

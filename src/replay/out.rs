@@ -23,6 +23,11 @@ pub(crate) struct BusOut {
     pub(crate) zmq: Publisher,
     /// The strategies' rings, shared with the gateway (which writes replies into them).
     shm: Option<Rc<RefCell<Hub>>>,
+    encoder: Encoder,
+}
+
+/// Encodes events into reused buffers.
+struct Encoder {
     encoding: Encoding,
     topic: String,
     /// The kind and names `topic` was written for (held, so comparing their pointers is
@@ -31,29 +36,9 @@ pub(crate) struct BusOut {
     payload: Vec<u8>,
 }
 
-impl BusOut {
-    /// Messages go to `zmq`, or to `shm` when given.
-    pub(crate) fn new(zmq: Publisher, shm: Option<Rc<RefCell<Hub>>>, encoding: Encoding) -> BusOut {
-        BusOut {
-            zmq,
-            shm,
-            encoding,
-            topic: String::with_capacity(64),
-            topic_of: None,
-            payload: Vec::with_capacity(256),
-        }
-    }
-
-    /// The shared-memory rings, when they carry the bus.
-    pub(crate) fn shm(&self) -> Option<&Rc<RefCell<Hub>>> {
-        self.shm.as_ref()
-    }
-
-    /// Encodes and sends one event.
-    pub(crate) fn send(&mut self, event: &Event) -> Result<()> {
-        let Some(hub) = &self.shm else {
-            return self.zmq.send(event);
-        };
+impl Encoder {
+    /// The topic and payload `event` goes out as (valid until the next call).
+    fn encode(&mut self, event: &Event) -> (&[u8], &[u8]) {
         let named = matches!(event.body, Body::Book(_) | Body::Trade(_) | Body::Gap(_));
         let same = named
             && self.topic_of.as_ref().is_some_and(|(k, v, s)| {
@@ -67,8 +52,43 @@ impl BusOut {
         }
         self.payload.clear();
         wire::encode_as(self.encoding, event, &mut self.payload);
-        hub.borrow_mut()
-            .publish(self.topic.as_bytes(), &self.payload)
+        (self.topic.as_bytes(), &self.payload)
+    }
+}
+
+impl BusOut {
+    /// Messages go to `zmq`, or to `shm` when given.
+    pub(crate) fn new(zmq: Publisher, shm: Option<Rc<RefCell<Hub>>>, encoding: Encoding) -> BusOut {
+        BusOut {
+            zmq,
+            shm,
+            encoder: Encoder {
+                encoding,
+                topic: String::with_capacity(64),
+                topic_of: None,
+                payload: Vec::with_capacity(256),
+            },
+        }
+    }
+
+    /// The shared-memory rings, when they carry the bus.
+    pub(crate) fn shm(&self) -> Option<&Rc<RefCell<Hub>>> {
+        self.shm.as_ref()
+    }
+
+    /// Encodes and sends one event.
+    pub(crate) fn send(&mut self, event: &Event) -> Result<()> {
+        let Some(hub) = &self.shm else {
+            return self.zmq.send(event);
+        };
+        let (topic, payload) = self.encoder.encode(event);
+        hub.borrow_mut().publish(topic, payload)
+    }
+
+    /// The topic and payload `event` goes out as over shared memory (valid until the
+    /// next call), for a replay that writes its messages ahead of their turn.
+    pub(crate) fn encode(&mut self, event: &Event) -> (&[u8], &[u8]) {
+        self.encoder.encode(event)
     }
 
     /// Sends an encoded message.

@@ -512,12 +512,14 @@ impl Pacer {
         self.last_published = Some((c.due, 1));
     }
 
-    /// True when the event at `ts` is not due yet ([`Pacer::wait_for`] would wait).
-    pub fn is_ahead(&self, ts: UnixNanos) -> bool {
+    /// How long until the event at `ts` is due: zero when it is, when not pacing, and
+    /// before the first wait (which sets the clock).
+    pub fn until_due(&self, ts: UnixNanos) -> Duration {
         let (Speed::Factor(speed), Some((start, first))) = (self.speed, self.origin) else {
-            return false;
+            return Duration::ZERO;
         };
-        start + Duration::from_nanos(due_offset(first, ts, speed)) > Instant::now()
+        (start + Duration::from_nanos(due_offset(first, ts, speed)))
+            .saturating_duration_since(Instant::now())
     }
 
     /// Notes that a burst of `events` sharing the due time [`Pacer::wait_for`] waited
