@@ -31,9 +31,11 @@ pub(super) struct Loop<'a> {
 /// the exchange host writes before its burst.
 const BURST_ROOM: u64 = 64 << 10;
 
-/// Events held read and encoded ahead, beyond the burst being written: about 2.5 MiB of
-/// JSON payloads. Reading ahead stops there (a burst is always read whole).
-const AHEAD_EVENTS: usize = 16_384;
+/// Bytes of messages held read and encoded ahead (about 2,800 JSON events, far more
+/// than the data brings between two waits at `--speed 10`). Reading ahead stops there;
+/// a burst is always read whole. Also what bounds the buffer's compaction, a copy done
+/// while reading ahead: at most this much, about 50 µs.
+const AHEAD_BYTES: usize = 512 << 10;
 
 /// Reading ahead stops this long before the next due time: reading one event takes
 /// about half a microsecond, so the publication is not delayed by it.
@@ -65,6 +67,12 @@ struct Ahead {
 impl Ahead {
     /// Keeps `event`, encoded as `message` (and the event itself when `keep`).
     fn push(&mut self, event: &Event, message: (&[u8], &[u8]), keep: bool) {
+        // Half the buffer or more is spent: move the rest to the front (no more than
+        // what is held, a copy the size of the buffer's live half at most).
+        if self.head >= AHEAD_BYTES / 2 && self.head * 2 >= self.bytes.len() {
+            self.bytes.drain(..self.head);
+            self.head = 0;
+        }
         let (topic, payload) = message;
         self.bytes.extend_from_slice(topic);
         self.bytes.extend_from_slice(payload);
@@ -94,7 +102,13 @@ impl Ahead {
         (topic, payload)
     }
 
-    /// Drops the first `n` messages (and their events).
+    /// Bytes of the messages held.
+    fn held(&self) -> usize {
+        self.bytes.len() - self.head
+    }
+
+    /// Drops the first `n` messages (and their events). Nothing is copied here: this
+    /// runs between two due times ([`Ahead::push`] compacts).
     fn pop(&mut self, n: usize) {
         for m in self.messages.drain(..n) {
             self.head += (m.topic + m.payload) as usize;
@@ -103,9 +117,6 @@ impl Ahead {
         self.events.drain(..kept);
         if self.messages.is_empty() {
             self.bytes.clear();
-            self.head = 0;
-        } else if self.head > (1 << 20) {
-            self.bytes.drain(..self.head);
             self.head = 0;
         }
     }
@@ -150,7 +161,7 @@ fn whole_burst(
 /// after the previous burst at `--speed 10`.
 ///
 /// Events are read and encoded ahead whenever the replay has time before the next due
-/// time (up to [`AHEAD_EVENTS`]). Each burst is then written into the rings unpublished
+/// time (up to [`AHEAD_BYTES`]). Each burst is then written into the rings unpublished
 /// (the exchange host's messages due before it first), published at its due time with
 /// one store per ring, and the sleeping readers woken. Only then does the exchange host
 /// take the burst's events, and its messages about them (fills, order updates) follow
@@ -177,7 +188,7 @@ pub(super) fn stream(
         let began = Instant::now();
         let unpublished = write_burst(link, state, &ahead, ts, n, began)?;
         // While the burst waits for its time: read ahead.
-        while ahead.messages.len() < n + AHEAD_EVENTS
+        while ahead.held() < AHEAD_BYTES
             && !ahead.ended
             && state.pacer.until_due(ts) > READ_MARGIN
             && !stop.is_set()
@@ -318,5 +329,27 @@ mod tests {
         ahead.pop(1);
         assert!(ahead.first_burst().is_none());
         assert_eq!((ahead.bytes.len(), ahead.head), (0, 0), "emptied, reused");
+    }
+
+    /// The buffer is compacted once half of it is spent, and what is held reads back
+    /// the same after the move.
+    #[test]
+    fn a_half_spent_buffer_is_compacted_without_changing_what_is_held() {
+        let mut ahead = Ahead::default();
+        let payload = |i: usize| vec![(i % 251) as u8; 1000 + i % 7];
+        for i in 0..600 {
+            ahead.push(&event(i as i64, 1), (b"t", &payload(i)), false);
+        }
+        ahead.pop(400);
+        assert!(ahead.head >= AHEAD_BYTES / 2, "{}", ahead.head);
+        let held = ahead.held();
+        ahead.push(&event(600, 1), (b"t", &payload(600)), false);
+        assert_eq!(ahead.head, 0, "compacted");
+        assert_eq!(ahead.held(), held + 1 + payload(600).len());
+        let mut at = ahead.head;
+        for (k, m) in ahead.messages.iter().enumerate() {
+            assert_eq!(ahead.message(at, *m), (&b"t"[..], &payload(400 + k)[..]));
+            at += (m.topic + m.payload) as usize;
+        }
     }
 }
