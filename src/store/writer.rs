@@ -293,6 +293,10 @@ impl DatasetWriter {
                 .set_column_dictionary_enabled(path.clone(), false)
                 .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
         }
+        for column in schema::UNCOMPRESSED_COLUMNS {
+            props =
+                props.set_column_compression(ColumnPath::from(*column), Compression::UNCOMPRESSED);
+        }
         let props = props
             .set_max_row_group_row_count(Some(self.options.row_group_rows))
             .set_statistics_enabled(EnabledStatistics::Chunk)
