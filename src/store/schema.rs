@@ -43,6 +43,23 @@ pub const MONOTONIC_COLUMNS: &[&str] = &[
     "pub_seq",
 ];
 
+/// Of [`MONOTONIC_COLUMNS`], those stored with a dictionary first: every delta of a venue
+/// message repeats the message's sequence ids (16.7 rows a message on the Binance USD-M
+/// capture), and the ids jump by thousands between messages, so their deltas need ~30
+/// bits a row where a dictionary key in runs needs a few. On that capture the two
+/// columns take 245 KB instead of 307 KB in the file (the file 2.8 % less), and 0.61 MB
+/// instead of 3.83 MB of pages once decompressed; reading a round costs 1.6 % fewer
+/// instructions on the reader's thread (fewer delta decodes, about as much zstd work:
+/// it follows the compressed bytes). A column chunk whose dictionary outgrows
+/// [`SEQUENCE_DICTIONARY_BYTES`] (ids that rarely repeat) goes on with deltas.
+pub const DICTIONARY_SEQUENCE_COLUMNS: &[&str] = &["venue_seq", "prev_venue_seq"];
+
+/// Dictionary page limit of [`DICTIONARY_SEQUENCE_COLUMNS`], bytes: 8,192 distinct ids a
+/// column chunk (the capture's 65,536-row groups hold 500–5,447), beyond which the
+/// chunk's remaining pages fall back to deltas, so ids that never repeat cost at most
+/// one small dictionary per row group.
+pub const SEQUENCE_DICTIONARY_BYTES: usize = 64 * 1024;
+
 /// Columns written without compression: constant within a file (`venue`, `symbol`, and
 /// the scales of an instrument that never changes its tick) or null on every row but a
 /// gap's. Dictionary and run-length encoding already shrink them to a few bytes a row
