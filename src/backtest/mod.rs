@@ -271,8 +271,9 @@ impl Backtest {
         let started = Instant::now();
         let mut interrupted = false;
         // Parquet is decoded on a second thread while this one runs the exchange and the
-        // strategies; the batches of events are recycled, so neither allocates per event.
-        let mut events = EventSource::new(reader, !self.single_thread)?;
+        // strategies (or, single-threaded, a batch at a time on this one); the batches of
+        // events are recycled, so neither allocates per event.
+        let mut events = EventSource::batched(reader, !self.single_thread)?;
         'read: while let Some(batch) = events.next_events()? {
             for event in batch {
                 engine.step(event)?;

@@ -35,7 +35,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::statistics::Statistics;
 
 use super::layout;
-use super::schema::{BatchView, RowNames};
+use super::schema::{BatchView, Constants, RowNames};
 use crate::event::{Event, Kind, UnixNanos};
 
 /// Which events to read. Empty lists mean "all".
@@ -155,6 +155,22 @@ fn constant_text(group: &RowGroupMetaData, column: Option<usize>) -> Option<&str
         return None;
     }
     std::str::from_utf8(min.data()).ok()
+}
+
+/// The one value of a row group's price or size scale column (`column`), when its
+/// statistics prove every row holds it: minimum equal to maximum, no nulls, stored as
+/// Parquet's INT32 (how Arrow's `UInt8` is written) and within a `u8`.
+fn constant_scale(group: &RowGroupMetaData, column: Option<usize>) -> Option<u8> {
+    let stats = group.column(column?).statistics()?;
+    let Statistics::Int32(s) = stats else {
+        return None;
+    };
+    let exact = s.min_is_exact() && s.max_is_exact() && stats.null_count_opt() == Some(0);
+    let (min, max) = (s.min_opt()?, s.max_opt()?);
+    if !exact || min != max {
+        return None;
+    }
+    u8::try_from(*min).ok()
 }
 
 /// Columns read as dictionaries: a few distinct short strings per file, so a row costs
@@ -350,7 +366,10 @@ pub fn partitions(root: &Path) -> Result<BTreeSet<(String, String)>> {
 /// One open file in the merge: its row groups read one at a time, each without the
 /// venue and symbol columns when its statistics show them constant (a file holds one
 /// instrument: decoding two string columns per row to learn one name is the largest
-/// avoidable cost of reading), and without the gap columns when they are all null.
+/// avoidable cost of reading), likewise without the price and size scales (an
+/// instrument's tick rarely changes: two columns of one value each, decoded, zeroed first
+/// by the parquet crate and checked for nulls on every row), and without the gap columns
+/// when they are all null.
 struct Cursor {
     order: usize,
     file: File,
@@ -359,8 +378,8 @@ struct Cursor {
     groups: std::vec::IntoIter<usize>,
     batch_rows: usize,
     reader: Option<ParquetRecordBatchReader>,
-    /// Venue and symbol of every row of the current row group, when constant.
-    constants: (Option<Arc<str>>, Option<Arc<str>>),
+    /// Venue, symbol and scales of every row of the current row group, when constant.
+    constants: Constants,
     batch: Option<BatchView>,
     rows: usize,
     row: usize,
@@ -379,6 +398,22 @@ impl Cursor {
         let (venue_col, symbol_col) = (leaf_column(meta, "venue"), leaf_column(meta, "symbol"));
         let venue = constant_text(rg, venue_col);
         let symbol = constant_text(rg, symbol_col);
+        // Only where the file declares the scales as the dataset schema does (`UInt8`): a
+        // column of another type stays read, and refused with the error it always got.
+        let declared_u8 = |name: &str| {
+            self.meta
+                .schema()
+                .field_with_name(name)
+                .ok()
+                .map(|f| f.data_type())
+                == Some(&arrow_schema::DataType::UInt8)
+        };
+        let scale_cols = (
+            leaf_column(meta, "price_scale"),
+            leaf_column(meta, "size_scale"),
+        );
+        let price_scale = constant_scale(rg, scale_cols.0).filter(|_| declared_u8("price_scale"));
+        let size_scale = constant_scale(rg, scale_cols.1).filter(|_| declared_u8("size_scale"));
         let all_null: Vec<usize> = super::schema::SKIPPABLE_WHEN_NULL
             .iter()
             .filter_map(|name| leaf_column(meta, name))
@@ -390,6 +425,8 @@ impl Cursor {
         let skip = |i: usize| {
             (venue.is_some() && Some(i) == venue_col)
                 || (symbol.is_some() && Some(i) == symbol_col)
+                || (price_scale.is_some() && Some(i) == scale_cols.0)
+                || (size_scale.is_some() && Some(i) == scale_cols.1)
                 || all_null.contains(&i)
         };
         let leaves = meta.file_metadata().schema_descr().num_columns();
@@ -397,10 +434,12 @@ impl Cursor {
             meta.file_metadata().schema_descr(),
             (0..leaves).filter(|&i| !skip(i)),
         );
-        self.constants = (
-            venue.map(|v| names.venue(v)),
-            symbol.map(|s| names.symbol(s)),
-        );
+        self.constants = Constants {
+            venue: venue.map(|v| names.venue(v)),
+            symbol: symbol.map(|s| names.symbol(s)),
+            price_scale,
+            size_scale,
+        };
         let handle = self
             .file
             .try_clone()
@@ -441,9 +480,8 @@ impl Cursor {
                         batch.with_context(|| format!("cannot read {}", self.path.display()))?;
                     check_required_columns(&batch, &self.path)?;
                     self.rows = batch.num_rows();
-                    let (venue, symbol) = self.constants.clone();
                     self.batch = Some(
-                        BatchView::with_constants(&batch, venue, symbol)
+                        BatchView::with_constants(&batch, &self.constants)
                             .with_context(|| format!("in {}", self.path.display()))?,
                     );
                     self.row = 0;
@@ -544,7 +582,7 @@ impl EventReader {
             groups: file.row_groups.clone().into_iter(),
             batch_rows: self.batch_rows,
             reader: None,
-            constants: (None, None),
+            constants: Constants::default(),
             batch: None,
             rows: 0,
             row: 0,
@@ -1039,6 +1077,70 @@ mod tests {
             .map(|e| e.unwrap().pub_seq)
             .collect();
         assert_eq!(read_many(dir.path(), window(100, 9_000), 1024), filtered);
+    }
+
+    /// Scales constant in a row group are taken from its statistics (the columns are not
+    /// read); where they vary, each row's own: either way every row reads back as written.
+    #[test]
+    fn scales_read_back_exactly_whether_a_row_group_holds_one_or_several() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut columns = EventColumns::default();
+        let mut written = Vec::new();
+        for i in 0..3_000u64 {
+            // Rows 0..1,000 (the first group) at scales 1 and 3; later ones vary.
+            let (ps, ss) = if i < 1_000 {
+                (1, 3)
+            } else {
+                ((i % 4) as u8, (i % 7) as u8)
+            };
+            let event = Event {
+                venue: "v".into(),
+                symbol: "S".into(),
+                ts_event: T0 + i as i64,
+                ts_recv: T0 + i as i64,
+                venue_seq: Some(i + 1),
+                prev_venue_seq: Some(i),
+                pub_seq: i + 1,
+                body: Body::Trade(Trade {
+                    aggressor: Side::Ask,
+                    price: Fixed::new(1_000 + i as i64, ps),
+                    size: Fixed::new(1 + i as i64, ss),
+                    trade_id: (i + 1).to_string(),
+                }),
+            };
+            columns.push(&event);
+            written.push(event);
+        }
+        write(dir.path(), &columns.take_sorted_batch().unwrap(), 1_000);
+        let read: Vec<Event> = EventReader::open(dir.path(), Selection::default())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        let digits = |e: &Event| match &e.body {
+            Body::Trade(t) => (
+                t.price.mantissa,
+                t.price.scale,
+                t.size.mantissa,
+                t.size.scale,
+            ),
+            other => panic!("not a trade: {other:?}"),
+        };
+        assert_eq!(read.len(), written.len());
+        for (r, w) in read.iter().zip(&written) {
+            assert_eq!(digits(r), digits(w), "row {}", w.pub_seq - 1);
+        }
+        let mut events = vec![Event::blank(); 700];
+        let mut spares = vec![String::new(); 700];
+        let mut reader = EventReader::open(dir.path(), Selection::default()).unwrap();
+        let mut many = Vec::new();
+        loop {
+            let n = reader.read_many_into(&mut events, &mut spares).unwrap();
+            if n == 0 {
+                break;
+            }
+            many.extend(events[..n].iter().map(digits));
+        }
+        assert_eq!(many, written.iter().map(digits).collect::<Vec<_>>());
     }
 
     #[test]

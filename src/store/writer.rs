@@ -285,13 +285,23 @@ impl DatasetWriter {
         let mut props = WriterProperties::builder().set_compression(Compression::ZSTD(
             ZstdLevel::try_new(self.options.zstd_level).unwrap_or_default(),
         ));
-        // Timestamps and sequence numbers almost never repeat: a dictionary only costs
-        // time there, while deltas of a sorted or counting column pack into a few bits.
+        // Timestamps and counters rarely repeat: a dictionary only costs time there, while
+        // deltas of a sorted or counting column pack into a few bits. Venue sequence ids
+        // repeat for every delta of a message: a dictionary first, deltas as its fallback.
         for column in schema::MONOTONIC_COLUMNS {
             let path = ColumnPath::from(*column);
+            let dictionary = schema::DICTIONARY_SEQUENCE_COLUMNS.contains(column);
             props = props
-                .set_column_dictionary_enabled(path.clone(), false)
-                .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+                .set_column_dictionary_enabled(path.clone(), dictionary)
+                .set_column_encoding(path.clone(), Encoding::DELTA_BINARY_PACKED);
+            if dictionary {
+                props = props
+                    .set_column_dictionary_page_size_limit(path, schema::SEQUENCE_DICTIONARY_BYTES);
+            }
+        }
+        for column in schema::UNCOMPRESSED_COLUMNS {
+            props =
+                props.set_column_compression(ColumnPath::from(*column), Compression::UNCOMPRESSED);
         }
         let props = props
             .set_max_row_group_row_count(Some(self.options.row_group_rows))
