@@ -32,7 +32,7 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::file::metadata::{ParquetMetaData, RowGroupMetaData};
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use parquet::file::statistics::Statistics;
+use parquet::file::statistics::{Statistics, ValueStatistics};
 
 use super::layout;
 use super::schema::{BatchView, Constants, RowNames};
@@ -118,11 +118,7 @@ pub fn decode_component(name: &str) -> String {
 
 /// Index of the leaf column `ts_recv` in a file's Parquet schema, by name.
 fn ts_recv_column(meta: &ParquetMetaData) -> Option<usize> {
-    meta.file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .position(|c| c.path().parts() == ["ts_recv"])
+    leaf_column(meta, "ts_recv")
 }
 
 /// `ts_recv` range of row group `rg` from its statistics (column `column`), if written.
@@ -149,12 +145,15 @@ fn constant_text(group: &RowGroupMetaData, column: Option<usize>) -> Option<&str
     let Statistics::ByteArray(s) = stats else {
         return None;
     };
+    std::str::from_utf8(constant(stats, s)?.data()).ok()
+}
+
+/// The minimum of `s` (the typed side of `stats`) when it is exact and equal to an exact
+/// maximum and no value is null: the one value of the column chunk.
+fn constant<'a, T: PartialEq>(stats: &Statistics, s: &'a ValueStatistics<T>) -> Option<&'a T> {
     let exact = s.min_is_exact() && s.max_is_exact() && stats.null_count_opt() == Some(0);
     let (min, max) = (s.min_opt()?, s.max_opt()?);
-    if !exact || min != max {
-        return None;
-    }
-    std::str::from_utf8(min.data()).ok()
+    (exact && min == max).then_some(min)
 }
 
 /// The one value of a row group's price or size scale column (`column`), when its
@@ -165,12 +164,7 @@ fn constant_scale(group: &RowGroupMetaData, column: Option<usize>) -> Option<u8>
     let Statistics::Int32(s) = stats else {
         return None;
     };
-    let exact = s.min_is_exact() && s.max_is_exact() && stats.null_count_opt() == Some(0);
-    let (min, max) = (s.min_opt()?, s.max_opt()?);
-    if !exact || min != max {
-        return None;
-    }
-    u8::try_from(*min).ok()
+    u8::try_from(*constant(stats, s)?).ok()
 }
 
 /// Columns read as dictionaries: a few distinct short strings per file, so a row costs
