@@ -87,19 +87,34 @@ impl Ahead {
         }
     }
 
-    /// The first burst held: its time, its events, and whether it is whole (a later
-    /// event is held, or the data ended).
-    fn first_burst(&self) -> Option<(UnixNanos, usize, bool)> {
-        let ts = self.messages.front()?.ts;
-        let n = self.messages.iter().take_while(|m| m.ts == ts).count();
-        Some((ts, n, n < self.messages.len() || self.ended))
+    /// The first burst held, once it is whole (a later event is held, or the data
+    /// ended): its time and its events. `Err(())` while it is not whole yet; None when
+    /// nothing is held. Only the first and last messages are looked at until then, so
+    /// reading a burst of thousands of events one at a time stays linear.
+    fn first_burst(&self) -> Result<Option<(UnixNanos, usize)>, ()> {
+        let (Some(first), Some(last)) = (self.messages.front(), self.messages.back()) else {
+            return Ok(None);
+        };
+        if last.ts == first.ts && !self.ended {
+            return Err(());
+        }
+        let n = self
+            .messages
+            .iter()
+            .take_while(|m| m.ts == first.ts)
+            .count();
+        Ok(Some((first.ts, n)))
     }
 
-    /// The topic and payload of message `m`, which starts at `at` in the buffer.
-    fn message(&self, at: usize, m: Message) -> (&[u8], &[u8]) {
-        let topic = &self.bytes[at..at + m.topic as usize];
-        let payload = &self.bytes[at + m.topic as usize..at + (m.topic + m.payload) as usize];
-        (topic, payload)
+    /// The first `n` messages held, in order: each with its topic and payload.
+    fn messages(&self, n: usize) -> impl Iterator<Item = (Message, &[u8], &[u8])> {
+        let mut at = self.head;
+        self.messages.iter().take(n).map(move |&m| {
+            let (topic, payload) =
+                self.bytes[at..at + (m.topic + m.payload) as usize].split_at(m.topic as usize);
+            at += (m.topic + m.payload) as usize;
+            (m, topic, payload)
+        })
     }
 
     /// Bytes of the messages held.
@@ -146,8 +161,8 @@ fn whole_burst(
 ) -> Result<Option<(UnixNanos, usize)>> {
     loop {
         match ahead.first_burst() {
-            Some((ts, n, true)) => return Ok(Some((ts, n))),
-            None if ahead.ended => return Ok(None),
+            Ok(Some(burst)) => return Ok(Some(burst)),
+            Ok(None) if ahead.ended => return Ok(None),
             _ => {
                 read(ahead, source, link, keep)?;
             }
@@ -239,16 +254,13 @@ fn write_burst(
         link.flush()?;
     }
     let mut unpublished = 0;
-    let mut at = ahead.head;
-    for m in ahead.messages.iter().take(n) {
+    for (m, topic, payload) in ahead.messages(n) {
         // Never published early: a ring without room waits for the due time first.
         if !link.bus.can_stage(BURST_ROOM) {
             publish(link, state.pacer, ts, unpublished, began);
             unpublished = 0;
         }
-        let (topic, payload) = ahead.message(at, *m);
         link.bus.send_raw(topic, payload)?;
-        at += (m.topic + m.payload) as usize;
         unpublished += 1;
         count(&mut link.stats, m.ts, m.gap);
     }
@@ -297,37 +309,35 @@ mod tests {
                 (e, topic, payload)
             })
             .collect();
-        assert!(ahead.first_burst().is_none());
+        assert_eq!(ahead.first_burst(), Ok(None));
         for (e, t, p) in &all[..3] {
             ahead.push(e, (t, p), true);
         }
-        assert_eq!(ahead.first_burst(), Some((10, 3, false)), "not whole yet");
+        assert_eq!(ahead.first_burst(), Err(()), "not whole yet");
         ahead.push(&all[3].0, (&all[3].1, &all[3].2), true);
-        assert_eq!(ahead.first_burst(), Some((10, 3, true)));
-        let mut at = ahead.head;
-        for (i, m) in ahead.messages.iter().take(3).enumerate() {
-            assert_eq!(ahead.message(at, *m), (&all[i].1[..], &all[i].2[..]));
-            at += (m.topic + m.payload) as usize;
-        }
+        assert_eq!(ahead.first_burst(), Ok(Some((10, 3))));
+        let got: Vec<_> = ahead.messages(3).map(|(_, t, p)| (t, p)).collect();
+        let want: Vec<_> = all[..3].iter().map(|(_, t, p)| (&t[..], &p[..])).collect();
+        assert_eq!(got, want);
         assert_eq!(
             ahead.events.iter().take(3).cloned().collect::<Vec<_>>(),
             [all[0].0.clone(), all[1].0.clone(), all[2].0.clone()]
         );
         ahead.pop(3);
-        assert_eq!(ahead.first_burst(), Some((20, 1, false)));
-        let m = ahead.messages[0];
-        assert_eq!(ahead.message(ahead.head, m), (&all[3].1[..], &all[3].2[..]));
+        assert_eq!(ahead.first_burst(), Err(()), "20 is not whole yet");
+        let (_, t, p) = ahead.messages(1).next().unwrap();
+        assert_eq!((t, p), (&all[3].1[..], &all[3].2[..]));
         ahead.push(&all[4].0, (&all[4].1, &all[4].2), false);
         ahead.pop(1);
         ahead.ended = true;
         assert_eq!(
             ahead.first_burst(),
-            Some((30, 1, true)),
+            Ok(Some((30, 1))),
             "the end makes it whole"
         );
         assert_eq!(ahead.events.len(), 0, "events are kept only when asked");
         ahead.pop(1);
-        assert!(ahead.first_burst().is_none());
+        assert_eq!(ahead.first_burst(), Ok(None));
         assert_eq!((ahead.bytes.len(), ahead.head), (0, 0), "emptied, reused");
     }
 
@@ -346,10 +356,9 @@ mod tests {
         ahead.push(&event(600, 1), (b"t", &payload(600)), false);
         assert_eq!(ahead.head, 0, "compacted");
         assert_eq!(ahead.held(), held + 1 + payload(600).len());
-        let mut at = ahead.head;
-        for (k, m) in ahead.messages.iter().enumerate() {
-            assert_eq!(ahead.message(at, *m), (&b"t"[..], &payload(400 + k)[..]));
-            at += (m.topic + m.payload) as usize;
+        for (k, (_, t, p)) in ahead.messages(usize::MAX).enumerate() {
+            assert_eq!((t, p), (&b"t"[..], &payload(400 + k)[..]));
         }
+        assert_eq!(ahead.messages(usize::MAX).count(), 201);
     }
 }
