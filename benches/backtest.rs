@@ -47,7 +47,7 @@ use ticktape::exchange::ExchangeSettings;
 use ticktape::exchange::models::{FeeSchedule, LatencySpec, QueueSpec};
 use ticktape::feeds::import::{self, ImportFormat, ImportOptions};
 use ticktape::shutdown::Stop;
-use ticktape::store::{EventReader, Selection, WriterOptions};
+use ticktape::store::{EventReader, Selection, SpareIds, WriterOptions};
 use ticktape::strategy::examples::Quoter;
 use ticktape::strategy::{Context, Fill, OrderSide, OrderUpdate, Reply, Strategy};
 
@@ -440,7 +440,7 @@ fn read_round(dataset: &Path) -> Result<serde_json::Value> {
     let mut reader = EventReader::open(dataset, Selection::default())?;
     // Batches of 1,024 events, read as the read-ahead reads them (the same decoding path).
     let mut batch: Vec<Event> = (0..1024).map(|_| Event::blank()).collect();
-    let mut spares = vec![String::new(); batch.len()];
+    let mut spares = SpareIds::for_events(batch.len());
     let mut last: UnixNanos = 0;
     loop {
         let n = reader.read_many_into(&mut batch, &mut spares)?;

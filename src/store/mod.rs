@@ -35,6 +35,7 @@ use rustc_hash::FxHashMap;
 
 pub use read_ahead::{EventSource, ReadAhead};
 pub use reader::{DataFile, EventReader, Selection};
+pub use schema::SpareIds;
 pub use streams::{SessionMarker, StreamTail, StreamTails};
 pub use writer::{DatasetWriter, WriterOptions, WriterStats};
 

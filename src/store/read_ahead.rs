@@ -18,12 +18,11 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::EventReader;
+use super::schema::SpareIds;
 use crate::event::Event;
 
 /// Events per batch: large enough that the queues cost little per event, small enough
-/// that a batch (about 150 KiB) stays in the caches between the two cores and that
-/// every slot soon holds a spare trade id (4,096 left the batches allocating trade ids
-/// through a whole day of data: 0.064 allocations per event in steady state, not 0.044).
+/// that a batch (about 150 KiB) stays in the caches between the two cores.
 const BATCH: usize = 1024;
 
 /// Batches in circulation: the consumer's, the reader's, and fourteen waiting (about
@@ -32,18 +31,13 @@ const BATCH: usize = 1024;
 /// with two batches waiting, either often stalled the other; with fourteen the reader
 /// runs up to 14,000 events ahead and both stall far less. Measured on the backtest bench
 /// in quiet windows (interleaved, 5 rounds each): 40–51 ms a round against 50–65 ms with
-/// four batches, at 2.5 MiB more peak RSS and 0.017 more allocations per event (each slot
-/// allocates its trade id once).
+/// four batches, at 2.5 MiB more peak RSS.
 const BATCHES: usize = 16;
 
 /// A batch of events; `filled` leading ones hold data, the rest are allocations kept for
 /// the next fill.
 struct Batch {
     events: Vec<Event>,
-    /// Each slot's spare trade id: a slot that holds a trade one time and a book delta
-    /// the next keeps its string here, so the batch stops allocating once every slot has
-    /// held a trade.
-    spares: Vec<String>,
     filled: usize,
 }
 
@@ -69,14 +63,20 @@ impl ReadAhead {
                 // the start of every run on this VM, 3–4 % of a backtest of the Binance
                 // USD-M capture), and the first is filled at once.
                 let mut made = 0;
+                // The trade id strings of every batch's events that hold no trade, one
+                // pool for them all: strings are allocated until the batches in
+                // circulation once held that many trades at the same time (a burst of
+                // trades early in the data), then never. With a pool per batch, each
+                // batch had to meet its own burst: 5,526 allocations through the
+                // Binance USD-M capture, against 12,069 with a string per slot.
+                let mut spares = SpareIds::default();
                 // A closed queue means the consumer is gone: stop quietly.
                 while let Some(mut batch) = next_empty(&empty_rx, &mut made) {
                     batch.filled = 0;
                     let mut end = false;
                     while batch.filled < BATCH {
                         let i = batch.filled;
-                        match reader.read_many_into(&mut batch.events[i..], &mut batch.spares[i..])
-                        {
+                        match reader.read_many_into(&mut batch.events[i..], &mut spares) {
                             Ok(0) => {
                                 end = true;
                                 break;
@@ -195,6 +195,8 @@ pub enum EventSource {
 pub struct InlineBatch {
     reader: EventReader,
     batch: Batch,
+    /// The trade id strings of the batch's events that hold no trade.
+    spares: SpareIds,
     next: usize,
 }
 
@@ -206,8 +208,8 @@ impl InlineBatch {
         }
         self.batch.filled = 0;
         self.next = 0;
-        let Batch { events, spares, .. } = &mut self.batch;
-        self.batch.filled = self.reader.read_many_into(events, spares)?;
+        self.batch.filled =
+            (self.reader).read_many_into(&mut self.batch.events, &mut self.spares)?;
         Ok(self.batch.filled > 0)
     }
 }
@@ -237,6 +239,7 @@ impl EventSource {
             EventSource::InlineBatch(Box::new(InlineBatch {
                 reader,
                 batch: Batch::new(),
+                spares: SpareIds::default(),
                 next: 0,
             }))
         })
@@ -304,7 +307,6 @@ impl Batch {
     fn unallocated() -> Batch {
         Batch {
             events: Vec::new(),
-            spares: Vec::new(),
             filled: 0,
         }
     }
@@ -315,7 +317,6 @@ impl Batch {
         let blank = Event::blank();
         Batch {
             events: vec![blank; BATCH],
-            spares: vec![String::new(); BATCH],
             filled: 0,
         }
     }

@@ -35,7 +35,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::statistics::{Statistics, ValueStatistics};
 
 use super::layout;
-use super::schema::{BatchView, Constants, RowNames};
+use super::schema::{BatchView, Constants, RowNames, SpareIds};
 use crate::event::{Event, Kind, UnixNanos};
 
 /// Which events to read. Empty lists mean "all".
@@ -507,8 +507,8 @@ pub struct EventReader {
     cursors: Vec<Option<Cursor>>,
     selection: Selection,
     names: RowNames,
-    /// A trade id `String` kept while non-trade events pass through [`EventReader::read_into`].
-    spare_trade_id: String,
+    /// Trade id `String`s kept while non-trade events pass through [`EventReader::read_into`].
+    spare_ids: SpareIds,
     batch_rows: usize,
     /// [`Selection::keeps_every_row`] of `selection`.
     keeps_every_row: bool,
@@ -535,7 +535,7 @@ impl EventReader {
             deferred: None,
             selection,
             names: RowNames::default(),
-            spare_trade_id: String::new(),
+            spare_ids: SpareIds::default(),
             batch_rows: 4096,
             delivered: 0,
         })
@@ -593,43 +593,41 @@ impl EventReader {
     /// its allocations; false at the end. The allocation-free form of the iterator, for
     /// loops that handle one event at a time.
     pub fn read_into(&mut self, event: &mut Event) -> Result<bool> {
-        let mut spare = std::mem::take(&mut self.spare_trade_id);
-        let read = self.read_into_with(event, &mut spare);
-        self.spare_trade_id = spare;
+        let mut spares = std::mem::take(&mut self.spare_ids);
+        let read = self.read_into_with(event, &mut spares);
+        self.spare_ids = spares;
         read
     }
 
-    /// [`Self::read_into`] with the caller's spare trade id `String`: a trade read over a
-    /// non-trade event takes its allocation, a non-trade read over a trade leaves its id's
-    /// there. For callers that keep many events (a batch of them), each with its spare.
-    pub fn read_into_with(&mut self, event: &mut Event, spare: &mut String) -> Result<bool> {
+    /// [`Self::read_into`] with the caller's pool of trade id `String`s: a trade read over
+    /// a non-trade event takes one, a non-trade read over a trade leaves its id's there.
+    /// For callers that keep many events (a batch of them), with one pool for them all.
+    pub fn read_into_with(&mut self, event: &mut Event, spares: &mut SpareIds) -> Result<bool> {
         let Some((order, row)) = self.next_row()? else {
             return Ok(false);
         };
         let cursor = self.cursors[order].as_mut().context("cursor vanished")?;
         let view = cursor.batch.as_ref().context("cursor without batch")?;
-        view.event_into(row, &mut self.names, event, spare)
+        view.event_into(row, &mut self.names, event, spares)
             .with_context(|| format!("bad row in {}", cursor.path.display()))?;
         self.advance(order)?;
         Ok(true)
     }
 
-    /// Reads up to `events.len()` events over `events` (the spare trade id of
-    /// `events[i]` in `spares[i]`), as many calls of [`Self::read_into_with`] would;
+    /// Reads up to `events.len()` events over `events` (`spares` the pool of their trade
+    /// id `String`s), as many calls of [`Self::read_into_with`] would;
     /// returns how many, 0 only at the end. Rows of the one open file that no other file
     /// can precede are decoded in a loop over its batch without the merge's per-row
     /// bookkeeping. An error after some events is returned by the next call.
-    pub fn read_many_into(&mut self, events: &mut [Event], spares: &mut [String]) -> Result<usize> {
+    pub fn read_many_into(&mut self, events: &mut [Event], spares: &mut SpareIds) -> Result<usize> {
         if let Some(e) = self.deferred.take() {
             return Err(e);
         }
-        let want = events.len().min(spares.len());
+        let want = events.len();
         let mut n = 0;
         while n < want {
-            let read = match self.run_in_batch(&mut events[n..want], &mut spares[n..want]) {
-                Ok(0) => self
-                    .read_into_with(&mut events[n], &mut spares[n])
-                    .map(usize::from),
+            let read = match self.run_in_batch(&mut events[n..want], spares) {
+                Ok(0) => self.read_into_with(&mut events[n], spares).map(usize::from),
                 other => other,
             };
             match read {
@@ -652,7 +650,7 @@ impl EventReader {
     /// the merge reads (it moves to the next batch or file), and before a row it cannot
     /// decode (an error only when it is the first). The cursor stays on a kept row, the
     /// merge's invariant.
-    fn run_in_batch(&mut self, events: &mut [Event], spares: &mut [String]) -> Result<usize> {
+    fn run_in_batch(&mut self, events: &mut [Event], spares: &mut SpareIds) -> Result<usize> {
         if !self.keeps_every_row || !self.heap.is_empty() {
             return Ok(0);
         }
@@ -674,7 +672,7 @@ impl EventReader {
         else {
             return Ok(0);
         };
-        let want = events.len().min(spares.len());
+        let want = events.len();
         let mut k = 0;
         while k < want && *row + 1 < *rows {
             // The rows the batch's fast path vouches for, in one loop ...
@@ -686,8 +684,7 @@ impl EventReader {
                     .position(|j| view.ts_recv(*row + j) >= bound)
                     .unwrap_or(window)
             };
-            let fast =
-                view.valid_rows_into(*row, &mut events[k..k + window], &mut spares[k..k + window]);
+            let fast = view.valid_rows_into(*row, &mut events[k..k + window], spares);
             *row += fast;
             k += fast;
             if k == want || *row + 1 == *rows || view.ts_recv(*row) >= bound {
@@ -695,7 +692,7 @@ impl EventReader {
             }
             // ... then the row it stopped at (every row of a batch without one), checked
             // on its own: a bad row is an error when it is the first.
-            if let Err(e) = view.event_into(*row, &mut self.names, &mut events[k], &mut spares[k]) {
+            if let Err(e) = view.event_into(*row, &mut self.names, &mut events[k], spares) {
                 if k == 0 {
                     return Err(e.context(format!("bad row in {}", path.display())));
                 }
@@ -925,7 +922,7 @@ mod tests {
     ) -> (Vec<Event>, Option<String>) {
         let mut reader = EventReader::open(root, selection).unwrap();
         let mut events: Vec<Event> = (0..chunk).map(|_| Event::blank()).collect();
-        let mut spares = vec![String::new(); chunk];
+        let mut spares = SpareIds::for_events(chunk);
         let mut got = Vec::new();
         loop {
             match reader.read_many_into(&mut events, &mut spares) {
@@ -1017,6 +1014,38 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn one_pool_of_trade_id_strings_serves_a_batch_of_events() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &mixed(3_000, None), 1_000);
+        let mut reader = EventReader::open(dir.path(), Selection::default()).unwrap();
+        let mut events = vec![Event::blank(); 50];
+        let mut spares = SpareIds::for_events(events.len());
+        let mut pooled_once = false;
+        loop {
+            let n = reader.read_many_into(&mut events, &mut spares).unwrap();
+            if n == 0 {
+                break;
+            }
+            // A string is in the pool or in one event's trade, never both, so the pool
+            // (sized for the batch) never grows: a trade every seventh row needs about 8.
+            let held = (events.iter())
+                .filter(|e| matches!(&e.body, Body::Trade(t) if t.trade_id.capacity() > 0))
+                .count();
+            assert!(
+                held + spares.len() <= events.len(),
+                "{held} + {}",
+                spares.len()
+            );
+            pooled_once |= !spares.is_empty();
+        }
+        assert!(
+            pooled_once,
+            "a trade replaced by a book delta gives its string back"
+        );
+        assert_eq!(reader.delivered, 3_000);
     }
 
     #[test]
@@ -1124,7 +1153,7 @@ mod tests {
             assert_eq!(digits(r), digits(w), "row {}", w.pub_seq - 1);
         }
         let mut events = vec![Event::blank(); 700];
-        let mut spares = vec![String::new(); 700];
+        let mut spares = SpareIds::for_events(700);
         let mut reader = EventReader::open(dir.path(), Selection::default()).unwrap();
         let mut many = Vec::new();
         loop {
