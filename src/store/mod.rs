@@ -14,11 +14,14 @@
 //! hash of every closed file for `inspect --verify`.
 
 pub mod checksums;
+mod columns;
 pub mod files;
+mod hybrid;
 pub mod journal;
 pub mod layout;
 pub mod read_ahead;
 pub mod reader;
+pub mod rows;
 pub mod schema;
 pub mod streams;
 pub mod writer;
@@ -30,12 +33,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rustc_hash::FxHashMap;
 
 pub use read_ahead::{EventSource, ReadAhead};
 pub use reader::{DataFile, EventReader, Selection};
-pub use schema::SpareIds;
+pub use rows::SpareIds;
 pub use streams::{SessionMarker, StreamTail, StreamTails};
 pub use writer::{DatasetWriter, WriterOptions, WriterStats};
 
@@ -396,25 +398,16 @@ fn event_hash(event: &crate::event::Event) -> u64 {
 
 /// Counts the events of a closed part file by content, into `out`.
 fn count_events(path: &Path, out: &mut FxHashMap<u64, u32>) -> Result<()> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .with_context(|| {
-            format!(
-                "cannot read {}, a closed part of a generation whose journal is damaged; nothing was changed: move the file aside and run `ticktape recover` again",
-                path.display()
-            )
-        })?;
-    let mut names = schema::RowNames::default();
-    for batch in reader {
-        let batch = batch.with_context(|| format!("cannot read {}", path.display()))?;
-        let view = schema::BatchView::new(&batch)?;
-        for i in 0..batch.num_rows() {
-            *out.entry(event_hash(&view.event(i, &mut names)?))
-                .or_default() += 1;
-        }
-    }
-    Ok(())
+    rows::for_each_event(path, |event| {
+        *out.entry(event_hash(&event)).or_default() += 1;
+        Ok(())
+    })
+    .with_context(|| {
+        format!(
+            "cannot read {}, a closed part of a generation whose journal is damaged; nothing was changed: move the file aside and run `ticktape recover` again",
+            path.display()
+        )
+    })
 }
 
 /// Where recovery puts journaled events it cannot store.

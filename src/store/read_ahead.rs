@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::EventReader;
-use super::schema::SpareIds;
+use super::rows::SpareIds;
 use crate::event::Event;
 
 /// Events per batch: large enough that the queues cost little per event, small enough

@@ -25,17 +25,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
-    ParquetRecordBatchReaderBuilder,
-};
-use parquet::file::metadata::{ParquetMetaData, RowGroupMetaData};
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::statistics::{Statistics, ValueStatistics};
 
 use super::layout;
-use super::schema::{BatchView, Constants, RowNames, SpareIds};
+use super::rows::{BatchView, Constants, RowNames, SpareIds};
 use crate::event::{Event, Kind, UnixNanos};
 
 /// Which events to read. Empty lists mean "all".
@@ -167,35 +162,6 @@ fn constant_scale(group: &RowGroupMetaData, column: Option<usize>) -> Option<u8>
     u8::try_from(*constant(stats, s)?).ok()
 }
 
-/// Columns read as dictionaries: a few distinct short strings per file, so a row costs
-/// a key instead of a copy of its text.
-const DICTIONARY_COLUMNS: &[&str] = &["kind", "side"];
-
-/// `plain` with [`DICTIONARY_COLUMNS`] read as dictionary arrays where the file stores
-/// them as strings (otherwise as it is).
-fn with_dictionaries(plain: ArrowReaderMetadata) -> ArrowReaderMetadata {
-    let fields: Vec<arrow_schema::Field> = plain
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            let field = (**f).clone();
-            if DICTIONARY_COLUMNS.contains(&f.name().as_str())
-                && *f.data_type() == arrow_schema::DataType::Utf8
-            {
-                let key = Box::new(arrow_schema::DataType::Int32);
-                let value = Box::new(arrow_schema::DataType::Utf8);
-                field.with_data_type(arrow_schema::DataType::Dictionary(key, value))
-            } else {
-                field
-            }
-        })
-        .collect();
-    let schema = Arc::new(arrow_schema::Schema::new(fields));
-    let options = ArrowReaderOptions::new().with_schema(schema);
-    ArrowReaderMetadata::try_new(plain.metadata().clone(), options).unwrap_or(plain)
-}
-
 /// Runs one step of the parquet crate's decoding, turning a panic into an error naming
 /// the file. The crate asserts on some malformed input (found by fuzzing: a page whose
 /// bit width shifts past 64 bits), and a damaged file must be refused, not take the
@@ -239,27 +205,6 @@ fn check_footer(meta: &ParquetMetaData, file_len: u64) -> Result<()> {
                     column.compressed_size()
                 );
             }
-        }
-    }
-    Ok(())
-}
-
-/// Refuses a batch with nulls in a column the dataset schema declares non-nullable.
-fn check_required_columns(batch: &arrow_array::RecordBatch, path: &Path) -> Result<()> {
-    for field in super::schema::schema().fields() {
-        if field.is_nullable() {
-            continue;
-        }
-        if let Some(column) = batch.column_by_name(field.name())
-            && column.null_count() > 0
-        {
-            bail!(
-                "{}: {} row(s) with a null {} in one batch; every row needs one (ticktape \
-                 never writes it null). Repair or remove the file that wrote them",
-                path.display(),
-                column.null_count(),
-                field.name()
-            );
         }
     }
     Ok(())
@@ -361,54 +306,46 @@ pub fn partitions(root: &Path) -> Result<BTreeSet<(String, String)>> {
 /// venue and symbol columns when its statistics show them constant (a file holds one
 /// instrument: decoding two string columns per row to learn one name is the largest
 /// avoidable cost of reading), likewise without the price and size scales (an
-/// instrument's tick rarely changes: two columns of one value each, decoded, zeroed first
-/// by the parquet crate and checked for nulls on every row), and without the gap columns
-/// when they are all null.
+/// instrument's tick rarely changes: two columns of one value each, decoded and checked
+/// for nulls on every row), and without the gap columns when they are all null.
 struct Cursor {
     order: usize,
     file: File,
-    meta: ArrowReaderMetadata,
+    meta: Arc<ParquetMetaData>,
     /// Row groups still to read, in order.
     groups: std::vec::IntoIter<usize>,
     batch_rows: usize,
-    reader: Option<ParquetRecordBatchReader>,
-    /// Venue, symbol and scales of every row of the current row group, when constant.
-    constants: Constants,
-    batch: Option<BatchView>,
+    /// The current row group's columns and the rows of its last batch, in buffers reused
+    /// from batch to batch.
+    view: BatchView,
+    /// Rows of the last batch (0 before the first).
     rows: usize,
     row: usize,
     path: PathBuf,
 }
 
 impl Cursor {
-    /// Opens the next row group's reader; false when none is left.
+    /// Starts the next row group; false when none is left.
     fn open_group(&mut self, names: &mut RowNames) -> Result<bool> {
         let Some(group) = self.groups.next() else {
-            self.reader = None;
             return Ok(false);
         };
-        let meta = self.meta.metadata();
+        let meta = &*self.meta;
         let rg = meta.row_group(group);
         let (venue_col, symbol_col) = (leaf_column(meta, "venue"), leaf_column(meta, "symbol"));
         let venue = constant_text(rg, venue_col);
         let symbol = constant_text(rg, symbol_col);
         // Only where the file declares the scales as the dataset schema does (`UInt8`): a
         // column of another type stays read, and refused with the error it always got.
-        let declared_u8 = |name: &str| {
-            self.meta
-                .schema()
-                .field_with_name(name)
-                .ok()
-                .map(|f| f.data_type())
-                == Some(&arrow_schema::DataType::UInt8)
-        };
+        let declared_u8 =
+            |c: Option<usize>| c.is_some_and(|c| super::columns::stored_as_u8(meta, c));
         let scale_cols = (
             leaf_column(meta, "price_scale"),
             leaf_column(meta, "size_scale"),
         );
-        let price_scale = constant_scale(rg, scale_cols.0).filter(|_| declared_u8("price_scale"));
-        let size_scale = constant_scale(rg, scale_cols.1).filter(|_| declared_u8("size_scale"));
-        let all_null: Vec<usize> = super::schema::SKIPPABLE_WHEN_NULL
+        let price_scale = constant_scale(rg, scale_cols.0).filter(|_| declared_u8(scale_cols.0));
+        let size_scale = constant_scale(rg, scale_cols.1).filter(|_| declared_u8(scale_cols.1));
+        let all_null: Vec<usize> = super::rows::SKIPPABLE_WHEN_NULL
             .iter()
             .filter_map(|name| leaf_column(meta, name))
             .filter(|&c| {
@@ -423,75 +360,50 @@ impl Cursor {
                 || (size_scale.is_some() && Some(i) == scale_cols.1)
                 || all_null.contains(&i)
         };
-        let leaves = meta.file_metadata().schema_descr().num_columns();
-        let mask = ProjectionMask::leaves(
-            meta.file_metadata().schema_descr(),
-            (0..leaves).filter(|&i| !skip(i)),
-        );
-        self.constants = Constants {
+        let constants = Constants {
             venue: venue.map(|v| names.venue(v)),
             symbol: symbol.map(|s| names.symbol(s)),
             price_scale,
             size_scale,
         };
-        let handle = self
-            .file
-            .try_clone()
-            .with_context(|| format!("cannot open {}", self.path.display()))?;
-        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(handle, self.meta.clone())
-            .with_batch_size(self.batch_rows)
-            .with_row_groups(vec![group])
-            .with_projection(mask);
-        let reader = guarded(&self.path, || builder.build())?
-            .with_context(|| format!("{} is not a readable Parquet file", self.path.display()))?;
-        self.reader = Some(reader);
+        let (file, view) = (&self.file, &mut self.view);
+        guarded(&self.path, || {
+            view.open_group(file, meta, group, constants, skip)
+        })?
+        .with_context(|| format!("cannot read {}", self.path.display()))?;
         Ok(true)
     }
 
     /// Moves to the next row the selection keeps; false at end of file.
     fn advance_to_kept(&mut self, selection: &Selection, names: &mut RowNames) -> Result<bool> {
         loop {
-            if let Some(view) = &self.batch {
-                while self.row < self.rows {
-                    let ts = view.ts_recv(self.row);
-                    let kind_ok = selection.kinds.is_empty()
-                        || view
-                            .kind(self.row)
-                            .is_some_and(|k| selection.kinds.contains(&k));
-                    if kind_ok && selection.keeps_ts(ts) {
-                        return Ok(true);
-                    }
-                    self.row += 1;
+            while self.row < self.rows {
+                let ts = self.view.ts_recv(self.row);
+                let kind_ok = selection.kinds.is_empty()
+                    || (self.view)
+                        .kind(self.row)
+                        .is_some_and(|k| selection.kinds.contains(&k));
+                if kind_ok && selection.keeps_ts(ts) {
+                    return Ok(true);
                 }
+                self.row += 1;
             }
-            let next = match self.reader.as_mut() {
-                Some(reader) => guarded(&self.path, || reader.next())?,
-                None => None,
-            };
-            match next {
-                Some(batch) => {
-                    let batch =
-                        batch.with_context(|| format!("cannot read {}", self.path.display()))?;
-                    check_required_columns(&batch, &self.path)?;
-                    self.rows = batch.num_rows();
-                    self.batch = Some(
-                        BatchView::with_constants(&batch, &self.constants)
-                            .with_context(|| format!("in {}", self.path.display()))?,
-                    );
-                    self.row = 0;
-                }
-                None => {
-                    if !self.open_group(names)? {
-                        return Ok(false);
-                    }
-                }
+            let (view, batch_rows) = (&mut self.view, self.batch_rows);
+            let rows = guarded(&self.path, || view.next_batch(batch_rows))?
+                .with_context(|| format!("cannot read {}", self.path.display()))?;
+            self.rows = rows;
+            self.row = 0;
+            if rows == 0 && !self.open_group(names)? {
+                return Ok(false);
             }
         }
     }
 
     fn ts(&self) -> Result<UnixNanos> {
-        let view = self.batch.as_ref().context("cursor without batch")?;
-        Ok(view.ts_recv(self.row))
+        if self.row >= self.rows {
+            bail!("cursor without batch");
+        }
+        Ok(self.view.ts_recv(self.row))
     }
 }
 
@@ -565,19 +477,16 @@ impl EventReader {
         let handle = File::open(&file.path)
             .with_context(|| format!("cannot open {}", file.path.display()))?;
         let meta = guarded(&file.path, || {
-            ArrowReaderMetadata::load(&handle, Default::default())
+            ParquetMetaDataReader::new().parse_and_finish(&handle)
         })?
         .with_context(|| format!("{} is not a readable Parquet file", file.path.display()))?;
-        let meta = with_dictionaries(meta);
         let mut cursor = Cursor {
             order,
             file: handle,
-            meta,
+            meta: Arc::new(meta),
             groups: file.row_groups.clone().into_iter(),
             batch_rows: self.batch_rows,
-            reader: None,
-            constants: Constants::default(),
-            batch: None,
+            view: BatchView::default(),
             rows: 0,
             row: 0,
             path: file.path.clone(),
@@ -607,8 +516,8 @@ impl EventReader {
             return Ok(false);
         };
         let cursor = self.cursors[order].as_mut().context("cursor vanished")?;
-        let view = cursor.batch.as_ref().context("cursor without batch")?;
-        view.event_into(row, &mut self.names, event, spares)
+        (cursor.view)
+            .event_into(row, &mut self.names, event, spares)
             .with_context(|| format!("bad row in {}", cursor.path.display()))?;
         self.advance(order)?;
         Ok(true)
@@ -663,7 +572,7 @@ impl EventReader {
             .get(self.next_file)
             .map_or(UnixNanos::MAX, |f| f.min_ts);
         let Some(Cursor {
-            batch: Some(view),
+            view,
             row,
             rows,
             path,
@@ -752,11 +661,8 @@ impl EventReader {
         let cursor = self.cursors[order].as_mut().context("cursor vanished")?;
         cursor.row += 1;
         // The usual case: the next row is in the same batch and no filter applies.
-        if self.keeps_every_row
-            && cursor.row < cursor.rows
-            && let Some(view) = &cursor.batch
-        {
-            self.current = Some((view.ts_recv(cursor.row), cursor.order));
+        if self.keeps_every_row && cursor.row < cursor.rows {
+            self.current = Some((cursor.view.ts_recv(cursor.row), cursor.order));
             self.delivered += 1;
             return Ok(());
         }
@@ -775,8 +681,7 @@ impl EventReader {
             return Ok(None);
         };
         let cursor = self.cursors[order].as_ref().context("cursor vanished")?;
-        let view = cursor.batch.as_ref().context("cursor without batch")?;
-        let event = view
+        let event = (cursor.view)
             .event(row, &mut self.names)
             .with_context(|| format!("bad row in {}", cursor.path.display()))?;
         self.advance(order)?;
@@ -1013,6 +918,69 @@ mod tests {
                 error.contains("row 501") && error.contains("book price 0.0 must be above zero"),
                 "{error}"
             );
+        }
+    }
+
+    /// The reader decodes `kind` and `side` pages itself (dictionary keys, plain texts,
+    /// levels of both page versions) and every other column through the parquet crate's
+    /// column readers: every page layout another writer may choose reads back the same.
+    #[test]
+    fn every_page_layout_another_writer_may_choose_reads_back_the_same_events() {
+        use parquet::basic::Encoding;
+        use parquet::file::properties::WriterVersion;
+        let batch = mixed(3_000, None);
+        let read = |props: WriterProperties| {
+            let dir = tempfile::tempdir().unwrap();
+            let part = layout::partition_dir(dir.path(), "v", "S", layout::day_of(T0));
+            std::fs::create_dir_all(&part).unwrap();
+            let file = File::create(part.join(layout::part_name(0, 0))).unwrap();
+            let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+            let events: Vec<Event> = EventReader::open(dir.path(), Selection::default())
+                .unwrap()
+                .map(|e| e.unwrap())
+                .collect();
+            let (many, error) = read_many_events(dir.path(), Selection::default(), 333);
+            assert!(error.is_none(), "{error:?}");
+            assert_eq!(many, events);
+            events
+        };
+        let plain = || WriterProperties::builder().set_max_row_group_row_count(Some(1_200));
+        let expected = read(plain().build());
+        assert_eq!(expected.len(), 3_000);
+        assert!(matches!(expected[1_000].body, Body::Gap(_)));
+        assert!(matches!(expected[3].body, Body::Trade(_)));
+        let layouts = [
+            (
+                "pages of version 2",
+                plain().set_writer_version(WriterVersion::PARQUET_2_0),
+            ),
+            ("no dictionary", plain().set_dictionary_enabled(false)),
+            (
+                "no dictionary, pages of version 2",
+                plain()
+                    .set_dictionary_enabled(false)
+                    .set_writer_version(WriterVersion::PARQUET_2_0),
+            ),
+            (
+                "delta byte arrays (read through the parquet crate)",
+                ["kind", "side", "trade_id"].iter().fold(
+                    plain().set_dictionary_enabled(false),
+                    |props, &column| {
+                        props.set_column_encoding(column.into(), Encoding::DELTA_BYTE_ARRAY)
+                    },
+                ),
+            ),
+            (
+                "pages of 100 rows",
+                plain()
+                    .set_data_page_row_count_limit(100)
+                    .set_write_batch_size(50),
+            ),
+        ];
+        for (what, props) in layouts {
+            assert!(read(props.build()) == expected, "{what}");
         }
     }
 

@@ -1,0 +1,970 @@
+//! A dataset file's columns, decoded a batch of rows at a time by the parquet crate's
+//! column readers into buffers kept from batch to batch.
+//!
+//! The Arrow reader hands every batch in new arrays: about 148 allocations per batch of
+//! 4,096 rows, the largest part of a backtest's allocations once its own hot path made
+//! none (0.032 per event on the Binance USD-M capture). Here a row group's column chunks
+//! are read from the file in one piece, each column gets a reader over it, and every
+//! batch is decoded into the same vectors: what is left is per page (a decompressed page)
+//! and per row group (its bytes, a reader per column), never per batch or row.
+//!
+//! Columns are found by name and checked against the dataset schema
+//! ([`super::schema::schema`]) by their Parquet types: files written by other tools may
+//! order them differently, and a column of another type (a `UInt64` stored as a signed
+//! `INT64`, microsecond timestamps) is refused, as the Arrow reader refused it.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use bytes::{Buf, Bytes};
+use parquet::basic::{ConvertedType, Encoding, LogicalType, TimeUnit, Type as Physical};
+use parquet::column::page::{Page, PageReader};
+use parquet::column::reader::ColumnReaderImpl;
+use parquet::data_type::{ByteArray, ByteArrayType, DataType, Int32Type, Int64Type};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, RowGroupMetaData};
+use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::serialized_reader::SerializedPageReader;
+use parquet::schema::types::ColumnDescriptor;
+
+use super::hybrid::Hybrid;
+use crate::event::{Kind, Side};
+
+/// The Parquet types a dataset column may be stored as.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stored {
+    /// `INT64` timestamp in nanoseconds (Arrow's `Timestamp(Nanosecond, _)`).
+    Nanos,
+    /// `INT64` annotated unsigned (Arrow's `UInt64`), read as its bits.
+    U64,
+    /// `INT64`, signed (Arrow's `Int64`).
+    I64,
+    /// `INT32` annotated as an unsigned 8-bit integer (Arrow's `UInt8`).
+    U8,
+    /// `BYTE_ARRAY` annotated as UTF-8 text (Arrow's `Utf8`).
+    Text,
+}
+
+impl Stored {
+    /// True when column `c` is stored as `self`.
+    fn matches(self, c: &ColumnDescriptor) -> bool {
+        let logical = c.logical_type_ref();
+        let converted = c.converted_type();
+        let int = |bits: i8, signed: bool| match logical {
+            Some(LogicalType::Integer(t)) => t.bit_width == bits && t.is_signed == signed,
+            _ => false,
+        };
+        match self {
+            Stored::Nanos => {
+                c.physical_type() == Physical::INT64
+                    && matches!(logical, Some(LogicalType::Timestamp(t)) if t.unit == TimeUnit::NANOS)
+            }
+            Stored::U64 => {
+                c.physical_type() == Physical::INT64
+                    && (int(64, false) || converted == ConvertedType::UINT_64)
+            }
+            Stored::I64 => {
+                c.physical_type() == Physical::INT64
+                    && (int(64, true)
+                        || (logical.is_none()
+                            && matches!(converted, ConvertedType::NONE | ConvertedType::INT_64)))
+            }
+            Stored::U8 => {
+                c.physical_type() == Physical::INT32
+                    && (int(8, false) || converted == ConvertedType::UINT_8)
+            }
+            Stored::Text => {
+                c.physical_type() == Physical::BYTE_ARRAY
+                    && (matches!(logical, Some(LogicalType::String))
+                        || converted == ConvertedType::UTF8)
+            }
+        }
+    }
+}
+
+/// True when leaf column `column` of a file is stored as the dataset's `UInt8` columns
+/// are (the scales): a constant read from its statistics then stands for the column.
+pub fn stored_as_u8(meta: &ParquetMetaData, column: usize) -> bool {
+    let schema = meta.file_metadata().schema_descr();
+    column < schema.num_columns() && Stored::U8.matches(&schema.column(column))
+}
+
+/// A row group's column chunks, read from the file in one piece (one read, one
+/// allocation), served to the column readers by file offset.
+struct GroupBytes {
+    /// File offset of `bytes`.
+    start: u64,
+    bytes: Bytes,
+}
+
+impl GroupBytes {
+    /// Bytes `start..start + len` of the file (to the end of the piece without `len`).
+    fn range(&self, start: u64, len: Option<usize>) -> parquet::errors::Result<Bytes> {
+        let from = start
+            .checked_sub(self.start)
+            .and_then(|o| usize::try_from(o).ok())
+            .filter(|&o| o <= self.bytes.len());
+        let end = from.and_then(|o| match len {
+            Some(len) => o.checked_add(len).filter(|&e| e <= self.bytes.len()),
+            None => Some(self.bytes.len()),
+        });
+        match (from, end) {
+            (Some(from), Some(end)) => Ok(self.bytes.slice(from..end)),
+            _ => Err(ParquetError::EOF(format!(
+                "bytes {start}+{len:?} lie outside the row group's column chunks ({}+{})",
+                self.start,
+                self.bytes.len()
+            ))),
+        }
+    }
+}
+
+impl Length for GroupBytes {
+    fn len(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+}
+
+impl ChunkReader for GroupBytes {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(self.range(start, None)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.range(start, Some(length))
+    }
+}
+
+/// One column's values for the rows of the last batch, in vectors kept from batch to
+/// batch. A null row holds `T::default()` (an empty text for [`ByteArray`]), and
+/// [`Values::is_null`] tells it apart.
+pub struct Values<T> {
+    /// A value per row of the batch.
+    pub values: Vec<T>,
+    /// A definition level per row when the file declares the column nullable.
+    levels: Vec<i16>,
+    /// The level of a row that holds a value.
+    max_def: i16,
+    /// Null rows in the batch.
+    pub nulls: usize,
+    /// False when the column is not read (absent from the file, or left out of the row
+    /// group): every row is null.
+    pub present: bool,
+    /// True when a batch with nulls keeps `values` dense (only the rows that hold one)
+    /// and `index` gives each row's place in them: for text, where moving 32-byte values
+    /// to their rows and filling the rest costs more than an index.
+    dense: bool,
+    index: Vec<u32>,
+}
+
+impl<T> Default for Values<T> {
+    fn default() -> Values<T> {
+        Values {
+            values: Vec::new(),
+            levels: Vec::new(),
+            max_def: 0,
+            nulls: 0,
+            present: false,
+            dense: false,
+            index: Vec::new(),
+        }
+    }
+}
+
+impl<T: Clone> Values<T> {
+    /// True when row `i` is null.
+    #[inline(always)]
+    pub fn is_null(&self, i: usize) -> bool {
+        !self.present || (self.nulls > 0 && self.levels[i] < self.max_def)
+    }
+
+    /// Row `i`, `None` when null.
+    #[inline(always)]
+    pub fn value(&self, i: usize) -> Option<&T> {
+        if self.is_null(i) {
+            return None;
+        }
+        Some(if self.dense && self.nulls > 0 {
+            &self.values[self.index[i] as usize]
+        } else {
+            &self.values[i]
+        })
+    }
+
+    /// Row `i`, `None` when null.
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> Option<T> {
+        self.value(i).cloned()
+    }
+
+    /// Of a text column (dense), the values of the rows that hold one, in row order.
+    pub fn held(&self) -> &[T] {
+        debug_assert!(self.dense || self.nulls == 0);
+        &self.values
+    }
+}
+
+/// An empty text: what null rows of a text column hold (a [`ByteArray`] without bytes
+/// panics when read). `Bytes::new()` is static: no allocation.
+fn empty_text() -> ByteArray {
+    ByteArray::from(Bytes::new())
+}
+
+/// Where a column's values come from in a row group.
+#[derive(Clone, Copy)]
+enum Source {
+    /// Leaf column `usize` of the file.
+    Read(usize),
+    /// Left out: the caller knows its value from the row group's statistics.
+    Known,
+    /// Not in the file.
+    Missing,
+}
+
+/// A column's reader over the current row group and the values of its last batch.
+struct Slot<T: DataType> {
+    name: &'static str,
+    stored: Stored,
+    /// True when a file must hold the column (every column but the gap columns, which
+    /// the dataset schema added later).
+    in_file: bool,
+    /// True when the dataset schema declares the column non-nullable: a null is an error.
+    required: bool,
+    reader: Option<ColumnReaderImpl<T>>,
+    out: Values<T::T>,
+}
+
+impl<T: DataType> Slot<T> {
+    fn new(name: &'static str, stored: Stored, in_file: bool, required: bool) -> Slot<T> {
+        Slot {
+            name,
+            stored,
+            in_file,
+            required,
+            reader: None,
+            out: Values {
+                dense: stored == Stored::Text,
+                ..Values::default()
+            },
+        }
+    }
+
+    /// Points the slot at its column in row group `rg`, refusing a column of another
+    /// type, or a required one the file lacks.
+    fn open(
+        &mut self,
+        meta: &ParquetMetaData,
+        rg: &RowGroupMetaData,
+        bytes: &Arc<GroupBytes>,
+        source: Source,
+    ) -> Result<()> {
+        self.reader = None;
+        self.out.present = false;
+        let c = match source {
+            Source::Read(c) => c,
+            Source::Known => return Ok(()),
+            Source::Missing if self.in_file => bail!(
+                "column {:?} missing: not a ticktape dataset file?",
+                self.name
+            ),
+            Source::Missing => return Ok(()),
+        };
+        let descr = meta.file_metadata().schema_descr().column(c);
+        if !self.stored.matches(&descr) || descr.max_rep_level() != 0 {
+            bail!(
+                "column {:?} has an unexpected type ({:?} {:?}, expected {:?}): not a ticktape \
+                 dataset file?",
+                self.name,
+                descr.physical_type(),
+                descr.logical_type_ref(),
+                self.stored
+            );
+        }
+        let rows = usize::try_from(rg.num_rows()).context("negative row count")?;
+        let pages = SerializedPageReader::new(bytes.clone(), rg.column(c), rows, None)?;
+        self.out.max_def = descr.max_def_level();
+        self.reader = Some(ColumnReaderImpl::new(descr, Box::new(pages)));
+        self.out.present = true;
+        Ok(())
+    }
+}
+
+impl<T: DataType> Slot<T>
+where
+    T::T: Default,
+{
+    /// Decodes the next `rows` rows (`fill` for a null row's value); refuses fewer.
+    fn read(&mut self, rows: usize, fill: impl Fn() -> T::T) -> Result<()> {
+        let out = &mut self.out;
+        out.values.clear();
+        out.levels.clear();
+        out.nulls = 0;
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(());
+        };
+        let levels = (out.max_def > 0).then_some(&mut out.levels);
+        let (records, values, _) = reader.read_records(rows, levels, None, &mut out.values)?;
+        if records != rows {
+            bail!(
+                "column {:?} holds {records} rows where the row group has {rows} left",
+                self.name
+            );
+        }
+        if values < rows {
+            out.nulls = rows - values;
+            if self.required {
+                bail!(
+                    "{} row(s) with a null {} in one batch; every row needs one (ticktape \
+                     never writes it null). Repair or remove the file that wrote them",
+                    out.nulls,
+                    self.name
+                );
+            }
+            if out.dense {
+                out.index.clear();
+                let mut next = 0u32;
+                for &level in &out.levels {
+                    out.index.push(next);
+                    next += u32::from(level == out.max_def);
+                }
+            } else {
+                spread(&mut out.values, &out.levels, out.max_def, fill);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Moves the values of the rows that hold one (at the front of `values`, in order) to
+/// their rows, by `levels`; null rows get `fill()`.
+fn spread<T>(values: &mut Vec<T>, levels: &[i16], max_def: i16, fill: impl Fn() -> T) {
+    let mut next = values.len();
+    values.resize_with(levels.len(), &fill);
+    for (i, &level) in levels.iter().enumerate().rev() {
+        if level == max_def {
+            next -= 1;
+            values.swap(i, next);
+        } else {
+            values[i] = fill();
+        }
+    }
+}
+
+/// A row of a [`Coded`] column that holds no text.
+pub const NULL_KEY: u32 = u32::MAX;
+
+/// At most this many distinct texts in a [`Coded`] column of one file: `kind` and `side`
+/// are enumerations of a few values.
+const MAX_DISTINCT: usize = 1_024;
+
+/// A text column of a few distinct values (`kind`, `side`), decoded to each row's parsed
+/// value without making its text: the pages' dictionary keys are read by
+/// [`Hybrid`](super::hybrid::Hybrid) and looked up in the parsed dictionary. The parquet
+/// crate's column reader would hand a reference-counted [`ByteArray`] per row instead:
+/// two atomic operations and a 32-byte value per row and column, a third of the reading
+/// time on the Binance USD-M capture. A column chunk in an encoding other than plain or
+/// dictionary (delta byte arrays) is read through that reader all the same.
+pub struct Coded<T: Copy> {
+    name: &'static str,
+    required: bool,
+    parse: fn(&str) -> Option<T>,
+    /// The distinct texts met in the file, and what they parse to.
+    table: Vec<(Box<str>, Option<T>)>,
+    /// The current column chunk, when read here.
+    pages: Option<Box<dyn PageReader>>,
+    /// The current column chunk, when read through the parquet crate's reader.
+    fallback: Slot<ByteArrayType>,
+    max_def: i16,
+    /// The current dictionary page's entries as `table` indexes.
+    dictionary: Vec<u32>,
+    page: Option<CodedPage>,
+    levels: Vec<u32>,
+    keys_read: Vec<u32>,
+    /// A `table` index per row of the batch, [`NULL_KEY`] for a null row.
+    pub keys: Vec<u32>,
+    /// The parsed value per row of the batch (a null row: the parse of empty text).
+    pub values: Vec<Option<T>>,
+    /// Null rows in the batch.
+    pub nulls: usize,
+}
+
+/// The data page a [`Coded`] column is reading.
+struct CodedPage {
+    /// Rows (levels) left in the page.
+    left: usize,
+    /// Definition levels, when the column is nullable.
+    levels: Option<Hybrid>,
+    values: PageValues,
+}
+
+/// A data page's values: dictionary keys, or plain texts from `pos`.
+enum PageValues {
+    Keys(Hybrid),
+    Plain { data: Bytes, pos: usize },
+}
+
+impl<T: Copy> Coded<T> {
+    fn new(name: &'static str, required: bool, parse: fn(&str) -> Option<T>) -> Coded<T> {
+        Coded {
+            name,
+            required,
+            parse,
+            table: Vec::new(),
+            pages: None,
+            fallback: Slot::new(name, Stored::Text, true, required),
+            max_def: 0,
+            dictionary: Vec::new(),
+            page: None,
+            levels: Vec::new(),
+            keys_read: Vec::new(),
+            keys: Vec::new(),
+            values: Vec::new(),
+            nulls: 0,
+        }
+    }
+
+    /// Row `i`'s text (empty for a null row), for messages.
+    pub fn text(&self, i: usize) -> &str {
+        match self.keys.get(i).and_then(|&k| self.table.get(k as usize)) {
+            Some((text, _)) => text,
+            None => "",
+        }
+    }
+
+    /// Points the column at its chunk in row group `rg`, as [`Slot::open`] does.
+    fn open(
+        &mut self,
+        meta: &ParquetMetaData,
+        rg: &RowGroupMetaData,
+        bytes: &Arc<GroupBytes>,
+        source: Source,
+    ) -> Result<()> {
+        self.pages = None;
+        self.page = None;
+        self.dictionary.clear();
+        // The checks (type, presence) and the fallback reader are the generic slot's.
+        self.fallback.open(meta, rg, bytes, source)?;
+        let Source::Read(c) = source else {
+            return Ok(());
+        };
+        let chunk = rg.column(c);
+        let handled = chunk.encodings().all(|e| {
+            matches!(
+                e,
+                Encoding::PLAIN
+                    | Encoding::PLAIN_DICTIONARY
+                    | Encoding::RLE_DICTIONARY
+                    | Encoding::RLE
+            )
+        });
+        if handled {
+            let rows = usize::try_from(rg.num_rows()).context("negative row count")?;
+            let pages = SerializedPageReader::new(bytes.clone(), chunk, rows, None)?;
+            self.pages = Some(Box::new(pages));
+            self.fallback.reader = None;
+            self.max_def = meta
+                .file_metadata()
+                .schema_descr()
+                .column(c)
+                .max_def_level();
+        }
+        Ok(())
+    }
+
+    /// Decodes the next `rows` rows; refuses fewer, or a null in a required column.
+    fn read(&mut self, rows: usize) -> Result<()> {
+        self.keys.clear();
+        self.values.clear();
+        self.nulls = 0;
+        if self.pages.is_some() {
+            while self.keys.len() < rows {
+                self.read_some(rows - self.keys.len())?;
+            }
+        } else if self.fallback.reader.is_some() {
+            self.fallback.read(rows, empty_text)?;
+            for i in 0..rows {
+                let key = match self.fallback.out.value(i) {
+                    None => NULL_KEY,
+                    Some(text) => intern(&mut self.table, self.parse, text.data())?,
+                };
+                self.keys.push(key);
+            }
+            self.nulls = self.fallback.out.nulls;
+        } else {
+            // Not read: every row null.
+            self.keys.resize(rows, NULL_KEY);
+            self.nulls = rows;
+        }
+        if self.nulls > 0 && self.required {
+            bail!(
+                "{} row(s) with a null {} in one batch; every row needs one (ticktape \
+                 never writes it null). Repair or remove the file that wrote them",
+                self.nulls,
+                self.name
+            );
+        }
+        let null = (self.parse)("");
+        let table = &self.table;
+        self.values.extend(self.keys.iter().map(|&k| match k {
+            NULL_KEY => null,
+            k => table[k as usize].1,
+        }));
+        Ok(())
+    }
+
+    /// Decodes up to `want` rows of the current page (the next page when it is done).
+    fn read_some(&mut self, want: usize) -> Result<()> {
+        if self.page.as_ref().is_none_or(|p| p.left == 0) {
+            self.next_data_page()?;
+        }
+        let Some(page) = self.page.as_mut() else {
+            bail!("column {:?} ends before its row group does", self.name);
+        };
+        let n = want.min(page.left).min(4096);
+        let start = self.keys.len();
+        match page.levels.as_mut() {
+            // Every row holds a value: keys straight into place.
+            None => {
+                self.keys.resize(start + n, 0);
+                let out = &mut self.keys[start..];
+                page_values(
+                    &mut page.values,
+                    out,
+                    &self.dictionary,
+                    &mut self.table,
+                    self.parse,
+                )
+                .with_context(|| format!("column {:?}", self.name))?;
+            }
+            Some(levels) => {
+                self.levels.resize(n, 0);
+                levels.read(&mut self.levels)?;
+                let max_def = u32::try_from(self.max_def).unwrap_or(0);
+                let defined = self.levels.iter().filter(|&&l| l == max_def).count();
+                self.keys_read.resize(defined, 0);
+                let out = &mut self.keys_read;
+                page_values(
+                    &mut page.values,
+                    out,
+                    &self.dictionary,
+                    &mut self.table,
+                    self.parse,
+                )
+                .with_context(|| format!("column {:?}", self.name))?;
+                let mut defined_keys = self.keys_read.iter();
+                for &level in &self.levels {
+                    let key = if level == max_def {
+                        defined_keys.next().copied().unwrap_or(NULL_KEY)
+                    } else {
+                        NULL_KEY
+                    };
+                    self.keys.push(key);
+                }
+                self.nulls += n - defined;
+            }
+        }
+        page.left -= n;
+        Ok(())
+    }
+
+    /// Moves to the next data page, reading a dictionary page on the way.
+    fn next_data_page(&mut self) -> Result<()> {
+        self.page = None;
+        let Some(pages) = self.pages.as_mut() else {
+            return Ok(());
+        };
+        let level_width = super::hybrid::width_of(u32::try_from(self.max_def).unwrap_or(0));
+        while let Some(page) = pages.get_next_page()? {
+            match page {
+                Page::DictionaryPage {
+                    buf, num_values, ..
+                } => {
+                    self.dictionary.clear();
+                    let mut pos = 0;
+                    for _ in 0..num_values {
+                        let text = plain_text(&buf, &mut pos)?;
+                        let key = intern(&mut self.table, self.parse, &text)?;
+                        self.dictionary.push(key);
+                    }
+                }
+                Page::DataPage {
+                    buf,
+                    num_values,
+                    encoding,
+                    ..
+                } => {
+                    let mut at = 0;
+                    let levels = if self.max_def > 0 {
+                        let len = buf
+                            .get(..4)
+                            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                        let end = len.and_then(|l| 4usize.checked_add(l as usize));
+                        let Some(end) = end.filter(|&e| e <= buf.len()) else {
+                            bail!("column {:?}: a page's levels run past its end", self.name);
+                        };
+                        at = end;
+                        Some(Hybrid::new(buf.slice(4..end), level_width)?)
+                    } else {
+                        None
+                    };
+                    self.page =
+                        Some(self.data_page(buf.slice(at..), num_values, encoding, levels)?);
+                    return Ok(());
+                }
+                Page::DataPageV2 {
+                    buf,
+                    num_values,
+                    encoding,
+                    def_levels_byte_len,
+                    rep_levels_byte_len,
+                    ..
+                } => {
+                    let start = rep_levels_byte_len as usize;
+                    let end = start.saturating_add(def_levels_byte_len as usize);
+                    if end > buf.len() {
+                        bail!("column {:?}: a page's levels run past its end", self.name);
+                    }
+                    let levels = (self.max_def > 0)
+                        .then(|| Hybrid::new(buf.slice(start..end), level_width))
+                        .transpose()?;
+                    self.page =
+                        Some(self.data_page(buf.slice(end..), num_values, encoding, levels)?);
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A data page whose values (after the levels) are `values`.
+    fn data_page(
+        &self,
+        values: Bytes,
+        rows: u32,
+        encoding: Encoding,
+        levels: Option<Hybrid>,
+    ) -> Result<CodedPage> {
+        let values = match encoding {
+            Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY => {
+                let Some(&width) = values.first() else {
+                    bail!("column {:?}: a dictionary page without keys", self.name);
+                };
+                PageValues::Keys(Hybrid::new(values.slice(1..), width)?)
+            }
+            Encoding::PLAIN => PageValues::Plain {
+                data: values,
+                pos: 0,
+            },
+            other => bail!("column {:?}: unexpected encoding {other:?}", self.name),
+        };
+        Ok(CodedPage {
+            left: rows as usize,
+            levels,
+            values,
+        })
+    }
+}
+
+/// Fills `out` with the `table` indexes of a page's next values: dictionary keys looked
+/// up in `dictionary` (the page's dictionary as `table` indexes), or plain texts interned.
+fn page_values<T: Copy>(
+    values: &mut PageValues,
+    out: &mut [u32],
+    dictionary: &[u32],
+    table: &mut Vec<(Box<str>, Option<T>)>,
+    parse: fn(&str) -> Option<T>,
+) -> Result<()> {
+    match values {
+        PageValues::Keys(keys) => {
+            keys.read(out)?;
+            let mut bad = None;
+            for k in out.iter_mut() {
+                match dictionary.get(*k as usize) {
+                    Some(&entry) => *k = entry,
+                    None => bad = Some(*k),
+                }
+            }
+            if let Some(k) = bad {
+                bail!(
+                    "dictionary key {k} out of range ({} entries)",
+                    dictionary.len()
+                );
+            }
+        }
+        PageValues::Plain { data, pos } => {
+            for k in out.iter_mut() {
+                *k = intern(table, parse, &plain_text(data, pos)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The next PLAIN byte array of `data` at `pos` (a 4-byte little-endian length, then
+/// the bytes), moving past it.
+fn plain_text(data: &Bytes, pos: &mut usize) -> Result<Bytes> {
+    let len = data
+        .get(*pos..*pos + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let end = len.and_then(|l| (*pos + 4).checked_add(l));
+    let Some(end) = end.filter(|&e| e <= data.len()) else {
+        bail!("a text runs past the end of its page");
+    };
+    let text = data.slice(*pos + 4..end);
+    *pos = end;
+    Ok(text)
+}
+
+/// The index of `text` in `table`, added (with what `parse` makes of it) when new.
+fn intern<T: Copy>(
+    table: &mut Vec<(Box<str>, Option<T>)>,
+    parse: fn(&str) -> Option<T>,
+    text: &[u8],
+) -> Result<u32> {
+    // Text that is not UTF-8 is kept as shown (for messages) and parses to nothing.
+    let shown = String::from_utf8_lossy(text);
+    if let Some(i) = table.iter().position(|(t, _)| **t == *shown) {
+        return Ok(i as u32);
+    }
+    if table.len() >= MAX_DISTINCT {
+        bail!("more than {MAX_DISTINCT} distinct values: not a ticktape dataset file?");
+    }
+    let parsed = std::str::from_utf8(text).ok().and_then(parse);
+    table.push((shown.into(), parsed));
+    Ok((table.len() - 1) as u32)
+}
+
+/// Every column of a dataset file the reader decodes, with its reader over the current
+/// row group and the values of the last batch.
+pub struct Columns {
+    ts_recv: Slot<Int64Type>,
+    ts_event: Slot<Int64Type>,
+    venue: Slot<ByteArrayType>,
+    symbol: Slot<ByteArrayType>,
+    kind: Coded<Kind>,
+    venue_seq: Slot<Int64Type>,
+    prev_venue_seq: Slot<Int64Type>,
+    pub_seq: Slot<Int64Type>,
+    side: Coded<Side>,
+    price: Slot<Int64Type>,
+    price_scale: Slot<Int32Type>,
+    size: Slot<Int64Type>,
+    size_scale: Slot<Int32Type>,
+    flags: Slot<Int32Type>,
+    trade_id: Slot<ByteArrayType>,
+    gap_reason: Slot<ByteArrayType>,
+    gap_missing: Slot<Int64Type>,
+    gap_publisher: Slot<ByteArrayType>,
+    /// Rows of the current row group not decoded yet.
+    left: usize,
+}
+
+impl Default for Columns {
+    fn default() -> Columns {
+        Columns {
+            ts_recv: Slot::new("ts_recv", Stored::Nanos, true, true),
+            ts_event: Slot::new("ts_event", Stored::Nanos, true, true),
+            venue: Slot::new("venue", Stored::Text, true, true),
+            symbol: Slot::new("symbol", Stored::Text, true, true),
+            kind: Coded::new("kind", true, Kind::from_name),
+            venue_seq: Slot::new("venue_seq", Stored::U64, true, false),
+            prev_venue_seq: Slot::new("prev_venue_seq", Stored::U64, true, false),
+            pub_seq: Slot::new("pub_seq", Stored::U64, true, true),
+            side: Coded::new("side", false, Side::from_code),
+            price: Slot::new("price", Stored::I64, true, false),
+            price_scale: Slot::new("price_scale", Stored::U8, true, false),
+            size: Slot::new("size", Stored::I64, true, false),
+            size_scale: Slot::new("size_scale", Stored::U8, true, false),
+            flags: Slot::new("flags", Stored::U8, true, false),
+            trade_id: Slot::new("trade_id", Stored::Text, true, false),
+            gap_reason: Slot::new("gap_reason", Stored::Text, false, false),
+            gap_missing: Slot::new("gap_missing", Stored::U64, false, false),
+            gap_publisher: Slot::new("gap_publisher", Stored::Text, false, false),
+            left: 0,
+        }
+    }
+}
+
+/// The values of the last batch, column by column (see [`Columns::batch`]).
+pub struct Batch<'a> {
+    pub ts_recv: &'a Values<i64>,
+    pub ts_event: &'a Values<i64>,
+    pub venue: &'a Values<ByteArray>,
+    pub symbol: &'a Values<ByteArray>,
+    pub kind: &'a Coded<Kind>,
+    /// `UInt64` values as their bits.
+    pub venue_seq: &'a Values<i64>,
+    pub prev_venue_seq: &'a Values<i64>,
+    pub pub_seq: &'a Values<i64>,
+    pub side: &'a Coded<Side>,
+    pub price: &'a Values<i64>,
+    /// `UInt8` values as Parquet stores them (`INT32`).
+    pub price_scale: &'a Values<i32>,
+    pub size: &'a Values<i64>,
+    pub size_scale: &'a Values<i32>,
+    pub flags: &'a Values<i32>,
+    pub trade_id: &'a Values<ByteArray>,
+    pub gap_reason: &'a Values<ByteArray>,
+    pub gap_missing: &'a Values<i64>,
+    pub gap_publisher: &'a Values<ByteArray>,
+}
+
+impl Columns {
+    /// Starts row group `group` of `file` (footer `meta`), reading every column but
+    /// those `skip` names (leaf indexes: columns whose values the caller knows from
+    /// the row group's statistics), which then read as null.
+    pub fn open_group(
+        &mut self,
+        file: &File,
+        meta: &ParquetMetaData,
+        group: usize,
+        skip: impl Fn(usize) -> bool,
+    ) -> Result<()> {
+        let rg = meta.row_group(group);
+        let schema = meta.file_metadata().schema_descr();
+        let find = |name: &str| match schema
+            .columns()
+            .iter()
+            .position(|c| c.path().parts() == [name])
+        {
+            Some(i) if skip(i) => Source::Known,
+            Some(i) => Source::Read(i),
+            None => Source::Missing,
+        };
+        let sources: Vec<Source> = self.names().iter().map(|n| find(n)).collect();
+        let read = sources.iter().filter_map(|s| match s {
+            Source::Read(c) => Some(*c),
+            _ => None,
+        });
+        // One read for the chunks of every column read.
+        let ranges = read.map(|c| rg.column(c).byte_range());
+        let start = ranges.clone().map(|(s, _)| s).min().unwrap_or(0);
+        let end = ranges.map(|(s, l)| s.saturating_add(l)).max().unwrap_or(0);
+        let len = usize::try_from(end.saturating_sub(start)).context("row group too large")?;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, start)
+            .context("cannot read a row group")?;
+        let bytes = Arc::new(GroupBytes {
+            start,
+            bytes: Bytes::from(buf),
+        });
+        let mut at = sources.into_iter();
+        let mut next = || at.next().unwrap_or(Source::Missing);
+        let b = &bytes;
+        self.ts_recv.open(meta, rg, b, next())?;
+        self.ts_event.open(meta, rg, b, next())?;
+        self.venue.open(meta, rg, b, next())?;
+        self.symbol.open(meta, rg, b, next())?;
+        self.kind.open(meta, rg, b, next())?;
+        self.venue_seq.open(meta, rg, b, next())?;
+        self.prev_venue_seq.open(meta, rg, b, next())?;
+        self.pub_seq.open(meta, rg, b, next())?;
+        self.side.open(meta, rg, b, next())?;
+        self.price.open(meta, rg, b, next())?;
+        self.price_scale.open(meta, rg, b, next())?;
+        self.size.open(meta, rg, b, next())?;
+        self.size_scale.open(meta, rg, b, next())?;
+        self.flags.open(meta, rg, b, next())?;
+        self.trade_id.open(meta, rg, b, next())?;
+        self.gap_reason.open(meta, rg, b, next())?;
+        self.gap_missing.open(meta, rg, b, next())?;
+        self.gap_publisher.open(meta, rg, b, next())?;
+        self.left = usize::try_from(rg.num_rows()).context("negative row count")?;
+        Ok(())
+    }
+
+    /// Column names in the order of the fields (and of [`Columns::open_group`]).
+    fn names(&self) -> [&'static str; 18] {
+        [
+            self.ts_recv.name,
+            self.ts_event.name,
+            self.venue.name,
+            self.symbol.name,
+            self.kind.name,
+            self.venue_seq.name,
+            self.prev_venue_seq.name,
+            self.pub_seq.name,
+            self.side.name,
+            self.price.name,
+            self.price_scale.name,
+            self.size.name,
+            self.size_scale.name,
+            self.flags.name,
+            self.trade_id.name,
+            self.gap_reason.name,
+            self.gap_missing.name,
+            self.gap_publisher.name,
+        ]
+    }
+
+    /// Decodes the next batch of at most `max` rows of the row group; 0 when it is done.
+    pub fn read(&mut self, max: usize) -> Result<usize> {
+        let rows = self.left.min(max);
+        if rows == 0 {
+            return Ok(0);
+        }
+        self.ts_recv.read(rows, i64::default)?;
+        self.ts_event.read(rows, i64::default)?;
+        self.venue.read(rows, empty_text)?;
+        self.symbol.read(rows, empty_text)?;
+        self.kind.read(rows)?;
+        self.venue_seq.read(rows, i64::default)?;
+        self.prev_venue_seq.read(rows, i64::default)?;
+        self.pub_seq.read(rows, i64::default)?;
+        self.side.read(rows)?;
+        self.price.read(rows, i64::default)?;
+        self.price_scale.read(rows, i32::default)?;
+        self.size.read(rows, i64::default)?;
+        self.size_scale.read(rows, i32::default)?;
+        self.flags.read(rows, i32::default)?;
+        self.trade_id.read(rows, empty_text)?;
+        self.gap_reason.read(rows, empty_text)?;
+        self.gap_missing.read(rows, i64::default)?;
+        self.gap_publisher.read(rows, empty_text)?;
+        self.left -= rows;
+        Ok(rows)
+    }
+
+    /// The values of the last batch.
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            ts_recv: &self.ts_recv.out,
+            ts_event: &self.ts_event.out,
+            venue: &self.venue.out,
+            symbol: &self.symbol.out,
+            kind: &self.kind,
+            venue_seq: &self.venue_seq.out,
+            prev_venue_seq: &self.prev_venue_seq.out,
+            pub_seq: &self.pub_seq.out,
+            side: &self.side,
+            price: &self.price.out,
+            price_scale: &self.price_scale.out,
+            size: &self.size.out,
+            size_scale: &self.size_scale.out,
+            flags: &self.flags.out,
+            trade_id: &self.trade_id.out,
+            gap_reason: &self.gap_reason.out,
+            gap_missing: &self.gap_missing.out,
+            gap_publisher: &self.gap_publisher.out,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_of_a_nullable_column_move_to_their_rows() {
+        let mut values = vec![1, 2, 3];
+        spread(&mut values, &[0, 1, 1, 0, 1, 0], 1, || -1);
+        assert_eq!(values, [-1, 1, 2, -1, 3, -1]);
+        let mut none: Vec<i32> = Vec::new();
+        spread(&mut none, &[0, 0], 1, || 7);
+        assert_eq!(none, [7, 7]);
+    }
+}
