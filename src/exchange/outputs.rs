@@ -249,6 +249,18 @@ fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(b.finish())
 }
 
+/// Each value's text (`Display`), written straight into the column: no `String` per row.
+fn displayed<T: std::fmt::Display>(values: impl Iterator<Item = T>) -> ArrayRef {
+    use std::fmt::Write;
+    let mut b = StringBuilder::new();
+    for v in values {
+        // Writing to a StringBuilder cannot fail; `append_value("")` ends the row.
+        let _ = write!(b, "{v}");
+        b.append_value("");
+    }
+    Arc::new(b.finish())
+}
+
 fn timestamps(values: impl Iterator<Item = i64>) -> ArrayRef {
     let mut b = TimestampNanosecondBuilder::new().with_timezone("UTC");
     for v in values {
@@ -274,8 +286,6 @@ fn u64s(values: impl Iterator<Item = u64>) -> ArrayRef {
 }
 
 fn fills_batch(schema: &SchemaRef, rows: &[Fill]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let price_exact: Vec<String> = rows.iter().map(|r| r.price.to_string()).collect();
-    let size_exact: Vec<String> = rows.iter().map(|r| r.size.to_string()).collect();
     RecordBatch::try_new(
         schema.clone(),
         vec![
@@ -289,8 +299,8 @@ fn fills_batch(schema: &SchemaRef, rows: &[Fill]) -> Result<RecordBatch, arrow_s
             strings(rows.iter().map(|r| r.side.name())),
             floats(rows.iter().map(|r| Some(r.price.to_f64()))),
             floats(rows.iter().map(|r| Some(r.size.to_f64()))),
-            strings(price_exact.iter().map(String::as_str)),
-            strings(size_exact.iter().map(String::as_str)),
+            displayed(rows.iter().map(|r| r.price)),
+            displayed(rows.iter().map(|r| r.size)),
             floats(rows.iter().map(|r| Some(r.fee))),
             strings(rows.iter().map(|r| r.liquidity.name())),
         ],

@@ -29,11 +29,11 @@ pub(super) struct Market {
     /// Own resting order ids per price, in arrival order.
     pub(super) own_bids: OwnLevels,
     pub(super) own_asks: OwnLevels,
-    /// Reused buffers for the prices and order ids a trade reaches, so a trade at a
-    /// level holding own orders allocates nothing.
+    /// Reused buffers for the prices and order ids a trade or a crossing book reaches,
+    /// so neither allocates.
     pub(super) scratch_prices: Vec<Fixed>,
     pub(super) scratch_ids: Vec<u64>,
-    /// Reused buffer for the levels an arriving order can take.
+    /// Reused buffer for the levels an arriving or crossed order can take.
     pub(super) scratch_levels: Vec<(Fixed, Fixed)>,
 }
 
@@ -206,17 +206,24 @@ fn fill_crossed(
 ) {
     let own_side = side.book_side();
     let opp = own_side.opposite();
-    let prices: Vec<Fixed> = match side {
-        OrderSide::Buy => market.own_bids.prices().rev().collect(),
-        OrderSide::Sell => market.own_asks.prices().collect(),
-    };
-    for price in prices {
-        let mut levels: Vec<(Fixed, Fixed)> = market.takeable(side, Some(price)).collect();
+    // The market's reused buffers (taken, so the market can be borrowed meanwhile).
+    let mut prices = std::mem::take(&mut market.scratch_prices);
+    let mut levels = std::mem::take(&mut market.scratch_levels);
+    let mut ids = std::mem::take(&mut market.scratch_ids);
+    prices.clear();
+    match side {
+        OrderSide::Buy => prices.extend(market.own_bids.prices().rev()),
+        OrderSide::Sell => prices.extend(market.own_asks.prices()),
+    }
+    for &price in &prices {
+        levels.clear();
+        levels.extend(market.takeable(side, Some(price)));
         if levels.is_empty() {
             break;
         }
-        let ids = market.own(own_side).at(price).to_vec();
-        for id in ids {
+        ids.clear();
+        ids.extend_from_slice(market.own(own_side).at(price));
+        for &id in &ids {
             let Some(order) = orders.get(&id) else {
                 continue;
             };
@@ -244,6 +251,9 @@ fn fill_crossed(
             }
         }
     }
+    market.scratch_prices = prices;
+    market.scratch_levels = levels;
+    market.scratch_ids = ids;
 }
 
 /// Advances queues on a trade and returns the fills it causes.
