@@ -214,9 +214,9 @@ PY
 import json, sys
 peer = [json.loads(l) for l in open(sys.argv[1])]
 tt = [json.loads(l) for l in open(sys.argv[2])]
-rng = lambda rows, k, s=1e6: f"{min(r[k] for r in rows)/s:.2f}-{max(r[k] for r in rows)/s:.2f}"
-print(f"ticktape    {rng(tt, 'events_per_sec')} M events/s over {len(tt)} rounds; allocs/event {rng(tt, 'allocs_per_event', 1)} "
-      f"(loop {rng(tt, 'loop_allocs_per_event', 1)}, steady state {rng(tt, 'steady_allocs_per_event', 1)}); peak RSS {rng(tt, 'peak_rss_mib', 1)} MiB")
+rng = lambda rows, k, s=1e6, d=2: f"{min(r[k] for r in rows)/s:.{d}f}-{max(r[k] for r in rows)/s:.{d}f}"
+print(f"ticktape    {rng(tt, 'events_per_sec')} M events/s over {len(tt)} rounds; allocs/event {rng(tt, 'allocs_per_event', 1, 4)} "
+      f"(loop {rng(tt, 'loop_allocs_per_event', 1, 4)}, steady state {rng(tt, 'steady_allocs_per_event', 1, 4)}); peak RSS {rng(tt, 'peak_rss_mib', 1, 1)} MiB")
 print(f"hftbacktest {rng(peer, 'events_per_sec')} M rows/s over {len(peer)} rounds; process peak RSS {rng(peer, 'peak_rss_mib', 1)} MiB (Python + numba + data)")
 a, b = tt[-1], peer[-1]
 print(f"{'':12} {'fills':>6} {'volume':>8} {'position':>9} {'fees':>8} {'PnL w/o fees':>13} {'PnL incl. fees':>15} {'orders':>7} {'cancels':>8} {'steps':>6}")
