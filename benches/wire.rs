@@ -140,7 +140,7 @@ fn venue_messages(n: usize) -> (Vec<u8>, Vec<[std::ops::Range<usize>; 2]>) {
                         scale: 4,
                     },
                     aggressor: if r & 1 == 0 { Side::Bid } else { Side::Ask },
-                    trade_id: seq.to_string(),
+                    trade_id: seq.to_string().into(),
                 })
             } else {
                 Body::Book(BookDelta {

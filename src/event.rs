@@ -400,9 +400,13 @@ pub struct Trade {
     pub size: Fixed,
     /// Side of the aggressor (taker).
     pub aggressor: Side,
-    /// The venue's trade id, verbatim.
-    pub trade_id: String,
+    /// The venue's trade id, verbatim. Held inline up to 24 bytes (every venue's ids
+    /// here are shorter), so a trade event is copied and reused without allocating.
+    pub trade_id: TradeId,
 }
+
+/// A venue's trade id: text, inline up to 24 bytes ([`compact_str::CompactString`]).
+pub type TradeId = compact_str::CompactString;
 
 /// Why a gap was declared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

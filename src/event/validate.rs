@@ -512,17 +512,17 @@ mod tests {
             ),
             (
                 "trade id 128 bytes",
-                trade_with(|t| t.trade_id = long(128)),
+                trade_with(|t| t.trade_id = long(128).into()),
                 "",
             ),
             (
                 "trade id 129 bytes",
-                trade_with(|t| t.trade_id = long(129)),
+                trade_with(|t| t.trade_id = long(129).into()),
                 "trade_id is 129 bytes long, at most 128",
             ),
             (
                 "trade id 50 MB",
-                trade_with(|t| t.trade_id = long(50 << 20)),
+                trade_with(|t| t.trade_id = long(50 << 20).into()),
                 "trade_id is 52428800 bytes",
             ),
             ("empty trade id", trade_with(|t| t.trade_id.clear()), ""),

@@ -102,7 +102,7 @@ fn load(path: &PathBuf) -> Vec<Event> {
                         price: data["p"].as_str().unwrap().parse().unwrap(),
                         size: data["q"].as_str().unwrap().parse().unwrap(),
                         aggressor,
-                        trade_id: data["t"].to_string(),
+                        trade_id: data["t"].to_string().into(),
                     }),
                 ));
             }

@@ -367,7 +367,7 @@ pub fn trade_event(
             } else {
                 Side::Bid
             },
-            trade_id: t.id.to_string(),
+            trade_id: compact_str::ToCompactString::to_compact_string(&t.id),
         }),
     })
 }

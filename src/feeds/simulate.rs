@@ -261,7 +261,7 @@ fn next_message(book: &mut SimBook, rng: &mut SmallRng) -> Message {
             size: Fixed::new(take, SIZE_SCALE),
             // Taking the bid means the aggressor sold.
             aggressor: side.opposite(),
-            trade_id: book.trade_id.to_string(),
+            trade_id: compact_str::ToCompactString::to_compact_string(&book.trade_id),
         }));
         bodies.push(delta(
             side,

@@ -79,7 +79,7 @@ mod tests {
                 price: "1.5".parse().unwrap(),
                 size: "2".parse().unwrap(),
                 aggressor: Side::Bid,
-                trade_id: i.to_string(),
+                trade_id: i.to_string().into(),
             }),
         )
     }

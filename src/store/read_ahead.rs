@@ -63,12 +63,10 @@ impl ReadAhead {
                 // the start of every run on this VM, 3–4 % of a backtest of the Binance
                 // USD-M capture), and the first is filled at once.
                 let mut made = 0;
-                // The trade id strings of every batch's events that hold no trade, one
-                // pool for them all: strings are allocated until the batches in
-                // circulation once held that many trades at the same time (a burst of
-                // trades early in the data), then never. With a pool per batch, each
-                // batch had to meet its own burst: 5,526 allocations through the
-                // Binance USD-M capture, against 12,069 with a string per slot.
+                // The heap strings of long trade ids (over 24 bytes) of every batch's
+                // events that hold no trade, one pool for them all: strings are
+                // allocated until the batches in circulation once held that many
+                // long-id trades at the same time, then never.
                 let mut spares = SpareIds::default();
                 // A closed queue means the consumer is gone: stop quietly.
                 while let Some(mut batch) = next_empty(&empty_rx, &mut made) {
@@ -335,7 +333,7 @@ mod tests {
                 aggressor: crate::event::Side::Bid,
                 price: "100.5".parse().unwrap(),
                 size: "1".parse().unwrap(),
-                trade_id: format!("t{i}"),
+                trade_id: format!("t{i}").into(),
             });
             // Two symbols, so the reader merges two files.
             let symbol = if i % 3 == 0 { "AAA" } else { "BBB" };

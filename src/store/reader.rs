@@ -701,7 +701,7 @@ impl Iterator for EventReader {
 mod tests {
     use std::sync::Arc;
 
-    use arrow_array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray};
+    use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampNanosecondArray};
     use arrow_schema::{Field, Schema};
     use parquet::arrow::ArrowWriter;
     use parquet::file::properties::WriterProperties;
@@ -728,7 +728,7 @@ mod tests {
                     aggressor: Side::Bid,
                     price: Fixed::new(100, 0),
                     size: Fixed::new(1, 0),
-                    trade_id: (i + 1).to_string(),
+                    trade_id: (i + 1).to_string().into(),
                 }),
             });
         }
@@ -858,7 +858,7 @@ mod tests {
                     aggressor: side,
                     price: Fixed::new(1_000 + i as i64 % 5, 1),
                     size: Fixed::new(1 + i as i64 % 3, 3),
-                    trade_id: format!("t{i}"),
+                    trade_id: format!("t{i}").into(),
                 })
             } else {
                 let price = if Some(i) == bad {
@@ -987,7 +987,22 @@ mod tests {
     #[test]
     fn one_pool_of_trade_id_strings_serves_a_batch_of_events() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), &mixed(3_000, None), 1_000);
+        // Ids longer than a `TradeId` holds inline (24 bytes), so each needs a heap string.
+        let batch = mixed(3_000, None);
+        let ids = batch.column_by_name("trade_id").unwrap();
+        let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
+        let long: StringArray = ids
+            .iter()
+            .map(|id| id.map(|id| format!("{id}-{:0>30}", 7)))
+            .collect();
+        let at = batch.schema().index_of("trade_id").unwrap();
+        let mut columns = batch.columns().to_vec();
+        columns[at] = Arc::new(long);
+        write(
+            dir.path(),
+            &RecordBatch::try_new(batch.schema(), columns).unwrap(),
+            1_000,
+        );
         let mut reader = EventReader::open(dir.path(), Selection::default()).unwrap();
         let mut events = vec![Event::blank(); 50];
         let mut spares = SpareIds::for_events(events.len());
@@ -1000,7 +1015,7 @@ mod tests {
             // A string is in the pool or in one event's trade, never both, so the pool
             // (sized for the batch) never grows: a trade every seventh row needs about 8.
             let held = (events.iter())
-                .filter(|e| matches!(&e.body, Body::Trade(t) if t.trade_id.capacity() > 0))
+                .filter(|e| matches!(&e.body, Body::Trade(t) if t.trade_id.is_heap_allocated()))
                 .count();
             assert!(
                 held + spares.len() <= events.len(),
@@ -1096,7 +1111,7 @@ mod tests {
                     aggressor: Side::Ask,
                     price: Fixed::new(1_000 + i as i64, ps),
                     size: Fixed::new(1 + i as i64, ss),
-                    trade_id: (i + 1).to_string(),
+                    trade_id: (i + 1).to_string().into(),
                 }),
             };
             columns.push(&event);

@@ -11,7 +11,7 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
 use super::columns::{Batch, Columns, Values};
 use crate::event::{
-    Body, BookDelta, Event, Fixed, Flags, Gap, GapReason, Interner, Kind, Side, Trade,
+    Body, BookDelta, Event, Fixed, Flags, Gap, GapReason, Interner, Kind, Side, Trade, TradeId,
 };
 
 /// Venue and symbol names while reading rows: a file holds one instrument, so the last
@@ -77,16 +77,17 @@ pub struct Constants {
 /// gap rows in it): decoding a column of nulls still costs a pass over every row.
 pub const SKIPPABLE_WHEN_NULL: &[&str] = &["gap_reason", "gap_missing", "gap_publisher"];
 
-/// Trade-id `String`s kept for reuse while rows are decoded over events that are
-/// reused: a row that replaces a trade gives its id's string here, a trade decoded over an
-/// event that held none takes one, and a string is allocated only when none is kept.
+/// Trade ids' heap strings kept for reuse while rows are decoded over events that are
+/// reused. An id of up to 24 bytes (every venue's here) is held inline and needs none;
+/// for longer ones, a row that replaces a trade gives its id's string here, a trade
+/// decoded over an event that held none takes one, and a string is allocated only when
+/// none is kept.
 ///
-/// One pool serves a whole batch of events, so a batch allocates as many strings as it
-/// ever holds trades at once (a few dozen in 1,024 events of a liquid book), not one per
-/// slot that ever held a trade: with a string per slot, 16,384 slots of read-ahead kept
-/// allocating through a 466,836-event capture (12,069 allocations, 0.026 per event).
+/// One pool serves all the events in circulation (the read-ahead's batches), so they
+/// allocate as many strings as they once held long-id trades at the same time, not one
+/// per slot that ever held a trade.
 #[derive(Debug, Default)]
-pub struct SpareIds(Vec<String>);
+pub struct SpareIds(Vec<TradeId>);
 
 impl SpareIds {
     /// A pool for `events` reused events: it holds at most one string per event, so
@@ -97,14 +98,14 @@ impl SpareIds {
 
     /// A kept string (empty), or a new one.
     #[inline(always)]
-    fn take(&mut self) -> String {
+    fn take(&mut self) -> TradeId {
         self.0.pop().unwrap_or_default()
     }
 
-    /// Keeps `id`'s allocation for the next trade (nothing to keep for an empty one).
+    /// Keeps `id`'s allocation for the next trade (nothing to keep for one held inline).
     #[inline(always)]
-    fn keep(&mut self, mut id: String) {
-        if id.capacity() > 0 {
+    fn keep(&mut self, mut id: TradeId) {
+        if id.is_heap_allocated() {
             id.clear();
             self.0.push(id);
         }

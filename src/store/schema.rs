@@ -125,7 +125,7 @@ pub struct EventColumns {
     size: Vec<Option<i64>>,
     size_scale: Vec<Option<u8>>,
     flags: Vec<Option<u8>>,
-    trade_id: Vec<Option<String>>,
+    trade_id: Vec<Option<crate::event::TradeId>>,
     gap_reason: Vec<Option<&'static str>>,
     gap_missing: Vec<Option<u64>>,
     gap_publisher: Vec<Option<String>>,

@@ -449,7 +449,7 @@ mod tests {
                 price: "1.5".parse().unwrap(),
                 size: "2".parse().unwrap(),
                 aggressor: crate::event::Side::Bid,
-                trade_id: ts.to_string(),
+                trade_id: ts.to_string().into(),
             }),
         )
     }

@@ -773,7 +773,7 @@ mod tests {
             price: "100".parse().unwrap(),
             size: "1".parse().unwrap(),
             aggressor: Side::Ask,
-            trade_id: String::new(),
+            trade_id: Default::default(),
         });
         d.market(&mut s, &event(150, trade)).unwrap();
         let q: Vec<QueuedRequest> = d.ctx.take_requests().collect();

@@ -299,7 +299,7 @@ pub(super) fn decode(payload: &[u8], names: &mut Interner) -> Result<Event, Wire
                 aggressor: side_from(detail)?,
                 price,
                 size,
-                trade_id: r.str("trade_id")?.to_string(),
+                trade_id: r.str("trade_id")?.into(),
             })
         }
         3 => {

@@ -427,7 +427,10 @@ pub(super) fn decode(payload: &[u8], names: &mut Interner) -> Result<Event, Wire
             aggressor: side(raw.side, k)?,
             price: fixed(raw.price, "price", k)?,
             size: fixed(raw.size, "size", k)?,
-            trade_id: raw.trade_id.map(|s| s.0.into_owned()).unwrap_or_default(),
+            trade_id: raw
+                .trade_id
+                .map(|s| s.0.as_ref().into())
+                .unwrap_or_default(),
         }),
         Kind::Gap => {
             let reason = need(raw.reason, "reason", k)?.0;

@@ -336,7 +336,7 @@ mod tests {
         // refused by the validator with the reason (no valid event has such a string).
         let mut long = samples()[1].clone();
         if let Body::Trade(t) = &mut long.body {
-            t.trade_id = "x".repeat(70_000);
+            t.trade_id = "x".repeat(70_000).into();
         }
         let mut payload = Vec::new();
         encode_as(Encoding::Binary, &long, &mut payload);

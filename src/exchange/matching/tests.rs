@@ -40,7 +40,7 @@ fn trade(ex: &mut SimExchange, ts: UnixNanos, price: &str, size: &str, aggressor
             price: fx(price),
             size: fx(size),
             aggressor,
-            trade_id: String::new(),
+            trade_id: Default::default(),
         }),
     ));
 }
@@ -767,7 +767,7 @@ fn random_session(seed: u64) -> (String, Vec<ExchangeOutput>, SimExchange) {
                             price: tick(p),
                             size: size(&mut rng),
                             aggressor: side,
-                            trade_id: String::new(),
+                            trade_id: Default::default(),
                         }),
                     ));
                 }

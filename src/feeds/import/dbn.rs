@@ -336,7 +336,7 @@ pub fn import(
                 price: inst.price(raw),
                 size: Fixed::new(size as i64, 0),
                 aggressor: side,
-                trade_id: sequence.to_string(),
+                trade_id: compact_str::ToCompactString::to_compact_string(&sequence),
             });
             e
         };

@@ -239,7 +239,7 @@ pub fn import(
                 price: price(msg.price),
                 size: size(msg.size),
                 aggressor,
-                trade_id: msg.order_id.to_string(),
+                trade_id: compact_str::ToCompactString::to_compact_string(&msg.order_id),
             })))?;
         }
         if msg.kind == 7 {

@@ -487,7 +487,7 @@ mod tests {
                     price: crate::event::Fixed::new(1, 0),
                     size: crate::event::Fixed::new(1, 0),
                     aggressor: crate::event::Side::Bid,
-                    trade_id: String::new(),
+                    trade_id: Default::default(),
                 })
             } else {
                 Body::Gap(crate::event::Gap {

@@ -137,7 +137,7 @@ pub fn import(
                     price: fixed(cols[6], "price").with_context(at)?,
                     size: fixed(cols[7], "amount").with_context(at)?,
                     aggressor,
-                    trade_id: cols[4].to_string(),
+                    trade_id: cols[4].into(),
                 });
                 sink.accept(e)?;
             }

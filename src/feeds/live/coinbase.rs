@@ -234,7 +234,7 @@ impl Coinbase {
             size,
             // Coinbase reports the maker's side; the aggressor took the other one.
             aggressor: maker.opposite(),
-            trade_id: trade_id.to_string(),
+            trade_id: compact_str::ToCompactString::to_compact_string(&trade_id),
         });
         let result =
             gap.and_then(|_| out.emit(&symbol, ts_event, ts_recv, Some(sequence), None, body));

@@ -445,7 +445,7 @@ fn parse_trade(trade: &Value) -> Option<(Trade, UnixNanos)> {
             size: field(1)?.parse().ok()?,
             aggressor,
             // Kraken v1 trades carry no id.
-            trade_id: String::new(),
+            trade_id: Default::default(),
         },
         parse_decimal_seconds(field(2)?)?,
     ))

@@ -266,7 +266,7 @@ mod tests {
             price: Fixed::new(1, 0),
             size: Fixed::new(1, 0),
             aggressor: Side::Bid,
-            trade_id: String::new(),
+            trade_id: Default::default(),
         })
     }
 

@@ -80,7 +80,7 @@ pub fn event() -> impl Strategy<Value = AnyEvent> + Clone {
                 price,
                 size,
                 aggressor,
-                trade_id,
+                trade_id: trade_id.into(),
             })
         }),
         (0u8..4, any::<Option<u64>>(), text(60)).prop_map(|(r, missing, publisher)| {
