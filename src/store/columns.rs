@@ -214,6 +214,14 @@ fn empty_text() -> ByteArray {
     ByteArray::from(Bytes::new())
 }
 
+/// A row group being opened: the file's footer, the group's, and its column chunks.
+#[derive(Clone, Copy)]
+struct Group<'a> {
+    meta: &'a ParquetMetaData,
+    rg: &'a RowGroupMetaData,
+    bytes: &'a Arc<GroupBytes>,
+}
+
 /// Where a column's values come from in a row group.
 #[derive(Clone, Copy)]
 enum Source {
@@ -253,15 +261,10 @@ impl<T: DataType> Slot<T> {
         }
     }
 
-    /// Points the slot at its column in row group `rg`, refusing a column of another
+    /// Points the slot at its column in row group `group`, refusing a column of another
     /// type, or a required one the file lacks.
-    fn open(
-        &mut self,
-        meta: &ParquetMetaData,
-        rg: &RowGroupMetaData,
-        bytes: &Arc<GroupBytes>,
-        source: Source,
-    ) -> Result<()> {
+    fn open(&mut self, group: &Group<'_>, source: Source) -> Result<()> {
+        let Group { meta, rg, bytes } = *group;
         self.reader = None;
         self.out.present = false;
         let c = match source {
@@ -435,19 +438,14 @@ impl<T: Copy> Coded<T> {
         }
     }
 
-    /// Points the column at its chunk in row group `rg`, as [`Slot::open`] does.
-    fn open(
-        &mut self,
-        meta: &ParquetMetaData,
-        rg: &RowGroupMetaData,
-        bytes: &Arc<GroupBytes>,
-        source: Source,
-    ) -> Result<()> {
+    /// Points the column at its chunk in row group `group`, as [`Slot::open`] does.
+    fn open(&mut self, group: &Group<'_>, source: Source) -> Result<()> {
+        let Group { meta, rg, bytes } = *group;
         self.pages = None;
         self.page = None;
         self.dictionary.clear();
         // The checks (type, presence) and the fallback reader are the generic slot's.
-        self.fallback.open(meta, rg, bytes, source)?;
+        self.fallback.open(group, source)?;
         let Source::Read(c) = source else {
             return Ok(());
         };
@@ -526,46 +524,43 @@ impl<T: Copy> Coded<T> {
         };
         let n = want.min(page.left).min(4096);
         let start = self.keys.len();
-        match page.levels.as_mut() {
-            // Every row holds a value: keys straight into place.
-            None => {
-                self.keys.resize(start + n, 0);
-                let out = &mut self.keys[start..];
-                page_values(
-                    &mut page.values,
-                    out,
-                    &self.dictionary,
-                    &mut self.table,
-                    self.parse,
-                )
-                .with_context(|| format!("column {:?}", self.name))?;
-            }
+        let max_def = u32::try_from(self.max_def).unwrap_or(0);
+        let nullable = page.levels.is_some();
+        let defined = match page.levels.as_mut() {
+            None => n,
             Some(levels) => {
                 self.levels.resize(n, 0);
                 levels.read(&mut self.levels)?;
-                let max_def = u32::try_from(self.max_def).unwrap_or(0);
-                let defined = self.levels.iter().filter(|&&l| l == max_def).count();
-                self.keys_read.resize(defined, 0);
-                let out = &mut self.keys_read;
-                page_values(
-                    &mut page.values,
-                    out,
-                    &self.dictionary,
-                    &mut self.table,
-                    self.parse,
-                )
-                .with_context(|| format!("column {:?}", self.name))?;
-                let mut defined_keys = self.keys_read.iter();
-                for &level in &self.levels {
-                    let key = if level == max_def {
-                        defined_keys.next().copied().unwrap_or(NULL_KEY)
-                    } else {
-                        NULL_KEY
-                    };
-                    self.keys.push(key);
-                }
-                self.nulls += n - defined;
+                self.levels.iter().filter(|&&l| l == max_def).count()
             }
+        };
+        // The keys of the rows that hold a value: straight into place when every row does.
+        let out = if nullable {
+            self.keys_read.resize(defined, 0);
+            &mut self.keys_read[..]
+        } else {
+            self.keys.resize(start + n, 0);
+            &mut self.keys[start..]
+        };
+        page_values(
+            &mut page.values,
+            out,
+            &self.dictionary,
+            &mut self.table,
+            self.parse,
+        )
+        .with_context(|| format!("column {:?}", self.name))?;
+        if nullable {
+            let mut defined_keys = self.keys_read.iter();
+            for &level in &self.levels {
+                let key = if level == max_def {
+                    defined_keys.next().copied().unwrap_or(NULL_KEY)
+                } else {
+                    NULL_KEY
+                };
+                self.keys.push(key);
+            }
+            self.nulls += n - defined;
         }
         page.left -= n;
         Ok(())
@@ -854,25 +849,29 @@ impl Columns {
         });
         let mut at = sources.into_iter();
         let mut next = || at.next().unwrap_or(Source::Missing);
-        let b = &bytes;
-        self.ts_recv.open(meta, rg, b, next())?;
-        self.ts_event.open(meta, rg, b, next())?;
-        self.venue.open(meta, rg, b, next())?;
-        self.symbol.open(meta, rg, b, next())?;
-        self.kind.open(meta, rg, b, next())?;
-        self.venue_seq.open(meta, rg, b, next())?;
-        self.prev_venue_seq.open(meta, rg, b, next())?;
-        self.pub_seq.open(meta, rg, b, next())?;
-        self.side.open(meta, rg, b, next())?;
-        self.price.open(meta, rg, b, next())?;
-        self.price_scale.open(meta, rg, b, next())?;
-        self.size.open(meta, rg, b, next())?;
-        self.size_scale.open(meta, rg, b, next())?;
-        self.flags.open(meta, rg, b, next())?;
-        self.trade_id.open(meta, rg, b, next())?;
-        self.gap_reason.open(meta, rg, b, next())?;
-        self.gap_missing.open(meta, rg, b, next())?;
-        self.gap_publisher.open(meta, rg, b, next())?;
+        let g = Group {
+            meta,
+            rg,
+            bytes: &bytes,
+        };
+        self.ts_recv.open(&g, next())?;
+        self.ts_event.open(&g, next())?;
+        self.venue.open(&g, next())?;
+        self.symbol.open(&g, next())?;
+        self.kind.open(&g, next())?;
+        self.venue_seq.open(&g, next())?;
+        self.prev_venue_seq.open(&g, next())?;
+        self.pub_seq.open(&g, next())?;
+        self.side.open(&g, next())?;
+        self.price.open(&g, next())?;
+        self.price_scale.open(&g, next())?;
+        self.size.open(&g, next())?;
+        self.size_scale.open(&g, next())?;
+        self.flags.open(&g, next())?;
+        self.trade_id.open(&g, next())?;
+        self.gap_reason.open(&g, next())?;
+        self.gap_missing.open(&g, next())?;
+        self.gap_publisher.open(&g, next())?;
         self.left = usize::try_from(rg.num_rows()).context("negative row count")?;
         Ok(())
     }

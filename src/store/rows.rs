@@ -448,22 +448,21 @@ impl BatchView {
     /// Row `i`'s price from its mantissa and scale.
     #[inline(always)]
     fn price(&self, c: &Batch<'_>, i: usize) -> Result<Fixed> {
-        match (
-            c.price.get(i),
-            scale(self.constants.price_scale, c.price_scale, i),
-        ) {
-            (Some(m), Some(s)) => Ok(Fixed::new(m, s)),
-            _ => Err(self.without_price(c, i)),
-        }
+        let scale = scale(self.constants.price_scale, c.price_scale, i);
+        self.fixed(c, i, c.price.get(i), scale)
     }
 
     /// Row `i`'s size from its mantissa and scale.
     #[inline(always)]
     fn size(&self, c: &Batch<'_>, i: usize) -> Result<Fixed> {
-        match (
-            c.size.get(i),
-            scale(self.constants.size_scale, c.size_scale, i),
-        ) {
+        let scale = scale(self.constants.size_scale, c.size_scale, i);
+        self.fixed(c, i, c.size.get(i), scale)
+    }
+
+    /// A price or size of row `i`, refused when its mantissa or scale is null.
+    #[inline(always)]
+    fn fixed(&self, c: &Batch<'_>, i: usize, m: Option<i64>, s: Option<u8>) -> Result<Fixed> {
+        match (m, s) {
             (Some(m), Some(s)) => Ok(Fixed::new(m, s)),
             _ => Err(self.without_price(c, i)),
         }
