@@ -1,8 +1,9 @@
 //! Reads a dataset back as one stream of events in `ts_recv` order.
 //!
 //! Files are merged with a streaming k-way merge that opens a file only when the merge
-//! reaches its first timestamp and holds one record batch per open file, so memory
-//! depends on how many files *overlap in time*, never on how long the dataset is.
+//! reaches its first timestamp and holds one row group's column chunks and one batch of
+//! decoded rows per open file ([`super::rows::BatchView`]), so memory depends on how
+//! many files *overlap in time*, never on how long the dataset is.
 //! Row groups entirely outside the time window are skipped using the Parquet statistics
 //! of the `ts_recv` column, found by name (files written by other tools may order
 //! columns differently).
