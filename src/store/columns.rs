@@ -391,6 +391,8 @@ pub struct Coded<T: Copy> {
     pub keys: Vec<u32>,
     /// The parsed value per row of the batch (a null row: the parse of empty text).
     pub values: Vec<Option<T>>,
+    /// `table`'s parsed values, for the batch's lookups.
+    parsed: Vec<Option<T>>,
     /// Null rows in the batch.
     pub nulls: usize,
 }
@@ -426,6 +428,7 @@ impl<T: Copy> Coded<T> {
             keys_read: Vec::new(),
             keys: Vec::new(),
             values: Vec::new(),
+            parsed: Vec::new(),
             nulls: 0,
         }
     }
@@ -505,12 +508,17 @@ impl<T: Copy> Coded<T> {
                 self.name
             );
         }
+        // What each key parses to, by table index (the null key last).
         let null = (self.parse)("");
-        let table = &self.table;
-        self.values.extend(self.keys.iter().map(|&k| match k {
-            NULL_KEY => null,
-            k => table[k as usize].1,
-        }));
+        self.parsed.clear();
+        self.parsed
+            .extend(self.table.iter().map(|(_, value)| *value));
+        let parsed = &self.parsed;
+        self.values
+            .extend(self.keys.iter().map(|&k| match parsed.get(k as usize) {
+                Some(&value) => value,
+                None => null,
+            }));
         Ok(())
     }
 
@@ -551,14 +559,13 @@ impl<T: Copy> Coded<T> {
         )
         .with_context(|| format!("column {:?}", self.name))?;
         if nullable {
-            let mut defined_keys = self.keys_read.iter();
-            for &level in &self.levels {
-                let key = if level == max_def {
-                    defined_keys.next().copied().unwrap_or(NULL_KEY)
-                } else {
-                    NULL_KEY
-                };
-                self.keys.push(key);
+            self.keys.resize(start + n, NULL_KEY);
+            let mut next = 0;
+            for (key, &level) in self.keys[start..].iter_mut().zip(&self.levels) {
+                if level == max_def {
+                    *key = self.keys_read[next];
+                    next += 1;
+                }
             }
             self.nulls += n - defined;
         }

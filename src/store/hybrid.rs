@@ -68,9 +68,16 @@ impl Hybrid {
     fn packed_value(&mut self) -> u32 {
         let byte = self.packed_bit / 8;
         let shift = self.packed_bit % 8;
-        let mut word = [0u8; 8];
-        let end = (byte + 8).min(self.data.len());
-        word[..end - byte].copy_from_slice(&self.data[byte..end]);
+        let word = match self.data.get(byte..byte + 8) {
+            // The usual case: eight bytes left to load at once.
+            Some(eight) => <[u8; 8]>::try_from(eight).unwrap_or_default(),
+            None => {
+                let mut word = [0u8; 8];
+                let end = (byte + 8).min(self.data.len());
+                word[..end - byte].copy_from_slice(&self.data[byte..end]);
+                word
+            }
+        };
         self.packed_bit += usize::from(self.width);
         let mask = (1u64 << self.width) - 1;
         ((u64::from_le_bytes(word) >> shift) & mask) as u32
