@@ -167,7 +167,7 @@ fn constant_scale(group: &RowGroupMetaData, column: Option<usize>) -> Option<u8>
 /// the file. The crate asserts on some malformed input (found by fuzzing: a page whose
 /// bit width shifts past 64 bits), and a damaged file must be refused, not take the
 /// process down. The panic message still goes to stderr through the panic hook.
-fn guarded<T>(path: &Path, step: impl FnOnce() -> T) -> Result<T> {
+pub(super) fn guarded<T>(path: &Path, step: impl FnOnce() -> T) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|panic| {
         let why = match panic.downcast_ref::<&str>() {
             Some(s) => s.to_string(),

@@ -10,6 +10,7 @@ use parquet::data_type::ByteArray;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
 use super::columns::{Batch, Columns, Values};
+use super::reader::guarded;
 use crate::event::{
     Body, BookDelta, Event, Fixed, Flags, Gap, GapReason, Interner, Kind, Side, Trade, TradeId,
 };
@@ -539,17 +540,20 @@ impl<'a> ScaleRows<'a> {
 /// (recovery counting what a part file holds).
 pub fn for_each_event(path: &Path, mut each: impl FnMut(Event) -> Result<()>) -> Result<()> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let meta = ParquetMetaDataReader::new()
-        .parse_and_finish(&file)
-        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    // The parquet crate asserts on some damaged input: a panic becomes an error here too.
+    let meta = guarded(path, || {
+        ParquetMetaDataReader::new().parse_and_finish(&file)
+    })?
+    .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
     let mut names = RowNames::default();
     let mut view = BatchView::default();
     for group in 0..meta.num_row_groups() {
-        view.open_group(&file, &meta, group, Constants::default(), |_| false)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        guarded(path, || {
+            view.open_group(&file, &meta, group, Constants::default(), |_| false)
+        })?
+        .with_context(|| format!("cannot read {}", path.display()))?;
         loop {
-            let rows = view
-                .next_batch(4096)
+            let rows = guarded(path, || view.next_batch(4096))?
                 .with_context(|| format!("cannot read {}", path.display()))?;
             if rows == 0 {
                 break;
@@ -585,6 +589,19 @@ mod tests {
         );
         e.ts_recv = ts_recv;
         e
+    }
+
+    /// Recovery reads one part file through [`for_each_event`]: a page that makes the
+    /// parquet crate's decoder panic is an error naming the file there too.
+    #[test]
+    fn a_page_that_panics_the_decoder_is_an_error_when_one_file_is_read() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fuzz/parquet-decoder-shift-overflow.parquet");
+        let err = for_each_event(&path, |_| Ok(())).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("parquet-decoder-shift-overflow"),
+            "{err:#}"
+        );
     }
 
     #[test]
