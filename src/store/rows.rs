@@ -223,11 +223,6 @@ impl BatchView {
         Ok(rows)
     }
 
-    /// Rows of the current batch.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
     /// True when [`BatchView::valid_rows_into`] may decode this batch: one instrument
     /// for the whole batch (constant venue and symbol columns) whose names pass
     /// [`Event::validate`]'s rules, prices and sizes never null, every trade id within
@@ -302,9 +297,8 @@ impl BatchView {
                 let publisher = std::str::from_utf8(bytes(c.gap_publisher, i))
                     .with_context(|| format!("row {i}: gap publisher is not UTF-8"))?;
                 let gap = Body::Gap(Gap {
-                    reason: (c.gap_reason.present && !c.gap_reason.is_null(i))
-                        .then_some(reason)
-                        .flatten()
+                    // A null reason reads as empty text, which names no reason.
+                    reason: reason
                         .and_then(GapReason::from_name)
                         .with_context(|| format!("row {i}: unknown gap reason"))?,
                     missing: c.gap_missing.get(i).map(|m| m as u64),
