@@ -22,7 +22,9 @@
 //!   noisy than wall time when other processes share the cores),
 //!   allocations per event counted by this binary's global allocator (`allocs_per_event`:
 //!   the whole `run()`; `loop_allocs_per_event`: from event 65,536 to the last multiple of
-//!   65,536; `steady_allocs_per_event`: the second half of that), `peak_rss_mib` (VmHWM,
+//!   65,536; `steady_allocs_per_event`: the second half of that;
+//!   `engine_steady_allocs_per_event`: the same on the engine's thread alone, without the
+//!   Parquet reader's and the run writer's threads), `peak_rss_mib` (VmHWM,
 //!   reset before the round), fills, final position, PnL incl. fees marked at the last mid.
 //! - `--read-only`: the same rounds, only iterating the Parquet reader (no exchange, no
 //!   strategy), to tell reading from the rest.
@@ -31,7 +33,7 @@
 //!   the read-ahead. Each line says which (`threads`: 1 or 2).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +60,23 @@ static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 static LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
 static PEAK_BYTES: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    /// Allocations made by this thread (const-initialised, without a destructor: reading
+    /// it from the allocator never allocates).
+    static THIS_THREAD: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts one allocation, in all and on this thread.
+fn counted() {
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    THIS_THREAD.with(|c| c.set(c.get() + 1));
+}
+
+/// Allocations made so far by the calling thread.
+fn this_thread_allocations() -> u64 {
+    THIS_THREAD.with(Cell::get)
+}
+
 fn grew(bytes: usize) {
     let live = LIVE_BYTES.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
     PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
@@ -70,19 +89,19 @@ fn shrank(bytes: usize) {
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        counted();
         grew(layout.size());
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        counted();
         grew(layout.size());
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        counted();
         shrank(layout.size());
         grew(new_size);
         // SAFETY: same contract as the caller's.
@@ -370,6 +389,8 @@ fn round(
         .build()?;
     // (events, allocations) at each progress call; sized up front so pushing never allocates.
     let mut points: Vec<(u64, u64)> = Vec::with_capacity(1 << 12);
+    // The same on the engine's thread alone (this one; `--single-thread`: with the reader).
+    let mut engine_points: Vec<(u64, u64)> = Vec::with_capacity(1 << 12);
     let mut heap_last_point = 0u64;
     let rss_reset = reset_peak_rss();
     PEAK_BYTES.store(LIVE_BYTES.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -379,6 +400,7 @@ fn round(
     let summary = backtest.run_with_progress(&Stop::new(), |p| {
         if points.len() < points.capacity() {
             points.push((p.events, allocations()));
+            engine_points.push((p.events, this_thread_allocations()));
         }
         heap_last_point = LIVE_BYTES.load(Ordering::Relaxed);
     })?;
@@ -391,11 +413,15 @@ fn round(
         (Some(&a), Some(&b)) => per_event(a, b),
         _ => None,
     };
-    let steady = points
-        .iter()
-        .find(|(e, _)| *e >= events / 2)
-        .zip(points.last())
-        .and_then(|(&a, &b)| per_event(a, b));
+    let second_half = |points: &[(u64, u64)]| {
+        points
+            .iter()
+            .find(|(e, _)| *e >= events / 2)
+            .zip(points.last())
+            .and_then(|(&a, &b)| per_event(a, b))
+    };
+    let steady = second_half(&points);
+    let engine_steady = second_half(&engine_points);
     let t = tally.borrow();
     let position = t.position.to_f64();
     let mid = t.mid.unwrap_or(0.0);
@@ -411,6 +437,7 @@ fn round(
         "allocs_per_event": (a1 - a0) as f64 / events.max(1) as f64,
         "loop_allocs_per_event": loop_allocs,
         "steady_allocs_per_event": steady,
+        "engine_steady_allocs_per_event": engine_steady,
         "peak_rss_mib": if rss_reset { mib(peak) } else { None },
         "heap_peak_mib": mib(Some(PEAK_BYTES.load(Ordering::Relaxed) / 1024)),
         "heap_at_last_progress_mib": mib(Some(heap_last_point / 1024)),

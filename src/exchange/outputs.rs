@@ -365,15 +365,38 @@ struct Tables {
     marks: Table<Mark>,
 }
 
+/// Batch buffers on their way back from the writing thread, emptied, to be filled again:
+/// the run loop allocates none once a few are in circulation.
+struct Returns {
+    orders: Sender<Vec<OrderUpdate>>,
+    fills: Sender<Vec<Fill>>,
+    marks: Sender<Vec<Mark>>,
+}
+
+/// Hands an emptied batch buffer back (dropped when enough are waiting already).
+fn give_back<R>(to: &Sender<Vec<R>>, mut rows: Vec<R>) {
+    rows.clear();
+    let _ = to.try_send(rows);
+}
+
 impl Tables {
     /// Writes what arrives until [`ToWriter::Finish`], then closes the files. A sender
     /// dropped without it leaves the `.partial` files (the run did not finish).
-    fn serve(mut self, from: Receiver<ToWriter>) -> Result<RunCounts, OutputError> {
+    fn serve(mut self, from: Receiver<ToWriter>, back: Returns) -> Result<RunCounts, OutputError> {
         for message in from {
             match message {
-                ToWriter::Orders(rows) => self.orders.write_rows(&rows)?,
-                ToWriter::Fills(rows) => self.fills.write_rows(&rows)?,
-                ToWriter::Marks(rows) => self.marks.write_rows(&rows)?,
+                ToWriter::Orders(rows) => {
+                    self.orders.write_rows(&rows)?;
+                    give_back(&back.orders, rows);
+                }
+                ToWriter::Fills(rows) => {
+                    self.fills.write_rows(&rows)?;
+                    give_back(&back.fills, rows);
+                }
+                ToWriter::Marks(rows) => {
+                    self.marks.write_rows(&rows)?;
+                    give_back(&back.marks, rows);
+                }
                 ToWriter::Finish => {
                     return Ok(RunCounts {
                         orders: self.orders.finish()?,
@@ -390,6 +413,10 @@ impl Tables {
 /// Batches in flight to the writing thread: bounds the rows held in memory.
 const BATCHES_IN_FLIGHT: usize = 4;
 
+/// Emptied batch buffers kept per table for the run loop to fill again (one is enough
+/// while the thread keeps up; a second covers a batch being written).
+const SPARE_BATCHES: usize = 2;
+
 /// Writes a run's `orders.parquet`, `fills.parquet` and `marks.parquet`.
 ///
 /// Rows are buffered [`BATCH_ROWS`](self) at a time and handed to a thread of their own,
@@ -401,6 +428,10 @@ pub struct RunWriter {
     orders: Vec<OrderUpdate>,
     fills: Vec<Fill>,
     marks: Vec<Mark>,
+    /// Emptied batch buffers coming back from the thread.
+    spare_orders: Receiver<Vec<OrderUpdate>>,
+    spare_fills: Receiver<Vec<Fill>>,
+    spare_marks: Receiver<Vec<Mark>>,
     to_thread: Sender<ToWriter>,
     thread: Option<JoinHandle<Result<RunCounts, OutputError>>>,
 }
@@ -414,9 +445,17 @@ impl RunWriter {
             marks: Table::create(dir, "marks.parquet", marks_schema(), marks_batch)?,
         };
         let (to_thread, from) = bounded(BATCHES_IN_FLIGHT);
+        let (orders_back, spare_orders) = bounded(SPARE_BATCHES);
+        let (fills_back, spare_fills) = bounded(SPARE_BATCHES);
+        let (marks_back, spare_marks) = bounded(SPARE_BATCHES);
+        let back = Returns {
+            orders: orders_back,
+            fills: fills_back,
+            marks: marks_back,
+        };
         let thread = std::thread::Builder::new()
             .name("run-writer".into())
-            .spawn(move || tables.serve(from))
+            .spawn(move || tables.serve(from, back))
             .map_err(|source| OutputError::Io {
                 path: dir.to_path_buf(),
                 source,
@@ -425,6 +464,9 @@ impl RunWriter {
             orders: Vec::with_capacity(BATCH_ROWS),
             fills: Vec::with_capacity(BATCH_ROWS),
             marks: Vec::with_capacity(BATCH_ROWS),
+            spare_orders,
+            spare_fills,
+            spare_marks,
             to_thread,
             thread: Some(thread),
         })
@@ -441,14 +483,14 @@ impl RunWriter {
             ExchangeOutput::OrderUpdate(u) => {
                 self.orders.push(u);
                 if self.orders.len() >= BATCH_ROWS {
-                    let batch = take_batch(&mut self.orders);
+                    let batch = take_batch(&mut self.orders, &self.spare_orders);
                     self.send(ToWriter::Orders(batch))?;
                 }
             }
             ExchangeOutput::Fill(f) => {
                 self.fills.push(f);
                 if self.fills.len() >= BATCH_ROWS {
-                    let batch = take_batch(&mut self.fills);
+                    let batch = take_batch(&mut self.fills, &self.spare_fills);
                     self.send(ToWriter::Fills(batch))?;
                 }
             }
@@ -467,7 +509,7 @@ impl RunWriter {
         for m in marks.drain(..) {
             self.marks.push(m);
             if self.marks.len() >= BATCH_ROWS {
-                let batch = take_batch(&mut self.marks);
+                let batch = take_batch(&mut self.marks, &self.spare_marks);
                 self.send(ToWriter::Marks(batch))?;
             }
         }
@@ -506,9 +548,13 @@ impl RunWriter {
     }
 }
 
-/// The rows of `buffer`, which gets a fresh buffer of the same capacity.
-fn take_batch<R>(buffer: &mut Vec<R>) -> Vec<R> {
-    std::mem::replace(buffer, Vec::with_capacity(BATCH_ROWS))
+/// The rows of `buffer`, which gets an emptied buffer back from the thread, or a new one
+/// of the same capacity when none has come back yet.
+fn take_batch<R>(buffer: &mut Vec<R>, spares: &Receiver<Vec<R>>) -> Vec<R> {
+    let fresh = spares
+        .try_recv()
+        .unwrap_or_else(|_| Vec::with_capacity(BATCH_ROWS));
+    std::mem::replace(buffer, fresh)
 }
 
 #[cfg(test)]

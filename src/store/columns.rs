@@ -20,16 +20,18 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use bytes::{Buf, Bytes};
 use parquet::basic::{ConvertedType, Encoding, LogicalType, TimeUnit, Type as Physical};
-use parquet::column::page::{Page, PageReader};
+use parquet::column::page::Page;
 use parquet::column::reader::ColumnReaderImpl;
 use parquet::data_type::{ByteArray, ByteArrayType, DataType, Int32Type, Int64Type};
 use parquet::errors::ParquetError;
-use parquet::file::metadata::{ParquetMetaData, RowGroupMetaData};
+use parquet::file::metadata::{ColumnChunkMetaData, ParquetMetaData, RowGroupMetaData};
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::schema::types::ColumnDescriptor;
 
-use super::hybrid::Hybrid;
+use super::decode::{IntValues, plain_all};
+use super::hybrid::{Hybrid, width_of};
+use super::pages::{self, Pages};
 use crate::event::{Kind, Side};
 
 /// The Parquet types a dataset column may be stored as.
@@ -234,7 +236,7 @@ enum Source {
 }
 
 /// A column's reader over the current row group and the values of its last batch.
-struct Slot<T: DataType> {
+struct Slot<T: Native> {
     name: &'static str,
     stored: Stored,
     /// True when a file must hold the column (every column but the gap columns, which
@@ -242,11 +244,16 @@ struct Slot<T: DataType> {
     in_file: bool,
     /// True when the dataset schema declares the column non-nullable: a null is an error.
     required: bool,
+    /// The crate's reader, for a chunk [`Direct`] does not decode.
     reader: Option<ColumnReaderImpl<T>>,
+    /// This reader's decoding, kept from chunk to chunk (its buffers, the zstd context).
+    direct: Direct<T>,
+    /// True when `direct` reads the current chunk.
+    direct_on: bool,
     out: Values<T::T>,
 }
 
-impl<T: DataType> Slot<T> {
+impl<T: Native> Slot<T> {
     fn new(name: &'static str, stored: Stored, in_file: bool, required: bool) -> Slot<T> {
         Slot {
             name,
@@ -254,6 +261,8 @@ impl<T: DataType> Slot<T> {
             in_file,
             required,
             reader: None,
+            direct: Direct::default(),
+            direct_on: false,
             out: Values {
                 dense: stored == Stored::Text,
                 ..Values::default()
@@ -264,19 +273,42 @@ impl<T: DataType> Slot<T> {
     /// Points the slot at its column in row group `group`, refusing a column of another
     /// type, or a required one the file lacks.
     fn open(&mut self, group: &Group<'_>, source: Source) -> Result<()> {
-        let Group { meta, rg, bytes } = *group;
         self.reader = None;
+        self.direct_on = false;
+        self.direct.close();
         self.out.present = false;
+        let Some(c) = self.check(group, source)? else {
+            return Ok(());
+        };
+        let Group { meta, rg, bytes } = *group;
+        let descr = meta.file_metadata().schema_descr().column(c);
+        self.out.max_def = descr.max_def_level();
+        self.out.present = true;
+        let chunk = rg.column(c);
+        if Direct::<T>::decodes(chunk) {
+            self.direct.open(bytes, chunk)?;
+            self.direct_on = true;
+            return Ok(());
+        }
+        let rows = usize::try_from(rg.num_rows()).context("negative row count")?;
+        let pages = SerializedPageReader::new(bytes.clone(), chunk, rows, None)?;
+        self.reader = Some(ColumnReaderImpl::new(descr, Box::new(pages)));
+        Ok(())
+    }
+
+    /// The leaf column to read in `group`, after checking its type; `None` when the
+    /// column is not read (every row null). A required column the file lacks is refused.
+    fn check(&self, group: &Group<'_>, source: Source) -> Result<Option<usize>> {
         let c = match source {
             Source::Read(c) => c,
-            Source::Known => return Ok(()),
+            Source::Known => return Ok(None),
             Source::Missing if self.in_file => bail!(
                 "column {:?} missing: not a ticktape dataset file?",
                 self.name
             ),
-            Source::Missing => return Ok(()),
+            Source::Missing => return Ok(None),
         };
-        let descr = meta.file_metadata().schema_descr().column(c);
+        let descr = group.meta.file_metadata().schema_descr().column(c);
         if !self.stored.matches(&descr) || descr.max_rep_level() != 0 {
             bail!(
                 "column {:?} has an unexpected type ({:?} {:?}, expected {:?}): not a ticktape \
@@ -287,16 +319,11 @@ impl<T: DataType> Slot<T> {
                 self.stored
             );
         }
-        let rows = usize::try_from(rg.num_rows()).context("negative row count")?;
-        let pages = SerializedPageReader::new(bytes.clone(), rg.column(c), rows, None)?;
-        self.out.max_def = descr.max_def_level();
-        self.reader = Some(ColumnReaderImpl::new(descr, Box::new(pages)));
-        self.out.present = true;
-        Ok(())
+        Ok(Some(c))
     }
 }
 
-impl<T: DataType> Slot<T>
+impl<T: Native> Slot<T>
 where
     T::T: Default,
 {
@@ -306,17 +333,24 @@ where
         out.values.clear();
         out.levels.clear();
         out.nulls = 0;
-        let Some(reader) = self.reader.as_mut() else {
-            return Ok(());
-        };
-        let levels = (out.max_def > 0).then_some(&mut out.levels);
-        let (records, values, _) = reader.read_records(rows, levels, None, &mut out.values)?;
-        if records != rows {
-            bail!(
-                "column {:?} holds {records} rows where the row group has {rows} left",
-                self.name
-            );
+        if self.direct_on {
+            self.direct
+                .read(rows, out)
+                .with_context(|| format!("column {:?}", self.name))?;
+        } else {
+            let Some(reader) = self.reader.as_mut() else {
+                return Ok(());
+            };
+            let levels = (out.max_def > 0).then_some(&mut out.levels);
+            let (records, _, _) = reader.read_records(rows, levels, None, &mut out.values)?;
+            if records != rows {
+                bail!(
+                    "column {:?} holds {records} rows where the row group has {rows} left",
+                    self.name
+                );
+            }
         }
+        let values = out.values.len();
         if values < rows {
             out.nulls = rows - values;
             if self.required {
@@ -340,6 +374,317 @@ where
         }
         Ok(())
     }
+}
+
+/// A column type a [`Slot`] reads, and how [`Direct`] decodes its pages.
+trait Native: DataType {
+    /// A data page's values, being read.
+    type Page;
+    /// True when [`Direct`] decodes a chunk of this type in `encoding`.
+    fn decodes(encoding: Encoding) -> bool;
+    /// The values of a data page in `encoding` (what follows its levels).
+    fn page(encoding: Encoding, values: Bytes) -> Result<Self::Page>;
+    /// A dictionary page's `count` PLAIN values, appended to `out`.
+    fn dictionary(buf: Bytes, count: usize, out: &mut Vec<Self::T>) -> Result<()>;
+    /// Appends a page's next `n` values to `out`; keys are looked up in `dictionary`
+    /// (`keys` is scratch space).
+    fn values(
+        page: &mut Self::Page,
+        n: usize,
+        dictionary: &[Self::T],
+        keys: &mut Vec<u32>,
+        out: &mut Vec<Self::T>,
+    ) -> Result<()>;
+}
+
+/// The integer types: [`super::decode`].
+macro_rules! native_int {
+    ($t:ty) => {
+        impl Native for $t {
+            type Page = IntValues;
+            fn decodes(e: Encoding) -> bool {
+                matches!(
+                    e,
+                    Encoding::PLAIN
+                        | Encoding::PLAIN_DICTIONARY
+                        | Encoding::RLE_DICTIONARY
+                        | Encoding::DELTA_BINARY_PACKED
+                )
+            }
+            fn page(encoding: Encoding, values: Bytes) -> Result<IntValues> {
+                IntValues::new(encoding, values)
+            }
+            fn dictionary(buf: Bytes, count: usize, out: &mut Vec<Self::T>) -> Result<()> {
+                plain_all(&buf, count, out)
+            }
+            fn values(
+                page: &mut IntValues,
+                n: usize,
+                dictionary: &[Self::T],
+                keys: &mut Vec<u32>,
+                out: &mut Vec<Self::T>,
+            ) -> Result<()> {
+                page.read(n, dictionary, keys, out)
+            }
+        }
+    };
+}
+native_int!(Int64Type);
+native_int!(Int32Type);
+
+/// Text: PLAIN byte arrays or dictionary keys, each value sharing its page's buffer.
+impl Native for ByteArrayType {
+    type Page = PageValues;
+    fn decodes(e: Encoding) -> bool {
+        matches!(
+            e,
+            Encoding::PLAIN | Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY
+        )
+    }
+    fn page(encoding: Encoding, values: Bytes) -> Result<PageValues> {
+        page_values_of(encoding, values)
+    }
+    fn dictionary(buf: Bytes, count: usize, out: &mut Vec<ByteArray>) -> Result<()> {
+        let mut pos = 0;
+        for _ in 0..count {
+            out.push(ByteArray::from(plain_text(&buf, &mut pos)?));
+        }
+        Ok(())
+    }
+    fn values(
+        page: &mut PageValues,
+        n: usize,
+        dictionary: &[ByteArray],
+        keys: &mut Vec<u32>,
+        out: &mut Vec<ByteArray>,
+    ) -> Result<()> {
+        match page {
+            PageValues::Plain { data, pos } => {
+                for _ in 0..n {
+                    out.push(ByteArray::from(plain_text(data, pos)?));
+                }
+            }
+            PageValues::Keys(hybrid) => {
+                keys.clear();
+                keys.resize(n, 0);
+                hybrid.read(keys)?;
+                for &k in keys.iter() {
+                    let Some(text) = dictionary.get(k as usize) else {
+                        bail!(
+                            "dictionary key {k} out of range ({} entries)",
+                            dictionary.len()
+                        );
+                    };
+                    out.push(text.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A column chunk decoded here ([`super::decode`], [`Native`]) rather than by the
+/// parquet crate's column reader, which allocates its decoders for every chunk and some
+/// for every page, and zeroes every values buffer before decoding into it. Everything is
+/// kept from chunk to chunk.
+struct Direct<T: Native> {
+    pages: Pages,
+    /// The chunk's dictionary.
+    dictionary: Vec<T::T>,
+    page: Option<DataPage<T::Page>>,
+    /// Scratch: a page's levels, a page's dictionary keys.
+    levels: Vec<u32>,
+    keys: Vec<u32>,
+}
+
+impl<T: Native> Default for Direct<T> {
+    fn default() -> Direct<T> {
+        Direct {
+            pages: Pages::default(),
+            dictionary: Vec::new(),
+            page: None,
+            levels: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+impl<T: Native> Direct<T> {
+    /// True when a chunk is stored in a way [`Direct`] decodes: compressed with a codec
+    /// [`Pages`] reads, levels in RLE, values in encodings [`Native::decodes`].
+    fn decodes(chunk: &ColumnChunkMetaData) -> bool {
+        pages::handles(chunk.compression())
+            && chunk
+                .encodings()
+                .all(|e| e == Encoding::RLE || T::decodes(e))
+    }
+
+    fn open(&mut self, group: &GroupBytes, chunk: &ColumnChunkMetaData) -> Result<()> {
+        self.close();
+        let (start, len) = chunk.byte_range();
+        let len = usize::try_from(len).context("column chunk too large")?;
+        self.pages.open(group.range(start, Some(len))?, chunk)
+    }
+
+    fn close(&mut self) {
+        self.page = None;
+        self.dictionary.clear();
+        self.pages.close();
+    }
+
+    /// Decodes the next `rows` rows into `out`: the values of the rows that hold one, and
+    /// every row's level when the column is nullable.
+    fn read(&mut self, rows: usize, out: &mut Values<T::T>) -> Result<()> {
+        let max_def = u32::try_from(out.max_def).unwrap_or(0);
+        let mut done = 0;
+        while done < rows {
+            if self.page.as_ref().is_none_or(|p| p.left == 0) {
+                self.next_data_page(out.max_def)?;
+            }
+            let Some(page) = self.page.as_mut() else {
+                bail!(
+                    "the column ends {} rows before its row group does",
+                    rows - done
+                );
+            };
+            let n = (rows - done).min(page.left);
+            let defined = match page.levels.as_mut() {
+                None => n,
+                Some(levels) => {
+                    self.levels.resize(n, 0);
+                    levels.read(&mut self.levels)?;
+                    out.levels.extend(self.levels.iter().map(|&l| l as i16));
+                    self.levels.iter().filter(|&&l| l == max_def).count()
+                }
+            };
+            T::values(
+                &mut page.values,
+                defined,
+                &self.dictionary,
+                &mut self.keys,
+                &mut out.values,
+            )?;
+            page.left -= n;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Moves to the next data page, reading a dictionary page on the way.
+    fn next_data_page(&mut self, max_def: i16) -> Result<()> {
+        self.page = None;
+        loop {
+            match next_page(&mut self.pages, max_def)? {
+                Next::End => return Ok(()),
+                Next::Dictionary { buf, count } => {
+                    self.dictionary.clear();
+                    T::dictionary(buf, count as usize, &mut self.dictionary)?;
+                }
+                Next::Data(page) => {
+                    self.page = Some(page.map(T::page)?);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// A data page being read: rows left, definition levels when the column is nullable,
+/// and its values in the form `P` the column decodes them with.
+struct DataPage<P> {
+    left: usize,
+    levels: Option<Hybrid>,
+    values: P,
+}
+
+/// A data page before its values are decoded: `values` is what follows the levels.
+struct RawPage {
+    rows: usize,
+    encoding: Encoding,
+    levels: Option<Hybrid>,
+    values: Bytes,
+}
+
+impl RawPage {
+    fn map<P>(self, values: impl FnOnce(Encoding, Bytes) -> Result<P>) -> Result<DataPage<P>> {
+        Ok(DataPage {
+            left: self.rows,
+            levels: self.levels,
+            values: values(self.encoding, self.values)?,
+        })
+    }
+}
+
+/// What [`next_page`] found.
+enum Next {
+    Dictionary { buf: Bytes, count: u32 },
+    Data(RawPage),
+    End,
+}
+
+/// The next page of a chunk, a data page split into its levels (nullable columns:
+/// `max_def` > 0; the dataset has no repeated columns) and values.
+fn next_page(pages: &mut Pages, max_def: i16) -> Result<Next> {
+    let width = width_of(u32::try_from(max_def).unwrap_or(0));
+    Ok(match pages.next_page()? {
+        None => Next::End,
+        Some(Page::DictionaryPage {
+            buf, num_values, ..
+        }) => Next::Dictionary {
+            buf,
+            count: num_values,
+        },
+        Some(Page::DataPage {
+            buf,
+            num_values,
+            encoding,
+            ..
+        }) => {
+            let mut at = 0;
+            let levels = if max_def > 0 {
+                let len = buf
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                let end = len.and_then(|l| 4usize.checked_add(l as usize));
+                let Some(end) = end.filter(|&e| e <= buf.len()) else {
+                    bail!("a page's levels run past its end");
+                };
+                at = end;
+                Some(Hybrid::new(buf.slice(4..end), width)?)
+            } else {
+                None
+            };
+            Next::Data(RawPage {
+                rows: num_values as usize,
+                encoding,
+                levels,
+                values: buf.slice(at..),
+            })
+        }
+        Some(Page::DataPageV2 {
+            buf,
+            num_values,
+            encoding,
+            def_levels_byte_len,
+            rep_levels_byte_len,
+            ..
+        }) => {
+            let start = rep_levels_byte_len as usize;
+            let end = start.saturating_add(def_levels_byte_len as usize);
+            if end > buf.len() {
+                bail!("a page's levels run past its end");
+            }
+            let levels = (max_def > 0)
+                .then(|| Hybrid::new(buf.slice(start..end), width))
+                .transpose()?;
+            Next::Data(RawPage {
+                rows: num_values as usize,
+                encoding,
+                levels,
+                values: buf.slice(end..),
+            })
+        }
+    })
 }
 
 /// Moves the values of the rows that hold one (at the front of `values`, in order) to
@@ -377,14 +722,16 @@ pub struct Coded<T: Copy> {
     parse: fn(&str) -> Option<T>,
     /// The distinct texts met in the file, and what they parse to.
     table: Vec<(Box<str>, Option<T>)>,
-    /// The current column chunk, when read here.
-    pages: Option<Box<dyn PageReader>>,
+    /// The current column chunk's pages, when read here (`reading`), kept from chunk to
+    /// chunk.
+    pages: Pages,
+    reading: bool,
     /// The current column chunk, when read through the parquet crate's reader.
     fallback: Slot<ByteArrayType>,
     max_def: i16,
     /// The current dictionary page's entries as `table` indexes.
     dictionary: Vec<u32>,
-    page: Option<CodedPage>,
+    page: Option<DataPage<PageValues>>,
     levels: Vec<u32>,
     keys_read: Vec<u32>,
     /// A `table` index per row of the batch, [`NULL_KEY`] for a null row.
@@ -395,15 +742,6 @@ pub struct Coded<T: Copy> {
     parsed: Vec<Option<T>>,
     /// Null rows in the batch.
     pub nulls: usize,
-}
-
-/// The data page a [`Coded`] column is reading.
-struct CodedPage {
-    /// Rows (levels) left in the page.
-    left: usize,
-    /// Definition levels, when the column is nullable.
-    levels: Option<Hybrid>,
-    values: PageValues,
 }
 
 /// A data page's values: dictionary keys, or plain texts from `pos`.
@@ -419,7 +757,8 @@ impl<T: Copy> Coded<T> {
             required,
             parse,
             table: Vec::new(),
-            pages: None,
+            pages: Pages::default(),
+            reading: false,
             fallback: Slot::new(name, Stored::Text, true, required),
             max_def: 0,
             dictionary: Vec::new(),
@@ -444,35 +783,29 @@ impl<T: Copy> Coded<T> {
     /// Points the column at its chunk in row group `group`, as [`Slot::open`] does.
     fn open(&mut self, group: &Group<'_>, source: Source) -> Result<()> {
         let Group { meta, rg, bytes } = *group;
-        self.pages = None;
+        self.pages.close();
+        self.reading = false;
         self.page = None;
         self.dictionary.clear();
-        // The checks (type, presence) and the fallback reader are the generic slot's.
-        self.fallback.open(group, source)?;
-        let Source::Read(c) = source else {
+        // Closed until a chunk needs it.
+        self.fallback.open(group, Source::Known)?;
+        // The checks (type, presence) are the generic slot's.
+        let Some(c) = self.fallback.check(group, source)? else {
             return Ok(());
         };
         let chunk = rg.column(c);
-        let handled = chunk.encodings().all(|e| {
-            matches!(
-                e,
-                Encoding::PLAIN
-                    | Encoding::PLAIN_DICTIONARY
-                    | Encoding::RLE_DICTIONARY
-                    | Encoding::RLE
-            )
-        });
-        if handled {
-            let rows = usize::try_from(rg.num_rows()).context("negative row count")?;
-            let pages = SerializedPageReader::new(bytes.clone(), chunk, rows, None)?;
-            self.pages = Some(Box::new(pages));
-            self.fallback.reader = None;
-            self.max_def = meta
-                .file_metadata()
-                .schema_descr()
-                .column(c)
-                .max_def_level();
+        if !Direct::<ByteArrayType>::decodes(chunk) {
+            return self.fallback.open(group, source);
         }
+        let (start, len) = chunk.byte_range();
+        let len = usize::try_from(len).context("column chunk too large")?;
+        self.pages.open(bytes.range(start, Some(len))?, chunk)?;
+        self.reading = true;
+        self.max_def = meta
+            .file_metadata()
+            .schema_descr()
+            .column(c)
+            .max_def_level();
         Ok(())
     }
 
@@ -481,11 +814,11 @@ impl<T: Copy> Coded<T> {
         self.keys.clear();
         self.values.clear();
         self.nulls = 0;
-        if self.pages.is_some() {
+        if self.reading {
             while self.keys.len() < rows {
                 self.read_some(rows - self.keys.len())?;
             }
-        } else if self.fallback.reader.is_some() {
+        } else if self.fallback.out.present {
             self.fallback.read(rows, empty_text)?;
             for i in 0..rows {
                 let key = match self.fallback.out.value(i) {
@@ -576,99 +909,50 @@ impl<T: Copy> Coded<T> {
     /// Moves to the next data page, reading a dictionary page on the way.
     fn next_data_page(&mut self) -> Result<()> {
         self.page = None;
-        let Some(pages) = self.pages.as_mut() else {
+        if !self.reading {
             return Ok(());
-        };
-        let level_width = super::hybrid::width_of(u32::try_from(self.max_def).unwrap_or(0));
-        while let Some(page) = pages.get_next_page()? {
-            match page {
-                Page::DictionaryPage {
-                    buf, num_values, ..
-                } => {
+        }
+        loop {
+            let next = next_page(&mut self.pages, self.max_def)
+                .with_context(|| format!("column {:?}", self.name))?;
+            match next {
+                Next::End => return Ok(()),
+                Next::Dictionary { buf, count } => {
                     self.dictionary.clear();
                     let mut pos = 0;
-                    for _ in 0..num_values {
+                    for _ in 0..count {
                         let text = plain_text(&buf, &mut pos)?;
                         let key = intern(&mut self.table, self.parse, &text)?;
                         self.dictionary.push(key);
                     }
                 }
-                Page::DataPage {
-                    buf,
-                    num_values,
-                    encoding,
-                    ..
-                } => {
-                    let mut at = 0;
-                    let levels = if self.max_def > 0 {
-                        let len = buf
-                            .get(..4)
-                            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                        let end = len.and_then(|l| 4usize.checked_add(l as usize));
-                        let Some(end) = end.filter(|&e| e <= buf.len()) else {
-                            bail!("column {:?}: a page's levels run past its end", self.name);
-                        };
-                        at = end;
-                        Some(Hybrid::new(buf.slice(4..end), level_width)?)
-                    } else {
-                        None
-                    };
-                    self.page =
-                        Some(self.data_page(buf.slice(at..), num_values, encoding, levels)?);
-                    return Ok(());
-                }
-                Page::DataPageV2 {
-                    buf,
-                    num_values,
-                    encoding,
-                    def_levels_byte_len,
-                    rep_levels_byte_len,
-                    ..
-                } => {
-                    let start = rep_levels_byte_len as usize;
-                    let end = start.saturating_add(def_levels_byte_len as usize);
-                    if end > buf.len() {
-                        bail!("column {:?}: a page's levels run past its end", self.name);
-                    }
-                    let levels = (self.max_def > 0)
-                        .then(|| Hybrid::new(buf.slice(start..end), level_width))
-                        .transpose()?;
-                    self.page =
-                        Some(self.data_page(buf.slice(end..), num_values, encoding, levels)?);
+                Next::Data(page) => {
+                    let page = page
+                        .map(page_values_of)
+                        .with_context(|| format!("column {:?}", self.name))?;
+                    self.page = Some(page);
                     return Ok(());
                 }
             }
         }
-        Ok(())
     }
+}
 
-    /// A data page whose values (after the levels) are `values`.
-    fn data_page(
-        &self,
-        values: Bytes,
-        rows: u32,
-        encoding: Encoding,
-        levels: Option<Hybrid>,
-    ) -> Result<CodedPage> {
-        let values = match encoding {
-            Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY => {
-                let Some(&width) = values.first() else {
-                    bail!("column {:?}: a dictionary page without keys", self.name);
-                };
-                PageValues::Keys(Hybrid::new(values.slice(1..), width)?)
-            }
-            Encoding::PLAIN => PageValues::Plain {
-                data: values,
-                pos: 0,
-            },
-            other => bail!("column {:?}: unexpected encoding {other:?}", self.name),
-        };
-        Ok(CodedPage {
-            left: rows as usize,
-            levels,
-            values,
-        })
-    }
+/// A text page's values as [`Coded`] reads them.
+fn page_values_of(encoding: Encoding, values: Bytes) -> Result<PageValues> {
+    Ok(match encoding {
+        Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY => {
+            let Some(&width) = values.first() else {
+                bail!("a dictionary page without keys");
+            };
+            PageValues::Keys(Hybrid::new(values.slice(1..), width)?)
+        }
+        Encoding::PLAIN => PageValues::Plain {
+            data: values,
+            pos: 0,
+        },
+        other => bail!("unexpected encoding {other:?}"),
+    })
 }
 
 /// Fills `out` with the `table` indexes of a page's next values: dictionary keys looked
@@ -837,7 +1121,7 @@ impl Columns {
             Some(i) => Source::Read(i),
             None => Source::Missing,
         };
-        let sources: Vec<Source> = self.names().iter().map(|n| find(n)).collect();
+        let sources: [Source; 18] = self.names().map(find);
         let read = sources.iter().filter_map(|s| match s {
             Source::Read(c) => Some(*c),
             _ => None,
@@ -963,6 +1247,166 @@ impl Columns {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch};
+    use arrow_schema::{Field, Schema};
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::Compression;
+    use parquet::file::metadata::ParquetMetaDataReader;
+    use parquet::file::properties::{WriterProperties, WriterVersion};
+
+    /// `column` written by the crate's writer with `props`, read back by [`Direct`] in
+    /// batches of `batch` rows: each row's value, `None` for a null.
+    fn direct_round_trip<T: Native>(
+        column: ArrayRef,
+        props: WriterProperties,
+        batch: usize,
+    ) -> Vec<Option<T::T>>
+    where
+        T::T: Clone,
+    {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "v",
+            column.data_type().clone(),
+            true,
+        )]));
+        let mut file = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut file, schema.clone(), Some(props)).unwrap();
+        writer
+            .write(&RecordBatch::try_new(schema, vec![column]).unwrap())
+            .unwrap();
+        writer.close().unwrap();
+        let bytes = Bytes::from(file);
+        let meta = ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes)
+            .unwrap();
+        let group = GroupBytes { start: 0, bytes };
+        let mut direct = Direct::<T>::default();
+        let mut out = Values::<T::T> {
+            max_def: 1,
+            ..Values::default()
+        };
+        let mut rows = Vec::new();
+        for rg in meta.row_groups() {
+            let chunk = rg.column(0);
+            assert!(
+                Direct::<T>::decodes(chunk),
+                "{:?}",
+                chunk.encodings().collect::<Vec<_>>()
+            );
+            direct.open(&group, chunk).unwrap();
+            let mut left = rg.num_rows() as usize;
+            while left > 0 {
+                let n = left.min(batch);
+                out.values.clear();
+                out.levels.clear();
+                direct.read(n, &mut out).unwrap();
+                assert_eq!(out.levels.len(), n);
+                let mut values = out.values.iter();
+                rows.extend(
+                    out.levels
+                        .iter()
+                        .map(|&l| (l == 1).then(|| values.next().unwrap().clone())),
+                );
+                assert!(values.next().is_none());
+                left -= n;
+            }
+            assert!(
+                direct.read(1, &mut out).is_err(),
+                "a row past the chunk's end"
+            );
+        }
+        rows
+    }
+
+    #[test]
+    fn integer_pages_the_crate_writes_are_decoded_here_in_every_layout() {
+        let wide: Vec<Option<i64>> = (0..30_000i64)
+            .map(|i| match i % 11 {
+                0 => None,
+                1 => Some(i64::MIN + i),
+                2 => Some(i64::MAX - i),
+                _ => Some(1_700_000_000_000_000_000 + i * 1_000_003 - (i % 7) * 91),
+            })
+            .collect();
+        let repeating: Vec<Option<i64>> = (0..30_000i64)
+            .map(|i| (i % 5 != 0).then_some((i / 3) % 700 - 350))
+            .collect();
+        let narrow: Vec<Option<i32>> = (0..20_000i32)
+            .map(|i| match i % 9 {
+                0 => None,
+                1 => Some(i32::MIN),
+                2 => Some(i32::MAX),
+                _ => Some(i.wrapping_mul(2_654_435)),
+            })
+            .collect();
+        let zstd = Compression::ZSTD(Default::default());
+        let layouts = [
+            (
+                WriterVersion::PARQUET_1_0,
+                zstd,
+                false,
+                Encoding::DELTA_BINARY_PACKED,
+            ),
+            (
+                WriterVersion::PARQUET_2_0,
+                zstd,
+                false,
+                Encoding::DELTA_BINARY_PACKED,
+            ),
+            (
+                WriterVersion::PARQUET_2_0,
+                Compression::UNCOMPRESSED,
+                false,
+                Encoding::DELTA_BINARY_PACKED,
+            ),
+            (
+                WriterVersion::PARQUET_1_0,
+                Compression::UNCOMPRESSED,
+                false,
+                Encoding::PLAIN,
+            ),
+            (WriterVersion::PARQUET_1_0, zstd, true, Encoding::PLAIN),
+            (WriterVersion::PARQUET_2_0, zstd, true, Encoding::PLAIN),
+        ];
+        for (version, codec, dictionary, encoding) in layouts {
+            let props = || {
+                let mut b = WriterProperties::builder()
+                    .set_writer_version(version)
+                    .set_compression(codec)
+                    .set_dictionary_enabled(dictionary)
+                    // Many pages, row groups, and a dictionary that overflows to plain.
+                    .set_data_page_row_count_limit(1_000)
+                    .set_write_batch_size(1_000)
+                    .set_max_row_group_row_count(Some(12_000))
+                    .set_dictionary_page_size_limit(2_000);
+                if !dictionary {
+                    b = b.set_encoding(encoding);
+                }
+                b.build()
+            };
+            let layout = format!("{version:?} {codec:?} dictionary {dictionary} {encoding:?}");
+            for batch in [1, 333, 4_096] {
+                let got = direct_round_trip::<Int64Type>(
+                    Arc::new(Int64Array::from(wide.clone())),
+                    props(),
+                    batch,
+                );
+                assert!(got == wide, "{layout}, batches of {batch}");
+            }
+            let got = direct_round_trip::<Int64Type>(
+                Arc::new(Int64Array::from(repeating.clone())),
+                props(),
+                4_096,
+            );
+            assert!(got == repeating, "{layout}, repeating values");
+            let got = direct_round_trip::<Int32Type>(
+                Arc::new(Int32Array::from(narrow.clone())),
+                props(),
+                777,
+            );
+            assert!(got == narrow, "{layout}, 32-bit values");
+        }
+    }
 
     #[test]
     fn values_of_a_nullable_column_move_to_their_rows() {

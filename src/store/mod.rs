@@ -15,10 +15,12 @@
 
 pub mod checksums;
 mod columns;
+mod decode;
 pub mod files;
 mod hybrid;
 pub mod journal;
 pub mod layout;
+mod pages;
 pub mod read_ahead;
 pub mod reader;
 pub mod rows;

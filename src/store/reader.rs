@@ -422,6 +422,9 @@ pub struct EventReader {
     names: RowNames,
     /// Trade id `String`s kept while non-trade events pass through [`EventReader::read_into`].
     spare_ids: SpareIds,
+    /// The column buffers (and zstd contexts) of files read to their end, for the next
+    /// files: a dataset of many files reads each without allocating them again.
+    spare_views: Vec<BatchView>,
     batch_rows: usize,
     /// [`Selection::keeps_every_row`] of `selection`.
     keeps_every_row: bool,
@@ -449,6 +452,7 @@ impl EventReader {
             selection,
             names: RowNames::default(),
             spare_ids: SpareIds::default(),
+            spare_views: Vec::new(),
             batch_rows: 4096,
             delivered: 0,
         })
@@ -487,7 +491,7 @@ impl EventReader {
             meta: Arc::new(meta),
             groups: file.row_groups.clone().into_iter(),
             batch_rows: self.batch_rows,
-            view: BatchView::default(),
+            view: self.spare_views.pop().unwrap_or_default(),
             rows: 0,
             row: 0,
             path: file.path.clone(),
@@ -495,8 +499,18 @@ impl EventReader {
         if cursor.advance_to_kept(&self.selection, &mut self.names)? {
             self.heap.push(Reverse((cursor.ts()?, order)));
             self.cursors[order] = Some(cursor);
+        } else {
+            self.keep_view(cursor);
         }
         Ok(())
+    }
+
+    /// Keeps the buffers of a file read to its end (a few: as many as files end while
+    /// others are open) for the next file.
+    fn keep_view(&mut self, cursor: Cursor) {
+        if self.spare_views.len() < 4 {
+            self.spare_views.push(cursor.view);
+        }
     }
 
     /// Reads the next selected event over `event` (any event to start with), reusing
@@ -671,7 +685,9 @@ impl EventReader {
             self.current = Some((cursor.ts()?, cursor.order));
         } else {
             self.current = None;
-            self.cursors[order] = None;
+            if let Some(cursor) = self.cursors[order].take() {
+                self.keep_view(cursor);
+            }
         }
         self.delivered += 1;
         Ok(())
