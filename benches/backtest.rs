@@ -363,6 +363,15 @@ fn per_event(a: (u64, u64), b: (u64, u64)) -> Option<f64> {
     (b.0 > a.0).then(|| (b.1 - a.1) as f64 / (b.0 - a.0) as f64)
 }
 
+/// Allocations per event from the first point at or past half of `events` to the last.
+fn second_half(points: &[(u64, u64)], events: u64) -> Option<f64> {
+    points
+        .iter()
+        .find(|(e, _)| *e >= events / 2)
+        .zip(points.last())
+        .and_then(|(&a, &b)| per_event(a, b))
+}
+
 fn round(
     dataset: &Path,
     venue: &str,
@@ -413,15 +422,8 @@ fn round(
         (Some(&a), Some(&b)) => per_event(a, b),
         _ => None,
     };
-    let second_half = |points: &[(u64, u64)]| {
-        points
-            .iter()
-            .find(|(e, _)| *e >= events / 2)
-            .zip(points.last())
-            .and_then(|(&a, &b)| per_event(a, b))
-    };
-    let steady = second_half(&points);
-    let engine_steady = second_half(&engine_points);
+    let steady = second_half(&points, events);
+    let engine_steady = second_half(&engine_points, events);
     let t = tally.borrow();
     let position = t.position.to_f64();
     let mid = t.mid.unwrap_or(0.0);
@@ -469,10 +471,15 @@ fn read_round(dataset: &Path) -> Result<serde_json::Value> {
     let mut batch: Vec<Event> = (0..1024).map(|_| Event::blank()).collect();
     let mut spares = SpareIds::for_events(batch.len());
     let mut last: UnixNanos = 0;
+    // (events, allocations) every 65,536 events, as the backtest's progress points.
+    let mut points: Vec<(u64, u64)> = Vec::with_capacity(1 << 12);
     loop {
         let n = reader.read_many_into(&mut batch, &mut spares)?;
         if n == 0 {
             break;
+        }
+        if (events + n as u64) >> 16 != events >> 16 && points.len() < points.capacity() {
+            points.push((events + n as u64, allocations()));
         }
         events += n as u64;
         last = batch[n - 1].ts_recv;
@@ -480,6 +487,7 @@ fn read_round(dataset: &Path) -> Result<serde_json::Value> {
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;
     let a1 = allocations();
+    let steady = second_half(&points, events);
     Ok(json!({
         "engine": "ticktape-reader",
         "events": events,
@@ -488,6 +496,7 @@ fn read_round(dataset: &Path) -> Result<serde_json::Value> {
         "cpu_secs": cpu,
         "events_per_cpu_sec": (events as f64 / cpu).round(),
         "allocs_per_event": (a1 - a0) as f64 / events.max(1) as f64,
+        "steady_allocs_per_event": steady,
         "peak_rss_mib": if rss_reset { mib(status_kib("VmHWM:")) } else { None },
         "last_ts": last,
     }))

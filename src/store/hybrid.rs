@@ -50,9 +50,7 @@ impl Hybrid {
                 n += k;
             } else if self.packed_left > 0 {
                 let k = self.packed_left.min(out.len() - n);
-                for slot in &mut out[n..n + k] {
-                    *slot = self.packed_value();
-                }
+                self.unpack(&mut out[n..n + k]);
                 self.packed_left -= k;
                 n += k;
             } else {
@@ -62,25 +60,43 @@ impl Hybrid {
         Ok(())
     }
 
-    /// The bit-packed value at `packed_bit`, moving past it. The run's bytes were checked
-    /// to be in `data` when it started.
+    /// True, having passed over them, when the next `n` values are all `value` in one
+    /// repeated run (a page's levels when no row in it is null): nothing to decode.
+    pub fn skip_repeated(&mut self, n: usize, value: u32) -> Result<bool> {
+        if self.repeat_left == 0 && self.packed_left == 0 && self.pos < self.data.len() {
+            self.next_run()?;
+        }
+        if self.repeat_left >= n && self.repeat_value == value {
+            self.repeat_left -= n;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The next `out.len()` values of the current bit-packed run. The run's bytes were
+    /// checked to be in `data` when it started.
     #[inline(always)]
-    fn packed_value(&mut self) -> u32 {
-        let byte = self.packed_bit / 8;
-        let shift = self.packed_bit % 8;
-        let word = match self.data.get(byte..byte + 8) {
-            // The usual case: eight bytes left to load at once.
-            Some(eight) => <[u8; 8]>::try_from(eight).unwrap_or_default(),
-            None => {
-                let mut word = [0u8; 8];
-                let end = (byte + 8).min(self.data.len());
-                word[..end - byte].copy_from_slice(&self.data[byte..end]);
-                word
-            }
-        };
-        self.packed_bit += usize::from(self.width);
+    fn unpack(&mut self, out: &mut [u32]) {
+        let data: &[u8] = &self.data;
+        let width = usize::from(self.width);
         let mask = (1u64 << self.width) - 1;
-        ((u64::from_le_bytes(word) >> shift) & mask) as u32
+        let mut bit = self.packed_bit;
+        for slot in out {
+            let byte = bit / 8;
+            let word = match data.get(byte..byte + 8) {
+                // The usual case: eight bytes left to load at once.
+                Some(eight) => u64::from_le_bytes(eight.try_into().unwrap_or_default()),
+                None => {
+                    let mut word = [0u8; 8];
+                    let end = (byte + 8).min(data.len());
+                    word[..end - byte].copy_from_slice(&data[byte..end]);
+                    u64::from_le_bytes(word)
+                }
+            };
+            *slot = ((word >> (bit % 8)) & mask) as u32;
+            bit += width;
+        }
+        self.packed_bit = bit;
     }
 
     /// Reads the next run's header (and a repeated run's value).
@@ -131,6 +147,15 @@ impl Hybrid {
         }
         bail!("a run header longer than 64 bits")
     }
+}
+
+/// The first `n` entries of `scratch`, grown (never shrunk, never zeroed again) to hold
+/// them: space for a decoder to write into without clearing it first.
+pub fn scratch(scratch: &mut Vec<u32>, n: usize) -> &mut [u32] {
+    if scratch.len() < n {
+        scratch.resize(n, 0);
+    }
+    &mut scratch[..n]
 }
 
 /// Bits needed for values up to `max` (0 for 0).
