@@ -84,6 +84,9 @@ pub(super) struct Ladder {
     in_window: usize,
     /// Levels outside the window, by key.
     outside: FxHashMap<i64, Level>,
+    /// Always empty: a second map whose allocation [`Ladder::recentre`] sorts the levels
+    /// into, so following the price allocates nothing once both maps have grown.
+    spare: FxHashMap<i64, Level>,
     /// Decimal scale of the keys.
     scale: u8,
     /// Key of the best level, if any.
@@ -221,8 +224,9 @@ impl Ladder {
         };
         self.window.resize(WINDOW, Level::VACANT);
         let mut moved = 0;
-        let outside = std::mem::take(&mut self.outside);
-        for (key, level) in outside {
+        let mut levels = std::mem::take(&mut self.spare);
+        std::mem::swap(&mut levels, &mut self.outside);
+        for (key, level) in levels.drain() {
             match self.slot(key) {
                 Some(i) => {
                     self.window[i] = level;
@@ -233,6 +237,7 @@ impl Ladder {
                 }
             }
         }
+        self.spare = levels;
         self.in_window = moved;
     }
 

@@ -313,7 +313,16 @@ fn orders_batch(
 ) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let mut reason = StringBuilder::new();
     for r in rows {
-        reason.append_option(r.reason.as_deref());
+        match &r.reason {
+            // Written into the column's bytes as it is put into words.
+            Some(text) => {
+                use std::fmt::Write as _;
+                write!(reason, "{text}")
+                    .map_err(|e| arrow_schema::ArrowError::ComputeError(e.to_string()))?;
+                reason.append_value("");
+            }
+            None => reason.append_null(),
+        }
     }
     RecordBatch::try_new(
         schema.clone(),

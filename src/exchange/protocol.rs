@@ -423,8 +423,76 @@ pub struct OrderUpdate {
     /// State after the change.
     pub status: OrderStatus,
     /// Why, for rejections, cancels of unfilled remainders and refused cancels.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<Cow<'static, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+}
+
+/// Why an order ended as it did, or a request was refused ([`OrderUpdate::reason`]): a
+/// text on the wire (JSON string) and in `orders.parquet`. The simulated exchange gives
+/// its frequent reasons without allocating: a fixed text, or the facts of the case, put
+/// into words only when shown ([`std::fmt::Display`], `to_string`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reason {
+    /// Any text (what a reason read back from the wire always is).
+    Text(Cow<'static, str>),
+    /// A post-only order whose limit price would have crossed the best opposite price.
+    PostOnlyCross {
+        /// The order's side.
+        side: OrderSide,
+        /// The best opposite price when the order arrived.
+        best: Fixed,
+        /// The order's limit price.
+        price: Fixed,
+    },
+    /// A cancel of an order already final (its status: filled, canceled or rejected).
+    CancelRefused(OrderStatus),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Text(text) => f.write_str(text),
+            Reason::PostOnlyCross { side, best, price } => {
+                let opposite = match side {
+                    OrderSide::Buy => "ask",
+                    OrderSide::Sell => "bid",
+                };
+                write!(
+                    f,
+                    "post-only order would cross: best {opposite} {best} vs {} price {price}",
+                    side.name()
+                )
+            }
+            Reason::CancelRefused(status) => {
+                write!(f, "cancel refused: order already {}", status.name())
+            }
+        }
+    }
+}
+
+impl From<&'static str> for Reason {
+    fn from(text: &'static str) -> Reason {
+        Reason::Text(Cow::Borrowed(text))
+    }
+}
+
+impl From<String> for Reason {
+    fn from(text: String) -> Reason {
+        Reason::Text(Cow::Owned(text))
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Written straight into the output (serde_json escapes as it goes): no String.
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Reason, D::Error> {
+        String::deserialize(d).map(Reason::from)
+    }
 }
 
 /// One execution, published on `fill.<venue>.<symbol>`.
@@ -564,6 +632,39 @@ pub(crate) mod opt_fixed_str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_are_text_on_the_wire_and_read_back_as_text() {
+        let (best, price) = (
+            Fixed {
+                mantissa: 1_005,
+                scale: 1,
+            },
+            Fixed {
+                mantissa: 101,
+                scale: 0,
+            },
+        );
+        let crossing = Reason::PostOnlyCross {
+            side: OrderSide::Buy,
+            best,
+            price,
+        };
+        let text = "post-only order would cross: best ask 100.5 vs buy price 101";
+        assert_eq!(crossing.to_string(), text);
+        let json = serde_json::to_string(&crossing).unwrap();
+        assert_eq!(json, format!("{text:?}"));
+        let back: Reason = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, Reason::from(text.to_string()));
+        assert_eq!(
+            Reason::CancelRefused(OrderStatus::Filled).to_string(),
+            "cancel refused: order already filled"
+        );
+        // Quotes and controls are escaped as any JSON string is.
+        let odd = Reason::from("a \"quoted\" reason\n");
+        let json = serde_json::to_string(&odd).unwrap();
+        assert_eq!(serde_json::from_str::<Reason>(&json).unwrap(), odd);
+    }
 
     #[test]
     fn new_request_parses_with_exact_decimals() {

@@ -216,7 +216,11 @@ fn quoting_on_real_binance_data_fills_as_maker_at_its_own_prices() {
         if let ExchangeOutput::OrderUpdate(u) = o
             && u.status == OrderStatus::Rejected
         {
-            let reason = u.reason.as_deref().unwrap_or("");
+            let reason = u
+                .reason
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             assert!(reason.contains("would cross"), "{u:?}");
         }
     }

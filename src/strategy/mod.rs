@@ -28,7 +28,7 @@ use crate::event::{Body, Event, Fixed, Flags, UnixNanos};
 pub use crate::exchange::matching::OrderRequest;
 pub use crate::exchange::protocol::{
     ClientOrderId, ExchangeOutput, Fill, Liquidity, NewOrder, OrderSide, OrderStatus, OrderType,
-    OrderUpdate, Reply, TimeInForce,
+    OrderUpdate, Reason, Reply, TimeInForce,
 };
 
 pub use bus::{RunnerConfig, RunnerStats, run};

@@ -35,7 +35,6 @@ mod positions;
 #[cfg(test)]
 mod tests;
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -48,7 +47,7 @@ use crate::event::{Body, Event, Fixed, Interner, UnixNanos};
 use super::models::{ExchangeSettings, ModelError, Models};
 use super::protocol::{
     ClientOrderId, ExchangeOutput, Fill, Liquidity, Mark, NewOrder, OpenOrder, OrderSide,
-    OrderStatus, OrderType, OrderUpdate, PositionView, Reply, Request, TimeInForce,
+    OrderStatus, OrderType, OrderUpdate, PositionView, Reason, Reply, Request, TimeInForce,
 };
 use digest::FillDigest;
 use instruments::Instruments;
@@ -111,9 +110,6 @@ pub struct SimExchange {
 /// that a cancel of it is refused as unknown and its client order id may be used again.
 /// Keeps memory flat however long the run (the SDK never reuses an id).
 pub const FORGET_AFTER: UnixNanos = 60 * crate::event::NANOS_PER_SEC;
-
-/// Why an order update happened, in words: fixed ones are never allocated.
-type Reason = Cow<'static, str>;
 
 /// (strategy, venue, symbol).
 type PositionKey = (Arc<str>, Arc<str>, Arc<str>);
@@ -511,24 +507,24 @@ impl SimExchange {
         let Some(market) = self.markets.get_mut(order.market) else {
             return self.finish(id, ts, OrderStatus::Rejected, Some("unknown symbol".into()));
         };
-        let opp_name = match side {
-            OrderSide::Buy => "ask",
-            OrderSide::Sell => "bid",
-        };
         // Only the levels this order can take: a market order does not read the whole side.
         let mut takeable = std::mem::take(&mut market.scratch_levels);
         market.takeable_into(side, price, size, &mut takeable);
         if let (TimeInForce::PostOnly, Some(&(best, _)), Some(p)) = (tif, takeable.first(), price) {
             market.scratch_levels = takeable;
-            let reason = format!(
-                "post-only order would cross: best {opp_name} {best} vs {} price {p}",
-                side.name()
-            );
-            return self.finish(id, ts, OrderStatus::Rejected, Some(reason.into()));
+            let reason = Reason::PostOnlyCross {
+                side,
+                best,
+                price: p,
+            };
+            return self.finish(id, ts, OrderStatus::Rejected, Some(reason));
         }
         if order_type == OrderType::Market && takeable.is_empty() {
             market.scratch_levels = takeable;
-            let reason = format!("market order: no visible liquidity on the {opp_name} side");
+            let reason = match side {
+                OrderSide::Buy => "market order: no visible liquidity on the ask side",
+                OrderSide::Sell => "market order: no visible liquidity on the bid side",
+            };
             return self.finish(id, ts, OrderStatus::Rejected, Some(reason.into()));
         }
         let opp = side.book_side().opposite();
@@ -587,9 +583,8 @@ impl SimExchange {
             return;
         };
         if !order.resting {
-            let reason = format!("cancel refused: order already {}", order.status.name());
             let status = order.status;
-            return self.finish(id, ts, status, Some(reason.into()));
+            return self.finish(id, ts, status, Some(Reason::CancelRefused(status)));
         }
         let (side, price) = (order.side.book_side(), order.price.unwrap_or(Fixed::ZERO));
         if let Some(market) = self.markets.get_mut(order.market) {

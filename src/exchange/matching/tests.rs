@@ -201,7 +201,7 @@ fn market_order_walks_the_book_and_cancels_what_is_left() {
     );
     let u = last_update(&out);
     assert_eq!(u.status, OrderStatus::Canceled);
-    assert!(u.reason.unwrap().contains("exhausted"));
+    assert!(u.reason.unwrap().to_string().contains("exhausted"));
     assert_eq!(position(&ex).position, fx("8"));
 }
 
@@ -258,6 +258,8 @@ fn post_only_is_rejected_when_it_would_cross_and_rests_otherwise() {
     assert!(
         updates[0]
             .reason
+            .as_ref()
+            .map(ToString::to_string)
             .as_deref()
             .unwrap()
             .contains("would cross")
@@ -641,6 +643,7 @@ fn market_order_against_an_empty_side_is_rejected() {
     assert!(
         u.reason
             .unwrap()
+            .to_string()
             .contains("no visible liquidity on the ask side")
     );
 }
@@ -669,6 +672,8 @@ fn cancel_removes_a_resting_order_and_refuses_a_finished_one() {
     assert!(
         updates[1]
             .reason
+            .as_ref()
+            .map(ToString::to_string)
             .as_deref()
             .unwrap()
             .contains("cancel refused")
@@ -894,7 +899,14 @@ fn random_sessions_keep_books_orders_and_positions_consistent() {
                 // A final state never changes; a refused cancel only restates it.
                 if let Some(prev) = last.get(&u.order_id).filter(|p| p.status.is_final()) {
                     assert_eq!(prev.status, u.status, "{u:?}");
-                    assert!(u.reason.as_deref().unwrap_or("").contains("cancel refused"));
+                    assert!(
+                        u.reason
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .as_deref()
+                            .unwrap_or("")
+                            .contains("cancel refused")
+                    );
                 }
                 last.insert(u.order_id, u.clone());
             }
@@ -1010,7 +1022,7 @@ fn final_orders_are_forgotten_after_a_while() {
     ex.advance_to(3);
     let refused = last_update(&ex.drain());
     assert_eq!(
-        refused.reason.as_deref(),
+        refused.reason.as_ref().map(ToString::to_string).as_deref(),
         Some("cancel refused: order already filled")
     );
     level(&mut ex, 2 + FORGET_AFTER, Side::Bid, "99", "6");
