@@ -261,6 +261,9 @@ PY
 
   echo "== backtest: scaling (the capture repeated K times, shifted in time; one process per size)"
   for k in 1 10 22; do
+    # The K-copy dataset is built (once) by a process of its own: building it in the
+    # measured process would leave its memory in the peak RSS of the rounds.
+    "$BT" --rounds 1 --repeat $k > /dev/null
     "$BT" --rounds 2 --repeat $k > "$W/scale.jsonl"
     python3 - "$W/scale.jsonl" <<'PY'
 import json, sys
