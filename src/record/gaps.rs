@@ -199,7 +199,14 @@ pub struct VenueSeqs {
     last: PerTopic<Tail>,
     holes: Vec<Hole>,
     grace: Duration,
+    /// True when the grace runs only while messages arrive ([`VenueSeqs::counting_live_input`]).
+    live_input_only: bool,
+    /// When the last message of any kind arrived ([`VenueSeqs::input`]).
+    last_input: Option<Instant>,
 }
+
+/// A pause in the input longer than this stops a hole's grace (durable sources only).
+pub const INPUT_STALL: Duration = Duration::from_secs(1);
 
 impl VenueSeqs {
     /// A tracker that waits `grace` for late events before declaring a gap.
@@ -208,7 +215,43 @@ impl VenueSeqs {
             last: PerTopic::default(),
             holes: Vec::new(),
             grace,
+            live_input_only: false,
+            last_input: None,
         }
+    }
+
+    /// With `durable`, a hole's grace counts only time during which messages arrive: a
+    /// pause longer than [`INPUT_STALL`] (a broker failing over, the connection being
+    /// re-established) is added to every open hole's wait. Over a durable broker the
+    /// missing events are not lost while nothing arrives: a publisher whose ack was lost
+    /// sends them again once it reconnects, however long that took. Over ZeroMQ a
+    /// publisher that stops is gone, and its holes are gaps after `grace` as they are.
+    pub fn counting_live_input(mut self, durable: bool) -> VenueSeqs {
+        self.live_input_only = durable;
+        self
+    }
+
+    /// A message (of any kind, from any source) arrived at `now`.
+    pub fn input(&mut self, now: Instant) {
+        if self.live_input_only
+            && let Some(last) = self.last_input
+        {
+            let pause = now.saturating_duration_since(last);
+            if pause > INPUT_STALL {
+                for hole in &mut self.holes {
+                    hole.deadline += pause;
+                }
+            }
+        }
+        self.last_input = Some(now);
+    }
+
+    /// True while the input has paused (durable sources): no hole's grace runs.
+    fn stalled(&self, now: Instant) -> bool {
+        self.live_input_only
+            && self
+                .last_input
+                .is_some_and(|last| now.saturating_duration_since(last) > INPUT_STALL)
     }
 
     /// Holes still open.
@@ -304,6 +347,9 @@ impl VenueSeqs {
     /// Gap events for holes whose grace period is over (or all, with `force`).
     pub fn expired(&mut self, now: Instant, force: bool) -> Vec<Event> {
         let mut out = Vec::new();
+        if !force && self.stalled(now) {
+            return out;
+        }
         self.holes.retain(|h| {
             if !force && h.deadline > now {
                 return true;
@@ -454,6 +500,52 @@ mod tests {
         v.observe(&ev(12, 12), "b", now, false);
         v.observe(&ev(13, 13), "b", now, false);
         assert!(v.expired(now + Duration::from_secs(2), false).is_empty());
+    }
+
+    #[test]
+    fn over_a_durable_source_a_hole_waits_out_a_pause_in_the_input() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let mut v = VenueSeqs::new(secs(10)).counting_live_input(true);
+        for s in [10, 11, 14] {
+            v.input(t0);
+            v.observe(&ev(s, s), "a", t0, false);
+        }
+        assert_eq!(v.open_holes(), 1);
+        // The broker fails over: nothing arrives for 30 s, three times the grace.
+        assert!(v.expired(t0 + secs(30), false).is_empty(), "a pause");
+        // Messages flow again (heartbeats, other streams); 8 s of them is within the grace.
+        for t in 30..=38 {
+            v.input(t0 + secs(t));
+        }
+        assert!(v.expired(t0 + secs(38), false).is_empty());
+        // The publisher sends the two it had no ack for: no gap.
+        v.observe(&ev(12, 12), "a", t0 + secs(38), false);
+        v.observe(&ev(13, 13), "a", t0 + secs(38), false);
+        assert!(v.expired(t0 + secs(60), false).is_empty());
+
+        // A hole nothing fills is a gap after 10 s of live input, pauses not counted.
+        let mut v = VenueSeqs::new(secs(10)).counting_live_input(true);
+        for s in [10, 11, 14] {
+            v.input(t0);
+            v.observe(&ev(s, s), "a", t0, false);
+        }
+        for t in (20..=28).chain([40]) {
+            v.input(t0 + secs(t));
+        }
+        // 20 s and 12 s pauses: the deadline moved from t0+10 to t0+42.
+        assert!(v.expired(t0 + secs(40), false).is_empty());
+        v.input(t0 + secs(41));
+        v.input(t0 + secs(42));
+        assert_eq!(v.expired(t0 + secs(42), false).len(), 1);
+
+        // Over ZeroMQ (not durable) the same pause ends the grace.
+        let mut v = VenueSeqs::new(secs(10));
+        for s in [10, 11, 14] {
+            v.input(t0);
+            v.observe(&ev(s, s), "a", t0, false);
+        }
+        assert_eq!(v.expired(t0 + secs(30), false).len(), 1);
     }
 
     #[test]

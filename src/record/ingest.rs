@@ -124,7 +124,8 @@ impl Ingest {
             dedup,
             positions: config.connect.iter().map(|_| Default::default()).collect(),
             pub_seqs: gaps::PublisherSeqs::default(),
-            venue_seqs: gaps::VenueSeqs::new(config.gap_grace),
+            venue_seqs: gaps::VenueSeqs::new(config.gap_grace)
+                .counting_live_input(config.durable_source),
             quarantine: Quarantine {
                 dir: root.join(layout::QUARANTINE_DIR),
                 file: None,
@@ -317,6 +318,7 @@ impl Ingest {
         frames: &[F],
         now: Instant,
     ) -> Result<()> {
+        self.venue_seqs.input(now);
         let publisher = &mut self.stats.publishers[source];
         publisher.received += 1;
         publisher.last_seen = Some(now);

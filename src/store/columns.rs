@@ -148,7 +148,8 @@ impl ChunkReader for GroupBytes {
 pub struct Values<T> {
     /// A value per row of the batch.
     pub values: Vec<T>,
-    /// A definition level per row when the file declares the column nullable.
+    /// A definition level per row when the batch holds a null (it is only read then);
+    /// may be left empty otherwise.
     levels: Vec<i16>,
     /// The level of a row that holds a value.
     max_def: i16,
@@ -472,8 +473,7 @@ impl Native for ByteArrayType {
                 }
             }
             PageValues::Keys(hybrid) => {
-                keys.clear();
-                keys.resize(n, 0);
+                let keys = scratch(keys, n);
                 hybrid.read(keys)?;
                 for &k in keys.iter() {
                     let Some(text) = dictionary.get(k as usize) else {

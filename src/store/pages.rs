@@ -92,7 +92,7 @@ impl Pages {
                 let computed = crc32fast::hash(&stored);
                 ensure!(
                     computed == crc as u32,
-                    "page checksum mismatch (stored {:08x}, computed {computed:08x}): the file \
+                    "page CRC checksum mismatch (stored {:08x}, computed {computed:08x}): the file \
                      is damaged",
                     crc as u32
                 );
