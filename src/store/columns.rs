@@ -276,7 +276,6 @@ impl<T: Native> Slot<T> {
     /// type, or a required one the file lacks.
     fn open(&mut self, group: &Group<'_>, source: Source) -> Result<()> {
         self.release();
-        self.out.present = false;
         let Some(c) = self.check(group, source)? else {
             return Ok(());
         };
@@ -296,8 +295,10 @@ impl<T: Native> Slot<T> {
         Ok(())
     }
 
-    /// Lets go of the current row group's bytes (its pages, the last batch's texts).
+    /// Lets go of the current row group's bytes (its pages, the last batch's texts); the
+    /// column reads as absent until opened again.
     fn release(&mut self) {
+        self.out.present = false;
         self.reader = None;
         self.direct_on = false;
         self.direct.close();
@@ -811,8 +812,6 @@ impl<T: Copy> Coded<T> {
     fn open(&mut self, group: &Group<'_>, source: Source) -> Result<()> {
         let Group { meta, rg, bytes } = *group;
         self.release();
-        // Closed until a chunk needs it.
-        self.fallback.open(group, Source::Known)?;
         // The checks (type, presence) are the generic slot's.
         let Some(c) = self.fallback.check(group, source)? else {
             return Ok(());

@@ -5,7 +5,7 @@
 //! sizes and venue sequence ids). [`super::columns`] reads other encodings through the
 //! parquet crate.
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use parquet::basic::Encoding;
 
@@ -235,9 +235,8 @@ impl Delta {
                     V::from_wrapped(last)
                 }));
             }
-            let bit = end_bit;
             self.last = last;
-            self.bit = bit;
+            self.bit = end_bit;
             self.mini_left -= k;
             n -= k;
         }
@@ -292,24 +291,31 @@ fn bits(data: &[u8], bit: usize) -> u64 {
     (word >> shift) as u64
 }
 
-/// A ULEB128 value of `data` at `pos`, moving past it.
-fn uleb(data: &[u8], pos: &mut usize) -> Result<u64> {
+/// The ULEB128 value of `data` at `pos`, moving past it: how Parquet's delta and hybrid
+/// encodings and Thrift's compact protocol store integers. `None` when `data` ends
+/// inside it or it runs past 64 bits.
+pub fn uleb128(data: &[u8], pos: &mut usize) -> Option<u64> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
-        let Some(&b) = data.get(*pos) else {
-            bail!("a delta-encoded page ends inside a number");
-        };
+        let &b = data.get(*pos)?;
         *pos += 1;
         value |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
-            return Ok(value);
+            return Some(value);
         }
     }
-    bail!("a delta-encoded page holds a number longer than 10 bytes")
+    None
 }
 
-fn zigzag(v: u64) -> i64 {
+/// A zigzag-encoded signed value (0, -1, 1, -2, … stored as 0, 1, 2, 3, …).
+pub fn zigzag(v: u64) -> i64 {
     (v >> 1) as i64 ^ -((v & 1) as i64)
+}
+
+/// [`uleb128`] in a delta-encoded page.
+fn uleb(data: &[u8], pos: &mut usize) -> Result<u64> {
+    uleb128(data, pos)
+        .context("a delta-encoded page ends inside a number, or holds one above 64 bits")
 }
 
 #[cfg(test)]

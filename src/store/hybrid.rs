@@ -7,8 +7,10 @@
 //! `width` bits each, packed from the least significant bit of each byte. Low bit 0:
 //! `header >> 1` repetitions of one value stored in `ceil(width / 8)` little-endian bytes.
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
+
+use super::decode::uleb128;
 
 /// Values of one hybrid-encoded stream, read in order.
 pub struct Hybrid {
@@ -101,7 +103,8 @@ impl Hybrid {
 
     /// Reads the next run's header (and a repeated run's value).
     fn next_run(&mut self) -> Result<()> {
-        let header = self.uleb128()?;
+        let header = uleb128(&self.data, &mut self.pos)
+            .context("the values end before the rows do, or a run header is above 64 bits")?;
         let count = usize::try_from(header >> 1)?;
         ensure!(count > 0, "an empty run at byte {}", self.pos);
         if header & 1 == 1 {
@@ -131,21 +134,6 @@ impl Hybrid {
             self.repeat_left = count;
         }
         Ok(())
-    }
-
-    fn uleb128(&mut self) -> Result<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let Some(&b) = self.data.get(self.pos) else {
-                bail!("the values end before the rows do");
-            };
-            self.pos += 1;
-            value |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        bail!("a run header longer than 64 bits")
     }
 }
 

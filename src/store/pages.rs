@@ -18,6 +18,8 @@ use parquet::basic::{Compression, Encoding};
 use parquet::column::page::Page;
 use parquet::file::metadata::ColumnChunkMetaData;
 
+use super::decode::{uleb128, zigzag};
+
 /// Reads the pages of one column chunk at a time, keeping its buffers from chunk to chunk.
 #[derive(Default)]
 pub struct Pages {
@@ -289,20 +291,13 @@ impl Compact<'_> {
     }
 
     fn varint(&mut self) -> Result<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            value |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        bail!("a page header holds a varint longer than 10 bytes: the file is damaged")
+        uleb128(self.data, &mut self.pos).context(
+            "a page header ends inside a number, or holds one above 64 bits: the file is damaged",
+        )
     }
 
     fn zigzag(&mut self) -> Result<i64> {
-        let v = self.varint()?;
-        Ok((v >> 1) as i64 ^ -((v & 1) as i64))
+        self.varint().map(zigzag)
     }
 
     fn i32(&mut self) -> Result<i32> {
