@@ -7,39 +7,28 @@
 //!
 //! Files are written as `<name>.parquet.partial` and renamed on [`RunWriter::finish`], so
 //! a reader never sees a file without its footer. Encoding and compressing happen on a
-//! thread of the writer's own.
+//! thread of the writer's own, by [`crate::store::table`], which allocates nothing once
+//! its buffers have grown (batch buffers come back to the run loop emptied): a run's
+//! steady state allocates nothing for its outputs.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use arrow_array::builder::{
-    Float64Builder, StringBuilder, TimestampNanosecondBuilder, UInt64Builder,
-};
-use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use crossbeam_channel::{Receiver, Sender, bounded};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use crate::store::table::{Group, TableError, TableWriter};
 
 use super::protocol::{ExchangeOutput, Fill, Mark, OrderUpdate};
 
 /// Version of the three schemas below, stored as `ticktape.schema` in each file.
 pub const RUN_SCHEMA_VERSION: &str = "exchange-v1";
 
-/// Rows buffered per table before they become a record batch.
+/// Rows buffered per table before the writing thread gets them: each batch becomes one
+/// Parquet row group (one page a column), so this is also what the thread holds at most.
 const BATCH_ROWS: usize = 4096;
-/// Rows per Parquet row group: bounds what the writer holds in memory (a row group is
-/// buffered whole before it is written, so this is what keeps a long run's memory flat).
-/// Four batches: fills and marks, a few thousand rows per day of quoting, used to stay in
-/// one open row group for the whole run and grew the process with the data; the group
-/// is held encoded and compressed (about 8 bytes a row of orders). Not one batch: every
-/// column of every row group makes a zstd context pair, which asks the CPU for its
-/// features (`cpuid`, a trap to the hypervisor in a virtual machine).
-const ROW_GROUP_ROWS: usize = 4 * BATCH_ROWS;
 
 /// Why run outputs could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -144,14 +133,15 @@ pub fn marks_schema() -> SchemaRef {
     ]))
 }
 
+/// Writes one row group of a table's rows, column by column in schema order.
+type Columns<R> = fn(&mut Group<'_>, &[R]) -> Result<(), TableError>;
+
 /// One Parquet file being written (on the writing thread).
 struct Table<R> {
     path: PathBuf,
     partial: PathBuf,
-    schema: SchemaRef,
-    writer: ArrowWriter<File>,
-    written: u64,
-    to_batch: fn(&SchemaRef, &[R]) -> Result<RecordBatch, arrow_schema::ArrowError>,
+    writer: TableWriter,
+    columns: Columns<R>,
 }
 
 impl<R> Table<R> {
@@ -159,69 +149,33 @@ impl<R> Table<R> {
         dir: &Path,
         name: &str,
         schema: SchemaRef,
-        to_batch: fn(&SchemaRef, &[R]) -> Result<RecordBatch, arrow_schema::ArrowError>,
+        columns: Columns<R>,
     ) -> Result<Table<R>, OutputError> {
         let path = dir.join(name);
         let partial = dir.join(format!("{name}.partial"));
-        let file = File::create(&partial).map_err(|source| OutputError::Io {
-            path: partial.clone(),
-            source,
-        })?;
-        // No dictionaries: times, ids, prices and sizes nearly never repeat a value, and
-        // the few distinct names and enumerations repeat in runs that zstd packs as well;
-        // a dictionary cost the writing thread a hash and a compare per value. No
-        // statistics of text columns (a compare per value): nothing prunes run files by
-        // name, and times and numbers keep theirs.
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .set_dictionary_enabled(false);
-        for field in schema.fields() {
-            if *field.data_type() == DataType::Utf8 {
-                let column = field.name().as_str().into();
-                props = props.set_column_statistics_enabled(column, EnabledStatistics::None);
-            }
-        }
-        let props = props
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_key_value_metadata(Some(vec![KeyValue::new(
-                "ticktape.schema".to_string(),
-                RUN_SCHEMA_VERSION.to_string(),
-            )]))
-            .build();
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| {
-            OutputError::Encode {
-                path: partial.clone(),
-                message: e.to_string(),
-            }
-        })?;
+        let version = KeyValue::new(
+            "ticktape.schema".to_string(),
+            RUN_SCHEMA_VERSION.to_string(),
+        );
+        let writer = TableWriter::create(&partial, schema, vec![version])
+            .map_err(|e| output_error(&partial, e))?;
         Ok(Table {
             path,
             partial,
-            schema,
             writer,
-            written: 0,
-            to_batch,
+            columns,
         })
     }
 
-    fn encode_err(&self, message: String) -> OutputError {
-        OutputError::Encode {
-            path: self.partial.clone(),
-            message,
-        }
-    }
-
+    /// The rows as one row group.
     fn write_rows(&mut self, rows: &[R]) -> Result<(), OutputError> {
         if rows.is_empty() {
             return Ok(());
         }
-        let batch =
-            (self.to_batch)(&self.schema, rows).map_err(|e| self.encode_err(e.to_string()))?;
-        self.writer
-            .write(&batch)
-            .map_err(|e| self.encode_err(e.to_string()))?;
-        self.written += rows.len() as u64;
-        Ok(())
+        let mut group = self.writer.group(rows.len());
+        (self.columns)(&mut group, rows)
+            .and_then(|()| group.end())
+            .map_err(|e| output_error(&self.partial, e))
     }
 
     fn finish(self) -> Result<u64, OutputError> {
@@ -229,134 +183,69 @@ impl<R> Table<R> {
             path,
             partial,
             writer,
-            written,
             ..
         } = self;
-        writer.close().map_err(|e| OutputError::Encode {
-            path: partial.clone(),
-            message: e.to_string(),
-        })?;
+        let written = writer.finish().map_err(|e| output_error(&partial, e))?;
         std::fs::rename(&partial, &path).map_err(|source| OutputError::Io { path, source })?;
         Ok(written)
     }
 }
 
-fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
-    let mut b = StringBuilder::new();
-    for v in values {
-        b.append_value(v);
+fn output_error(path: &Path, e: TableError) -> OutputError {
+    match e {
+        TableError::Io(source) => OutputError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        TableError::Encode(message) => OutputError::Encode {
+            path: path.to_path_buf(),
+            message,
+        },
     }
-    Arc::new(b.finish())
 }
 
-/// Each value's text (`Display`), written straight into the column: no `String` per row.
-fn displayed<T: std::fmt::Display>(values: impl Iterator<Item = T>) -> ArrayRef {
-    use std::fmt::Write;
-    let mut b = StringBuilder::new();
-    for v in values {
-        // Writing to a StringBuilder cannot fail; `append_value("")` ends the row.
-        let _ = write!(b, "{v}");
-        b.append_value("");
-    }
-    Arc::new(b.finish())
+fn fills_columns(g: &mut Group<'_>, rows: &[Fill]) -> Result<(), TableError> {
+    g.ints(rows.iter().map(|r| r.ts))?;
+    g.texts(rows.iter().map(|r| &*r.strategy))?;
+    g.texts(rows.iter().map(|r| &*r.venue))?;
+    g.texts(rows.iter().map(|r| &*r.symbol))?;
+    g.uints(rows.iter().map(|r| r.order_id))?;
+    g.texts(rows.iter().map(|r| r.client_order_id.as_str()))?;
+    g.uints(rows.iter().map(|r| r.fill_id))?;
+    g.texts(rows.iter().map(|r| r.side.name()))?;
+    g.floats(rows.iter().map(|r| Some(r.price.to_f64())))?;
+    g.floats(rows.iter().map(|r| Some(r.size.to_f64())))?;
+    g.displayed(rows.iter().map(|r| Some(r.price)))?;
+    g.displayed(rows.iter().map(|r| Some(r.size)))?;
+    g.floats(rows.iter().map(|r| Some(r.fee)))?;
+    g.texts(rows.iter().map(|r| r.liquidity.name()))
 }
 
-fn timestamps(values: impl Iterator<Item = i64>) -> ArrayRef {
-    let mut b = TimestampNanosecondBuilder::new().with_timezone("UTC");
-    for v in values {
-        b.append_value(v);
-    }
-    Arc::new(b.finish())
+fn orders_columns(g: &mut Group<'_>, rows: &[OrderUpdate]) -> Result<(), TableError> {
+    g.ints(rows.iter().map(|r| r.ts))?;
+    g.texts(rows.iter().map(|r| &*r.strategy))?;
+    g.texts(rows.iter().map(|r| &*r.venue))?;
+    g.texts(rows.iter().map(|r| &*r.symbol))?;
+    g.uints(rows.iter().map(|r| r.order_id))?;
+    g.texts(rows.iter().map(|r| r.client_order_id.as_str()))?;
+    g.texts(rows.iter().map(|r| r.side.name()))?;
+    g.texts(rows.iter().map(|r| r.order_type.name()))?;
+    g.texts(rows.iter().map(|r| r.tif.name()))?;
+    g.floats(rows.iter().map(|r| r.price.map(|p| p.to_f64())))?;
+    g.floats(rows.iter().map(|r| Some(r.size.to_f64())))?;
+    g.floats(rows.iter().map(|r| Some(r.filled.to_f64())))?;
+    g.texts(rows.iter().map(|r| r.status.name()))?;
+    // A rejection's reason is put into words straight into the page.
+    g.displayed(rows.iter().map(|r| r.reason.as_ref()))
 }
 
-fn floats(values: impl Iterator<Item = Option<f64>>) -> ArrayRef {
-    let mut b = Float64Builder::new();
-    for v in values {
-        b.append_option(v);
-    }
-    Arc::new(b.finish())
-}
-
-fn u64s(values: impl Iterator<Item = u64>) -> ArrayRef {
-    let mut b = UInt64Builder::new();
-    for v in values {
-        b.append_value(v);
-    }
-    Arc::new(b.finish())
-}
-
-fn fills_batch(schema: &SchemaRef, rows: &[Fill]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            timestamps(rows.iter().map(|r| r.ts)),
-            strings(rows.iter().map(|r| &*r.strategy)),
-            strings(rows.iter().map(|r| &*r.venue)),
-            strings(rows.iter().map(|r| &*r.symbol)),
-            u64s(rows.iter().map(|r| r.order_id)),
-            strings(rows.iter().map(|r| r.client_order_id.as_str())),
-            u64s(rows.iter().map(|r| r.fill_id)),
-            strings(rows.iter().map(|r| r.side.name())),
-            floats(rows.iter().map(|r| Some(r.price.to_f64()))),
-            floats(rows.iter().map(|r| Some(r.size.to_f64()))),
-            displayed(rows.iter().map(|r| r.price)),
-            displayed(rows.iter().map(|r| r.size)),
-            floats(rows.iter().map(|r| Some(r.fee))),
-            strings(rows.iter().map(|r| r.liquidity.name())),
-        ],
-    )
-}
-
-fn orders_batch(
-    schema: &SchemaRef,
-    rows: &[OrderUpdate],
-) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let mut reason = StringBuilder::new();
-    for r in rows {
-        match &r.reason {
-            // Written into the column's bytes as it is put into words.
-            Some(text) => {
-                use std::fmt::Write as _;
-                write!(reason, "{text}")
-                    .map_err(|e| arrow_schema::ArrowError::ComputeError(e.to_string()))?;
-                reason.append_value("");
-            }
-            None => reason.append_null(),
-        }
-    }
-    RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            timestamps(rows.iter().map(|r| r.ts)),
-            strings(rows.iter().map(|r| &*r.strategy)),
-            strings(rows.iter().map(|r| &*r.venue)),
-            strings(rows.iter().map(|r| &*r.symbol)),
-            u64s(rows.iter().map(|r| r.order_id)),
-            strings(rows.iter().map(|r| r.client_order_id.as_str())),
-            strings(rows.iter().map(|r| r.side.name())),
-            strings(rows.iter().map(|r| r.order_type.name())),
-            strings(rows.iter().map(|r| r.tif.name())),
-            floats(rows.iter().map(|r| r.price.map(|p| p.to_f64()))),
-            floats(rows.iter().map(|r| Some(r.size.to_f64()))),
-            floats(rows.iter().map(|r| Some(r.filled.to_f64()))),
-            strings(rows.iter().map(|r| r.status.name())),
-            Arc::new(reason.finish()),
-        ],
-    )
-}
-
-fn marks_batch(schema: &SchemaRef, rows: &[Mark]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            timestamps(rows.iter().map(|r| r.ts)),
-            strings(rows.iter().map(|r| &*r.strategy)),
-            strings(rows.iter().map(|r| &*r.venue)),
-            strings(rows.iter().map(|r| &*r.symbol)),
-            floats(rows.iter().map(|r| Some(r.mid))),
-            floats(rows.iter().map(|r| Some(r.position.to_f64()))),
-        ],
-    )
+fn marks_columns(g: &mut Group<'_>, rows: &[Mark]) -> Result<(), TableError> {
+    g.ints(rows.iter().map(|r| r.ts))?;
+    g.texts(rows.iter().map(|r| &*r.strategy))?;
+    g.texts(rows.iter().map(|r| &*r.venue))?;
+    g.texts(rows.iter().map(|r| &*r.symbol))?;
+    g.floats(rows.iter().map(|r| Some(r.mid)))?;
+    g.floats(rows.iter().map(|r| Some(r.position.to_f64())))
 }
 
 /// A batch of rows for the writing thread, or the word to close the files.
@@ -449,9 +338,9 @@ impl RunWriter {
     /// Creates the three files in `dir` (which must exist) and starts their thread.
     pub fn create(dir: &Path) -> Result<RunWriter, OutputError> {
         let tables = Tables {
-            orders: Table::create(dir, "orders.parquet", orders_schema(), orders_batch)?,
-            fills: Table::create(dir, "fills.parquet", fills_schema(), fills_batch)?,
-            marks: Table::create(dir, "marks.parquet", marks_schema(), marks_batch)?,
+            orders: Table::create(dir, "orders.parquet", orders_schema(), orders_columns)?,
+            fills: Table::create(dir, "fills.parquet", fills_schema(), fills_columns)?,
+            marks: Table::create(dir, "marks.parquet", marks_schema(), marks_columns)?,
         };
         let (to_thread, from) = bounded(BATCHES_IN_FLIGHT);
         let (orders_back, spare_orders) = bounded(SPARE_BATCHES);
@@ -570,8 +459,11 @@ fn take_batch<R>(buffer: &mut Vec<R>, spares: &Receiver<Vec<R>>) -> Vec<R> {
 mod tests {
     use super::*;
     use crate::exchange::protocol::{Liquidity, OrderSide, OrderStatus, OrderType, TimeInForce};
-    use arrow_array::{Array, Float64Array, StringArray, TimestampNanosecondArray, UInt64Array};
+    use arrow_array::{
+        Array, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
+    };
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use std::fs::File;
 
     fn read(path: &Path) -> (SchemaRef, Vec<RecordBatch>, Option<String>) {
         let file = File::open(path).unwrap();

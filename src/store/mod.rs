@@ -26,6 +26,7 @@ pub mod reader;
 pub mod rows;
 pub mod schema;
 pub mod streams;
+pub mod table;
 pub mod writer;
 
 use std::collections::BTreeSet;

@@ -543,6 +543,41 @@ impl PageHeader {
     }
 }
 
+/// Appends the header of a v1 data page holding `values` plain-encoded values (nulls
+/// included) whose definition and repetition levels, if any, are RLE: the header
+/// [`PageHeader::parse`] reads back, for the run files' writer (`super::table`).
+pub fn write_v1_header(
+    out: &mut Vec<u8>,
+    uncompressed: i32,
+    compressed: i32,
+    crc: u32,
+    values: i32,
+) {
+    fn i32_field(out: &mut Vec<u8>, v: i32) {
+        // Each field follows the previous one (id delta 1), type i32, zigzag varint.
+        out.push((1 << 4) | kind::I32);
+        let mut z = ((v << 1) ^ (v >> 31)) as u32;
+        while z >= 0x80 {
+            out.push((z as u8 & 0x7f) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    }
+    i32_field(out, DATA_PAGE);
+    i32_field(out, uncompressed);
+    i32_field(out, compressed);
+    // The checksum is the CRC-32's 32 bits stored as Thrift's signed i32.
+    i32_field(out, crc as i32);
+    out.push((1 << 4) | kind::STRUCT);
+    i32_field(out, values);
+    // Values PLAIN (0), definition and repetition levels RLE (3): parquet.thrift codes.
+    for encoding in [0, 3, 3] {
+        i32_field(out, encoding);
+    }
+    out.push(kind::STOP);
+    out.push(kind::STOP);
+}
+
 /// A count or length from a header, refused when negative.
 fn count(v: i32) -> Result<u32> {
     u32::try_from(v).map_err(|_| anyhow::anyhow!("a page header holds a negative count ({v})"))
@@ -618,6 +653,35 @@ mod tests {
                 },
             }
         );
+    }
+
+    #[test]
+    fn a_written_v1_header_reads_back() {
+        for (uncompressed, compressed, crc, values) in [
+            (0, 0, 0u32, 0),
+            (1 << 20, 77, u32::MAX, 4096),
+            (63, 64, 0x8000_0000, 1),
+        ] {
+            let mut h = vec![];
+            write_v1_header(&mut h, uncompressed, compressed, crc, values);
+            h.push(0xAA); // the page itself
+            let (header, used) = PageHeader::parse(&h).unwrap();
+            assert_eq!(used, h.len() - 1);
+            assert_eq!(
+                header,
+                PageHeader {
+                    uncompressed_size: uncompressed,
+                    compressed_size: compressed,
+                    crc: Some(crc as i32),
+                    body: Body::V1 {
+                        values: values as u32,
+                        encoding: Encoding::PLAIN,
+                        def: Encoding::RLE,
+                        rep: Encoding::RLE,
+                    },
+                }
+            );
+        }
     }
 
     #[test]

@@ -87,6 +87,9 @@ fn demo_scenario_completes_with_report_chart_and_a_stable_digest() {
             "report_python_check.py",
             &[a.to_str().unwrap(), a.join("report.json").to_str().unwrap()],
         );
+        // The run files, written by ticktape's own Parquet writer, read alike by
+        // pyarrow (page checksums verified), polars and DuckDB.
+        run_python(&py, "check_run_files.py", &[a.to_str().unwrap(), "100"]);
     }
 }
 
