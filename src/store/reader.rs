@@ -346,20 +346,20 @@ impl Cursor {
         );
         let price_scale = constant_scale(rg, scale_cols.0).filter(|_| declared_u8(scale_cols.0));
         let size_scale = constant_scale(rg, scale_cols.1).filter(|_| declared_u8(scale_cols.1));
-        let all_null: Vec<usize> = super::rows::SKIPPABLE_WHEN_NULL
-            .iter()
-            .filter_map(|name| leaf_column(meta, name))
-            .filter(|&c| {
+        // At most a few columns (no list kept: nothing allocates per row group).
+        let mut all_null = [None; super::rows::SKIPPABLE_WHEN_NULL.len()];
+        for (slot, name) in all_null.iter_mut().zip(super::rows::SKIPPABLE_WHEN_NULL) {
+            *slot = leaf_column(meta, name).filter(|&c| {
                 let rows = u64::try_from(rg.num_rows()).ok();
                 rg.column(c).statistics().and_then(|s| s.null_count_opt()) == rows
-            })
-            .collect();
+            });
+        }
         let skip = |i: usize| {
             (venue.is_some() && Some(i) == venue_col)
                 || (symbol.is_some() && Some(i) == symbol_col)
                 || (price_scale.is_some() && Some(i) == scale_cols.0)
                 || (size_scale.is_some() && Some(i) == scale_cols.1)
-                || all_null.contains(&i)
+                || all_null.contains(&Some(i))
         };
         let constants = Constants {
             venue: venue.map(|v| names.venue(v)),
