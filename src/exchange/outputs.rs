@@ -19,7 +19,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use parquet::file::metadata::KeyValue;
 
-use crate::store::table::{Group, TableError, TableWriter};
+use crate::store::table::{Group, PageBuffers, TableError, TableWriter};
 
 use super::protocol::{ExchangeOutput, Fill, Mark, OrderUpdate};
 
@@ -167,12 +167,12 @@ impl<R> Table<R> {
         })
     }
 
-    /// The rows as one row group.
-    fn write_rows(&mut self, rows: &[R]) -> Result<(), OutputError> {
+    /// The rows as one row group, encoded in `buffers`.
+    fn write_rows(&mut self, buffers: &mut PageBuffers, rows: &[R]) -> Result<(), OutputError> {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut group = self.writer.group(rows.len());
+        let mut group = self.writer.group(buffers, rows.len());
         (self.columns)(&mut group, rows)
             .and_then(|()| group.end())
             .map_err(|e| output_error(&self.partial, e))
@@ -256,11 +256,12 @@ enum ToWriter {
     Finish,
 }
 
-/// The three files, owned by the writing thread.
+/// The three files, owned by the writing thread, and the page buffers they share.
 struct Tables {
     orders: Table<OrderUpdate>,
     fills: Table<Fill>,
     marks: Table<Mark>,
+    buffers: PageBuffers,
 }
 
 /// Batch buffers on their way back from the writing thread, emptied, to be filled again:
@@ -284,15 +285,15 @@ impl Tables {
         for message in from {
             match message {
                 ToWriter::Orders(rows) => {
-                    self.orders.write_rows(&rows)?;
+                    self.orders.write_rows(&mut self.buffers, &rows)?;
                     give_back(&back.orders, rows);
                 }
                 ToWriter::Fills(rows) => {
-                    self.fills.write_rows(&rows)?;
+                    self.fills.write_rows(&mut self.buffers, &rows)?;
                     give_back(&back.fills, rows);
                 }
                 ToWriter::Marks(rows) => {
-                    self.marks.write_rows(&rows)?;
+                    self.marks.write_rows(&mut self.buffers, &rows)?;
                     give_back(&back.marks, rows);
                 }
                 ToWriter::Finish => {
@@ -311,9 +312,11 @@ impl Tables {
 /// Batches in flight to the writing thread: bounds the rows held in memory.
 const BATCHES_IN_FLIGHT: usize = 4;
 
-/// Emptied batch buffers kept per table for the run loop to fill again (one is enough
-/// while the thread keeps up; a second covers a batch being written).
-const SPARE_BATCHES: usize = 2;
+/// Emptied batch buffers kept per table for the run loop to fill again: room for every
+/// buffer that can be out at once (those in flight and the one being written), so when
+/// the thread catches up after falling behind none is dropped and made again later.
+/// Adds nothing to the peak: those buffers existed already.
+const SPARE_BATCHES: usize = BATCHES_IN_FLIGHT + 1;
 
 /// Writes a run's `orders.parquet`, `fills.parquet` and `marks.parquet`.
 ///
@@ -341,6 +344,7 @@ impl RunWriter {
             orders: Table::create(dir, "orders.parquet", orders_schema(), orders_columns)?,
             fills: Table::create(dir, "fills.parquet", fills_schema(), fills_columns)?,
             marks: Table::create(dir, "marks.parquet", marks_schema(), marks_columns)?,
+            buffers: PageBuffers::new().map_err(|e| output_error(dir, e))?,
         };
         let (to_thread, from) = bounded(BATCHES_IN_FLIGHT);
         let (orders_back, spare_orders) = bounded(SPARE_BATCHES);

@@ -97,6 +97,34 @@ struct Chunk {
     range: Range,
 }
 
+/// The buffers pages are encoded and compressed in, and the zstd context: kept by the
+/// caller for every table it writes on one thread (the run writer's three files share
+/// one), so a table written for the first time late in a run finds them grown already.
+pub struct PageBuffers {
+    zstd: zstd::bulk::Compressor<'static>,
+    /// A column's encoded values and levels, the page they make (levels then values),
+    /// the page compressed, its header.
+    values: Vec<u8>,
+    levels: Vec<u8>,
+    page: Vec<u8>,
+    compressed: Vec<u8>,
+    header: Vec<u8>,
+}
+
+impl PageBuffers {
+    /// Empty buffers and a zstd context.
+    pub fn new() -> Result<PageBuffers, TableError> {
+        Ok(PageBuffers {
+            zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
+            values: Vec::new(),
+            levels: Vec::new(),
+            page: Vec::new(),
+            compressed: Vec::new(),
+            header: Vec::new(),
+        })
+    }
+}
+
 /// A Parquet file being written; see the module documentation.
 pub struct TableWriter {
     out: BufWriter<File>,
@@ -105,14 +133,6 @@ pub struct TableWriter {
     schema: SchemaRef,
     columns: Vec<Column>,
     key_value: Vec<KeyValue>,
-    zstd: zstd::bulk::Compressor<'static>,
-    /// Kept for the whole file: a column's encoded values and levels, the page they make
-    /// (levels then values), the page compressed, its header.
-    values: Vec<u8>,
-    levels: Vec<u8>,
-    page: Vec<u8>,
-    compressed: Vec<u8>,
-    header: Vec<u8>,
     /// Every committed chunk, row group after row group (`columns.len()` a group).
     chunks: Vec<Chunk>,
     /// Rows of each committed row group.
@@ -162,23 +182,19 @@ impl TableWriter {
             schema,
             columns,
             key_value,
-            zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
-            values: Vec::new(),
-            levels: Vec::new(),
-            page: Vec::new(),
-            compressed: Vec::new(),
-            header: Vec::new(),
             chunks: Vec::with_capacity(GROUPS_RESERVED * n),
             groups: Vec::with_capacity(GROUPS_RESERVED),
         })
     }
 
-    /// Starts a row group of `rows` rows: give each column's values in schema order, then
-    /// [`Group::end`]. A group dropped before its end is left out of the file.
-    pub fn group(&mut self, rows: usize) -> Group<'_> {
+    /// Starts a row group of `rows` rows, encoded in `buffers`: give each column's values
+    /// in schema order, then [`Group::end`]. A group dropped before its end is left out
+    /// of the file.
+    pub fn group<'t>(&'t mut self, buffers: &'t mut PageBuffers, rows: usize) -> Group<'t> {
         let first_chunk = self.chunks.len();
         Group {
             table: self,
+            buf: buffers,
             rows,
             next: 0,
             first_chunk,
@@ -277,6 +293,7 @@ impl TableWriter {
 /// A row group being written; see [`TableWriter::group`].
 pub struct Group<'t> {
     table: &'t mut TableWriter,
+    buf: &'t mut PageBuffers,
     rows: usize,
     /// The column the next values belong to.
     next: usize,
@@ -362,7 +379,7 @@ impl Group<'_> {
         values: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), TableError> {
         let column = self.begin(Kind::Text)?;
-        let table = &mut *self.table;
+        let table = &mut *self.buf;
         let mut count = 0usize;
         for v in values {
             let len = u32::try_from(v.len())
@@ -382,7 +399,7 @@ impl Group<'_> {
         values: impl IntoIterator<Item = Option<T>>,
     ) -> Result<(), TableError> {
         let column = self.begin(Kind::Text)?;
-        let table = &mut *self.table;
+        let table = &mut *self.buf;
         let mut levels = Levels {
             out: &mut table.levels,
             value: true,
@@ -433,7 +450,7 @@ impl Group<'_> {
         mut put: impl FnMut(T, &mut Range) -> [u8; 8],
     ) -> Result<(), TableError> {
         let column = self.begin(kind)?;
-        let table = &mut *self.table;
+        let table = &mut *self.buf;
         let mut levels = Levels {
             out: &mut table.levels,
             value: true,
@@ -485,8 +502,8 @@ impl Group<'_> {
                 kind
             )));
         }
-        self.table.values.clear();
-        self.table.levels.clear();
+        self.buf.values.clear();
+        self.buf.levels.clear();
         Ok(column)
     }
 
@@ -510,54 +527,54 @@ impl Group<'_> {
                 self.rows
             )));
         }
-        let t = &mut *self.table;
+        let (b, t) = (&mut *self.buf, &mut *self.table);
         if let Some((run, value)) = all_defined {
             let mut levels = Levels {
-                out: &mut t.levels,
+                out: &mut b.levels,
                 value,
                 run,
             };
             levels.flush();
         }
         let page: &[u8] = if column.nullable {
-            let len = u32::try_from(t.levels.len())
+            let len = u32::try_from(b.levels.len())
                 .map_err(|_| TableError::Encode("levels above 4 GiB".into()))?;
-            t.page.clear();
-            t.page.extend_from_slice(&len.to_le_bytes());
-            t.page.extend_from_slice(&t.levels);
-            t.page.extend_from_slice(&t.values);
-            &t.page
+            b.page.clear();
+            b.page.extend_from_slice(&len.to_le_bytes());
+            b.page.extend_from_slice(&b.levels);
+            b.page.extend_from_slice(&b.values);
+            &b.page
         } else {
-            &t.values
+            &b.values
         };
-        t.compressed.clear();
-        t.compressed
+        b.compressed.clear();
+        b.compressed
             .reserve(zstd::zstd_safe::compress_bound(page.len()));
-        t.zstd.compress_to_buffer(page, &mut t.compressed)?;
+        b.zstd.compress_to_buffer(page, &mut b.compressed)?;
         let too_big = |_| TableError::Encode("a page above 2 GiB".into());
         let uncompressed = i32::try_from(page.len()).map_err(too_big)?;
-        let compressed = i32::try_from(t.compressed.len()).map_err(too_big)?;
+        let compressed = i32::try_from(b.compressed.len()).map_err(too_big)?;
         let values = i32::try_from(count).map_err(too_big)?;
-        t.header.clear();
+        b.header.clear();
         write_v1_header(
-            &mut t.header,
+            &mut b.header,
             uncompressed,
             compressed,
-            crc32fast::hash(&t.compressed),
+            crc32fast::hash(&b.compressed),
             values,
         );
-        t.out.write_all(&t.header)?;
-        t.out.write_all(&t.compressed)?;
-        let header = t.header.len() as u64;
+        t.out.write_all(&b.header)?;
+        t.out.write_all(&b.compressed)?;
+        let header = b.header.len() as u64;
         t.chunks.push(Chunk {
             offset: t.position,
-            compressed: header + t.compressed.len() as u64,
+            compressed: header + b.compressed.len() as u64,
             uncompressed: header + page.len() as u64,
             values: count as u32,
             nulls,
             range,
         });
-        t.position += header + t.compressed.len() as u64;
+        t.position += header + b.compressed.len() as u64;
         self.next += 1;
         Ok(())
     }
@@ -624,7 +641,8 @@ mod tests {
 
     fn write_group(t: &mut TableWriter, rows: std::ops::Range<u64>) -> Result<(), TableError> {
         let rows: Vec<_> = rows.map(row).collect();
-        let mut g = t.group(rows.len());
+        let mut buffers = PageBuffers::new()?;
+        let mut g = t.group(&mut buffers, rows.len());
         g.ints(rows.iter().map(|r| r.0))?;
         g.uints(rows.iter().map(|r| r.1))?;
         g.floats(rows.iter().map(|r| r.2))?;
@@ -740,14 +758,15 @@ mod tests {
         let path = dir.path().join("t.parquet");
         let mut t = TableWriter::create(&path, schema(), vec![]).unwrap();
         write_group(&mut t, 0..10).unwrap();
+        let mut b = PageBuffers::new().unwrap();
         let ints = || (0..3).map(|i| i as i64);
         // A column of the wrong kind.
-        let mut g = t.group(3);
+        let mut g = t.group(&mut b, 3);
         let e = g.floats(ints().map(|v| Some(v as f64))).unwrap_err();
         assert!(e.to_string().contains("column `ts`"), "{e}");
         drop(g);
         // Too few values, a null where none may be, too few columns, too many.
-        let mut g = t.group(3);
+        let mut g = t.group(&mut b, 3);
         assert!(
             g.ints(ints().take(2))
                 .unwrap_err()
@@ -755,18 +774,18 @@ mod tests {
                 .contains("2 values")
         );
         drop(g);
-        let mut g = t.group(3);
+        let mut g = t.group(&mut b, 3);
         g.ints(ints()).unwrap();
         g.uints([1, 2, 3]).unwrap();
         g.floats([None, None, None]).unwrap();
         g.texts(["a", "b", "c"]).unwrap();
         let e = g.end().unwrap_err();
         assert!(e.to_string().contains("4 of its 5"), "{e}");
-        let mut g = t.group(1);
+        let mut g = t.group(&mut b, 1);
         let e = g.displayed([None::<&str>]).unwrap_err();
         assert!(e.to_string().contains("column `ts`"), "{e}");
         drop(g);
-        let mut g = t.group(1);
+        let mut g = t.group(&mut b, 1);
         g.ints([1]).unwrap();
         g.uints([1]).unwrap();
         g.floats([None]).unwrap();
