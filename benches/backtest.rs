@@ -132,6 +132,9 @@ struct Args {
     input: PathBuf,
     read_only: bool,
     single_thread: bool,
+    /// `--repeat K` as K files, one generation per copy (several captures imported
+    /// into one dataset), instead of one file per day.
+    file_per_copy: bool,
 }
 
 fn args() -> Result<Args> {
@@ -141,6 +144,7 @@ fn args() -> Result<Args> {
         repeat: 1,
         input: manifest.join("../shared/data/real/hftbacktest/examples/usdm/btcusdt_20240808.gz"),
         read_only: false,
+        file_per_copy: false,
         single_thread: false,
     };
     let mut it = std::env::args().skip(1);
@@ -152,10 +156,11 @@ fn args() -> Result<Args> {
             "--input" => a.input = value("--input")?.into(),
             "--read-only" => a.read_only = true,
             "--single-thread" => a.single_thread = true,
+            "--file-per-copy" => a.file_per_copy = true,
             // `cargo bench` passes --bench to harness-less benches.
             "--bench" => {}
             other => bail!(
-                "unknown argument {other:?}; expected --rounds N, --repeat K, --input FILE, --read-only, --single-thread"
+                "unknown argument {other:?}; expected --rounds N, --repeat K, --input FILE, --read-only, --single-thread, --file-per-copy"
             ),
         }
     }
@@ -219,12 +224,15 @@ fn base_dataset(input: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// `k` copies of `base`, copy i shifted in both clocks by i × (span + 1 s) (once).
-fn repeated_dataset(base: &Path, k: u32) -> Result<PathBuf> {
+/// `k` copies of `base`, copy i shifted in both clocks by i × (span + 1 s) (once); with
+/// `file_per_copy` each copy is a generation of its own (a file of its own, as when
+/// several captures are imported into one dataset), else copies share a day's file.
+fn repeated_dataset(base: &Path, k: u32, file_per_copy: bool) -> Result<PathBuf> {
     if k == 1 {
         return Ok(base.to_path_buf());
     }
-    let dir = bench_data().join(format!("usdm-x{k}"));
+    let name = if file_per_copy { "usdm-f" } else { "usdm-x" };
+    let dir = bench_data().join(format!("{name}{k}"));
     if dir.exists() {
         return Ok(dir);
     }
@@ -240,17 +248,26 @@ fn repeated_dataset(base: &Path, k: u32) -> Result<PathBuf> {
         hi = hi.max(event.ts_recv.max(event.ts_event));
     }
     let shift = hi - lo + 1_000_000_000;
-    build_once(&dir, |w| {
-        for i in 0..i64::from(k) {
-            for event in EventReader::open(base, Selection::default())? {
-                let mut event: Event = event?;
-                event.ts_recv += i * shift;
-                event.ts_event += i * shift;
-                w.write(&event)?;
-            }
+    let copy = |i: i64, w: &mut ticktape::store::DatasetWriter| -> Result<()> {
+        for event in EventReader::open(base, Selection::default())? {
+            let mut event: Event = event?;
+            event.ts_recv += i * shift;
+            event.ts_event += i * shift;
+            w.write(&event)?;
         }
         Ok(())
-    })?;
+    };
+    if !file_per_copy {
+        build_once(&dir, |w| (0..i64::from(k)).try_for_each(|i| copy(i, w)))?;
+        return Ok(dir);
+    }
+    let tmp = dir.with_extension("building");
+    let _ = std::fs::remove_dir_all(&tmp);
+    for i in 0..i64::from(k) {
+        ticktape::store::write_generation(&tmp, &WriterOptions::default(), |w| copy(i, w))?;
+    }
+    std::fs::rename(&tmp, &dir)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
     Ok(dir)
 }
 
@@ -505,7 +522,7 @@ fn read_round(dataset: &Path) -> Result<serde_json::Value> {
 fn main() -> Result<()> {
     let args = args()?;
     let base = base_dataset(&args.input)?;
-    let dataset = repeated_dataset(&base, args.repeat)?;
+    let dataset = repeated_dataset(&base, args.repeat, args.file_per_copy)?;
     let (venue, symbol) = ticktape::store::reader::partitions(&dataset)?
         .into_iter()
         .next()
