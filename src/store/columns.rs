@@ -17,19 +17,20 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use bytes::{Buf, Bytes, BytesMut};
 use parquet::basic::{ConvertedType, Encoding, LogicalType, TimeUnit, Type as Physical};
 use parquet::column::page::Page;
 use parquet::column::reader::ColumnReaderImpl;
 use parquet::data_type::{ByteArray, ByteArrayType, DataType, Int32Type, Int64Type};
 use parquet::errors::ParquetError;
-use parquet::file::metadata::{ColumnChunkMetaData, ParquetMetaData, RowGroupMetaData};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::serialized_reader::SerializedPageReader;
-use parquet::schema::types::ColumnDescriptor;
+use parquet::schema::types::{ColumnDescriptor, SchemaDescriptor};
 
 use super::decode::{IntValues, plain_all};
+use super::footer::{ChunkInfo, FileMeta, FooterGroup};
 use super::hybrid::{Hybrid, scratch, width_of};
 use super::pages::{self, Pages};
 use crate::event::{Kind, Side};
@@ -88,8 +89,7 @@ impl Stored {
 
 /// True when leaf column `column` of a file is stored as the dataset's `UInt8` columns
 /// are (the scales): a constant read from its statistics then stands for the column.
-pub fn stored_as_u8(meta: &ParquetMetaData, column: usize) -> bool {
-    let schema = meta.file_metadata().schema_descr();
+pub fn stored_as_u8(schema: &SchemaDescriptor, column: usize) -> bool {
     column < schema.num_columns() && Stored::U8.matches(&schema.column(column))
 }
 
@@ -218,12 +218,23 @@ fn empty_text() -> ByteArray {
     ByteArray::from(Bytes::new())
 }
 
-/// A row group being opened: the file's footer, the group's, and its column chunks.
+/// A row group being opened: the file's schema and footer, the group's, and its column
+/// chunks.
 #[derive(Clone, Copy)]
 struct Group<'a> {
-    meta: &'a ParquetMetaData,
-    rg: &'a RowGroupMetaData,
+    file: FileMeta<'a>,
+    /// The group's index in the file.
+    index: usize,
+    rg: FooterGroup<'a>,
     bytes: &'a GroupBytes,
+}
+
+impl Group<'_> {
+    /// The parquet crate's decoding of the file's footer, for its column reader (a chunk
+    /// the decoders here do not read): decoded on first need, then kept for the file.
+    fn crate_meta(&self) -> Result<std::sync::Arc<ParquetMetaData>> {
+        self.file.crate_meta()
+    }
 }
 
 /// Where a column's values come from in a row group.
@@ -279,17 +290,25 @@ impl<T: Native> Slot<T> {
         let Some(c) = self.check(group, source)? else {
             return Ok(());
         };
-        let Group { meta, rg, bytes } = *group;
-        let descr = meta.file_metadata().schema_descr().column(c);
+        let Group {
+            file, rg, bytes, ..
+        } = *group;
+        let descr = file.schema.column(c);
         self.out.max_def = descr.max_def_level();
         self.out.present = true;
-        let chunk = rg.column(c);
+        let chunk = rg.chunk(c)?;
         if Direct::<T>::decodes(chunk) {
             self.direct.open(bytes, chunk)?;
             self.direct_on = true;
             return Ok(());
         }
-        let rows = usize::try_from(rg.num_rows()).context("negative row count")?;
+        let rows = usize::try_from(rg.rows()).context("negative row count")?;
+        let meta = group.crate_meta()?;
+        let chunk = meta
+            .row_groups()
+            .get(group.index)
+            .and_then(|g| g.columns().get(c))
+            .context("the file's footer changed while it was read")?;
         let pages = SerializedPageReader::new(Arc::new(bytes.clone()), chunk, rows, None)?;
         self.reader = Some(ColumnReaderImpl::new(descr, Box::new(pages)));
         Ok(())
@@ -317,7 +336,7 @@ impl<T: Native> Slot<T> {
             ),
             Source::Missing => return Ok(None),
         };
-        let descr = group.meta.file_metadata().schema_descr().column(c);
+        let descr = group.file.schema.column(c);
         if !self.stored.matches(&descr) || descr.max_rep_level() != 0 {
             bail!(
                 "column {:?} has an unexpected type ({:?} {:?}, expected {:?}): not a ticktape \
@@ -520,18 +539,19 @@ impl<T: Native> Default for Direct<T> {
 impl<T: Native> Direct<T> {
     /// True when a chunk is stored in a way [`Direct`] decodes: compressed with a codec
     /// [`Pages`] reads, levels in RLE, values in encodings [`Native::decodes`].
-    fn decodes(chunk: &ColumnChunkMetaData) -> bool {
+    fn decodes(chunk: &ChunkInfo) -> bool {
         pages::handles(chunk.compression())
             && chunk
                 .encodings()
                 .all(|e| e == Encoding::RLE || T::decodes(e))
     }
 
-    fn open(&mut self, group: &GroupBytes, chunk: &ColumnChunkMetaData) -> Result<()> {
+    fn open(&mut self, group: &GroupBytes, chunk: &ChunkInfo) -> Result<()> {
         self.close();
-        let (start, len) = chunk.byte_range();
+        let (start, len) = chunk.byte_range()?;
         let len = usize::try_from(len).context("column chunk too large")?;
-        self.pages.open(group.range(start, Some(len))?, chunk)
+        self.pages
+            .open(group.range(start, Some(len))?, chunk.compression())
     }
 
     fn close(&mut self) {
@@ -810,25 +830,24 @@ impl<T: Copy> Coded<T> {
 
     /// Points the column at its chunk in row group `group`, as [`Slot::open`] does.
     fn open(&mut self, group: &Group<'_>, source: Source) -> Result<()> {
-        let Group { meta, rg, bytes } = *group;
+        let Group {
+            file, rg, bytes, ..
+        } = *group;
         self.release();
         // The checks (type, presence) are the generic slot's.
         let Some(c) = self.fallback.check(group, source)? else {
             return Ok(());
         };
-        let chunk = rg.column(c);
+        let chunk = rg.chunk(c)?;
         if !Direct::<ByteArrayType>::decodes(chunk) {
             return self.fallback.open(group, source);
         }
-        let (start, len) = chunk.byte_range();
+        let (start, len) = chunk.byte_range()?;
         let len = usize::try_from(len).context("column chunk too large")?;
-        self.pages.open(bytes.range(start, Some(len))?, chunk)?;
+        self.pages
+            .open(bytes.range(start, Some(len))?, chunk.compression())?;
         self.reading = true;
-        self.max_def = meta
-            .file_metadata()
-            .schema_descr()
-            .column(c)
-            .max_def_level();
+        self.max_def = file.schema.column(c).max_def_level();
         Ok(())
     }
 
@@ -1135,12 +1154,19 @@ impl Columns {
     pub fn open_group(
         &mut self,
         file: &File,
-        meta: &ParquetMetaData,
+        meta: FileMeta<'_>,
         group: usize,
         skip: impl Fn(usize) -> bool,
     ) -> Result<()> {
-        let rg = meta.row_group(group);
-        let schema = meta.file_metadata().schema_descr();
+        let rg = meta.footer.group(group)?;
+        let schema = meta.schema;
+        ensure!(
+            rg.columns() == schema.num_columns(),
+            "row group {group} holds {} columns where the file's schema has {}: the file is \
+             damaged, or changed since the dataset was opened",
+            rg.columns(),
+            schema.num_columns()
+        );
         let find = |name: &str| match schema
             .columns()
             .iter()
@@ -1156,9 +1182,13 @@ impl Columns {
             _ => None,
         });
         // One read for the chunks of every column read.
-        let ranges = read.map(|c| rg.column(c).byte_range());
-        let start = ranges.clone().map(|(s, _)| s).min().unwrap_or(0);
-        let end = ranges.map(|(s, l)| s.saturating_add(l)).max().unwrap_or(0);
+        let (mut start, mut end) = (u64::MAX, 0u64);
+        for c in read {
+            let (s, l) = rg.chunk(c)?.byte_range()?;
+            start = start.min(s);
+            end = end.max(s.saturating_add(l));
+        }
+        let start = if start == u64::MAX { 0 } else { start };
         let len = usize::try_from(end.saturating_sub(start)).context("row group too large")?;
         // Nothing holds the last group's bytes once every column lets go: its buffer
         // comes back without allocating.
@@ -1174,7 +1204,8 @@ impl Columns {
         let mut at = sources.into_iter();
         let mut next = || at.next().unwrap_or(Source::Missing);
         let g = Group {
-            meta,
+            file: meta,
+            index: group,
             rg,
             bytes: &bytes,
         };
@@ -1196,7 +1227,7 @@ impl Columns {
         self.gap_reason.open(&g, next())?;
         self.gap_missing.open(&g, next())?;
         self.gap_publisher.open(&g, next())?;
-        self.left = usize::try_from(rg.num_rows()).context("negative row count")?;
+        self.left = usize::try_from(rg.rows()).context("negative row count")?;
         Ok(())
     }
 
@@ -1342,6 +1373,8 @@ mod tests {
         let meta = ParquetMetaDataReader::new()
             .parse_and_finish(&bytes)
             .unwrap();
+        let mut footer = super::super::footer::Footer::default();
+        footer.read_bytes(&bytes).unwrap();
         let group = GroupBytes { start: 0, bytes };
         let mut direct = Direct::<T>::default();
         let mut out = Values::<T::T> {
@@ -1349,8 +1382,8 @@ mod tests {
             ..Values::default()
         };
         let mut rows = Vec::new();
-        for rg in meta.row_groups() {
-            let chunk = rg.column(0);
+        for (g, rg) in meta.row_groups().iter().enumerate() {
+            let chunk = footer.group(g).unwrap().chunk(0).unwrap();
             assert!(
                 Direct::<T>::decodes(chunk),
                 "{:?}",

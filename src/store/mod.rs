@@ -17,6 +17,7 @@ pub mod checksums;
 mod columns;
 mod decode;
 pub mod files;
+mod footer;
 mod hybrid;
 pub mod journal;
 pub mod layout;
@@ -27,6 +28,7 @@ pub mod rows;
 pub mod schema;
 pub mod streams;
 pub mod table;
+mod thrift;
 pub mod writer;
 
 use std::collections::BTreeSet;

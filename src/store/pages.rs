@@ -16,9 +16,8 @@ use anyhow::{Context, Result, bail, ensure};
 use bytes::{Bytes, BytesMut};
 use parquet::basic::{Compression, Encoding};
 use parquet::column::page::Page;
-use parquet::file::metadata::ColumnChunkMetaData;
 
-use super::decode::{uleb128, zigzag};
+use super::thrift::{Compact, kind};
 
 /// Reads the pages of one column chunk at a time, keeping its buffers from chunk to chunk.
 #[derive(Default)]
@@ -50,14 +49,13 @@ pub fn handles(codec: Compression) -> bool {
 impl Pages {
     /// Starts on a new column chunk: `bytes` holds its pages (from its first page, the
     /// dictionary page when it has one, to its end).
-    pub fn open(&mut self, bytes: Bytes, chunk: &ColumnChunkMetaData) -> Result<()> {
+    pub fn open(&mut self, bytes: Bytes, codec: Compression) -> Result<()> {
         ensure!(
-            handles(chunk.compression()),
-            "column chunk compressed with {:?}, which this reader does not read",
-            chunk.compression()
+            handles(codec),
+            "column chunk compressed with {codec:?}, which this reader does not read"
         );
         self.chunk = bytes;
-        self.zstd = matches!(chunk.compression(), Compression::ZSTD(_));
+        self.zstd = matches!(codec, Compression::ZSTD(_));
         if self.zstd && self.context.is_none() {
             self.context =
                 Some(zstd::bulk::Decompressor::new().context("cannot start a zstd decoder")?);
@@ -255,165 +253,6 @@ struct PageHeader {
     body: Body,
 }
 
-/// Thrift compact protocol field types (`TCompactProtocol`).
-mod kind {
-    pub const STOP: u8 = 0;
-    pub const TRUE: u8 = 1;
-    pub const FALSE: u8 = 2;
-    pub const BYTE: u8 = 3;
-    pub const I16: u8 = 4;
-    pub const I32: u8 = 5;
-    pub const I64: u8 = 6;
-    pub const DOUBLE: u8 = 7;
-    pub const BINARY: u8 = 8;
-    pub const LIST: u8 = 9;
-    pub const SET: u8 = 10;
-    pub const MAP: u8 = 11;
-    pub const STRUCT: u8 = 12;
-}
-
-/// Structs nested deeper than this are refused (a damaged header could nest forever).
-const MAX_DEPTH: usize = 32;
-
-/// A Thrift compact-protocol input over a byte slice.
-struct Compact<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl Compact<'_> {
-    fn byte(&mut self) -> Result<u8> {
-        let Some(&b) = self.data.get(self.pos) else {
-            bail!("a page header runs past the end of its column chunk: the file is damaged");
-        };
-        self.pos += 1;
-        Ok(b)
-    }
-
-    fn varint(&mut self) -> Result<u64> {
-        uleb128(self.data, &mut self.pos).context(
-            "a page header ends inside a number, or holds one above 64 bits: the file is damaged",
-        )
-    }
-
-    fn zigzag(&mut self) -> Result<i64> {
-        self.varint().map(zigzag)
-    }
-
-    fn i32(&mut self) -> Result<i32> {
-        i32::try_from(self.zigzag()?)
-            .map_err(|_| anyhow::anyhow!("a page header's 32-bit field is out of range"))
-    }
-
-    /// The next field's id and type, `None` at the struct's end.
-    fn field(&mut self, last: &mut i16) -> Result<Option<u8>> {
-        let b = self.byte()?;
-        let ty = b & 0x0f;
-        if ty == kind::STOP {
-            return Ok(None);
-        }
-        let delta = i16::from(b >> 4);
-        *last = if delta == 0 {
-            i16::try_from(self.zigzag()?).context("a field id out of range")?
-        } else {
-            last.wrapping_add(delta)
-        };
-        Ok(Some(ty))
-    }
-
-    /// Passes over a value of type `ty`.
-    fn skip(&mut self, ty: u8, depth: usize) -> Result<()> {
-        ensure!(
-            depth < MAX_DEPTH,
-            "a page header nests too deep: the file is damaged"
-        );
-        match ty {
-            kind::TRUE | kind::FALSE => {}
-            kind::BYTE => {
-                self.byte()?;
-            }
-            kind::I16 | kind::I32 | kind::I64 => {
-                self.varint()?;
-            }
-            kind::DOUBLE => self.advance(8)?,
-            kind::BINARY => {
-                let len = self.varint()?;
-                self.advance(usize::try_from(len).unwrap_or(usize::MAX))?;
-            }
-            kind::LIST | kind::SET => {
-                let head = self.byte()?;
-                let mut n = u64::from(head >> 4);
-                if n == 15 {
-                    n = self.varint()?;
-                }
-                let elem = head & 0x0f;
-                for _ in 0..n {
-                    // Booleans in a list are a byte each.
-                    if matches!(elem, kind::TRUE | kind::FALSE) {
-                        self.byte()?;
-                    } else {
-                        self.skip(elem, depth + 1)?;
-                    }
-                }
-            }
-            kind::MAP => {
-                let n = self.varint()?;
-                if n > 0 {
-                    let types = self.byte()?;
-                    for _ in 0..n {
-                        self.skip(types >> 4, depth + 1)?;
-                        self.skip(types & 0x0f, depth + 1)?;
-                    }
-                }
-            }
-            kind::STRUCT => {
-                let mut last = 0;
-                while let Some(t) = self.field(&mut last)? {
-                    self.skip(t, depth + 1)?;
-                }
-            }
-            other => bail!("a page header holds Thrift type {other}: the file is damaged"),
-        }
-        Ok(())
-    }
-
-    fn advance(&mut self, n: usize) -> Result<()> {
-        match self.pos.checked_add(n).filter(|&e| e <= self.data.len()) {
-            Some(end) => {
-                self.pos = end;
-                Ok(())
-            }
-            None => bail!("a page header runs past the end of its column chunk"),
-        }
-    }
-
-    fn encoding(&mut self) -> Result<Encoding> {
-        let code = self.i32()?;
-        Ok(match code {
-            0 => Encoding::PLAIN,
-            2 => Encoding::PLAIN_DICTIONARY,
-            3 => Encoding::RLE,
-            #[allow(deprecated)]
-            4 => Encoding::BIT_PACKED,
-            5 => Encoding::DELTA_BINARY_PACKED,
-            6 => Encoding::DELTA_LENGTH_BYTE_ARRAY,
-            7 => Encoding::DELTA_BYTE_ARRAY,
-            8 => Encoding::RLE_DICTIONARY,
-            9 => Encoding::BYTE_STREAM_SPLIT,
-            other => bail!("a page declares unknown encoding {other}"),
-        })
-    }
-
-    /// A bool field of type `ty`.
-    fn boolean(ty: u8) -> Result<bool> {
-        match ty {
-            kind::TRUE => Ok(true),
-            kind::FALSE => Ok(false),
-            other => bail!("a page header's flag has Thrift type {other}"),
-        }
-    }
-}
-
 /// The page types of `parquet.thrift`.
 const DATA_PAGE: i32 = 0;
 const INDEX_PAGE: i32 = 1;
@@ -423,7 +262,7 @@ const DATA_PAGE_V2: i32 = 3;
 impl PageHeader {
     /// The header at the start of `data`, and its length in bytes.
     fn parse(data: &[u8]) -> Result<(PageHeader, usize)> {
-        let mut c = Compact { data, pos: 0 };
+        let mut c = Compact::new(data, "a page header");
         let (mut page_type, mut uncompressed, mut compressed, mut crc) = (None, None, None, None);
         let (mut v1, mut dictionary, mut v2) = (None, None, None);
         let mut last = 0;

@@ -25,11 +25,16 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData};
-use parquet::file::reader::{FileReader, SerializedFileReader};
-use parquet::file::statistics::{Statistics, ValueStatistics};
+use std::cell::RefCell;
 
+use anyhow::{Context, Result, bail, ensure};
+use parquet::basic::Type as Physical;
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::statistics::Statistics;
+use parquet::schema::types::{SchemaDescPtr, SchemaDescriptor};
+
+use super::footer::{FileMeta, Footer, FooterGroup};
 use super::layout;
 use super::rows::{BatchView, Constants, RowNames, SpareIds};
 use crate::event::{Event, Kind, UnixNanos};
@@ -87,7 +92,12 @@ pub struct DataFile {
     /// Size on disk.
     pub bytes: u64,
     /// Row groups whose time range meets the selection.
-    row_groups: Vec<usize>,
+    row_groups: Arc<[usize]>,
+    /// What reading the file needs again when the reader comes to it (shared, so that
+    /// starting on a file allocates nothing): its path, and its schema (one for every
+    /// file of the same schema).
+    shared_path: Arc<Path>,
+    schema: SchemaDescPtr,
 }
 
 /// Decodes a percent-encoded path component (inverse of [`layout::encode_component`]).
@@ -127,40 +137,62 @@ fn ts_stats(meta: &ParquetMetaData, rg: usize, column: Option<usize>) -> Option<
 
 /// Index of the top-level leaf column `name` in a file's Parquet schema.
 fn leaf_column(meta: &ParquetMetaData, name: &str) -> Option<usize> {
-    meta.file_metadata()
-        .schema_descr()
+    leaf_of(meta.file_metadata().schema_descr(), name)
+}
+
+/// Index of the top-level leaf column `name` in `schema`.
+fn leaf_of(schema: &SchemaDescriptor, name: &str) -> Option<usize> {
+    schema
         .columns()
         .iter()
         .position(|c| c.path().parts() == [name])
 }
 
-/// The one value of string column `column` in a row group, when its statistics prove
-/// every row holds it: exact minimum equal to exact maximum, no nulls.
-fn constant_text(group: &RowGroupMetaData, column: Option<usize>) -> Option<&str> {
-    let stats = group.column(column?).statistics()?;
-    let Statistics::ByteArray(s) = stats else {
+/// The one value of text column `column` in a row group, when its statistics prove
+/// every row holds it: a minimum equal to the maximum, both exact by the writer's word,
+/// and no nulls (the parquet crate's reading of the same statistics).
+fn constant_text<'a>(
+    schema: &SchemaDescriptor,
+    group: &FooterGroup<'a>,
+    column: Option<usize>,
+) -> Option<&'a str> {
+    let c = column?;
+    if schema.column(c).physical_type() != Physical::BYTE_ARRAY {
         return None;
-    };
-    std::str::from_utf8(constant(stats, s)?.data()).ok()
-}
-
-/// The minimum of `s` (the typed side of `stats`) when it is exact and equal to an exact
-/// maximum and no value is null: the one value of the column chunk.
-fn constant<'a, T: PartialEq>(stats: &Statistics, s: &'a ValueStatistics<T>) -> Option<&'a T> {
-    let exact = s.min_is_exact() && s.max_is_exact() && stats.null_count_opt() == Some(0);
-    let (min, max) = (s.min_opt()?, s.max_opt()?);
-    (exact && min == max).then_some(min)
+    }
+    let s = group.statistics(c)?;
+    let exact = s.min_exact == Some(true) && s.max_exact == Some(true);
+    let (min, max) = (s.min?, s.max?);
+    if !exact || s.null_count != Some(0) || min != max {
+        return None;
+    }
+    std::str::from_utf8(min).ok()
 }
 
 /// The one value of a row group's price or size scale column (`column`), when its
 /// statistics prove every row holds it: minimum equal to maximum, no nulls, stored as
 /// Parquet's INT32 (how Arrow's `UInt8` is written) and within a `u8`.
-fn constant_scale(group: &RowGroupMetaData, column: Option<usize>) -> Option<u8> {
-    let stats = group.column(column?).statistics()?;
-    let Statistics::Int32(s) = stats else {
+fn constant_scale(
+    schema: &SchemaDescriptor,
+    group: &FooterGroup<'_>,
+    column: Option<usize>,
+) -> Option<u8> {
+    let c = column?;
+    if schema.column(c).physical_type() != Physical::INT32 {
         return None;
+    }
+    let s = group.statistics(c)?;
+    // An INT32 bound is the first four bytes stored, exact when present (as the crate
+    // reads it).
+    let int = |b: &[u8]| {
+        b.get(..4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
-    u8::try_from(*constant(stats, s)?).ok()
+    let (min, max) = (int(s.min?)?, int(s.max?)?);
+    if s.null_count != Some(0) || min != max {
+        return None;
+    }
+    u8::try_from(min).ok()
 }
 
 /// Runs one step of the parquet crate's decoding, turning a panic into an error naming
@@ -220,6 +252,7 @@ pub fn list_files(root: &Path, selection: &Selection) -> Result<Vec<DataFile>> {
         );
     }
     let mut files = Vec::new();
+    let mut last_schema: Option<SchemaDescPtr> = None;
     for path in layout::partition_files(root)? {
         if path.extension().and_then(|e| e.to_str()) != Some("parquet") {
             continue;
@@ -259,15 +292,27 @@ pub fn list_files(root: &Path, selection: &Selection) -> Result<Vec<DataFile>> {
         if row_groups.is_empty() {
             continue;
         }
+        // Files of one schema share it.
+        let schema = match &last_schema {
+            Some(last)
+                if last.root_schema() == meta.file_metadata().schema_descr().root_schema() =>
+            {
+                last.clone()
+            }
+            _ => meta.file_metadata().schema_descr_ptr(),
+        };
+        last_schema = Some(schema.clone());
         files.push(DataFile {
             rows: meta.file_metadata().num_rows() as u64,
+            shared_path: Arc::from(path.as_path()),
             path,
             venue,
             symbol,
             min_ts,
             max_ts,
             bytes,
-            row_groups,
+            row_groups: row_groups.into(),
+            schema,
         });
     }
     // Deterministic merge order: by first timestamp, then by partition and name.
@@ -312,9 +357,14 @@ pub fn partitions(root: &Path) -> Result<BTreeSet<(String, String)>> {
 struct Cursor {
     order: usize,
     file: File,
-    meta: Arc<ParquetMetaData>,
-    /// Row groups still to read, in order.
-    groups: std::vec::IntoIter<usize>,
+    /// The file's footer (buffers kept from file to file), its schema, and the crate's
+    /// decoding of the footer when a chunk needs the crate's column reader.
+    footer: Footer,
+    schema: SchemaDescPtr,
+    crate_meta: RefCell<Option<Arc<ParquetMetaData>>>,
+    /// The selected row groups, and how many of them have been started.
+    groups: Arc<[usize]>,
+    started: usize,
     batch_rows: usize,
     /// The current row group's columns and the rows of its last batch, in buffers reused
     /// from batch to batch.
@@ -322,36 +372,89 @@ struct Cursor {
     /// Rows of the last batch (0 before the first).
     rows: usize,
     row: usize,
-    path: PathBuf,
+    path: Arc<Path>,
+}
+
+/// The cursors of the files open at once, found by merge order. A cursor holds a file's
+/// column buffers (about 20 KiB): kept in as many slots as files are open together, not
+/// one per file of the dataset, so memory does not grow with the number of files.
+struct OpenCursors {
+    slots: Vec<Option<Cursor>>,
+    /// The slot of each file (merge order), `NO_SLOT` when not open.
+    slot_of: Vec<u32>,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+impl OpenCursors {
+    fn new(files: usize) -> OpenCursors {
+        OpenCursors {
+            slots: Vec::new(),
+            slot_of: vec![NO_SLOT; files],
+        }
+    }
+
+    fn get(&self, order: usize) -> Option<&Cursor> {
+        let slot = *self.slot_of.get(order)?;
+        self.slots.get(slot as usize)?.as_ref()
+    }
+
+    fn get_mut(&mut self, order: usize) -> Option<&mut Cursor> {
+        let slot = *self.slot_of.get(order)?;
+        self.slots.get_mut(slot as usize)?.as_mut()
+    }
+
+    fn insert(&mut self, order: usize, cursor: Cursor) {
+        let slot = match self.slots.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        self.slots[slot] = Some(cursor);
+        if let Some(at) = self.slot_of.get_mut(order) {
+            *at = u32::try_from(slot).unwrap_or(NO_SLOT);
+        }
+    }
+
+    fn take(&mut self, order: usize) -> Option<Cursor> {
+        let at = self.slot_of.get_mut(order)?;
+        let slot = std::mem::replace(at, NO_SLOT);
+        self.slots.get_mut(slot as usize)?.take()
+    }
 }
 
 impl Cursor {
     /// Starts the next row group; false when none is left.
     fn open_group(&mut self, names: &mut RowNames) -> Result<bool> {
-        let Some(group) = self.groups.next() else {
+        let Some(&group) = self.groups.get(self.started) else {
             return Ok(false);
         };
-        let meta = &*self.meta;
-        let rg = meta.row_group(group);
-        let (venue_col, symbol_col) = (leaf_column(meta, "venue"), leaf_column(meta, "symbol"));
-        let venue = constant_text(rg, venue_col);
-        let symbol = constant_text(rg, symbol_col);
+        self.started += 1;
+        let schema = &*self.schema;
+        let rg = self.footer.group(group)?;
+        let (venue_col, symbol_col) = (leaf_of(schema, "venue"), leaf_of(schema, "symbol"));
+        let venue = constant_text(schema, &rg, venue_col);
+        let symbol = constant_text(schema, &rg, symbol_col);
         // Only where the file declares the scales as the dataset schema does (`UInt8`): a
         // column of another type stays read, and refused with the error it always got.
         let declared_u8 =
-            |c: Option<usize>| c.is_some_and(|c| super::columns::stored_as_u8(meta, c));
+            |c: Option<usize>| c.is_some_and(|c| super::columns::stored_as_u8(schema, c));
         let scale_cols = (
-            leaf_column(meta, "price_scale"),
-            leaf_column(meta, "size_scale"),
+            leaf_of(schema, "price_scale"),
+            leaf_of(schema, "size_scale"),
         );
-        let price_scale = constant_scale(rg, scale_cols.0).filter(|_| declared_u8(scale_cols.0));
-        let size_scale = constant_scale(rg, scale_cols.1).filter(|_| declared_u8(scale_cols.1));
+        let price_scale =
+            constant_scale(schema, &rg, scale_cols.0).filter(|_| declared_u8(scale_cols.0));
+        let size_scale =
+            constant_scale(schema, &rg, scale_cols.1).filter(|_| declared_u8(scale_cols.1));
         // At most a few columns (no list kept: nothing allocates per row group).
         let mut all_null = [None; super::rows::SKIPPABLE_WHEN_NULL.len()];
         for (slot, name) in all_null.iter_mut().zip(super::rows::SKIPPABLE_WHEN_NULL) {
-            *slot = leaf_column(meta, name).filter(|&c| {
-                let rows = u64::try_from(rg.num_rows()).ok();
-                rg.column(c).statistics().and_then(|s| s.null_count_opt()) == rows
+            *slot = leaf_of(schema, name).filter(|&c| {
+                let rows = u64::try_from(rg.rows()).ok();
+                rg.statistics(c).and_then(|s| s.null_count) == rows
             });
         }
         let skip = |i: usize| {
@@ -366,6 +469,13 @@ impl Cursor {
             symbol: symbol.map(|s| names.symbol(s)),
             price_scale,
             size_scale,
+        };
+        let meta = FileMeta {
+            path: &self.path,
+            file: &self.file,
+            schema,
+            footer: &self.footer,
+            crate_meta: &self.crate_meta,
         };
         let (file, view) = (&self.file, &mut self.view);
         guarded(&self.path, || {
@@ -417,7 +527,7 @@ pub struct EventReader {
     current: Option<(UnixNanos, usize)>,
     /// The other open files by (next time, merge order).
     heap: BinaryHeap<Reverse<(UnixNanos, usize)>>,
-    cursors: Vec<Option<Cursor>>,
+    cursors: OpenCursors,
     selection: Selection,
     names: RowNames,
     /// Trade id `String`s kept while non-trade events pass through [`EventReader::read_into`].
@@ -425,6 +535,8 @@ pub struct EventReader {
     /// The column buffers (and zstd contexts) of files read to their end, for the next
     /// files: a dataset of many files reads each without allocating them again.
     spare_views: Vec<BatchView>,
+    /// Likewise the footers' buffers.
+    spare_footers: Vec<Footer>,
     batch_rows: usize,
     /// [`Selection::keeps_every_row`] of `selection`.
     keeps_every_row: bool,
@@ -446,13 +558,14 @@ impl EventReader {
             next_file: 0,
             current: None,
             heap: BinaryHeap::new(),
-            cursors: (0..n).map(|_| None).collect(),
+            cursors: OpenCursors::new(n),
             keeps_every_row: selection.keeps_every_row(),
             deferred: None,
             selection,
             names: RowNames::default(),
             spare_ids: SpareIds::default(),
             spare_views: Vec::new(),
+            spare_footers: Vec::new(),
             batch_rows: 4096,
             delivered: 0,
         })
@@ -481,24 +594,36 @@ impl EventReader {
         let file = &self.files[order];
         let handle = File::open(&file.path)
             .with_context(|| format!("cannot open {}", file.path.display()))?;
-        let meta = guarded(&file.path, || {
-            ParquetMetaDataReader::new().parse_and_finish(&handle)
-        })?
-        .with_context(|| format!("{} is not a readable Parquet file", file.path.display()))?;
+        let mut footer = self.spare_footers.pop().unwrap_or_default();
+        footer
+            .read(&handle)
+            .with_context(|| format!("{} is not a readable Parquet file", file.path.display()))?;
+        let last = file.row_groups.iter().max().copied().unwrap_or(0);
+        ensure!(
+            u64::try_from(footer.rows()).ok() == Some(file.rows) && last < footer.groups(),
+            "{} changed since the dataset was opened (its footer no longer holds {} rows in \
+             at least {} row groups): open the dataset again",
+            file.path.display(),
+            file.rows,
+            last + 1
+        );
         let mut cursor = Cursor {
             order,
             file: handle,
-            meta: Arc::new(meta),
-            groups: file.row_groups.clone().into_iter(),
+            footer,
+            schema: file.schema.clone(),
+            crate_meta: RefCell::new(None),
+            groups: file.row_groups.clone(),
+            started: 0,
             batch_rows: self.batch_rows,
             view: self.spare_views.pop().unwrap_or_default(),
             rows: 0,
             row: 0,
-            path: file.path.clone(),
+            path: file.shared_path.clone(),
         };
         if cursor.advance_to_kept(&self.selection, &mut self.names)? {
             self.heap.push(Reverse((cursor.ts()?, order)));
-            self.cursors[order] = Some(cursor);
+            self.cursors.insert(order, cursor);
         } else {
             self.keep_view(cursor);
         }
@@ -510,6 +635,9 @@ impl EventReader {
     fn keep_view(&mut self, cursor: Cursor) {
         if self.spare_views.len() < 4 {
             self.spare_views.push(cursor.view);
+        }
+        if self.spare_footers.len() < 4 {
+            self.spare_footers.push(cursor.footer);
         }
     }
 
@@ -530,7 +658,7 @@ impl EventReader {
         let Some((order, row)) = self.next_row()? else {
             return Ok(false);
         };
-        let cursor = self.cursors[order].as_mut().context("cursor vanished")?;
+        let cursor = self.cursors.get_mut(order).context("cursor vanished")?;
         (cursor.view)
             .event_into(row, &mut self.names, event, spares)
             .with_context(|| format!("bad row in {}", cursor.path.display()))?;
@@ -592,7 +720,7 @@ impl EventReader {
             rows,
             path,
             ..
-        }) = self.cursors.get_mut(order).and_then(Option::as_mut)
+        }) = self.cursors.get_mut(order)
         else {
             return Ok(0);
         };
@@ -667,13 +795,13 @@ impl EventReader {
         let Some((_, order)) = self.current else {
             return Ok(None);
         };
-        let cursor = self.cursors[order].as_ref().context("cursor vanished")?;
+        let cursor = self.cursors.get(order).context("cursor vanished")?;
         Ok(Some((order, cursor.row)))
     }
 
     /// Moves file `order` (the current one) past the row just read.
     fn advance(&mut self, order: usize) -> Result<()> {
-        let cursor = self.cursors[order].as_mut().context("cursor vanished")?;
+        let cursor = self.cursors.get_mut(order).context("cursor vanished")?;
         cursor.row += 1;
         // The usual case: the next row is in the same batch and no filter applies.
         if self.keeps_every_row && cursor.row < cursor.rows {
@@ -685,7 +813,7 @@ impl EventReader {
             self.current = Some((cursor.ts()?, cursor.order));
         } else {
             self.current = None;
-            if let Some(cursor) = self.cursors[order].take() {
+            if let Some(cursor) = self.cursors.take(order) {
                 self.keep_view(cursor);
             }
         }
@@ -697,7 +825,7 @@ impl EventReader {
         let Some((order, row)) = self.next_row()? else {
             return Ok(None);
         };
-        let cursor = self.cursors[order].as_ref().context("cursor vanished")?;
+        let cursor = self.cursors.get(order).context("cursor vanished")?;
         let event = (cursor.view)
             .event(row, &mut self.names)
             .with_context(|| format!("bad row in {}", cursor.path.display()))?;
@@ -1181,7 +1309,7 @@ mod tests {
         let reader = EventReader::open(dir.path(), window(250, 260)).unwrap();
         // Only the row group holding seconds 200..=299 is kept.
         assert_eq!(reader.files().len(), 1);
-        assert_eq!(reader.files()[0].row_groups, vec![2]);
+        assert_eq!(&*reader.files()[0].row_groups, &[2]);
         assert_eq!(reader.files()[0].min_ts, T0 + 200 * 1_000_000_000);
         let got: Vec<u64> = reader.map(|e| e.unwrap().pub_seq).collect();
         assert_eq!(got, (251..=260).collect::<Vec<u64>>());

@@ -1,13 +1,16 @@
 //! A dataset file's rows as [`Event`]s: a batch of [`Columns`] decoded row by row over
 //! events that are reused, each row checked by [`Event::validate`]'s rules.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use parquet::data_type::ByteArray;
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::metadata::ParquetMetaDataReader;
+
+use super::footer::{FileMeta, Footer};
 
 use super::columns::{Batch, Columns, Values};
 use super::reader::guarded;
@@ -198,13 +201,13 @@ pub struct BatchView {
 }
 
 impl BatchView {
-    /// Starts row group `group` of `file` (footer `meta`), reading every column but
+    /// Starts row group `group` of `file` (schema and footer in `meta`), reading every column but
     /// those `skip` names (leaf indexes), whose values `constants` gives (venue, symbol,
     /// scales) or which are null on every row (the gap columns).
     pub fn open_group(
         &mut self,
         file: &File,
-        meta: &ParquetMetaData,
+        meta: FileMeta<'_>,
         group: usize,
         constants: Constants,
         skip: impl Fn(usize) -> bool,
@@ -539,11 +542,24 @@ pub fn for_each_event(path: &Path, mut each: impl FnMut(Event) -> Result<()>) ->
         ParquetMetaDataReader::new().parse_and_finish(&file)
     })?
     .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    let mut footer = Footer::default();
+    footer
+        .read(&file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    let meta = Arc::new(meta);
+    let crate_meta = RefCell::new(Some(meta.clone()));
+    let file_meta = FileMeta {
+        path,
+        file: &file,
+        schema: meta.file_metadata().schema_descr(),
+        footer: &footer,
+        crate_meta: &crate_meta,
+    };
     let mut names = RowNames::default();
     let mut view = BatchView::default();
     for group in 0..meta.num_row_groups() {
         guarded(path, || {
-            view.open_group(&file, &meta, group, Constants::default(), |_| false)
+            view.open_group(&file, file_meta, group, Constants::default(), |_| false)
         })?
         .with_context(|| format!("cannot read {}", path.display()))?;
         loop {
@@ -626,8 +642,18 @@ mod tests {
         let meta = ParquetMetaDataReader::new()
             .parse_and_finish(&file)
             .unwrap();
+        let mut footer = Footer::default();
+        footer.read(&file).unwrap();
+        let crate_meta = RefCell::new(None);
+        let file_meta = FileMeta {
+            path: &path,
+            file: &file,
+            schema: meta.file_metadata().schema_descr(),
+            footer: &footer,
+            crate_meta: &crate_meta,
+        };
         let mut view = BatchView::default();
-        view.open_group(&file, &meta, 0, Constants::default(), |_| false)
+        view.open_group(&file, file_meta, 0, Constants::default(), |_| false)
             .unwrap();
         assert_eq!(view.next_batch(100).unwrap(), 4);
         let mut names = RowNames::default();
