@@ -4,14 +4,16 @@
 //! round on stdout.
 //!
 //! ```sh
-//! cargo bench --bench backtest -- [--rounds N] [--repeat K] [--input FILE] [--read-only] [--single-thread]
+//! cargo bench --bench backtest -- [--rounds N] [--repeat K] [--file-per-copy] [--input FILE] [--read-only] [--single-thread]
 //! ```
 //!
 //! - The capture is imported into `target/bench-data/usdm` (library importer) when that
 //!   dataset is missing. `--repeat K` replays a dataset of K copies of it, each shifted in
 //!   both clocks by the capture's span plus 1 s (built once into
 //!   `target/bench-data/usdm-xK`), the way `benches/peer_hftbacktest.py --repeat K` feeds
-//!   hftbacktest: it shows how time and memory scale with the data.
+//!   hftbacktest: it shows how time and memory scale with the data. The copies share a
+//!   day's file; with `--file-per-copy` each is a file of its own (`usdm-fK`, as several
+//!   captures imported into one dataset), so the reader opens files mid-run.
 //! - The set-up is the peer's: [`Quoter`] (its doc comment holds the quoting rules) ticking
 //!   every 100 ms of event time, 0.001 BTC quotes, cancel at |position| ≥ 0.01, 1 ms order
 //!   latency, no extra market-data latency (`ts_recv` already carries the recorder's),

@@ -28,7 +28,8 @@
 #   backtest in-process engine (benches/backtest.rs, the Quoter on the Binance USD-M capture,
 #            Parquet read included) vs hftbacktest 2.4.4 (benches/peer_hftbacktest.py, same
 #            quoting rules) in interleaved windows; in-process vs bus lookahead lockstep on
-#            the same data (digests must match); 1x / 10x / 22x (10 M events) scaling
+#            the same data (digests must match); 1x / 10x / 22x (10 M events) scaling, with
+#            the copies in one file a day and in a file each
 #   shm      lockstep over shared memory vs ZeroMQ (same scenarios, digests must match),
 #            shared memory with and without its spin before sleeping (sh0:
 #            TICKTAPE_SHM_SPIN_US=0), beside the bare memfd ring and bare libzmq step round trips
@@ -259,19 +260,24 @@ if digest(bus) != digest(inproc):
 print("digests equal: yes")
 PY
 
-  echo "== backtest: scaling (the capture repeated K times, shifted in time; one process per size)"
-  for k in 1 10 22; do
+  echo "== backtest: scaling (the capture repeated K times, shifted in time; one process per size;"
+  echo "   'one file a day': copies share a day's file; 'file per copy': each copy a file of its own,"
+  echo "   as several captures imported into one dataset, so the reader opens files mid-run)"
+  for run in "1" "10" "22" "10 --file-per-copy" "22 --file-per-copy"; do
     # The K-copy dataset is built (once) by a process of its own: building it in the
     # measured process would leave its memory in the peak RSS of the rounds.
-    "$BT" --rounds 1 --repeat $k > /dev/null
-    "$BT" --rounds 2 --repeat $k > "$W/scale.jsonl"
-    python3 - "$W/scale.jsonl" <<'PY'
+    # shellcheck disable=SC2086
+    "$BT" --rounds 1 --repeat $run > /dev/null
+    # shellcheck disable=SC2086
+    "$BT" --rounds 2 --repeat $run > "$W/scale.jsonl"
+    python3 - "$W/scale.jsonl" "$run" <<'PY'
 import json, sys
+layout = "file per copy" if "--file-per-copy" in sys.argv[2] else "one file a day"
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    print(f"{r['repeat']:>2}x round {r['round']}: {r['events']:>10,} events in {r['secs']:7.2f} s = {r['events_per_sec']/1e6:.2f} M/s, "
-          f"{r['secs']/r['events']*1e9:.0f} ns/event, peak RSS {r['peak_rss_mib']} MiB, steady allocs/event {r['steady_allocs_per_event']:.5f} "
-          f"(engine's thread {r['engine_steady_allocs_per_event']:.5f})")
+    print(f"{r['repeat']:>2}x ({layout}) round {r['round']}: {r['events']:>10,} events in {r['secs']:7.2f} s = {r['events_per_sec']/1e6:.2f} M/s, "
+          f"{r['secs']/r['events']*1e9:.0f} ns/event, peak RSS {r['peak_rss_mib']} MiB (heap {r['heap_peak_mib']} MiB), "
+          f"steady allocs/event {r['steady_allocs_per_event']:.1e} (engine's thread {r['engine_steady_allocs_per_event']:.1e})")
 PY
   done
   echo "== backtest: the Parquet reader alone (no exchange, no strategy, no run writer)"
