@@ -218,7 +218,8 @@ tt = [json.loads(l) for l in open(sys.argv[2])]
 rng = lambda rows, k, s=1e6, d=2: f"{min(r[k] for r in rows)/s:.{d}f}-{max(r[k] for r in rows)/s:.{d}f}"
 print(f"ticktape    {rng(tt, 'events_per_sec')} M events/s over {len(tt)} rounds; allocs/event {rng(tt, 'allocs_per_event', 1, 4)} "
       f"(loop {rng(tt, 'loop_allocs_per_event', 1, 4)}, steady state {rng(tt, 'steady_allocs_per_event', 1, 5)}, "
-      f"of which the engine's thread {rng(tt, 'engine_steady_allocs_per_event', 1, 5)}); peak RSS {rng(tt, 'peak_rss_mib', 1, 1)} MiB")
+      f"of which the engine's thread {rng(tt, 'engine_steady_allocs_per_event', 1, 5)}: at 1x its first pass over the "
+      f"capture's prices, maps growing; the scaling lines below show the steady state); peak RSS {rng(tt, 'peak_rss_mib', 1, 1)} MiB")
 print(f"hftbacktest {rng(peer, 'events_per_sec')} M rows/s over {len(peer)} rounds; process peak RSS {rng(peer, 'peak_rss_mib', 1)} MiB (Python + numba + data)")
 a, b = tt[-1], peer[-1]
 print(f"{'':12} {'fills':>6} {'volume':>8} {'position':>9} {'fees':>8} {'PnL w/o fees':>13} {'PnL incl. fees':>15} {'orders':>7} {'cancels':>8} {'steps':>6}")
@@ -288,7 +289,7 @@ import json, sys
 for line in open(sys.argv[1]):
     r = json.loads(line)
     print(f"{r['repeat']:>2}x round {r['round']}: {r['events']:>10,} events, {r['events_per_sec']/1e6:.2f} M/s, "
-          f"allocs/event {r['allocs_per_event']:.5f} (steady state {r['steady_allocs_per_event']:.5f}), peak RSS {r['peak_rss_mib']} MiB")
+          f"allocs/event {r['allocs_per_event']:.5f} (steady state {r['steady_allocs_per_event']:.1e}), peak RSS {r['peak_rss_mib']} MiB")
 PY
   done
 }
