@@ -204,11 +204,20 @@ fn output_error(path: &Path, e: TableError) -> OutputError {
     }
 }
 
+/// The columns every run file starts with: `ts`, `strategy`, `venue`, `symbol`.
+fn key_columns<R>(
+    g: &mut Group<'_>,
+    rows: &[R],
+    key: impl for<'r> Fn(&'r R) -> (i64, &'r str, &'r str, &'r str),
+) -> Result<(), TableError> {
+    g.ints(rows.iter().map(|r| key(r).0))?;
+    g.texts(rows.iter().map(|r| key(r).1))?;
+    g.texts(rows.iter().map(|r| key(r).2))?;
+    g.texts(rows.iter().map(|r| key(r).3))
+}
+
 fn fills_columns(g: &mut Group<'_>, rows: &[Fill]) -> Result<(), TableError> {
-    g.ints(rows.iter().map(|r| r.ts))?;
-    g.texts(rows.iter().map(|r| &*r.strategy))?;
-    g.texts(rows.iter().map(|r| &*r.venue))?;
-    g.texts(rows.iter().map(|r| &*r.symbol))?;
+    key_columns(g, rows, |r| (r.ts, &r.strategy, &r.venue, &r.symbol))?;
     g.uints(rows.iter().map(|r| r.order_id))?;
     g.texts(rows.iter().map(|r| r.client_order_id.as_str()))?;
     g.uints(rows.iter().map(|r| r.fill_id))?;
@@ -222,10 +231,7 @@ fn fills_columns(g: &mut Group<'_>, rows: &[Fill]) -> Result<(), TableError> {
 }
 
 fn orders_columns(g: &mut Group<'_>, rows: &[OrderUpdate]) -> Result<(), TableError> {
-    g.ints(rows.iter().map(|r| r.ts))?;
-    g.texts(rows.iter().map(|r| &*r.strategy))?;
-    g.texts(rows.iter().map(|r| &*r.venue))?;
-    g.texts(rows.iter().map(|r| &*r.symbol))?;
+    key_columns(g, rows, |r| (r.ts, &r.strategy, &r.venue, &r.symbol))?;
     g.uints(rows.iter().map(|r| r.order_id))?;
     g.texts(rows.iter().map(|r| r.client_order_id.as_str()))?;
     g.texts(rows.iter().map(|r| r.side.name()))?;
@@ -240,10 +246,7 @@ fn orders_columns(g: &mut Group<'_>, rows: &[OrderUpdate]) -> Result<(), TableEr
 }
 
 fn marks_columns(g: &mut Group<'_>, rows: &[Mark]) -> Result<(), TableError> {
-    g.ints(rows.iter().map(|r| r.ts))?;
-    g.texts(rows.iter().map(|r| &*r.strategy))?;
-    g.texts(rows.iter().map(|r| &*r.venue))?;
-    g.texts(rows.iter().map(|r| &*r.symbol))?;
+    key_columns(g, rows, |r| (r.ts, &r.strategy, &r.venue, &r.symbol))?;
     g.floats(rows.iter().map(|r| Some(r.mid)))?;
     g.floats(rows.iter().map(|r| Some(r.position.to_f64())))
 }
