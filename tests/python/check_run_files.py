@@ -13,6 +13,7 @@ import sys
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 run = sys.argv[1]
@@ -63,7 +64,7 @@ for name, columns in SCHEMAS.items():
         if len(set(nulls)) != 1:
             failures.append(f"{name}.{col}: null counts {nulls}")
         if ty in (F, U):
-            sums = (pa.compute.sum(table.column(col)).as_py(), frame[col].sum(),
+            sums = (pc.sum(table.column(col)).as_py(), frame[col].sum(),
                     con.execute(f"select sum({col}) from read_parquet('{path}')").fetchone()[0])
             sums = tuple(None if s is None else float(s) for s in sums)
             if not (close(sums[0], sums[1]) and close(sums[0], sums[2])):
