@@ -179,18 +179,22 @@ fn bench_data() -> PathBuf {
     target.join("bench-data")
 }
 
-/// Builds `dir` through `fill` into a temporary sibling, renamed into place when done, so
-/// an interrupted build is never taken for a finished dataset.
+/// Builds `dir` as `generations` generations (files), generation `g` filled by
+/// `fill(g, writer)`, into a temporary sibling renamed into place when done, so an
+/// interrupted build is never taken for a finished dataset.
 fn build_once(
     dir: &Path,
-    fill: impl FnOnce(&mut ticktape::store::DatasetWriter) -> Result<()>,
+    generations: i64,
+    mut fill: impl FnMut(i64, &mut ticktape::store::DatasetWriter) -> Result<()>,
 ) -> Result<()> {
     if dir.exists() {
         return Ok(());
     }
     let tmp = dir.with_extension("building");
     let _ = std::fs::remove_dir_all(&tmp);
-    ticktape::store::write_generation(&tmp, &WriterOptions::default(), fill)?;
+    for g in 0..generations {
+        ticktape::store::write_generation(&tmp, &WriterOptions::default(), |w| fill(g, w))?;
+    }
     std::fs::rename(&tmp, dir)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))
 }
@@ -211,7 +215,7 @@ fn base_dataset(input: &Path) -> Result<PathBuf> {
             dir.display()
         );
         let files = [input.to_path_buf()];
-        build_once(&dir, |w| {
+        build_once(&dir, 1, |_, w| {
             let stats = import::import(
                 ImportFormat::BinanceRaw,
                 &files,
@@ -259,17 +263,13 @@ fn repeated_dataset(base: &Path, k: u32, file_per_copy: bool) -> Result<PathBuf>
         }
         Ok(())
     };
-    if !file_per_copy {
-        build_once(&dir, |w| (0..i64::from(k)).try_for_each(|i| copy(i, w)))?;
-        return Ok(dir);
+    if file_per_copy {
+        build_once(&dir, i64::from(k), copy)?;
+    } else {
+        build_once(&dir, 1, |_, w| {
+            (0..i64::from(k)).try_for_each(|i| copy(i, w))
+        })?;
     }
-    let tmp = dir.with_extension("building");
-    let _ = std::fs::remove_dir_all(&tmp);
-    for i in 0..i64::from(k) {
-        ticktape::store::write_generation(&tmp, &WriterOptions::default(), |w| copy(i, w))?;
-    }
-    std::fs::rename(&tmp, &dir)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
     Ok(dir)
 }
 

@@ -126,7 +126,7 @@ pub fn inspect(root: &Path) -> Result<DatasetSummary> {
         })
         .count() as u64;
     summary.size_changed =
-        checksums::size_mismatches(root, files.iter().map(|f| (f.path.as_path(), f.bytes)))?
+        checksums::size_mismatches(root, files.iter().map(|f| (&*f.path, f.bytes)))?
             .into_iter()
             .map(|(name, _, _)| name)
             .collect();

@@ -13,7 +13,6 @@
 //! order them differently, and a column of another type (a `UInt64` stored as a signed
 //! `INT64`, microsecond timestamps) is refused, as the Arrow reader refused it.
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -24,7 +23,6 @@ use parquet::column::page::Page;
 use parquet::column::reader::ColumnReaderImpl;
 use parquet::data_type::{ByteArray, ByteArrayType, DataType, Int32Type, Int64Type};
 use parquet::errors::ParquetError;
-use parquet::file::metadata::ParquetMetaData;
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::schema::types::{ColumnDescriptor, SchemaDescriptor};
@@ -229,14 +227,6 @@ struct Group<'a> {
     bytes: &'a GroupBytes,
 }
 
-impl Group<'_> {
-    /// The parquet crate's decoding of the file's footer, for its column reader (a chunk
-    /// the decoders here do not read): decoded on first need, then kept for the file.
-    fn crate_meta(&self) -> Result<std::sync::Arc<ParquetMetaData>> {
-        self.file.crate_meta()
-    }
-}
-
 /// Where a column's values come from in a row group.
 #[derive(Clone, Copy)]
 enum Source {
@@ -303,7 +293,8 @@ impl<T: Native> Slot<T> {
             return Ok(());
         }
         let rows = usize::try_from(rg.rows()).context("negative row count")?;
-        let meta = group.crate_meta()?;
+        // The crate's column reader wants the crate's footer (decoded on first need).
+        let meta = file.crate_meta()?;
         let chunk = meta
             .row_groups()
             .get(group.index)
@@ -1148,12 +1139,11 @@ pub struct Batch<'a> {
 }
 
 impl Columns {
-    /// Starts row group `group` of `file` (footer `meta`), reading every column but
+    /// Starts row group `group` of the file `meta` describes, reading every column but
     /// those `skip` names (leaf indexes: columns whose values the caller knows from
     /// the row group's statistics), which then read as null.
     pub fn open_group(
         &mut self,
-        file: &File,
         meta: FileMeta<'_>,
         group: usize,
         skip: impl Fn(usize) -> bool,
@@ -1195,7 +1185,8 @@ impl Columns {
         self.release();
         self.group.clear();
         self.group.resize(len, 0);
-        file.read_exact_at(&mut self.group, start)
+        meta.file
+            .read_exact_at(&mut self.group, start)
             .context("cannot read a row group")?;
         let bytes = GroupBytes {
             start,

@@ -307,6 +307,15 @@ pub fn uleb128(data: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
+/// Appends `v` as an unsigned LEB128 varint: the writing side of [`uleb128`].
+pub fn put_uleb128(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
 /// A zigzag-encoded signed value (0, -1, 1, -2, … stored as 0, 1, 2, 3, …).
 pub fn zigzag(v: u64) -> i64 {
     (v >> 1) as i64 ^ -((v & 1) as i64)

@@ -22,7 +22,7 @@ use parquet::basic::{BrotliLevel, Compression, Encoding, GzipLevel, ZstdLevel};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::schema::types::SchemaDescriptor;
 
-use super::thrift::{Compact, kind};
+use super::thrift::{Compact, encoding_of, kind};
 
 /// Bounds one footer's size (a damaged length must not make the reader allocate GiBs).
 const MAX_FOOTER: u64 = 64 << 20;
@@ -101,16 +101,7 @@ impl Footer {
         let mut tail = [0u8; 8];
         file.read_exact_at(&mut tail, len - 8)
             .context("cannot read the footer")?;
-        match &tail[4..] {
-            b"PAR1" => {}
-            b"PARE" => bail!("an encrypted Parquet file, which ticktape does not read"),
-            _ => bail!("no Parquet magic at the end: not a Parquet file, or cut short"),
-        }
-        let size = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
-        ensure!(
-            size + 12 <= len && size <= MAX_FOOTER,
-            "a footer of {size} bytes in a file of {len}: the file is damaged"
-        );
+        let size = footer_size(tail, len)?;
         self.raw.clear();
         self.raw.resize(size as usize, 0);
         file.read_exact_at(&mut self.raw, len - 8 - size)
@@ -122,13 +113,11 @@ impl Footer {
     #[cfg(test)]
     pub fn read_bytes(&mut self, file: &[u8]) -> Result<()> {
         let n = file.len();
-        ensure!(n >= 12 && &file[n - 4..] == b"PAR1", "not a Parquet file");
-        let size = u32::from_le_bytes([file[n - 8], file[n - 7], file[n - 6], file[n - 5]]);
-        let start = (n - 8)
-            .checked_sub(size as usize)
-            .context("footer too long")?;
+        ensure!(n >= 12, "too short for a Parquet file ({n} bytes)");
+        let tail = file[n - 8..].try_into().context("a tail of 8 bytes")?;
+        let size = footer_size(tail, n as u64)? as usize;
         self.raw.clear();
-        self.raw.extend_from_slice(&file[start..n - 8]);
+        self.raw.extend_from_slice(&file[n - 8 - size..n - 8]);
         self.parse()
     }
 
@@ -184,6 +173,22 @@ impl Footer {
     }
 }
 
+/// The footer's size from a file's last 8 bytes (size, magic), checked against the
+/// file's length `len`.
+fn footer_size(tail: [u8; 8], len: u64) -> Result<u64> {
+    match &tail[4..] {
+        b"PAR1" => {}
+        b"PARE" => bail!("an encrypted Parquet file, which ticktape does not read"),
+        _ => bail!("no Parquet magic at the end: not a Parquet file, or cut short"),
+    }
+    let size = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    ensure!(
+        size + 12 <= len && size <= MAX_FOOTER,
+        "a footer of {size} bytes in a file of {len}: the file is damaged"
+    );
+    Ok(size)
+}
+
 fn row_group(c: &mut Compact<'_>, chunks: &mut Vec<ChunkInfo>) -> Result<GroupInfo> {
     let first = chunks.len();
     let (mut rows, mut last) = (None, 0);
@@ -235,9 +240,10 @@ fn column_meta(c: &mut Compact<'_>) -> Result<ChunkInfo> {
                     "a column chunk's encodings are not numbers"
                 );
                 for _ in 0..n {
-                    let code = c.i32()?;
-                    // A code this reader does not know is kept as one it cannot decode.
-                    chunk.encodings |= 1u64 << code.clamp(0, 63);
+                    // A code this reader does not know (negative ones too) is kept as
+                    // bit 63: an encoding no decoder here reads.
+                    let code = u32::try_from(c.i32()?).map_or(63, |c| c.min(63));
+                    chunk.encodings |= 1u64 << code;
                 }
             }
             (4, kind::I32) => codec = Some(c.i32()?),
@@ -356,21 +362,8 @@ impl ChunkInfo {
     pub fn encodings(&self) -> impl Iterator<Item = Encoding> + '_ {
         (0..64)
             .filter(|e| self.encodings & (1 << e) != 0)
-            .map(|e| match e {
-                0 => Some(Encoding::PLAIN),
-                2 => Some(Encoding::PLAIN_DICTIONARY),
-                3 => Some(Encoding::RLE),
-                #[allow(deprecated)]
-                4 => Some(Encoding::BIT_PACKED),
-                5 => Some(Encoding::DELTA_BINARY_PACKED),
-                6 => Some(Encoding::DELTA_LENGTH_BYTE_ARRAY),
-                7 => Some(Encoding::DELTA_BYTE_ARRAY),
-                8 => Some(Encoding::RLE_DICTIONARY),
-                9 => Some(Encoding::BYTE_STREAM_SPLIT),
-                _ => None,
-            })
             // An unknown code stands as an encoding no decoder here reads.
-            .map(|e| e.unwrap_or(Encoding::BYTE_STREAM_SPLIT))
+            .map(|e| encoding_of(e).unwrap_or(Encoding::BYTE_STREAM_SPLIT))
     }
 
     /// Where the chunk's pages are in the file (its dictionary page first, if any):

@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use parquet::basic::{Compression, Encoding};
 use parquet::column::page::Page;
 
+use super::decode::put_uleb128;
 use super::thrift::{Compact, kind};
 
 /// Reads the pages of one column chunk at a time, keeping its buffers from chunk to chunk.
@@ -395,12 +396,7 @@ pub fn write_v1_header(
     fn i32_field(out: &mut Vec<u8>, v: i32) {
         // Each field follows the previous one (id delta 1), type i32, zigzag varint.
         out.push((1 << 4) | kind::I32);
-        let mut z = ((v << 1) ^ (v >> 31)) as u32;
-        while z >= 0x80 {
-            out.push((z as u8 & 0x7f) | 0x80);
-            z >>= 7;
-        }
-        out.push(z as u8);
+        put_uleb128(out, u64::from(((v << 1) ^ (v >> 31)) as u32));
     }
     i32_field(out, DATA_PAGE);
     i32_field(out, uncompressed);

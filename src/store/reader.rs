@@ -22,7 +22,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use std::cell::RefCell;
@@ -77,8 +77,8 @@ impl Selection {
 /// One closed Parquet file of a dataset, described from its footer.
 #[derive(Clone, Debug)]
 pub struct DataFile {
-    /// Path of the file.
-    pub path: PathBuf,
+    /// Path of the file (shared: starting on a file allocates nothing).
+    pub path: Arc<Path>,
     /// Venue (from the partition directory).
     pub venue: String,
     /// Symbol (from the partition directory).
@@ -93,10 +93,8 @@ pub struct DataFile {
     pub bytes: u64,
     /// Row groups whose time range meets the selection.
     row_groups: Arc<[usize]>,
-    /// What reading the file needs again when the reader comes to it (shared, so that
-    /// starting on a file allocates nothing): its path, and its schema (one for every
-    /// file of the same schema).
-    shared_path: Arc<Path>,
+    /// Its schema, decoded when the dataset was opened (one for every file of the same
+    /// schema).
     schema: SchemaDescPtr,
 }
 
@@ -124,7 +122,7 @@ pub fn decode_component(name: &str) -> String {
 
 /// Index of the leaf column `ts_recv` in a file's Parquet schema, by name.
 fn ts_recv_column(meta: &ParquetMetaData) -> Option<usize> {
-    leaf_column(meta, "ts_recv")
+    leaf_of(meta.file_metadata().schema_descr(), "ts_recv")
 }
 
 /// `ts_recv` range of row group `rg` from its statistics (column `column`), if written.
@@ -133,11 +131,6 @@ fn ts_stats(meta: &ParquetMetaData, rg: usize, column: Option<usize>) -> Option<
         Statistics::Int64(s) => Some((*s.min_opt()?, *s.max_opt()?)),
         _ => None,
     }
-}
-
-/// Index of the top-level leaf column `name` in a file's Parquet schema.
-fn leaf_column(meta: &ParquetMetaData, name: &str) -> Option<usize> {
-    leaf_of(meta.file_metadata().schema_descr(), name)
 }
 
 /// Index of the top-level leaf column `name` in `schema`.
@@ -304,8 +297,7 @@ pub fn list_files(root: &Path, selection: &Selection) -> Result<Vec<DataFile>> {
         last_schema = Some(schema.clone());
         files.push(DataFile {
             rows: meta.file_metadata().num_rows() as u64,
-            shared_path: Arc::from(path.as_path()),
-            path,
+            path: Arc::from(path),
             venue,
             symbol,
             min_ts,
@@ -323,7 +315,7 @@ pub fn list_files(root: &Path, selection: &Selection) -> Result<Vec<DataFile>> {
 /// Refuses files whose size is not what the checksum log recorded when they were written.
 fn check_recorded_sizes(root: &Path, files: &[DataFile]) -> Result<()> {
     let changed =
-        super::checksums::size_mismatches(root, files.iter().map(|f| (f.path.as_path(), f.bytes)))?;
+        super::checksums::size_mismatches(root, files.iter().map(|f| (&*f.path, f.bytes)))?;
     let Some((name, expected, now)) = changed.first() else {
         return Ok(());
     };
@@ -477,11 +469,9 @@ impl Cursor {
             footer: &self.footer,
             crate_meta: &self.crate_meta,
         };
-        let (file, view) = (&self.file, &mut self.view);
-        guarded(&self.path, || {
-            view.open_group(file, meta, group, constants, skip)
-        })?
-        .with_context(|| format!("cannot read {}", self.path.display()))?;
+        let view = &mut self.view;
+        guarded(&self.path, || view.open_group(meta, group, constants, skip))?
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
         Ok(true)
     }
 
@@ -619,7 +609,7 @@ impl EventReader {
             view: self.spare_views.pop().unwrap_or_default(),
             rows: 0,
             row: 0,
-            path: file.shared_path.clone(),
+            path: file.path.clone(),
         };
         if cursor.advance_to_kept(&self.selection, &mut self.names)? {
             self.heap.push(Reverse((cursor.ts()?, order)));

@@ -206,7 +206,6 @@ impl BatchView {
     /// scales) or which are null on every row (the gap columns).
     pub fn open_group(
         &mut self,
-        file: &File,
         meta: FileMeta<'_>,
         group: usize,
         constants: Constants,
@@ -214,7 +213,7 @@ impl BatchView {
     ) -> Result<()> {
         self.rows = 0;
         self.constants = constants;
-        self.columns.open_group(file, meta, group, skip)
+        self.columns.open_group(meta, group, skip)
     }
 
     /// Decodes the next batch of at most `max` rows of the row group; 0 at its end.
@@ -559,7 +558,7 @@ pub fn for_each_event(path: &Path, mut each: impl FnMut(Event) -> Result<()>) ->
     let mut view = BatchView::default();
     for group in 0..meta.num_row_groups() {
         guarded(path, || {
-            view.open_group(&file, file_meta, group, Constants::default(), |_| false)
+            view.open_group(file_meta, group, Constants::default(), |_| false)
         })?
         .with_context(|| format!("cannot read {}", path.display()))?;
         loop {
@@ -653,7 +652,7 @@ mod tests {
             crate_meta: &crate_meta,
         };
         let mut view = BatchView::default();
-        view.open_group(&file, file_meta, 0, Constants::default(), |_| false)
+        view.open_group(file_meta, 0, Constants::default(), |_| false)
             .unwrap();
         assert_eq!(view.next_batch(100).unwrap(), 4);
         let mut names = RowNames::default();

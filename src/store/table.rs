@@ -14,8 +14,9 @@
 //!   parquet crate when the file is finished: it grows with the file, once.
 //!
 //! The parquet crate's `ArrowWriter` takes Arrow arrays (a builder per column per batch)
-//! and allocates encoders, page buffers and a zstd context per column chunk: about 1 % of
-//! a backtest's allocations per event came from it when nothing else allocated.
+//! and allocates encoders, page buffers and a zstd context per column chunk: once the
+//! backtest's own threads allocated nothing, it made all of a run's steady-state
+//! allocations (0.0013–0.0028 per event, `benches/backtest.rs`, session 14).
 
 use std::fmt::Display;
 use std::fs::File;
@@ -32,6 +33,7 @@ use parquet::file::metadata::{
 };
 use parquet::file::statistics::Statistics;
 
+use super::decode::put_uleb128;
 use super::pages::write_v1_header;
 
 /// zstd level of the pages (the parquet crate's default for ZSTD).
@@ -243,11 +245,15 @@ impl TableWriter {
                         nulls,
                         false,
                     )),
-                    Range::None if column.kind != Kind::Text => match column.kind {
+                    // No bound (every value null or NaN): the null count alone; none
+                    // for text (no statistics of text columns).
+                    Range::None => match column.kind {
+                        Kind::Text => None,
                         Kind::Float => Some(Statistics::double(None, None, None, nulls, false)),
-                        _ => Some(Statistics::int64(None, None, None, nulls, false)),
+                        Kind::Int | Kind::UInt => {
+                            Some(Statistics::int64(None, None, None, nulls, false))
+                        }
                     },
-                    Range::None => None,
                 };
                 let mut builder = ColumnChunkMetaData::builder(descr.clone())
                     .set_encodings(encodings)
@@ -322,12 +328,7 @@ impl Levels<'_> {
             return;
         }
         // An RLE run's header is its length shifted left once (low bit 0: not bit-packed).
-        let mut header = self.run << 1;
-        while header >= 0x80 {
-            self.out.push((header as u8 & 0x7f) | 0x80);
-            header >>= 7;
-        }
-        self.out.push(header as u8);
+        put_uleb128(self.out, self.run << 1);
         self.out.push(u8::from(self.value));
         self.run = 0;
     }
@@ -380,6 +381,11 @@ impl Group<'_> {
     ) -> Result<(), TableError> {
         let column = self.begin(Kind::Text)?;
         let table = &mut *self.buf;
+        let mut levels = Levels {
+            out: &mut table.levels,
+            value: true,
+            run: 0,
+        };
         let mut count = 0usize;
         for v in values {
             let len = u32::try_from(v.len())
@@ -387,9 +393,12 @@ impl Group<'_> {
             table.values.extend_from_slice(&len.to_le_bytes());
             table.values.extend_from_slice(v.as_bytes());
             count += 1;
+            if column.nullable {
+                levels.push(true);
+            }
         }
-        let levels = column.nullable.then_some((count as u64, true));
-        self.commit(column, count, 0, levels, Range::None)
+        levels.flush();
+        self.commit(column, count, 0, Range::None)
     }
 
     /// A text column of each value's `Display` text, written straight into the page;
@@ -423,7 +432,7 @@ impl Group<'_> {
             table.values[start..start + 4].copy_from_slice(&len.to_le_bytes());
         }
         levels.flush();
-        self.commit(column, count, nulls, None, Range::None)
+        self.commit(column, count, nulls, Range::None)
     }
 
     /// Ends the row group: every column must have been given.
@@ -468,7 +477,7 @@ impl Group<'_> {
             }
         }
         levels.flush();
-        self.commit(column, count, nulls, None, range)
+        self.commit(column, count, nulls, range)
     }
 
     fn name(&self) -> &str {
@@ -508,13 +517,11 @@ impl Group<'_> {
     }
 
     /// Writes the column's page (levels, if any, then values) and records its chunk.
-    /// `all_defined` stands for levels not written yet: that many values, all defined.
     fn commit(
         &mut self,
         column: Column,
         count: usize,
         nulls: u32,
-        all_defined: Option<(u64, bool)>,
         range: Range,
     ) -> Result<(), TableError> {
         if nulls > 0 && !column.nullable {
@@ -528,14 +535,6 @@ impl Group<'_> {
             )));
         }
         let (b, t) = (&mut *self.buf, &mut *self.table);
-        if let Some((run, value)) = all_defined {
-            let mut levels = Levels {
-                out: &mut b.levels,
-                value,
-                run,
-            };
-            levels.flush();
-        }
         let page: &[u8] = if column.nullable {
             let len = u32::try_from(b.levels.len())
                 .map_err(|_| TableError::Encode("levels above 4 GiB".into()))?;

@@ -27,6 +27,23 @@ pub mod kind {
 /// Structs nested deeper than this are refused (a damaged header could nest forever).
 const MAX_DEPTH: usize = 32;
 
+/// The encoding of parquet.thrift's code `code`, if it is one.
+pub fn encoding_of(code: i32) -> Option<Encoding> {
+    Some(match code {
+        0 => Encoding::PLAIN,
+        2 => Encoding::PLAIN_DICTIONARY,
+        3 => Encoding::RLE,
+        #[allow(deprecated)]
+        4 => Encoding::BIT_PACKED,
+        5 => Encoding::DELTA_BINARY_PACKED,
+        6 => Encoding::DELTA_LENGTH_BYTE_ARRAY,
+        7 => Encoding::DELTA_BYTE_ARRAY,
+        8 => Encoding::RLE_DICTIONARY,
+        9 => Encoding::BYTE_STREAM_SPLIT,
+        _ => return None,
+    })
+}
+
 /// A Thrift compact-protocol input over a byte slice.
 pub struct Compact<'a> {
     pub data: &'a [u8],
@@ -170,19 +187,7 @@ impl<'a> Compact<'a> {
 
     pub fn encoding(&mut self) -> Result<Encoding> {
         let code = self.i32()?;
-        Ok(match code {
-            0 => Encoding::PLAIN,
-            2 => Encoding::PLAIN_DICTIONARY,
-            3 => Encoding::RLE,
-            #[allow(deprecated)]
-            4 => Encoding::BIT_PACKED,
-            5 => Encoding::DELTA_BINARY_PACKED,
-            6 => Encoding::DELTA_LENGTH_BYTE_ARRAY,
-            7 => Encoding::DELTA_BYTE_ARRAY,
-            8 => Encoding::RLE_DICTIONARY,
-            9 => Encoding::BYTE_STREAM_SPLIT,
-            other => bail!("a page declares unknown encoding {other}"),
-        })
+        encoding_of(code).with_context(|| format!("a page declares unknown encoding {code}"))
     }
 
     /// A bool field of type `ty`.
