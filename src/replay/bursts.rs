@@ -59,7 +59,8 @@ struct Ahead {
     /// Offset in `bytes` of the first message of `messages`.
     head: usize,
     messages: VecDeque<Message>,
-    /// The events of `messages` (kept only for an exchange host).
+    /// The events of `messages` and of the bursts published that the exchange host has
+    /// not taken yet ([`Lag`]), in order (kept only for an exchange host).
     events: VecDeque<Event>,
     ended: bool,
 }
@@ -122,14 +123,13 @@ impl Ahead {
         self.bytes.len() - self.head
     }
 
-    /// Drops the first `n` messages (and their events). Nothing is copied here: this
-    /// runs between two due times ([`Ahead::push`] compacts).
+    /// Drops the first `n` messages (their events stay until the exchange host takes
+    /// them). Nothing is copied here: this runs between two due times ([`Ahead::push`]
+    /// compacts).
     fn pop(&mut self, n: usize) {
         for m in self.messages.drain(..n) {
             self.head += (m.topic + m.payload) as usize;
         }
-        let kept = self.events.len().min(n);
-        self.events.drain(..kept);
         if self.messages.is_empty() {
             self.bytes.clear();
             self.head = 0;
@@ -170,6 +170,52 @@ fn whole_burst(
     }
 }
 
+/// Events at most the exchange host takes between two looks at the clock while it
+/// catches up (about 15 µs of its work).
+const HOST_CHUNK: usize = 32;
+
+/// Host work stops this long before the next burst is due, plus the burst's writing.
+const HOST_MARGIN: Duration = Duration::from_micros(30);
+
+/// Writing one event of a burst into the rings takes about this long (a copy of
+/// encoded bytes; measured 0.3 µs): a burst of thousands needs its writing time.
+const WRITE_PER_EVENT: Duration = Duration::from_nanos(500);
+
+/// Published bursts the exchange host has not taken yet, oldest first: their times and
+/// how many of their events are left (the events themselves are [`Ahead::events`]).
+#[derive(Default)]
+struct Lag {
+    bursts: VecDeque<(UnixNanos, usize)>,
+    /// Time of the last burst published.
+    published: Option<UnixNanos>,
+}
+
+impl Lag {
+    /// Hands the events of the bursts left (the front of `events`) to `take` with their
+    /// burst's time, oldest first, [`HOST_CHUNK`] at most at a time, while `time_left()`
+    /// says so before each chunk. True once every burst is taken.
+    fn drain(
+        &mut self,
+        events: &mut VecDeque<Event>,
+        time_left: impl Fn() -> bool,
+        mut take: impl FnMut(UnixNanos, std::collections::vec_deque::Drain<'_, Event>) -> Result<()>,
+    ) -> Result<bool> {
+        while let Some(&(ts, left)) = self.bursts.front() {
+            if !time_left() {
+                return Ok(false);
+            }
+            let k = left.min(HOST_CHUNK);
+            take(ts, events.drain(..k))?;
+            if k == left {
+                self.bursts.pop_front();
+            } else if let Some(front) = self.bursts.front_mut() {
+                front.1 -= k;
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// The paced loop over shared memory without lockstep. Recorded data comes in bursts
 /// that share one `ts_recv` (a depth update of many levels, a snapshot): up to
 /// thousands of events due at the same instant, sometimes a fraction of a millisecond
@@ -178,12 +224,19 @@ fn whole_burst(
 /// Events are read and encoded ahead whenever the replay has time before the next due
 /// time (up to [`AHEAD_BYTES`]). Each burst is then written into the rings unpublished
 /// (the exchange host's messages due before it first), published at its due time with
-/// one store per ring, and the sleeping readers woken. Only then does the exchange host
-/// take the burst's events, and its messages about them (fills, order updates) follow
-/// the burst; then requests are read, dated at the burst. So the simulated exchange is
-/// never ahead of what the strategies were shown, and what lies between two due times is
-/// a copy of bytes already encoded. A burst larger than a ring's staging share is
-/// published in parts, from its due time on. Nothing is visible before its due time.
+/// one store per ring, and the sleeping readers woken. Nothing is visible before its
+/// due time. A burst larger than a ring's staging share is published in parts, from
+/// its due time on.
+///
+/// The exchange host takes each burst's events only after the burst is published, in
+/// the time left before the next one is due ([`catch_up`]): its messages about them
+/// (fills, order updates) follow the burst, and the strategies' requests are read once
+/// it has taken everything published, dated at the last burst. So the simulated
+/// exchange is never ahead of what the strategies were shown, and where the data is
+/// denser than the host's work (a burst of thousands of events, hundreds of
+/// microseconds of matching, due just before the next) the host falls behind for a
+/// while instead of making the next burst late: its messages and the answers to
+/// requests come later, the market data on time.
 pub(super) fn stream(
     link: &mut Link<'_>,
     source: &mut EventSource,
@@ -193,6 +246,7 @@ pub(super) fn stream(
 ) -> Result<UnixNanos> {
     let keep = link.host.is_some();
     let mut ahead = Ahead::default();
+    let mut lag = Lag::default();
     let mut last_ts = 0;
     let mut last_progress = Instant::now();
     while !stop.is_set() {
@@ -200,8 +254,11 @@ pub(super) fn stream(
             break;
         };
         state.heartbeat.tick(&mut link.bus.zmq)?;
+        // The host's work on what is out, while this burst leaves time for it.
+        let margin = HOST_MARGIN + WRITE_PER_EVENT * n.min(u32::MAX as usize) as u32;
+        catch_up(link, state, &mut ahead, &mut lag, Some((ts, margin)))?;
         let began = Instant::now();
-        let unpublished = write_burst(link, state, &ahead, ts, n, began)?;
+        let unpublished = write_burst(link, state, &ahead, ts, n, lag.bursts.is_empty(), began)?;
         // While the burst waits for its time: read ahead.
         while ahead.held() < AHEAD_BYTES
             && !ahead.ended
@@ -211,17 +268,11 @@ pub(super) fn stream(
             read(&mut ahead, source, link, keep)?;
         }
         publish(link, state.pacer, ts, unpublished, began);
-        // The exchange host's reaction to the burst, then the strategies' requests.
-        if let Some(h) = link.host.as_deref_mut() {
-            for event in ahead.events.iter().take(n) {
-                h.on_market(event, &mut link.out)?;
-            }
-            link.flush()?;
-        }
-        link.pump(ts, Duration::ZERO)?;
-        link.bus.commit();
-        link.bus.wake_sleepers();
         ahead.pop(n);
+        if keep {
+            lag.bursts.push_back((ts, n));
+        }
+        lag.published = Some(ts);
         last_ts = ts;
         if last_progress.elapsed() >= Duration::from_millis(100) {
             last_progress = Instant::now();
@@ -233,11 +284,54 @@ pub(super) fn stream(
             });
         }
     }
+    // The end (or a stop): the host takes everything published.
+    catch_up(link, state, &mut ahead, &mut lag, None)?;
     Ok(last_ts)
 }
 
+/// The exchange host takes the events of the bursts published, oldest first, while the
+/// burst `next` (its time, and the margin to keep before it is due) leaves time; once
+/// it has taken all of them, the strategies' requests are read (dated at the last burst
+/// published). Its messages are published either way.
+fn catch_up(
+    link: &mut Link<'_>,
+    state: &mut Loop<'_>,
+    ahead: &mut Ahead,
+    lag: &mut Lag,
+    next: Option<(UnixNanos, Duration)>,
+) -> Result<()> {
+    let Some(published) = lag.published else {
+        return Ok(());
+    };
+    let pacer = &*state.pacer;
+    let time_left = || next.is_none_or(|(ts, margin)| pacer.until_due(ts) > margin);
+    let mut caught_up = true;
+    if let Some(h) = link.host.as_deref_mut() {
+        let (marks, out) = (&mut *state.marks, &mut link.out);
+        caught_up = lag.drain(&mut ahead.events, time_left, |ts, events| {
+            // Both apply only what is due strictly before `ts` and not applied yet:
+            // a burst taken in several chunks repeats them harmlessly.
+            marks.before(h, ts, out)?;
+            h.advance_before(ts, out)?;
+            for event in events {
+                h.on_market(&event, out)?;
+            }
+            Ok(())
+        })?;
+    }
+    if caught_up && time_left() {
+        link.pump(published, Duration::ZERO)?;
+    } else {
+        link.flush()?;
+    }
+    link.bus.commit();
+    link.bus.wake_sleepers();
+    Ok(())
+}
+
 /// Writes the burst of `n` events at `ts` (the first `n` held) into the rings, after the
-/// marks and requests due before it; returns how many of its events are written and not
+/// marks and queued orders due before it when the host has taken everything published
+/// (`host_ready`; otherwise [`catch_up`] applies them later); returns how many of its events are written and not
 /// yet published. A ring without room to take more ahead has what it holds published
 /// at the due time, and the rest follows.
 fn write_burst(
@@ -246,9 +340,10 @@ fn write_burst(
     ahead: &Ahead,
     ts: UnixNanos,
     n: usize,
+    host_ready: bool,
     began: Instant,
 ) -> Result<usize> {
-    if let Some(h) = link.host.as_deref_mut() {
+    if let Some(h) = link.host.as_deref_mut().filter(|_| host_ready) {
         state.marks.before(h, ts, &mut link.out)?;
         h.advance_before(ts, &mut link.out)?;
         link.flush()?;
@@ -335,10 +430,71 @@ mod tests {
             Ok(Some((30, 1))),
             "the end makes it whole"
         );
-        assert_eq!(ahead.events.len(), 0, "events are kept only when asked");
+        assert_eq!(
+            ahead.events,
+            [
+                all[0].0.clone(),
+                all[1].0.clone(),
+                all[2].0.clone(),
+                all[3].0.clone()
+            ],
+            "published events stay for the host; events are kept only when asked"
+        );
         ahead.pop(1);
         assert_eq!(ahead.first_burst(), Ok(None));
         assert_eq!((ahead.bytes.len(), ahead.head), (0, 0), "emptied, reused");
+    }
+
+    /// The host takes the bursts published in order, a chunk at a time, stops when time
+    /// runs out (never in the middle of a chunk) and resumes where it stopped.
+    #[test]
+    fn the_host_takes_what_is_published_in_order_and_resumes_where_time_ran_out() {
+        let mut lag = Lag::default();
+        lag.bursts.extend([(10, 3), (20, 40), (30, 1)]);
+        let mut events: VecDeque<Event> =
+            (0..44).map(|i| event(i, 1)).chain([event(99, 1)]).collect();
+        let looks = std::cell::Cell::new(0);
+        let mut taken = Vec::new();
+        let done = lag
+            .drain(
+                &mut events,
+                || {
+                    looks.set(looks.get() + 1);
+                    looks.get() <= 2
+                },
+                |ts, chunk| {
+                    taken.push((ts, chunk.map(|e| e.ts_recv).collect::<Vec<_>>()));
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert!(!done, "time ran out");
+        assert_eq!(taken.len(), 2);
+        assert_eq!(taken[0], (10, vec![0, 1, 2]));
+        assert_eq!(
+            taken[1],
+            (20, (3..3 + HOST_CHUNK as i64).collect::<Vec<_>>())
+        );
+        assert_eq!(lag.bursts, [(20, 40 - HOST_CHUNK), (30, 1)]);
+        taken.clear();
+        assert!(
+            lag.drain(
+                &mut events,
+                || true,
+                |ts, chunk| {
+                    taken.push((ts, chunk.map(|e| e.ts_recv).collect::<Vec<_>>()));
+                    Ok(())
+                }
+            )
+            .unwrap()
+        );
+        assert_eq!(
+            taken[0],
+            (20, (3 + HOST_CHUNK as i64..43).collect::<Vec<_>>())
+        );
+        assert_eq!(taken[1], (30, vec![43]));
+        assert!(lag.bursts.is_empty());
+        assert_eq!(events.len(), 1, "what is not published stays: {events:?}");
     }
 
     /// The buffer is compacted once half of it is spent, and what is held reads back
