@@ -177,8 +177,9 @@ const HOST_CHUNK: usize = 32;
 /// Host work stops this long before the next burst is due, plus the burst's writing.
 const HOST_MARGIN: Duration = Duration::from_micros(30);
 
-/// Writing one event of a burst into the rings takes about this long (a copy of
-/// encoded bytes; measured 0.3 µs): a burst of thousands needs its writing time.
+/// Time allowed for writing one event of a burst into the rings (a copy of encoded
+/// bytes): an estimate with room, not a measured figure; a profile in session 16 saw
+/// up to 580 µs to write the largest bursts (up to 2,016 events).
 const WRITE_PER_EVENT: Duration = Duration::from_nanos(500);
 
 /// Published bursts the exchange host has not taken yet, oldest first: their times and
@@ -331,8 +332,8 @@ fn catch_up(
 
 /// Writes the burst of `n` events at `ts` (the first `n` held) into the rings, after the
 /// marks and queued orders due before it when the host has taken everything published
-/// (`host_ready`; otherwise [`catch_up`] applies them later); returns how many of its events are written and not
-/// yet published. A ring without room to take more ahead has what it holds published
+/// (`host_ready`; otherwise [`catch_up`] applies them later); returns how many of its
+/// events are written and not yet published. A ring without room to take more ahead has what it holds published
 /// at the due time, and the rest follows.
 fn write_burst(
     link: &mut Link<'_>,
