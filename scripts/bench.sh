@@ -387,6 +387,7 @@ p = s["pacing"]
 row = dict(run=int(sys.argv[3]), speed=sys.argv[4], load=sys.argv[5], mode=sys.argv[6],
            loadavg=float(sys.argv[7]), events=s["events"],
            cores=s["cpu_secs"] / s["elapsed_secs"],
+           steal_ms=None if s.get("steal_secs") is None else s["steal_secs"] * 1e3,
            all=s["lateness"], first=p["first"], waited=p["waited"], floor=p["floor"],
            floor_first=p["floor_first"], margin_us=p["margin_us"], woken=p.get("woken"))
 if sys.argv[8]:
@@ -402,7 +403,8 @@ arrival = f"  subscriber arrival {probe['arrival_p50_us']:.0f}/{probe['arrival_p
 print(f"run {r['run']} {r['speed']:>2}x {r['load']:<6} {r['mode']:<7} p50/p99/max us: every event {f(r['all'])} (floor {f(r['floor'])})"
       f"  first of due time {f(r['first'])} (floor {f(r['floor_first'])})  waited {f(r['waited'])}"
       + (f"  after the wake-up {f(r['woken'])}" if r.get("woken") else "")
-      + f"  cpu {r['cores']:.2f} cores  load {r['loadavg']:.1f}{arrival}")
+      + f"  cpu {r['cores']:.2f} cores  load {r['loadavg']:.1f}"
+      + (f"  steal {r['steal_ms']:.0f} ms" if r.get("steal_ms") is not None else "") + arrival)
 PY
 }
 
@@ -504,7 +506,8 @@ for (speed, load, mode), rs in sorted(groups.items(), key=lambda kv: (-int(kv[0]
             f" | waited p99 {rng(fig('waited','p99_us'), '{:.0f}')}"
             + (f" | after the wake-up p50 {rng(fig('woken','p50_us'), '{:.0f}')} p99 {rng(fig('woken','p99_us'), '{:.0f}')}" if fig('woken', 'p99_us') else "")
             + f" | cpu {rng([r['cores'] for r in rs], '{:.2f}')} cores"
-            f" | load {rng([r['loadavg'] for r in rs], '{:.1f}')}")
+            f" | load {rng([r['loadavg'] for r in rs], '{:.1f}')}"
+            + (f" | steal {rng(steal, '{:.0f}')} ms" if (steal := [r['steal_ms'] for r in rs if r.get('steal_ms') is not None]) else ""))
     probes = [r["probe"] for r in rs if "probe" in r]
     if probes:
         line += f"  | subscriber arrival p99 {rng([p['arrival_p99_us'] for p in probes], '{:.0f}')}"

@@ -178,15 +178,28 @@ pub fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -
     }
     if stats.elapsed_secs > 0.0 {
         eprintln!(
-            "  cpu {:.2}s user+sys = {:.2} cores over the replay, peak RSS {:.0} MiB{}",
+            "  cpu {:.2}s user+sys = {:.2} cores over the replay, peak RSS {:.0} MiB{}{}",
             stats.cpu_secs,
             stats.cpu_secs / stats.elapsed_secs,
             stats.peak_rss_mib,
             match stats.pacing.as_ref().and_then(|p| p.margin_us) {
                 Some(m) => format!(" (sleep margin at the end {m:.0} us)"),
                 None => String::new(),
+            },
+            match stats.steal_secs {
+                Some(s) if s > 0.0 => format!(
+                    ", the host took {:.0} ms of the machine's CPUs (steal)",
+                    s * 1e3
+                ),
+                _ => String::new(),
             }
         );
+        if stats.major_faults > 0 {
+            eprintln!(
+                "  {} page faults waited for storage (code or data the kernel had evicted)",
+                stats.major_faults
+            );
+        }
     }
     if stats.steps > 0 {
         eprintln!(

@@ -17,6 +17,7 @@ pub mod gateway;
 mod lockstep;
 mod out;
 pub mod pacing;
+mod usage;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -152,6 +153,13 @@ pub struct ReplayStats {
     pub pacing: Option<Box<PacingReport>>,
     /// CPU seconds (user + system, the whole process) over `elapsed_secs`.
     pub cpu_secs: f64,
+    /// Seconds of CPU the hypervisor took from this machine during the replay, all its
+    /// CPUs together (Linux's "steal"; None where not reported). Lateness that comes with
+    /// a lot of it was the host's doing.
+    pub steal_secs: Option<f64>,
+    /// Page faults of the process that waited for storage during the replay (code or a
+    /// mapped file the kernel had evicted); each stalls the faulting thread.
+    pub major_faults: u64,
     /// The whole process's peak resident memory when the replay ended, in MiB (before
     /// anything that follows it, such as `run`'s report).
     pub peak_rss_mib: f64,
@@ -189,6 +197,16 @@ pub struct ReplayStats {
     /// Replay into JetStream: messages the stream acknowledged (events, heartbeats and
     /// the end of stream).
     pub stored: Option<u64>,
+}
+
+impl ReplayStats {
+    /// Takes what the replay cost the machine.
+    fn used(&mut self, used: usage::Used) {
+        self.cpu_secs = used.cpu_secs;
+        self.steal_secs = used.steal_secs;
+        self.peak_rss_mib = used.peak_rss_mib;
+        self.major_faults = used.major_faults;
+    }
 }
 
 /// Live progress for the caller's progress bar.
@@ -250,9 +268,9 @@ pub fn run_over(
         mut events,
         mut pacer,
         realtime,
-        started,
-        cpu_started,
+        usage,
     } = Start::new(config, reader, stop)?;
+    let started = usage.started();
     let mut lockstep =
         (config.lockstep > 0).then(|| Lockstep::new(config.lookahead, config.ack_timeout));
     let mut marks = Marks::new(config.mark_interval);
@@ -326,8 +344,7 @@ pub fn run_over(
     drop(events);
     drop(realtime);
     let mut stats = finish(config, link, last_ts, started, &pacer, stop, on_progress)?;
-    stats.cpu_secs = (pacing::process_cpu().saturating_sub(cpu_started)).as_secs_f64();
-    stats.peak_rss_mib = pacing::peak_rss_bytes() as f64 / (1024.0 * 1024.0);
+    stats.used(usage.finish());
     Ok(stats)
 }
 
@@ -369,9 +386,8 @@ struct Start {
     pacer: Pacer,
     /// Real-time scheduling while pacing, when asked for; dropped when the loop ends.
     realtime: Option<pacing::Realtime>,
-    /// For the summary's rate and CPU seconds.
-    started: Instant,
-    cpu_started: Duration,
+    /// For the summary's rate, CPU seconds and steal.
+    usage: usage::Usage,
 }
 
 impl Start {
@@ -386,8 +402,7 @@ impl Start {
             realtime: (paced && config.realtime)
                 .then(pacing::Realtime::raise)
                 .transpose()?,
-            started: Instant::now(),
-            cpu_started: pacing::process_cpu(),
+            usage: usage::Usage::start(),
         })
     }
 }
@@ -650,9 +665,9 @@ pub fn run_nats(
         mut events,
         mut pacer,
         realtime,
-        started,
-        cpu_started,
+        usage,
     } = Start::new(config, reader, stop)?;
+    let started = usage.started();
     let mut last_ts: UnixNanos = 0;
     let mut last_progress = Instant::now();
     while let Some(event) = events.next_event()? {
@@ -696,8 +711,7 @@ pub fn run_nats(
     stats.stream_secs = stats.elapsed_secs;
     stats.lateness = pacer.lateness();
     stats.pacing = pacer.report().map(Box::new);
-    stats.cpu_secs = (pacing::process_cpu().saturating_sub(cpu_started)).as_secs_f64();
-    stats.peak_rss_mib = pacing::peak_rss_bytes() as f64 / (1024.0 * 1024.0);
+    stats.used(usage.finish());
     stats.stored = Some(published.acked);
     on_progress(Progress {
         stats: &stats,

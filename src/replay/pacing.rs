@@ -335,28 +335,6 @@ impl Drop for Realtime {
     }
 }
 
-/// CPU time (user + system) this process has used so far.
-pub fn process_cpu() -> Duration {
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
-    };
-    own_usage().map_or(Duration::ZERO, |u| tv(u.ru_utime) + tv(u.ru_stime))
-}
-
-/// The process's peak resident set so far, in bytes (`getrusage` `ru_maxrss`; 0 where
-/// unknown).
-pub fn peak_rss_bytes() -> u64 {
-    // Linux reports kibibytes.
-    own_usage().map_or(0, |u| u.ru_maxrss.max(0) as u64 * 1024)
-}
-
-/// `getrusage(RUSAGE_SELF)`, None if it fails.
-fn own_usage() -> Option<libc::rusage> {
-    // SAFETY: getrusage fills the zeroed struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    (unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0).then_some(usage)
-}
-
 /// The event being sent: when it was due and when the wait for it ended.
 #[derive(Clone, Copy, Debug)]
 struct Current {

@@ -56,6 +56,17 @@ fn demo_scenario_completes_with_report_chart_and_a_stable_digest() {
     // at least, and this one far less than a GiB (the demo is 135,830 events).
     let rss = sa["replay"]["peak_rss_mib"].as_f64().unwrap();
     assert!(rss > 2.0 && rss < 1024.0, "{sa}");
+    // What the machine took meanwhile: Linux reports its steal (0 on a machine that is
+    // not a guest), and the faults are a count.
+    if cfg!(target_os = "linux") {
+        assert!(
+            sa["replay"]["steal_secs"]
+                .as_f64()
+                .is_some_and(|s| s >= 0.0),
+            "{sa}"
+        );
+    }
+    assert!(sa["replay"]["major_faults"].is_u64(), "{sa}");
     // The lookahead form waits for acks at holes in the data; the summary names who
     // was waited for, and the time charged to one strategy never exceeds the total.
     let waits = sa["replay"]["ack_wait_secs"].as_f64().unwrap();
