@@ -8,13 +8,23 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug)]
 pub struct Usage {
     started: Instant,
-    cpu: Duration,
-    major_faults: u64,
+    process: Process,
     steal: Option<Duration>,
 }
 
+/// The process's own counters, from one `getrusage` (zero where it fails).
+#[derive(Clone, Copy, Debug, Default)]
+struct Process {
+    /// User + system CPU time so far.
+    cpu: Duration,
+    /// Major page faults so far (`ru_majflt`).
+    major_faults: u64,
+    /// Peak resident set so far, in bytes (`ru_maxrss`).
+    peak_rss_bytes: u64,
+}
+
 /// What the replay used from [`Usage::start`] to [`Usage::finish`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 pub struct Used {
     /// CPU seconds, user + system, every thread of this process.
     pub cpu_secs: f64,
@@ -25,7 +35,7 @@ pub struct Used {
     /// Peak resident memory of the process so far, in MiB.
     pub peak_rss_mib: f64,
     /// Page faults of this process that waited for a read from storage (its code or a
-    /// mapped file evicted from memory), each typically 0.1–10 ms of the faulting thread.
+    /// mapped file evicted from memory), each stalling the faulting thread meanwhile.
     pub major_faults: u64,
 }
 
@@ -33,8 +43,7 @@ impl Usage {
     pub fn start() -> Usage {
         Usage {
             started: Instant::now(),
-            cpu: process_cpu(),
-            major_faults: major_faults(),
+            process: Process::now(),
             steal: machine_steal(),
         }
     }
@@ -45,43 +54,37 @@ impl Usage {
     }
 
     pub fn finish(&self) -> Used {
+        let now = Process::now();
         Used {
-            cpu_secs: process_cpu().saturating_sub(self.cpu).as_secs_f64(),
+            cpu_secs: now.cpu.saturating_sub(self.process.cpu).as_secs_f64(),
             steal_secs: self
                 .steal
                 .zip(machine_steal())
                 .map(|(then, now)| now.saturating_sub(then).as_secs_f64()),
-            peak_rss_mib: peak_rss_bytes() as f64 / (1024.0 * 1024.0),
-            major_faults: major_faults().saturating_sub(self.major_faults),
+            peak_rss_mib: now.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+            major_faults: now.major_faults.saturating_sub(self.process.major_faults),
         }
     }
 }
 
-/// CPU time (user + system) this process has used so far.
-fn process_cpu() -> Duration {
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
-    };
-    own_usage().map_or(Duration::ZERO, |u| tv(u.ru_utime) + tv(u.ru_stime))
-}
-
-/// The process's peak resident set so far, in bytes (`getrusage` `ru_maxrss`; 0 where
-/// unknown).
-fn peak_rss_bytes() -> u64 {
-    // Linux reports kibibytes.
-    own_usage().map_or(0, |u| u.ru_maxrss.max(0) as u64 * 1024)
-}
-
-/// Major page faults of this process so far (`ru_majflt`).
-fn major_faults() -> u64 {
-    own_usage().map_or(0, |u| u.ru_majflt.max(0) as u64)
-}
-
-/// `getrusage(RUSAGE_SELF)`, None if it fails.
-fn own_usage() -> Option<libc::rusage> {
-    // SAFETY: getrusage fills the zeroed struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    (unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0).then_some(usage)
+impl Process {
+    fn now() -> Process {
+        // SAFETY: getrusage fills the zeroed struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+            return Process::default();
+        }
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec.max(0) as u64)
+                + Duration::from_micros(t.tv_usec.max(0) as u64)
+        };
+        Process {
+            cpu: tv(u.ru_utime) + tv(u.ru_stime),
+            major_faults: u.ru_majflt.max(0) as u64,
+            // Linux reports kibibytes.
+            peak_rss_bytes: u.ru_maxrss.max(0) as u64 * 1024,
+        }
+    }
 }
 
 /// The machine's steal time so far, all CPUs: the eighth value of the `cpu` line of
@@ -136,9 +139,9 @@ mod tests {
         let usage = Usage::start();
         // Spin until the process has used 20 ms more (other tests' threads count too),
         // however busy the machine; a minute at most.
-        let before = process_cpu();
+        let before = Process::now().cpu;
         let spin = Instant::now();
-        while process_cpu() < before + Duration::from_millis(20)
+        while Process::now().cpu < before + Duration::from_millis(20)
             && spin.elapsed() < Duration::from_secs(60)
         {
             std::hint::black_box(spin.elapsed());
