@@ -44,8 +44,11 @@
 #            (default "legacy spin spin-rt"; a mode is a --pacing value, "-rt" adds
 #            --realtime; legacy, the pacing before issue 14, is the baseline), modes
 #            interleaved within each run; then (BENCH_PACE_STRATEGY=1, default) one Rust
-#            strategy (mm, no lockstep) as the one subscriber over zmq and over shm, by
-#            `ticktape run`; ranges over the runs. Not part of `all` (about 25 minutes at 3 runs).
+#            strategy (mm, no lockstep; examples/pace_probe.rs runs it and measures when
+#            each event reached it) as the one subscriber by `ticktape run`: over zmq,
+#            over shm, over shm with the replay under SCHED_FIFO (realtime) and over shm
+#            with the strategy polling (busy_poll); ranges over the runs. Not part of
+#            `all` (about 30 minutes at 3 runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECTION=all
@@ -399,7 +402,8 @@ import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])][-1]
 f = lambda l: f"{l['p50_us']:.1f}/{l['p99_us']:.1f}/{l['max_us']:.0f}" if l else "-"
 probe = r.get("probe")
-arrival = f"  subscriber arrival {probe['arrival_p50_us']:.0f}/{probe['arrival_p99_us']:.0f}/{probe['arrival_max_us']:.0f}" if probe else ""
+who = "strategy" if r['load'].startswith("mm-") else "subscriber"
+arrival = f"  {who} arrival {probe['arrival_p50_us']:.0f}/{probe['arrival_p99_us']:.0f}/{probe['arrival_max_us']:.0f}" if probe else ""
 print(f"run {r['run']} {r['speed']:>2}x {r['load']:<6} {r['mode']:<7} p50/p99/max us: every event {f(r['all'])} (floor {f(r['floor'])})"
       f"  first of due time {f(r['first'])} (floor {f(r['floor_first'])})  waited {f(r['waited'])}"
       + (f"  after the wake-up {f(r['woken'])}" if r.get("woken") else "")
@@ -414,7 +418,8 @@ pacing_section() {
   local runs=$1 window=${BENCH_PACE_WINDOW:-30} work=${BENCH_PACE_WORK_US:-100}
   local modes=${BENCH_PACE_MODES:-legacy spin spin-rt}
   cargo build --release --example pace_probe 2>&1 | tail -1
-  local PP=${CARGO_TARGET_DIR:-target}/release/examples/pace_probe
+  local PP
+  PP=$(realpath "${CARGO_TARGET_DIR:-target}/release/examples/pace_probe")
   local ep=tcp://127.0.0.1:5661 out="$W/pacing.jsonl" start=2024-08-08T23:55:00Z
   local end
   end=$(python3 -c "import datetime as d; t=d.datetime(2024,8,8,23,55,tzinfo=d.timezone.utc)+d.timedelta(seconds=$window); print(t.strftime('%Y-%m-%dT%H:%M:%SZ'))")
@@ -445,9 +450,9 @@ pacing_section() {
           pace_row "$run" "$speed" "$load" "$mode" "$loadavg" "$probe"
         done
       done
-      # One Rust strategy (the built-in mm, quoting, no lockstep) as the one subscriber,
-      # over ZeroMQ and over shared memory: `ticktape run` of a paced scenario (default
-      # pacing, spin).
+      # One Rust strategy (the built-in mm, quoting, no lockstep, run by pace_probe, which
+      # measures when each event reached it) as the one subscriber, over ZeroMQ and over
+      # shared memory: `ticktape run` of a paced scenario (default pacing, spin).
       if [ "${BENCH_PACE_STRATEGY:-1}" = 1 ]; then
         local win=""
         [ "$speed" = 1 ] && win="start = \"$start\"
@@ -464,7 +469,7 @@ speed = "$speed"
 lockstep = false
 [[strategy]]
 name = "mm"
-builtin = "mm"
+command = ["$PP", "strategy", "{bus}", "{gateway}", "{venue}", "{symbol}", "{size}", "{name}", "$speed"]
 venue = "binance"
 symbol = "BTCUSDT"
 size = "0.01"
@@ -473,17 +478,21 @@ order_latency = { model = "constant", ns = 1_000_000 }
 queue = "risk_averse"
 fees = { maker_bps = 1.0, taker_bps = 5.0 }
 TOML
-        # The same with the replay thread under SCHED_FIFO (shared memory only).
+        # The same with the replay thread under SCHED_FIFO, and with the strategy polling
+        # its ring instead of sleeping (shared memory only).
         sed 's/^lockstep = false$/lockstep = false\nrealtime = true/' "$W/pace-mm.toml" > "$W/pace-mm-rt.toml"
-        for tr in zmq shm shm-rt; do
+        sed 's/^lockstep = false$/lockstep = false\nbusy_poll = true/' "$W/pace-mm.toml" > "$W/pace-mm-poll.toml"
+        for tr in zmq shm shm-rt shm-poll; do
           local loadavg toml="$W/pace-mm.toml"
           loadavg=$(cut -d' ' -f1 /proc/loadavg)
           [ "$tr" = shm-rt ] && toml="$W/pace-mm-rt.toml"
+          [ "$tr" = shm-poll ] && toml="$W/pace-mm-poll.toml"
           rm -rf "$W/pace-run"
-          $T run "$toml" --transport "${tr%-rt}" --out "$W/pace-run" --quiet > /dev/null 2> "$W/pace.log"
+          $T run "$toml" --transport "${tr%-*}" --out "$W/pace-run" --quiet > /dev/null 2> "$W/pace.log"
           python3 -c "import json,sys; json.dump(json.load(open(sys.argv[1]))['replay'], open(sys.argv[2], 'w'))" \
             "$W/pace-run/summary.json" "$W/pace.json"
-          pace_row "$run" "$speed" "mm-$tr" spin "$loadavg" ""
+          grep '^{' "$W/pace-run/strategy-mm.log" | tail -1 > "$W/probe.json"
+          pace_row "$run" "$speed" "mm-$tr" spin "$loadavg" probe
         done
       fi
     done
@@ -510,7 +519,9 @@ for (speed, load, mode), rs in sorted(groups.items(), key=lambda kv: (-int(kv[0]
             + (f" | steal {rng(steal, '{:.0f}')} ms" if (steal := [r['steal_ms'] for r in rs if r.get('steal_ms') is not None]) else ""))
     probes = [r["probe"] for r in rs if "probe" in r]
     if probes:
-        line += f"  | subscriber arrival p99 {rng([p['arrival_p99_us'] for p in probes], '{:.0f}')}"
+        who = "strategy" if load.startswith("mm-") else "subscriber"
+        line += (f"  | {who} arrival p50 {rng([p['arrival_p50_us'] for p in probes], '{:.0f}')}"
+                 f" p99 {rng([p['arrival_p99_us'] for p in probes], '{:.0f}')}")
     print(line)
 PY
 }

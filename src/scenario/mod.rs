@@ -71,6 +71,13 @@ pub struct ReplaySection {
     /// on the replay's core no longer takes it from the pacer. Paced replays only.
     #[serde(default)]
     pub realtime: bool,
+    /// Strategies started by this run poll their shared-memory ring between messages
+    /// instead of sleeping on it (`TICKTAPE_SHM_SPIN_US` set to
+    /// [`crate::shm::BUSY_POLL_SPIN_US`] in their environment): each takes a core, and
+    /// the replay never wakes one, so neither the pacer nor the strategy waits for a
+    /// wake-up. Needs `transport = "shm"`.
+    #[serde(default)]
+    pub busy_poll: bool,
 }
 
 fn default_speed() -> Spanned<String> {
@@ -120,6 +127,7 @@ impl Default for ReplaySection {
             mark_interval_secs: default_mark_interval(),
             encoding: crate::wire::Encoding::Json,
             realtime: false,
+            busy_poll: false,
             transport: crate::shm::Transport::Zmq,
         }
     }

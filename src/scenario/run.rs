@@ -214,6 +214,15 @@ pub fn run(
             scenario_path.display()
         );
     }
+    let transport = options.transport.unwrap_or(scenario.replay.transport);
+    if scenario.replay.busy_poll
+        && (transport != Transport::Shm || scenario.engine.mode == EngineMode::Inproc)
+    {
+        bail!(
+            "scenario {}: replay.busy_poll = true makes strategy processes poll their shared-memory ring, so it needs transport = \"shm\" (in [replay] or `run --transport shm`) and [engine] mode = \"bus\"; over ZeroMQ a strategy waits inside libzmq",
+            scenario_path.display()
+        );
+    }
     let dir = run_dir(&scenario, options.out.as_deref());
     prepare_run_dir(&dir)?;
     std::fs::write(
@@ -402,6 +411,12 @@ fn run_bus(
                 command.pre_exec(move || crate::shm::inherit_as(fd, crate::shm::CHILD_FD));
             }
         }
+        if scenario.replay.busy_poll {
+            command.env(
+                crate::shm::SPIN_ENV,
+                crate::shm::BUSY_POLL_SPIN_US.to_string(),
+            );
+        }
         let child = command
             .args(&argv[1..])
             .env(crate::replay::gateway::TOKEN_ENV, token)
@@ -412,6 +427,15 @@ fn run_bus(
             .spawn()
             .with_context(|| format!("cannot start strategy {:?}: {}", s.name, argv.join(" ")))?;
         children.procs.push((s.name.clone(), child, log));
+    }
+    if scenario.replay.busy_poll {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if scenario.strategies.len() >= cores {
+            eprintln!(
+                "warning: replay.busy_poll: {} polling strategies and the replay on {cores} cores: a strategy will share its core with the replay, and both run late (fewer strategies, or busy_poll = false)",
+                scenario.strategies.len()
+            );
+        }
     }
 
     // A watchdog stops the replay as soon as a strategy dies, or on Ctrl-C.

@@ -21,6 +21,7 @@ pub mod spin;
 
 pub use hub::Hub;
 pub use segment::{StrategyEnd, attach, inherit_as, open_endpoint, take_fd};
+pub use spin::{BUSY_POLL_SPIN_US, SPIN_ENV};
 
 /// The descriptor a strategy child finds its segment on (`shm:fd=3`).
 pub const CHILD_FD: i32 = 3;

@@ -17,17 +17,24 @@
 
 use std::time::{Duration, Instant};
 
-/// The default ceiling of a spin, in microseconds (`TICKTAPE_SHM_SPIN_US` overrides it;
-/// 0 never spins).
+/// The environment variable that sets the ceiling of a spin, in microseconds (both the
+/// Rust SDK and the Python client read it).
+pub const SPIN_ENV: &str = "TICKTAPE_SHM_SPIN_US";
+/// The default ceiling of a spin, in microseconds ([`SPIN_ENV`] overrides it; 0 never
+/// spins).
 pub const DEFAULT_SPIN_US: u64 = 50;
+/// The ceiling a busy-polling strategy gets (`[replay] busy_poll`), in microseconds: one
+/// second, so it sleeps only after a second without a message (and polls again from the
+/// next one on).
+pub const BUSY_POLL_SPIN_US: u64 = 1_000_000;
 /// The most waits that sleep at once after misses: `1 << MAX_SKIP_SHIFT`.
 const MAX_SKIP_SHIFT: u32 = 6;
 
-/// The ceiling in effect: `TICKTAPE_SHM_SPIN_US`, else [`DEFAULT_SPIN_US`].
+/// The ceiling in effect: [`SPIN_ENV`], else [`DEFAULT_SPIN_US`].
 pub fn ceiling() -> Duration {
     static CEILING: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *CEILING.get_or_init(|| {
-        let us = std::env::var("TICKTAPE_SHM_SPIN_US")
+        let us = std::env::var(SPIN_ENV)
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(DEFAULT_SPIN_US);

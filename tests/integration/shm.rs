@@ -170,6 +170,79 @@ fn a_paced_replay_without_lockstep_reaches_every_shm_strategy_and_reports_its_la
     assert_eq!(summary(&zmq)["replay"]["events"], events);
 }
 
+/// `busy_poll = true`: a strategy process started by the run finds the polling ceiling in
+/// its environment (the Rust SDK and the Python client read it), reads every event of a
+/// paced replay, and the key is refused over ZeroMQ with what to change.
+#[test]
+fn busy_poll_gives_shm_strategies_the_polling_ceiling_and_is_refused_over_zmq() {
+    let dir = tempdir();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/binance-spot");
+    let exe = bin();
+    let s = dir.path().join("poll.toml");
+    std::fs::write(
+        &s,
+        format!(
+            r#"name = "shm-poll"
+[data]
+dataset = {data:?}
+venues = ["binance"]
+symbols = ["BTCUSDT"]
+start = "2024-08-08T23:57:00Z"
+end = "2024-08-08T23:57:05Z"
+[replay]
+speed = "10"
+lockstep = false
+transport = "shm"
+busy_poll = true
+[[strategy]]
+name = "mm-poll"
+command = ["sh", "-c", "echo ceiling=$TICKTAPE_SHM_SPIN_US; exec \"$0\" strategy mm --bus {{bus}} --gateway {{gateway}} --venue {{venue}} --symbol {{symbol}} --size {{size}} --id {{name}}", {exe:?}]
+venue = "binance"
+symbol = "BTCUSDT"
+size = "0.01"
+[exchange]
+order_latency = {{ model = "constant", ns = 1_000_000 }}
+"#
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    run(&s, &out, &[]);
+    let sum = summary(&out);
+    let events = sum["replay"]["events"].as_u64().unwrap();
+    assert!(events > 100, "{sum}");
+    let log = std::fs::read_to_string(out.join("strategy-mm-poll.log")).unwrap();
+    assert!(
+        log.contains(&format!("ceiling={}", ticktape::shm::BUSY_POLL_SPIN_US)),
+        "the strategy's environment: {log}"
+    );
+    assert!(
+        log.contains(&format!("strategy mm-poll: {events} events")),
+        "it saw every event: {log}"
+    );
+
+    let refused = spawn(&[
+        "run",
+        s.to_str().unwrap(),
+        "--transport",
+        "zmq",
+        "--out",
+        dir.path().join("zmq").to_str().unwrap(),
+        "--quiet",
+    ])
+    .wait(Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("busy_poll") && err.contains("transport = \"shm\""),
+        "says what to change: {err}"
+    );
+    assert!(
+        !dir.path().join("zmq").exists(),
+        "refused before a run directory was made"
+    );
+}
+
 /// Entries of `/dev/shm` that ticktape could have made.
 fn dev_shm() -> Vec<String> {
     std::fs::read_dir("/dev/shm")
