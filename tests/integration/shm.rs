@@ -176,36 +176,19 @@ fn a_paced_replay_without_lockstep_reaches_every_shm_strategy_and_reports_its_la
 #[test]
 fn busy_poll_gives_shm_strategies_the_polling_ceiling_and_is_refused_over_zmq() {
     let dir = tempdir();
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/binance-spot");
-    let exe = bin();
-    let s = dir.path().join("poll.toml");
-    std::fs::write(
-        &s,
-        format!(
-            r#"name = "shm-poll"
-[data]
-dataset = {data:?}
-venues = ["binance"]
-symbols = ["BTCUSDT"]
-start = "2024-08-08T23:57:00Z"
-end = "2024-08-08T23:57:05Z"
-[replay]
-speed = "10"
-lockstep = false
-transport = "shm"
-busy_poll = true
-[[strategy]]
-name = "mm-poll"
-command = ["sh", "-c", "echo ceiling=$TICKTAPE_SHM_SPIN_US; exec \"$0\" strategy mm --bus {{bus}} --gateway {{gateway}} --venue {{venue}} --symbol {{symbol}} --size {{size}} --id {{name}}", {exe:?}]
-venue = "binance"
-symbol = "BTCUSDT"
-size = "0.01"
-[exchange]
-order_latency = {{ model = "constant", ns = 1_000_000 }}
-"#
-        ),
-    )
-    .unwrap();
+    let window = ("2024-08-08T23:57:00Z", "2024-08-08T23:57:05Z");
+    let replay = "speed = \"10\"\ntransport = \"shm\"\nbusy_poll = true\n";
+    let s = scenario(dir.path(), "poll", window, None, replay);
+    // The mm strategy through a shell that prints its environment first.
+    let command = format!(
+        r#"command = ["sh", "-c", "echo ceiling=$TICKTAPE_SHM_SPIN_US; exec \"$0\" strategy mm --bus {{bus}} --gateway {{gateway}} --venue {{venue}} --symbol {{symbol}} --size {{size}} --id {{name}}", {:?}]"#,
+        bin()
+    );
+    let text = std::fs::read_to_string(&s)
+        .unwrap()
+        .replace("lockstep = true", "lockstep = false")
+        .replacen("builtin = \"mm\"", &command, 1);
+    std::fs::write(&s, text).unwrap();
     let out = dir.path().join("run");
     run(&s, &out, &[]);
     let sum = summary(&out);
