@@ -117,7 +117,8 @@ pub(crate) fn run(
             last_msg = Instant::now();
             continue;
         }
-        if spinner.spin(|| down.peek()) {
+        // A stop (Ctrl-C) ends a spin too: a busy-polling strategy spins up to a second.
+        if spinner.spin(|| down.peek() || stop.is_set()) {
             continue;
         }
         map.beat(Side::Strategy);

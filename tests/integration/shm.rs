@@ -414,6 +414,23 @@ fn ctrl_c_ends_a_shm_run_promptly() {
     assert_nothing_left_and_a_new_run_starts(dir.path(), "sigint");
 }
 
+/// The same with strategies that poll their rings (`busy_poll`): they stop on Ctrl-C
+/// though they spin up to a second between messages.
+#[test]
+fn ctrl_c_ends_a_busy_polling_shm_run() {
+    let dir = tempdir();
+    let (run, _pids) = start_long_run(dir.path(), "sigpoll", "busy_poll = true\n");
+    run.signal("INT");
+    let started = Instant::now();
+    let _ = run.wait(Duration::from_secs(20));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_nothing_left_and_a_new_run_starts(dir.path(), "sigpoll");
+}
+
 #[test]
 fn shm_needs_the_bus_engine_and_a_strategy_outside_ticktape_run_is_told_why() {
     let dir = tempdir();
