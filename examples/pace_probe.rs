@@ -108,15 +108,7 @@ fn run_strategy(args: &[String]) -> Result<()> {
         inner: strategy::builtin("mm", venue, symbol, size.parse()?, &params)?,
         arrivals: Arrivals::new(speed.parse()?),
     };
-    let config = strategy::RunnerConfig {
-        name: name.clone(),
-        bus: vec![bus.clone()],
-        gateway: gateway.clone(),
-        lockstep: false,
-        timer: Duration::from_secs(1),
-        idle_timeout: Some(Duration::from_secs(120)),
-        token: std::env::var(ticktape::replay::gateway::TOKEN_ENV).ok(),
-    };
+    let config = strategy::RunnerConfig::new(name, vec![bus.clone()], gateway.clone());
     strategy::run(&config, &mut probe, &ticktape::shutdown::on_signal())?;
     println!("{}", probe.arrivals.json(Duration::ZERO));
     Ok(())

@@ -1,7 +1,5 @@
 //! `ticktape strategy`: run a built-in example strategy against a bus and gateway.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result};
 use clap::Args;
 
@@ -42,13 +40,8 @@ pub fn run(a: StrategyArgs) -> Result<()> {
         strategy::Params::from_env().with_context(|| format!("bad ${}", strategy::PARAMS_ENV))?;
     let mut boxed = strategy::builtin(&a.name, &a.venue, &a.symbol, size, &params)?;
     let config = RunnerConfig {
-        name: a.id.unwrap_or_else(|| a.name.clone()),
-        bus: a.bus,
-        gateway: a.gateway,
         lockstep: a.lockstep,
-        timer: Duration::from_secs(1),
-        idle_timeout: Some(Duration::from_secs(120)),
-        token: std::env::var(ticktape::replay::gateway::TOKEN_ENV).ok(),
+        ..RunnerConfig::new(a.id.as_deref().unwrap_or(&a.name), a.bus, a.gateway)
     };
     let stop = ticktape::shutdown::on_signal();
     let stats = strategy::run(&config, boxed.as_mut(), &stop)?;

@@ -234,7 +234,7 @@ pub fn run(
             on_progress(RunProgress::Inproc(p))
         })
         .map(|s| RunOutcome::Inproc(Box::new(s))),
-        EngineMode::Bus => run_bus(&scenario, dir, options, stop, |p| {
+        EngineMode::Bus => run_bus(&scenario, dir, options, transport, stop, |p| {
             on_progress(RunProgress::Replay(p))
         })
         .map(|s| RunOutcome::Bus(Box::new(s))),
@@ -285,6 +285,7 @@ fn run_bus(
     scenario: &Scenario,
     dir: PathBuf,
     options: &RunOptions,
+    transport: Transport,
     stop: &Stop,
     mut on_progress: impl FnMut(replay::Progress<'_>),
 ) -> Result<RunSummary> {
@@ -307,7 +308,6 @@ fn run_bus(
     let _sock_dir_guard = RemoveOnDrop(sock_dir.clone());
     let bus = format!("ipc://{}", sock_dir.join("bus").display());
     let gateway = format!("ipc://{}", sock_dir.join("gw").display());
-    let transport = options.transport.unwrap_or(scenario.replay.transport);
     // Over shared memory each strategy gets its own segment as descriptor 3, and both
     // its endpoints name it; the ZeroMQ bus stays bound for observers (heartbeats).
     let shm = match transport {

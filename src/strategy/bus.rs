@@ -41,6 +41,23 @@ pub struct RunnerConfig {
     pub token: Option<String>,
 }
 
+impl RunnerConfig {
+    /// A strategy process's configuration, not in lockstep: `on_timer` every second of
+    /// event time, stop after two minutes without a message, and the gateway secret from
+    /// [`crate::replay::gateway::TOKEN_ENV`] (where `ticktape run` puts it) if set.
+    pub fn new(name: &str, bus: Vec<String>, gateway: String) -> RunnerConfig {
+        RunnerConfig {
+            name: name.to_string(),
+            bus,
+            gateway,
+            lockstep: false,
+            timer: Duration::from_secs(1),
+            idle_timeout: Some(Duration::from_secs(120)),
+            token: std::env::var(crate::replay::gateway::TOKEN_ENV).ok(),
+        }
+    }
+}
+
 /// What a strategy run did.
 #[derive(Clone, Debug, Default)]
 pub struct RunnerStats {
