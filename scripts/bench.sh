@@ -46,8 +46,9 @@
 #            interleaved within each run; then (BENCH_PACE_STRATEGY=1, default) one Rust
 #            strategy (mm, no lockstep; examples/pace_probe.rs runs it and measures when
 #            each event reached it) as the one subscriber by `ticktape run`: over zmq,
-#            over shm, over shm with the replay under SCHED_FIFO (realtime) and over shm
-#            with the strategy polling (busy_poll); ranges over the runs. Not part of
+#            over shm, over shm with the replay under SCHED_FIFO (realtime), with the
+#            replay thread on a core of its own (own_core), with the strategy polling
+#            (busy_poll), and with both of the last two; ranges over the runs. Not part of
 #            `all` (about 30 minutes at 3 runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -478,15 +479,17 @@ order_latency = { model = "constant", ns = 1_000_000 }
 queue = "risk_averse"
 fees = { maker_bps = 1.0, taker_bps = 5.0 }
 TOML
-        # The same with the replay thread under SCHED_FIFO, and with the strategy polling
-        # its ring instead of sleeping (shared memory only).
+        # The same with the replay thread under SCHED_FIFO, with the replay thread on a
+        # core of its own, with the strategy polling its ring instead of sleeping (shared
+        # memory only), and with both of the last two.
         sed 's/^lockstep = false$/lockstep = false\nrealtime = true/' "$W/pace-mm.toml" > "$W/pace-mm-rt.toml"
+        sed 's/^lockstep = false$/lockstep = false\nown_core = true/' "$W/pace-mm.toml" > "$W/pace-mm-own.toml"
         sed 's/^lockstep = false$/lockstep = false\nbusy_poll = true/' "$W/pace-mm.toml" > "$W/pace-mm-poll.toml"
-        for tr in zmq shm shm-rt shm-poll; do
+        sed 's/^lockstep = false$/lockstep = false\nbusy_poll = true\nown_core = true/' "$W/pace-mm.toml" > "$W/pace-mm-ownpoll.toml"
+        for tr in zmq shm shm-rt shm-own shm-poll shm-ownpoll; do
           local loadavg toml="$W/pace-mm.toml"
           loadavg=$(cut -d' ' -f1 /proc/loadavg)
-          [ "$tr" = shm-rt ] && toml="$W/pace-mm-rt.toml"
-          [ "$tr" = shm-poll ] && toml="$W/pace-mm-poll.toml"
+          [ "$tr" != zmq ] && [ "$tr" != shm ] && toml="$W/pace-mm-${tr#shm-}.toml"
           rm -rf "$W/pace-run"
           $T run "$toml" --transport "${tr%-*}" --out "$W/pace-run" --quiet > /dev/null 2> "$W/pace.log"
           python3 -c "import json,sys; json.dump(json.load(open(sys.argv[1]))['replay'], open(sys.argv[2], 'w'))" \

@@ -178,7 +178,7 @@ pub fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -
     }
     if stats.elapsed_secs > 0.0 {
         eprintln!(
-            "  cpu {:.2}s user+sys = {:.2} cores over the replay, peak RSS {:.0} MiB{}{}",
+            "  cpu {:.2}s user+sys = {:.2} cores over the replay, peak RSS {:.0} MiB{}{}{}",
             stats.cpu_secs,
             stats.cpu_secs / stats.elapsed_secs,
             stats.peak_rss_mib,
@@ -192,6 +192,10 @@ pub fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -
                     s * 1e3
                 ),
                 _ => String::new(),
+            },
+            match stats.own_cpu {
+                Some(c) => format!(", the replay thread alone on CPU {c}"),
+                None => String::new(),
             }
         );
         if stats.major_faults > 0 {

@@ -19,14 +19,21 @@ pub struct ReplayArgs {
     #[arg(long, default_value = "max")]
     speed: ticktape::replay::Speed,
     /// How a paced replay waits for each event: spin (sleep until shortly before it, spin
-    /// the rest; about one core at 10x), sleep (never spin: cheapest, less punctual), or
-    /// legacy (the pacing before issue 14, a benchmark baseline).
+    /// the rest; about one core at 10x), sleep (never spin: cheapest, less punctual), busy
+    /// (never sleep: a whole core for the replay, the most punctual, best with
+    /// --own-core), or legacy (the pacing before issue 14, a benchmark baseline).
     #[arg(long, default_value = "spin")]
     pacing: ticktape::replay::Waiting,
     /// Run the replay thread under real-time scheduling (SCHED_FIFO, needs CAP_SYS_NICE):
     /// on a loaded machine a paced replay is otherwise late by the scheduler's turns.
     #[arg(long)]
     realtime: bool,
+    /// Keep the paced replay thread on a CPU of its own (the highest it may use) and its
+    /// other threads (read-ahead, libzmq's) on the rest; no privilege needed, at least
+    /// two CPUs. Subscribers started elsewhere are not moved: `ticktape run` with
+    /// `[replay] own_core = true` also keeps its strategies off that core.
+    #[arg(long)]
+    own_core: bool,
     /// Endpoint(s) to bind the bus on.
     #[arg(long, default_value = "tcp://127.0.0.1:5556")]
     bind: Vec<String>,
@@ -91,6 +98,7 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         speed: a.speed,
         pacing: a.pacing,
         realtime: a.realtime,
+        own_core: a.own_core,
         bind: a.bind,
         wait_for: a.wait_for,
         wait_timeout: a.wait_timeout,

@@ -13,6 +13,7 @@
 //! acks arrive; markers are sent in batches and the run stays exact.
 
 mod bursts;
+pub mod cores;
 pub mod gateway;
 mod lockstep;
 mod out;
@@ -77,6 +78,9 @@ pub struct ReplayConfig {
     pub pacing: Waiting,
     /// Run the replay thread under real-time scheduling ([`pacing::Realtime`]).
     pub realtime: bool,
+    /// Keep the paced replay thread on a CPU of its own and the threads it starts on
+    /// the others ([`cores::OwnCore`]).
+    pub own_core: bool,
     /// Bus endpoints to bind.
     pub bind: Vec<String>,
     /// Subscribers to wait for before the first event.
@@ -113,6 +117,7 @@ impl Default for ReplayConfig {
             speed: Speed::Max,
             pacing: Waiting::default(),
             realtime: false,
+            own_core: false,
             bind: vec!["tcp://127.0.0.1:5556".into()],
             wait_for: 0,
             wait_timeout: Duration::from_secs(60),
@@ -160,6 +165,9 @@ pub struct ReplayStats {
     /// Page faults of the process that waited for storage during the replay (code or a
     /// mapped file the kernel had evicted); each stalls the faulting thread.
     pub major_faults: u64,
+    /// The CPU the paced replay thread had to itself (`own_core`), the others left to
+    /// everything else the replay started.
+    pub own_cpu: Option<usize>,
     /// The whole process's peak resident memory when the replay ended, in MiB (before
     /// anything that follows it, such as `run`'s report).
     pub peak_rss_mib: f64,
@@ -256,6 +264,7 @@ pub fn run_over(
             config.dataset.display()
         );
     }
+    let own_core = own_core(config)?;
     let mut link = open_link(config, shm, host, stop)?;
     link.stats.estimate = reader.row_estimate();
     let mut heartbeat = HeartbeatTimer::new(&config.publisher_id, config.heartbeat, true);
@@ -268,8 +277,10 @@ pub fn run_over(
         mut events,
         mut pacer,
         realtime,
+        own_core,
         usage,
-    } = Start::new(config, reader, stop)?;
+    } = Start::new(config, reader, own_core, stop)?;
+    let own_cpu = own_core.as_ref().map(|o| o.split().replay);
     let started = usage.started();
     let mut lockstep =
         (config.lockstep > 0).then(|| Lockstep::new(config.lookahead, config.ack_timeout));
@@ -343,8 +354,10 @@ pub fn run_over(
     }
     drop(events);
     drop(realtime);
+    drop(own_core);
     let mut stats = finish(config, link, last_ts, started, &pacer, stop, on_progress)?;
     stats.used(usage.finish());
+    stats.own_cpu = own_cpu;
     Ok(stats)
 }
 
@@ -386,24 +399,50 @@ struct Start {
     pacer: Pacer,
     /// Real-time scheduling while pacing, when asked for; dropped when the loop ends.
     realtime: Option<pacing::Realtime>,
+    /// The replay thread's own core while pacing, when asked for; dropped when the loop
+    /// ends.
+    own_core: Option<cores::OwnCore>,
     /// For the summary's rate, CPU seconds and steal.
     usage: usage::Usage,
 }
 
 impl Start {
-    fn new(config: &ReplayConfig, reader: EventReader, stop: &Stop) -> Result<Start> {
+    /// `own_core` is [`own_core`]'s, made before the loop's other threads were started.
+    fn new(
+        config: &ReplayConfig,
+        reader: EventReader,
+        own_core: Option<cores::OwnCore>,
+        stop: &Stop,
+    ) -> Result<Start> {
         let paced = !matches!(config.speed, Speed::Max);
+        // Started before the replay thread takes its own core, so it runs on the others.
+        let events = EventSource::new(reader, paced && config.pacing.reads_ahead())?;
+        if let Some(own) = &own_core {
+            own.take()?;
+        }
         Ok(Start {
             paced,
-            events: EventSource::new(reader, paced && config.pacing.reads_ahead())?,
+            events,
             pacer: Pacer::new(config.speed)
                 .waiting(config.pacing)
                 .interrupted_by(stop.clone()),
             realtime: (paced && config.realtime)
                 .then(pacing::Realtime::raise)
                 .transpose()?,
+            own_core,
             usage: usage::Usage::start(),
         })
+    }
+}
+
+/// The first half of `own_core`, for a paced replay that asked for it: the calling
+/// thread moves onto the other CPUs before the loop starts its threads (libzmq's,
+/// the read-ahead), which inherit them; [`Start::new`] then moves it onto its own.
+fn own_core(config: &ReplayConfig) -> Result<Option<cores::OwnCore>> {
+    if config.own_core && !matches!(config.speed, Speed::Max) {
+        cores::OwnCore::prepare().map(Some)
+    } else {
+        Ok(None)
     }
 }
 
@@ -647,6 +686,7 @@ pub fn run_nats(
             config.dataset.display()
         );
     }
+    let own_core = own_core(config)?;
     let mut publisher = crate::nats::NatsPublisher::connect(
         nats,
         &crate::nats::publish::PublishOptions {
@@ -665,8 +705,10 @@ pub fn run_nats(
         mut events,
         mut pacer,
         realtime,
+        own_core,
         usage,
-    } = Start::new(config, reader, stop)?;
+    } = Start::new(config, reader, own_core, stop)?;
+    stats.own_cpu = own_core.as_ref().map(|o| o.split().replay);
     let started = usage.started();
     let mut last_ts: UnixNanos = 0;
     let mut last_progress = Instant::now();
@@ -702,6 +744,7 @@ pub fn run_nats(
         }
     }
     drop(realtime);
+    drop(own_core);
     let eos = end_of_stream(config, last_ts, stats.events);
     publisher.send(&eos)?;
     // Every event acknowledged by the stream before the replay says it is done.

@@ -57,7 +57,8 @@ impl std::str::FromStr for Speed {
 }
 
 /// How a paced replay waits for each event's due time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Waiting {
     /// Sleep until an adaptive margin before the due time, spin the rest; timer slack
     /// 1 ns; the dataset decoded ahead on its own thread. The default.
@@ -66,6 +67,12 @@ pub enum Waiting {
     /// Sleep until the due time and never spin (timer slack 1 ns, read ahead): the
     /// cheapest in CPU, late by the sleep's overshoot.
     Sleep,
+    /// Never sleep: spin to every due time (read ahead). The replay thread holds a core
+    /// for the whole replay, and the core never idles: on a virtual machine an idle
+    /// core's wake-up goes through the hypervisor, which here was what made a paced
+    /// replay late by milliseconds now and then (`docs/BENCHMARKS.md`, session 19). Best
+    /// with `own_core`, so that nothing else needs that core.
+    Busy,
     /// The pacing before issue 14, kept as a benchmark baseline: sleep until 200 µs
     /// before, spin the rest, the default timer slack, decoding on the sending thread.
     Legacy,
@@ -85,8 +92,9 @@ impl std::str::FromStr for Waiting {
         match s {
             "spin" => Ok(Waiting::Spin),
             "sleep" => Ok(Waiting::Sleep),
+            "busy" => Ok(Waiting::Busy),
             "legacy" => Ok(Waiting::Legacy),
-            _ => Err(format!("bad pacing {s:?}: use spin, sleep or legacy")),
+            _ => Err(format!("bad pacing {s:?}: use spin, sleep, busy or legacy")),
         }
     }
 }
@@ -107,6 +115,8 @@ pub struct Lateness {
 /// What a paced replay achieved (see the module documentation for the definitions).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct PacingReport {
+    /// How the pacer waited.
+    pub waiting: Waiting,
     /// Every event: send returned − due.
     pub lateness: Option<Lateness>,
     /// The first event of each due time.
@@ -427,6 +437,7 @@ impl Pacer {
             match self.waiting {
                 Waiting::Spin => self.sleep_then_spin(due, now),
                 Waiting::Sleep => self.sleep_until(due),
+                Waiting::Busy => self.spin_until(due),
                 Waiting::Legacy => {
                     let ahead = due - now;
                     if ahead > Duration::from_micros(300) {
@@ -566,6 +577,7 @@ impl Pacer {
     pub fn report(&self) -> Option<PacingReport> {
         self.all.summary()?;
         Some(PacingReport {
+            waiting: self.waiting,
             lateness: self.all.summary(),
             first: self.first.summary(),
             waited: self.waited.summary(),
@@ -698,7 +710,12 @@ mod tests {
 
     #[test]
     fn pacer_spaces_events_by_recorded_time_over_speed() {
-        for waiting in [Waiting::Spin, Waiting::Sleep, Waiting::Legacy] {
+        for waiting in [
+            Waiting::Spin,
+            Waiting::Sleep,
+            Waiting::Busy,
+            Waiting::Legacy,
+        ] {
             let mut p = Pacer::new(Speed::Factor(10.0)).waiting(waiting);
             let t0 = Instant::now();
             p.wait_for(0);

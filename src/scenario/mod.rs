@@ -71,6 +71,11 @@ pub struct ReplaySection {
     /// on the replay's core no longer takes it from the pacer. Paced replays only.
     #[serde(default)]
     pub realtime: bool,
+    /// How a paced replay waits for each event's due time ([`crate::replay::Waiting`]):
+    /// `spin` (default: sleep until shortly before, spin the rest), `sleep`, or `busy`
+    /// (never sleep: a core for the whole replay, the most punctual with `own_core`).
+    #[serde(default)]
+    pub pacing: crate::replay::Waiting,
     /// Strategies started by this run poll their shared-memory ring between messages
     /// instead of sleeping on it (`TICKTAPE_SHM_SPIN_US` set to
     /// [`crate::shm::BUSY_POLL_SPIN_US`] in their environment): each takes a core, and
@@ -78,6 +83,13 @@ pub struct ReplaySection {
     /// wake-up. Needs `transport = "shm"`.
     #[serde(default)]
     pub busy_poll: bool,
+    /// Keep the paced replay thread on a CPU of its own (the highest this process may
+    /// use) and the strategies this run starts, the dataset's read-ahead and libzmq's
+    /// threads on the others ([`crate::replay::cores`]): a strategy the replay wakes can
+    /// no longer take its core. No privilege needed; at least two CPUs; paced replays
+    /// with `[engine] mode = "bus"` only.
+    #[serde(default)]
+    pub own_core: bool,
 }
 
 fn default_speed() -> Spanned<String> {
@@ -127,7 +139,9 @@ impl Default for ReplaySection {
             mark_interval_secs: default_mark_interval(),
             encoding: crate::wire::Encoding::Json,
             realtime: false,
+            pacing: crate::replay::Waiting::Spin,
             busy_poll: false,
+            own_core: false,
             transport: crate::shm::Transport::Zmq,
         }
     }

@@ -215,6 +215,12 @@ pub fn run(
         );
     }
     let transport = options.transport.unwrap_or(scenario.replay.transport);
+    let speed: Speed = options
+        .speed
+        .as_deref()
+        .unwrap_or(scenario.replay.speed.get_ref())
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
     if scenario.replay.busy_poll
         && (transport != Transport::Shm || scenario.engine.mode == EngineMode::Inproc)
     {
@@ -222,6 +228,16 @@ pub fn run(
             "scenario {}: replay.busy_poll = true makes strategy processes poll their shared-memory ring, so it needs transport = \"shm\" (in [replay] or `run --transport shm`) and [engine] mode = \"bus\"; over ZeroMQ a strategy waits inside libzmq",
             scenario_path.display()
         );
+    }
+    if scenario.replay.own_core {
+        if scenario.engine.mode == EngineMode::Inproc || speed == Speed::Max {
+            bail!(
+                "scenario {}: replay.own_core = true keeps a paced replay's thread on a core of its own, away from the strategy processes; it needs a paced replay (speed = \"1\", \"10\" ...) and [engine] mode = \"bus\"",
+                scenario_path.display()
+            );
+        }
+        crate::replay::cores::Split::of_this_thread()
+            .with_context(|| format!("scenario {}", scenario_path.display()))?;
     }
     let dir = run_dir(&scenario, options.out.as_deref());
     prepare_run_dir(&dir)?;
@@ -234,7 +250,7 @@ pub fn run(
             on_progress(RunProgress::Inproc(p))
         })
         .map(|s| RunOutcome::Inproc(Box::new(s))),
-        EngineMode::Bus => run_bus(&scenario, dir, options, transport, stop, |p| {
+        EngineMode::Bus => run_bus(&scenario, dir, transport, speed, stop, |p| {
             on_progress(RunProgress::Replay(p))
         })
         .map(|s| RunOutcome::Bus(Box::new(s))),
@@ -284,8 +300,8 @@ fn run_inproc(
 fn run_bus(
     scenario: &Scenario,
     dir: PathBuf,
-    options: &RunOptions,
     transport: Transport,
+    speed: Speed,
     stop: &Stop,
     mut on_progress: impl FnMut(replay::Progress<'_>),
 ) -> Result<RunSummary> {
@@ -330,18 +346,19 @@ fn run_bus(
         Transport::Shm => (shm_endpoint.clone(), shm_endpoint),
     };
 
-    let speed: Speed = options
-        .speed
-        .as_deref()
-        .unwrap_or(scenario.replay.speed.get_ref())
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!(e))?;
     let lookahead = scenario.replay.lookahead()?;
     let mark_interval = scenario.replay.mark_interval()?;
     let ack_timeout = scenario.replay.ack_timeout()?;
     let data = &scenario.data;
     let selection = selection(scenario)?;
 
+    // With `own_core`, this thread moves onto the other CPUs before it starts the
+    // exchange host's writer thread, and the replay takes the last one alone.
+    let own_core = scenario
+        .replay
+        .own_core
+        .then(crate::replay::cores::OwnCore::prepare)
+        .transpose()?;
     let mut host = ExchangeHost::new(&ExchangeHostConfig {
         settings: scenario.exchange.clone(),
         run_dir: Some(dir.clone()),
@@ -352,6 +369,8 @@ fn run_bus(
     let tokens =
         crate::replay::Tokens::generate(scenario.strategies.iter().map(|s| s.name.as_str()));
     let exe = std::env::current_exe().context("cannot find the ticktape executable")?;
+    // With `own_core`, the strategies keep off the replay thread's core.
+    let others = own_core.as_ref().map(|o| o.split().others);
     let mut children = Children { procs: Vec::new() };
     for (s, segment_fd) in scenario.strategies.iter().zip(child_fds) {
         let lockstep_flag = if scenario.replay.lockstep {
@@ -411,6 +430,13 @@ fn run_bus(
                 command.pre_exec(move || crate::shm::inherit_as(fd, crate::shm::CHILD_FD));
             }
         }
+        if let Some(others) = others {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: `apply` is one system call, async-signal-safe between fork and exec.
+            unsafe {
+                command.pre_exec(move || others.apply());
+            }
+        }
         if scenario.replay.busy_poll {
             command.env(
                 crate::shm::SPIN_ENV,
@@ -430,11 +456,17 @@ fn run_bus(
     }
     if scenario.replay.busy_poll {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if scenario.strategies.len() >= cores {
-            eprintln!(
+        match others {
+            Some(o) if scenario.strategies.len() > o.count => eprintln!(
+                "warning: replay.busy_poll: {} polling strategies on the {} cores own_core leaves them: they share cores and run late (fewer strategies, or busy_poll = false)",
+                scenario.strategies.len(),
+                o.count
+            ),
+            None if scenario.strategies.len() >= cores => eprintln!(
                 "warning: replay.busy_poll: {} polling strategies and the replay on {cores} cores: a strategy will share its core with the replay, and both run late (fewer strategies, or busy_poll = false)",
                 scenario.strategies.len()
-            );
+            ),
+            _ => {}
         }
     }
 
@@ -498,6 +530,8 @@ fn run_bus(
         ack_timeout,
         encoding: scenario.replay.encoding,
         realtime: scenario.replay.realtime,
+        own_core: scenario.replay.own_core,
+        pacing: scenario.replay.pacing,
         tokens,
         ..ReplayConfig::default()
     };

@@ -226,6 +226,136 @@ fn busy_poll_gives_shm_strategies_the_polling_ceiling_and_is_refused_over_zmq() 
     );
 }
 
+/// The CPUs of a kernel CPU list such as `0-3,5` (`Cpus_allowed_list`).
+fn cpu_list(list: &str) -> Vec<usize> {
+    list.trim()
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .flat_map(|r| match r.split_once('-') {
+            Some((a, b)) => a.parse::<usize>().unwrap()..=b.parse().unwrap(),
+            None => r.parse::<usize>().unwrap()..=r.parse().unwrap(),
+        })
+        .collect()
+}
+
+/// The `Cpus_allowed_list` of a `/proc/.../status` text.
+fn allowed_cpus(status: &str) -> Option<Vec<usize>> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(cpu_list)
+}
+
+#[test]
+fn own_core_keeps_the_strategy_and_the_read_ahead_off_the_paced_replay_threads_cpu_and_busy_pacing_reaches_it()
+ {
+    let mine = allowed_cpus(&std::fs::read_to_string("/proc/self/status").unwrap()).unwrap();
+    if mine.len() < 2 {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but this machine lets the tests use one CPU: own_core needs two"
+        );
+        eprintln!("skipped: own_core needs two CPUs, this process may use {mine:?}");
+        return;
+    }
+    let (own, others) = mine.split_last().unwrap();
+    let dir = tempdir();
+    let window = ("2024-08-08T23:57:00Z", "2024-08-08T23:57:10Z");
+    let replay = "speed = \"10\"\ntransport = \"shm\"\nown_core = true\npacing = \"busy\"\n";
+    let s = scenario(dir.path(), "own", window, None, replay);
+    // The mm strategy through a shell that prints the CPUs it may use first.
+    let command = format!(
+        r#"command = ["sh", "-c", "grep Cpus_allowed_list /proc/self/status; exec \"$0\" strategy mm --bus {{bus}} --gateway {{gateway}} --venue {{venue}} --symbol {{symbol}} --size {{size}} --id {{name}}", {:?}]"#,
+        bin()
+    );
+    let text = std::fs::read_to_string(&s)
+        .unwrap()
+        .replace("lockstep = true", "lockstep = false")
+        .replacen("builtin = \"mm\"", &command, 1);
+    std::fs::write(&s, text).unwrap();
+    let out = dir.path().join("run");
+    let mut proc = spawn(&[
+        "run",
+        s.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    // The run's threads and the CPUs each may use, sampled while it runs (1 s at 10x).
+    let mut seen: std::collections::BTreeSet<(String, Vec<usize>)> = Default::default();
+    let pid = proc.child.id();
+    while proc.child.try_wait().unwrap().is_none() {
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            if let Some(cpus) = allowed_cpus(&status) {
+                seen.insert((comm.trim().to_string(), cpus));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let output = proc.wait(Duration::from_secs(5));
+    assert_ok("run with own_core", &output);
+    let sum = summary(&out);
+    assert_eq!(
+        sum["replay"]["own_cpu"].as_u64(),
+        Some(*own as u64),
+        "{sum}"
+    );
+    assert_eq!(sum["replay"]["pacing"]["waiting"], "busy", "{sum}");
+    assert!(
+        seen.iter().any(|(_, cpus)| cpus == &vec![*own]),
+        "a thread of the run held CPU {own} alone: {seen:?}"
+    );
+    // The threads the run starts for the replay: the dataset's read-ahead and the
+    // exchange host's run-file writer, on the other CPUs only.
+    for thread in ["read-ahead", "run-writer"] {
+        let cpus: Vec<&Vec<usize>> = seen
+            .iter()
+            .filter(|(comm, _)| comm == thread)
+            .map(|(_, cpus)| cpus)
+            .collect();
+        assert!(
+            !cpus.is_empty() && cpus.iter().all(|c| c.as_slice() == others),
+            "{thread} only ever on the other CPUs {others:?}: {seen:?}"
+        );
+    }
+    let log = std::fs::read_to_string(out.join("strategy-mm-own.log")).unwrap();
+    let strategy = allowed_cpus(&log).expect("the strategy printed its CPUs");
+    assert_eq!(strategy, others, "the strategy's CPUs: {log}");
+    let events = sum["replay"]["events"].as_u64().unwrap();
+    assert!(
+        log.contains(&format!("strategy mm-own: {events} events")),
+        "it saw every event: {log}"
+    );
+
+    // Unpaced, there is no pacing thread to give a core: refused before a run directory.
+    let refused = spawn(&[
+        "run",
+        s.to_str().unwrap(),
+        "--speed",
+        "max",
+        "--out",
+        dir.path().join("max").to_str().unwrap(),
+        "--quiet",
+    ])
+    .wait(Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("own_core") && err.contains("paced replay"),
+        "says what to change: {err}"
+    );
+    assert!(
+        !dir.path().join("max").exists(),
+        "refused before a run directory was made"
+    );
+}
+
 /// Entries of `/dev/shm` that ticktape could have made.
 fn dev_shm() -> Vec<String> {
     std::fs::read_dir("/dev/shm")
