@@ -92,6 +92,11 @@ pub struct ReplayArgs {
 }
 
 pub fn run(a: ReplayArgs) -> Result<()> {
+    if a.own_core && a.speed == ticktape::replay::Speed::Max {
+        bail!(
+            "--own-core gives a paced replay's thread a core of its own: it needs --speed 1, 10 ...; at --speed max nothing waits for a due time"
+        );
+    }
     let config = ticktape::replay::ReplayConfig {
         dataset: a.dataset.clone(),
         selection: a.selection.build()?,

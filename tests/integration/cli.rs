@@ -235,3 +235,53 @@ fn progress_shows_whole_events_per_second() {
         );
     }
 }
+
+#[test]
+fn replay_own_core_is_refused_unpaced_and_named_in_the_summary_when_paced() {
+    let data = demo_dataset();
+    let out =
+        spawn(&["replay", data, "--own-core", "--wait-for", "0"]).wait(Duration::from_secs(60));
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--own-core") && stderr(&out).contains("--speed 1"),
+        "says what to change: {}",
+        stderr(&out)
+    );
+    let cpus = my_cpus();
+    if cpus.len() < 2 {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but the tests may use one CPU: --own-core needs two"
+        );
+        eprintln!("skipped: the paced half of this test needs two CPUs");
+        return;
+    }
+    let bind = free_tcp();
+    let out = run_ok(&[
+        "replay",
+        data,
+        "--start",
+        "2024-08-08T23:57:00Z",
+        "--end",
+        "2024-08-08T23:57:02Z",
+        "--speed",
+        "10",
+        "--own-core",
+        "--pacing",
+        "busy",
+        "--bind",
+        &bind,
+        "--wait-for",
+        "0",
+        "--quiet",
+        "--json",
+    ]);
+    let sum: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        sum["own_cpu"].as_u64(),
+        cpus.last().map(|&c| c as u64),
+        "the last CPU: {sum}"
+    );
+    assert_eq!(sum["pacing"]["waiting"], "busy", "{sum}");
+    assert!(sum["events"].as_u64().unwrap() > 0, "{sum}");
+}

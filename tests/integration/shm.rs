@@ -226,30 +226,10 @@ fn busy_poll_gives_shm_strategies_the_polling_ceiling_and_is_refused_over_zmq() 
     );
 }
 
-/// The CPUs of a kernel CPU list such as `0-3,5` (`Cpus_allowed_list`).
-fn cpu_list(list: &str) -> Vec<usize> {
-    list.trim()
-        .split(',')
-        .filter(|r| !r.is_empty())
-        .flat_map(|r| match r.split_once('-') {
-            Some((a, b)) => a.parse::<usize>().unwrap()..=b.parse().unwrap(),
-            None => r.parse::<usize>().unwrap()..=r.parse().unwrap(),
-        })
-        .collect()
-}
-
-/// The `Cpus_allowed_list` of a `/proc/.../status` text.
-fn allowed_cpus(status: &str) -> Option<Vec<usize>> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .map(cpu_list)
-}
-
 #[test]
 fn own_core_keeps_the_strategy_and_the_read_ahead_off_the_paced_replay_threads_cpu_and_busy_pacing_reaches_it()
  {
-    let mine = allowed_cpus(&std::fs::read_to_string("/proc/self/status").unwrap()).unwrap();
+    let mine = my_cpus();
     if mine.len() < 2 {
         assert!(
             std::env::var("CI").is_err(),

@@ -330,3 +330,28 @@ pub fn rows(run_dir: &Path, file: &str) -> Vec<arrow_array::RecordBatch> {
         })
         .collect()
 }
+
+/// The CPUs of a kernel CPU list such as `0-3,5` (`Cpus_allowed_list`).
+pub fn cpu_list(list: &str) -> Vec<usize> {
+    list.trim()
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .flat_map(|r| match r.split_once('-') {
+            Some((a, b)) => a.parse::<usize>().unwrap()..=b.parse().unwrap(),
+            None => r.parse::<usize>().unwrap()..=r.parse().unwrap(),
+        })
+        .collect()
+}
+
+/// The `Cpus_allowed_list` of a `/proc/.../status` text.
+pub fn allowed_cpus(status: &str) -> Option<Vec<usize>> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(cpu_list)
+}
+
+/// The CPUs this process may use.
+pub fn my_cpus() -> Vec<usize> {
+    allowed_cpus(&std::fs::read_to_string("/proc/self/status").unwrap()).unwrap()
+}
