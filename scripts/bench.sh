@@ -47,8 +47,9 @@
 #            strategy (mm, no lockstep; examples/pace_probe.rs runs it and measures when
 #            each event reached it) as the one subscriber by `ticktape run`: over zmq,
 #            over shm, over shm with the replay under SCHED_FIFO (realtime), with the
-#            replay thread on a core of its own (own_core), with the strategy polling
-#            (busy_poll), and with both of the last two; ranges over the runs. Not part of
+#            replay thread on a core of its own (own_core), on a core of its own it never
+#            leaves idle (own_core, pacing = "busy"), and with the strategy polling
+#            (busy_poll); ranges over the runs. Not part of
 #            `all` (about 30 minutes at 3 runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -480,13 +481,13 @@ queue = "risk_averse"
 fees = { maker_bps = 1.0, taker_bps = 5.0 }
 TOML
         # The same with the replay thread under SCHED_FIFO, with the replay thread on a
-        # core of its own, with the strategy polling its ring instead of sleeping (shared
-        # memory only), and with both of the last two.
+        # core of its own, on a core of its own that it never leaves idle (pacing busy),
+        # and with the strategy polling its ring instead of sleeping (shared memory only).
         sed 's/^lockstep = false$/lockstep = false\nrealtime = true/' "$W/pace-mm.toml" > "$W/pace-mm-rt.toml"
         sed 's/^lockstep = false$/lockstep = false\nown_core = true/' "$W/pace-mm.toml" > "$W/pace-mm-own.toml"
         sed 's/^lockstep = false$/lockstep = false\nbusy_poll = true/' "$W/pace-mm.toml" > "$W/pace-mm-poll.toml"
-        sed 's/^lockstep = false$/lockstep = false\nbusy_poll = true\nown_core = true/' "$W/pace-mm.toml" > "$W/pace-mm-ownpoll.toml"
-        for tr in zmq shm shm-rt shm-own shm-poll shm-ownpoll; do
+        sed 's/^lockstep = false$/lockstep = false\nown_core = true\npacing = "busy"/' "$W/pace-mm.toml" > "$W/pace-mm-ownbusy.toml"
+        for tr in zmq shm shm-rt shm-own shm-ownbusy shm-poll; do
           local loadavg toml="$W/pace-mm.toml"
           loadavg=$(cut -d' ' -f1 /proc/loadavg)
           [ "$tr" != zmq ] && [ "$tr" != shm ] && toml="$W/pace-mm-${tr#shm-}.toml"

@@ -645,12 +645,27 @@ mod tests {
     }
 
     #[test]
-    fn waiting_parses_its_three_names() {
-        assert_eq!("spin".parse::<Waiting>(), Ok(Waiting::Spin));
-        assert_eq!("sleep".parse::<Waiting>(), Ok(Waiting::Sleep));
-        assert_eq!("legacy".parse::<Waiting>(), Ok(Waiting::Legacy));
-        assert!("busy".parse::<Waiting>().is_err());
+    fn waiting_parses_its_four_names_the_same_on_the_command_line_and_in_a_scenario() {
+        for (name, waiting) in [
+            ("spin", Waiting::Spin),
+            ("sleep", Waiting::Sleep),
+            ("busy", Waiting::Busy),
+            ("legacy", Waiting::Legacy),
+        ] {
+            assert_eq!(name.parse::<Waiting>(), Ok(waiting));
+            assert_eq!(
+                serde_json::to_string(&waiting).unwrap(),
+                format!("{name:?}")
+            );
+            assert_eq!(
+                serde_json::from_str::<Waiting>(&format!("{name:?}")).unwrap(),
+                waiting
+            );
+        }
+        assert!("fast".parse::<Waiting>().is_err());
+        assert!(serde_json::from_str::<Waiting>("\"fast\"").is_err());
         assert!(!Waiting::Legacy.reads_ahead() && Waiting::Spin.reads_ahead());
+        assert!(Waiting::Busy.reads_ahead());
     }
 
     #[test]
