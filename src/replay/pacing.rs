@@ -69,9 +69,9 @@ pub enum Waiting {
     Sleep,
     /// Never sleep: spin to every due time (read ahead). The replay thread holds a core
     /// for the whole replay, and the core never idles: on a virtual machine an idle
-    /// core's wake-up goes through the hypervisor, which here was what made a paced
-    /// replay late by milliseconds now and then (`docs/BENCHMARKS.md`, session 19). Best
-    /// with `own_core`, so that nothing else needs that core.
+    /// core's wake-up goes through the hypervisor, the likeliest source of the
+    /// millisecond stalls a sleeping replay showed here (`docs/BENCHMARKS.md`, session
+    /// 19). Best with `own_core`, so that nothing else needs that core.
     Busy,
     /// The pacing before issue 14, kept as a benchmark baseline: sleep until 200 µs
     /// before, spin the rest, the default timer slack, decoding on the sending thread.

@@ -170,6 +170,49 @@ fn a_paced_replay_without_lockstep_reaches_every_shm_strategy_and_reports_its_la
     assert_eq!(summary(&zmq)["replay"]["events"], events);
 }
 
+/// A paced (`lockstep = false`) [`scenario`] whose mm strategy runs through a shell that
+/// first runs `prelude`, so the test can read what the strategy process was given.
+fn paced_mm_after(
+    dir: &Path,
+    tag: &str,
+    window: (&str, &str),
+    replay: &str,
+    prelude: &str,
+) -> PathBuf {
+    let s = scenario(dir, tag, window, None, replay);
+    let command = format!(
+        r#"command = ["sh", "-c", "{prelude}; exec \"$0\" strategy mm --bus {{bus}} --gateway {{gateway}} --venue {{venue}} --symbol {{symbol}} --size {{size}} --id {{name}}", {:?}]"#,
+        bin()
+    );
+    let text = std::fs::read_to_string(&s)
+        .unwrap()
+        .replace("lockstep = true", "lockstep = false")
+        .replacen("builtin = \"mm\"", &command, 1);
+    std::fs::write(&s, text).unwrap();
+    s
+}
+
+/// `ticktape run scenario --out out extra` fails, saying every one of `says`, before it
+/// made the run directory.
+fn assert_refused(scenario: &Path, out: &Path, extra: &[&str], says: &[&str]) {
+    let mut args = vec![
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    let refused = spawn(&args).wait(Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        says.iter().all(|s| err.contains(s)),
+        "says what to change ({says:?}): {err}"
+    );
+    assert!(!out.exists(), "refused before a run directory was made");
+}
+
 /// `busy_poll = true`: a strategy process started by the run finds the polling ceiling in
 /// its environment (the Rust SDK and the Python client read it), reads every event of a
 /// paced replay, and the key is refused over ZeroMQ with what to change.
@@ -178,17 +221,14 @@ fn busy_poll_gives_shm_strategies_the_polling_ceiling_and_is_refused_over_zmq() 
     let dir = tempdir();
     let window = ("2024-08-08T23:57:00Z", "2024-08-08T23:57:05Z");
     let replay = "speed = \"10\"\ntransport = \"shm\"\nbusy_poll = true\n";
-    let s = scenario(dir.path(), "poll", window, None, replay);
     // The mm strategy through a shell that prints its environment first.
-    let command = format!(
-        r#"command = ["sh", "-c", "echo ceiling=$TICKTAPE_SHM_SPIN_US; exec \"$0\" strategy mm --bus {{bus}} --gateway {{gateway}} --venue {{venue}} --symbol {{symbol}} --size {{size}} --id {{name}}", {:?}]"#,
-        bin()
+    let s = paced_mm_after(
+        dir.path(),
+        "poll",
+        window,
+        replay,
+        "echo ceiling=$TICKTAPE_SHM_SPIN_US",
     );
-    let text = std::fs::read_to_string(&s)
-        .unwrap()
-        .replace("lockstep = true", "lockstep = false")
-        .replacen("builtin = \"mm\"", &command, 1);
-    std::fs::write(&s, text).unwrap();
     let out = dir.path().join("run");
     run(&s, &out, &[]);
     let sum = summary(&out);
@@ -204,31 +244,20 @@ fn busy_poll_gives_shm_strategies_the_polling_ceiling_and_is_refused_over_zmq() 
         "it saw every event: {log}"
     );
 
-    let refused = spawn(&[
-        "run",
-        s.to_str().unwrap(),
-        "--transport",
-        "zmq",
-        "--out",
-        dir.path().join("zmq").to_str().unwrap(),
-        "--quiet",
-    ])
-    .wait(Duration::from_secs(30));
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "{err}");
-    assert!(
-        err.contains("busy_poll") && err.contains("transport = \"shm\""),
-        "says what to change: {err}"
-    );
-    assert!(
-        !dir.path().join("zmq").exists(),
-        "refused before a run directory was made"
+    assert_refused(
+        &s,
+        &dir.path().join("zmq"),
+        &["--transport", "zmq"],
+        &["busy_poll", "transport = \"shm\""],
     );
 }
 
+/// `own_core = true`: while the paced run goes, one thread of it holds the last CPU alone,
+/// and the read-ahead, the exchange host's writer and the strategy process may use only
+/// the others; the summary names the CPU and the `busy` pacing; an unpaced run with the
+/// key is refused with what to change.
 #[test]
-fn own_core_keeps_the_strategy_and_the_read_ahead_off_the_paced_replay_threads_cpu_and_busy_pacing_reaches_it()
- {
+fn own_core_keeps_the_strategy_and_the_replays_threads_off_its_cpu_and_busy_pacing_reaches_it() {
     let mine = my_cpus();
     if mine.len() < 2 {
         assert!(
@@ -242,17 +271,14 @@ fn own_core_keeps_the_strategy_and_the_read_ahead_off_the_paced_replay_threads_c
     let dir = tempdir();
     let window = ("2024-08-08T23:57:00Z", "2024-08-08T23:57:10Z");
     let replay = "speed = \"10\"\ntransport = \"shm\"\nown_core = true\npacing = \"busy\"\n";
-    let s = scenario(dir.path(), "own", window, None, replay);
     // The mm strategy through a shell that prints the CPUs it may use first.
-    let command = format!(
-        r#"command = ["sh", "-c", "grep Cpus_allowed_list /proc/self/status; exec \"$0\" strategy mm --bus {{bus}} --gateway {{gateway}} --venue {{venue}} --symbol {{symbol}} --size {{size}} --id {{name}}", {:?}]"#,
-        bin()
+    let s = paced_mm_after(
+        dir.path(),
+        "own",
+        window,
+        replay,
+        "grep Cpus_allowed_list /proc/self/status",
     );
-    let text = std::fs::read_to_string(&s)
-        .unwrap()
-        .replace("lockstep = true", "lockstep = false")
-        .replacen("builtin = \"mm\"", &command, 1);
-    std::fs::write(&s, text).unwrap();
     let out = dir.path().join("run");
     let mut proc = spawn(&[
         "run",
@@ -314,25 +340,11 @@ fn own_core_keeps_the_strategy_and_the_read_ahead_off_the_paced_replay_threads_c
     );
 
     // Unpaced, there is no pacing thread to give a core: refused before a run directory.
-    let refused = spawn(&[
-        "run",
-        s.to_str().unwrap(),
-        "--speed",
-        "max",
-        "--out",
-        dir.path().join("max").to_str().unwrap(),
-        "--quiet",
-    ])
-    .wait(Duration::from_secs(30));
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "{err}");
-    assert!(
-        err.contains("own_core") && err.contains("paced replay"),
-        "says what to change: {err}"
-    );
-    assert!(
-        !dir.path().join("max").exists(),
-        "refused before a run directory was made"
+    assert_refused(
+        &s,
+        &dir.path().join("max"),
+        &["--speed", "max"],
+        &["own_core", "paced replay"],
     );
 }
 
