@@ -10,9 +10,8 @@
 //! starts, through [`Others::apply`]) on the rest, so a woken strategy can only go to
 //! another core.
 //!
-//! The split is computed from the calling thread's allowed CPUs, so it honours
-//! `taskset` and cgroup limits, and the same process computes the same split wherever
-//! it asks ([`Split::of_this_thread`]).
+//! The split is computed from the calling thread's allowed CPUs
+//! ([`Split::of_this_thread`]), so it honours `taskset` and cgroup limits.
 
 use anyhow::{Result, bail};
 
@@ -77,12 +76,8 @@ impl Others {
     /// a system call: safe between `fork` and `exec`.
     pub fn apply(&self) -> std::io::Result<()> {
         #[cfg(target_os = "linux")]
-        // SAFETY: pid 0 is the calling thread; the set is plain data of the size given.
-        unsafe {
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.set) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
+        return set_raw(&self.set);
+        #[cfg(not(target_os = "linux"))]
         Ok(())
     }
 }
@@ -103,16 +98,19 @@ fn current() -> Result<libc::cpu_set_t> {
     }
 }
 
+/// Sets the calling thread's allowed CPUs: one system call, async-signal-safe.
 #[cfg(target_os = "linux")]
-fn set(cpus: &libc::cpu_set_t) -> Result<()> {
-    // SAFETY: as in `current`.
+fn set_raw(cpus: &libc::cpu_set_t) -> std::io::Result<()> {
+    // SAFETY: pid 0 is the calling thread; the set is plain data of the size given.
     if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), cpus) } != 0 {
-        bail!(
-            "cannot set this thread's CPU affinity: {}",
-            std::io::Error::last_os_error()
-        );
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn set(cpus: &libc::cpu_set_t) -> Result<()> {
+    set_raw(cpus).map_err(|e| anyhow::anyhow!("cannot set this thread's CPU affinity: {e}"))
 }
 
 /// The replay thread's claim on a core of its own, in two steps: [`OwnCore::prepare`]
@@ -144,10 +142,7 @@ impl OwnCore {
                 Some(split) => (split, false),
                 None => (Split::of_this_thread()?, true),
             };
-            split
-                .others
-                .apply()
-                .map_err(|e| anyhow::anyhow!("cannot set this thread's CPU affinity: {e}"))?;
+            set(&split.others.set)?;
             PREPARED.set(Some(split));
             Ok(OwnCore {
                 split,
