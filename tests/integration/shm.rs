@@ -192,6 +192,16 @@ fn paced_mm_after(
     s
 }
 
+/// The log of strategy `name` in run directory `out`, which says it saw all `events`.
+fn log_of_strategy_that_saw(out: &Path, name: &str, events: u64) -> String {
+    let log = std::fs::read_to_string(out.join(format!("strategy-{name}.log"))).unwrap();
+    assert!(
+        log.contains(&format!("strategy {name}: {events} events")),
+        "it saw every event: {log}"
+    );
+    log
+}
+
 /// `ticktape run scenario --out out extra` fails, saying every one of `says`, before it
 /// made the run directory.
 fn assert_refused(scenario: &Path, out: &Path, extra: &[&str], says: &[&str]) {
@@ -234,14 +244,10 @@ fn busy_poll_gives_shm_strategies_the_polling_ceiling_and_is_refused_over_zmq() 
     let sum = summary(&out);
     let events = sum["replay"]["events"].as_u64().unwrap();
     assert!(events > 100, "{sum}");
-    let log = std::fs::read_to_string(out.join("strategy-mm-poll.log")).unwrap();
+    let log = log_of_strategy_that_saw(&out, "mm-poll", events);
     assert!(
         log.contains(&format!("ceiling={}", ticktape::shm::BUSY_POLL_SPIN_US)),
         "the strategy's environment: {log}"
-    );
-    assert!(
-        log.contains(&format!("strategy mm-poll: {events} events")),
-        "it saw every event: {log}"
     );
 
     assert_refused(
@@ -330,14 +336,9 @@ fn own_core_keeps_the_strategy_and_the_replays_threads_off_its_cpu_and_busy_paci
             "{thread} only ever on the other CPUs {others:?}: {seen:?}"
         );
     }
-    let log = std::fs::read_to_string(out.join("strategy-mm-own.log")).unwrap();
+    let log = log_of_strategy_that_saw(&out, "mm-own", sum["replay"]["events"].as_u64().unwrap());
     let strategy = allowed_cpus(&log).expect("the strategy printed its CPUs");
     assert_eq!(strategy, others, "the strategy's CPUs: {log}");
-    let events = sum["replay"]["events"].as_u64().unwrap();
-    assert!(
-        log.contains(&format!("strategy mm-own: {events} events")),
-        "it saw every event: {log}"
-    );
 
     // Unpaced, there is no pacing thread to give a core: refused before a run directory.
     assert_refused(
