@@ -40,11 +40,7 @@ impl Split {
     pub fn of_this_thread() -> Result<Split> {
         #[cfg(target_os = "linux")]
         {
-            let allowed = current()?;
-            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-                // SAFETY: `c` is below CPU_SETSIZE, the set's size.
-                .filter(|&c| unsafe { libc::CPU_ISSET(c, &allowed) })
-                .collect();
+            let cpus = cpus_of(&current()?);
             let Some((&replay, rest)) = cpus.split_last().filter(|(_, rest)| !rest.is_empty())
             else {
                 bail!(
@@ -80,6 +76,15 @@ impl Others {
         #[cfg(not(target_os = "linux"))]
         Ok(())
     }
+}
+
+/// The CPUs in `set`, in increasing order.
+#[cfg(target_os = "linux")]
+fn cpus_of(set: &libc::cpu_set_t) -> Vec<usize> {
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `c` is below CPU_SETSIZE, the set's size.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, set) })
+        .collect()
 }
 
 /// The calling thread's allowed CPUs.
@@ -194,10 +199,7 @@ mod tests {
     use super::*;
 
     fn allowed() -> Vec<usize> {
-        let set = current().unwrap();
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-            .collect()
+        cpus_of(&current().unwrap())
     }
 
     #[test]

@@ -247,15 +247,9 @@ fn replay_own_core_is_refused_unpaced_and_named_in_the_summary_when_paced() {
         "says what to change: {}",
         stderr(&out)
     );
-    let cpus = my_cpus();
-    if cpus.len() < 2 {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI=true but the tests may use one CPU: --own-core needs two"
-        );
-        eprintln!("skipped: the paced half of this test needs two CPUs");
+    let Some(cpus) = two_cpus_or_skip("the paced half of --own-core") else {
         return;
-    }
+    };
     let bind = free_tcp();
     let out = run_ok(&[
         "replay",

@@ -12,7 +12,8 @@ use crate::util::*;
 /// The demo's digest (`scenarios/demo.toml`, README).
 const DEMO_DIGEST: &str = "dbd5833cdd77500b";
 
-fn run(scenario: &Path, out: &Path, extra: &[&str]) -> String {
+/// `ticktape run scenario --out out --quiet extra`, as arguments.
+fn run_args<'a>(scenario: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "run",
         scenario.to_str().unwrap(),
@@ -21,7 +22,11 @@ fn run(scenario: &Path, out: &Path, extra: &[&str]) -> String {
         "--quiet",
     ];
     args.extend_from_slice(extra);
-    run_ok(&args);
+    args
+}
+
+fn run(scenario: &Path, out: &Path, extra: &[&str]) -> String {
+    run_ok(&run_args(scenario, out, extra));
     digest(out)
 }
 
@@ -205,15 +210,7 @@ fn log_of_strategy_that_saw(out: &Path, name: &str, events: u64) -> String {
 /// `ticktape run scenario --out out extra` fails, saying every one of `says`, before it
 /// made the run directory.
 fn assert_refused(scenario: &Path, out: &Path, extra: &[&str], says: &[&str]) {
-    let mut args = vec![
-        "run",
-        scenario.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    let refused = spawn(&args).wait(Duration::from_secs(30));
+    let refused = spawn(&run_args(scenario, out, extra)).wait(Duration::from_secs(30));
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{err}");
     assert!(
@@ -264,15 +261,9 @@ fn busy_poll_gives_shm_strategies_the_polling_ceiling_and_is_refused_over_zmq() 
 /// key is refused with what to change.
 #[test]
 fn own_core_keeps_the_strategy_and_the_replays_threads_off_its_cpu_and_busy_pacing_reaches_it() {
-    let mine = my_cpus();
-    if mine.len() < 2 {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI=true but this machine lets the tests use one CPU: own_core needs two"
-        );
-        eprintln!("skipped: own_core needs two CPUs, this process may use {mine:?}");
+    let Some(mine) = two_cpus_or_skip("own_core") else {
         return;
-    }
+    };
     let (own, others) = mine.split_last().unwrap();
     let dir = tempdir();
     let window = ("2024-08-08T23:57:00Z", "2024-08-08T23:57:10Z");

@@ -351,7 +351,17 @@ pub fn allowed_cpus(status: &str) -> Option<Vec<usize>> {
         .map(cpu_list)
 }
 
-/// The CPUs this process may use.
-pub fn my_cpus() -> Vec<usize> {
-    allowed_cpus(&std::fs::read_to_string("/proc/self/status").unwrap()).unwrap()
+/// The CPUs this process may use, when there are at least two; otherwise None after
+/// printing that `what` is skipped. Under CI one CPU is a failure, never a silent skip.
+pub fn two_cpus_or_skip(what: &str) -> Option<Vec<usize>> {
+    let cpus = allowed_cpus(&std::fs::read_to_string("/proc/self/status").unwrap()).unwrap();
+    if cpus.len() >= 2 {
+        return Some(cpus);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI=true but the tests may use one CPU ({cpus:?}): {what} needs two"
+    );
+    eprintln!("skipped: {what} needs two CPUs, this process may use {cpus:?}");
+    None
 }
