@@ -11,6 +11,12 @@
 //! (`on_book` once a venue message is applied, `on_trade`), when the strategy saw that
 //! event; it prints the same JSON line to its log when the replay ends.
 //!
+//! `pace_probe spin SECS` is the bare baseline of the pacer's stall figures: it spins
+//! SECS seconds reading the clock back to back, nothing else, and prints as one JSON line
+//! the stalls it saw (gaps of `STALL` or more between two reads, counted as the pacer
+//! counts them): what the machine takes from a thread that never sleeps, on whichever
+//! CPU it is pinned to (`taskset`).
+//!
 //! Arrival lateness of event i: `(arrival_i − due_i) − min_j (arrival_j − due_j)`, where
 //! `due_i = (ts_recv_i − ts_recv_0) / SPEED` after the first arrival: how much later than
 //! the fastest delivery of the run each event reached this subscriber (transport, the
@@ -23,6 +29,22 @@ use ticktape::book::L2Book;
 use ticktape::event::{Event, Interner};
 use ticktape::strategy::{self, Context, Fill, OrderUpdate, Reply, Strategy};
 use ticktape::wire;
+
+/// Spins `secs` and prints the stalls seen, as the pacer counts them.
+fn bare_spin(secs: Duration) -> Result<()> {
+    let mut stalls = ticktape::replay::pacing::Stalls::default();
+    let began = Instant::now();
+    let mut last = began;
+    while last - began < secs {
+        std::hint::spin_loop();
+        let now = Instant::now();
+        stalls.note(now - last);
+        last = now;
+    }
+    stalls.spun_secs = (last - began).as_secs_f64();
+    println!("{}", serde_json::to_string(&stalls)?);
+    Ok(())
+}
 
 /// Arrival offsets of one run: each event's arrival after the first, minus its due time.
 struct Arrivals {
@@ -118,6 +140,13 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("strategy") {
         return run_strategy(&args[2..]);
+    }
+    if let [_, spin, secs] = &args[..]
+        && spin == "spin"
+    {
+        return bare_spin(Duration::from_secs_f64(
+            secs.parse().expect("SECS: a number"),
+        ));
     }
     let [_, endpoint, speed, work_us] = &args[..] else {
         eprintln!("usage: pace_probe ENDPOINT SPEED WORK_US");

@@ -42,14 +42,16 @@
 #            sends force for both, the events the pacer waited for, CPU cores used, and
 #            the loaded subscriber's arrival lateness, for each mode in BENCH_PACE_MODES
 #            (default "legacy spin spin-rt"; a mode is a --pacing value, "-rt" adds
-#            --realtime; legacy, the pacing before issue 14, is the baseline), modes
+#            --realtime, "-own" adds --own-core, e.g. busy-own; legacy, the pacing
+#            before issue 14, is the baseline), modes
 #            interleaved within each run; then (BENCH_PACE_STRATEGY=1, default) one Rust
 #            strategy (mm, no lockstep; examples/pace_probe.rs runs it and measures when
 #            each event reached it) as the one subscriber by `ticktape run`: over zmq,
 #            over shm, over shm with the replay under SCHED_FIFO (realtime), with the
 #            replay thread on a core of its own (own_core), on a core of its own it never
 #            leaves idle (own_core, pacing = "busy"), and with the strategy polling
-#            (busy_poll); ranges over the runs. Not part of
+#            (busy_poll); ranges over the runs (BENCH_PACE_OUT=FILE keeps every row as
+#            JSON lines). Not part of
 #            `all` (about 30 minutes at 3 runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -394,7 +396,10 @@ row = dict(run=int(sys.argv[3]), speed=sys.argv[4], load=sys.argv[5], mode=sys.a
            cores=s["cpu_secs"] / s["elapsed_secs"],
            steal_ms=None if s.get("steal_secs") is None else s["steal_secs"] * 1e3,
            all=s["lateness"], first=p["first"], waited=p["waited"], floor=p["floor"],
-           floor_first=p["floor_first"], margin_us=p["margin_us"], woken=p.get("woken"))
+           floor_first=p["floor_first"], margin_us=p["margin_us"], woken=p.get("woken"),
+           stalls=p.get("stalls"), floor_stalled=p.get("floor_stalled"),
+           own_steal_ms=None if s.get("own_cpu_steal_secs") is None else s["own_cpu_steal_secs"] * 1e3,
+           run_delay_ms=None if s.get("run_delay_secs") is None else s["run_delay_secs"] * 1e3)
 if sys.argv[8]:
     row["probe"] = json.load(open(sys.argv[2]))
 print(json.dumps(row))
@@ -410,7 +415,12 @@ print(f"run {r['run']} {r['speed']:>2}x {r['load']:<6} {r['mode']:<7} p50/p99/ma
       f"  first of due time {f(r['first'])} (floor {f(r['floor_first'])})  waited {f(r['waited'])}"
       + (f"  after the wake-up {f(r['woken'])}" if r.get("woken") else "")
       + f"  cpu {r['cores']:.2f} cores  load {r['loadavg']:.1f}"
-      + (f"  steal {r['steal_ms']:.0f} ms" if r.get("steal_ms") is not None else "") + arrival)
+      + (f"  steal {r['steal_ms']:.0f} ms" if r.get("steal_ms") is not None else "")
+      + (f" (own cpu {r['own_steal_ms']:.0f} ms)" if r.get("own_steal_ms") is not None else "")
+      + (f"  run delay {r['run_delay_ms']:.1f} ms" if r.get("run_delay_ms") is not None else "")
+      + (f"  stalls {st['count']} / {st['lost_ms']:.1f} ms (>= 100 us: {st['long']} / {st['long_ms']:.1f} ms) / longest {st['longest_us']:.0f} us in {st['spun_secs']:.1f} s spun,"
+         f" floor with them {f(r['floor_stalled'])}" if (st := r.get("stalls")) and st["spun_secs"] > 0 else "")
+      + arrival)
 PY
 }
 
@@ -427,7 +437,17 @@ pacing_section() {
   end=$(python3 -c "import datetime as d; t=d.datetime(2024,8,8,23,55,tzinfo=d.timezone.utc)+d.timedelta(seconds=$window); print(t.strftime('%Y-%m-%dT%H:%M:%SZ'))")
   echo "== pacing: data/binance-spot, speed 10 (all) and 1 ($start .. $end), $runs runs, modes: $modes, loaded subscriber works ${work} us/event"
   : > "$out"
+  # The bare baseline of the pacer's stall figures: a thread that only spins, on the CPU
+  # own_core gives the replay (the last one), what the machine takes from it.
+  local last_cpu
+  last_cpu=$(python3 -c "import os; print(max(os.sched_getaffinity(0)))")
+  : > "$W/spin.jsonl"
   for run in $(seq 1 "$runs"); do
+    taskset -c "$last_cpu" "$PP" spin 10 | tee -a "$W/spin.jsonl" | python3 -c "
+import json, sys
+s = json.loads(sys.stdin.read())
+print(f\"run $run bare spinner on CPU $last_cpu, {s['spun_secs']:.0f} s: stalls {s['count']} / {s['lost_ms']:.1f} ms,\"
+      f\" >= 100 us {s['long']} / {s['long_ms']:.1f} ms ({s['long_ms'] / s['spun_secs'] / 10:.2f} % of the time), longest {s['longest_us']:.0f} us\")"
     for speed in 10 1; do
       local window_args=()
       [ "$speed" = 1 ] && window_args=(--start "$start" --end "$end")
@@ -443,8 +463,16 @@ pacing_section() {
           fi
           local loadavg
           loadavg=$(cut -d' ' -f1 /proc/loadavg)
-          local mode_args=(--pacing "${mode%-rt}")
-          [ "${mode%-rt}" != "$mode" ] && mode_args+=(--realtime)
+          # A mode is a --pacing value with optional suffixes: -rt adds --realtime,
+          # -own adds --own-core (e.g. busy-own, spin-rt).
+          local mode_args=(--pacing "${mode%%-*}") suffix
+          for suffix in $(echo "${mode#"${mode%%-*}"}" | tr '-' ' '); do
+            case $suffix in
+              rt) mode_args+=(--realtime) ;;
+              own) mode_args+=(--own-core) ;;
+              *) echo "bench: unknown pacing mode suffix -$suffix in $mode (use -rt or -own)" >&2; exit 2 ;;
+            esac
+          done
           $T replay data/binance-spot "${window_args[@]}" --speed "$speed" "${mode_args[@]}" \
             --bind $ep --wait-for $subs --quiet --json > "$W/pace.json" 2> "$W/pace.log"
           wait $rec
@@ -501,7 +529,17 @@ TOML
       fi
     done
   done
+  # BENCH_PACE_OUT=FILE keeps every row (JSON lines) after the run.
+  [ -n "${BENCH_PACE_OUT:-}" ] && cp "$out" "$BENCH_PACE_OUT"
   echo "== pacing: ranges over $runs runs (min..max of each figure), microseconds"
+  python3 - "$W/spin.jsonl" "$last_cpu" <<'PY'
+import json, sys
+s = [json.loads(l) for l in open(sys.argv[1])]
+pct = [r["long_ms"] / r["spun_secs"] / 10 for r in s]
+print(f"bare spinner on CPU {sys.argv[2]}: stalls {min(r['lost_ms'] for r in s):.0f}..{max(r['lost_ms'] for r in s):.0f} ms per"
+      f" {s[0]['spun_secs']:.0f} s, >= 100 us {min(pct):.2f}..{max(pct):.2f} % of the time, longest"
+      f" {min(r['longest_us'] for r in s):.0f}..{max(r['longest_us'] for r in s):.0f} us")
+PY
   python3 - "$out" <<'PY'
 import json, sys
 from collections import defaultdict
@@ -518,6 +556,8 @@ for (speed, load, mode), rs in sorted(groups.items(), key=lambda kv: (-int(kv[0]
             f" max {rng(fig('first','max_us'), '{:.0f}')} (floor p99 {rng(fig('floor_first','p99_us'), '{:.0f}')})"
             f" | waited p99 {rng(fig('waited','p99_us'), '{:.0f}')}"
             + (f" | after the wake-up p50 {rng(fig('woken','p50_us'), '{:.0f}')} p99 {rng(fig('woken','p99_us'), '{:.0f}')}" if fig('woken', 'p99_us') else "")
+            + (f" | floor with stalls p99 {rng(fig('floor_stalled','p99_us'), '{:.0f}')}, stalls {rng([r['stalls']['lost_ms'] for r in rs], '{:.1f}')} ms" if fig('floor_stalled', 'p99_us') else "")
+            + (f" | own cpu steal {rng(own, '{:.0f}')} ms" if (own := [r['own_steal_ms'] for r in rs if r.get('own_steal_ms') is not None]) else "")
             + f" | cpu {rng([r['cores'] for r in rs], '{:.2f}')} cores"
             f" | load {rng([r['loadavg'] for r in rs], '{:.1f}')}"
             + (f" | steal {rng(steal, '{:.0f}')} ms" if (steal := [r['steal_ms'] for r in rs if r.get('steal_ms') is not None]) else ""))

@@ -175,6 +175,24 @@ pub fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -
             "    floor, first event of each due time: {}",
             figure(&p.floor_first)
         );
+        let st = &p.stalls;
+        if st.spun_secs > 0.0 {
+            eprintln!(
+                "    stalls seen while spinning ({:.1}s): {} of {} us or more, {:.1} ms in all ({} of 100 us or more, {:.1} ms), longest {} us, {} due times in one",
+                st.spun_secs,
+                st.count,
+                ticktape::replay::pacing::STALL.as_micros(),
+                st.lost_ms,
+                st.long,
+                st.long_ms,
+                us(st.longest_us),
+                st.due_in_stall
+            );
+            eprintln!(
+                "    floor with the stalls, every event: {}",
+                figure(&p.floor_stalled)
+            );
+        }
     }
     if stats.elapsed_secs > 0.0 {
         eprintln!(
@@ -193,15 +211,29 @@ pub fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -
                 ),
                 _ => String::new(),
             },
-            match stats.own_cpu {
-                Some(c) => format!(", the replay thread alone on CPU {c}"),
-                None => String::new(),
+            match (stats.own_cpu, stats.own_cpu_steal_secs) {
+                (Some(c), Some(s)) => format!(
+                    ", the replay thread alone on CPU {c} (the host took {:.0} ms of it)",
+                    s * 1e3
+                ),
+                (Some(c), None) => format!(", the replay thread alone on CPU {c}"),
+                _ => String::new(),
             }
         );
         if stats.major_faults > 0 {
             eprintln!(
                 "  {} page faults waited for storage (code or data the kernel had evicted)",
                 stats.major_faults
+            );
+        }
+        if let (Some(delay), Some(preempted), true) = (
+            stats.run_delay_secs,
+            stats.preempted,
+            stats.lateness.is_some(),
+        ) {
+            eprintln!(
+                "  the replay thread waited {:.1} ms for its CPU while other threads ran ({preempted} preemptions)",
+                delay * 1e3
             );
         }
     }

@@ -168,6 +168,13 @@ pub struct ReplayStats {
     /// The CPU the paced replay thread had to itself (`own_core`), the others left to
     /// everything else the replay started.
     pub own_cpu: Option<usize>,
+    /// Seconds the hypervisor kept `own_cpu` from running during the replay (its steal).
+    pub own_cpu_steal_secs: Option<f64>,
+    /// Seconds the replay thread was ready to run and waited for a CPU while other
+    /// threads ran (the scheduler's run delay; Linux).
+    pub run_delay_secs: Option<f64>,
+    /// Times the scheduler took the CPU from the replay thread while it could still run.
+    pub preempted: Option<u64>,
     /// The whole process's peak resident memory when the replay ended, in MiB (before
     /// anything that follows it, such as `run`'s report).
     pub peak_rss_mib: f64,
@@ -212,6 +219,9 @@ impl ReplayStats {
     fn used(&mut self, used: usage::Used) {
         self.cpu_secs = used.cpu_secs;
         self.steal_secs = used.steal_secs;
+        self.own_cpu_steal_secs = used.own_cpu_steal_secs;
+        self.run_delay_secs = used.run_delay_secs;
+        self.preempted = used.preempted;
         self.peak_rss_mib = used.peak_rss_mib;
         self.major_faults = used.major_faults;
     }
@@ -420,6 +430,7 @@ impl Start {
         if let Some(own) = &own_core {
             own.take()?;
         }
+        let own_cpu = own_core.as_ref().map(|o| o.split().replay);
         Ok(Start {
             paced,
             events,
@@ -430,7 +441,7 @@ impl Start {
                 .then(pacing::Realtime::raise)
                 .transpose()?,
             own_core,
-            usage: usage::Usage::start(),
+            usage: usage::Usage::start(own_cpu),
         })
     }
 }

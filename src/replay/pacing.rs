@@ -22,7 +22,16 @@
 //! - *floor*: the lateness a sender that woke exactly on time would have had, given the
 //!   data's due times and this run's own time from wake-up to send returned for each
 //!   event: what the data and the bare sends force, whatever the waiting technique. Kept
-//!   for every event and for the first of each due time.
+//!   for every event and for the first of each due time;
+//! - *stalls*: while it spins, the pacer reads the clock back to back (tens of
+//!   nanoseconds apart), so a gap of [`STALL`] or more between two reads is time the
+//!   machine took the thread off its CPU (an interrupt, another thread, the hypervisor
+//!   running another guest). Counted, and where a stall covered an event's due time the
+//!   thread could not have sent before its end: *floor with stalls* is the floor with
+//!   such an event's wake-up moved to the end of its stall, what this machine allowed a
+//!   sender spinning exactly as this one. Only stalls seen while spinning count: busy
+//!   waiting spins throughout, the default only for its last margin, so elsewhere the
+//!   figure is a lower bound.
 
 use std::time::{Duration, Instant};
 
@@ -134,6 +143,55 @@ pub struct PacingReport {
     pub woken: Option<Lateness>,
     /// Sleep margin at the end of the replay, microseconds (spin waiting only).
     pub margin_us: Option<f64>,
+    /// Time the machine took the replay thread off its CPU while it spun.
+    pub stalls: Stalls,
+    /// The floor with the stalls: every event, an event whose due time fell in a stall
+    /// woken at the stall's end.
+    pub floor_stalled: Option<Lateness>,
+}
+
+/// The shortest gap between two clock reads of a spinning pacer counted as a stall. A
+/// spin's reads are tens of nanoseconds apart; this is far above that and well below
+/// the lateness that matters (100 µs).
+pub const STALL: Duration = Duration::from_micros(10);
+
+/// Stalls ([`STALL`] or longer) the pacer saw while it spun.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Stalls {
+    /// Seconds the pacer spent spinning, over which the stalls were seen.
+    pub spun_secs: f64,
+    /// Stalls seen.
+    pub count: u64,
+    /// Their total, milliseconds.
+    pub lost_ms: f64,
+    /// The longest, microseconds.
+    pub longest_us: f64,
+    /// Those of 100 µs or more, the lateness that matters (the shorter ones are mostly
+    /// the kernel's own work on the CPU, such as its timer tick).
+    pub long: u64,
+    /// Their total, milliseconds.
+    pub long_ms: f64,
+    /// Due times that fell in a stall (the event could not be sent before its end).
+    pub due_in_stall: u64,
+}
+
+impl Stalls {
+    /// Counts `gap`, the time between two clock reads of a spin, if it is a stall;
+    /// whether it was. The caller adds the time spun.
+    pub fn note(&mut self, gap: Duration) -> bool {
+        if gap < STALL {
+            return false;
+        }
+        let ms = gap.as_secs_f64() * 1e3;
+        self.count += 1;
+        self.lost_ms += ms;
+        if gap >= Duration::from_micros(100) {
+            self.long += 1;
+            self.long_ms += ms;
+        }
+        self.longest_us = self.longest_us.max(ms * 1e3);
+        true
+    }
 }
 
 const MAX_SAMPLES: usize = 1 << 20;
@@ -237,7 +295,12 @@ struct Floor {
 impl Floor {
     /// The floor lateness of an event due at `due_ns` whose wake-up-to-sent took `work_ns`.
     fn next(&mut self, due_ns: u64, work_ns: u64) -> u64 {
-        self.done_ns = self.done_ns.max(due_ns) + work_ns;
+        self.next_from(due_ns, due_ns, work_ns)
+    }
+
+    /// The same for a sender that could not start before `start_ns` (≥ `due_ns`).
+    fn next_from(&mut self, due_ns: u64, start_ns: u64, work_ns: u64) -> u64 {
+        self.done_ns = self.done_ns.max(start_ns) + work_ns;
         self.done_ns - due_ns
     }
 }
@@ -352,6 +415,8 @@ struct Current {
     due_ns: u64,
     woke: Instant,
     waited: bool,
+    /// How long after its due time the stall it fell in ended (0: none seen).
+    stalled_ns: u64,
 }
 
 /// Paces sends and keeps lateness samples.
@@ -365,11 +430,17 @@ pub struct Pacer {
     /// Due time of the last event sent (None before the first and after a rebase).
     last_due_ns: Option<u64>,
     floor: Floor,
+    /// The floor with the stalls seen.
+    floor_stalled: Floor,
+    stalls: Stalls,
+    /// Set by the last spin: how long after its due time the stall it ended in ended.
+    stalled_ns: u64,
     all: Samples,
     first: Samples,
     waited: Samples,
     floors: Samples,
     floors_first: Samples,
+    floors_stalled: Samples,
     /// After the wake-up that followed each publication (shared memory).
     woken: Samples,
     /// Due time and events of the last publication, for [`Pacer::woken`].
@@ -392,11 +463,15 @@ impl Pacer {
             current: None,
             last_due_ns: None,
             floor: Floor::default(),
+            floor_stalled: Floor::default(),
+            stalls: Stalls::default(),
+            stalled_ns: 0,
             all: Samples::new(),
             first: Samples::new(),
             waited: Samples::new(),
             floors: Samples::new(),
             floors_first: Samples::new(),
+            floors_stalled: Samples::new(),
             woken: Samples::new(),
             last_published: None,
             slack: None,
@@ -433,6 +508,7 @@ impl Pacer {
         let due_ns = due_offset(first, ts, speed);
         let due = start + Duration::from_nanos(due_ns);
         let waited = due > now;
+        self.stalled_ns = 0;
         if waited {
             match self.waiting {
                 Waiting::Spin => self.sleep_then_spin(due, now),
@@ -452,6 +528,7 @@ impl Pacer {
             due_ns,
             woke: Instant::now(),
             waited,
+            stalled_ns: self.stalled_ns,
         });
     }
 
@@ -479,13 +556,21 @@ impl Pacer {
         }
     }
 
-    fn spin_until(&self, due: Instant) {
-        while Instant::now() < due {
-            if self.stopped() {
-                return;
-            }
+    /// Spins until `due`, counting the stalls it sees; when `due` fell in one, notes how
+    /// long after it the stall ended.
+    fn spin_until(&mut self, due: Instant) {
+        let began = Instant::now();
+        let mut last = began;
+        while last < due && !self.stopped() {
             std::hint::spin_loop();
+            let now = Instant::now();
+            if self.stalls.note(now - last) && now >= due {
+                self.stalled_ns = nanos(now - due);
+                self.stalls.due_in_stall += 1;
+            }
+            last = now;
         }
+        self.stalls.spun_secs += (last - began).as_secs_f64();
     }
 
     /// Notes that the event [`Pacer::wait_for`] waited for is now sent (visible to
@@ -496,7 +581,7 @@ impl Pacer {
         };
         let now = Instant::now();
         let work = nanos(now.saturating_duration_since(c.woke));
-        let floor = self.floor.next(c.due_ns, work);
+        let floor = self.floors_of(c, work);
         self.record(c, now, floor);
         self.last_published = Some((c.due, 1));
     }
@@ -523,7 +608,7 @@ impl Pacer {
         let now = Instant::now();
         let from = if began >= c.due { began } else { c.woke };
         let work = nanos(now.saturating_duration_since(from));
-        let floor = self.floor.next(c.due_ns, work);
+        let floor = self.floors_of(c, work);
         for _ in 0..events {
             self.record(c, now, floor);
         }
@@ -541,8 +626,19 @@ impl Pacer {
         }
     }
 
-    /// Keeps the samples of one event, visible at `now`, whose floor lateness is `floor`.
-    fn record(&mut self, c: Current, now: Instant, floor: u64) {
+    /// The floor lateness of the event `c` whose sending took `work`, without and with the
+    /// stall its due time fell in.
+    fn floors_of(&mut self, c: Current, work: u64) -> (u64, u64) {
+        (
+            self.floor.next(c.due_ns, work),
+            self.floor_stalled
+                .next_from(c.due_ns, c.due_ns + c.stalled_ns, work),
+        )
+    }
+
+    /// Keeps the samples of one event, visible at `now`, whose floor lateness is `floor`
+    /// (without and with stalls).
+    fn record(&mut self, c: Current, now: Instant, (floor, floor_stalled): (u64, u64)) {
         let late = nanos(now.saturating_duration_since(c.due));
         let first = self.last_due_ns != Some(c.due_ns);
         self.last_due_ns = Some(c.due_ns);
@@ -554,6 +650,7 @@ impl Pacer {
             self.waited.push(late);
         }
         self.floors.push(floor);
+        self.floors_stalled.push(floor_stalled);
         if first {
             self.floors_first.push(floor);
         }
@@ -564,6 +661,7 @@ impl Pacer {
         if self.origin.is_some() {
             self.origin = Some((Instant::now(), ts));
             self.floor = Floor::default();
+            self.floor_stalled = Floor::default();
             self.last_due_ns = None;
         }
     }
@@ -585,6 +683,8 @@ impl Pacer {
             floor_first: self.floors_first.summary(),
             woken: self.woken.summary(),
             margin_us: (self.waiting == Waiting::Spin).then(|| self.margin.ns as f64 / 1e3),
+            stalls: self.stalls.clone(),
+            floor_stalled: self.floors_stalled.summary(),
         })
     }
 }
@@ -692,6 +792,10 @@ mod tests {
         assert_eq!(f.next(1_019_000, 5_000), 8_000);
         // Far later: its own work only.
         assert_eq!(f.next(9_000_000, 4_000), 4_000);
+        // Due in a stall that ended 30 µs after it: the stall, then its own work; the
+        // next, due before that send ended, queues behind it.
+        assert_eq!(f.next_from(20_000_000, 20_030_000, 4_000), 34_000);
+        assert_eq!(f.next_from(20_010_000, 20_010_000, 4_000), 28_000);
     }
 
     #[test]
@@ -749,6 +853,76 @@ mod tests {
             );
             assert_eq!(r.floor.unwrap().samples, 2);
         }
+    }
+
+    #[test]
+    fn stalls_are_gaps_of_ten_microseconds_or_more_and_long_ones_from_a_hundred() {
+        let mut s = Stalls::default();
+        assert!(!s.note(Duration::from_nanos(40)));
+        assert!(!s.note(Duration::from_micros(9)));
+        assert!(s.note(STALL));
+        assert!(s.note(Duration::from_micros(250)));
+        assert_eq!((s.count, s.long), (2, 1));
+        assert!((s.lost_ms - 0.26).abs() < 1e-9 && (s.long_ms - 0.25).abs() < 1e-9);
+        assert!((s.longest_us - 250.0).abs() < 1e-9);
+    }
+
+    /// A busy pacer pinned to one CPU with a thread that never yields it: the scheduler
+    /// takes turns, and every turn of the other thread is a stall the pacer must see.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_busy_pacer_sharing_its_cpu_sees_the_stalls_and_moves_the_floor_past_them() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // SAFETY: sched_getcpu has no preconditions; the sets are plain data of the
+        // size given, pid 0 the calling thread.
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        let mut before: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::sched_getaffinity(0, size, &mut before) }, 0);
+        let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::CPU_SET(libc::sched_getcpu().max(0) as usize, &mut one) };
+        assert_eq!(unsafe { libc::sched_setaffinity(0, size, &one) }, 0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let hog = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                // Inherited from the pinned thread that spawned it.
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        let mut p = Pacer::new(Speed::Factor(1.0)).waiting(Waiting::Busy);
+        for ms in 0..200 {
+            p.wait_for(ms * 1_000_000);
+            p.sent();
+        }
+        stop.store(true, Ordering::Relaxed);
+        hog.join().unwrap();
+        assert_eq!(unsafe { libc::sched_setaffinity(0, size, &before) }, 0);
+
+        let r = p.report().unwrap();
+        let s = &r.stalls;
+        assert!(s.spun_secs > 0.05, "{s:?}");
+        // The other thread had about half of the 200 ms, in turns of milliseconds.
+        assert!(s.count >= 2 && s.lost_ms >= 20.0, "{s:?}");
+        assert!(s.longest_us >= 500.0, "{s:?}");
+        assert!(
+            s.long >= 1 && s.long <= s.count && s.long_ms <= s.lost_ms,
+            "{s:?}"
+        );
+        assert!(s.due_in_stall >= 1, "{s:?}");
+        let (floor, stalled, all) = (
+            r.floor.unwrap(),
+            r.floor_stalled.unwrap(),
+            r.lateness.unwrap(),
+        );
+        assert_eq!(stalled.samples, 200);
+        // The stalls explain the lateness (the floor with them is never above it), and
+        // the floor without them is never above the floor with them.
+        assert!(stalled.max_us >= 500.0, "{stalled:?}");
+        assert!(floor.max_us <= stalled.max_us, "{floor:?} vs {stalled:?}");
+        assert!(stalled.max_us <= all.max_us, "{stalled:?} vs {all:?}");
     }
 
     #[test]
