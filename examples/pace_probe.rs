@@ -33,15 +33,7 @@ use ticktape::wire;
 /// Spins `secs` and prints the stalls seen, as the pacer counts them.
 fn bare_spin(secs: Duration) -> Result<()> {
     let mut stalls = ticktape::replay::pacing::Stalls::default();
-    let began = Instant::now();
-    let mut last = began;
-    while last - began < secs {
-        std::hint::spin_loop();
-        let now = Instant::now();
-        stalls.note(now - last);
-        last = now;
-    }
-    stalls.spun_secs = (last - began).as_secs_f64();
+    stalls.spin_until(Instant::now() + secs, || false);
     println!("{}", serde_json::to_string(&stalls)?);
     Ok(())
 }

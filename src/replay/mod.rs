@@ -219,6 +219,7 @@ impl ReplayStats {
     fn used(&mut self, used: usage::Used) {
         self.cpu_secs = used.cpu_secs;
         self.steal_secs = used.steal_secs;
+        self.own_cpu = used.own_cpu;
         self.own_cpu_steal_secs = used.own_cpu_steal_secs;
         self.run_delay_secs = used.run_delay_secs;
         self.preempted = used.preempted;
@@ -290,7 +291,6 @@ pub fn run_over(
         own_core,
         usage,
     } = Start::new(config, reader, own_core, stop)?;
-    let own_cpu = own_core.as_ref().map(|o| o.split().replay);
     let started = usage.started();
     let mut lockstep =
         (config.lockstep > 0).then(|| Lockstep::new(config.lookahead, config.ack_timeout));
@@ -367,7 +367,6 @@ pub fn run_over(
     drop(own_core);
     let mut stats = finish(config, link, last_ts, started, &pacer, stop, on_progress)?;
     stats.used(usage.finish());
-    stats.own_cpu = own_cpu;
     Ok(stats)
 }
 
@@ -719,7 +718,6 @@ pub fn run_nats(
         own_core,
         usage,
     } = Start::new(config, reader, own_core, stop)?;
-    stats.own_cpu = own_core.as_ref().map(|o| o.split().replay);
     let started = usage.started();
     let mut last_ts: UnixNanos = 0;
     let mut last_progress = Instant::now();

@@ -192,6 +192,24 @@ impl Stalls {
         self.longest_us = self.longest_us.max(ms * 1e3);
         true
     }
+
+    /// Spins until `until` or until `stopped()`, counting the stalls it sees and the time
+    /// spun; when `until` fell in a stall, how long after it the stall ended.
+    pub fn spin_until(&mut self, until: Instant, stopped: impl Fn() -> bool) -> Option<Duration> {
+        let began = Instant::now();
+        let mut last = began;
+        let mut past = None;
+        while last < until && !stopped() {
+            std::hint::spin_loop();
+            let now = Instant::now();
+            if self.note(now - last) && now >= until {
+                past = Some(now - until);
+            }
+            last = now;
+        }
+        self.spun_secs += (last - began).as_secs_f64();
+        past
+    }
 }
 
 const MAX_SAMPLES: usize = 1 << 20;
@@ -559,18 +577,14 @@ impl Pacer {
     /// Spins until `due`, counting the stalls it sees; when `due` fell in one, notes how
     /// long after it the stall ended.
     fn spin_until(&mut self, due: Instant) {
-        let began = Instant::now();
-        let mut last = began;
-        while last < due && !self.stopped() {
-            std::hint::spin_loop();
-            let now = Instant::now();
-            if self.stalls.note(now - last) && now >= due {
-                self.stalled_ns = nanos(now - due);
-                self.stalls.due_in_stall += 1;
-            }
-            last = now;
+        let stop = &self.stop;
+        if let Some(past) = self
+            .stalls
+            .spin_until(due, || stop.as_ref().is_some_and(Stop::is_set))
+        {
+            self.stalled_ns = nanos(past);
+            self.stalls.due_in_stall += 1;
         }
-        self.stalls.spun_secs += (last - began).as_secs_f64();
     }
 
     /// Notes that the event [`Pacer::wait_for`] waited for is now sent (visible to

@@ -47,6 +47,8 @@ pub struct Used {
     /// process): time its virtual CPUs had work and the hypervisor ran something else.
     /// None where the kernel does not report it (not Linux, `/proc` unreadable).
     pub steal_secs: Option<f64>,
+    /// The CPU the replay thread had to itself (`own_core`).
+    pub own_cpu: Option<usize>,
     /// The same for the replay thread's own CPU alone (`own_core`): time the hypervisor
     /// kept that CPU from running it.
     pub own_cpu_steal_secs: Option<f64>,
@@ -89,6 +91,7 @@ impl Usage {
             preempted: thread.map(|(then, now)| now.preempted.saturating_sub(then.preempted)),
             cpu_secs: now.cpu.saturating_sub(self.process.cpu).as_secs_f64(),
             steal_secs: since(self.steal, None),
+            own_cpu: self.own_cpu.map(|(cpu, _)| cpu),
             own_cpu_steal_secs: self.own_cpu.and_then(|(cpu, then)| since(then, Some(cpu))),
             peak_rss_mib: now.peak_rss_bytes as f64 / (1024.0 * 1024.0),
             major_faults: now.major_faults.saturating_sub(self.process.major_faults),
@@ -247,6 +250,7 @@ mod tests {
             used.own_cpu_steal_secs.is_some_and(|s| s >= 0.0),
             "{used:?}"
         );
+        assert_eq!(used.own_cpu, Some(0));
         assert!(Usage::start(None).finish().own_cpu_steal_secs.is_none());
         #[cfg(target_os = "linux")]
         assert!(
