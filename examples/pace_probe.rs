@@ -17,6 +17,13 @@
 //! counts them): what the machine takes from a thread that never sleeps, on whichever
 //! CPU it is pinned to (`taskset`).
 //!
+//! `pace_probe pair SECS` measures whether two CPUs lose their time at the same moments
+//! (the case for `[replay] backup_publisher`): one thread spins on each of the first and
+//! the last CPU this process may use, noting every stall as `spin` does, and for due
+//! times every 37 µs over the run it prints which share fell in a stall that ended more
+//! than 50 µs (and 100 µs) later on the first CPU, on the last, and on both at once (a
+//! due time two publishers on those CPUs would both have missed).
+//!
 //! Arrival lateness of event i: `(arrival_i − due_i) − min_j (arrival_j − due_j)`, where
 //! `due_i = (ts_recv_i − ts_recv_0) / SPEED` after the first arrival: how much later than
 //! the fastest delivery of the run each event reached this subscriber (transport, the
@@ -35,6 +42,97 @@ fn bare_spin(secs: Duration) -> Result<()> {
     let mut stalls = ticktape::replay::pacing::Stalls::default();
     stalls.spin_until(Instant::now() + secs, || false);
     println!("{}", serde_json::to_string(&stalls)?);
+    Ok(())
+}
+
+/// The stalls (start, end) one thread pinned to `cpu` sees while it spins for `secs`.
+fn stalls_on(cpu: usize, until: Instant) -> Vec<(Instant, Instant)> {
+    // SAFETY: an all-zero cpu_set_t is the empty set; `cpu` < CPU_SETSIZE; the call
+    // only reads the set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    let mut seen = Vec::new();
+    let mut last = Instant::now();
+    while last < until {
+        std::hint::spin_loop();
+        let now = Instant::now();
+        if now - last >= ticktape::replay::pacing::STALL {
+            seen.push((last, now));
+        }
+        last = now;
+    }
+    seen
+}
+
+/// How late a due time is on a CPU that saw `stalls` (sorted): the end of the stall it
+/// fell in, or zero. `at` is the index to start looking from, moved forward.
+fn late_at(stalls: &[(Instant, Instant)], at: &mut usize, due: Instant) -> Duration {
+    while *at < stalls.len() && stalls[*at].1 < due {
+        *at += 1;
+    }
+    match stalls.get(*at) {
+        Some(&(from, to)) if from <= due => to - due,
+        _ => Duration::ZERO,
+    }
+}
+
+/// `pace_probe pair SECS`: see the module documentation.
+fn pair(secs: Duration) -> Result<()> {
+    // SAFETY: an all-zero cpu_set_t is a valid buffer for the call to fill.
+    let mut mine: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `mine` is a valid cpu_set_t of the size given.
+    unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut mine) };
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `c` < CPU_SETSIZE.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &mine) })
+        .collect();
+    let (Some(&a), Some(&b)) = (cpus.first(), cpus.last()) else {
+        anyhow::bail!("no CPU to spin on");
+    };
+    anyhow::ensure!(
+        a != b,
+        "pair needs two CPUs; this process may use only CPU {a}"
+    );
+    let began = Instant::now();
+    let until = began + secs;
+    let other = std::thread::spawn(move || stalls_on(b, until));
+    let on_a = stalls_on(a, until);
+    let on_b = other.join().expect("the second spinner");
+    let (mut ia, mut ib) = (0, 0);
+    let mut late = [[0u64; 3]; 2];
+    let mut dues = 0u64;
+    let mut due = began + Duration::from_millis(1);
+    while due + Duration::from_millis(1) < until {
+        let la = late_at(&on_a, &mut ia, due);
+        let lb = late_at(&on_b, &mut ib, due);
+        for (k, bound) in [50, 100].into_iter().enumerate() {
+            let bound = Duration::from_micros(bound);
+            late[k][0] += u64::from(la > bound);
+            late[k][1] += u64::from(lb > bound);
+            late[k][2] += u64::from(la > bound && lb > bound);
+        }
+        dues += 1;
+        due += Duration::from_micros(37);
+    }
+    let pct = |n: u64| 100.0 * n as f64 / dues.max(1) as f64;
+    let lost = |s: &[(Instant, Instant)]| {
+        s.iter().map(|(f, t)| (*t - *f).as_secs_f64()).sum::<f64>() * 1e3
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "cpus": [a, b],
+            "secs": secs.as_secs_f64(),
+            "stalls": [on_a.len(), on_b.len()],
+            "lost_ms": [lost(&on_a), lost(&on_b)],
+            "due_times": dues,
+            "late_50us_pct": {"first": pct(late[0][0]), "last": pct(late[0][1]), "both": pct(late[0][2])},
+            "late_100us_pct": {"first": pct(late[1][0]), "last": pct(late[1][1]), "both": pct(late[1][2])},
+        })
+    );
     Ok(())
 }
 
@@ -137,6 +235,13 @@ fn main() -> Result<()> {
         && spin == "spin"
     {
         return bare_spin(Duration::from_secs_f64(
+            secs.parse().expect("SECS: a number"),
+        ));
+    }
+    if let [_, mode, secs] = &args[..]
+        && mode == "pair"
+    {
+        return pair(Duration::from_secs_f64(
             secs.parse().expect("SECS: a number"),
         ));
     }

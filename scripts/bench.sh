@@ -43,15 +43,20 @@
 #            the loaded subscriber's arrival lateness, for each mode in BENCH_PACE_MODES
 #            (default "legacy spin spin-rt"; a mode is a --pacing value, "-rt" adds
 #            --realtime, "-own" adds --own-core, e.g. busy-own; legacy, the pacing
-#            before issue 14, is the baseline), modes
+#            before issue 14, is the baseline; "none": no recorder rows), modes
 #            interleaved within each run; then (BENCH_PACE_STRATEGY=1, default) one Rust
 #            strategy (mm, no lockstep; examples/pace_probe.rs runs it and measures when
 #            each event reached it) as the one subscriber by `ticktape run`: over zmq,
 #            over shm, over shm with the replay under SCHED_FIFO (realtime), with the
 #            replay thread on a core of its own (own_core), on a core of its own it never
-#            leaves idle (own_core, pacing = "busy"), and with the strategy polling
-#            (busy_poll); ranges over the runs (BENCH_PACE_OUT=FILE keeps every row as
-#            JSON lines). Not part of
+#            leaves idle (own_core, pacing = "busy"), the same with a backup publisher
+#            on the other core (backup_publisher), and with the strategy polling
+#            (busy_poll), or those of BENCH_PACE_MM (e.g. "zmq shm-ownbusy shm-backup");
+#            ranges over the runs (BENCH_PACE_OUT=FILE keeps every row as
+#            JSON lines). Each round starts with two baselines: a bare spinner on the
+#            CPU own_core takes (pace_probe spin) and two spinners, one per CPU, that
+#            say how often a due time falls in a stall on both at once (pace_probe pair).
+#            Not part of
 #            `all` (about 30 minutes at 3 runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -399,6 +404,7 @@ row = dict(run=int(sys.argv[3]), speed=sys.argv[4], load=sys.argv[5], mode=sys.a
            floor_first=p["floor_first"], margin_us=p["margin_us"], woken=p.get("woken"),
            stalls=p.get("stalls"), floor_stalled=p.get("floor_stalled"),
            own_steal_ms=None if s.get("own_cpu_steal_secs") is None else s["own_cpu_steal_secs"] * 1e3,
+           backup=p.get("backup"),
            run_delay_ms=None if s.get("run_delay_secs") is None else s["run_delay_secs"] * 1e3)
 if sys.argv[8]:
     row["probe"] = json.load(open(sys.argv[2]))
@@ -420,6 +426,7 @@ print(f"run {r['run']} {r['speed']:>2}x {r['load']:<6} {r['mode']:<7} p50/p99/ma
       + (f"  run delay {r['run_delay_ms']:.1f} ms" if r.get("run_delay_ms") is not None else "")
       + (f"  stalls {st['count']} / {st['lost_ms']:.1f} ms (>= 100 us: {st['long']} / {st['long_ms']:.1f} ms) / longest {st['longest_us']:.0f} us in {st['spun_secs']:.1f} s spun,"
          f" floor with them {f(r['floor_stalled'])}" if (st := r.get("stalls")) and st["spun_secs"] > 0 else "")
+      + (f"  backup published {b['bursts']} bursts first ({b['earlier_ms']:.1f} ms earlier in all)" if (b := r.get("backup")) else "")
       + arrival)
 PY
 }
@@ -442,17 +449,26 @@ pacing_section() {
   local last_cpu
   last_cpu=$(python3 -c "import os; print(max(os.sched_getaffinity(0)))")
   : > "$W/spin.jsonl"
+  : > "$W/pair.jsonl"
   for run in $(seq 1 "$runs"); do
     taskset -c "$last_cpu" "$PP" spin 10 | tee -a "$W/spin.jsonl" | python3 -c "
 import json, sys
 s = json.loads(sys.stdin.read())
 print(f\"run $run bare spinner on CPU $last_cpu, {s['spun_secs']:.0f} s: stalls {s['count']} / {s['lost_ms']:.1f} ms,\"
       f\" >= 100 us {s['long']} / {s['long_ms']:.1f} ms ({s['long_ms'] / s['spun_secs'] / 10:.2f} % of the time), longest {s['longest_us']:.0f} us\")"
+    # Whether two CPUs lose their time at the same moments (the backup publisher's case).
+    "$PP" pair 10 | tee -a "$W/pair.jsonl" | python3 -c "
+import json, sys
+s = json.loads(sys.stdin.read())
+f = lambda k: f\"{s[k]['first']:.3f} / {s[k]['last']:.3f} / both {s[k]['both']:.4f} %\"
+print(f\"run $run two spinners on CPUs {s['cpus']}, due times in a stall ending > 50 us later: {f('late_50us_pct')}; > 100 us: {f('late_100us_pct')}\")"
     for speed in 10 1; do
       local window_args=()
       [ "$speed" = 1 ] && window_args=(--start "$start" --end "$end")
       for load in one loaded; do
         for mode in $modes; do
+          # BENCH_PACE_MODES=none: no recorder rows (only the strategy's).
+          [ "$mode" = none ] && continue
           rm -rf "$W/pace-rec"
           $T record "$W/pace-rec" --connect $ep --until-eos --quiet --no-fsync 2> "$W/pace-rec.log" &
           local rec=$! subs=1 probe=
@@ -515,7 +531,10 @@ TOML
         sed 's/^lockstep = false$/lockstep = false\nown_core = true/' "$W/pace-mm.toml" > "$W/pace-mm-own.toml"
         sed 's/^lockstep = false$/lockstep = false\nbusy_poll = true/' "$W/pace-mm.toml" > "$W/pace-mm-poll.toml"
         sed 's/^lockstep = false$/lockstep = false\nown_core = true\npacing = "busy"/' "$W/pace-mm.toml" > "$W/pace-mm-ownbusy.toml"
-        for tr in zmq shm shm-rt shm-own shm-ownbusy shm-poll; do
+        # The same with a backup publisher on the other core (session 21).
+        sed 's/^lockstep = false$/lockstep = false\nown_core = true\npacing = "busy"\nbackup_publisher = true/' "$W/pace-mm.toml" > "$W/pace-mm-backup.toml"
+        # BENCH_PACE_MM picks the strategy rows (transport and configuration).
+        for tr in ${BENCH_PACE_MM:-zmq shm shm-rt shm-own shm-ownbusy shm-backup shm-poll}; do
           local loadavg toml="$W/pace-mm.toml"
           loadavg=$(cut -d' ' -f1 /proc/loadavg)
           [ "$tr" != zmq ] && [ "$tr" != shm ] && toml="$W/pace-mm-${tr#shm-}.toml"

@@ -193,6 +193,15 @@ pub fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -
                 figure(&p.floor_stalled)
             );
         }
+        if let Some(b) = &p.backup {
+            eprintln!(
+                "    backup publisher: published {} bursts ({} events) before the replay thread, {:.1} ms earlier in all, at most {} us",
+                b.bursts,
+                b.events,
+                b.earlier_ms,
+                us(b.most_earlier_us)
+            );
+        }
     }
     if stats.elapsed_secs > 0.0 {
         eprintln!(

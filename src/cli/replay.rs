@@ -34,6 +34,11 @@ pub struct ReplayArgs {
     /// `[replay] own_core = true` also keeps its strategies off that core.
     #[arg(long)]
     own_core: bool,
+    /// With --transport shm, a paced speed, no lockstep and --own-core: a second thread on
+    /// the other CPUs, at idle priority, publishes each burst at its due time when the
+    /// replay thread has not (its core taken by the host); docs/SHM.md.
+    #[arg(long)]
+    backup_publisher: bool,
     /// Endpoint(s) to bind the bus on.
     #[arg(long, default_value = "tcp://127.0.0.1:5556")]
     bind: Vec<String>,
@@ -97,6 +102,16 @@ pub fn run(a: ReplayArgs) -> Result<()> {
             "--own-core gives a paced replay's thread a core of its own: it needs --speed 1, 10 ...; at --speed max nothing waits for a due time"
         );
     }
+    if a.backup_publisher
+        && (a.transport != ticktape::shm::Transport::Shm
+            || !a.own_core
+            || a.lockstep > 0
+            || a.speed == ticktape::replay::Speed::Max)
+    {
+        bail!(
+            "--backup-publisher publishes a paced replay's bursts from the CPUs --own-core leaves to the others, into shared-memory rings: it needs --transport shm, --own-core, a paced --speed (1, 10 ...) and no --lockstep"
+        );
+    }
     let config = ticktape::replay::ReplayConfig {
         dataset: a.dataset.clone(),
         selection: a.selection.build()?,
@@ -104,6 +119,7 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         pacing: a.pacing,
         realtime: a.realtime,
         own_core: a.own_core,
+        backup_publisher: a.backup_publisher,
         bind: a.bind,
         wait_for: a.wait_for,
         wait_timeout: a.wait_timeout,

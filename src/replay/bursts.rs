@@ -364,11 +364,17 @@ fn write_burst(
 }
 
 /// Waits for the due time of `ts`, publishes what is written (`events` of its burst,
-/// and what the exchange host wrote before it), and wakes the sleeping readers.
+/// and what the exchange host wrote before it), and wakes the sleeping readers. With a
+/// backup publisher, what is written is posted to it first: it publishes at the due
+/// time if this thread has not.
 fn publish(link: &mut Link<'_>, pacer: &mut Pacer, ts: UnixNanos, events: usize, began: Instant) {
+    if let Some(due) = pacer.due_at(ts) {
+        link.bus.post_staged(due);
+    }
     pacer.wait_for(ts);
     link.bus.commit();
-    pacer.published_burst(events, began);
+    let covered = link.bus.take_back();
+    pacer.published_burst(events, began, covered);
     link.bus.wake_sleepers();
     pacer.woken();
 }

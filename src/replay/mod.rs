@@ -81,6 +81,10 @@ pub struct ReplayConfig {
     /// Keep the paced replay thread on a CPU of its own and the threads it starts on
     /// the others ([`cores::OwnCore`]).
     pub own_core: bool,
+    /// Over shared memory, paced, without lockstep: a backup publisher on the other
+    /// cores publishes each burst the replay thread has not by its due time
+    /// ([`crate::shm::backup`]).
+    pub backup_publisher: bool,
     /// Bus endpoints to bind.
     pub bind: Vec<String>,
     /// Subscribers to wait for before the first event.
@@ -118,6 +122,7 @@ impl Default for ReplayConfig {
             pacing: Waiting::default(),
             realtime: false,
             own_core: false,
+            backup_publisher: false,
             bind: vec!["tcp://127.0.0.1:5556".into()],
             wait_for: 0,
             wait_timeout: Duration::from_secs(60),
@@ -275,6 +280,13 @@ pub fn run_over(
             config.dataset.display()
         );
     }
+    if config.backup_publisher
+        && (shm.is_none() || matches!(config.speed, Speed::Max) || config.lockstep > 0)
+    {
+        bail!(
+            "a backup publisher publishes a paced replay's bursts into shared-memory rings: it needs transport shm, a paced speed (1, 10 ...) and no lockstep"
+        );
+    }
     let own_core = own_core(config)?;
     let mut link = open_link(config, shm, host, stop)?;
     link.stats.estimate = reader.row_estimate();
@@ -302,19 +314,31 @@ pub fn run_over(
     let in_bursts = paced && lockstep.is_none() && link.bus.shm().is_some();
     if peers_ready && in_bursts {
         link.bus.batch(true);
+        if config.backup_publisher {
+            // On the cores the replay thread left to the others.
+            let others = own_core.as_ref().map(|o| o.split().others);
+            link.bus.start_backup(move || {
+                if let Some(o) = others {
+                    let _ = o.apply();
+                }
+            })?;
+            pacer.backed_up();
+        }
         let mut loop_state = bursts::Loop {
             pacer: &mut pacer,
             heartbeat: &mut heartbeat,
             marks: &mut marks,
             started,
         };
-        last_ts = bursts::stream(
+        let streamed = bursts::stream(
             &mut link,
             &mut events,
             &mut loop_state,
             stop,
             &mut on_progress,
-        )?;
+        );
+        link.bus.stop_backup();
+        last_ts = streamed?;
         link.bus.batch(false);
     }
 

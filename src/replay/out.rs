@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Result;
 
@@ -120,6 +121,37 @@ impl BusOut {
         self.shm
             .as_ref()
             .is_some_and(|hub| hub.borrow_mut().commit())
+    }
+
+    /// Starts the backup publisher over shared memory ([`Hub::start_backup`]); its thread
+    /// first runs `setup`.
+    pub(crate) fn start_backup(&mut self, setup: impl FnOnce() + Send + 'static) -> Result<()> {
+        match &self.shm {
+            Some(hub) => hub.borrow_mut().start_backup(setup),
+            None => anyhow::bail!(
+                "a backup publisher publishes into shared-memory rings: it needs transport = \"shm\""
+            ),
+        }
+    }
+
+    /// Ends the backup publisher, if one runs.
+    pub(crate) fn stop_backup(&mut self) {
+        if let Some(hub) = &self.shm {
+            hub.borrow_mut().stop_backup();
+        }
+    }
+
+    /// Posts what is staged to the backup publisher, due at `due` (see
+    /// [`Hub::post_staged`]).
+    pub(crate) fn post_staged(&mut self, due: Instant) {
+        if let Some(hub) = &self.shm {
+            hub.borrow_mut().post_staged(due);
+        }
+    }
+
+    /// Takes back what was posted: when the backup published it first, when it did.
+    pub(crate) fn take_back(&mut self) -> Option<Instant> {
+        self.shm.as_ref()?.borrow_mut().take_back()
     }
 
     /// Wakes shared-memory readers that sleep with messages waiting.

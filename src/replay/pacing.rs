@@ -148,6 +148,22 @@ pub struct PacingReport {
     /// The floor with the stalls: every event, an event whose due time fell in a stall
     /// woken at the stall's end.
     pub floor_stalled: Option<Lateness>,
+    /// What the backup publisher did, when one ran (`[replay] backup_publisher`).
+    pub backup: Option<Covered>,
+}
+
+/// The bursts a backup publisher ([`crate::shm::backup`]) published before the replay
+/// thread did: their events' lateness is taken at the backup's publication.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Covered {
+    /// Bursts (publications) it made first.
+    pub bursts: u64,
+    /// Their events.
+    pub events: u64,
+    /// How much earlier than the replay thread, in all, milliseconds.
+    pub earlier_ms: f64,
+    /// The most for one burst, microseconds.
+    pub most_earlier_us: f64,
 }
 
 /// The shortest gap between two clock reads of a spinning pacer counted as a stall. A
@@ -463,6 +479,8 @@ pub struct Pacer {
     woken: Samples,
     /// Due time and events of the last publication, for [`Pacer::woken`].
     last_published: Option<(Instant, usize)>,
+    /// Bursts a backup publisher made first, once [`Pacer::backed_up`].
+    covered: Option<Covered>,
     slack: Option<TimerSlack>,
 }
 
@@ -492,6 +510,7 @@ impl Pacer {
             floors_stalled: Samples::new(),
             woken: Samples::new(),
             last_published: None,
+            covered: None,
             slack: None,
         }
     }
@@ -610,16 +629,42 @@ impl Pacer {
             .saturating_duration_since(Instant::now())
     }
 
+    /// The instant the event at `ts` is due; None when not pacing and before the first
+    /// wait (which sets the clock).
+    pub fn due_at(&self, ts: UnixNanos) -> Option<Instant> {
+        let (Speed::Factor(speed), Some((start, first))) = (self.speed, self.origin) else {
+            return None;
+        };
+        Some(start + Duration::from_nanos(due_offset(first, ts, speed)))
+    }
+
+    /// From now on a backup publisher may publish bursts first ([`Pacer::published_burst`]):
+    /// the report says how often it did.
+    pub fn backed_up(&mut self) {
+        self.covered.get_or_insert_with(Covered::default);
+    }
+
     /// Notes that a burst of `events` sharing the due time [`Pacer::wait_for`] waited
     /// for became visible now, all at once, its writing having begun at `began` (before
-    /// the due time when it was written ahead and only published on time). The floor is
-    /// a sender woken exactly at the due time with the part of this burst's work that
-    /// was left then: the publication alone when written ahead, all of it when late.
-    pub fn published_burst(&mut self, events: usize, began: Instant) {
+    /// the due time when it was written ahead and only published on time) — or at
+    /// `covered`, when a backup publisher published it before this thread did. The
+    /// floor is a sender woken exactly at the due time with the part of this burst's
+    /// work that was left then: the publication alone when written ahead, all of it
+    /// when late.
+    pub fn published_burst(&mut self, events: usize, began: Instant, covered: Option<Instant>) {
         let Some(c) = self.current.take() else {
             return;
         };
-        let now = Instant::now();
+        let mut now = Instant::now();
+        if let Some(at) = covered.filter(|&at| at < now) {
+            let figures = self.covered.get_or_insert_with(Covered::default);
+            let earlier = now - at;
+            figures.bursts += 1;
+            figures.events += events as u64;
+            figures.earlier_ms += earlier.as_secs_f64() * 1e3;
+            figures.most_earlier_us = figures.most_earlier_us.max(earlier.as_secs_f64() * 1e6);
+            now = at;
+        }
         let from = if began >= c.due { began } else { c.woke };
         let work = nanos(now.saturating_duration_since(from));
         let floor = self.floors_of(c, work);
@@ -699,6 +744,7 @@ impl Pacer {
             margin_us: (self.waiting == Waiting::Spin).then(|| self.margin.ns as f64 / 1e3),
             stalls: self.stalls.clone(),
             floor_stalled: self.floors_stalled.summary(),
+            backup: self.covered.clone(),
         })
     }
 }
@@ -711,6 +757,33 @@ fn nanos(d: Duration) -> u64 {
 mod tests {
     use super::*;
 
+    /// A burst a backup publisher published before this thread did is late by the
+    /// backup's publication, and counted as covered; without one, nothing is reported.
+    #[test]
+    fn a_burst_the_backup_published_first_is_late_by_the_backups_publication() {
+        let mut p = Pacer::new(Speed::Factor(1.0));
+        p.wait_for(0);
+        p.sent();
+        assert!(p.report().unwrap().backup.is_none(), "no backup ran");
+        p.backed_up();
+        let due = p.due_at(30_000_000).unwrap();
+        let began = Instant::now();
+        p.wait_for(30_000_000);
+        // As if this thread had been held up 20 ms past the due time and the backup had
+        // published 1 ms after it.
+        std::thread::sleep(Duration::from_millis(20));
+        p.published_burst(4, began, Some(due + Duration::from_millis(1)));
+        let r = p.report().unwrap();
+        let b = r.backup.unwrap();
+        assert_eq!((b.bursts, b.events), (1, 4));
+        assert!(b.most_earlier_us >= 18_000.0, "{b:?}");
+        let late = r.lateness.unwrap();
+        assert!(
+            late.max_us >= 1_000.0 && late.max_us < 15_000.0,
+            "late by the backup's publication, not this thread's: {late:?}"
+        );
+    }
+
     #[test]
     fn a_burst_published_at_once_counts_each_event_late_by_the_publication() {
         let mut p = Pacer::new(Speed::Factor(1.0));
@@ -721,7 +794,7 @@ mod tests {
         let began = Instant::now();
         p.wait_for(20_000_000);
         assert!(began.elapsed() >= Duration::from_millis(19), "it waited");
-        p.published_burst(3, began);
+        p.published_burst(3, began, None);
         p.woken();
         let r = p.report().unwrap();
         assert_eq!(r.lateness.as_ref().unwrap().samples, 4);
@@ -744,7 +817,7 @@ mod tests {
         let began = Instant::now();
         std::thread::sleep(Duration::from_millis(30));
         p.wait_for(20_000_001);
-        p.published_burst(2, began);
+        p.published_burst(2, began, None);
         let floor = p.report().unwrap().floor.unwrap();
         assert!(floor.max_us >= 30_000.0, "{floor:?}");
     }

@@ -90,6 +90,14 @@ pub struct ReplaySection {
     /// with `[engine] mode = "bus"` only.
     #[serde(default)]
     pub own_core: bool,
+    /// A second thread, on the cores `own_core` leaves to the others, publishes each
+    /// burst at its due time when the replay thread has not (its core taken by the
+    /// host, or still busy with the last burst), and wakes the strategies that sleep
+    /// ([`crate::shm::backup`]). It runs at idle priority: it takes only time nothing
+    /// else there wants. Needs `transport = "shm"`, `own_core = true` and `lockstep =
+    /// false`.
+    #[serde(default)]
+    pub backup_publisher: bool,
 }
 
 fn default_speed() -> Spanned<String> {
@@ -142,6 +150,7 @@ impl Default for ReplaySection {
             pacing: crate::replay::Waiting::Spin,
             busy_poll: false,
             own_core: false,
+            backup_publisher: false,
             transport: crate::shm::Transport::Zmq,
         }
     }

@@ -239,6 +239,14 @@ pub fn run(
         crate::replay::cores::Split::of_this_thread()
             .with_context(|| format!("scenario {}", scenario_path.display()))?;
     }
+    if scenario.replay.backup_publisher
+        && (transport != Transport::Shm || !scenario.replay.own_core || scenario.replay.lockstep)
+    {
+        bail!(
+            "scenario {}: replay.backup_publisher = true publishes a paced replay's bursts from the cores own_core leaves to the strategies, into their shared-memory rings: it needs transport = \"shm\" (in [replay] or `run --transport shm`), own_core = true and lockstep = false",
+            scenario_path.display()
+        );
+    }
     let dir = run_dir(&scenario, options.out.as_deref());
     prepare_run_dir(&dir)?;
     std::fs::write(
@@ -531,6 +539,7 @@ fn run_bus(
         encoding: scenario.replay.encoding,
         realtime: scenario.replay.realtime,
         own_core: scenario.replay.own_core,
+        backup_publisher: scenario.replay.backup_publisher,
         pacing: scenario.replay.pacing,
         tokens,
         ..ReplayConfig::default()

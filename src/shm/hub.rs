@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
+use super::backup::Backup;
 use super::ring::{KIND_BUS, KIND_CLOSED, KIND_GATEWAY, futex_wait, futex_waitv};
 use super::segment::{self, ReplayEnd, Side};
 use super::spin::Spinner;
@@ -65,6 +66,8 @@ pub struct Hub {
     spinner: Spinner,
     /// Bus messages are staged, not published one by one ([`Hub::batch`]).
     batching: bool,
+    /// The backup publisher, while a paced replay runs one ([`Hub::start_backup`]).
+    backup: Option<Backup>,
 }
 
 impl Hub {
@@ -89,6 +92,7 @@ impl Hub {
             ending: false,
             spinner: Spinner::from_env(),
             batching: false,
+            backup: None,
         })
     }
 
@@ -228,6 +232,41 @@ impl Hub {
             any |= p.end.down.publish();
         }
         any
+    }
+
+    /// Peer `i`'s down ring (tests that reach below the hub).
+    #[cfg(test)]
+    pub(crate) fn down_ring(&mut self, i: usize) -> &mut super::ring::Writer {
+        &mut self.peers[i].end.down
+    }
+
+    /// Starts the backup publisher ([`super::backup`]) for every ring; its thread first
+    /// runs `setup`. Ended by [`Hub::stop_backup`] (or when the hub is dropped).
+    pub fn start_backup(&mut self, setup: impl FnOnce() + Send + 'static) -> Result<()> {
+        let covers = self.peers.iter().map(|p| p.end.down.cover()).collect();
+        self.backup = Some(Backup::start(covers, setup)?);
+        Ok(())
+    }
+
+    /// Ends the backup publisher (joins its thread).
+    pub fn stop_backup(&mut self) {
+        self.backup = None;
+    }
+
+    /// Posts what is staged on every ring to the backup publisher (if one runs), for
+    /// publication at `due` if this thread has not published it by then. Publish
+    /// nothing before `due`, and take it back ([`Hub::take_back`]) after the
+    /// [`Hub::commit`] that publishes it.
+    pub fn post_staged(&mut self, due: Instant) {
+        if let Some(b) = &mut self.backup {
+            b.post(due, self.peers.iter().map(|p| p.end.down.staged_range()));
+        }
+    }
+
+    /// Takes back what [`Hub::post_staged`] posted: when the backup published it first,
+    /// when it did.
+    pub fn take_back(&mut self) -> Option<Instant> {
+        self.backup.as_mut()?.take_back()
     }
 
     /// Wakes the readers that sleep with records waiting (and those not woken for

@@ -8,12 +8,14 @@
 //! - [`segment`]: a strategy's segment (header, both rings), memfd creation, mapping,
 //!   descriptor hand-off to a child, peer liveness;
 //! - [`spin`]: the bounded, adaptive spin before a futex sleep;
+//! - [`backup`]: the backup publisher of a paced replay, on another core;
 //! - [`hub`]: the replay's side, one segment per strategy (fan-out of bus messages,
 //!   gateway replies, requests, dead and stuck strategies).
 //!
 //! The strategy's side is the driver in `strategy/shm.rs`. Payloads are the bus's and the
 //! gateway's own bytes: only framing differs from ZeroMQ. Linux and x86-64/aarch64 only.
 
+pub mod backup;
 pub mod hub;
 pub mod ring;
 pub mod segment;

@@ -267,6 +267,20 @@ impl Writer {
             && hdr.reader_sleeping.swap(0, Ordering::Relaxed) != 0
     }
 
+    /// What is staged: the bytes published and the bytes written (equal when nothing
+    /// is staged), for a [`Cover`] to publish.
+    pub fn staged_range(&self) -> (u64, u64) {
+        (self.published, self.head)
+    }
+
+    /// A second way to publish this ring's staged records, for another thread
+    /// ([`Cover`]).
+    pub fn cover(&self) -> Cover {
+        Cover {
+            at: self.at.clone(),
+        }
+    }
+
     /// Bytes written and not yet read by the peer.
     pub fn unread(&self) -> u64 {
         self.head - self.at.hdr().tail.load(Ordering::Acquire)
@@ -384,6 +398,44 @@ impl Writer {
         let hdr = self.at.hdr();
         hdr.data_seq.fetch_add(1, Ordering::Release);
         futex_wake(&hdr.data_seq);
+    }
+}
+
+/// Publishes a [`Writer`]'s staged records from another thread (the backup publisher,
+/// `shm::backup`), and wakes the reader for them. Safe beside the writer because it
+/// only ever moves the head from exactly the value it was given to the value the
+/// writer staged up to: once the writer has published anything since, the head has
+/// moved on (it only grows) and the cover does nothing. The writer's own publication
+/// of the same records stores the same value.
+#[derive(Clone)]
+pub struct Cover {
+    at: RingAt,
+}
+
+impl Cover {
+    /// Publishes the records written between `from` and `to` ([`Writer::staged_range`])
+    /// if nothing was published since `from`; true when this call published them.
+    pub fn publish(&self, from: u64, to: u64) -> bool {
+        from < to
+            && self
+                .at
+                .hdr()
+                .head
+                .compare_exchange(from, to, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Wakes the reader if it said it sleeps (taking the hint back, as
+    /// [`Writer::reader_sleeps`] does).
+    pub fn wake_if_sleeping(&self) {
+        let hdr = self.at.hdr();
+        fence(Ordering::SeqCst);
+        if hdr.reader_sleeping.load(Ordering::Relaxed) != 0
+            && hdr.reader_sleeping.swap(0, Ordering::Relaxed) != 0
+        {
+            hdr.data_seq.fetch_add(1, Ordering::Release);
+            futex_wake(&hdr.data_seq);
+        }
     }
 }
 

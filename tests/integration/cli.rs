@@ -247,6 +247,24 @@ fn replay_own_core_is_refused_unpaced_and_named_in_the_summary_when_paced() {
         "says what to change: {}",
         stderr(&out)
     );
+    // A backup publisher over ZeroMQ: refused before anything is bound, saying why.
+    let out = spawn(&[
+        "replay",
+        data,
+        "--speed",
+        "10",
+        "--own-core",
+        "--backup-publisher",
+        "--wait-for",
+        "0",
+    ])
+    .wait(Duration::from_secs(60));
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--backup-publisher") && stderr(&out).contains("--transport shm"),
+        "says what to change: {}",
+        stderr(&out)
+    );
     let Some(cpus) = two_cpus_or_skip("the paced half of --own-core") else {
         return;
     };

@@ -256,9 +256,10 @@ fn busy_poll_gives_shm_strategies_the_polling_ceiling_and_is_refused_over_zmq() 
 }
 
 /// `own_core = true`: while the paced run goes, one thread of it holds the last CPU alone,
-/// and the read-ahead, the exchange host's writer and the strategy process may use only
-/// the others; the summary names the CPU and the `busy` pacing; an unpaced run with the
-/// key is refused with what to change.
+/// and the read-ahead, the exchange host's writer, the backup publisher and the strategy
+/// process may use only the others; the summary names the CPU, the `busy` pacing and
+/// what the backup publisher did; the strategy sees every event once; an unpaced run
+/// with the key, and a backup publisher over ZeroMQ, are refused with what to change.
 #[test]
 fn own_core_keeps_the_strategy_and_the_replays_threads_off_its_cpu_and_busy_pacing_reaches_it() {
     let Some(mine) = two_cpus_or_skip("own_core") else {
@@ -267,7 +268,7 @@ fn own_core_keeps_the_strategy_and_the_replays_threads_off_its_cpu_and_busy_paci
     let (own, others) = mine.split_last().unwrap();
     let dir = tempdir();
     let window = ("2024-08-08T23:57:00Z", "2024-08-08T23:57:10Z");
-    let replay = "speed = \"10\"\ntransport = \"shm\"\nown_core = true\npacing = \"busy\"\n";
+    let replay = "speed = \"10\"\ntransport = \"shm\"\nown_core = true\npacing = \"busy\"\nbackup_publisher = true\n";
     // The mm strategy through a shell that prints the CPUs it may use first.
     let s = paced_mm_after(
         dir.path(),
@@ -316,7 +317,7 @@ fn own_core_keeps_the_strategy_and_the_replays_threads_off_its_cpu_and_busy_paci
     );
     // The threads the run starts for the replay: the dataset's read-ahead and the
     // exchange host's run-file writer, on the other CPUs only.
-    for thread in ["read-ahead", "run-writer"] {
+    for thread in ["read-ahead", "run-writer", "backup-publish"] {
         let cpus: Vec<&Vec<usize>> = seen
             .iter()
             .filter(|(comm, _)| comm == thread)
@@ -327,7 +328,16 @@ fn own_core_keeps_the_strategy_and_the_replays_threads_off_its_cpu_and_busy_paci
             "{thread} only ever on the other CPUs {others:?}: {seen:?}"
         );
     }
-    let log = log_of_strategy_that_saw(&out, "mm-own", sum["replay"]["events"].as_u64().unwrap());
+    // The backup's figures: the bursts it published before the replay thread (any
+    // number, the machine decides) are among the run's.
+    let events = sum["replay"]["events"].as_u64().unwrap();
+    let backup = &sum["replay"]["pacing"]["backup"];
+    assert!(
+        backup["events"].as_u64().is_some_and(|e| e <= events)
+            && backup["bursts"].as_u64().is_some_and(|b| b <= events),
+        "{sum}"
+    );
+    let log = log_of_strategy_that_saw(&out, "mm-own", events);
     let strategy = allowed_cpus(&log).expect("the strategy printed its CPUs");
     assert_eq!(strategy, others, "the strategy's CPUs: {log}");
 
@@ -337,6 +347,12 @@ fn own_core_keeps_the_strategy_and_the_replays_threads_off_its_cpu_and_busy_paci
         &dir.path().join("max"),
         &["--speed", "max"],
         &["own_core", "paced replay"],
+    );
+    assert_refused(
+        &s,
+        &dir.path().join("zmq"),
+        &["--transport", "zmq"],
+        &["backup_publisher", "transport = \"shm\""],
     );
 }
 

@@ -1,0 +1,225 @@
+//! The backup publisher of a paced replay over shared memory (`[replay] backup_publisher`,
+//! `docs/SHM.md`, "Paced replays").
+//!
+//! On a virtual machine the host takes a vCPU away for tens of microseconds to
+//! milliseconds at a time, 1–3 % of the time on a busy afternoon here, whatever runs on
+//! it (`docs/BENCHMARKS.md`, session 20); the two vCPUs of these machines lose their
+//! time mostly at different moments (session 21: a due time falls in a stall of 50 µs or
+//! more on one vCPU 1.1 % of the time, on both at once 0.09 %). So a second thread, on
+//! the cores `own_core` leaves to the others, holds each burst's publication too: when
+//! the burst's due time comes and the replay thread has not published it (its core was
+//! taken, or it was still busy with the last burst), the backup publishes it and wakes
+//! the strategies that sleep. It runs at idle priority (`SCHED_IDLE`): it takes no time
+//! that a strategy or anything else there wants.
+//!
+//! Owns the ticket (what is staged and when it is due, a sequence lock) and the thread.
+//! What may be published, and how it stays safe beside the writer, is [`Cover`]'s.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::ring::Cover;
+
+/// A due time further off than this is slept towards, the rest spun.
+const SPIN_AHEAD: Duration = Duration::from_micros(300);
+/// How long before the due time a sleep ends.
+const WAKE_AHEAD: Duration = Duration::from_micros(200);
+/// How long the backup spins for the next ticket after one before it sleeps between
+/// looks (dense data posts the next burst within this).
+const SPIN_BETWEEN: Duration = Duration::from_millis(2);
+/// Its sleeps between looks when no ticket came for [`SPIN_BETWEEN`], and the longest
+/// sleep (so a stop is seen promptly).
+const LOOK_EVERY: Duration = Duration::from_micros(50);
+const LONGEST_SLEEP: Duration = Duration::from_millis(20);
+/// Due time of no ticket.
+const NEVER: u64 = u64::MAX;
+
+/// What the replay thread and the backup share.
+struct Shared {
+    /// Sequence lock over `due_ns` and `ranges`: odd while the replay writes them.
+    seq: AtomicU64,
+    /// When the posted records are due (CLOCK_MONOTONIC ns); [`NEVER`] when none are.
+    due_ns: AtomicU64,
+    /// Per ring: the head before the staged records and after them.
+    ranges: Vec<(AtomicU64, AtomicU64)>,
+    /// The sequence of the last ticket the backup published first, and when.
+    covered_seq: AtomicU64,
+    covered_ns: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// The backup publisher's thread and the ticket the replay thread posts to it.
+pub struct Backup {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    /// One instant and the same instant in CLOCK_MONOTONIC ns (`Instant`'s own clock on
+    /// Linux), to convert between the two.
+    base: (Instant, u64),
+    /// The sequence of the ticket posted and not yet taken back.
+    posted: Option<u64>,
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Backup {
+    /// Starts the backup for the rings of `covers` (in the order the tickets list
+    /// them). Its thread first runs `setup` (e.g. moving onto the other cores), then
+    /// lowers itself to idle priority.
+    pub fn start(covers: Vec<Cover>, setup: impl FnOnce() + Send + 'static) -> Result<Backup> {
+        let shared = Arc::new(Shared {
+            seq: AtomicU64::new(0),
+            due_ns: AtomicU64::new(NEVER),
+            ranges: covers
+                .iter()
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
+            covered_seq: AtomicU64::new(u64::MAX),
+            covered_ns: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let theirs = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("backup-publish".into())
+            .spawn(move || {
+                setup();
+                lower_priority();
+                run(&theirs, &covers);
+            })
+            .context("cannot start the backup publisher's thread")?;
+        Ok(Backup {
+            shared,
+            thread: Some(thread),
+            base: (Instant::now(), monotonic_ns()),
+            posted: None,
+        })
+    }
+
+    /// Posts the records staged on each ring (`ranges`, as [`Writer::staged_range`]
+    /// gives them, in the rings' order) for publication at `due`. Post only what may
+    /// be published at `due`, and publish nothing else until [`Backup::take_back`].
+    ///
+    /// [`Writer::staged_range`]: super::ring::Writer::staged_range
+    pub fn post(&mut self, due: Instant, ranges: impl Iterator<Item = (u64, u64)>) {
+        let s = &self.shared;
+        let seq = s.seq.load(Ordering::Relaxed);
+        s.seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let due_ns = match due.checked_duration_since(self.base.0) {
+            Some(d) => self.base.1 + d.as_nanos() as u64,
+            None => self.base.1 - self.base.0.duration_since(due).as_nanos() as u64,
+        };
+        s.due_ns.store(due_ns, Ordering::Relaxed);
+        for ((from, to), (f, t)) in s.ranges.iter().zip(ranges) {
+            from.store(f, Ordering::Relaxed);
+            to.store(t, Ordering::Relaxed);
+        }
+        s.seq.store(seq + 2, Ordering::Release);
+        self.posted = Some(seq + 2);
+    }
+
+    /// Takes the posted ticket back once the replay thread has published its records
+    /// itself: from now on the backup leaves them alone. Returns when the backup
+    /// published them, if it did so first.
+    pub fn take_back(&mut self) -> Option<Instant> {
+        let posted = self.posted.take()?;
+        let s = &self.shared;
+        s.seq.store(posted + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        s.due_ns.store(NEVER, Ordering::Relaxed);
+        s.seq.store(posted + 2, Ordering::Release);
+        if s.covered_seq.load(Ordering::Acquire) != posted {
+            return None;
+        }
+        let ns = s.covered_ns.load(Ordering::Relaxed);
+        Some(match ns.checked_sub(self.base.1) {
+            Some(d) => self.base.0 + Duration::from_nanos(d),
+            None => self.base.0 - Duration::from_nanos(self.base.1 - ns),
+        })
+    }
+}
+
+impl Drop for Backup {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `SCHED_IDLE`, and no timer slack (its sleeps end just before a due time).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread with valid arguments.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0);
+    }
+}
+
+/// The backup's loop: reads the ticket, waits for its due time, publishes what the
+/// replay thread has not.
+fn run(s: &Shared, covers: &[Cover]) {
+    let mut ranges = vec![(0u64, 0u64); covers.len()];
+    let mut done = 0u64;
+    let mut idle_since = Instant::now();
+    while !s.stop.load(Ordering::Relaxed) {
+        let seq = s.seq.load(Ordering::Acquire);
+        let due = s.due_ns.load(Ordering::Relaxed);
+        for (r, (from, to)) in ranges.iter_mut().zip(&s.ranges) {
+            *r = (from.load(Ordering::Relaxed), to.load(Ordering::Relaxed));
+        }
+        fence(Ordering::Acquire);
+        if seq & 1 == 1 || s.seq.load(Ordering::Relaxed) != seq {
+            std::hint::spin_loop();
+            continue;
+        }
+        if seq == done || due == NEVER {
+            if idle_since.elapsed() < SPIN_BETWEEN {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(LOOK_EVERY);
+            }
+            continue;
+        }
+        let now = monotonic_ns();
+        if now < due {
+            let ahead = Duration::from_nanos(due - now);
+            if ahead > SPIN_AHEAD {
+                std::thread::sleep((ahead - WAKE_AHEAD).min(LONGEST_SLEEP));
+            } else {
+                std::hint::spin_loop();
+            }
+            continue;
+        }
+        let mut published = false;
+        for (cover, &(from, to)) in covers.iter().zip(&ranges) {
+            published |= cover.publish(from, to);
+        }
+        if published {
+            // Read after the publication, so the figure never flatters the backup.
+            s.covered_ns.store(monotonic_ns(), Ordering::Relaxed);
+            s.covered_seq.store(seq, Ordering::Release);
+            for (cover, &(from, to)) in covers.iter().zip(&ranges) {
+                if from < to {
+                    cover.wake_if_sleeping();
+                }
+            }
+        }
+        done = seq;
+        idle_since = Instant::now();
+    }
+}
