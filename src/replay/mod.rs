@@ -294,6 +294,11 @@ pub fn run_over(
     // Stopped before the peers came: no event goes out, but the host still closes its
     // outputs (an interrupted run keeps valid, empty run files) through `finish`.
     let peers_ready = wait_for_peers(config, &mut link, &mut heartbeat, stop)?;
+    // Started before the replay thread takes its own core (`Start::new`), so it runs on
+    // the others, as the read-ahead does.
+    if peers_ready && config.backup_publisher {
+        link.bus.start_backup()?;
+    }
 
     let Start {
         paced,
@@ -315,13 +320,6 @@ pub fn run_over(
     if peers_ready && in_bursts {
         link.bus.batch(true);
         if config.backup_publisher {
-            // On the cores the replay thread left to the others.
-            let others = own_core.as_ref().map(|o| o.split().others);
-            link.bus.start_backup(move || {
-                if let Some(o) = others {
-                    let _ = o.apply();
-                }
-            })?;
             pacer.backed_up();
         }
         let mut loop_state = bursts::Loop {

@@ -123,11 +123,10 @@ impl BusOut {
             .is_some_and(|hub| hub.borrow_mut().commit())
     }
 
-    /// Starts the backup publisher over shared memory ([`Hub::start_backup`]); its thread
-    /// first runs `setup`.
-    pub(crate) fn start_backup(&mut self, setup: impl FnOnce() + Send + 'static) -> Result<()> {
+    /// Starts the backup publisher over shared memory ([`Hub::start_backup`]).
+    pub(crate) fn start_backup(&mut self) -> Result<()> {
         match &self.shm {
-            Some(hub) => hub.borrow_mut().start_backup(setup),
+            Some(hub) => hub.borrow_mut().start_backup(),
             None => anyhow::bail!(
                 "a backup publisher publishes into shared-memory rings: it needs transport = \"shm\""
             ),

@@ -75,9 +75,9 @@ fn monotonic_ns() -> u64 {
 
 impl Backup {
     /// Starts the backup for the rings of `covers` (in the order the tickets list
-    /// them). Its thread first runs `setup` (e.g. moving onto the other cores), then
-    /// lowers itself to idle priority.
-    pub fn start(covers: Vec<Cover>, setup: impl FnOnce() + Send + 'static) -> Result<Backup> {
+    /// them), on the CPUs the calling thread may use (start it before the replay thread
+    /// takes its own core), at idle priority.
+    pub fn start(covers: Vec<Cover>) -> Result<Backup> {
         let shared = Arc::new(Shared {
             seq: AtomicU64::new(0),
             due_ns: AtomicU64::new(NEVER),
@@ -93,7 +93,6 @@ impl Backup {
         let thread = std::thread::Builder::new()
             .name("backup-publish".into())
             .spawn(move || {
-                setup();
                 lower_priority();
                 run(&theirs, &covers);
             })

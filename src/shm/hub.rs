@@ -240,11 +240,11 @@ impl Hub {
         &mut self.peers[i].end.down
     }
 
-    /// Starts the backup publisher ([`super::backup`]) for every ring; its thread first
-    /// runs `setup`. Ended by [`Hub::stop_backup`] (or when the hub is dropped).
-    pub fn start_backup(&mut self, setup: impl FnOnce() + Send + 'static) -> Result<()> {
+    /// Starts the backup publisher ([`super::backup`]) for every ring, on the CPUs the
+    /// calling thread may use. Ended by [`Hub::stop_backup`] (or when the hub is dropped).
+    pub fn start_backup(&mut self) -> Result<()> {
         let covers = self.peers.iter().map(|p| p.end.down.cover()).collect();
-        self.backup = Some(Backup::start(covers, setup)?);
+        self.backup = Some(Backup::start(covers)?);
         Ok(())
     }
 

@@ -508,7 +508,7 @@ fn hub_down(hub: &mut super::Hub) -> &mut super::ring::Writer {
 #[test]
 fn the_backup_publishes_a_burst_the_replay_thread_has_not_at_its_due_time() {
     let (mut hub, mut down) = hub_with_one_strategy("backup");
-    hub.start_backup(|| {}).unwrap();
+    hub.start_backup().unwrap();
     hub.batch(true);
     // This thread publishes itself: the backup leaves it.
     hub.publish(b"t", b"mine").unwrap();
