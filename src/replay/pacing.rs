@@ -139,7 +139,8 @@ pub struct PacingReport {
     pub floor_first: Option<Lateness>,
     /// Every event, taken when the wake-up of the readers asleep that followed its
     /// publication returned (shared memory, paced without lockstep): the figures above
-    /// end at the publication, when a reader that polls sees the event.
+    /// end at the publication, when a reader that polls sees the event. Not taken with a
+    /// backup publisher, which makes the wake-ups.
     pub woken: Option<Lateness>,
     /// Sleep margin at the end of the replay, microseconds (spin waiting only).
     pub margin_us: Option<f64>,
@@ -677,7 +678,12 @@ impl Pacer {
     /// Notes that the wake-up of sleeping readers that followed the last publication
     /// ([`Pacer::sent`] or [`Pacer::published_burst`]) returned now: the `woken` figure.
     pub fn woken(&mut self) {
-        if let Some((due, events)) = self.last_published.take() {
+        let last = self.last_published.take();
+        // With a backup publisher the wake-ups are its own, not this thread's.
+        if self.covered.is_some() {
+            return;
+        }
+        if let Some((due, events)) = last {
             let late = nanos(Instant::now().saturating_duration_since(due));
             for _ in 0..events {
                 self.woken.push(late);

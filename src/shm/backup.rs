@@ -24,17 +24,6 @@ use anyhow::{Context, Result};
 
 use super::ring::Cover;
 
-/// A due time further off than this is slept towards, the rest spun.
-const SPIN_AHEAD: Duration = Duration::from_micros(300);
-/// How long before the due time a sleep ends.
-const WAKE_AHEAD: Duration = Duration::from_micros(200);
-/// How long the backup spins for the next ticket after one before it sleeps between
-/// looks (dense data posts the next burst within this).
-const SPIN_BETWEEN: Duration = Duration::from_millis(2);
-/// Its sleeps between looks when no ticket came for [`SPIN_BETWEEN`], and the longest
-/// sleep (so a stop is seen promptly).
-const LOOK_EVERY: Duration = Duration::from_micros(50);
-const LONGEST_SLEEP: Duration = Duration::from_millis(20);
 /// Due time of no ticket.
 const NEVER: u64 = u64::MAX;
 
@@ -49,8 +38,13 @@ struct Shared {
     /// The sequence of the last ticket the backup published first, and when.
     covered_seq: AtomicU64,
     covered_ns: AtomicU64,
+    /// Rings whose reader the replay thread asks the backup to wake (bit i: ring i).
+    wake: AtomicU64,
     stop: AtomicBool,
 }
+
+/// Rings a backup can wake for the replay thread ([`Backup::wake`]): one bit each.
+pub const WAKES: usize = 64;
 
 /// The backup publisher's thread and the ticket the replay thread posts to it.
 pub struct Backup {
@@ -87,6 +81,7 @@ impl Backup {
                 .collect(),
             covered_seq: AtomicU64::new(u64::MAX),
             covered_ns: AtomicU64::new(0),
+            wake: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
         let theirs = shared.clone();
@@ -128,6 +123,15 @@ impl Backup {
         self.posted = Some(seq + 2);
     }
 
+    /// Asks the backup to wake the readers of the rings in `rings` (bit i: ring i, below
+    /// [`WAKES`]): the system call, and on this VM the interrupt that wakes another
+    /// vCPU, are then the backup's, on the strategies' cores, not the replay thread's.
+    pub fn wake(&self, rings: u64) {
+        if rings != 0 {
+            self.shared.wake.fetch_or(rings, Ordering::Release);
+        }
+    }
+
     /// Takes the posted ticket back once the replay thread has published its records
     /// itself: from now on the backup leaves them alone. Returns when the backup
     /// published them, if it did so first.
@@ -158,24 +162,31 @@ impl Drop for Backup {
     }
 }
 
-/// `SCHED_IDLE`, and no timer slack (its sleeps end just before a due time).
+/// `SCHED_IDLE`: it runs only where nothing else wants the CPU.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: plain system calls on the calling thread with valid arguments.
+    // SAFETY: a plain system call on the calling thread with a valid argument.
     unsafe {
         let param = libc::sched_param { sched_priority: 0 };
         libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0);
     }
 }
 
-/// The backup's loop: reads the ticket, waits for its due time, publishes what the
-/// replay thread has not.
+/// The backup's loop: wakes the readers it is asked to, reads the ticket, waits for its
+/// due time, publishes what the replay thread has not. It spins throughout (never
+/// sleeps: a sleeping backup would itself need waking), at idle priority.
 fn run(s: &Shared, covers: &[Cover]) {
     let mut ranges = vec![(0u64, 0u64); covers.len()];
     let mut done = 0u64;
-    let mut idle_since = Instant::now();
     while !s.stop.load(Ordering::Relaxed) {
+        let wake = s.wake.swap(0, Ordering::Acquire);
+        if wake != 0 {
+            for (i, cover) in covers.iter().enumerate().take(WAKES) {
+                if wake & (1 << i) != 0 {
+                    cover.wake();
+                }
+            }
+        }
         let seq = s.seq.load(Ordering::Acquire);
         let due = s.due_ns.load(Ordering::Relaxed);
         for (r, (from, to)) in ranges.iter_mut().zip(&s.ranges) {
@@ -186,22 +197,8 @@ fn run(s: &Shared, covers: &[Cover]) {
             std::hint::spin_loop();
             continue;
         }
-        if seq == done || due == NEVER {
-            if idle_since.elapsed() < SPIN_BETWEEN {
-                std::hint::spin_loop();
-            } else {
-                std::thread::sleep(LOOK_EVERY);
-            }
-            continue;
-        }
-        let now = monotonic_ns();
-        if now < due {
-            let ahead = Duration::from_nanos(due - now);
-            if ahead > SPIN_AHEAD {
-                std::thread::sleep((ahead - WAKE_AHEAD).min(LONGEST_SLEEP));
-            } else {
-                std::hint::spin_loop();
-            }
+        if seq == done || due == NEVER || monotonic_ns() < due {
+            std::hint::spin_loop();
             continue;
         }
         let mut published = false;
@@ -219,6 +216,5 @@ fn run(s: &Shared, covers: &[Cover]) {
             }
         }
         done = seq;
-        idle_since = Instant::now();
     }
 }

@@ -270,13 +270,21 @@ impl Hub {
     }
 
     /// Wakes the readers that sleep with records waiting (and those not woken for
-    /// `WAKE_EVERY` messages).
+    /// `WAKE_EVERY` messages); through the backup publisher while one runs.
     pub fn wake_sleepers(&mut self) {
-        for p in &mut self.peers {
+        let mut by_backup = 0u64;
+        for (i, p) in self.peers.iter_mut().enumerate() {
             if p.unwoken > 0 && (p.unwoken >= WAKE_EVERY || p.end.down.reader_sleeps()) {
                 p.unwoken = 0;
-                p.end.down.wake();
+                match &self.backup {
+                    // The backup publisher, on the strategies' cores, makes the call.
+                    Some(_) if i < super::backup::WAKES => by_backup |= 1 << i,
+                    _ => p.end.down.wake(),
+                }
             }
+        }
+        if let Some(b) = &self.backup {
+            b.wake(by_backup);
         }
     }
 

@@ -260,11 +260,7 @@ impl Writer {
     /// call after publishing. A true answer is taken back (the wake that follows is
     /// the one the reader asked for).
     pub fn reader_sleeps(&self) -> bool {
-        let hdr = self.at.hdr();
-        // Orders the store of `head` before this load (pairs with the reader's fence).
-        fence(Ordering::SeqCst);
-        hdr.reader_sleeping.load(Ordering::Relaxed) != 0
-            && hdr.reader_sleeping.swap(0, Ordering::Relaxed) != 0
+        take_sleep_hint(self.at.hdr())
     }
 
     /// What is staged: the bytes published and the bytes written (equal when nothing
@@ -395,10 +391,23 @@ impl Writer {
     /// Bumps the data word and wakes a sleeping reader ("always wake": one system call,
     /// whether or not the reader sleeps).
     pub fn wake(&self) {
-        let hdr = self.at.hdr();
-        hdr.data_seq.fetch_add(1, Ordering::Release);
-        futex_wake(&hdr.data_seq);
+        wake_reader(self.at.hdr());
     }
+}
+
+/// Whether the reader said it sleeps, taking the hint back (see
+/// [`Writer::reader_sleeps`]); call after publishing.
+fn take_sleep_hint(hdr: &RingHeader) -> bool {
+    // Orders the store of `head` before this load (pairs with the reader's fence).
+    fence(Ordering::SeqCst);
+    hdr.reader_sleeping.load(Ordering::Relaxed) != 0
+        && hdr.reader_sleeping.swap(0, Ordering::Relaxed) != 0
+}
+
+/// Bumps the data word and wakes a reader asleep on it.
+fn wake_reader(hdr: &RingHeader) {
+    hdr.data_seq.fetch_add(1, Ordering::Release);
+    futex_wake(&hdr.data_seq);
 }
 
 /// Publishes a [`Writer`]'s staged records from another thread (the backup publisher,
@@ -429,13 +438,14 @@ impl Cover {
     /// [`Writer::reader_sleeps`] does).
     pub fn wake_if_sleeping(&self) {
         let hdr = self.at.hdr();
-        fence(Ordering::SeqCst);
-        if hdr.reader_sleeping.load(Ordering::Relaxed) != 0
-            && hdr.reader_sleeping.swap(0, Ordering::Relaxed) != 0
-        {
-            hdr.data_seq.fetch_add(1, Ordering::Release);
-            futex_wake(&hdr.data_seq);
+        if take_sleep_hint(hdr) {
+            wake_reader(hdr);
         }
+    }
+
+    /// Bumps the data word and wakes a sleeping reader, as [`Writer::wake`] does.
+    pub fn wake(&self) {
+        wake_reader(self.at.hdr());
     }
 }
 

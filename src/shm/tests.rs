@@ -561,6 +561,32 @@ fn the_backup_publishes_a_burst_the_replay_thread_has_not_at_its_due_time() {
     hub.stop_backup();
 }
 
+/// While a backup publisher runs, the wake-up of a reader asleep is its to make: the
+/// reader is woken for what this thread published.
+#[test]
+fn with_a_backup_the_reader_asleep_is_woken_by_it() {
+    let (mut hub, mut down) = hub_with_one_strategy("backup-wake");
+    hub.start_backup().unwrap();
+    let reader = std::thread::spawn(move || {
+        let began = Instant::now();
+        // Nothing to read: sleeps (up to 10 s) until it is woken.
+        down.wait(Duration::from_secs(10));
+        (began.elapsed(), read_payloads(&mut down))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    hub.batch(true);
+    hub.publish(b"t", b"1").unwrap();
+    assert!(hub.commit());
+    hub.wake_sleepers();
+    let (slept, got) = reader.join().unwrap();
+    assert_eq!(got, [b"1".to_vec()]);
+    assert!(
+        slept < Duration::from_secs(5),
+        "woken, not timed out: slept {slept:?}"
+    );
+    hub.stop_backup();
+}
+
 #[test]
 fn header_and_ring_layouts_match_docs_shm_md_and_the_python_client() {
     use super::ring::RingHeader;
