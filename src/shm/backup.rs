@@ -4,13 +4,15 @@
 //! On a virtual machine the host takes a vCPU away for tens of microseconds to
 //! milliseconds at a time, 1–3 % of the time on a busy afternoon here, whatever runs on
 //! it (`docs/BENCHMARKS.md`, session 20); the two vCPUs of these machines lose their
-//! time mostly at different moments (session 21: a due time falls in a stall of 50 µs or
-//! more on one vCPU 1.1 % of the time, on both at once 0.09 %). So a second thread, on
-//! the cores `own_core` leaves to the others, holds each burst's publication too: when
-//! the burst's due time comes and the replay thread has not published it (its core was
-//! taken, or it was still busy with the last burst), the backup publishes it and wakes
-//! the strategies that sleep. It runs at idle priority (`SCHED_IDLE`): it takes no time
-//! that a strategy or anything else there wants.
+//! time mostly at different moments (session 21, `pace_probe pair`: a due time falls in
+//! a stall that ends more than 50 µs later on one vCPU 0.65–1.2 % of the time, on both
+//! at once 0.04–0.09 %). So a second thread, on the cores `own_core` leaves to the
+//! others, holds each burst's publication too: when the burst's due time comes and the
+//! replay thread has not published it (its core was taken, or it was still busy with
+//! the last burst), the backup publishes it and wakes the strategies that sleep. It also
+//! makes the wake-ups the replay thread asks for ([`Backup::wake`]), so that thread
+//! never pays for one. It spins, at idle priority (`SCHED_IDLE`): it takes no time that
+//! a strategy or anything else there wants, only what would be idle.
 //!
 //! Owns the ticket (what is staged and when it is due, a sequence lock) and the thread.
 //! What may be published, and how it stays safe beside the writer, is [`Cover`]'s.
