@@ -259,7 +259,16 @@ pub(super) fn stream(
         let margin = HOST_MARGIN + WRITE_PER_EVENT * n.min(u32::MAX as usize) as u32;
         catch_up(link, state, &mut ahead, &mut lag, Some((ts, margin)))?;
         let began = Instant::now();
-        let unpublished = write_burst(link, state, &ahead, ts, n, lag.bursts.is_empty(), began)?;
+        let mut posts = Posts::default();
+        let unpublished = write_burst(
+            link,
+            state,
+            &ahead,
+            (ts, n),
+            lag.bursts.is_empty(),
+            began,
+            &mut posts,
+        )?;
         // While the burst waits for its time: read ahead.
         while ahead.held() < AHEAD_BYTES
             && !ahead.ended
@@ -268,7 +277,7 @@ pub(super) fn stream(
         {
             read(&mut ahead, source, link, keep)?;
         }
-        publish(link, state.pacer, ts, unpublished, began);
+        publish(link, state.pacer, ts, (unpublished, began), &mut posts);
         ahead.pop(n);
         if keep {
             lag.bursts.push_back((ts, n));
@@ -339,10 +348,10 @@ fn write_burst(
     link: &mut Link<'_>,
     state: &mut Loop<'_>,
     ahead: &Ahead,
-    ts: UnixNanos,
-    n: usize,
+    (ts, n): (UnixNanos, usize),
     host_ready: bool,
     began: Instant,
+    posts: &mut Posts,
 ) -> Result<usize> {
     if let Some(h) = link.host.as_deref_mut().filter(|_| host_ready) {
         state.marks.before(h, ts, &mut link.out)?;
@@ -353,27 +362,65 @@ fn write_burst(
     for (m, topic, payload) in ahead.messages(n) {
         // Never published early: a ring without room waits for the due time first.
         if !link.bus.can_stage(BURST_ROOM) {
-            publish(link, state.pacer, ts, unpublished, began);
+            publish(link, state.pacer, ts, (unpublished, began), posts);
             unpublished = 0;
         }
         link.bus.send_raw(topic, payload)?;
         unpublished += 1;
         count(&mut link.stats, m.ts, m.gap);
+        if unpublished.is_multiple_of(POST_EVERY) {
+            posts.post(link, state.pacer, ts, unpublished);
+        }
     }
     Ok(unpublished)
 }
 
-/// Waits for the due time of `ts`, publishes what is written (`events` of its burst,
-/// and what the exchange host wrote before it), and wakes the sleeping readers. With a
-/// backup publisher, what is written is posted to it first: it publishes at the due
-/// time if this thread has not.
-fn publish(link: &mut Link<'_>, pacer: &mut Pacer, ts: UnixNanos, events: usize, began: Instant) {
-    if let Some(due) = pacer.due_at(ts) {
-        link.bus.post_staged(due);
+/// While a burst is written, what is written so far is posted to the backup publisher
+/// every this many events: if this thread's core is taken while it writes, the backup
+/// still publishes what was written at the due time (and, past it, as it comes).
+const POST_EVERY: usize = 64;
+
+/// The tickets posted to the backup publisher for the part of a burst being written:
+/// each one's sequence and how many of the part's events it holds.
+#[derive(Default)]
+struct Posts(Vec<(u64, usize)>);
+
+impl Posts {
+    /// Posts what is staged for the due time of `ts`, `events` of the part among it
+    /// (nothing without a backup publisher or before the clock is set).
+    fn post(&mut self, link: &mut Link<'_>, pacer: &Pacer, ts: UnixNanos, events: usize) {
+        if let Some(seq) = pacer.due_at(ts).and_then(|due| link.bus.post_staged(due)) {
+            self.0.push((seq, events));
+        }
     }
+
+    /// Takes the tickets back: when the backup published first, when, and how many of the
+    /// part's events it had published then.
+    fn take_back(&mut self, link: &mut Link<'_>) -> Option<(Instant, usize)> {
+        let covered = link.bus.take_back().and_then(|(at, seq)| {
+            let &(_, events) = self.0.iter().find(|(s, _)| *s == seq)?;
+            Some((at, events))
+        });
+        self.0.clear();
+        covered
+    }
+}
+
+/// Waits for the due time of `ts`, publishes what is written (`events` of its burst,
+/// its writing begun at `began`, and what the exchange host wrote before it), and wakes
+/// the sleeping readers. With a backup publisher, what is written is posted to it
+/// first: it publishes at the due time if this thread has not.
+fn publish(
+    link: &mut Link<'_>,
+    pacer: &mut Pacer,
+    ts: UnixNanos,
+    (events, began): (usize, Instant),
+    posts: &mut Posts,
+) {
+    posts.post(link, pacer, ts, events);
     pacer.wait_for(ts);
     link.bus.commit();
-    let covered = link.bus.take_back();
+    let covered = posts.take_back(link);
     pacer.published_burst(events, began, covered);
     link.bus.wake_sleepers();
     pacer.woken();

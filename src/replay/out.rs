@@ -142,14 +142,13 @@ impl BusOut {
 
     /// Posts what is staged to the backup publisher, due at `due` (see
     /// [`Hub::post_staged`]).
-    pub(crate) fn post_staged(&mut self, due: Instant) {
-        if let Some(hub) = &self.shm {
-            hub.borrow_mut().post_staged(due);
-        }
+    pub(crate) fn post_staged(&mut self, due: Instant) -> Option<u64> {
+        self.shm.as_ref()?.borrow_mut().post_staged(due)
     }
 
-    /// Takes back what was posted: when the backup published it first, when it did.
-    pub(crate) fn take_back(&mut self) -> Option<Instant> {
+    /// Takes back what was posted: when the backup published some of it first, the
+    /// last ticket it published and when.
+    pub(crate) fn take_back(&mut self) -> Option<(Instant, u64)> {
         self.shm.as_ref()?.borrow_mut().take_back()
     }
 

@@ -153,13 +153,14 @@ pub struct PacingReport {
     pub backup: Option<Covered>,
 }
 
-/// The bursts a backup publisher ([`crate::shm::backup`]) published before the replay
-/// thread did: their events' lateness is taken at the backup's publication.
+/// The bursts (or parts of bursts) a backup publisher ([`crate::shm::backup`]) published
+/// before the replay thread did: their events' lateness is taken at the backup's
+/// publication.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Covered {
-    /// Bursts (publications) it made first.
+    /// Bursts (publications) it made first, whole or in part.
     pub bursts: u64,
-    /// Their events.
+    /// The events it published first.
     pub events: u64,
     /// How much earlier than the replay thread, in all, milliseconds.
     pub earlier_ms: f64,
@@ -647,30 +648,36 @@ impl Pacer {
 
     /// Notes that a burst of `events` sharing the due time [`Pacer::wait_for`] waited
     /// for became visible now, all at once, its writing having begun at `began` (before
-    /// the due time when it was written ahead and only published on time) — or at
-    /// `covered`, when a backup publisher published it before this thread did. The
-    /// floor is a sender woken exactly at the due time with the part of this burst's
-    /// work that was left then: the publication alone when written ahead, all of it
-    /// when late.
-    pub fn published_burst(&mut self, events: usize, began: Instant, covered: Option<Instant>) {
+    /// the due time when it was written ahead and only published on time) — the first
+    /// `n` of them at `at` instead when a backup publisher published those before this
+    /// thread did (`covered`). The floor is a sender woken exactly at the due time with
+    /// the part of this burst's work that was left then: the publication alone when
+    /// written ahead, all of it when late.
+    pub fn published_burst(
+        &mut self,
+        events: usize,
+        began: Instant,
+        covered: Option<(Instant, usize)>,
+    ) {
         let Some(c) = self.current.take() else {
             return;
         };
-        let mut now = Instant::now();
-        if let Some(at) = covered.filter(|&at| at < now) {
+        let now = Instant::now();
+        let (mut first, mut early) = (now, 0);
+        if let Some((at, n)) = covered.filter(|&(at, n)| at < now && n > 0) {
             let figures = self.covered.get_or_insert_with(Covered::default);
             let earlier = now - at;
             figures.bursts += 1;
-            figures.events += events as u64;
+            figures.events += n.min(events) as u64;
             figures.earlier_ms += earlier.as_secs_f64() * 1e3;
             figures.most_earlier_us = figures.most_earlier_us.max(earlier.as_secs_f64() * 1e6);
-            now = at;
+            (first, early) = (at, n.min(events));
         }
         let from = if began >= c.due { began } else { c.woke };
-        let work = nanos(now.saturating_duration_since(from));
+        let work = nanos(first.saturating_duration_since(from));
         let floor = self.floors_of(c, work);
-        for _ in 0..events {
-            self.record(c, now, floor);
+        for i in 0..events {
+            self.record(c, if i < early { first } else { now }, floor);
         }
         self.last_published = Some((c.due, events));
     }
@@ -778,7 +785,7 @@ mod tests {
         // As if this thread had been held up 20 ms past the due time and the backup had
         // published 1 ms after it.
         std::thread::sleep(Duration::from_millis(20));
-        p.published_burst(4, began, Some(due + Duration::from_millis(1)));
+        p.published_burst(4, began, Some((due + Duration::from_millis(1), 4)));
         let r = p.report().unwrap();
         let b = r.backup.unwrap();
         assert_eq!((b.bursts, b.events), (1, 4));

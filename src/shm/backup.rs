@@ -55,8 +55,9 @@ pub struct Backup {
     /// One instant and the same instant in CLOCK_MONOTONIC ns (`Instant`'s own clock on
     /// Linux), to convert between the two.
     base: (Instant, u64),
-    /// The sequence of the ticket posted and not yet taken back.
-    posted: Option<u64>,
+    /// The sequences of the first and the last ticket posted since the last
+    /// [`Backup::take_back`].
+    posted: Option<(u64, u64)>,
 }
 
 fn monotonic_ns() -> u64 {
@@ -103,11 +104,13 @@ impl Backup {
     }
 
     /// Posts the records staged on each ring (`ranges`, as [`Writer::staged_range`]
-    /// gives them, in the rings' order) for publication at `due`. Post only what may
-    /// be published at `due`, and publish nothing else until [`Backup::take_back`].
+    /// gives them, in the rings' order) for publication at `due`; returns the ticket's
+    /// sequence. Post only what may be published at `due`. Posting again (more written
+    /// since) replaces the ticket: once `due` has passed, the backup publishes each
+    /// ticket as it comes.
     ///
     /// [`Writer::staged_range`]: super::ring::Writer::staged_range
-    pub fn post(&mut self, due: Instant, ranges: impl Iterator<Item = (u64, u64)>) {
+    pub fn post(&mut self, due: Instant, ranges: impl Iterator<Item = (u64, u64)>) -> u64 {
         let s = &self.shared;
         let seq = s.seq.load(Ordering::Relaxed);
         s.seq.store(seq + 1, Ordering::Relaxed);
@@ -122,7 +125,9 @@ impl Backup {
             to.store(t, Ordering::Relaxed);
         }
         s.seq.store(seq + 2, Ordering::Release);
-        self.posted = Some(seq + 2);
+        let first = self.posted.map_or(seq + 2, |(first, _)| first);
+        self.posted = Some((first, seq + 2));
+        seq + 2
     }
 
     /// Asks the backup to wake the readers of the rings in `rings` (bit i: ring i, below
@@ -134,24 +139,27 @@ impl Backup {
         }
     }
 
-    /// Takes the posted ticket back once the replay thread has published its records
-    /// itself: from now on the backup leaves them alone. Returns when the backup
-    /// published them, if it did so first.
-    pub fn take_back(&mut self) -> Option<Instant> {
-        let posted = self.posted.take()?;
+    /// Takes the posted tickets back once the replay thread has published their records
+    /// itself: from now on the backup leaves them alone. When the backup published one
+    /// of them first: the last it published, and when (no earlier than when it
+    /// published that one).
+    pub fn take_back(&mut self) -> Option<(Instant, u64)> {
+        let (first, last) = self.posted.take()?;
         let s = &self.shared;
-        s.seq.store(posted + 1, Ordering::Relaxed);
+        s.seq.store(last + 1, Ordering::Relaxed);
         fence(Ordering::Release);
         s.due_ns.store(NEVER, Ordering::Relaxed);
-        s.seq.store(posted + 2, Ordering::Release);
-        if s.covered_seq.load(Ordering::Acquire) != posted {
+        s.seq.store(last + 2, Ordering::Release);
+        let covered = s.covered_seq.load(Ordering::Acquire);
+        if !(first..=last).contains(&covered) {
             return None;
         }
         let ns = s.covered_ns.load(Ordering::Relaxed);
-        Some(match ns.checked_sub(self.base.1) {
+        let at = match ns.checked_sub(self.base.1) {
             Some(d) => self.base.0 + Duration::from_nanos(d),
             None => self.base.0 - Duration::from_nanos(self.base.1 - ns),
-        })
+        };
+        Some((at, covered))
     }
 }
 

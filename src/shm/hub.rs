@@ -254,18 +254,17 @@ impl Hub {
     }
 
     /// Posts what is staged on every ring to the backup publisher (if one runs), for
-    /// publication at `due` if this thread has not published it by then. Publish
-    /// nothing before `due`, and take it back ([`Hub::take_back`]) after the
-    /// [`Hub::commit`] that publishes it.
-    pub fn post_staged(&mut self, due: Instant) {
-        if let Some(b) = &mut self.backup {
-            b.post(due, self.peers.iter().map(|p| p.end.down.staged_range()));
-        }
+    /// publication at `due` if this thread has not published it by then; the ticket's
+    /// sequence. Publish nothing before `due`, and take it back ([`Hub::take_back`])
+    /// after the [`Hub::commit`] that publishes it.
+    pub fn post_staged(&mut self, due: Instant) -> Option<u64> {
+        let b = self.backup.as_mut()?;
+        Some(b.post(due, self.peers.iter().map(|p| p.end.down.staged_range())))
     }
 
-    /// Takes back what [`Hub::post_staged`] posted: when the backup published it first,
-    /// when it did.
-    pub fn take_back(&mut self) -> Option<Instant> {
+    /// Takes back what [`Hub::post_staged`] posted: when the backup published some of it
+    /// first, the last ticket it published and when ([`Backup::take_back`]).
+    pub fn take_back(&mut self) -> Option<(Instant, u64)> {
         self.backup.as_mut()?.take_back()
     }
 

@@ -412,26 +412,30 @@ fn wake_reader(hdr: &RingHeader) {
 
 /// Publishes a [`Writer`]'s staged records from another thread (the backup publisher,
 /// `shm::backup`), and wakes the reader for them. Safe beside the writer because it
-/// only ever moves the head from exactly the value it was given to the value the
-/// writer staged up to: once the writer has published anything since, the head has
-/// moved on (it only grows) and the cover does nothing. The writer's own publication
-/// of the same records stores the same value.
+/// only ever moves the head forward, to a value the writer staged up to (a record
+/// boundary, of records the caller knows may be shown), and only from a value at least
+/// the one it was given: once the head has reached that value it does nothing (the
+/// head only grows). The writer's own later publication stores its head, as far or
+/// further.
 #[derive(Clone)]
 pub struct Cover {
     at: RingAt,
 }
 
 impl Cover {
-    /// Publishes the records written between `from` and `to` ([`Writer::staged_range`])
-    /// if nothing was published since `from`; true when this call published them.
+    /// Publishes the records written up to `to` if the head lies at `from` or past it
+    /// but short of `to` ([`Writer::staged_range`] gave both); true when this call
+    /// published something.
     pub fn publish(&self, from: u64, to: u64) -> bool {
-        from < to
-            && self
-                .at
-                .hdr()
-                .head
-                .compare_exchange(from, to, Ordering::Release, Ordering::Relaxed)
-                .is_ok()
+        let head = &self.at.hdr().head;
+        let mut at = head.load(Ordering::Relaxed);
+        while from <= at && at < to {
+            match head.compare_exchange_weak(at, to, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => at = now,
+            }
+        }
+        false
     }
 
     /// Wakes the reader if it said it sleeps (taking the hint back, as

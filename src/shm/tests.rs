@@ -495,6 +495,25 @@ fn a_cover_publishes_only_what_is_staged_since_the_head_it_was_given() {
     );
     assert_eq!(read_payloads(&mut down), [b"3".to_vec(), b"4".to_vec()]);
     assert!(!cover.publish(from, to), "an older one neither");
+    // A burst posted in parts: each cover publishes up to its own end, from wherever
+    // the head is (at or past the burst's start).
+    hub.publish(b"t", b"5").unwrap();
+    let (start, to5) = hub_down(&mut hub).staged_range();
+    hub.publish(b"t", b"6").unwrap();
+    let (_, to6) = hub_down(&mut hub).staged_range();
+    assert!(cover.publish(start, to5));
+    assert_eq!(read_payloads(&mut down), [b"5".to_vec()]);
+    assert!(
+        cover.publish(start, to6),
+        "the rest, from the head the first part left"
+    );
+    assert_eq!(read_payloads(&mut down), [b"6".to_vec()]);
+    assert!(
+        !cover.publish(start, to5),
+        "the head is past it: nothing moves back"
+    );
+    assert!(hub.commit());
+    assert!(read_payloads(&mut down).is_empty(), "nothing shown twice");
 }
 
 /// The hub's only down ring (for the tests that reach below the hub).
@@ -533,11 +552,11 @@ fn the_backup_publishes_a_burst_the_replay_thread_has_not_at_its_due_time() {
             down.wait(Duration::from_secs(10));
             got.extend(read_payloads(&mut down));
         }
-        (Instant::now(), got)
+        (Instant::now(), got, down)
     });
     let due = Instant::now() + Duration::from_millis(100);
-    hub.post_staged(due);
-    let (seen, got) = reader.join().unwrap();
+    let posted = hub.post_staged(due).expect("a backup runs");
+    let (seen, got, mut down) = reader.join().unwrap();
     assert!(seen >= due, "seen {:?} before its due time", due - seen);
     assert!(
         seen - due < Duration::from_secs(5),
@@ -553,10 +572,42 @@ fn the_backup_publishes_a_burst_the_replay_thread_has_not_at_its_due_time() {
     // This thread's own publication, late, stores the head the backup stored (what it
     // shows is tested with the cover above).
     hub.commit();
-    let at = hub.take_back().expect("the backup published it first");
+    let (at, seq) = hub.take_back().expect("the backup published it first");
+    assert_eq!(seq, posted, "the ticket it published");
     assert!(
         at >= due && at <= seen,
         "published at {at:?}: due {due:?}, seen {seen:?}"
+    );
+    // Past its due time, a burst posted as it is written is published as it comes.
+    let due = Instant::now();
+    for i in 0..10u32 {
+        hub.publish(b"t", &i.to_le_bytes()).unwrap();
+    }
+    let first = hub.post_staged(due).unwrap();
+    let began = Instant::now();
+    while read_payloads(&mut down).len() < 10 {
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "the first part came"
+        );
+        std::thread::yield_now();
+    }
+    for i in 10..20u32 {
+        hub.publish(b"t", &i.to_le_bytes()).unwrap();
+    }
+    let second = hub.post_staged(due).unwrap();
+    while read_payloads(&mut down).len() < 10 {
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "the second part came"
+        );
+        std::thread::yield_now();
+    }
+    hub.commit();
+    let (_, seq) = hub.take_back().expect("the backup published both parts");
+    assert!(
+        seq == second && first < second,
+        "the last part it published: {seq}"
     );
     hub.stop_backup();
 }
