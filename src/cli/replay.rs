@@ -102,16 +102,6 @@ pub fn run(a: ReplayArgs) -> Result<()> {
             "--own-core gives a paced replay's thread a core of its own: it needs --speed 1, 10 ...; at --speed max nothing waits for a due time"
         );
     }
-    if a.backup_publisher
-        && (a.transport != ticktape::shm::Transport::Shm
-            || !a.own_core
-            || a.lockstep > 0
-            || a.speed == ticktape::replay::Speed::Max)
-    {
-        bail!(
-            "--backup-publisher publishes a paced replay's bursts from the CPUs --own-core leaves to the others, into shared-memory rings: it needs --transport shm, --own-core, a paced --speed (1, 10 ...) and no --lockstep"
-        );
-    }
     let config = ticktape::replay::ReplayConfig {
         dataset: a.dataset.clone(),
         selection: a.selection.build()?,

@@ -250,6 +250,7 @@ pub(super) fn stream(
     let mut lag = Lag::default();
     let mut last_ts = 0;
     let mut last_progress = Instant::now();
+    let mut posts = Posts::default();
     while !stop.is_set() {
         let Some((ts, n)) = whole_burst(&mut ahead, source, link, keep)? else {
             break;
@@ -259,7 +260,6 @@ pub(super) fn stream(
         let margin = HOST_MARGIN + WRITE_PER_EVENT * n.min(u32::MAX as usize) as u32;
         catch_up(link, state, &mut ahead, &mut lag, Some((ts, margin)))?;
         let began = Instant::now();
-        let mut posts = Posts::default();
         let unpublished = write_burst(
             link,
             state,

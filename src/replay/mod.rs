@@ -281,10 +281,13 @@ pub fn run_over(
         );
     }
     if config.backup_publisher
-        && (shm.is_none() || matches!(config.speed, Speed::Max) || config.lockstep > 0)
+        && (shm.is_none()
+            || !config.own_core
+            || matches!(config.speed, Speed::Max)
+            || config.lockstep > 0)
     {
         bail!(
-            "a backup publisher publishes a paced replay's bursts into shared-memory rings: it needs transport shm, a paced speed (1, 10 ...) and no lockstep"
+            "a backup publisher (--backup-publisher, [replay] backup_publisher) publishes a paced replay's bursts from the CPUs own_core leaves to the others, into shared-memory rings: it needs --transport shm, --own-core, a paced --speed (1, 10 ...) and no lockstep"
         );
     }
     let own_core = own_core(config)?;

@@ -33,13 +33,17 @@ const NEVER: u64 = u64::MAX;
 struct Shared {
     /// Sequence lock over `due_ns` and `ranges`: odd while the replay writes them.
     seq: AtomicU64,
-    /// When the posted records are due (CLOCK_MONOTONIC ns); [`NEVER`] when none are.
+    /// When the posted records are due, nanoseconds after `base`; [`NEVER`] when none
+    /// are.
     due_ns: AtomicU64,
     /// Per ring: the head before the staged records and after them.
     ranges: Vec<(AtomicU64, AtomicU64)>,
-    /// The sequence of the last ticket the backup published first, and when.
+    /// The sequence of the last ticket the backup published first, and when
+    /// (nanoseconds after `base`).
     covered_seq: AtomicU64,
     covered_ns: AtomicU64,
+    /// The instant both threads count from.
+    base: Instant,
     /// Rings whose reader the replay thread asks the backup to wake (bit i: ring i).
     wake: AtomicU64,
     stop: AtomicBool,
@@ -52,22 +56,16 @@ pub const WAKES: usize = 64;
 pub struct Backup {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-    /// One instant and the same instant in CLOCK_MONOTONIC ns (`Instant`'s own clock on
-    /// Linux), to convert between the two.
-    base: (Instant, u64),
     /// The sequences of the first and the last ticket posted since the last
     /// [`Backup::take_back`].
     posted: Option<(u64, u64)>,
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+impl Shared {
+    /// Nanoseconds from `base` to `at` (zero before it).
+    fn since_base(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.base).as_nanos() as u64
+    }
 }
 
 impl Backup {
@@ -84,6 +82,7 @@ impl Backup {
                 .collect(),
             covered_seq: AtomicU64::new(u64::MAX),
             covered_ns: AtomicU64::new(0),
+            base: Instant::now(),
             wake: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
@@ -98,7 +97,6 @@ impl Backup {
         Ok(Backup {
             shared,
             thread: Some(thread),
-            base: (Instant::now(), monotonic_ns()),
             posted: None,
         })
     }
@@ -115,11 +113,7 @@ impl Backup {
         let seq = s.seq.load(Ordering::Relaxed);
         s.seq.store(seq + 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        let due_ns = match due.checked_duration_since(self.base.0) {
-            Some(d) => self.base.1 + d.as_nanos() as u64,
-            None => self.base.1 - self.base.0.duration_since(due).as_nanos() as u64,
-        };
-        s.due_ns.store(due_ns, Ordering::Relaxed);
+        s.due_ns.store(s.since_base(due), Ordering::Relaxed);
         for ((from, to), (f, t)) in s.ranges.iter().zip(ranges) {
             from.store(f, Ordering::Relaxed);
             to.store(t, Ordering::Relaxed);
@@ -154,11 +148,7 @@ impl Backup {
         if !(first..=last).contains(&covered) {
             return None;
         }
-        let ns = s.covered_ns.load(Ordering::Relaxed);
-        let at = match ns.checked_sub(self.base.1) {
-            Some(d) => self.base.0 + Duration::from_nanos(d),
-            None => self.base.0 - Duration::from_nanos(self.base.1 - ns),
-        };
+        let at = s.base + Duration::from_nanos(s.covered_ns.load(Ordering::Relaxed));
         Some((at, covered))
     }
 }
@@ -207,7 +197,7 @@ fn run(s: &Shared, covers: &[Cover]) {
             std::hint::spin_loop();
             continue;
         }
-        if seq == done || due == NEVER || monotonic_ns() < due {
+        if seq == done || due == NEVER || s.since_base(Instant::now()) < due {
             std::hint::spin_loop();
             continue;
         }
@@ -217,7 +207,8 @@ fn run(s: &Shared, covers: &[Cover]) {
         }
         if published {
             // Read after the publication, so the figure never flatters the backup.
-            s.covered_ns.store(monotonic_ns(), Ordering::Relaxed);
+            s.covered_ns
+                .store(s.since_base(Instant::now()), Ordering::Relaxed);
             s.covered_seq.store(seq, Ordering::Release);
             for (cover, &(from, to)) in covers.iter().zip(&ranges) {
                 if from < to {
