@@ -195,11 +195,13 @@ pub fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -
         }
         if let Some(b) = &p.backup {
             eprintln!(
-                "    backup publisher: published {} bursts ({} events) before the replay thread, {:.1} ms earlier in all, at most {} us",
+                "    backup publisher: published {} bursts ({} events) before the replay thread, {:.1} ms earlier in all, at most {} us; {} bursts ({} events) written ahead and held",
                 b.bursts,
                 b.events,
                 b.earlier_ms,
-                us(b.most_earlier_us)
+                us(b.most_earlier_us),
+                b.held_bursts,
+                b.held_events
             );
         }
     }

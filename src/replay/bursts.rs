@@ -118,6 +118,24 @@ impl Ahead {
         })
     }
 
+    /// Whether the first burst held is whole and due within `window` of now: checked
+    /// at the cost of a look at its first and last messages.
+    fn whole_due_within(&self, pacer: &Pacer, window: Duration) -> bool {
+        let (Some(first), Some(last)) = (self.messages.front(), self.messages.back()) else {
+            return false;
+        };
+        (last.ts != first.ts || self.ended) && pacer.until_due(first.ts) <= window
+    }
+
+    /// Bytes the first `n` messages held take in a ring, framed and padded.
+    fn framed_bytes(&self, n: usize) -> u64 {
+        self.messages
+            .iter()
+            .take(n)
+            .map(|m| (8 + m.topic + m.payload).next_multiple_of(8) as u64)
+            .sum()
+    }
+
     /// Bytes of the messages held.
     fn held(&self) -> usize {
         self.bytes.len() - self.head
@@ -246,41 +264,61 @@ pub(super) fn stream(
     on_progress: &mut impl FnMut(Progress<'_>),
 ) -> Result<UnixNanos> {
     let keep = link.host.is_some();
+    let write_ahead = link.bus.has_backup();
     let mut ahead = Ahead::default();
     let mut lag = Lag::default();
+    let mut held: VecDeque<Held> = VecDeque::new();
     let mut last_ts = 0;
     let mut last_progress = Instant::now();
-    let mut posts = Posts::default();
     while !stop.is_set() {
-        let Some((ts, n)) = whole_burst(&mut ahead, source, link, keep)? else {
-            break;
+        let (burst, events, began, mut ticket, was_held) = match held.pop_front() {
+            Some(h) => {
+                state.heartbeat.tick(&mut link.bus.zmq)?;
+                // The host's work on what is out, in the time left before this burst
+                // (written already): what it sends follows the bursts held.
+                let next = Some((h.burst.0, HOST_MARGIN));
+                catch_up(link, state, &mut ahead, &mut lag, next)?;
+                (h.burst, h.burst.1, h.began, h.ticket, true)
+            }
+            None => {
+                let Some((ts, n)) = whole_burst(&mut ahead, source, link, keep)? else {
+                    break;
+                };
+                state.heartbeat.tick(&mut link.bus.zmq)?;
+                // The host's work on what is out, while this burst leaves time for it.
+                let margin = HOST_MARGIN + WRITE_PER_EVENT * n.min(u32::MAX as usize) as u32;
+                catch_up(link, state, &mut ahead, &mut lag, Some((ts, margin)))?;
+                let began = Instant::now();
+                let mut ticket = Ticket::default();
+                let host_ready = lag.bursts.is_empty();
+                let unpublished =
+                    write_burst(link, state, &ahead, (ts, n), host_ready, began, &mut ticket)?;
+                ahead.pop(n);
+                ((ts, n), unpublished, began, ticket, false)
+            }
         };
-        state.heartbeat.tick(&mut link.bus.zmq)?;
-        // The host's work on what is out, while this burst leaves time for it.
-        let margin = HOST_MARGIN + WRITE_PER_EVENT * n.min(u32::MAX as usize) as u32;
-        catch_up(link, state, &mut ahead, &mut lag, Some((ts, margin)))?;
-        let began = Instant::now();
-        let unpublished = write_burst(
-            link,
-            state,
-            &ahead,
-            (ts, n),
-            lag.bursts.is_empty(),
-            began,
-            &mut posts,
-        )?;
-        // While the burst waits for its time: read ahead.
+        let ts = burst.0;
+        let mut holding = write_ahead && hold_ahead(link, state, &mut ahead, &mut held, ts)?;
+        // While the burst waits for its time: read ahead, and hold each burst read
+        // that is due soon.
         while ahead.held() < AHEAD_BYTES
             && !ahead.ended
             && state.pacer.until_due(ts) > READ_MARGIN
             && !stop.is_set()
         {
             read(&mut ahead, source, link, keep)?;
+            if holding && ahead.whole_due_within(state.pacer, HOLD_WINDOW) {
+                holding = hold_ahead(link, state, &mut ahead, &mut held, ts)?;
+            }
         }
-        publish(link, state.pacer, ts, (unpublished, began), &mut posts);
-        ahead.pop(n);
+        let part = Part {
+            events,
+            began,
+            held: was_held,
+        };
+        publish(link, state.pacer, ts, part, &mut ticket);
         if keep {
-            lag.bursts.push_back((ts, n));
+            lag.bursts.push_back(burst);
         }
         lag.published = Some(ts);
         last_ts = ts;
@@ -293,6 +331,10 @@ pub(super) fn stream(
                 waiting_for: &[],
             });
         }
+    }
+    // A stop with bursts held: they go out now (a stop ends the run).
+    for _ in held.drain(..) {
+        link.bus.release_held();
     }
     // The end (or a stop): the host takes everything published.
     catch_up(link, state, &mut ahead, &mut lag, None)?;
@@ -342,8 +384,9 @@ fn catch_up(
 /// Writes the burst of `n` events at `ts` (the first `n` held) into the rings, after the
 /// marks and queued orders due before it when the host has taken everything published
 /// (`host_ready`; otherwise [`catch_up`] applies them later); returns how many of its
-/// events are written and not yet published. A ring without room to take more ahead has what it holds published
-/// at the due time, and the rest follows.
+/// events are written and not yet published, posted to the backup publisher (if one
+/// runs) under `ticket`. A ring without room to take more ahead has what it holds
+/// published at the due time, and the rest follows.
 fn write_burst(
     link: &mut Link<'_>,
     state: &mut Loop<'_>,
@@ -351,28 +394,104 @@ fn write_burst(
     (ts, n): (UnixNanos, usize),
     host_ready: bool,
     began: Instant,
-    posts: &mut Posts,
+    ticket: &mut Ticket,
 ) -> Result<usize> {
     if let Some(h) = link.host.as_deref_mut().filter(|_| host_ready) {
         state.marks.before(h, ts, &mut link.out)?;
         h.advance_before(ts, &mut link.out)?;
         link.flush()?;
     }
+    let due = state.pacer.due_at(ts);
     let mut unpublished = 0;
     for (m, topic, payload) in ahead.messages(n) {
         // Never published early: a ring without room waits for the due time first.
         if !link.bus.can_stage(BURST_ROOM) {
-            publish(link, state.pacer, ts, (unpublished, began), posts);
+            let part = Part {
+                events: unpublished,
+                began,
+                held: false,
+            };
+            publish(link, state.pacer, ts, part, ticket);
             unpublished = 0;
         }
         link.bus.send_raw(topic, payload)?;
         unpublished += 1;
         count(&mut link.stats, m.ts, m.gap);
         if unpublished.is_multiple_of(POST_EVERY) {
-            posts.post(link, state.pacer, ts, unpublished);
+            ticket.post(link, due, unpublished, false);
         }
     }
+    ticket.post(link, due, unpublished, false);
     Ok(unpublished)
+}
+
+/// With a backup publisher, the bursts due within this much of the clock are written
+/// into the rings as soon as they are read, ahead of the exchange host's work, and held
+/// until their due time: if this thread's core is taken for a while, the backup still
+/// publishes each of them on time. What the host sends meanwhile (fills, order updates,
+/// replies) comes after the bursts held, so up to this much later than without a
+/// backup.
+const HOLD_WINDOW: Duration = Duration::from_millis(1);
+
+/// Bursts held at most at once (well below the backup's open tickets).
+const MAX_HELD: usize = 16;
+
+/// A burst written ahead and held ([`hold_ahead`]): its time and events, when its
+/// writing began, and its ticket.
+struct Held {
+    burst: (UnixNanos, usize),
+    began: Instant,
+    ticket: Ticket,
+}
+
+/// Writes the bursts read whole and due within [`HOLD_WINDOW`] into the rings, each held
+/// and posted to the backup publisher, while the rings have room to stage it and the
+/// time before the burst due next (`front`) leaves room to write it. False once
+/// nothing more can be held before `front` is published (no room, no time, or
+/// [`MAX_HELD`]); true when it stopped at a burst not read whole yet or not due soon.
+fn hold_ahead(
+    link: &mut Link<'_>,
+    state: &mut Loop<'_>,
+    ahead: &mut Ahead,
+    held: &mut VecDeque<Held>,
+    front: UnixNanos,
+) -> Result<bool> {
+    loop {
+        let Ok(Some((ts, n))) = ahead.first_burst() else {
+            return Ok(true);
+        };
+        let Some(due) = state.pacer.due_at(ts) else {
+            return Ok(false);
+        };
+        if due.saturating_duration_since(Instant::now()) > HOLD_WINDOW {
+            return Ok(true);
+        }
+        let writing = HOST_MARGIN + WRITE_PER_EVENT * n.min(u32::MAX as usize) as u32;
+        if held.len() >= MAX_HELD
+            || state.pacer.until_due(front) <= writing
+            || !link.bus.can_stage(ahead.framed_bytes(n) + BURST_ROOM)
+        {
+            return Ok(false);
+        }
+        let began = Instant::now();
+        let mut ticket = Ticket::default();
+        link.bus.hold_next();
+        for (i, (m, topic, payload)) in ahead.messages(n).enumerate() {
+            link.bus.send_raw(topic, payload)?;
+            count(&mut link.stats, m.ts, m.gap);
+            if (i + 1).is_multiple_of(POST_EVERY) {
+                ticket.post(link, Some(due), i + 1, true);
+            }
+        }
+        link.bus.held_written();
+        ticket.post(link, Some(due), n, true);
+        ahead.pop(n);
+        held.push_back(Held {
+            burst: (ts, n),
+            began,
+            ticket,
+        });
+    }
 }
 
 /// While a burst is written, what is written so far is posted to the backup publisher
@@ -380,48 +499,62 @@ fn write_burst(
 /// still publishes what was written at the due time (and, past it, as it comes).
 const POST_EVERY: usize = 64;
 
-/// The tickets posted to the backup publisher for the part of a burst being written:
-/// each one's sequence and how many of the part's events it holds.
+/// The backup publisher's ticket for a burst (or the part of one) being written: its
+/// number, once posted.
 #[derive(Default)]
-struct Posts(Vec<(u64, usize)>);
+struct Ticket(Option<u64>);
 
-impl Posts {
-    /// Posts what is staged for the due time of `ts`, `events` of the part among it
-    /// (nothing without a backup publisher or before the clock is set).
-    fn post(&mut self, link: &mut Link<'_>, pacer: &Pacer, ts: UnixNanos, events: usize) {
-        if let Some(seq) = pacer.due_at(ts).and_then(|due| link.bus.post_staged(due)) {
-            self.0.push((seq, events));
-        }
+impl Ticket {
+    /// Posts what is written of the burst (staged, or `held`), `events` of it, for
+    /// publication at `due` (nothing without a backup publisher or a due time).
+    fn post(&mut self, link: &mut Link<'_>, due: Option<Instant>, events: usize, held: bool) {
+        let Some(due) = due else {
+            return;
+        };
+        let tag = events as u64;
+        let id = if held {
+            link.bus.post_held(due, tag, self.0)
+        } else {
+            link.bus.post_staged(due, tag, self.0)
+        };
+        self.0 = id.or(self.0);
     }
 
-    /// Takes the tickets back: when the backup published first, when, and how many of the
-    /// part's events it had published then.
+    /// Takes the ticket back: when the backup published first, when, and how many of the
+    /// events it had published then.
     fn take_back(&mut self, link: &mut Link<'_>) -> Option<(Instant, usize)> {
-        let covered = link.bus.take_back().and_then(|(at, seq)| {
-            let &(_, events) = self.0.iter().find(|(s, _)| *s == seq)?;
-            Some((at, events))
-        });
-        self.0.clear();
-        covered
+        let id = self.0.take()?;
+        let (at, tag) = link.bus.take_back(id)?;
+        Some((at, tag as usize))
     }
 }
 
-/// Waits for the due time of `ts`, publishes what is written (`events` of its burst,
-/// its writing begun at `began`, and what the exchange host wrote before it), and wakes
-/// the sleeping readers. With a backup publisher, what is written is posted to it
-/// first: it publishes at the due time if this thread has not.
-fn publish(
-    link: &mut Link<'_>,
-    pacer: &mut Pacer,
-    ts: UnixNanos,
-    (events, began): (usize, Instant),
-    posts: &mut Posts,
-) {
-    posts.post(link, pacer, ts, events);
-    pacer.wait_for(ts);
-    link.bus.commit();
-    let covered = posts.take_back(link);
-    pacer.published_burst(events, began, covered);
+/// What [`publish`] publishes: `events` of a burst, its writing begun at `began`,
+/// staged or `held`.
+struct Part {
+    events: usize,
+    began: Instant,
+    held: bool,
+}
+
+/// Waits for the due time of `ts`, publishes what is written (the part of its burst,
+/// and what the exchange host wrote before it), and wakes the sleeping readers. With a
+/// backup publisher, a staged part is posted to it first (once more, in case more was
+/// written since): it publishes at the due time if this thread has not.
+fn publish(link: &mut Link<'_>, pacer: &mut Pacer, ts: UnixNanos, part: Part, ticket: &mut Ticket) {
+    if part.held {
+        pacer.wait_for(ts);
+        link.bus.release_held();
+    } else {
+        ticket.post(link, pacer.due_at(ts), part.events, false);
+        pacer.wait_for(ts);
+        link.bus.commit();
+    }
+    let covered = ticket.take_back(link);
+    if part.held {
+        pacer.held_burst(part.events);
+    }
+    pacer.published_burst(part.events, part.began, covered);
     link.bus.wake_sleepers();
     pacer.woken();
 }

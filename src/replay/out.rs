@@ -139,16 +139,58 @@ impl BusOut {
         }
     }
 
-    /// Posts what is staged to the backup publisher, due at `due` (see
-    /// [`Hub::post_staged`]).
-    pub(crate) fn post_staged(&mut self, due: Instant) -> Option<u64> {
-        self.shm.as_ref()?.borrow_mut().post_staged(due)
+    /// The shared-memory rings while a backup publisher runs on them.
+    fn backed_up(&self) -> Option<std::cell::RefMut<'_, Hub>> {
+        self.shm
+            .as_ref()
+            .map(|hub| hub.borrow_mut())
+            .filter(|hub| hub.has_backup())
     }
 
-    /// Takes back what was posted: when the backup published some of it first, the
-    /// last ticket it published and when.
-    pub(crate) fn take_back(&mut self) -> Option<(Instant, u64)> {
-        self.shm.as_ref()?.borrow_mut().take_back()
+    /// Whether a backup publisher runs (bursts may then be written ahead and held).
+    pub(crate) fn has_backup(&self) -> bool {
+        self.backed_up().is_some()
+    }
+
+    /// Posts what is staged to the backup publisher, due at `due` (see
+    /// [`Hub::post_staged`]).
+    pub(crate) fn post_staged(
+        &mut self,
+        due: Instant,
+        tag: u64,
+        ticket: Option<u64>,
+    ) -> Option<u64> {
+        self.backed_up()?.post_staged(due, tag, ticket)
+    }
+
+    /// Starts a burst written ahead and held ([`Hub::hold_next`]); only with a backup.
+    pub(crate) fn hold_next(&mut self) {
+        if let Some(mut hub) = self.backed_up() {
+            hub.hold_next();
+        }
+    }
+
+    /// The burst held last is written ([`Hub::held_written`]).
+    pub(crate) fn held_written(&mut self) {
+        if let Some(mut hub) = self.backed_up() {
+            hub.held_written();
+        }
+    }
+
+    /// Posts the burst held last, as written so far ([`Hub::post_held`]).
+    pub(crate) fn post_held(&mut self, due: Instant, tag: u64, ticket: Option<u64>) -> Option<u64> {
+        self.backed_up()?.post_held(due, tag, ticket)
+    }
+
+    /// Publishes the oldest burst held ([`Hub::release_held`]).
+    pub(crate) fn release_held(&mut self) -> bool {
+        self.backed_up().is_some_and(|mut hub| hub.release_held())
+    }
+
+    /// Takes back the tickets up to `last`: when the backup published some of it first,
+    /// when, and the tag it published.
+    pub(crate) fn take_back(&mut self, last: u64) -> Option<(Instant, u64)> {
+        self.backed_up()?.take_back(last)
     }
 
     /// Wakes shared-memory readers that sleep with messages waiting.

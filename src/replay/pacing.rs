@@ -166,6 +166,11 @@ pub struct Covered {
     pub earlier_ms: f64,
     /// The most for one burst, microseconds.
     pub most_earlier_us: f64,
+    /// Bursts written into the rings well ahead of their due time (up to 1 ms), before
+    /// the exchange host's work, and held there until it (whoever published them).
+    pub held_bursts: u64,
+    /// Their events.
+    pub held_events: u64,
 }
 
 /// The shortest gap between two clock reads of a spinning pacer counted as a stall. A
@@ -644,6 +649,14 @@ impl Pacer {
     /// the report says how often it did.
     pub fn backed_up(&mut self) {
         self.covered.get_or_insert_with(Covered::default);
+    }
+
+    /// Notes that the burst [`Pacer::published_burst`] is about to report, of `events`,
+    /// was written ahead and held: the report says how many were.
+    pub fn held_burst(&mut self, events: usize) {
+        let figures = self.covered.get_or_insert_with(Covered::default);
+        figures.held_bursts += 1;
+        figures.held_events += events as u64;
     }
 
     /// Notes that a burst of `events` sharing the due time [`Pacer::wait_for`] waited

@@ -14,8 +14,9 @@
 //! never pays for one. It spins, at idle priority (`SCHED_IDLE`): it takes no time that
 //! a strategy or anything else there wants, only what would be idle.
 //!
-//! Owns the ticket (what is staged and when it is due, a sequence lock) and the thread.
-//! What may be published, and how it stays safe beside the writer, is [`Cover`]'s.
+//! Owns the tickets (what may be published and when, a small queue of sequence-locked
+//! slots) and the thread. What may be published, and how it stays safe beside the
+//! writer, is [`Cover`]'s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
@@ -26,22 +27,37 @@ use anyhow::{Context, Result};
 
 use super::ring::Cover;
 
-/// Due time of no ticket.
+/// Due time of a ticket taken back.
 const NEVER: u64 = u64::MAX;
+
+/// Tickets that may be open at once: the burst being published and those written ahead
+/// of it ([`Backup::post`] refuses more).
+pub const TICKETS: u64 = 32;
+
+/// One ticket: records that may be published from a due time on. Written by the replay
+/// thread under a sequence lock (odd while it writes), read by the backup.
+struct Slot {
+    seq: AtomicU64,
+    /// The ticket's number ([`Backup::post`] numbers them from 0, in due order).
+    id: AtomicU64,
+    /// Nanoseconds after `base`; [`NEVER`] once taken back.
+    due_ns: AtomicU64,
+    /// The replay thread's tag for what the ticket holds now (how many events).
+    tag: AtomicU64,
+    /// Per ring: where the records that may be published end.
+    ends: Vec<AtomicU64>,
+    /// Set by the backup when it published this ticket first: its number + 1, the tag
+    /// it published, and when (nanoseconds after `base`).
+    covered: AtomicU64,
+    covered_tag: AtomicU64,
+    covered_ns: AtomicU64,
+}
 
 /// What the replay thread and the backup share.
 struct Shared {
-    /// Sequence lock over `due_ns` and `ranges`: odd while the replay writes them.
-    seq: AtomicU64,
-    /// When the posted records are due, nanoseconds after `base`; [`NEVER`] when none
-    /// are.
-    due_ns: AtomicU64,
-    /// Per ring: the head before the staged records and after them.
-    ranges: Vec<(AtomicU64, AtomicU64)>,
-    /// The sequence of the last ticket the backup published first, and when
-    /// (nanoseconds after `base`).
-    covered_seq: AtomicU64,
-    covered_ns: AtomicU64,
+    slots: Vec<Slot>,
+    /// Tickets opened so far (the next one's number).
+    opened: AtomicU64,
     /// The instant both threads count from.
     base: Instant,
     /// Rings whose reader the replay thread asks the backup to wake (bit i: ring i).
@@ -52,19 +68,67 @@ struct Shared {
 /// Rings a backup can wake for the replay thread ([`Backup::wake`]): one bit each.
 pub const WAKES: usize = 64;
 
-/// The backup publisher's thread and the ticket the replay thread posts to it.
+/// The backup publisher's thread and the tickets the replay thread posts to it.
 pub struct Backup {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-    /// The sequences of the first and the last ticket posted since the last
-    /// [`Backup::take_back`].
-    posted: Option<(u64, u64)>,
+    /// Tickets opened (the next one's number).
+    opened: u64,
+    /// Tickets taken back: every one below this number.
+    taken: u64,
 }
 
 impl Shared {
     /// Nanoseconds from `base` to `at` (zero before it).
     fn since_base(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.base).as_nanos() as u64
+    }
+
+    fn slot(&self, id: u64) -> &Slot {
+        &self.slots[(id % TICKETS) as usize]
+    }
+}
+
+impl Slot {
+    fn new(rings: usize) -> Slot {
+        Slot {
+            seq: AtomicU64::new(0),
+            id: AtomicU64::new(NEVER),
+            due_ns: AtomicU64::new(NEVER),
+            tag: AtomicU64::new(0),
+            ends: (0..rings).map(|_| AtomicU64::new(0)).collect(),
+            covered: AtomicU64::new(0),
+            covered_tag: AtomicU64::new(0),
+            covered_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Writes the slot under its lock (the replay thread only).
+    fn write(&self, id: u64, due_ns: u64, tag: u64, ends: impl Iterator<Item = u64>) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.id.store(id, Ordering::Relaxed);
+        self.due_ns.store(due_ns, Ordering::Relaxed);
+        self.tag.store(tag, Ordering::Relaxed);
+        for (end, e) in self.ends.iter().zip(ends) {
+            end.store(e, Ordering::Relaxed);
+        }
+        self.seq.store(seq + 2, Ordering::Release);
+    }
+
+    /// A consistent read of the slot into `ends`: its sequence, number, due time and
+    /// tag; None while the replay thread writes it.
+    fn read(&self, ends: &mut [u64]) -> Option<(u64, u64, u64, u64)> {
+        let seq = self.seq.load(Ordering::Acquire);
+        let id = self.id.load(Ordering::Relaxed);
+        let due = self.due_ns.load(Ordering::Relaxed);
+        let tag = self.tag.load(Ordering::Relaxed);
+        for (e, end) in ends.iter_mut().zip(&self.ends) {
+            *e = end.load(Ordering::Relaxed);
+        }
+        fence(Ordering::Acquire);
+        (seq & 1 == 0 && self.seq.load(Ordering::Relaxed) == seq).then_some((seq, id, due, tag))
     }
 }
 
@@ -74,14 +138,8 @@ impl Backup {
     /// takes its own core), at idle priority.
     pub fn start(covers: Vec<Cover>) -> Result<Backup> {
         let shared = Arc::new(Shared {
-            seq: AtomicU64::new(0),
-            due_ns: AtomicU64::new(NEVER),
-            ranges: covers
-                .iter()
-                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
-                .collect(),
-            covered_seq: AtomicU64::new(u64::MAX),
-            covered_ns: AtomicU64::new(0),
+            slots: (0..TICKETS).map(|_| Slot::new(covers.len())).collect(),
+            opened: AtomicU64::new(0),
             base: Instant::now(),
             wake: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -97,31 +155,41 @@ impl Backup {
         Ok(Backup {
             shared,
             thread: Some(thread),
-            posted: None,
+            opened: 0,
+            taken: 0,
         })
     }
 
-    /// Posts the records staged on each ring (`ranges`, as [`Writer::staged_range`]
-    /// gives them, in the rings' order) for publication at `due`; returns the ticket's
-    /// sequence. Post only what may be published at `due`. Posting again (more written
-    /// since) replaces the ticket: once `due` has passed, the backup publishes each
-    /// ticket as it comes.
+    /// Posts records for publication at `due`: on each ring (in the rings' order), those
+    /// written up to `ends` (record boundaries, as [`Writer::staged_end`] gives them),
+    /// with `tag` (what the caller wants back from [`Backup::take_back`]). `ticket`: the
+    /// ticket to update (the last one opened: more written since), or None to open a
+    /// new one; tickets are opened in the order of their due times. Returns the
+    /// ticket's number; None when [`TICKETS`] are open (nothing posted).
     ///
-    /// [`Writer::staged_range`]: super::ring::Writer::staged_range
-    pub fn post(&mut self, due: Instant, ranges: impl Iterator<Item = (u64, u64)>) -> u64 {
+    /// Once `due` has passed, the backup publishes each update as it comes.
+    ///
+    /// [`Writer::staged_end`]: super::ring::Writer::staged_end
+    pub fn post(
+        &mut self,
+        due: Instant,
+        tag: u64,
+        ticket: Option<u64>,
+        ends: impl Iterator<Item = u64>,
+    ) -> Option<u64> {
+        let id = match ticket {
+            Some(id) if id + 1 == self.opened && id >= self.taken => id,
+            Some(_) => return None,
+            None if self.opened - self.taken < TICKETS => self.opened,
+            None => return None,
+        };
         let s = &self.shared;
-        let seq = s.seq.load(Ordering::Relaxed);
-        s.seq.store(seq + 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        s.due_ns.store(s.since_base(due), Ordering::Relaxed);
-        for ((from, to), (f, t)) in s.ranges.iter().zip(ranges) {
-            from.store(f, Ordering::Relaxed);
-            to.store(t, Ordering::Relaxed);
+        s.slot(id).write(id, s.since_base(due), tag, ends);
+        if id == self.opened {
+            self.opened += 1;
+            s.opened.store(self.opened, Ordering::Release);
         }
-        s.seq.store(seq + 2, Ordering::Release);
-        let first = self.posted.map_or(seq + 2, |(first, _)| first);
-        self.posted = Some((first, seq + 2));
-        seq + 2
+        Some(id)
     }
 
     /// Asks the backup to wake the readers of the rings in `rings` (bit i: ring i, below
@@ -133,23 +201,29 @@ impl Backup {
         }
     }
 
-    /// Takes the posted tickets back once the replay thread has published their records
-    /// itself: from now on the backup leaves them alone. When the backup published one
-    /// of them first: the last it published, and when (no earlier than when it
-    /// published that one).
-    pub fn take_back(&mut self) -> Option<(Instant, u64)> {
-        let (first, last) = self.posted.take()?;
+    /// Takes back every ticket up to number `last` once the replay thread has published
+    /// their records itself: from now on the backup leaves them alone. When the backup
+    /// published any of them first: for the last of those, when (no earlier than when it
+    /// published) and the tag it published.
+    pub fn take_back(&mut self, last: u64) -> Option<(Instant, u64)> {
         let s = &self.shared;
-        s.seq.store(last + 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        s.due_ns.store(NEVER, Ordering::Relaxed);
-        s.seq.store(last + 2, Ordering::Release);
-        let covered = s.covered_seq.load(Ordering::Acquire);
-        if !(first..=last).contains(&covered) {
-            return None;
+        let mut covered = None;
+        while self.taken <= last && self.taken < self.opened {
+            let id = self.taken;
+            let slot = s.slot(id);
+            slot.write(
+                id,
+                NEVER,
+                0,
+                slot.ends.iter().map(|e| e.load(Ordering::Relaxed)),
+            );
+            if slot.covered.load(Ordering::Acquire) == id + 1 {
+                let at = s.base + Duration::from_nanos(slot.covered_ns.load(Ordering::Relaxed));
+                covered = Some((at, slot.covered_tag.load(Ordering::Relaxed)));
+            }
+            self.taken += 1;
         }
-        let at = s.base + Duration::from_nanos(s.covered_ns.load(Ordering::Relaxed));
-        Some((at, covered))
+        covered
     }
 }
 
@@ -172,12 +246,14 @@ fn lower_priority() {
     }
 }
 
-/// The backup's loop: wakes the readers it is asked to, reads the ticket, waits for its
-/// due time, publishes what the replay thread has not. It spins throughout (never
+/// The backup's loop: wakes the readers it is asked to, then takes the tickets in
+/// order: waits for each one's due time and publishes what the replay thread has not
+/// (again for each update that comes past the due time). It spins throughout (never
 /// sleeps: a sleeping backup would itself need waking), at idle priority.
 fn run(s: &Shared, covers: &[Cover]) {
-    let mut ranges = vec![(0u64, 0u64); covers.len()];
-    let mut done = 0u64;
+    let mut ends = vec![0u64; covers.len()];
+    // The ticket looked at, and the sequence of its last version published.
+    let (mut next, mut done) = (0u64, None);
     while !s.stop.load(Ordering::Relaxed) {
         let wake = s.wake.swap(0, Ordering::Acquire);
         if wake != 0 {
@@ -187,35 +263,52 @@ fn run(s: &Shared, covers: &[Cover]) {
                 }
             }
         }
-        let seq = s.seq.load(Ordering::Acquire);
-        let due = s.due_ns.load(Ordering::Relaxed);
-        for (r, (from, to)) in ranges.iter_mut().zip(&s.ranges) {
-            *r = (from.load(Ordering::Relaxed), to.load(Ordering::Relaxed));
-        }
-        fence(Ordering::Acquire);
-        if seq & 1 == 1 || s.seq.load(Ordering::Relaxed) != seq {
+        // Read before the slot: with a later ticket open, what the slot holds is final.
+        let opened = s.opened.load(Ordering::Acquire);
+        if next >= opened {
             std::hint::spin_loop();
             continue;
         }
-        if seq == done || due == NEVER || s.since_base(Instant::now()) < due {
+        let slot = s.slot(next);
+        let Some((seq, id, due, tag)) = slot.read(&mut ends) else {
+            continue;
+        };
+        let last = next + 1 == opened;
+        if id != next || due == NEVER {
+            // Taken back (or long gone, its slot reused): the replay thread published it.
+            if id != next || !last {
+                (next, done) = (next + 1, None);
+            }
             std::hint::spin_loop();
             continue;
         }
-        let mut published = false;
-        for (cover, &(from, to)) in covers.iter().zip(&ranges) {
-            published |= cover.publish(from, to);
+        if s.since_base(Instant::now()) < due {
+            std::hint::spin_loop();
+            continue;
         }
-        if published {
-            // Read after the publication, so the figure never flatters the backup.
-            s.covered_ns
-                .store(s.since_base(Instant::now()), Ordering::Relaxed);
-            s.covered_seq.store(seq, Ordering::Release);
-            for (cover, &(from, to)) in covers.iter().zip(&ranges) {
-                if from < to {
-                    cover.wake_if_sleeping();
+        if done != Some(seq) {
+            let mut published = 0u64;
+            for (i, (cover, &end)) in covers.iter().zip(&ends).enumerate() {
+                if cover.publish(end) {
+                    published |= 1 << i.min(63);
                 }
             }
+            if published != 0 {
+                // Read after the publication, so the figure never flatters the backup.
+                slot.covered_ns
+                    .store(s.since_base(Instant::now()), Ordering::Relaxed);
+                slot.covered_tag.store(tag, Ordering::Relaxed);
+                slot.covered.store(id + 1, Ordering::Release);
+                for (i, cover) in covers.iter().enumerate() {
+                    if published & (1 << i.min(63)) != 0 {
+                        cover.wake_if_sleeping();
+                    }
+                }
+            }
+            done = Some(seq);
         }
-        done = seq;
+        if !last {
+            (next, done) = (next + 1, None);
+        }
     }
 }

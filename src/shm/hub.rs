@@ -7,6 +7,7 @@
 //! looks like from the replay. Never reads what a message means: the gateway and the
 //! lockstep state machine see the same bytes as over ZeroMQ.
 
+use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,9 @@ struct Peer {
     end: ReplayEnd,
     /// Records written since the last wake-up.
     unwoken: u32,
+    /// Bursts written ahead of their due time and held ([`Hub::hold_next`]), oldest
+    /// first: where each starts and ends in the down ring.
+    held: VecDeque<(u64, u64)>,
 }
 
 impl Peer {
@@ -81,6 +85,7 @@ impl Hub {
                     name: n.clone(),
                     end: segment::create(&format!("{}-{n}", std::process::id()))?,
                     unwoken: 0,
+                    held: VecDeque::new(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -217,6 +222,7 @@ impl Hub {
     /// order is kept.
     pub fn batch(&mut self, on: bool) {
         if !on {
+            self.release_all_held();
             self.commit();
             self.wake_sleepers();
         }
@@ -243,7 +249,7 @@ impl Hub {
     /// Starts the backup publisher ([`super::backup`]) for every ring, on the CPUs the
     /// calling thread may use. Ended by [`Hub::stop_backup`] (or when the hub is dropped).
     pub fn start_backup(&mut self) -> Result<()> {
-        let covers = self.peers.iter().map(|p| p.end.down.cover()).collect();
+        let covers = self.peers.iter_mut().map(|p| p.end.down.cover()).collect();
         self.backup = Some(Backup::start(covers)?);
         Ok(())
     }
@@ -253,19 +259,95 @@ impl Hub {
         self.backup = None;
     }
 
-    /// Posts what is staged on every ring to the backup publisher (if one runs), for
-    /// publication at `due` if this thread has not published it by then; the ticket's
-    /// sequence. Publish nothing before `due`, and take it back ([`Hub::take_back`])
-    /// after the [`Hub::commit`] that publishes it.
-    pub fn post_staged(&mut self, due: Instant) -> Option<u64> {
-        let b = self.backup.as_mut()?;
-        Some(b.post(due, self.peers.iter().map(|p| p.end.down.staged_range())))
+    /// Whether a backup publisher runs.
+    pub fn has_backup(&self) -> bool {
+        self.backup.is_some()
     }
 
-    /// Takes back what [`Hub::post_staged`] posted: when the backup published some of it
-    /// first, the last ticket it published and when ([`Backup::take_back`]).
-    pub fn take_back(&mut self) -> Option<(Instant, u64)> {
-        self.backup.as_mut()?.take_back()
+    /// Posts what is staged on every ring, short of what is held, to the backup
+    /// publisher (if one runs) for publication at `due` if this thread has not published
+    /// it by then: a new ticket, or an update of `ticket` (the last one posted, more
+    /// written since). Returns the ticket's number (see [`Backup::post`] for `tag`).
+    /// Post only what may be published at `due`, and take it back ([`Hub::take_back`])
+    /// after the [`Hub::commit`] that publishes it.
+    pub fn post_staged(&mut self, due: Instant, tag: u64, ticket: Option<u64>) -> Option<u64> {
+        let b = self.backup.as_mut()?;
+        b.post(
+            due,
+            tag,
+            ticket,
+            self.peers.iter().map(|p| p.end.down.staged_end()),
+        )
+    }
+
+    /// Takes back the tickets up to number `last` once this thread has published what
+    /// they hold: when the backup published some of it first, when, and the tag it
+    /// published ([`Backup::take_back`]).
+    pub fn take_back(&mut self, last: u64) -> Option<(Instant, u64)> {
+        self.backup.as_mut()?.take_back(last)
+    }
+
+    /// Starts a burst written ahead of its due time: what is written from now on, up to
+    /// the next [`Hub::hold_next`], is held (no publication of this thread shows it, nor
+    /// anything written after it) until [`Hub::release_held`] publishes it. Messages
+    /// written while it is held (an exchange's replies) come after it.
+    pub fn hold_next(&mut self) {
+        for p in &mut self.peers {
+            let at = p.end.down.written();
+            if p.held.is_empty() {
+                p.end.down.hold_from(Some(at));
+            }
+            p.held.push_back((at, at));
+        }
+    }
+
+    /// The last burst held ends at what is written now (call once it is written).
+    pub fn held_written(&mut self) {
+        for p in &mut self.peers {
+            let written = p.end.down.written();
+            if let Some(last) = p.held.back_mut() {
+                last.1 = written;
+            }
+        }
+    }
+
+    /// Bursts held.
+    pub fn held(&self) -> usize {
+        self.peers.first().map_or(0, |p| p.held.len())
+    }
+
+    /// Posts the last burst held, as written so far, to the backup publisher (as
+    /// [`Hub::post_staged`] does what is staged).
+    pub fn post_held(&mut self, due: Instant, tag: u64, ticket: Option<u64>) -> Option<u64> {
+        self.held_written();
+        let b = self.backup.as_mut()?;
+        let ends = self.peers.iter().map(|p| p.held.back().map_or(0, |h| h.1));
+        b.post(due, tag, ticket, ends)
+    }
+
+    /// Publishes the oldest burst held (and what was written before it), no longer
+    /// holding it; true when anything was published.
+    pub fn release_held(&mut self) -> bool {
+        let mut any = false;
+        for p in &mut self.peers {
+            let Some((_, end)) = p.held.pop_front() else {
+                continue;
+            };
+            let down = &mut p.end.down;
+            down.hold_from(p.held.front().map(|h| h.0));
+            any |= down.publish_to(end);
+            any |= down.publish();
+        }
+        any
+    }
+
+    /// No longer holds anything (a replay that stops with bursts written ahead): what
+    /// is written is published at the next commit.
+    fn release_all_held(&mut self) {
+        for p in &mut self.peers {
+            p.held.clear();
+            p.end.down.hold_from(None);
+        }
     }
 
     /// Wakes the readers that sleep with records waiting (and those not woken for
@@ -435,6 +517,7 @@ impl Hub {
 
     /// Tells every strategy the replay closed in order (after the end of the stream).
     pub fn close(&mut self) {
+        self.release_all_held();
         self.batch(false);
         for i in 0..self.peers.len() {
             let p = &mut self.peers[i];

@@ -230,6 +230,13 @@ pub struct Writer {
     published: u64,
     /// The reader's cursor as last seen.
     tail_seen: u64,
+    /// Records from here on are held: [`Writer::publish`] stops short of them (the start
+    /// of a burst written ahead of its due time, [`Writer::hold_from`]); `u64::MAX` when
+    /// nothing is held.
+    limit: u64,
+    /// A [`Cover`] was handed out: the head may be moved by another thread, so this
+    /// writer's own publication only ever moves it forward.
+    covered: bool,
 }
 
 impl Writer {
@@ -243,6 +250,8 @@ impl Writer {
             head,
             published: head,
             tail_seen,
+            limit: u64::MAX,
+            covered: false,
         })
     }
 
@@ -263,15 +272,28 @@ impl Writer {
         take_sleep_hint(self.at.hdr())
     }
 
-    /// What is staged: the bytes published and the bytes written (equal when nothing
-    /// is staged), for a [`Cover`] to publish.
-    pub fn staged_range(&self) -> (u64, u64) {
-        (self.published, self.head)
+    /// Where the staged records that may be published end (short of what is held), for
+    /// a [`Cover`] to publish up to.
+    pub fn staged_end(&self) -> u64 {
+        self.head.min(self.limit)
+    }
+
+    /// Bytes written so far (the position the next record starts at, before a wrap).
+    pub fn written(&self) -> u64 {
+        self.head
+    }
+
+    /// Holds what is written from `at` on (a position [`Writer::written`] gave): the
+    /// writer's publications stop short of it until [`Writer::publish_to`] passes it
+    /// or the hold moves. `None`: nothing held.
+    pub fn hold_from(&mut self, at: Option<u64>) {
+        self.limit = at.unwrap_or(u64::MAX);
     }
 
     /// A second way to publish this ring's staged records, for another thread
-    /// ([`Cover`]).
-    pub fn cover(&self) -> Cover {
+    /// ([`Cover`]). From now on this writer's publications only move the head forward.
+    pub fn cover(&mut self) -> Cover {
+        self.covered = true;
         Cover {
             at: self.at.clone(),
         }
@@ -347,14 +369,26 @@ impl Writer {
         Ok(true)
     }
 
-    /// Makes every staged record visible to the reader (one release store); false when
-    /// nothing was staged.
+    /// Makes every staged record visible to the reader, short of what is held (one
+    /// release store); false when nothing was.
     pub fn publish(&mut self) -> bool {
-        if self.published == self.head {
+        self.publish_to(self.head.min(self.limit))
+    }
+
+    /// Makes the staged records up to `to` visible (a record boundary at most
+    /// [`Writer::written`], such as the end of a held burst); false when they were.
+    pub fn publish_to(&mut self, to: u64) -> bool {
+        if to <= self.published {
             return false;
         }
-        self.published = self.head;
-        self.at.hdr().head.store(self.head, Ordering::Release);
+        self.published = to;
+        let head = &self.at.hdr().head;
+        if self.covered {
+            // A cover may have published further already: never move the head back.
+            head.fetch_max(to, Ordering::Release);
+        } else {
+            head.store(to, Ordering::Release);
+        }
         true
     }
 
@@ -413,23 +447,21 @@ fn wake_reader(hdr: &RingHeader) {
 /// Publishes a [`Writer`]'s staged records from another thread (the backup publisher,
 /// `shm::backup`), and wakes the reader for them. Safe beside the writer because it
 /// only ever moves the head forward, to a value the writer staged up to (a record
-/// boundary, of records the caller knows may be shown), and only from a value at least
-/// the one it was given: once the head has reached that value it does nothing (the
-/// head only grows). The writer's own later publication stores its head, as far or
-/// further.
+/// boundary, of records the caller knows may be shown): once the head has reached that
+/// value it does nothing. The writer's own publications, once a cover exists, only move
+/// the head forward too.
 #[derive(Clone)]
 pub struct Cover {
     at: RingAt,
 }
 
 impl Cover {
-    /// Publishes the records written up to `to` if the head lies at `from` or past it
-    /// but short of `to` ([`Writer::staged_range`] gave both); true when this call
-    /// published something.
-    pub fn publish(&self, from: u64, to: u64) -> bool {
+    /// Publishes the records written up to `to` ([`Writer::staged_end`] gave it) if the
+    /// head lies short of it; true when this call published something.
+    pub fn publish(&self, to: u64) -> bool {
         let head = &self.at.hdr().head;
         let mut at = head.load(Ordering::Relaxed);
-        while from <= at && at < to {
+        while at < to {
             match head.compare_exchange_weak(at, to, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(now) => at = now,

@@ -454,66 +454,123 @@ fn read_payloads(down: &mut Reader) -> Vec<Vec<u8>> {
     got
 }
 
-/// A cover moves the head only from the exact value it was given: a stale one (the
-/// writer published since) does nothing, and the writer's own publication of what the
-/// cover published already changes nothing either.
+/// A cover moves the head only forward, up to the end it was given: a stale one (the
+/// writer published past it since) does nothing, and the writer's own publication of
+/// what the cover published already changes nothing either.
 #[test]
-fn a_cover_publishes_only_what_is_staged_since_the_head_it_was_given() {
+fn a_cover_publishes_only_forward_up_to_the_end_it_was_given() {
     let (mut hub, mut down) = hub_with_one_strategy("cover");
     hub.batch(true);
     hub.publish(b"t", b"1").unwrap();
     hub.publish(b"t", b"2").unwrap();
     let writer = &mut hub_down(&mut hub);
-    let (from, to) = writer.staged_range();
-    assert!(from < to, "something is staged");
+    let to = writer.staged_end();
     let cover = writer.cover();
     assert!(read_payloads(&mut down).is_empty(), "nothing visible yet");
-    assert!(
-        cover.publish(from, to),
-        "the cover publishes what is staged"
-    );
-    assert!(!cover.publish(from, to), "once");
+    assert!(cover.publish(to), "the cover publishes what is staged");
+    assert!(!cover.publish(to), "once");
     assert_eq!(read_payloads(&mut down), [b"1".to_vec(), b"2".to_vec()]);
     assert!(
         writer.publish(),
-        "the writer's own publication stores the same head"
+        "the writer's own publication of the same records"
     );
-    assert!(
-        read_payloads(&mut down).is_empty(),
-        "and shows nothing twice"
-    );
+    assert!(read_payloads(&mut down).is_empty(), "shows nothing twice");
     // A stale cover: the writer published more since.
     hub.publish(b"t", b"3").unwrap();
-    let writer = &mut hub_down(&mut hub);
-    let (from3, to3) = writer.staged_range();
-    assert_eq!(from3, to);
+    let to3 = hub_down(&mut hub).staged_end();
     hub.publish(b"t", b"4").unwrap();
     assert!(hub.commit());
     assert!(
-        !cover.publish(from3, to3),
+        !cover.publish(to3),
         "the head moved past it: nothing happens"
     );
     assert_eq!(read_payloads(&mut down), [b"3".to_vec(), b"4".to_vec()]);
-    assert!(!cover.publish(from, to), "an older one neither");
-    // A burst posted in parts: each cover publishes up to its own end, from wherever
-    // the head is (at or past the burst's start).
+    assert!(!cover.publish(to), "an older one neither");
+    // A burst posted in parts: each cover publishes up to its own end.
     hub.publish(b"t", b"5").unwrap();
-    let (start, to5) = hub_down(&mut hub).staged_range();
+    let to5 = hub_down(&mut hub).staged_end();
     hub.publish(b"t", b"6").unwrap();
-    let (_, to6) = hub_down(&mut hub).staged_range();
-    assert!(cover.publish(start, to5));
+    let to6 = hub_down(&mut hub).staged_end();
+    assert!(cover.publish(to5));
     assert_eq!(read_payloads(&mut down), [b"5".to_vec()]);
     assert!(
-        cover.publish(start, to6),
-        "the rest, from the head the first part left"
+        cover.publish(to6),
+        "the rest, from where the first part left the head"
     );
     assert_eq!(read_payloads(&mut down), [b"6".to_vec()]);
     assert!(
-        !cover.publish(start, to5),
+        !cover.publish(to5),
         "the head is past it: nothing moves back"
     );
-    assert!(hub.commit());
-    assert!(read_payloads(&mut down).is_empty(), "nothing shown twice");
+    // The writer publishing short of where a cover moved the head does not move it
+    // back: a held burst the cover published, then the writer's commit of what lies
+    // before it.
+    hub.publish(b"t", b"7").unwrap();
+    hub.hold_next();
+    hub.publish(b"t", b"8").unwrap();
+    hub.held_written();
+    let to8 = hub_down(&mut hub).written();
+    assert!(cover.publish(to8));
+    assert!(
+        hub.commit(),
+        "the writer publishes up to the hold, behind the head"
+    );
+    assert_eq!(read_payloads(&mut down), [b"7".to_vec(), b"8".to_vec()]);
+    hub.publish(b"t", b"9").unwrap();
+    assert!(
+        !hub.commit(),
+        "still held: nothing after the held burst goes out"
+    );
+    assert!(hub.release_held());
+    assert_eq!(
+        read_payloads(&mut down),
+        [b"9".to_vec()],
+        "nothing shown twice"
+    );
+}
+
+/// A burst written ahead is held: neither a commit nor a gateway reply written after
+/// it shows it, or anything after it; releasing the oldest held burst publishes it and
+/// what was written before the next one, in the order written.
+#[test]
+fn held_bursts_go_out_only_when_released_in_the_order_written() {
+    let (mut hub, mut down) = hub_with_one_strategy("held");
+    hub.batch(true);
+    hub.publish(b"t", b"front").unwrap();
+    hub.hold_next();
+    hub.publish(b"t", b"a1").unwrap();
+    hub.publish(b"t", b"a2").unwrap();
+    hub.held_written();
+    hub.hold_next();
+    hub.publish(b"t", b"b1").unwrap();
+    hub.held_written();
+    assert_eq!(hub.held(), 2);
+    // The exchange's messages and a reply, written while both are held.
+    hub.publish(b"t", b"fill").unwrap();
+    hub.reply(&super::Hub::identity(0), b"ack").unwrap();
+    assert_eq!(
+        read_payloads(&mut down),
+        [b"front".to_vec()],
+        "the reply publishes what was staged before the held bursts, not them"
+    );
+    assert!(!hub.commit(), "nothing more may go out");
+    assert!(hub.release_held());
+    assert_eq!(read_payloads(&mut down), [b"a1".to_vec(), b"a2".to_vec()]);
+    assert!(!hub.commit(), "b is still held");
+    assert!(hub.release_held());
+    assert_eq!(
+        read_payloads(&mut down),
+        [b"b1".to_vec(), b"fill".to_vec(), b"ack".to_vec()],
+        "what was written while held follows it"
+    );
+    assert_eq!(hub.held(), 0);
+    // A stop with bursts held: ending the batch publishes them.
+    hub.hold_next();
+    hub.publish(b"t", b"c").unwrap();
+    hub.held_written();
+    assert!(!hub.commit());
+    hub.batch(false);
+    assert_eq!(read_payloads(&mut down), [b"c".to_vec()]);
 }
 
 /// The hub's only down ring (for the tests that reach below the hub).
@@ -531,9 +588,11 @@ fn the_backup_publishes_a_burst_the_replay_thread_has_not_at_its_due_time() {
     hub.batch(true);
     // This thread publishes itself: the backup leaves it.
     hub.publish(b"t", b"mine").unwrap();
-    hub.post_staged(Instant::now() + Duration::from_millis(200));
+    let mine = hub
+        .post_staged(Instant::now() + Duration::from_millis(200), 1, None)
+        .unwrap();
     assert!(hub.commit());
-    assert_eq!(hub.take_back(), None, "published here first");
+    assert_eq!(hub.take_back(mine), None, "published here first");
     assert_eq!(read_payloads(&mut down), [b"mine".to_vec()]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -555,7 +614,7 @@ fn the_backup_publishes_a_burst_the_replay_thread_has_not_at_its_due_time() {
         (Instant::now(), got, down)
     });
     let due = Instant::now() + Duration::from_millis(100);
-    let posted = hub.post_staged(due).expect("a backup runs");
+    let posted = hub.post_staged(due, 50, None).expect("a backup runs");
     let (seen, got, mut down) = reader.join().unwrap();
     assert!(seen >= due, "seen {:?} before its due time", due - seen);
     assert!(
@@ -572,8 +631,10 @@ fn the_backup_publishes_a_burst_the_replay_thread_has_not_at_its_due_time() {
     // This thread's own publication, late, stores the head the backup stored (what it
     // shows is tested with the cover above).
     hub.commit();
-    let (at, seq) = hub.take_back().expect("the backup published it first");
-    assert_eq!(seq, posted, "the ticket it published");
+    let (at, tag) = hub
+        .take_back(posted)
+        .expect("the backup published it first");
+    assert_eq!(tag, 50, "the ticket it published");
     assert!(
         at >= due && at <= seen,
         "published at {at:?}: due {due:?}, seen {seen:?}"
@@ -583,7 +644,7 @@ fn the_backup_publishes_a_burst_the_replay_thread_has_not_at_its_due_time() {
     for i in 0..10u32 {
         hub.publish(b"t", &i.to_le_bytes()).unwrap();
     }
-    let first = hub.post_staged(due).unwrap();
+    let first = hub.post_staged(due, 10, None).unwrap();
     let began = Instant::now();
     while read_payloads(&mut down).len() < 10 {
         assert!(
@@ -595,7 +656,8 @@ fn the_backup_publishes_a_burst_the_replay_thread_has_not_at_its_due_time() {
     for i in 10..20u32 {
         hub.publish(b"t", &i.to_le_bytes()).unwrap();
     }
-    let second = hub.post_staged(due).unwrap();
+    let second = hub.post_staged(due, 20, Some(first)).unwrap();
+    assert_eq!(second, first, "an update of the same ticket");
     while read_payloads(&mut down).len() < 10 {
         assert!(
             began.elapsed() < Duration::from_secs(5),
@@ -604,11 +666,54 @@ fn the_backup_publishes_a_burst_the_replay_thread_has_not_at_its_due_time() {
         std::thread::yield_now();
     }
     hub.commit();
-    let (_, seq) = hub.take_back().expect("the backup published both parts");
-    assert!(
-        seq == second && first < second,
-        "the last part it published: {seq}"
+    let (_, tag) = hub
+        .take_back(second)
+        .expect("the backup published both parts");
+    assert_eq!(tag, 20, "the last version it published");
+    hub.stop_backup();
+}
+
+/// Bursts held ahead are published by the backup each at its own due time, in order,
+/// never before. The replay thread's late releases show nothing twice, and publish
+/// what was written after the last one.
+#[test]
+fn the_backup_publishes_held_bursts_each_at_its_own_due_time() {
+    let (mut hub, mut down) = hub_with_one_strategy("backup-held");
+    hub.start_backup().unwrap();
+    hub.batch(true);
+    let now = Instant::now();
+    let (due1, due2) = (
+        now + Duration::from_millis(150),
+        now + Duration::from_millis(550),
     );
+    hub.hold_next();
+    hub.publish(b"t", b"a").unwrap();
+    let a = hub.post_held(due1, 1, None).unwrap();
+    hub.hold_next();
+    hub.publish(b"t", b"b").unwrap();
+    let b = hub.post_held(due2, 1, None).unwrap();
+    assert!(b > a, "a ticket each");
+    hub.publish(b"t", b"fill").unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 && now.elapsed() < Duration::from_secs(5) {
+        for p in read_payloads(&mut down) {
+            seen.push((p, Instant::now()));
+        }
+        std::thread::yield_now();
+    }
+    let got: Vec<_> = seen.iter().map(|(p, _)| p.clone()).collect();
+    assert_eq!(got, [b"a".to_vec(), b"b".to_vec()]);
+    assert!(seen[0].1 >= due1, "a was shown before its due time");
+    assert!(seen[0].1 < due2, "a waited for b's due time");
+    assert!(seen[1].1 >= due2, "b was shown before its due time");
+    // What was written after the last burst held goes out with this thread's release.
+    hub.release_held();
+    assert!(read_payloads(&mut down).is_empty(), "nothing shown twice");
+    hub.release_held();
+    assert_eq!(hub.held(), 0);
+    assert_eq!(read_payloads(&mut down), [b"fill".to_vec()]);
+    let (at, tag) = hub.take_back(b).expect("the backup published b");
+    assert!(at >= due2 && tag == 1);
     hub.stop_backup();
 }
 
