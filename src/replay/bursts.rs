@@ -256,6 +256,11 @@ impl Lag {
 /// microseconds of matching, due just before the next) the host falls behind for a
 /// while instead of making the next burst late: its messages and the answers to
 /// requests come later, the market data on time.
+///
+/// With a backup publisher, each burst due within [`HOLD_WINDOW`] is written as soon as
+/// it is read whole, before the host's work, and held ([`hold_ahead`]); the backup
+/// publishes it at its due time if this thread has not, so a stall of this thread's
+/// core while it works for the host no longer makes the burst late.
 pub(super) fn stream(
     link: &mut Link<'_>,
     source: &mut EventSource,
