@@ -200,6 +200,12 @@ const HOST_MARGIN: Duration = Duration::from_micros(30);
 /// up to 580 µs to write the largest bursts (up to 2,016 events).
 const WRITE_PER_EVENT: Duration = Duration::from_nanos(500);
 
+/// Time kept before a burst of `n` events is due to write it and publish it: the host's
+/// margin plus [`WRITE_PER_EVENT`] each.
+fn writing_time(n: usize) -> Duration {
+    HOST_MARGIN + WRITE_PER_EVENT * n.min(u32::MAX as usize) as u32
+}
+
 /// Published bursts the exchange host has not taken yet, oldest first: their times and
 /// how many of their events are left (the events themselves are [`Ahead::events`]).
 #[derive(Default)]
@@ -291,8 +297,13 @@ pub(super) fn stream(
                 };
                 state.heartbeat.tick(&mut link.bus.zmq)?;
                 // The host's work on what is out, while this burst leaves time for it.
-                let margin = HOST_MARGIN + WRITE_PER_EVENT * n.min(u32::MAX as usize) as u32;
-                catch_up(link, state, &mut ahead, &mut lag, Some((ts, margin)))?;
+                catch_up(
+                    link,
+                    state,
+                    &mut ahead,
+                    &mut lag,
+                    Some((ts, writing_time(n))),
+                )?;
                 let began = Instant::now();
                 let mut ticket = Ticket::default();
                 let host_ready = lag.bursts.is_empty();
@@ -471,9 +482,8 @@ fn hold_ahead(
         if due.saturating_duration_since(Instant::now()) > HOLD_WINDOW {
             return Ok(true);
         }
-        let writing = HOST_MARGIN + WRITE_PER_EVENT * n.min(u32::MAX as usize) as u32;
         if held.len() >= MAX_HELD
-            || state.pacer.until_due(front) <= writing
+            || state.pacer.until_due(front) <= writing_time(n)
             || !link.bus.can_stage(ahead.framed_bytes(n) + BURST_ROOM)
         {
             return Ok(false);
@@ -488,7 +498,7 @@ fn hold_ahead(
                 ticket.post(link, Some(due), i + 1, true);
             }
         }
-        link.bus.held_written();
+        // Also marks where the burst held ends.
         ticket.post(link, Some(due), n, true);
         ahead.pop(n);
         held.push_back(Held {

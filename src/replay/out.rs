@@ -170,14 +170,8 @@ impl BusOut {
         }
     }
 
-    /// The burst held last is written ([`Hub::held_written`]).
-    pub(crate) fn held_written(&mut self) {
-        if let Some(mut hub) = self.backed_up() {
-            hub.held_written();
-        }
-    }
-
-    /// Posts the burst held last, as written so far ([`Hub::post_held`]).
+    /// Posts the burst held last, as written so far, marking where it ends
+    /// ([`Hub::post_held`]).
     pub(crate) fn post_held(&mut self, due: Instant, tag: u64, ticket: Option<u64>) -> Option<u64> {
         self.backed_up()?.post_held(due, tag, ticket)
     }

@@ -211,12 +211,8 @@ impl Backup {
         while self.taken <= last && self.taken < self.opened {
             let id = self.taken;
             let slot = s.slot(id);
-            slot.write(
-                id,
-                NEVER,
-                0,
-                slot.ends.iter().map(|e| e.load(Ordering::Relaxed)),
-            );
+            // The ends stay as they were: nobody reads them once taken back.
+            slot.write(id, NEVER, 0, std::iter::empty());
             if slot.covered.load(Ordering::Acquire) == id + 1 {
                 let at = s.base + Duration::from_nanos(slot.covered_ns.load(Ordering::Relaxed));
                 covered = Some((at, slot.covered_tag.load(Ordering::Relaxed)));
@@ -252,6 +248,7 @@ fn lower_priority() {
 /// sleeps: a sleeping backup would itself need waking), at idle priority.
 fn run(s: &Shared, covers: &[Cover]) {
     let mut ends = vec![0u64; covers.len()];
+    let mut published = vec![false; covers.len()];
     // The ticket looked at, and the sequence of its last version published.
     let (mut next, mut done) = (0u64, None);
     while !s.stop.load(Ordering::Relaxed) {
@@ -287,20 +284,17 @@ fn run(s: &Shared, covers: &[Cover]) {
             continue;
         }
         if done != Some(seq) {
-            let mut published = 0u64;
-            for (i, (cover, &end)) in covers.iter().zip(&ends).enumerate() {
-                if cover.publish(end) {
-                    published |= 1 << i.min(63);
-                }
+            for ((p, cover), &end) in published.iter_mut().zip(covers).zip(&ends) {
+                *p = cover.publish(end);
             }
-            if published != 0 {
+            if published.contains(&true) {
                 // Read after the publication, so the figure never flatters the backup.
                 slot.covered_ns
                     .store(s.since_base(Instant::now()), Ordering::Relaxed);
                 slot.covered_tag.store(tag, Ordering::Relaxed);
                 slot.covered.store(id + 1, Ordering::Release);
-                for (i, cover) in covers.iter().enumerate() {
-                    if published & (1 << i.min(63)) != 0 {
+                for (&p, cover) in published.iter().zip(covers) {
+                    if p {
                         cover.wake_if_sleeping();
                     }
                 }

@@ -312,12 +312,14 @@ impl Hub {
     }
 
     /// Bursts held.
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.peers.first().map_or(0, |p| p.held.len())
     }
 
-    /// Posts the last burst held, as written so far, to the backup publisher (as
-    /// [`Hub::post_staged`] does what is staged).
+    /// Posts the last burst held, as written so far (its end marked, as
+    /// [`Hub::held_written`] does), to the backup publisher (as [`Hub::post_staged`] does
+    /// what is staged).
     pub fn post_held(&mut self, due: Instant, tag: u64, ticket: Option<u64>) -> Option<u64> {
         self.held_written();
         let b = self.backup.as_mut()?;
