@@ -426,7 +426,7 @@ print(f"run {r['run']} {r['speed']:>2}x {r['load']:<6} {r['mode']:<7} p50/p99/ma
       + (f"  run delay {r['run_delay_ms']:.1f} ms" if r.get("run_delay_ms") is not None else "")
       + (f"  stalls {st['count']} / {st['lost_ms']:.1f} ms (>= 100 us: {st['long']} / {st['long_ms']:.1f} ms) / longest {st['longest_us']:.0f} us in {st['spun_secs']:.1f} s spun,"
          f" floor with them {f(r['floor_stalled'])}" if (st := r.get("stalls")) and st["spun_secs"] > 0 else "")
-      + (f"  backup published {b['bursts']} bursts first ({b['earlier_ms']:.1f} ms earlier in all), {b.get('held_bursts', 0)} held ahead" if (b := r.get("backup")) else "")
+      + (f"  backup published {b['bursts']} bursts first ({b['earlier_ms']:.1f} ms earlier in all), {b.get('held_bursts', 0)} held ahead ({b.get('held_events', 0)} events), {b.get('exposed_events', '?')} events written < 100 us before due" if (b := r.get("backup")) else "")
       + arrival)
 PY
 }

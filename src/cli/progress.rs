@@ -195,13 +195,16 @@ pub fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -
         }
         if let Some(b) = &p.backup {
             eprintln!(
-                "    backup publisher: published {} bursts ({} events) before the replay thread, {:.1} ms earlier in all, at most {} us; {} bursts ({} events) written ahead and held",
+                "    backup publisher: published {} bursts ({} events) before the replay thread, {:.1} ms earlier in all, at most {} us; {} bursts ({} events) written ahead and held; {} bursts ({} events) written less than {} us before their due time",
                 b.bursts,
                 b.events,
                 b.earlier_ms,
                 us(b.most_earlier_us),
                 b.held_bursts,
-                b.held_events
+                b.held_events,
+                b.exposed_bursts,
+                b.exposed_events,
+                ticktape::replay::pacing::EXPOSED.as_micros()
             );
         }
     }

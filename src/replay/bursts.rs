@@ -118,13 +118,13 @@ impl Ahead {
         })
     }
 
-    /// Whether the first burst held is whole and due within `window` of now: checked
-    /// at the cost of a look at its first and last messages.
-    fn whole_due_within(&self, pacer: &Pacer, window: Duration) -> bool {
-        let (Some(first), Some(last)) = (self.messages.front(), self.messages.back()) else {
-            return false;
-        };
-        (last.ts != first.ts || self.ended) && pacer.until_due(first.ts) <= window
+    /// Whether the first burst held is whole: checked at the cost of a look at its
+    /// first and last messages.
+    fn first_whole(&self) -> bool {
+        match (self.messages.front(), self.messages.back()) {
+            (Some(first), Some(last)) => last.ts != first.ts || self.ended,
+            _ => false,
+        }
     }
 
     /// Bytes the first `n` messages held take in a ring, framed and padded.
@@ -155,34 +155,35 @@ impl Ahead {
     }
 }
 
-/// Reads, encodes and keeps the next event; false at the end of the data.
-fn read(
-    ahead: &mut Ahead,
-    source: &mut EventSource,
-    link: &mut Link<'_>,
+/// What is read ahead, and where from.
+struct Feed<'s> {
+    ahead: Ahead,
+    source: &'s mut EventSource,
+    /// Whether the events themselves are kept (for an exchange host).
     keep: bool,
-) -> Result<bool> {
-    let Some(event) = source.next_event()? else {
-        ahead.ended = true;
-        return Ok(false);
-    };
-    ahead.push(event, link.bus.encode(event), keep);
-    Ok(true)
 }
 
-/// The first burst's time and events, read until it is whole; None when nothing is left.
-fn whole_burst(
-    ahead: &mut Ahead,
-    source: &mut EventSource,
-    link: &mut Link<'_>,
-    keep: bool,
-) -> Result<Option<(UnixNanos, usize)>> {
-    loop {
-        match ahead.first_burst() {
-            Ok(Some(burst)) => return Ok(Some(burst)),
-            Ok(None) if ahead.ended => return Ok(None),
-            _ => {
-                read(ahead, source, link, keep)?;
+impl Feed<'_> {
+    /// Reads, encodes and keeps the next event; false at the end of the data.
+    fn read(&mut self, link: &mut Link<'_>) -> Result<bool> {
+        let Some(event) = self.source.next_event()? else {
+            self.ahead.ended = true;
+            return Ok(false);
+        };
+        self.ahead.push(event, link.bus.encode(event), self.keep);
+        Ok(true)
+    }
+
+    /// The first burst's time and events, read until it is whole; None when nothing is
+    /// left.
+    fn whole_burst(&mut self, link: &mut Link<'_>) -> Result<Option<(UnixNanos, usize)>> {
+        loop {
+            match self.ahead.first_burst() {
+                Ok(Some(burst)) => return Ok(Some(burst)),
+                Ok(None) if self.ahead.ended => return Ok(None),
+                _ => {
+                    self.read(link)?;
+                }
             }
         }
     }
@@ -200,10 +201,16 @@ const HOST_MARGIN: Duration = Duration::from_micros(30);
 /// up to 580 µs to write the largest bursts (up to 2,016 events).
 const WRITE_PER_EVENT: Duration = Duration::from_nanos(500);
 
+/// Time allowed for writing a burst of `n` events into the rings: [`WRITE_PER_EVENT`]
+/// each, and a few microseconds for the burst.
+fn write_time(n: usize) -> Duration {
+    Duration::from_micros(5) + WRITE_PER_EVENT * n.min(u32::MAX as usize) as u32
+}
+
 /// Time kept before a burst of `n` events is due to write it and publish it: the host's
-/// margin plus [`WRITE_PER_EVENT`] each.
+/// margin plus [`write_time`].
 fn writing_time(n: usize) -> Duration {
-    HOST_MARGIN + WRITE_PER_EVENT * n.min(u32::MAX as usize) as u32
+    HOST_MARGIN + write_time(n)
 }
 
 /// Published bursts the exchange host has not taken yet, oldest first: their times and
@@ -216,6 +223,15 @@ struct Lag {
 }
 
 impl Lag {
+    /// Notes the burst `(ts, events)` published: the host takes its events later when it
+    /// takes any (`keep`).
+    fn published_burst(&mut self, burst: (UnixNanos, usize), keep: bool) {
+        if keep {
+            self.bursts.push_back(burst);
+        }
+        self.published = Some(burst.0);
+    }
+
     /// Hands the events of the bursts left (the front of `events`) to `take` with their
     /// burst's time, oldest first, [`HOST_CHUNK`] at most at a time, while `time_left()`
     /// says so before each chunk. True once every burst is taken.
@@ -274,70 +290,117 @@ pub(super) fn stream(
     stop: &Stop,
     on_progress: &mut impl FnMut(Progress<'_>),
 ) -> Result<UnixNanos> {
-    let keep = link.host.is_some();
     let write_ahead = link.bus.has_backup();
-    let mut ahead = Ahead::default();
+    let mut feed = Feed {
+        ahead: Ahead::default(),
+        source,
+        keep: link.host.is_some(),
+    };
     let mut lag = Lag::default();
     let mut held: VecDeque<Held> = VecDeque::new();
     let mut last_ts = 0;
     let mut last_progress = Instant::now();
     while !stop.is_set() {
-        let (burst, events, began, mut ticket, was_held) = match held.pop_front() {
+        let (burst, part, mut ticket) = match held.pop_front() {
             Some(h) => {
                 state.heartbeat.tick(&mut link.bus.zmq)?;
-                // The host's work on what is out, in the time left before this burst
-                // (written already): what it sends follows the bursts held.
-                let next = Some((h.burst.0, HOST_MARGIN));
-                catch_up(link, state, &mut ahead, &mut lag, next)?;
-                (h.burst, h.burst.1, h.began, h.ticket, true)
+                // The bursts due soon behind this one (written already) are held first;
+                // then the host's work on what is out, in the time left before it, held
+                // up for each burst that comes due soon meanwhile. What it sends
+                // follows the bursts held.
+                let next = hold_ahead(link, state, &mut feed, &mut held, h.burst.0)?;
+                let front = (h.burst.0, HOST_MARGIN);
+                work_and_hold(link, state, (&mut feed, &mut lag, &mut held), front, next)?;
+                (h.burst, h.part, h.ticket)
             }
             None => {
-                let Some((ts, n)) = whole_burst(&mut ahead, source, link, keep)? else {
+                let Some((ts, n)) = feed.whole_burst(link)? else {
                     break;
                 };
                 state.heartbeat.tick(&mut link.bus.zmq)?;
+                if write_ahead {
+                    // This burst is held once it is due soon, and the host's work goes
+                    // on behind it; a host done before then leaves it to be written now.
+                    let next = hold_ahead(link, state, &mut feed, &mut held, ts)?;
+                    if held.is_empty() {
+                        let front = (ts, writing_time(n));
+                        work_and_hold(link, state, (&mut feed, &mut lag, &mut held), front, next)?;
+                    }
+                    if !held.is_empty() {
+                        continue;
+                    }
+                }
                 // The host's work on what is out, while this burst leaves time for it.
                 catch_up(
                     link,
                     state,
-                    &mut ahead,
+                    &mut feed.ahead,
                     &mut lag,
                     Some((ts, writing_time(n))),
+                    None,
                 )?;
                 let began = Instant::now();
                 let mut ticket = Ticket::default();
                 let host_ready = lag.bursts.is_empty();
-                let unpublished =
-                    write_burst(link, state, &ahead, (ts, n), host_ready, began, &mut ticket)?;
-                ahead.pop(n);
-                ((ts, n), unpublished, began, ticket, false)
+                let (unpublished, written) = write_burst(
+                    link,
+                    state,
+                    &feed.ahead,
+                    (ts, n),
+                    host_ready,
+                    began,
+                    &mut ticket,
+                )?;
+                feed.ahead.pop(n);
+                let part = Part {
+                    events: unpublished,
+                    began,
+                    written,
+                    held: false,
+                };
+                ((ts, n), part, ticket)
             }
         };
         let ts = burst.0;
-        let mut holding = write_ahead && hold_ahead(link, state, &mut ahead, &mut held, ts)?;
+        let mut next_hold = if write_ahead {
+            hold_ahead(link, state, &mut feed, &mut held, ts)?
+        } else {
+            NextHold::Never
+        };
         // While the burst waits for its time: read ahead, and hold each burst read
         // that is due soon.
-        while ahead.held() < AHEAD_BYTES
-            && !ahead.ended
+        while feed.ahead.held() < AHEAD_BYTES
+            && !feed.ahead.ended
             && state.pacer.until_due(ts) > READ_MARGIN
             && !stop.is_set()
         {
-            read(&mut ahead, source, link, keep)?;
-            if holding && ahead.whole_due_within(state.pacer, HOLD_WINDOW) {
-                holding = hold_ahead(link, state, &mut ahead, &mut held, ts)?;
+            feed.read(link)?;
+            if next_hold.now(&feed.ahead) {
+                next_hold = hold_ahead(link, state, &mut feed, &mut held, ts)?;
             }
         }
-        let part = Part {
-            events,
-            began,
-            held: was_held,
-        };
-        publish(link, state.pacer, ts, part, &mut ticket);
-        if keep {
-            lag.bursts.push_back(burst);
+        // Read far enough ahead: the rest of the wait holds each burst read as it comes
+        // due soon (the bursts of a cluster a few microseconds apart are so held before
+        // the first of them is published).
+        while let NextHold::At(at) = next_hold {
+            let front_due = state.pacer.due_at(ts);
+            if stop.is_set() || front_due.is_none_or(|due| at + READ_MARGIN >= due) {
+                break;
+            }
+            state.pacer.wait_until(at);
+            next_hold = hold_ahead(link, state, &mut feed, &mut held, ts)?;
         }
-        lag.published = Some(ts);
-        last_ts = ts;
+        publish(link, state.pacer, ts, part, &mut ticket);
+        lag.published_burst(burst, feed.keep);
+        // The bursts held that are due by now go out at once, each its own publication,
+        // with no host work between them: a cluster of bursts microseconds apart leaves
+        // no time for it, and a loop per burst would make the last of them late.
+        while let Some(h) = held.pop_front_if(|h| state.pacer.until_due(h.burst.0).is_zero()) {
+            let (burst, mut ticket) = (h.burst, h.ticket);
+            publish(link, state.pacer, burst.0, h.part, &mut ticket);
+            lag.published_burst(burst, feed.keep);
+        }
+        last_ts = lag.published.unwrap_or(ts);
         if last_progress.elapsed() >= Duration::from_millis(100) {
             last_progress = Instant::now();
             link.stats.elapsed_secs = state.started.elapsed().as_secs_f64();
@@ -353,26 +416,57 @@ pub(super) fn stream(
         link.bus.release_held();
     }
     // The end (or a stop): the host takes everything published.
-    catch_up(link, state, &mut ahead, &mut lag, None)?;
+    catch_up(link, state, &mut feed.ahead, &mut lag, None, None)?;
     Ok(last_ts)
 }
 
+/// With a backup publisher: the exchange host's work on what is out while the burst
+/// `front` (its time, and the margin to keep before it is due) leaves time, paused at
+/// each instant a burst read ahead comes due soon (`next`, from [`hold_ahead`]) to hold
+/// it, so the host's work never keeps a burst from being held. Says when to try again.
+fn work_and_hold(
+    link: &mut Link<'_>,
+    state: &mut Loop<'_>,
+    (feed, lag, held): (&mut Feed<'_>, &mut Lag, &mut VecDeque<Held>),
+    front: (UnixNanos, Duration),
+    mut next: NextHold,
+) -> Result<NextHold> {
+    loop {
+        let pause = match next {
+            NextHold::At(at) => Some(at),
+            _ => None,
+        };
+        catch_up(link, state, &mut feed.ahead, lag, Some(front), pause)?;
+        let now = Instant::now();
+        match next {
+            NextHold::At(at) if now >= at && state.pacer.until_due(front.0) > front.1 => {
+                next = hold_ahead(link, state, feed, held, front.0)?;
+            }
+            _ => return Ok(next),
+        }
+    }
+}
+
 /// The exchange host takes the events of the bursts published, oldest first, while the
-/// burst `next` (its time, and the margin to keep before it is due) leaves time; once
-/// it has taken all of them, the strategies' requests are read (dated at the last burst
-/// published). Its messages are published either way.
+/// burst `next` (its time, and the margin to keep before it is due) leaves time and
+/// until `pause`; once it has taken all of them, the strategies' requests are read
+/// (dated at the last burst published). Its messages are published either way.
 fn catch_up(
     link: &mut Link<'_>,
     state: &mut Loop<'_>,
     ahead: &mut Ahead,
     lag: &mut Lag,
     next: Option<(UnixNanos, Duration)>,
+    pause: Option<Instant>,
 ) -> Result<()> {
     let Some(published) = lag.published else {
         return Ok(());
     };
     let pacer = &*state.pacer;
-    let time_left = || next.is_none_or(|(ts, margin)| pacer.until_due(ts) > margin);
+    let time_left = || {
+        next.is_none_or(|(ts, margin)| pacer.until_due(ts) > margin)
+            && pause.is_none_or(|at| Instant::now() < at)
+    };
     let mut caught_up = true;
     if let Some(h) = link.host.as_deref_mut() {
         let (marks, out) = (&mut *state.marks, &mut link.out);
@@ -401,8 +495,8 @@ fn catch_up(
 /// marks and queued orders due before it when the host has taken everything published
 /// (`host_ready`; otherwise [`catch_up`] applies them later); returns how many of its
 /// events are written and not yet published, posted to the backup publisher (if one
-/// runs) under `ticket`. A ring without room to take more ahead has what it holds
-/// published at the due time, and the rest follows.
+/// runs) under `ticket`, and when their writing ended. A ring without room to take more
+/// ahead has what it holds published at the due time, and the rest follows.
 fn write_burst(
     link: &mut Link<'_>,
     state: &mut Loop<'_>,
@@ -411,7 +505,7 @@ fn write_burst(
     host_ready: bool,
     began: Instant,
     ticket: &mut Ticket,
-) -> Result<usize> {
+) -> Result<(usize, Instant)> {
     if let Some(h) = link.host.as_deref_mut().filter(|_| host_ready) {
         state.marks.before(h, ts, &mut link.out)?;
         h.advance_before(ts, &mut link.out)?;
@@ -425,6 +519,7 @@ fn write_burst(
             let part = Part {
                 events: unpublished,
                 began,
+                written: Instant::now(),
                 held: false,
             };
             publish(link, state.pacer, ts, part, ticket);
@@ -438,55 +533,96 @@ fn write_burst(
         }
     }
     ticket.post(link, due, unpublished, false);
-    Ok(unpublished)
+    Ok((unpublished, Instant::now()))
 }
 
-/// With a backup publisher, the bursts due within this much of the clock are written
-/// into the rings as soon as they are read, ahead of the exchange host's work, and held
-/// until their due time: if this thread's core is taken for a while, the backup still
-/// publishes each of them on time. What the host sends meanwhile (fills, order updates,
-/// replies) comes after the bursts held, so up to this much later than without a
-/// backup.
+/// With a backup publisher, the bursts due within this much of the clock (plus the time
+/// to write them, [`hold_window`]) are written into the rings as soon as they are read,
+/// ahead of the exchange host's work, and held until their due time: if this thread's
+/// core is taken for a while, the backup still publishes each of them on time. What the
+/// host sends meanwhile (fills, order updates, replies) comes after the bursts held, so
+/// up to this much (and a large burst's writing) later than without a backup.
 const HOLD_WINDOW: Duration = Duration::from_millis(1);
 
-/// Bursts held at most at once (well below the backup's open tickets).
-const MAX_HELD: usize = 16;
+/// How long before its due time a burst of `n` events is held: [`HOLD_WINDOW`] plus the
+/// time to write it, so a large burst is as far ahead once written as a small one.
+fn hold_window(n: usize) -> Duration {
+    HOLD_WINDOW + writing_time(n)
+}
 
-/// A burst written ahead and held ([`hold_ahead`]): its time and events, when its
-/// writing began, and its ticket.
+/// Bursts held at most at once (below the backup's open tickets): at `--speed 10` a
+/// cluster of trades brings hundreds of bursts, microseconds apart, within a window.
+const MAX_HELD: usize = 240;
+
+/// A burst written ahead and held ([`hold_ahead`]): its time, what is published of it,
+/// and its ticket.
 struct Held {
     burst: (UnixNanos, usize),
-    began: Instant,
+    part: Part,
     ticket: Ticket,
 }
 
-/// Writes the bursts read whole and due within [`HOLD_WINDOW`] into the rings, each held
-/// and posted to the backup publisher, while the rings have room to stage it and the
-/// time before the burst due next (`front`) leaves room to write it. False once
-/// nothing more can be held before `front` is published (no room, no time, or
-/// [`MAX_HELD`]); true when it stopped at a burst not read whole yet or not due soon.
+/// When [`hold_ahead`] is worth calling again while the burst `front` waits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum NextHold {
+    /// Once the first burst read ahead is whole.
+    Whole,
+    /// From this instant on (the first burst is whole, not due soon enough yet).
+    At(Instant),
+    /// Not before `front` is published: no room, no time, or [`MAX_HELD`].
+    Never,
+}
+
+impl NextHold {
+    /// Whether to call [`hold_ahead`] now: a look at the first and last messages read
+    /// ahead, or at the clock.
+    fn now(self, ahead: &Ahead) -> bool {
+        match self {
+            NextHold::Whole => ahead.first_whole(),
+            NextHold::At(at) => Instant::now() >= at,
+            NextHold::Never => false,
+        }
+    }
+}
+
+/// Writes the bursts read whole and due within their [`hold_window`] into the rings,
+/// each held and posted to the backup publisher, while the rings have room to stage it
+/// and the time before the burst due next (`front`) leaves room to write it (reading the
+/// first burst whole first if need be, while `front` leaves time). Says when to try
+/// again.
 fn hold_ahead(
     link: &mut Link<'_>,
     state: &mut Loop<'_>,
-    ahead: &mut Ahead,
+    feed: &mut Feed<'_>,
     held: &mut VecDeque<Held>,
     front: UnixNanos,
-) -> Result<bool> {
+) -> Result<NextHold> {
     loop {
+        // The first burst read ahead is read whole here if need be (one event past it),
+        // while `front` leaves the time and the buffer the room.
+        while !feed.ahead.first_whole()
+            && !feed.ahead.ended
+            && feed.ahead.held() < AHEAD_BYTES
+            && state.pacer.until_due(front) > READ_MARGIN
+        {
+            feed.read(link)?;
+        }
+        let ahead = &mut feed.ahead;
         let Ok(Some((ts, n))) = ahead.first_burst() else {
-            return Ok(true);
+            return Ok(NextHold::Whole);
         };
         let Some(due) = state.pacer.due_at(ts) else {
-            return Ok(false);
+            return Ok(NextHold::Never);
         };
-        if due.saturating_duration_since(Instant::now()) > HOLD_WINDOW {
-            return Ok(true);
+        let window = hold_window(n);
+        if due.saturating_duration_since(Instant::now()) > window {
+            return Ok(NextHold::At(due - window));
         }
         if held.len() >= MAX_HELD
-            || state.pacer.until_due(front) <= writing_time(n)
+            || state.pacer.until_due(front) <= write_time(n)
             || !link.bus.can_stage(ahead.framed_bytes(n) + BURST_ROOM)
         {
-            return Ok(false);
+            return Ok(NextHold::Never);
         }
         let began = Instant::now();
         let mut ticket = Ticket::default();
@@ -501,9 +637,15 @@ fn hold_ahead(
         // Also marks where the burst held ends.
         ticket.post(link, Some(due), n, true);
         ahead.pop(n);
+        let part = Part {
+            events: n,
+            began,
+            written: Instant::now(),
+            held: true,
+        };
         held.push_back(Held {
             burst: (ts, n),
-            began,
+            part,
             ticket,
         });
     }
@@ -544,11 +686,12 @@ impl Ticket {
     }
 }
 
-/// What [`publish`] publishes: `events` of a burst, its writing begun at `began`,
-/// staged or `held`.
+/// What [`publish`] publishes: `events` of a burst, its writing begun at `began` and
+/// ended at `written`, staged or `held`.
 struct Part {
     events: usize,
     began: Instant,
+    written: Instant,
     held: bool,
 }
 
@@ -569,6 +712,7 @@ fn publish(link: &mut Link<'_>, pacer: &mut Pacer, ts: UnixNanos, part: Part, ti
     if part.held {
         pacer.held_burst(part.events);
     }
+    pacer.written_ahead(ts, part.events, part.written);
     pacer.published_burst(part.events, part.began, covered);
     link.bus.wake_sleepers();
     pacer.woken();
@@ -645,6 +789,31 @@ mod tests {
         ahead.pop(1);
         assert_eq!(ahead.first_burst(), Ok(None));
         assert_eq!((ahead.bytes.len(), ahead.head), (0, 0), "emptied, reused");
+    }
+
+    /// When to try holding again: once the first burst is whole (a later event read, or
+    /// the end), from an instant on, or not at all; and the hold window grows with the
+    /// burst's writing.
+    #[test]
+    fn the_next_hold_waits_for_a_whole_burst_or_its_instant() {
+        let mut ahead = Ahead::default();
+        ahead.push(&event(10, 1), (b"t", b"p"), false);
+        assert!(!NextHold::Whole.now(&ahead), "one event: not whole yet");
+        ahead.push(&event(10, 2), (b"t", b"p"), false);
+        assert!(!NextHold::Whole.now(&ahead), "same time: not whole yet");
+        ahead.push(&event(20, 3), (b"t", b"p"), false);
+        assert!(NextHold::Whole.now(&ahead), "a later event makes it whole");
+        let mut ended = Ahead::default();
+        ended.push(&event(10, 1), (b"t", b"p"), false);
+        ended.ended = true;
+        assert!(NextHold::Whole.now(&ended), "the end makes it whole");
+        assert!(!NextHold::Whole.now(&Ahead::default()), "nothing read");
+        let now = Instant::now();
+        assert!(NextHold::At(now).now(&ahead));
+        assert!(!NextHold::At(now + Duration::from_secs(60)).now(&ahead));
+        assert!(!NextHold::Never.now(&ahead));
+        assert!(hold_window(2_000) > hold_window(1) && hold_window(1) > HOLD_WINDOW);
+        assert_eq!(hold_window(2_000) - hold_window(1), WRITE_PER_EVENT * 1_999);
     }
 
     /// The host takes the bursts published in order, a chunk at a time, stops when time

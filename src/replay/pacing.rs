@@ -171,7 +171,17 @@ pub struct Covered {
     pub held_bursts: u64,
     /// Their events.
     pub held_events: u64,
+    /// Bursts (or parts) whose writing ended less than [`EXPOSED`] before their due time,
+    /// or after it: a stall of the replay thread's core while they were written makes
+    /// them late, whatever the backup does.
+    pub exposed_bursts: u64,
+    /// Their events.
+    pub exposed_events: u64,
 }
+
+/// How far ahead of its due time a burst must be written for a stall of the replay
+/// thread's core (once it is written) not to make it late: the lateness that matters.
+pub const EXPOSED: Duration = Duration::from_micros(100);
 
 /// The shortest gap between two clock reads of a spinning pacer counted as a stall. A
 /// spin's reads are tens of nanoseconds apart; this is far above that and well below
@@ -576,6 +586,20 @@ impl Pacer {
         });
     }
 
+    /// Waits until `at` the way it waits for a due time (spinning, its stalls counted,
+    /// when it never sleeps; sleeping otherwise), for work to do then rather than for a
+    /// publication: nothing is recorded. Returns early once a stop is raised.
+    pub fn wait_until(&mut self, at: Instant) {
+        match self.waiting {
+            Waiting::Busy => {
+                let stop = &self.stop;
+                self.stalls
+                    .spin_until(at, || stop.as_ref().is_some_and(Stop::is_set));
+            }
+            _ => self.sleep_until(at),
+        }
+    }
+
     fn sleep_then_spin(&mut self, due: Instant, now: Instant) {
         let margin = self.margin.get();
         if due - now > margin {
@@ -657,6 +681,20 @@ impl Pacer {
         let figures = self.covered.get_or_insert_with(Covered::default);
         figures.held_bursts += 1;
         figures.held_events += events as u64;
+    }
+
+    /// Notes that the writing of a burst (or part) of `events` at `ts` ended at `written`:
+    /// the report says how many were written less than [`EXPOSED`] ahead of their due
+    /// time (with a backup publisher only: without one, every burst depends on this
+    /// thread anyway).
+    pub fn written_ahead(&mut self, ts: UnixNanos, events: usize, written: Instant) {
+        let (Some(due), Some(figures)) = (self.due_at(ts), self.covered.as_mut()) else {
+            return;
+        };
+        if events > 0 && written + EXPOSED > due {
+            figures.exposed_bursts += 1;
+            figures.exposed_events += events as u64;
+        }
     }
 
     /// Notes that a burst of `events` sharing the due time [`Pacer::wait_for`] waited
@@ -808,6 +846,41 @@ mod tests {
             late.max_us >= 1_000.0 && late.max_us < 15_000.0,
             "late by the backup's publication, not this thread's: {late:?}"
         );
+    }
+
+    /// A wait for work (not for a publication) waits its way, busy or not, and records
+    /// nothing; a burst written less than [`EXPOSED`] before its due time is counted as
+    /// exposed, one written well ahead is not, and neither without a backup.
+    #[test]
+    fn waits_for_work_record_nothing_and_bursts_written_late_are_exposed() {
+        for waiting in [Waiting::Busy, Waiting::Spin, Waiting::Sleep] {
+            let mut p = Pacer::new(Speed::Factor(1.0)).waiting(waiting);
+            p.wait_for(0);
+            p.sent();
+            let at = Instant::now() + Duration::from_millis(5);
+            p.wait_until(at);
+            assert!(Instant::now() >= at, "{waiting:?} waited");
+            let r = p.report().unwrap();
+            assert_eq!(
+                r.lateness.unwrap().samples,
+                1,
+                "{waiting:?}: nothing recorded"
+            );
+            assert_eq!(r.stalls.due_in_stall, 0, "{waiting:?}");
+            // Without a backup nothing is counted.
+            p.written_ahead(1_000_000_000, 7, Instant::now());
+            assert!(p.report().unwrap().backup.is_none());
+            p.backed_up();
+            // Due 1 s after the first event (10 ms margins at least, whatever the load):
+            // written long before it, then at it and after it.
+            let due = p.due_at(1_000_000_000).unwrap();
+            p.written_ahead(1_000_000_000, 7, due - Duration::from_millis(10));
+            p.written_ahead(1_000_000_000, 5, due - EXPOSED / 2);
+            p.written_ahead(1_000_000_000, 3, due + Duration::from_millis(10));
+            p.written_ahead(1_000_000_000, 0, due + Duration::from_millis(10));
+            let b = p.report().unwrap().backup.unwrap();
+            assert_eq!((b.exposed_bursts, b.exposed_events), (2, 8), "{waiting:?}");
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ const NEVER: u64 = u64::MAX;
 
 /// Tickets that may be open at once: the burst being published and those written ahead
 /// of it ([`Backup::post`] refuses more).
-pub const TICKETS: u64 = 32;
+pub const TICKETS: u64 = 256;
 
 /// One ticket: records that may be published from a due time on. Written by the replay
 /// thread under a sequence lock (odd while it writes), read by the backup.

@@ -345,6 +345,17 @@ fn own_core_keeps_the_strategy_and_the_replays_threads_off_its_cpu_and_busy_paci
             && backup["held_bursts"].as_u64().is_some_and(|b| b > 0),
         "{sum}"
     );
+    // And those written less than 100 us before their due time are counted (how many
+    // is the machine's to say: a stall of the replay's core while it writes).
+    assert!(
+        backup["exposed_events"]
+            .as_u64()
+            .is_some_and(|e| e <= events)
+            && backup["exposed_bursts"]
+                .as_u64()
+                .is_some_and(|b| b <= backup["exposed_events"].as_u64().unwrap()),
+        "{sum}"
+    );
     let log = log_of_strategy_that_saw(&out, "mm-own", events);
     let strategy = allowed_cpus(&log).expect("the strategy printed its CPUs");
     assert_eq!(strategy, others, "the strategy's CPUs: {log}");
