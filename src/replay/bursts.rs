@@ -93,10 +93,10 @@ impl Ahead {
     /// nothing is held. Only the first and last messages are looked at until then, so
     /// reading a burst of thousands of events one at a time stays linear.
     fn first_burst(&self) -> Result<Option<(UnixNanos, usize)>, ()> {
-        let (Some(first), Some(last)) = (self.messages.front(), self.messages.back()) else {
+        let Some(first) = self.messages.front() else {
             return Ok(None);
         };
-        if last.ts == first.ts && !self.ended {
+        if !self.first_whole() {
             return Err(());
         }
         let n = self
@@ -279,10 +279,12 @@ impl Lag {
 /// while instead of making the next burst late: its messages and the answers to
 /// requests come later, the market data on time.
 ///
-/// With a backup publisher, each burst due within [`HOLD_WINDOW`] is written as soon as
-/// it is read whole, before the host's work, and held ([`hold_ahead`]); the backup
-/// publishes it at its due time if this thread has not, so a stall of this thread's
-/// core while it works for the host no longer makes the burst late.
+/// With a backup publisher, each burst is written and held ([`hold_ahead`]) as soon as
+/// it is read whole and due within its [`hold_window`]: while reading ahead, while
+/// waiting for the burst before it, and in a pause of the host's work
+/// ([`work_and_hold`]). The backup publishes it at its due time if this thread has not,
+/// so a stall of this thread's core while it works for the host no longer makes the
+/// burst late.
 pub(super) fn stream(
     link: &mut Link<'_>,
     source: &mut EventSource,
@@ -308,37 +310,31 @@ pub(super) fn stream(
                 // then the host's work on what is out, in the time left before it, held
                 // up for each burst that comes due soon meanwhile. What it sends
                 // follows the bursts held.
-                let next = hold_ahead(link, state, &mut feed, &mut held, h.burst.0)?;
-                let front = (h.burst.0, HOST_MARGIN);
+                let next = hold_ahead(link, state, &mut feed, &mut held, h.ts)?;
+                let front = (h.ts, HOST_MARGIN);
                 work_and_hold(link, state, (&mut feed, &mut lag, &mut held), front, next)?;
-                (h.burst, h.part, h.ticket)
+                ((h.ts, h.part.events), h.part, h.ticket)
             }
             None => {
                 let Some((ts, n)) = feed.whole_burst(link)? else {
                     break;
                 };
                 state.heartbeat.tick(&mut link.bus.zmq)?;
+                // The host's work on what is out, while this burst leaves time for it.
+                let front = (ts, writing_time(n));
                 if write_ahead {
                     // This burst is held once it is due soon, and the host's work goes
                     // on behind it; a host done before then leaves it to be written now.
                     let next = hold_ahead(link, state, &mut feed, &mut held, ts)?;
                     if held.is_empty() {
-                        let front = (ts, writing_time(n));
                         work_and_hold(link, state, (&mut feed, &mut lag, &mut held), front, next)?;
                     }
                     if !held.is_empty() {
                         continue;
                     }
+                } else {
+                    catch_up(link, state, &mut feed.ahead, &mut lag, Some(front), None)?;
                 }
-                // The host's work on what is out, while this burst leaves time for it.
-                catch_up(
-                    link,
-                    state,
-                    &mut feed.ahead,
-                    &mut lag,
-                    Some((ts, writing_time(n))),
-                    None,
-                )?;
                 let began = Instant::now();
                 let mut ticket = Ticket::default();
                 let host_ready = lag.bursts.is_empty();
@@ -395,9 +391,9 @@ pub(super) fn stream(
         // The bursts held that are due by now go out at once, each its own publication,
         // with no host work between them: a cluster of bursts microseconds apart leaves
         // no time for it, and a loop per burst would make the last of them late.
-        while let Some(h) = held.pop_front_if(|h| state.pacer.until_due(h.burst.0).is_zero()) {
-            let (burst, mut ticket) = (h.burst, h.ticket);
-            publish(link, state.pacer, burst.0, h.part, &mut ticket);
+        while let Some(h) = held.pop_front_if(|h| state.pacer.until_due(h.ts).is_zero()) {
+            let (burst, mut ticket) = ((h.ts, h.part.events), h.ticket);
+            publish(link, state.pacer, h.ts, h.part, &mut ticket);
             lag.published_burst(burst, feed.keep);
         }
         last_ts = lag.published.unwrap_or(ts);
@@ -553,11 +549,12 @@ fn hold_window(n: usize) -> Duration {
 /// Bursts held at most at once (below the backup's open tickets): at `--speed 10` a
 /// cluster of trades brings hundreds of bursts, microseconds apart, within a window.
 const MAX_HELD: usize = 240;
+const _: () = assert!(MAX_HELD < crate::shm::backup::TICKETS as usize);
 
-/// A burst written ahead and held ([`hold_ahead`]): its time, what is published of it,
-/// and its ticket.
+/// A burst written ahead and held ([`hold_ahead`]): its time, what is published of it
+/// (all its events), and its ticket.
 struct Held {
-    burst: (UnixNanos, usize),
+    ts: UnixNanos,
     part: Part,
     ticket: Ticket,
 }
@@ -643,11 +640,7 @@ fn hold_ahead(
             written: Instant::now(),
             held: true,
         };
-        held.push_back(Held {
-            burst: (ts, n),
-            part,
-            ticket,
-        });
+        held.push_back(Held { ts, part, ticket });
     }
 }
 
