@@ -1,6 +1,7 @@
-//! The paced loop over shared memory without lockstep: events read and encoded well
-//! ahead, each burst written into the rings before its due time and published on time
-//! (`docs/SHM.md`, "Paced replays").
+//! The paced loop without lockstep: events read and encoded well ahead, each burst
+//! published on time — over shared memory written into the rings before its due time
+//! and published with one store (`docs/SHM.md`, "Paced replays"), over ZeroMQ sent back
+//! to back from its due time on.
 //!
 //! Owns what is read ahead, when a burst is written, published and followed by a
 //! wake-up, and where the exchange host's messages go; how long to wait is the
@@ -257,17 +258,19 @@ impl Lag {
     }
 }
 
-/// The paced loop over shared memory without lockstep. Recorded data comes in bursts
-/// that share one `ts_recv` (a depth update of many levels, a snapshot): up to
-/// thousands of events due at the same instant, sometimes a fraction of a millisecond
-/// after the previous burst at `--speed 10`.
+/// The paced loop without lockstep. Recorded data comes in bursts that share one
+/// `ts_recv` (a depth update of many levels, a snapshot): up to thousands of events due
+/// at the same instant, sometimes a fraction of a millisecond after the previous burst
+/// at `--speed 10`.
 ///
 /// Events are read and encoded ahead whenever the replay has time before the next due
-/// time (up to [`AHEAD_BYTES`]). Each burst is then written into the rings unpublished
-/// (the exchange host's messages due before it first), published at its due time with
-/// one store per ring, and the sleeping readers woken. Nothing is visible before its
-/// due time. A burst larger than a ring's staging share is published in parts, from
-/// its due time on.
+/// time (up to [`AHEAD_BYTES`]). Over shared memory, each burst is then written into the
+/// rings unpublished (the exchange host's messages due before it first), published at
+/// its due time with one store per ring, and the sleeping readers woken; a burst larger
+/// than a ring's staging share is published in parts, from its due time on. Over
+/// ZeroMQ, where every send is visible at once, the host's messages due before a burst
+/// are sent ahead of it, and its events at its due time, back to back ([`send_burst`]):
+/// each is late only by the sends before it. Nothing is visible before its due time.
 ///
 /// The exchange host takes each burst's events only after the burst is published, in
 /// the time left before the next one is due ([`catch_up`]): its messages about them
@@ -293,6 +296,9 @@ pub(super) fn stream(
     on_progress: &mut impl FnMut(Progress<'_>),
 ) -> Result<UnixNanos> {
     let write_ahead = link.bus.has_backup();
+    // Over shared memory a burst is written ahead and published with one store; over
+    // ZeroMQ it stays read ahead until its due time.
+    let staged = link.bus.shm().is_some();
     let mut feed = Feed {
         ahead: Ahead::default(),
         source,
@@ -321,7 +327,7 @@ pub(super) fn stream(
                 };
                 state.heartbeat.tick(&mut link.bus.zmq)?;
                 // The host's work on what is out, while this burst leaves time for it.
-                let front = (ts, writing_time(n));
+                let front = (ts, if staged { writing_time(n) } else { HOST_MARGIN });
                 if write_ahead {
                     // This burst is held once it is due soon, and the host's work goes
                     // on behind it; a host done before then leaves it to be written now.
@@ -338,21 +344,35 @@ pub(super) fn stream(
                 let began = Instant::now();
                 let mut ticket = Ticket::default();
                 let host_ready = lag.bursts.is_empty();
-                let (unpublished, written) = write_burst(
-                    link,
-                    state,
-                    &feed.ahead,
-                    (ts, n),
-                    host_ready,
-                    began,
-                    &mut ticket,
-                )?;
-                feed.ahead.pop(n);
-                let part = Part {
-                    events: unpublished,
-                    began,
-                    written,
-                    held: false,
+                let part = if staged {
+                    let (unpublished, written) = write_burst(
+                        link,
+                        state,
+                        &feed.ahead,
+                        (ts, n),
+                        host_ready,
+                        began,
+                        &mut ticket,
+                    )?;
+                    feed.ahead.pop(n);
+                    Part {
+                        events: unpublished,
+                        began,
+                        written,
+                        held: false,
+                    }
+                } else {
+                    // What the host sends before the burst goes now, the burst itself
+                    // at its due time (it stays read ahead until then).
+                    if host_ready {
+                        before_burst(link, state, ts)?;
+                    }
+                    Part {
+                        events: n,
+                        began,
+                        written: began,
+                        held: false,
+                    }
                 };
                 ((ts, n), part, ticket)
             }
@@ -386,7 +406,11 @@ pub(super) fn stream(
             state.pacer.wait_until(at);
             next_hold = hold_ahead(link, state, &mut feed, &mut held, ts)?;
         }
-        publish(link, state.pacer, ts, part, &mut ticket);
+        if staged {
+            publish(link, state.pacer, ts, part, &mut ticket);
+        } else {
+            send_burst(link, state.pacer, &mut feed.ahead, burst)?;
+        }
         lag.published_burst(burst, feed.keep);
         // The bursts held that are due by now go out at once, each its own publication,
         // with no host work between them: a cluster of bursts microseconds apart leaves
@@ -502,10 +526,8 @@ fn write_burst(
     began: Instant,
     ticket: &mut Ticket,
 ) -> Result<(usize, Instant)> {
-    if let Some(h) = link.host.as_deref_mut().filter(|_| host_ready) {
-        state.marks.before(h, ts, &mut link.out)?;
-        h.advance_before(ts, &mut link.out)?;
-        link.flush()?;
+    if host_ready {
+        before_burst(link, state, ts)?;
     }
     let due = state.pacer.due_at(ts);
     let mut unpublished = 0;
@@ -530,6 +552,36 @@ fn write_burst(
     }
     ticket.post(link, due, unpublished, false);
     Ok((unpublished, Instant::now()))
+}
+
+/// What the exchange host sends before the burst at `ts`, once it has taken everything
+/// published: the marks and the queued orders due before it.
+fn before_burst(link: &mut Link<'_>, state: &mut Loop<'_>, ts: UnixNanos) -> Result<()> {
+    if let Some(h) = link.host.as_deref_mut() {
+        state.marks.before(h, ts, &mut link.out)?;
+        h.advance_before(ts, &mut link.out)?;
+    }
+    link.flush()
+}
+
+/// Over ZeroMQ: waits for the due time of the burst `(ts, n)`, the first `n` messages
+/// read ahead, and sends them back to back, each visible once its send returns.
+fn send_burst(
+    link: &mut Link<'_>,
+    pacer: &mut Pacer,
+    ahead: &mut Ahead,
+    (ts, n): (UnixNanos, usize),
+) -> Result<()> {
+    for (m, topic, payload) in ahead.messages(n) {
+        debug_assert_eq!(m.ts, ts);
+        // Waits for the first; the others are due already.
+        pacer.wait_for(m.ts);
+        link.bus.send_raw(topic, payload)?;
+        pacer.sent();
+        count(&mut link.stats, m.ts, m.gap);
+    }
+    ahead.pop(n);
+    Ok(())
 }
 
 /// With a backup publisher, the bursts due within this much of the clock (plus the time

@@ -317,9 +317,11 @@ pub fn run_over(
     let mut marks = Marks::new(config.mark_interval);
     let mut last_ts: UnixNanos = 0;
     let mut last_progress = Instant::now();
-    // Paced over shared memory without lockstep: each burst is written ahead and
-    // published at its due time.
-    let in_bursts = paced && lockstep.is_none() && link.bus.shm().is_some();
+    // Paced without lockstep: each burst is read and encoded ahead, and published at its
+    // due time (over shared memory written ahead into the rings, over ZeroMQ sent back
+    // to back). The legacy pacing, a baseline, sends one event at a time as it decodes.
+    let in_bursts =
+        paced && lockstep.is_none() && (link.bus.shm().is_some() || config.pacing.reads_ahead());
     if peers_ready && in_bursts {
         link.bus.batch(true);
         if config.backup_publisher {

@@ -191,13 +191,33 @@ fn speed_one_takes_the_recorded_duration_and_reports_lateness() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("pacing lateness p50"));
     let captured = tap.join().unwrap();
-    assert_eq!(
-        captured
-            .messages
-            .iter()
-            .filter(|m| m.0.starts_with(b"book.") || m.0.starts_with(b"trade."))
-            .count(),
-        3000
+    let data: Vec<_> = captured
+        .messages
+        .iter()
+        .filter(|m| m.0.starts_with(b"book.") || m.0.starts_with(b"trade."))
+        .collect();
+    assert_eq!(data.len(), 3000);
+    // Never early: the replay reads and encodes up to seconds of events ahead of the
+    // clock, and each still arrives no sooner after the first than its recorded offset
+    // (less 50 ms for the first one's own delay in reaching this subscriber).
+    let mut names = ticktape::event::Interner::default();
+    let mut at =
+        |m: &(Vec<u8>, Vec<u8>, Instant)| (wire::decode(&m.1, &mut names).unwrap().ts_recv, m.2);
+    let (ts0, at0) = at(data[0]);
+    let early: Vec<(i64, f64)> = data
+        .iter()
+        .map(|m| at(m))
+        .filter_map(|(ts, t)| {
+            let offset = (ts - ts0) as f64 / 1e9;
+            let arrived = t.duration_since(at0).as_secs_f64();
+            (arrived + 0.05 < offset).then_some((ts, offset - arrived))
+        })
+        .collect();
+    assert!(
+        early.is_empty(),
+        "{} events arrived before they were due (ts_recv, seconds early): {:?}",
+        early.len(),
+        &early[..early.len().min(5)]
     );
 }
 
