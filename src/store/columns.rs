@@ -380,6 +380,8 @@ where
                     self.name
                 );
             }
+            check_levels(&out.levels, out.max_def, rows, values)
+                .with_context(|| format!("column {:?}", self.name))?;
             if out.dense {
                 out.index.clear();
                 let mut next = 0u32;
@@ -393,6 +395,32 @@ where
         }
         Ok(())
     }
+}
+
+/// Refuses a batch of `rows` rows whose definition levels do not account for its
+/// `values` values: a level per row, none above `max_def`, one at `max_def` per value.
+/// Only a damaged file (or one another tool wrote wrongly) fails this; reading on
+/// would give a row a value that is not there.
+fn check_levels(levels: &[i16], max_def: i16, rows: usize, values: usize) -> Result<()> {
+    ensure!(
+        levels.len() == rows,
+        "{} definition levels for {rows} rows: the file is damaged",
+        levels.len()
+    );
+    let mut held = 0;
+    for &level in levels {
+        ensure!(
+            (0..=max_def).contains(&level),
+            "definition level {level} outside 0..={max_def}: the file is damaged"
+        );
+        held += usize::from(level == max_def);
+    }
+    ensure!(
+        held == values,
+        "{held} rows hold a value by their definition levels but the page gives {values}: \
+         the file is damaged"
+    );
+    Ok(())
 }
 
 /// A column type a [`Slot`] reads, and how [`Direct`] decodes its pages.
@@ -1338,6 +1366,22 @@ mod tests {
     use parquet::basic::Compression;
     use parquet::file::metadata::ParquetMetaDataReader;
     use parquet::file::properties::{WriterProperties, WriterVersion};
+
+    #[test]
+    fn levels_that_do_not_account_for_the_values_are_refused() {
+        assert!(check_levels(&[1, 0, 1], 1, 3, 2).is_ok());
+        assert!(check_levels(&[], 0, 0, 0).is_ok());
+        let err = |levels: &[i16], rows, values| {
+            check_levels(levels, 1, rows, values)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[1, 2, 0], 3, 1).contains("level 2 outside 0..=1"));
+        assert!(err(&[1, -1, 0], 3, 1).contains("level -1"));
+        assert!(err(&[1, 0], 3, 1).contains("2 definition levels for 3 rows"));
+        assert!(err(&[1, 1, 0], 3, 1).contains("2 rows hold a value"));
+        assert!(err(&[1, 0, 0], 3, 2).contains("the page gives 2"));
+    }
 
     /// `column` written by the crate's writer with `props`, read back by [`Direct`] in
     /// batches of `batch` rows: each row's value, `None` for a null.

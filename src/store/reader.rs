@@ -946,6 +946,29 @@ mod tests {
         );
     }
 
+    /// Found by the `parquet_reader` fuzz target in CI (the shrunk case, kept in
+    /// tests/fixtures/fuzz): a run of definition level 80 in a text column whose levels
+    /// go to 1 read as a row holding a value the page did not have, an index out of
+    /// bounds when the row was decoded. Now the batch is refused, naming the column.
+    #[test]
+    fn a_definition_level_above_the_columns_maximum_is_an_error_naming_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = layout::partition_dir(dir.path(), "fuzz", "BTCUSDT", layout::day_of(T0));
+        std::fs::create_dir_all(&part).unwrap();
+        let path = part.join(layout::part_name(0, 1));
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fuzz/parquet-definition-level-out-of-range.parquet");
+        std::fs::copy(&fixture, &path).unwrap();
+        let result: Result<Vec<Event>> =
+            EventReader::open(dir.path(), Selection::default()).and_then(|reader| reader.collect());
+        let err = format!("{:#}", result.unwrap_err());
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.contains("\"gap_reason\"") && err.contains("definition level 80"),
+            "{err}"
+        );
+    }
+
     /// `read_many_into` in chunks of `chunk` events, as `pub_seq`s.
     fn read_many(root: &Path, selection: Selection, chunk: usize) -> Vec<u64> {
         let (events, error) = read_many_events(root, selection, chunk);
