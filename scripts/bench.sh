@@ -404,7 +404,7 @@ row = dict(run=int(sys.argv[3]), speed=sys.argv[4], load=sys.argv[5], mode=sys.a
            floor_first=p["floor_first"], margin_us=p["margin_us"], woken=p.get("woken"),
            stalls=p.get("stalls"), floor_stalled=p.get("floor_stalled"),
            own_steal_ms=None if s.get("own_cpu_steal_secs") is None else s["own_cpu_steal_secs"] * 1e3,
-           backup=p.get("backup"),
+           backup=p.get("backup"), answers=p.get("answers"),
            run_delay_ms=None if s.get("run_delay_secs") is None else s["run_delay_secs"] * 1e3)
 if sys.argv[8]:
     row["probe"] = json.load(open(sys.argv[2]))
@@ -420,6 +420,7 @@ arrival = f"  {who} arrival {probe['arrival_p50_us']:.0f}/{probe['arrival_p99_us
 print(f"run {r['run']} {r['speed']:>2}x {r['load']:<6} {r['mode']:<7} p50/p99/max us: every event {f(r['all'])} (floor {f(r['floor'])})"
       f"  first of due time {f(r['first'])} (floor {f(r['floor_first'])})  waited {f(r['waited'])}"
       + (f"  after the wake-up {f(r['woken'])}" if r.get("woken") else "")
+      + (f"  exchange answers {f(r['answers'])}" if r.get("answers") else "")
       + f"  cpu {r['cores']:.2f} cores  load {r['loadavg']:.1f}"
       + (f"  steal {r['steal_ms']:.0f} ms" if r.get("steal_ms") is not None else "")
       + (f" (own cpu {r['own_steal_ms']:.0f} ms)" if r.get("own_steal_ms") is not None else "")
@@ -575,6 +576,7 @@ for (speed, load, mode), rs in sorted(groups.items(), key=lambda kv: (-int(kv[0]
             f" max {rng(fig('first','max_us'), '{:.0f}')} (floor p99 {rng(fig('floor_first','p99_us'), '{:.0f}')})"
             f" | waited p99 {rng(fig('waited','p99_us'), '{:.0f}')}"
             + (f" | after the wake-up p50 {rng(fig('woken','p50_us'), '{:.0f}')} p99 {rng(fig('woken','p99_us'), '{:.0f}')}" if fig('woken', 'p99_us') else "")
+            + (f" | exchange answers p50 {rng(fig('answers','p50_us'), '{:.0f}')} p99 {rng(fig('answers','p99_us'), '{:.0f}')}" if fig('answers', 'p99_us') else "")
             + (f" | floor with stalls p99 {rng(fig('floor_stalled','p99_us'), '{:.0f}')}, stalls {rng([r['stalls']['lost_ms'] for r in rs], '{:.1f}')} ms" if fig('floor_stalled', 'p99_us') else "")
             + (f" | own cpu steal {rng(own, '{:.0f}')} ms" if (own := [r['own_steal_ms'] for r in rs if r.get('own_steal_ms') is not None]) else "")
             + f" | cpu {rng([r['cores'] for r in rs], '{:.2f}')} cores"

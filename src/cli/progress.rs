@@ -175,6 +175,12 @@ pub fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -
             "    floor, first event of each due time: {}",
             figure(&p.floor_first)
         );
+        if p.answers.is_some() {
+            eprintln!(
+                "    the exchange's answers to market events (due to visible), every message: {}",
+                figure(&p.answers)
+            );
+        }
         let st = &p.stalls;
         if st.spun_secs > 0.0 {
             eprintln!(

@@ -215,12 +215,19 @@ fn writing_time(n: usize) -> Duration {
 }
 
 /// Published bursts the exchange host has not taken yet, oldest first: their times and
-/// how many of their events are left (the events themselves are [`Ahead::events`]).
+/// how many of their events are left (the events themselves are [`Ahead::events`]);
+/// and the host's answers to them on their way to being visible.
 #[derive(Default)]
 struct Lag {
     bursts: VecDeque<(UnixNanos, usize)>,
     /// Time of the last burst published.
     published: Option<UnixNanos>,
+    /// The host's answers to market events written by the last [`catch_up`]: the
+    /// events' time and how many messages.
+    written: Vec<(UnixNanos, usize)>,
+    /// Answers written behind bursts held: visible once the burst of the number beside
+    /// them is released ([`super::out::BusOut::behind_held`]).
+    unseen: VecDeque<(UnixNanos, usize, u64)>,
 }
 
 impl Lag {
@@ -231,6 +238,29 @@ impl Lag {
             self.bursts.push_back(burst);
         }
         self.published = Some(burst.0);
+    }
+
+    /// Places the answers just written and published: visible now when nothing is held,
+    /// else once the last burst held is released.
+    fn answers_written(&mut self, link: &Link<'_>, pacer: &mut Pacer) {
+        match link.bus.behind_held() {
+            None => {
+                for (ts, n) in self.written.drain(..) {
+                    pacer.answered(ts, n);
+                }
+            }
+            Some(last) => self
+                .unseen
+                .extend(self.written.drain(..).map(|(ts, n)| (ts, n, last))),
+        }
+    }
+
+    /// Notes the answers the bursts held released so far made visible.
+    fn answers_released(&mut self, link: &Link<'_>, pacer: &mut Pacer) {
+        let released = link.bus.held_released();
+        while let Some((ts, n, _)) = self.unseen.pop_front_if(|a| a.2 <= released) {
+            pacer.answered(ts, n);
+        }
     }
 
     /// Hands the events of the bursts left (the front of `events`) to `take` with their
@@ -408,6 +438,7 @@ pub(super) fn stream(
         }
         if staged {
             publish(link, state.pacer, ts, part, &mut ticket);
+            lag.answers_released(link, state.pacer);
         } else {
             send_burst(link, state.pacer, &mut feed.ahead, burst)?;
         }
@@ -418,6 +449,7 @@ pub(super) fn stream(
         while let Some(h) = held.pop_front_if(|h| state.pacer.until_due(h.ts).is_zero()) {
             let (burst, mut ticket) = ((h.ts, h.part.events), h.ticket);
             publish(link, state.pacer, h.ts, h.part, &mut ticket);
+            lag.answers_released(link, state.pacer);
             lag.published_burst(burst, feed.keep);
         }
         last_ts = lag.published.unwrap_or(ts);
@@ -435,6 +467,7 @@ pub(super) fn stream(
     for _ in held.drain(..) {
         link.bus.release_held();
     }
+    lag.answers_released(link, state.pacer);
     // The end (or a stop): the host takes everything published.
     catch_up(link, state, &mut feed.ahead, &mut lag, None, None)?;
     Ok(last_ts)
@@ -490,16 +523,22 @@ fn catch_up(
     let mut caught_up = true;
     if let Some(h) = link.host.as_deref_mut() {
         let (marks, out) = (&mut *state.marks, &mut link.out);
+        let mut written = std::mem::take(&mut lag.written);
         caught_up = lag.drain(&mut ahead.events, time_left, |ts, events| {
             // Both apply only what is due strictly before `ts` and not applied yet:
             // a burst taken in several chunks repeats them harmlessly.
             marks.before(h, ts, out)?;
             h.advance_before(ts, out)?;
+            let before = out.len();
             for event in events {
                 h.on_market(&event, out)?;
             }
+            if out.len() > before {
+                written.push((ts, out.len() - before));
+            }
             Ok(())
         })?;
+        lag.written = written;
     }
     if caught_up && time_left() {
         link.pump(published, Duration::ZERO)?;
@@ -508,6 +547,7 @@ fn catch_up(
     }
     link.bus.commit();
     link.bus.wake_sleepers();
+    lag.answers_written(link, state.pacer);
     Ok(())
 }
 

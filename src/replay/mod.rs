@@ -411,7 +411,9 @@ fn deliver(link: &mut Link<'_>, marks: &mut Marks, event: &Event, pacer: &mut Pa
     count(&mut link.stats, ts, matches!(event.body, Body::Gap(_)));
     if let Some(h) = link.host.as_deref_mut() {
         h.on_market(event, &mut link.out)?;
+        let answers = link.out.len();
         link.flush()?;
+        pacer.answered(ts, answers);
     }
     Ok(())
 }

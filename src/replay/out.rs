@@ -25,6 +25,8 @@ pub(crate) struct BusOut {
     /// The strategies' rings, shared with the gateway (which writes replies into them).
     shm: Option<Rc<RefCell<Hub>>>,
     encoder: Encoder,
+    /// Bursts held so far ([`BusOut::hold_next`]) and released ([`BusOut::release_held`]).
+    holds: (u64, u64),
 }
 
 /// Encodes events into reused buffers.
@@ -69,6 +71,7 @@ impl BusOut {
                 topic_of: None,
                 payload: Vec::with_capacity(256),
             },
+            holds: (0, 0),
         }
     }
 
@@ -112,6 +115,10 @@ impl BusOut {
     pub(crate) fn batch(&mut self, on: bool) {
         if let Some(hub) = &self.shm {
             hub.borrow_mut().batch(on);
+        }
+        if !on {
+            // Nothing is held any more.
+            self.holds.1 = self.holds.0;
         }
     }
 
@@ -165,9 +172,8 @@ impl BusOut {
 
     /// Starts a burst written ahead and held ([`Hub::hold_next`]); only with a backup.
     pub(crate) fn hold_next(&mut self) {
-        if let Some(mut hub) = self.backed_up() {
-            hub.hold_next();
-        }
+        let held = self.backed_up().map(|mut hub| hub.hold_next()).is_some();
+        self.holds.0 += u64::from(held);
     }
 
     /// Posts the burst held last, as written so far, marking where it ends
@@ -178,7 +184,22 @@ impl BusOut {
 
     /// Publishes the oldest burst held ([`Hub::release_held`]).
     pub(crate) fn release_held(&mut self) -> bool {
+        if self.holds.1 < self.holds.0 {
+            self.holds.1 += 1;
+        }
         self.backed_up().is_some_and(|mut hub| hub.release_held())
+    }
+
+    /// While bursts are held, the number of the last one ([`BusOut::hold_next`] counts
+    /// from 1): what is written now is visible once it is released. None when nothing
+    /// is held (what is written is visible at the next commit).
+    pub(crate) fn behind_held(&self) -> Option<u64> {
+        (self.holds.1 < self.holds.0).then_some(self.holds.0)
+    }
+
+    /// How many bursts held were released so far.
+    pub(crate) fn held_released(&self) -> u64 {
+        self.holds.1
     }
 
     /// Takes back the tickets up to `last`: when the backup published some of it first,

@@ -31,7 +31,12 @@
 //!   such an event's wake-up moved to the end of its stall, what this machine allowed a
 //!   sender spinning exactly as this one. Only stalls seen while spinning count: busy
 //!   waiting spins throughout, the default only for its last margin, so elsewhere the
-//!   figure is a lower bound.
+//!   figure is a lower bound;
+//! - *answers*: the simulated exchange's messages in answer to market events (fills of
+//!   resting orders, the order updates a market event causes), from the event's due
+//!   time to the instant they became visible: what the market data's punctuality costs
+//!   the exchange's, where the exchange works after each burst and behind the bursts
+//!   held ahead of it.
 
 use std::time::{Duration, Instant};
 
@@ -142,6 +147,9 @@ pub struct PacingReport {
     /// end at the publication, when a reader that polls sees the event. Not taken with a
     /// backup publisher, which makes the wake-ups.
     pub woken: Option<Lateness>,
+    /// The simulated exchange's messages in answer to market events, every message, from
+    /// the event's due time to visible (with an exchange host only).
+    pub answers: Option<Lateness>,
     /// Sleep margin at the end of the replay, microseconds (spin waiting only).
     pub margin_us: Option<f64>,
     /// Time the machine took the replay thread off its CPU while it spun.
@@ -494,6 +502,8 @@ pub struct Pacer {
     floors_stalled: Samples,
     /// After the wake-up that followed each publication (shared memory).
     woken: Samples,
+    /// The exchange host's answers to market events.
+    answers: Samples,
     /// Due time and events of the last publication, for [`Pacer::woken`].
     last_published: Option<(Instant, usize)>,
     /// Bursts a backup publisher made first, once [`Pacer::backed_up`].
@@ -526,6 +536,7 @@ impl Pacer {
             floors_first: Samples::new(),
             floors_stalled: Samples::new(),
             woken: Samples::new(),
+            answers: Samples::new(),
             last_published: None,
             covered: None,
             slack: None,
@@ -749,6 +760,18 @@ impl Pacer {
         }
     }
 
+    /// Notes that `messages` of the exchange host's answers to the market events at `ts`
+    /// became visible now (nothing when not pacing).
+    pub fn answered(&mut self, ts: UnixNanos, messages: usize) {
+        let Some(due) = self.due_at(ts) else {
+            return;
+        };
+        let late = nanos(Instant::now().saturating_duration_since(due));
+        for _ in 0..messages {
+            self.answers.push(late);
+        }
+    }
+
     /// The floor lateness of the event `c` whose sending took `work`, without and with the
     /// stall its due time fell in.
     fn floors_of(&mut self, c: Current, work: u64) -> (u64, u64) {
@@ -805,6 +828,7 @@ impl Pacer {
             floor: self.floors.summary(),
             floor_first: self.floors_first.summary(),
             woken: self.woken.summary(),
+            answers: self.answers.summary(),
             margin_us: (self.waiting == Waiting::Spin).then(|| self.margin.ns as f64 / 1e3),
             stalls: self.stalls.clone(),
             floor_stalled: self.floors_stalled.summary(),
@@ -881,6 +905,29 @@ mod tests {
             let b = p.report().unwrap().backup.unwrap();
             assert_eq!((b.exposed_bursts, b.exposed_events), (2, 8), "{waiting:?}");
         }
+    }
+
+    #[test]
+    fn answers_count_every_message_late_from_their_events_due_time() {
+        let mut p = Pacer::new(Speed::Factor(1.0));
+        p.answered(0, 5);
+        assert!(
+            p.report().is_none_or(|r| r.answers.is_none()),
+            "before the first event"
+        );
+        p.wait_for(0);
+        p.sent();
+        // Two answers to the first event, made visible 20 ms after it was due.
+        std::thread::sleep(Duration::from_millis(20));
+        p.answered(0, 2);
+        p.answered(0, 0);
+        let a = p.report().unwrap().answers.unwrap();
+        assert_eq!(a.samples, 2);
+        assert!(a.p50_us >= 19_000.0, "{a:?}");
+        // Not pacing: nothing counted.
+        let mut max = Pacer::new(Speed::Max);
+        max.answered(0, 3);
+        assert!(max.report().is_none_or(|r| r.answers.is_none()));
     }
 
     #[test]

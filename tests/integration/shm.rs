@@ -169,10 +169,22 @@ fn a_paced_replay_without_lockstep_reaches_every_shm_strategy_and_reports_its_la
             "{name} saw every event: {log}"
         );
     }
+    assert_answers_timed(&sum);
     // The same scenario over ZeroMQ replays the same events.
     let zmq = dir.path().join("zmq");
     run(&s, &zmq, &["--transport", "zmq"]);
-    assert_eq!(summary(&zmq)["replay"]["events"], events);
+    let sum = summary(&zmq);
+    assert_eq!(sum["replay"]["events"], events);
+    assert_answers_timed(&sum);
+}
+
+/// The summary of a paced run with resting orders times the exchange's answers to
+/// market events (fills of resting orders).
+fn assert_answers_timed(sum: &serde_json::Value) {
+    let answers = &sum["replay"]["pacing"]["answers"];
+    let samples = answers["samples"].as_u64().unwrap_or(0);
+    assert!(samples > 0, "answers timed: {sum}");
+    assert!(answers["p99_us"].as_f64().is_some(), "{answers}");
 }
 
 /// A paced (`lockstep = false`) [`scenario`] whose mm strategy runs through a shell that
