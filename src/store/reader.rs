@@ -922,22 +922,33 @@ mod tests {
         assert!(err.contains("row group 0") && err.contains("-5"), "{err}");
     }
 
-    /// Found by the `parquet_reader` fuzz target (the input is the shrunk case, kept in
-    /// tests/fixtures/fuzz): a mutated page made the parquet crate's bit reader shift
-    /// past 64 bits, a panic in debug builds, when the reader decoded it.
-    #[test]
-    fn a_page_that_panics_the_parquet_decoder_is_an_error_naming_the_file() {
+    /// The error of reading a dataset whose only file is `fixture` (a file of
+    /// tests/fixtures/fuzz), all of it, and that file's path in the dataset.
+    fn read_fixture_error(fixture: &str) -> (String, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let part = layout::partition_dir(dir.path(), "fuzz", "BTCUSDT", layout::day_of(T0));
         std::fs::create_dir_all(&part).unwrap();
         let path = part.join(layout::part_name(0, 1));
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/fuzz/parquet-decoder-shift-overflow.parquet");
+            .join("tests/fixtures/fuzz")
+            .join(fixture);
         std::fs::copy(&fixture, &path).unwrap();
         let result: Result<Vec<Event>> =
             EventReader::open(dir.path(), Selection::default()).and_then(|reader| reader.collect());
         let err = format!("{:#}", result.unwrap_err());
-        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.contains(&path.display().to_string()),
+            "names the file: {err}"
+        );
+        (err, path)
+    }
+
+    /// Found by the `parquet_reader` fuzz target (the input is the shrunk case, kept in
+    /// tests/fixtures/fuzz): a mutated page made the parquet crate's bit reader shift
+    /// past 64 bits, a panic in debug builds, when the reader decoded it.
+    #[test]
+    fn a_page_that_panics_the_parquet_decoder_is_an_error_naming_the_file() {
+        let (_, path) = read_fixture_error("parquet-decoder-shift-overflow.parquet");
         assert!(
             guarded(&path, || panic!("boom"))
                 .unwrap_err()
@@ -952,17 +963,7 @@ mod tests {
     /// bounds when the row was decoded. Now the batch is refused, naming the column.
     #[test]
     fn a_definition_level_above_the_columns_maximum_is_an_error_naming_the_column() {
-        let dir = tempfile::tempdir().unwrap();
-        let part = layout::partition_dir(dir.path(), "fuzz", "BTCUSDT", layout::day_of(T0));
-        std::fs::create_dir_all(&part).unwrap();
-        let path = part.join(layout::part_name(0, 1));
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/fuzz/parquet-definition-level-out-of-range.parquet");
-        std::fs::copy(&fixture, &path).unwrap();
-        let result: Result<Vec<Event>> =
-            EventReader::open(dir.path(), Selection::default()).and_then(|reader| reader.collect());
-        let err = format!("{:#}", result.unwrap_err());
-        assert!(err.contains(&path.display().to_string()), "{err}");
+        let (err, _) = read_fixture_error("parquet-definition-level-out-of-range.parquet");
         assert!(
             err.contains("\"gap_reason\"") && err.contains("definition level 80"),
             "{err}"
