@@ -24,6 +24,19 @@
 //! than 50 µs (and 100 µs) later on the first CPU, on the last, and on both at once (a
 //! due time two publishers on those CPUs would both have missed).
 //!
+//! `pace_probe bare ENDPOINT SUBSCRIBERS DATASET SPEED [START END]` is the bare-transport
+//! baseline of paced replay over ZeroMQ: it reads and encodes the dataset (as the replay
+//! does, JSON, topics and `pub_seq` from a [`Sequencer`](ticktape::bus::Sequencer)) into
+//! memory first, binds the bus's [`Publisher`](ticktape::bus::Publisher) set as the
+//! replay's (no drop, the same send queue), waits for SUBSCRIBERS, then for each event
+//! spins until its due time and sends it (`send_raw`: two libzmq sends and a counter):
+//! nothing between the wake-up and the send but the transport. It prints as one JSON line, in
+//! the shape of the replay's `--json` summary (so the bench reads both alike), the
+//! lateness of every event and of the first event of each due time (send returned minus
+//! due time, as the replay defines them) and the CPU it used, and ends the stream with an
+//! end-of-stream event so a recorder stops. `PACE_BARE_CPU=N` pins its sending thread
+//! to CPU N, as `own_core` pins the replay's.
+//!
 //! Arrival lateness of event i: `(arrival_i − due_i) − min_j (arrival_j − due_j)`, where
 //! `due_i = (ts_recv_i − ts_recv_0) / SPEED` after the first arrival: how much later than
 //! the fastest delivery of the run each event reached this subscriber (transport, the
@@ -31,7 +44,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use ticktape::book::L2Book;
 use ticktape::event::{Event, Interner};
 use ticktape::strategy::{self, Context, Fill, OrderUpdate, Reply, Strategy};
@@ -226,8 +239,136 @@ fn run_strategy(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Percentiles of `ns` (nanoseconds) as the replay summarises lateness: nearest rank.
+fn lateness(mut ns: Vec<u64>) -> serde_json::Value {
+    ns.sort_unstable();
+    let us = |i: usize| ns.get(i).map_or(0.0, |&n| n as f64 / 1e3);
+    let pct = |p: f64| us((ns.len().saturating_sub(1) as f64 * p).round() as usize);
+    serde_json::json!({
+        "p50_us": pct(0.5), "p99_us": pct(0.99),
+        "max_us": us(ns.len().saturating_sub(1)), "samples": ns.len(),
+    })
+}
+
+/// User and system CPU seconds this process has used.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// The bare ZeroMQ sender (see the module documentation).
+fn bare(args: &[String]) -> Result<()> {
+    let (endpoint, subscribers, dataset, speed, window) = match args {
+        [e, n, d, s] => (e, n, d, s, None),
+        [e, n, d, s, start, end] => (e, n, d, s, Some((start, end))),
+        _ => anyhow::bail!("usage: pace_probe bare ENDPOINT SUBSCRIBERS DATASET SPEED [START END]"),
+    };
+    let speed: f64 = speed.parse().context("SPEED: a number")?;
+    let mut selection = ticktape::store::Selection::default();
+    if let Some((start, end)) = window {
+        selection.start = Some(ticktape::store::layout::parse_ts(start)?);
+        selection.end = Some(ticktape::store::layout::parse_ts(end)?);
+    }
+    let mut sequencer = ticktape::bus::Sequencer::default();
+    let mut messages = Vec::new();
+    let mut last_ts = 0;
+    for event in ticktape::store::EventReader::open(std::path::Path::new(dataset), selection)? {
+        let mut event = event?;
+        let topic = sequencer.stamp(&mut event).as_bytes().to_vec();
+        let mut payload = Vec::new();
+        wire::encode_as(wire::Encoding::Json, &event, &mut payload);
+        last_ts = event.ts_recv;
+        messages.push((event.ts_recv, topic, payload));
+    }
+    anyhow::ensure!(!messages.is_empty(), "no events in {dataset}");
+    let ctx = zmq::Context::new();
+    let mut publisher = ticktape::bus::Publisher::bind(
+        &ctx,
+        &ticktape::bus::PublisherConfig {
+            bind: vec![endpoint.clone()],
+            // As the replay's: never drop, the same send queue.
+            backpressure: ticktape::bus::Backpressure::Block,
+            send_hwm: 100_000,
+            encoding: wire::Encoding::Json,
+        },
+    )?;
+    let subscribers: usize = subscribers.parse().context("SUBSCRIBERS: a whole number")?;
+    anyhow::ensure!(
+        publisher.wait_for_subscribers(subscribers, Duration::from_secs(30), &|| false)?,
+        "no {subscribers} subscribers on {endpoint} within 30 s"
+    );
+    // PACE_BARE_CPU=N pins this thread (not libzmq's I/O thread, started with the
+    // socket) to CPU N, as `own_core` pins the replay thread.
+    if let Some(cpu) = std::env::var("PACE_BARE_CPU")
+        .ok()
+        .and_then(|c| c.parse::<usize>().ok())
+    {
+        // SAFETY: as in `stalls_on`.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+    let (mut every, mut first) = (Vec::with_capacity(messages.len()), Vec::new());
+    let ts0 = messages[0].0;
+    let cpu_before = cpu_secs();
+    let t0 = Instant::now();
+    let mut previous_ts = None;
+    for (ts, topic, payload) in &messages {
+        let due = t0 + Duration::from_nanos(((ts - ts0) as f64 / speed) as u64);
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+        publisher.send_raw(topic, payload)?;
+        let late = Instant::now().saturating_duration_since(due).as_nanos() as u64;
+        every.push(late);
+        if previous_ts != Some(*ts) {
+            first.push(late);
+        }
+        previous_ts = Some(*ts);
+    }
+    let mut eos = ticktape::event::Event {
+        venue: "".into(),
+        symbol: "".into(),
+        ts_event: ticktape::event::now_nanos(),
+        ts_recv: last_ts,
+        venue_seq: None,
+        prev_venue_seq: None,
+        pub_seq: 0,
+        body: ticktape::event::Body::EndOfStream(ticktape::event::EndOfStream {
+            publisher: "pace-bare".into(),
+            replay: true,
+            events: messages.len() as u64,
+        }),
+    };
+    sequencer.stamp(&mut eos);
+    publisher.send(&eos)?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu_before;
+    println!(
+        "{}",
+        serde_json::json!({
+            "events": messages.len(), "elapsed_secs": elapsed, "cpu_secs": cpu,
+            "lateness": lateness(every),
+            "pacing": {"first": lateness(first), "waited": null, "floor": null,
+                       "floor_first": null, "margin_us": null},
+        })
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("bare") {
+        return bare(&args[2..]);
+    }
     if args.get(1).map(String::as_str) == Some("strategy") {
         return run_strategy(&args[2..]);
     }

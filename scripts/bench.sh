@@ -41,10 +41,13 @@
 #            event and of the first event of each due time, the floor the data and the
 #            sends force for both, the events the pacer waited for, CPU cores used, and
 #            the loaded subscriber's arrival lateness, for each mode in BENCH_PACE_MODES
-#            (default "legacy spin spin-rt"; a mode is a --pacing value, "-rt" adds
-#            --realtime, "-own" adds --own-core, e.g. busy-own; legacy, the pacing
-#            before issue 14, is the baseline; "none": no recorder rows), modes
-#            interleaved within each run; then (BENCH_PACE_STRATEGY=1, default) one Rust
+#            (default "bare spin busy-own"; a mode is a --pacing value, "-rt" adds
+#            --realtime, "-own" adds --own-core, e.g. busy-own; "bare" is the bare
+#            transport, the baseline: no replay, pace_probe bare sending the same
+#            messages from memory through the bus's publisher, spinning to each due
+#            time; legacy, the pacing before issue 14, the old baseline; "none": no
+#            recorder rows), modes interleaved within each run, and each configuration's
+#            p99 as a ratio to the bare sender of its round; then (BENCH_PACE_STRATEGY=1, default) one Rust
 #            strategy (mm, no lockstep; examples/pace_probe.rs runs it and measures when
 #            each event reached it) as the one subscriber by `ticktape run`: over zmq,
 #            over shm, over shm with the replay under SCHED_FIFO (realtime), with the
@@ -436,7 +439,7 @@ PY
 # pacing mode, modes interleaved, so the baseline meets the same machine as the change.
 pacing_section() {
   local runs=$1 window=${BENCH_PACE_WINDOW:-30} work=${BENCH_PACE_WORK_US:-100}
-  local modes=${BENCH_PACE_MODES:-legacy spin spin-rt}
+  local modes=${BENCH_PACE_MODES:-bare spin busy-own}
   cargo build --release --example pace_probe 2>&1 | tail -1
   local PP
   PP=$(realpath "${CARGO_TARGET_DIR:-target}/release/examples/pace_probe")
@@ -465,7 +468,8 @@ f = lambda k: f\"{s[k]['first']:.3f} / {s[k]['last']:.3f} / both {s[k]['both']:.
 print(f\"run $run two spinners on CPUs {s['cpus']}, due times in a stall ending > 50 us later: {f('late_50us_pct')}; > 100 us: {f('late_100us_pct')}\")"
     for speed in 10 1; do
       local window_args=()
-      [ "$speed" = 1 ] && window_args=(--start "$start" --end "$end")
+      local bare_window=()
+      [ "$speed" = 1 ] && window_args=(--start "$start" --end "$end") && bare_window=("$start" "$end")
       for load in one loaded; do
         for mode in $modes; do
           # BENCH_PACE_MODES=none: no recorder rows (only the strategy's).
@@ -483,6 +487,7 @@ print(f\"run $run two spinners on CPUs {s['cpus']}, due times in a stall ending 
           # A mode is a --pacing value with optional suffixes: -rt adds --realtime,
           # -own adds --own-core (e.g. busy-own, spin-rt).
           local mode_args=(--pacing "${mode%%-*}") suffix
+          [ "$mode" = bare ] && mode_args=()
           for suffix in $(echo "${mode#"${mode%%-*}"}" | tr '-' ' '); do
             case $suffix in
               rt) mode_args+=(--realtime) ;;
@@ -490,8 +495,13 @@ print(f\"run $run two spinners on CPUs {s['cpus']}, due times in a stall ending 
               *) echo "bench: unknown pacing mode suffix -$suffix in $mode (use -rt or -own)" >&2; exit 2 ;;
             esac
           done
-          $T replay data/binance-spot "${window_args[@]}" --speed "$speed" "${mode_args[@]}" \
-            --bind $ep --wait-for $subs --quiet --json > "$W/pace.json" 2> "$W/pace.log"
+          if [ "$mode" = bare ]; then
+            # The bare transport: the same messages, from memory, one libzmq send each.
+            "$PP" bare $ep $subs data/binance-spot "$speed" "${bare_window[@]}" > "$W/pace.json" 2> "$W/pace.log"
+          else
+            $T replay data/binance-spot "${window_args[@]}" --speed "$speed" "${mode_args[@]}" \
+              --bind $ep --wait-for $subs --quiet --json > "$W/pace.json" 2> "$W/pace.log"
+          fi
           wait $rec
           [ -n "$probe" ] && wait "$probe"
           pace_row "$run" "$speed" "$load" "$mode" "$loadavg" "$probe"
@@ -567,7 +577,7 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 groups = defaultdict(list)
 for r in rows:
     groups[(r["speed"], r["load"], r["mode"])].append(r)
-rng = lambda xs, fmt: f"{fmt.format(min(xs))}..{fmt.format(max(xs))}" if min(xs) != max(xs) else fmt.format(xs[0])
+rng = lambda xs, fmt: "-" if not xs else f"{fmt.format(min(xs))}..{fmt.format(max(xs))}" if min(xs) != max(xs) else fmt.format(xs[0])
 for (speed, load, mode), rs in sorted(groups.items(), key=lambda kv: (-int(kv[0][0]), kv[0][1], kv[0][2])):
     fig = lambda key, q: [r[key][q] for r in rs if r.get(key)]
     line = (f"{speed:>2}x {load:<6} {mode:<7} every event p50 {rng(fig('all','p50_us'), '{:.0f}')} p99 {rng(fig('all','p99_us'), '{:.0f}')}"
@@ -588,6 +598,20 @@ for (speed, load, mode), rs in sorted(groups.items(), key=lambda kv: (-int(kv[0]
         line += (f"  | {who} arrival p50 {rng([p['arrival_p50_us'] for p in probes], '{:.0f}')}"
                  f" p99 {rng([p['arrival_p99_us'] for p in probes], '{:.0f}')}")
     print(line)
+# Against the bare transport of the same round (mode "bare"): each configuration's p99 of
+# every event over the bare sender's into the same subscribers (the mm strategy's rows
+# against the bare sender into one recorder).
+bare = {(r["run"], r["speed"], r["load"]): r for r in rows if r["mode"] == "bare"}
+if bare:
+    print("== pacing: p99 of every event over the bare sender's in the same round (ratio, then ticktape/bare us)")
+    for (speed, load, mode), rs in sorted(groups.items(), key=lambda kv: (-int(kv[0][0]), kv[0][1], kv[0][2])):
+        if mode == "bare" or load.startswith("mm-shm"):
+            continue
+        pairs = [(r["all"]["p99_us"], b["all"]["p99_us"]) for r in rs
+                 if (b := bare.get((r["run"], speed, "one" if load.startswith("mm-") else load)))]
+        if pairs:
+            print(f"{speed:>2}x {load:<6} {mode:<7} {rng([t / b for t, b in pairs], '{:.2f}')}x  "
+                  + ", ".join(f"{t:.0f}/{b:.0f}" for t, b in pairs))
 PY
 }
 
