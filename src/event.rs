@@ -596,6 +596,25 @@ impl Event {
         }
     }
 
+    /// A publisher's closing event (`eos.<publisher>`): sent now (`ts_event`), dated
+    /// `ts_recv`, counting the `events` it published; `pub_seq` 1 (its topic's first).
+    pub fn end_of_stream(publisher: &str, replay: bool, ts_recv: UnixNanos, events: u64) -> Event {
+        Event {
+            venue: "".into(),
+            symbol: "".into(),
+            ts_event: now_nanos(),
+            ts_recv,
+            venue_seq: None,
+            prev_venue_seq: None,
+            pub_seq: 1,
+            body: Body::EndOfStream(EndOfStream {
+                publisher: publisher.to_string(),
+                replay,
+                events,
+            }),
+        }
+    }
+
     /// The event's kind.
     pub fn kind(&self) -> Kind {
         match self.body {

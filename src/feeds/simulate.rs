@@ -16,8 +16,7 @@ use rand_distr::{Distribution, Exp};
 
 use crate::bus::{HeartbeatTimer, Outlets, Publisher, PublisherConfig, Sequencer};
 use crate::event::{
-    Body, BookDelta, EndOfStream, Event, Fixed, Flags, NANOS_PER_SEC, Side, Trade, UnixNanos,
-    now_nanos,
+    Body, BookDelta, Event, Fixed, Flags, NANOS_PER_SEC, Side, Trade, UnixNanos, now_nanos,
 };
 use crate::shutdown::Stop;
 
@@ -520,20 +519,7 @@ pub fn run(
             progress(&stats, &publisher);
         }
     }
-    let eos = Event {
-        venue: "".into(),
-        symbol: "".into(),
-        ts_event: now_nanos(),
-        ts_recv: now_nanos(),
-        venue_seq: None,
-        prev_venue_seq: None,
-        pub_seq: 1,
-        body: Body::EndOfStream(EndOfStream {
-            publisher: config.publisher_id.clone(),
-            replay: false,
-            events: stats.published,
-        }),
-    };
+    let eos = Event::end_of_stream(&config.publisher_id, false, now_nanos(), stats.published);
     publisher.send(&eos)?;
     stats.elapsed = started.elapsed();
     progress(&stats, &publisher);

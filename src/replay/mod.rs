@@ -27,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::bus::{Backpressure, HeartbeatTimer, Publisher, PublisherConfig};
-use crate::event::{Body, EndOfStream, Event, UnixNanos, now_nanos};
+use crate::event::{Body, Event, UnixNanos};
 use crate::shutdown::Stop;
 use crate::store::{EventReader, EventSource, Selection};
 use crate::wire::Encoding;
@@ -628,7 +628,7 @@ fn finish(
         link.stats.digest = h.finish(last_ts, &mut link.out)?;
         link.flush()?;
     }
-    let eos = end_of_stream(config, last_ts, link.stats.events);
+    let eos = Event::end_of_stream(&config.publisher_id, true, last_ts, link.stats.events);
     link.bus.send(&eos)?;
     link.bus.wake();
     link.bus.ending();
@@ -783,7 +783,7 @@ pub fn run_nats(
     }
     drop(realtime);
     drop(own_core);
-    let eos = end_of_stream(config, last_ts, stats.events);
+    let eos = Event::end_of_stream(&config.publisher_id, true, last_ts, stats.events);
     publisher.send(&eos)?;
     // Every event acknowledged by the stream before the replay says it is done.
     let published = publisher.close()?;
@@ -800,23 +800,4 @@ pub fn run_nats(
         waiting_for: &[],
     });
     Ok(stats)
-}
-
-/// The replay's closing event: stamped with the last event's receive time, counting what
-/// was published.
-fn end_of_stream(config: &ReplayConfig, last_ts: UnixNanos, events: u64) -> Event {
-    Event {
-        venue: "".into(),
-        symbol: "".into(),
-        ts_event: now_nanos(),
-        ts_recv: last_ts,
-        venue_seq: None,
-        prev_venue_seq: None,
-        pub_seq: 1,
-        body: Body::EndOfStream(EndOfStream {
-            publisher: config.publisher_id.clone(),
-            replay: true,
-            events,
-        }),
-    }
 }
