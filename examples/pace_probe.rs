@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use ticktape::book::L2Book;
 use ticktape::event::{Event, Interner};
+use ticktape::replay::pacing::Lateness;
 use ticktape::strategy::{self, Context, Fill, OrderUpdate, Reply, Strategy};
 use ticktape::wire;
 
@@ -58,8 +59,8 @@ fn bare_spin(secs: Duration) -> Result<()> {
     Ok(())
 }
 
-/// The stalls (start, end) one thread pinned to `cpu` sees while it spins for `secs`.
-fn stalls_on(cpu: usize, until: Instant) -> Vec<(Instant, Instant)> {
+/// Pins the calling thread to `cpu` (threads it starts afterwards inherit it).
+fn pin_to(cpu: usize) {
     // SAFETY: an all-zero cpu_set_t is the empty set; `cpu` < CPU_SETSIZE; the call
     // only reads the set.
     unsafe {
@@ -67,6 +68,11 @@ fn stalls_on(cpu: usize, until: Instant) -> Vec<(Instant, Instant)> {
         libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
+}
+
+/// The stalls (start, end) one thread pinned to `cpu` sees while it spins for `secs`.
+fn stalls_on(cpu: usize, until: Instant) -> Vec<(Instant, Instant)> {
+    pin_to(cpu);
     let mut seen = Vec::new();
     let mut last = Instant::now();
     while last < until {
@@ -239,29 +245,6 @@ fn run_strategy(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Percentiles of `ns` (nanoseconds) as the replay summarises lateness: nearest rank.
-fn lateness(mut ns: Vec<u64>) -> serde_json::Value {
-    ns.sort_unstable();
-    let us = |i: usize| ns.get(i).map_or(0.0, |&n| n as f64 / 1e3);
-    let pct = |p: f64| us((ns.len().saturating_sub(1) as f64 * p).round() as usize);
-    serde_json::json!({
-        "p50_us": pct(0.5), "p99_us": pct(0.99),
-        "max_us": us(ns.len().saturating_sub(1)), "samples": ns.len(),
-    })
-}
-
-/// User and system CPU seconds this process has used.
-fn cpu_secs() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
-}
-
 /// The bare ZeroMQ sender (see the module documentation).
 fn bare(args: &[String]) -> Result<()> {
     let (endpoint, subscribers, dataset, speed, window) = match args {
@@ -309,17 +292,12 @@ fn bare(args: &[String]) -> Result<()> {
         .ok()
         .and_then(|c| c.parse::<usize>().ok())
     {
-        // SAFETY: as in `stalls_on`.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
+        pin_to(cpu);
     }
     let (mut every, mut first) = (Vec::with_capacity(messages.len()), Vec::new());
     let ts0 = messages[0].0;
-    let cpu_before = cpu_secs();
-    let t0 = Instant::now();
+    let usage = ticktape::replay::usage::Usage::start(None);
+    let t0 = usage.started();
     let mut previous_ts = None;
     for (ts, topic, payload) in &messages {
         let due = t0 + Duration::from_nanos(((ts - ts0) as f64 / speed) as u64);
@@ -327,37 +305,27 @@ fn bare(args: &[String]) -> Result<()> {
             std::hint::spin_loop();
         }
         publisher.send_raw(topic, payload)?;
-        let late = Instant::now().saturating_duration_since(due).as_nanos() as u64;
+        // Nanoseconds, saturating at 4.29 s as the replay's samples do.
+        let late = Instant::now()
+            .saturating_duration_since(due)
+            .as_nanos()
+            .min(u32::MAX as u128) as u32;
         every.push(late);
         if previous_ts != Some(*ts) {
             first.push(late);
         }
         previous_ts = Some(*ts);
     }
-    let mut eos = ticktape::event::Event {
-        venue: "".into(),
-        symbol: "".into(),
-        ts_event: ticktape::event::now_nanos(),
-        ts_recv: last_ts,
-        venue_seq: None,
-        prev_venue_seq: None,
-        pub_seq: 0,
-        body: ticktape::event::Body::EndOfStream(ticktape::event::EndOfStream {
-            publisher: "pace-bare".into(),
-            replay: true,
-            events: messages.len() as u64,
-        }),
-    };
-    sequencer.stamp(&mut eos);
-    publisher.send(&eos)?;
+    let events = messages.len() as u64;
+    publisher.send(&Event::end_of_stream("pace-bare", true, last_ts, events))?;
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = cpu_secs() - cpu_before;
+    let cpu = usage.finish().cpu_secs;
     println!(
         "{}",
         serde_json::json!({
             "events": messages.len(), "elapsed_secs": elapsed, "cpu_secs": cpu,
-            "lateness": lateness(every),
-            "pacing": {"first": lateness(first), "waited": null, "floor": null,
+            "lateness": Lateness::of_nanos(&mut every),
+            "pacing": {"first": Lateness::of_nanos(&mut first), "waited": null, "floor": null,
                        "floor_first": null, "margin_us": null},
         })
     );

@@ -18,7 +18,7 @@ pub mod gateway;
 mod lockstep;
 mod out;
 pub mod pacing;
-mod usage;
+pub mod usage;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

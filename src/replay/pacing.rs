@@ -126,6 +126,23 @@ pub struct Lateness {
     pub samples: usize,
 }
 
+impl Lateness {
+    /// The percentiles (nearest rank) of `ns`, nanoseconds, which it sorts; None when
+    /// empty.
+    pub fn of_nanos(ns: &mut [u32]) -> Option<Lateness> {
+        ns.sort_unstable();
+        let &max = ns.last()?;
+        let us = |ns: u32| ns as f64 / 1e3;
+        let pct = |p: f64| us(ns[((ns.len() - 1) as f64 * p).round() as usize]);
+        Some(Lateness {
+            p50_us: pct(0.5),
+            p99_us: pct(0.99),
+            max_us: us(max),
+            samples: ns.len(),
+        })
+    }
+}
+
 /// What a paced replay achieved (see the module documentation for the definitions).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct PacingReport {
@@ -286,19 +303,7 @@ impl Samples {
     }
 
     fn summary(&self) -> Option<Lateness> {
-        if self.ns.is_empty() {
-            return None;
-        }
-        let mut s = self.ns.clone();
-        s.sort_unstable();
-        let us = |ns: u32| ns as f64 / 1e3;
-        let pct = |p: f64| us(s[((s.len() - 1) as f64 * p).round() as usize]);
-        Some(Lateness {
-            p50_us: pct(0.5),
-            p99_us: pct(0.99),
-            max_us: us(*s.last().unwrap_or(&0)),
-            samples: s.len(),
-        })
+        Lateness::of_nanos(&mut self.ns.clone())
     }
 }
 
@@ -844,6 +849,17 @@ fn nanos(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lateness_is_the_nearest_rank_of_the_samples_and_none_without_any() {
+        assert!(Lateness::of_nanos(&mut []).is_none());
+        let mut ns: Vec<u32> = (1..=101).rev().map(|i| i * 1_000).collect();
+        let l = Lateness::of_nanos(&mut ns).unwrap();
+        assert_eq!(
+            (l.p50_us, l.p99_us, l.max_us, l.samples),
+            (51.0, 100.0, 101.0, 101)
+        );
+    }
 
     /// A burst a backup publisher published before this thread did is late by the
     /// backup's publication, and counted as covered; without one, nothing is reported.

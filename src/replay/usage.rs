@@ -82,6 +82,7 @@ impl Usage {
         self.started
     }
 
+    /// What was used since [`Usage::start`].
     pub fn finish(&self) -> Used {
         let now = Process::now();
         let thread = self.thread.zip(Thread::now());
