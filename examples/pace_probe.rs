@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use ticktape::book::L2Book;
 use ticktape::event::{Event, Interner};
-use ticktape::replay::pacing::Lateness;
+use ticktape::replay::pacing::{Lateness, SendTimes};
 use ticktape::strategy::{self, Context, Fill, OrderUpdate, Reply, Strategy};
 use ticktape::wire;
 
@@ -295,21 +295,30 @@ fn bare(args: &[String]) -> Result<()> {
         pin_to(cpu);
     }
     let (mut every, mut first) = (Vec::with_capacity(messages.len()), Vec::new());
+    // Each send's time, from the wake-up or the send before (as the replay's).
+    let mut sends = Vec::with_capacity(messages.len());
     let ts0 = messages[0].0;
     let usage = ticktape::replay::usage::Usage::start(None);
     let t0 = usage.started();
     let mut previous_ts = None;
+    let mut woke = t0;
     for (ts, topic, payload) in &messages {
         let due = t0 + Duration::from_nanos(((ts - ts0) as f64 / speed) as u64);
-        while Instant::now() < due {
-            std::hint::spin_loop();
+        // The clock is read once per send, as the replay reads it inside a burst.
+        if previous_ts != Some(*ts) {
+            woke = Instant::now();
+            while woke < due {
+                std::hint::spin_loop();
+                woke = Instant::now();
+            }
         }
         publisher.send_raw(topic, payload)?;
+        let now = Instant::now();
         // Nanoseconds, saturating at 4.29 s as the replay's samples do.
-        let late = Instant::now()
-            .saturating_duration_since(due)
-            .as_nanos()
-            .min(u32::MAX as u128) as u32;
+        let ns = |d: Duration| d.as_nanos().min(u32::MAX as u128) as u32;
+        let late = ns(now.saturating_duration_since(due));
+        sends.push(ns(now - woke));
+        woke = now;
         every.push(late);
         if previous_ts != Some(*ts) {
             first.push(late);
@@ -326,7 +335,8 @@ fn bare(args: &[String]) -> Result<()> {
             "events": messages.len(), "elapsed_secs": elapsed, "cpu_secs": cpu,
             "lateness": Lateness::of_nanos(&mut every),
             "pacing": {"first": Lateness::of_nanos(&mut first), "waited": null, "floor": null,
-                       "floor_first": null, "margin_us": null},
+                       "floor_first": null, "margin_us": null,
+                       "sends": SendTimes::of_nanos(&mut sends)},
         })
     );
     Ok(())

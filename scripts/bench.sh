@@ -407,7 +407,7 @@ row = dict(run=int(sys.argv[3]), speed=sys.argv[4], load=sys.argv[5], mode=sys.a
            floor_first=p["floor_first"], margin_us=p["margin_us"], woken=p.get("woken"),
            stalls=p.get("stalls"), floor_stalled=p.get("floor_stalled"),
            own_steal_ms=None if s.get("own_cpu_steal_secs") is None else s["own_cpu_steal_secs"] * 1e3,
-           backup=p.get("backup"), answers=p.get("answers"),
+           backup=p.get("backup"), answers=p.get("answers"), sends=p.get("sends"),
            run_delay_ms=None if s.get("run_delay_secs") is None else s["run_delay_secs"] * 1e3)
 if sys.argv[8]:
     row["probe"] = json.load(open(sys.argv[2]))
@@ -424,6 +424,7 @@ print(f"run {r['run']} {r['speed']:>2}x {r['load']:<6} {r['mode']:<7} p50/p99/ma
       f"  first of due time {f(r['first'])} (floor {f(r['floor_first'])})  waited {f(r['waited'])}"
       + (f"  after the wake-up {f(r['woken'])}" if r.get("woken") else "")
       + (f"  exchange answers {f(r['answers'])}" if r.get("answers") else "")
+      + (f"  sends p50/p90/p99 {t['p50_ns']}/{t['p90_ns']}/{t['p99_ns']} ns, {t['slow']} of {t['samples']} >= 5 us ({t['slow_us'] / 1e3:.1f} ms)" if (t := r.get("sends")) else "")
       + f"  cpu {r['cores']:.2f} cores  load {r['loadavg']:.1f}"
       + (f"  steal {r['steal_ms']:.0f} ms" if r.get("steal_ms") is not None else "")
       + (f" (own cpu {r['own_steal_ms']:.0f} ms)" if r.get("own_steal_ms") is not None else "")
@@ -587,6 +588,7 @@ for (speed, load, mode), rs in sorted(groups.items(), key=lambda kv: (-int(kv[0]
             f" | waited p99 {rng(fig('waited','p99_us'), '{:.0f}')}"
             + (f" | after the wake-up p50 {rng(fig('woken','p50_us'), '{:.0f}')} p99 {rng(fig('woken','p99_us'), '{:.0f}')}" if fig('woken', 'p99_us') else "")
             + (f" | exchange answers p50 {rng(fig('answers','p50_us'), '{:.0f}')} p99 {rng(fig('answers','p99_us'), '{:.0f}')}" if fig('answers', 'p99_us') else "")
+            + (f" | sends p50 {rng(fig('sends','p50_ns'), '{:.0f}')} ns p99 {rng(fig('sends','p99_ns'), '{:.0f}')} ns, >= 5 us {rng(fig('sends','slow'), '{:.0f}')} ({rng([t / 1e3 for t in fig('sends','slow_us')], '{:.1f}')} ms)" if fig('sends', 'p50_ns') else "")
             + (f" | floor with stalls p99 {rng(fig('floor_stalled','p99_us'), '{:.0f}')}, stalls {rng([r['stalls']['lost_ms'] for r in rs], '{:.1f}')} ms" if fig('floor_stalled', 'p99_us') else "")
             + (f" | own cpu steal {rng(own, '{:.0f}')} ms" if (own := [r['own_steal_ms'] for r in rs if r.get('own_steal_ms') is not None]) else "")
             + f" | cpu {rng([r['cores'] for r in rs], '{:.2f}')} cores"
@@ -610,8 +612,12 @@ if bare:
         pairs = [(r["all"]["p99_us"], b["all"]["p99_us"]) for r in rs
                  if (b := bare.get((r["run"], speed, "one" if load.startswith("mm-") else load)))]
         if pairs:
+            # Also the median p99 over the median bare p99 (round to round the bare
+            # sender alone moves by up to 2x on this machine).
+            med = lambda xs: sorted(xs)[len(xs) // 2] if len(xs) % 2 else sum(sorted(xs)[len(xs) // 2 - 1:len(xs) // 2 + 1]) / 2
             print(f"{speed:>2}x {load:<6} {mode:<7} {rng([t / b for t, b in pairs], '{:.2f}')}x  "
-                  + ", ".join(f"{t:.0f}/{b:.0f}" for t, b in pairs))
+                  + ", ".join(f"{t:.0f}/{b:.0f}" for t, b in pairs)
+                  + f"  (medians {med([t for t, _ in pairs]):.0f}/{med([b for _, b in pairs]):.0f} = {med([t for t, _ in pairs]) / med([b for _, b in pairs]):.2f}x)")
 PY
 }
 

@@ -175,6 +175,19 @@ pub fn print_replay_summary(stats: &ticktape::replay::ReplayStats, json: bool) -
             "    floor, first event of each due time: {}",
             figure(&p.floor_first)
         );
+        if let Some(t) = &p.sends {
+            eprintln!(
+                "    each send (from the wake-up or the send before): p50 {} ns, p90 {} ns, p99 {} ns, max {} us; {} of {} took {} us or more, {:.1} ms in all",
+                t.p50_ns,
+                t.p90_ns,
+                t.p99_ns,
+                us(t.max_ns as f64 / 1e3),
+                t.slow,
+                t.samples,
+                ticktape::replay::pacing::SLOW_SEND.as_micros(),
+                t.slow_us / 1e3
+            );
+        }
         if p.answers.is_some() {
             eprintln!(
                 "    the exchange's answers to market events (due to visible), every message: {}",

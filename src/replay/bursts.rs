@@ -612,12 +612,16 @@ fn send_burst(
     ahead: &mut Ahead,
     (ts, n): (UnixNanos, usize),
 ) -> Result<()> {
-    for (m, topic, payload) in ahead.messages(n) {
+    // Waits for the first; the others are due already.
+    pacer.wait_for(ts);
+    for (i, (m, topic, payload)) in ahead.messages(n).enumerate() {
         debug_assert_eq!(m.ts, ts);
-        // Waits for the first; the others are due already.
-        pacer.wait_for(m.ts);
         link.bus.send_raw(topic, payload)?;
-        pacer.sent();
+        if i + 1 < n {
+            pacer.sent_then_next();
+        } else {
+            pacer.sent();
+        }
         count(&mut link.stats, m.ts, m.gap);
     }
     ahead.pop(n);

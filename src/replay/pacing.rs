@@ -143,6 +143,55 @@ impl Lateness {
     }
 }
 
+/// How long the sends of a paced replay took, one event at a time: each from the
+/// wake-up, or the return of the send before it in its burst, to its own return. Over
+/// ZeroMQ most take a few hundred nanoseconds (the message handed to libzmq's queue); a
+/// few percent take 5 µs or more, about as many as there are bursts (measured in
+/// docs/BENCHMARKS.md: most of them when libzmq's I/O thread is asleep and has to be
+/// woken). A burst's last event is late by the sum of its sends, so these are what the
+/// lateness of a large burst is made of, and what `pace_probe bare` reports beside it.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct SendTimes {
+    /// Median, nanoseconds.
+    pub p50_ns: u64,
+    /// 90th percentile, nanoseconds.
+    pub p90_ns: u64,
+    /// 99th percentile, nanoseconds.
+    pub p99_ns: u64,
+    /// Longest sampled, nanoseconds.
+    pub max_ns: u64,
+    /// Sends sampled.
+    pub samples: usize,
+    /// Sampled sends of [`SLOW_SEND`] or more.
+    pub slow: usize,
+    /// Their time together, microseconds.
+    pub slow_us: f64,
+}
+
+/// A send this long or longer is slow ([`SendTimes::slow`]): far above the queueing of a
+/// message, a system call or a wait.
+pub const SLOW_SEND: Duration = Duration::from_micros(5);
+
+impl SendTimes {
+    /// The figures (nearest rank) of `ns`, nanoseconds, which it sorts; None when empty.
+    pub fn of_nanos(ns: &mut [u32]) -> Option<SendTimes> {
+        ns.sort_unstable();
+        let &max = ns.last()?;
+        let pct = |p: f64| u64::from(ns[((ns.len() - 1) as f64 * p).round() as usize]);
+        let slow_from = ns.partition_point(|&n| u64::from(n) < nanos(SLOW_SEND));
+        let slow = &ns[slow_from..];
+        Some(SendTimes {
+            p50_ns: pct(0.5),
+            p90_ns: pct(0.9),
+            p99_ns: pct(0.99),
+            max_ns: u64::from(max),
+            samples: ns.len(),
+            slow: slow.len(),
+            slow_us: slow.iter().map(|&n| f64::from(n)).sum::<f64>() / 1e3,
+        })
+    }
+}
+
 /// What a paced replay achieved (see the module documentation for the definitions).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct PacingReport {
@@ -159,6 +208,9 @@ pub struct PacingReport {
     pub floor: Option<Lateness>,
     /// The same, the first event of each due time.
     pub floor_first: Option<Lateness>,
+    /// How long each event's send took, for events sent one at a time (ZeroMQ, NATS;
+    /// not the bursts written into shared memory).
+    pub sends: Option<SendTimes>,
     /// Every event, taken when the wake-up of the readers asleep that followed its
     /// publication returned (shared memory, paced without lockstep): the figures above
     /// end at the publication, when a reader that polls sees the event. Not taken with a
@@ -504,6 +556,8 @@ pub struct Pacer {
     waited: Samples,
     floors: Samples,
     floors_first: Samples,
+    /// Each event's send time, for those sent one at a time ([`SendTimes`]).
+    sends: Samples,
     floors_stalled: Samples,
     /// After the wake-up that followed each publication (shared memory).
     woken: Samples,
@@ -539,6 +593,7 @@ impl Pacer {
             waited: Samples::new(),
             floors: Samples::new(),
             floors_first: Samples::new(),
+            sends: Samples::new(),
             floors_stalled: Samples::new(),
             woken: Samples::new(),
             answers: Samples::new(),
@@ -656,14 +711,34 @@ impl Pacer {
     /// Notes that the event [`Pacer::wait_for`] waited for is now sent (visible to
     /// subscribers).
     pub fn sent(&mut self) {
-        let Some(c) = self.current.take() else {
-            return;
-        };
+        self.sent_at_now();
+    }
+
+    /// [`Pacer::sent`], and the next event of the same due time is about to be sent:
+    /// as if [`Pacer::wait_for`] had been called for it, with one look at the clock for
+    /// both (a burst of hundreds of events sent back to back pays for one per send), so
+    /// its send time runs from this one's return.
+    pub fn sent_then_next(&mut self) {
+        if let Some((c, now)) = self.sent_at_now() {
+            self.current = Some(Current {
+                woke: now,
+                waited: false,
+                stalled_ns: 0,
+                ..c
+            });
+        }
+    }
+
+    /// Records the current event as sent now; returns it and the instant.
+    fn sent_at_now(&mut self) -> Option<(Current, Instant)> {
+        let c = self.current.take()?;
         let now = Instant::now();
         let work = nanos(now.saturating_duration_since(c.woke));
+        self.sends.push(work);
         let floor = self.floors_of(c, work);
         self.record(c, now, floor);
         self.last_published = Some((c.due, 1));
+        Some((c, now))
     }
 
     /// How long until the event at `ts` is due: zero when it is, when not pacing, and
@@ -832,6 +907,7 @@ impl Pacer {
             waited: self.waited.summary(),
             floor: self.floors.summary(),
             floor_first: self.floors_first.summary(),
+            sends: SendTimes::of_nanos(&mut self.sends.ns.clone()),
             woken: self.woken.summary(),
             answers: self.answers.summary(),
             margin_us: (self.waiting == Waiting::Spin).then(|| self.margin.ns as f64 / 1e3),
@@ -1186,6 +1262,48 @@ mod tests {
         assert_eq!(r.first.unwrap().samples, 3, "three due times");
         assert_eq!(r.floor.unwrap().samples, 6);
         assert_eq!(r.floor_first.unwrap().samples, 3);
+    }
+
+    /// A burst sent with one look at the clock per send counts as the same burst sent
+    /// with a wait before each: every event late, one first of its due time; each send
+    /// is timed from the one before, so a slow one is seen as slow.
+    #[test]
+    fn a_burst_sent_back_to_back_times_each_send_from_the_one_before() {
+        let mut p = Pacer::new(Speed::Factor(1000.0));
+        p.wait_for(0);
+        p.sent();
+        p.wait_for(1_000_000);
+        p.sent_then_next();
+        // As if the second send of the burst had taken 6 ms.
+        std::thread::sleep(Duration::from_millis(6));
+        p.sent_then_next();
+        p.sent();
+        let r = p.report().unwrap();
+        assert_eq!(r.lateness.as_ref().unwrap().samples, 4);
+        assert_eq!(r.first.unwrap().samples, 2, "two due times");
+        assert!(
+            r.lateness.unwrap().max_us >= 6_000.0,
+            "the last two are late by the slow send"
+        );
+        let sends = r.sends.unwrap();
+        assert_eq!((sends.samples, sends.slow), (4, 1));
+        assert!(sends.max_ns >= 6_000_000 && sends.slow_us >= 6_000.0);
+        // A burst's end without a next event: nothing left current.
+        p.sent_then_next();
+        assert_eq!(p.report().unwrap().sends.unwrap().samples, 4);
+    }
+
+    #[test]
+    fn send_times_are_the_nearest_rank_and_count_the_slow_sends() {
+        assert!(SendTimes::of_nanos(&mut []).is_none());
+        // 100 sends of 100..=10,000 ns, shuffled: 51 of them 5 µs or more.
+        let mut ns: Vec<u32> = (1..=100).map(|i| (i * 37 % 101) * 100).collect();
+        let t = SendTimes::of_nanos(&mut ns).unwrap();
+        assert_eq!(
+            (t.p50_ns, t.p90_ns, t.p99_ns, t.max_ns, t.samples, t.slow),
+            (5_100, 9_000, 9_900, 10_000, 100, 51)
+        );
+        assert_eq!(t.slow_us, 382.5, "5.0 + 5.1 + ... + 10.0 µs");
     }
 
     #[test]
