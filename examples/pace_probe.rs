@@ -26,14 +26,15 @@
 //!
 //! `pace_probe bare ENDPOINT SUBSCRIBERS DATASET SPEED [START END]` is the bare-transport
 //! baseline of paced replay over ZeroMQ: it reads and encodes the dataset (as the replay
-//! does, JSON, topics and `pub_seq` from a [`Sequencer`](ticktape::bus::Sequencer)) into
-//! memory first, binds the bus's [`Publisher`](ticktape::bus::Publisher) set as the
+//! does: JSON, the same topics, the recorded `pub_seq`; byte for byte the replay's
+//! messages) into memory first, binds the bus's [`Publisher`](ticktape::bus::Publisher) set as the
 //! replay's (no drop, the same send queue), waits for SUBSCRIBERS, then for each event
 //! spins until its due time and sends it (`send_raw`: two libzmq sends and a counter):
 //! nothing between the wake-up and the send but the transport. It prints as one JSON line, in
 //! the shape of the replay's `--json` summary (so the bench reads both alike), the
 //! lateness of every event and of the first event of each due time (send returned minus
-//! due time, as the replay defines them) and the CPU it used, and ends the stream with an
+//! due time, as the replay defines them), each send's time (from the wake-up or the send
+//! before, as the replay's `pacing.sends`) and the CPU it used, and ends the stream with an
 //! end-of-stream event so a recorder stops. `PACE_BARE_CPU=N` pins its sending thread
 //! to CPU N, as `own_core` pins the replay's.
 //!
@@ -258,12 +259,14 @@ fn bare(args: &[String]) -> Result<()> {
         selection.start = Some(ticktape::store::layout::parse_ts(start)?);
         selection.end = Some(ticktape::store::layout::parse_ts(end)?);
     }
-    let mut sequencer = ticktape::bus::Sequencer::default();
     let mut messages = Vec::new();
     let mut last_ts = 0;
     for event in ticktape::store::EventReader::open(std::path::Path::new(dataset), selection)? {
-        let mut event = event?;
-        let topic = sequencer.stamp(&mut event).as_bytes().to_vec();
+        let event = event?;
+        // The replay's topic and payload: the recorded `pub_seq` as it is.
+        let mut topic = String::new();
+        wire::write_topic(&event, &mut topic);
+        let topic = topic.into_bytes();
         let mut payload = Vec::new();
         wire::encode_as(wire::Encoding::Json, &event, &mut payload);
         last_ts = event.ts_recv;

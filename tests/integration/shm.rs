@@ -170,12 +170,22 @@ fn a_paced_replay_without_lockstep_reaches_every_shm_strategy_and_reports_its_la
         );
     }
     assert_answers_timed(&sum);
+    // Over shared memory bursts are written into the rings, not sent one at a time.
+    assert!(sum["replay"]["pacing"]["sends"].is_null(), "{sum}");
     // The same scenario over ZeroMQ replays the same events.
     let zmq = dir.path().join("zmq");
     run(&s, &zmq, &["--transport", "zmq"]);
     let sum = summary(&zmq);
     assert_eq!(sum["replay"]["events"], events);
     assert_answers_timed(&sum);
+    // Each market event's send is timed.
+    let sends = &sum["replay"]["pacing"]["sends"];
+    assert_eq!(sends["samples"].as_u64(), Some(events), "{sends}");
+    let p = |q: &str| sends[q].as_u64().unwrap();
+    assert!(
+        p("p50_ns") <= p("p90_ns") && p("p90_ns") <= p("p99_ns") && p("p99_ns") <= p("max_ns"),
+        "{sends}"
+    );
 }
 
 /// The summary of a paced run with resting orders times the exchange's answers to
