@@ -25,10 +25,10 @@
 //! due time two publishers on those CPUs would both have missed).
 //!
 //! `pace_probe bare ENDPOINT SUBSCRIBERS DATASET SPEED [START END]` is the bare-transport
-//! baseline of paced replay over ZeroMQ: it reads and encodes the dataset (as the replay
-//! does: JSON, the same topics, the recorded `pub_seq`; byte for byte the replay's
-//! messages) into memory first, binds the bus's [`Publisher`](ticktape::bus::Publisher) set as the
-//! replay's (no drop, the same send queue), waits for SUBSCRIBERS, then for each event
+//! baseline of paced replay over ZeroMQ: it reads and encodes the dataset as the replay
+//! does (JSON, the same topics, the recorded `pub_seq`: byte for byte the replay's
+//! messages) into memory first, binds the bus's [`Publisher`](ticktape::bus::Publisher)
+//! set as the replay's (no drop, the same send queue), waits for SUBSCRIBERS, then for each event
 //! spins until its due time and sends it (`send_raw`: two libzmq sends and a counter):
 //! nothing between the wake-up and the send but the transport. It prints as one JSON line, in
 //! the shape of the replay's `--json` summary (so the bench reads both alike), the

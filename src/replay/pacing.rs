@@ -146,10 +146,10 @@ impl Lateness {
 /// How long the sends of a paced replay took, one event at a time: each from the
 /// wake-up, or the return of the send before it in its burst, to its own return. Over
 /// ZeroMQ most take a few hundred nanoseconds (the message handed to libzmq's queue); a
-/// few percent take 5 µs or more, about as many as there are bursts (measured in
-/// docs/BENCHMARKS.md: most of them when libzmq's I/O thread is asleep and has to be
-/// woken). A burst's last event is late by the sum of its sends, so these are what the
-/// lateness of a large burst is made of, and what `pace_probe bare` reports beside it.
+/// few percent take 5 µs or more, nearly all of them the first send of a burst, which
+/// wakes libzmq's I/O thread (counted in docs/BENCHMARKS.md, session 27). A burst's last
+/// event is late by the sum of its sends, so these are what the lateness of a large
+/// burst is made of, and what `pace_probe bare` reports beside it.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct SendTimes {
     /// Median, nanoseconds.
