@@ -28,14 +28,14 @@
 //! baseline of paced replay over ZeroMQ: it reads and encodes the dataset as the replay
 //! does (JSON, the same topics, the recorded `pub_seq`: byte for byte the replay's
 //! messages) into memory first, binds the bus's [`Publisher`](ticktape::bus::Publisher)
-//! set as the replay's (no drop, the same send queue), waits for SUBSCRIBERS, then for each event
-//! spins until its due time and sends it (`send_raw`: two libzmq sends and a counter):
-//! nothing between the wake-up and the send but the transport. It prints as one JSON line, in
-//! the shape of the replay's `--json` summary (so the bench reads both alike), the
-//! lateness of every event and of the first event of each due time (send returned minus
-//! due time, as the replay defines them), each send's time (from the wake-up or the send
-//! before, as the replay's `pacing.sends`) and the CPU it used, and ends the stream with an
-//! end-of-stream event so a recorder stops. `PACE_BARE_CPU=N` pins its sending thread
+//! set as the replay's (no drop, the same send queue), waits for SUBSCRIBERS, then for
+//! each event spins until its due time and sends it (`send_raw`: two libzmq sends and a
+//! counter): nothing between the wake-up and the send but the transport. It prints as
+//! one JSON line, in the shape of the replay's `--json` summary (so the bench reads both
+//! alike), the lateness of every event and of the first event of each due time (send
+//! returned minus due time, as the replay defines them), each send's time (from the
+//! wake-up or the send before, as the replay's `pacing.sends`) and the CPU it used, and
+//! ends the stream with an end-of-stream event so a recorder stops. `PACE_BARE_CPU=N` pins its sending thread
 //! to CPU N, as `own_core` pins the replay's.
 //!
 //! Arrival lateness of event i: `(arrival_i − due_i) − min_j (arrival_j − due_j)`, where
@@ -305,10 +305,14 @@ fn bare(args: &[String]) -> Result<()> {
     let t0 = usage.started();
     let mut previous_ts = None;
     let mut woke = t0;
+    // Nanoseconds, saturating at 4.29 s as the replay's samples do.
+    let ns = |d: Duration| d.as_nanos().min(u32::MAX as u128) as u32;
     for (ts, topic, payload) in &messages {
         let due = t0 + Duration::from_nanos(((ts - ts0) as f64 / speed) as u64);
+        let first_of_burst = previous_ts != Some(*ts);
+        previous_ts = Some(*ts);
         // The clock is read once per send, as the replay reads it inside a burst.
-        if previous_ts != Some(*ts) {
+        if first_of_burst {
             woke = Instant::now();
             while woke < due {
                 std::hint::spin_loop();
@@ -317,16 +321,13 @@ fn bare(args: &[String]) -> Result<()> {
         }
         publisher.send_raw(topic, payload)?;
         let now = Instant::now();
-        // Nanoseconds, saturating at 4.29 s as the replay's samples do.
-        let ns = |d: Duration| d.as_nanos().min(u32::MAX as u128) as u32;
         let late = ns(now.saturating_duration_since(due));
         sends.push(ns(now - woke));
         woke = now;
         every.push(late);
-        if previous_ts != Some(*ts) {
+        if first_of_burst {
             first.push(late);
         }
-        previous_ts = Some(*ts);
     }
     let events = messages.len() as u64;
     publisher.send(&Event::end_of_stream("pace-bare", true, last_ts, events))?;

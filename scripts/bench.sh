@@ -47,8 +47,8 @@
 #            messages from memory through the bus's publisher, spinning to each due
 #            time; legacy, the pacing before issue 14, the old baseline; "none": no
 #            recorder rows), modes interleaved within each run, and each configuration's
-#            p99 as a ratio to the bare sender of its round; then (BENCH_PACE_STRATEGY=1, default) one Rust
-#            strategy (mm, no lockstep; examples/pace_probe.rs runs it and measures when
+#            p99 as a ratio to the bare sender of its round (and of the medians); then
+#            (BENCH_PACE_STRATEGY=1, default) one Rust strategy (mm, no lockstep; examples/pace_probe.rs runs it and measures when
 #            each event reached it) as the one subscriber by `ticktape run`: over zmq,
 #            over shm, over shm with the replay under SCHED_FIFO (realtime), with the
 #            replay thread on a core of its own (own_core), on a core of its own it never
@@ -614,7 +614,7 @@ if bare:
         if pairs:
             # Also the median p99 over the median bare p99 (round to round the bare
             # sender alone moves by up to 2x on this machine).
-            med = lambda xs: sorted(xs)[len(xs) // 2] if len(xs) % 2 else sum(sorted(xs)[len(xs) // 2 - 1:len(xs) // 2 + 1]) / 2
+            from statistics import median as med
             print(f"{speed:>2}x {load:<6} {mode:<7} {rng([t / b for t, b in pairs], '{:.2f}')}x  "
                   + ", ".join(f"{t:.0f}/{b:.0f}" for t, b in pairs)
                   + f"  (medians {med([t for t, _ in pairs]):.0f}/{med([b for _, b in pairs]):.0f} = {med([t for t, _ in pairs]) / med([b for _, b in pairs]):.2f}x)")

@@ -133,7 +133,7 @@ impl Lateness {
         ns.sort_unstable();
         let &max = ns.last()?;
         let us = |ns: u32| ns as f64 / 1e3;
-        let pct = |p: f64| us(ns[((ns.len() - 1) as f64 * p).round() as usize]);
+        let pct = |p: f64| us(nearest_rank(ns, p));
         Some(Lateness {
             p50_us: pct(0.5),
             p99_us: pct(0.99),
@@ -141,6 +141,11 @@ impl Lateness {
             samples: ns.len(),
         })
     }
+}
+
+/// The `p` quantile (0..=1) of `sorted`, nearest rank; `sorted` is not empty.
+fn nearest_rank(sorted: &[u32], p: f64) -> u32 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// How long the sends of a paced replay took, one event at a time: each from the
@@ -177,7 +182,7 @@ impl SendTimes {
     pub fn of_nanos(ns: &mut [u32]) -> Option<SendTimes> {
         ns.sort_unstable();
         let &max = ns.last()?;
-        let pct = |p: f64| u64::from(ns[((ns.len() - 1) as f64 * p).round() as usize]);
+        let pct = |p: f64| u64::from(nearest_rank(ns, p));
         let slow_from = ns.partition_point(|&n| u64::from(n) < nanos(SLOW_SEND));
         let slow = &ns[slow_from..];
         Some(SendTimes {
