@@ -614,18 +614,20 @@ fn send_burst(
 ) -> Result<()> {
     // Waits for the first; the others are due already.
     pacer.wait_for(ts);
-    for (i, (m, topic, payload)) in ahead.messages(n).enumerate() {
+    let mut sent = Ok(());
+    for (m, topic, payload) in ahead.messages(n) {
         debug_assert_eq!(m.ts, ts);
-        link.bus.send_raw(topic, payload)?;
-        if i + 1 < n {
-            pacer.sent_then_next();
-        } else {
-            pacer.sent();
+        sent = link.bus.send_raw(topic, payload);
+        if sent.is_err() {
+            break;
         }
+        // Only the clock is read between two sends: the rest waits for the burst's end.
+        pacer.sent_in_burst();
         count(&mut link.stats, m.ts, m.gap);
     }
+    pacer.burst_sent();
     ahead.pop(n);
-    Ok(())
+    sent
 }
 
 /// With a backup publisher, the bursts due within this much of the clock (plus the time
