@@ -26,6 +26,8 @@ pub struct ReplayArgs {
     pacing: ticktape::replay::Waiting,
     /// Run the replay thread under real-time scheduling (SCHED_FIFO, needs CAP_SYS_NICE):
     /// on a loaded machine a paced replay is otherwise late by the scheduler's turns.
+    /// Refused with `--pacing busy` while the kernel's real-time budget
+    /// (kernel.sched_rt_runtime_us) would stop a thread that never sleeps.
     #[arg(long)]
     realtime: bool,
     /// Keep the paced replay thread on a CPU of its own (the highest it may use) and its

@@ -290,6 +290,13 @@ pub fn run_over(
             "a backup publisher (--backup-publisher, [replay] backup_publisher) publishes a paced replay's bursts from the CPUs own_core leaves to the others, into shared-memory rings: it needs --transport shm, --own-core, a paced --speed (1, 10 ...) and no lockstep"
         );
     }
+    if config.realtime
+        && config.pacing == Waiting::Busy
+        && !matches!(config.speed, Speed::Max)
+        && let Some(why) = pacing::busy_realtime_refusal_here()
+    {
+        bail!(why);
+    }
     let own_core = own_core(config)?;
     let mut link = open_link(config, shm, host, stop)?;
     link.stats.estimate = reader.row_estimate();

@@ -470,7 +470,8 @@ impl Drop for TimerSlack {
 /// The calling thread under real-time scheduling (`SCHED_FIFO`) while this lives,
 /// restored on drop: on a loaded machine a woken replay thread otherwise waits its turn
 /// behind every runnable process (milliseconds). Its waits still sleep, so it leaves the
-/// core to others between events; the kernel's real-time throttling bounds it anyway.
+/// core to others between events; the kernel's real-time throttling bounds it anyway
+/// (which is why a replay that never sleeps is refused it: [`busy_realtime_refusal`]).
 pub struct Realtime {
     #[cfg(target_os = "linux")]
     previous: (libc::c_int, libc::sched_param),
@@ -517,6 +518,36 @@ impl Realtime {
         #[cfg(not(target_os = "linux"))]
         anyhow::bail!("real-time scheduling of the replay thread is only implemented on Linux")
     }
+}
+
+/// Why real-time scheduling would stall a replay thread that never sleeps
+/// ([`Waiting::Busy`]), given the kernel's real-time budget
+/// (`/proc/sys/kernel/sched_rt_runtime_us` of `sched_rt_period_us`; a runtime of -1 is
+/// no limit): a `SCHED_FIFO` thread that spins through its budget is stopped for the
+/// rest of every period (50 ms of every second by default). Measured here: a busy replay
+/// under `--realtime` had lateness maxima of 40–44 ms in every run (`docs/BENCHMARKS.md`,
+/// session 28). None when there is no such budget.
+pub fn busy_realtime_refusal(runtime_us: i64, period_us: i64) -> Option<String> {
+    if runtime_us < 0 || runtime_us >= period_us {
+        return None;
+    }
+    let stopped_ms = (period_us - runtime_us) as f64 / 1e3;
+    Some(format!(
+        "--realtime (realtime = true) with --pacing busy: a real-time thread that never sleeps uses up the kernel's real-time budget (kernel.sched_rt_runtime_us = {runtime_us} of every {period_us} µs here) and is stopped for {stopped_ms} ms of every period, so the replay would be that late once a period; use --own-core --pacing busy without --realtime, or --realtime with the default pacing (spin), or lift the budget (sysctl kernel.sched_rt_runtime_us=-1)"
+    ))
+}
+
+/// [`busy_realtime_refusal`] for this machine's budget (None when it cannot be read:
+/// not Linux, or no such files).
+pub fn busy_realtime_refusal_here() -> Option<String> {
+    let read = |name: &str| -> Option<i64> {
+        std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    busy_realtime_refusal(read("sched_rt_runtime_us")?, read("sched_rt_period_us")?)
 }
 
 impl Drop for Realtime {
@@ -1332,6 +1363,25 @@ mod tests {
         assert!(
             p.burst.is_empty() && p.burst.capacity() >= 3,
             "kept allocated"
+        );
+    }
+
+    /// A busy real-time replay is refused while the kernel's real-time budget would stop
+    /// it for part of every period, with the figures and what to do; allowed without a
+    /// budget.
+    #[test]
+    fn a_busy_realtime_replay_is_refused_under_a_real_time_budget() {
+        let why = busy_realtime_refusal(950_000, 1_000_000).expect("the default budget");
+        assert!(
+            why.contains("950000 of every 1000000") && why.contains("stopped for 50 ms"),
+            "{why}"
+        );
+        assert!(why.contains("sched_rt_runtime_us=-1") && why.contains("--own-core --pacing busy"));
+        assert_eq!(busy_realtime_refusal(-1, 1_000_000), None, "no budget");
+        assert_eq!(
+            busy_realtime_refusal(1_000_000, 1_000_000),
+            None,
+            "the whole period"
         );
     }
 

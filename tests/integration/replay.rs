@@ -437,3 +437,42 @@ fn a_replay_with_nobody_listening_says_so() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_busy_realtime_replay_is_refused_while_the_kernel_keeps_a_real_time_budget() {
+    let dir = tempdir();
+    let ds = record_dataset(dir.path(), 50, 5000);
+    let ep = format!("ipc://{}", dir.path().join("bus.sock").display());
+    let out = spawn(&[
+        "replay",
+        ds.to_str().unwrap(),
+        "--speed",
+        "1",
+        "--pacing",
+        "busy",
+        "--realtime",
+        "--bind",
+        &ep,
+        "--wait-for",
+        "0",
+        "--quiet",
+    ])
+    .wait(Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match ticktape::replay::pacing::busy_realtime_refusal_here() {
+        // The usual case (950 ms of every second): refused before anything is sent, with
+        // the budget and what to do instead.
+        Some(why) => {
+            assert!(!out.status.success(), "{stderr}");
+            assert!(stderr.contains(&why), "{stderr}");
+            assert!(stderr.contains("kernel.sched_rt_runtime_us"), "{stderr}");
+            assert!(!stderr.contains(" events ("), "nothing replayed: {stderr}");
+        }
+        // No budget on this machine: the combination is allowed, so the run either
+        // replays under SCHED_FIFO or is refused only for want of the privilege.
+        None => assert!(
+            out.status.success() || stderr.contains("CAP_SYS_NICE"),
+            "{stderr}"
+        ),
+    }
+}
