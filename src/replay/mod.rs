@@ -290,13 +290,6 @@ pub fn run_over(
             "a backup publisher (--backup-publisher, [replay] backup_publisher) publishes a paced replay's bursts from the CPUs own_core leaves to the others, into shared-memory rings: it needs --transport shm, --own-core, a paced --speed (1, 10 ...) and no lockstep"
         );
     }
-    if config.realtime
-        && config.pacing == Waiting::Busy
-        && !matches!(config.speed, Speed::Max)
-        && let Some(why) = pacing::busy_realtime_refusal_here()
-    {
-        bail!(why);
-    }
     let own_core = own_core(config)?;
     let mut link = open_link(config, shm, host, stop)?;
     link.stats.estimate = reader.row_estimate();
@@ -484,7 +477,16 @@ impl Start {
 /// The first half of `own_core`, for a paced replay that asked for it: the calling
 /// thread moves onto the other CPUs before the loop starts its threads (libzmq's,
 /// the read-ahead), which inherit them; [`Start::new`] then moves it onto its own.
+/// Refuses first the CPU settings that cannot work together: `realtime` with `busy`
+/// pacing under the kernel's real-time budget ([`pacing::busy_realtime_refusal`]).
 fn own_core(config: &ReplayConfig) -> Result<Option<cores::OwnCore>> {
+    if config.realtime
+        && config.pacing == Waiting::Busy
+        && !matches!(config.speed, Speed::Max)
+        && let Some(why) = pacing::busy_realtime_refusal_here()
+    {
+        bail!(why);
+    }
     if config.own_core && !matches!(config.speed, Speed::Max) {
         cores::OwnCore::prepare().map(Some)
     } else {
