@@ -35,8 +35,8 @@
 //! alike), the lateness of every event and of the first event of each due time (send
 //! returned minus due time, as the replay defines them), each send's time (from the
 //! wake-up or the send before, as the replay's `pacing.sends`) and the CPU it used, and
-//! ends the stream with an end-of-stream event so a recorder stops. `PACE_BARE_CPU=N` pins its sending thread
-//! to CPU N, as `own_core` pins the replay's.
+//! ends the stream with an end-of-stream event so a recorder stops. `PACE_BARE_CPU=N`
+//! pins its sending thread to CPU N, as `own_core` pins the replay's.
 //!
 //! Arrival lateness of event i: `(arrival_i − due_i) − min_j (arrival_j − due_j)`, where
 //! `due_i = (ts_recv_i − ts_recv_0) / SPEED` after the first arrival: how much later than

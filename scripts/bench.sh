@@ -574,6 +574,7 @@ PY
   python3 - "$out" <<'PY'
 import json, sys
 from collections import defaultdict
+from statistics import median as med
 rows = [json.loads(l) for l in open(sys.argv[1])]
 groups = defaultdict(list)
 for r in rows:
@@ -614,7 +615,6 @@ if bare:
         if pairs:
             # Also the median p99 over the median bare p99 (round to round the bare
             # sender alone moves by up to 2x on this machine).
-            from statistics import median as med
             print(f"{speed:>2}x {load:<6} {mode:<7} {rng([t / b for t, b in pairs], '{:.2f}')}x  "
                   + ", ".join(f"{t:.0f}/{b:.0f}" for t, b in pairs)
                   + f"  (medians {med([t for t, _ in pairs]):.0f}/{med([b for _, b in pairs]):.0f} = {med([t for t, _ in pairs]) / med([b for _, b in pairs]):.2f}x)")

@@ -290,6 +290,7 @@ pub fn run_over(
             "a backup publisher (--backup-publisher, [replay] backup_publisher) publishes a paced replay's bursts from the CPUs own_core leaves to the others, into shared-memory rings: it needs --transport shm, --own-core, a paced --speed (1, 10 ...) and no lockstep"
         );
     }
+    refuse_busy_realtime(config)?;
     let own_core = own_core(config)?;
     let mut link = open_link(config, shm, host, stop)?;
     link.stats.estimate = reader.row_estimate();
@@ -474,12 +475,9 @@ impl Start {
     }
 }
 
-/// The first half of `own_core`, for a paced replay that asked for it: the calling
-/// thread moves onto the other CPUs before the loop starts its threads (libzmq's,
-/// the read-ahead), which inherit them; [`Start::new`] then moves it onto its own.
-/// Refuses first the CPU settings that cannot work together: `realtime` with `busy`
-/// pacing under the kernel's real-time budget ([`pacing::busy_realtime_refusal`]).
-fn own_core(config: &ReplayConfig) -> Result<Option<cores::OwnCore>> {
+/// Refuses `realtime` with `busy` pacing while the kernel's real-time budget would stop
+/// the replay thread for part of every period ([`pacing::busy_realtime_refusal`]).
+fn refuse_busy_realtime(config: &ReplayConfig) -> Result<()> {
     if config.realtime
         && config.pacing == Waiting::Busy
         && !matches!(config.speed, Speed::Max)
@@ -487,6 +485,13 @@ fn own_core(config: &ReplayConfig) -> Result<Option<cores::OwnCore>> {
     {
         bail!(why);
     }
+    Ok(())
+}
+
+/// The first half of `own_core`, for a paced replay that asked for it: the calling
+/// thread moves onto the other CPUs before the loop starts its threads (libzmq's,
+/// the read-ahead), which inherit them; [`Start::new`] then moves it onto its own.
+fn own_core(config: &ReplayConfig) -> Result<Option<cores::OwnCore>> {
     if config.own_core && !matches!(config.speed, Speed::Max) {
         cores::OwnCore::prepare().map(Some)
     } else {
@@ -734,6 +739,7 @@ pub fn run_nats(
             config.dataset.display()
         );
     }
+    refuse_busy_realtime(config)?;
     let own_core = own_core(config)?;
     let mut publisher = crate::nats::NatsPublisher::connect(
         nats,
