@@ -25,7 +25,7 @@ mod subscriber;
 pub use heartbeat::HeartbeatTimer;
 pub use outlets::Outlets;
 pub use peers::SlowSubscriber;
-pub use publisher::{Publisher, PublisherConfig, PublisherStats};
+pub use publisher::{Prepared, Publisher, PublisherConfig, PublisherStats};
 pub use sequencer::Sequencer;
 pub use subscriber::{CONTROL_TOPICS, Received, Subscriber, SubscriberConfig, with_control_topics};
 

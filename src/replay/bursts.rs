@@ -14,7 +14,7 @@ use anyhow::Result;
 
 use super::lockstep::Link;
 use super::{Marks, Progress, count};
-use crate::bus::HeartbeatTimer;
+use crate::bus::{HeartbeatTimer, Prepared};
 use crate::event::{Body, Event, UnixNanos};
 use crate::replay::Pacer;
 use crate::shutdown::Stop;
@@ -63,6 +63,9 @@ struct Ahead {
     /// The events of `messages` and of the bursts published that the exchange host has
     /// not taken yet ([`Lag`]), in order (kept only for an exchange host).
     events: VecDeque<Event>,
+    /// Over ZeroMQ: the payloads of `messages`, each copied into a libzmq message as it
+    /// is read ([`Prepared`]), so a burst's sends at its due time only queue them.
+    prepared: Option<VecDeque<Prepared>>,
     ended: bool,
 }
 
@@ -86,6 +89,9 @@ impl Ahead {
         });
         if keep {
             self.events.push_back(event.clone());
+        }
+        if let Some(prepared) = &mut self.prepared {
+            prepared.push_back(Prepared::new(payload));
         }
     }
 
@@ -117,6 +123,27 @@ impl Ahead {
             at += (m.topic + m.payload) as usize;
             (m, topic, payload)
         })
+    }
+
+    /// The first `n` messages held, in order: each with its topic, its payload and the
+    /// payload prepared. The prepared payloads are taken, all `n` of them even if the
+    /// iterator is dropped early; [`Ahead::pop`] of the same `n` follows. Over ZeroMQ
+    /// only.
+    fn prepared(&mut self, n: usize) -> impl Iterator<Item = (Message, &[u8], &[u8], Prepared)> {
+        let (bytes, mut at) = (&self.bytes, self.head);
+        let prepared = self
+            .prepared
+            .as_mut()
+            .expect("payloads prepared over ZeroMQ");
+        self.messages
+            .iter()
+            .zip(prepared.drain(..n))
+            .map(move |(&m, prepared)| {
+                let (topic, payload) =
+                    bytes[at..at + (m.topic + m.payload) as usize].split_at(m.topic as usize);
+                at += (m.topic + m.payload) as usize;
+                (m, topic, payload, prepared)
+            })
     }
 
     /// Whether the first burst held is whole: checked at the cost of a look at its
@@ -330,7 +357,10 @@ pub(super) fn stream(
     // ZeroMQ it stays read ahead until its due time.
     let staged = link.bus.shm().is_some();
     let mut feed = Feed {
-        ahead: Ahead::default(),
+        ahead: Ahead {
+            prepared: (!staged).then(VecDeque::new),
+            ..Ahead::default()
+        },
         source,
         keep: link.host.is_some(),
     };
@@ -615,9 +645,9 @@ fn send_burst(
     // Waits for the first; the others are due already.
     pacer.wait_for(ts);
     let mut sent = Ok(());
-    for (m, topic, payload) in ahead.messages(n) {
+    for (m, topic, payload, prepared) in ahead.prepared(n) {
         debug_assert_eq!(m.ts, ts);
-        sent = link.bus.send_raw(topic, payload);
+        sent = link.bus.send_prepared(topic, payload, prepared);
         if sent.is_err() {
             break;
         }
@@ -957,6 +987,50 @@ mod tests {
         assert_eq!(taken[1], (30, vec![43]));
         assert!(lag.bursts.is_empty());
         assert_eq!(events.len(), 1, "what is not published stays: {events:?}");
+    }
+
+    /// Over ZeroMQ each payload is copied into a libzmq message as it is read; a burst
+    /// takes its own, all of them even when its sending stops early, and the next burst
+    /// gets the next ones.
+    #[test]
+    fn payloads_prepared_as_read_are_taken_a_burst_at_a_time() {
+        let mut ahead = Ahead {
+            prepared: Some(VecDeque::new()),
+            ..Ahead::default()
+        };
+        let payload = |i: i64| format!("payload {i}").into_bytes();
+        // Bursts at 10 (three events), 20 (two) and 30 (one).
+        for (i, ts) in [10, 10, 10, 20, 20, 30].into_iter().enumerate() {
+            let i = i as i64;
+            ahead.push(&event(ts, i), (b"topic", &payload(i)), false);
+        }
+        assert_eq!(ahead.prepared.as_ref().unwrap().len(), 6);
+        assert_eq!(ahead.first_burst(), Ok(Some((10, 3))));
+        // A send that fails after the first message of the burst.
+        let sent: Vec<_> = ahead
+            .prepared(3)
+            .take(1)
+            .map(|(m, t, p, prepared)| (m.ts, t.to_vec(), p.to_vec(), prepared.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(sent, [(10, b"topic".to_vec(), payload(0), payload(0))]);
+        ahead.pop(3);
+        assert_eq!(
+            ahead.prepared.as_ref().unwrap().len(),
+            3,
+            "the burst's three are gone"
+        );
+        assert_eq!(ahead.first_burst(), Ok(Some((20, 2))));
+        let sent: Vec<_> = ahead
+            .prepared(2)
+            .map(|(m, _, p, prepared)| (m.ts, p.to_vec(), prepared.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(
+            sent,
+            [(20, payload(3), payload(3)), (20, payload(4), payload(4))]
+        );
+        ahead.pop(2);
+        let (_, _, p, prepared) = ahead.prepared(1).next().unwrap();
+        assert_eq!((p, prepared.as_bytes()), (&payload(5)[..], &payload(5)[..]));
     }
 
     /// The buffer is compacted once half of it is spent, and what is held reads back

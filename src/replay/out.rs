@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::bus::Publisher;
+use crate::bus::{Prepared, Publisher};
 use crate::event::{Body, Event, Kind};
 use crate::shm::Hub;
 use crate::wire::{self, Encoding};
@@ -101,6 +101,18 @@ impl BusOut {
             None => self.zmq.send_raw(topic, payload),
             Some(hub) => hub.borrow_mut().publish(topic, payload),
         }
+    }
+
+    /// Sends an encoded message over ZeroMQ, its payload prepared ahead
+    /// ([`Publisher::send_prepared`]).
+    pub(crate) fn send_prepared(
+        &mut self,
+        topic: &[u8],
+        payload: &[u8],
+        prepared: Prepared,
+    ) -> Result<()> {
+        debug_assert!(self.shm.is_none(), "a prepared message goes over ZeroMQ");
+        self.zmq.send_prepared(topic, payload, prepared)
     }
 
     /// The end of the stream went out: strategies may exit from now on.
