@@ -37,6 +37,9 @@
 //! wake-up or the send before, as the replay's `pacing.sends`) and the CPU it used, and
 //! ends the stream with an end-of-stream event so a recorder stops. `PACE_BARE_CPU=N`
 //! pins its sending thread to CPU N, as `own_core` pins the replay's.
+//! `PACE_BARE_PREPARED=1` copies every payload into a libzmq message before the first
+//! due time and sends those (`send_prepared`), as the replay sends what it has read
+//! ahead: the floor of the same sends without an allocation and a copy in each.
 //!
 //! Arrival lateness of event i: `(arrival_i − due_i) − min_j (arrival_j − due_j)`, where
 //! `due_i = (ts_recv_i − ts_recv_0) / SPEED` after the first arrival: how much later than
@@ -47,6 +50,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use ticktape::book::L2Book;
+use ticktape::bus::Prepared;
 use ticktape::event::{Event, Interner};
 use ticktape::replay::pacing::{Lateness, SendTimes};
 use ticktape::strategy::{self, Context, Fill, OrderUpdate, Reply, Strategy};
@@ -301,6 +305,16 @@ fn bare(args: &[String]) -> Result<()> {
     // Each send's time, from the wake-up or the send before (as the replay's).
     let mut sends = Vec::with_capacity(messages.len());
     let ts0 = messages[0].0;
+    // The payloads copied into libzmq's messages, all of them before the first due time.
+    let mut prepared: Option<std::vec::IntoIter<Prepared>> = std::env::var_os("PACE_BARE_PREPARED")
+        .is_some_and(|v| v == "1")
+        .then(|| {
+            messages
+                .iter()
+                .map(|(_, _, p)| Prepared::new(p))
+                .collect::<Vec<_>>()
+                .into_iter()
+        });
     let usage = ticktape::replay::usage::Usage::start(None);
     let t0 = usage.started();
     let mut previous_ts = None;
@@ -319,7 +333,10 @@ fn bare(args: &[String]) -> Result<()> {
                 woke = Instant::now();
             }
         }
-        publisher.send_raw(topic, payload)?;
+        match prepared.as_mut().and_then(Iterator::next) {
+            Some(p) => publisher.send_prepared(topic, payload, p)?,
+            None => publisher.send_raw(topic, payload)?,
+        }
         let now = Instant::now();
         let late = ns(now.saturating_duration_since(due));
         sends.push(ns(now - woke));

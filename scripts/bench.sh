@@ -45,7 +45,9 @@
 #            --realtime, "-own" adds --own-core, e.g. busy-own; "bare" is the bare
 #            transport, the baseline: no replay, pace_probe bare sending the same
 #            messages from memory through the bus's publisher, spinning to each due
-#            time; legacy, the pacing before issue 14, the old baseline; "none": no
+#            time; "bare-prepared" the same with every payload copied into a libzmq
+#            message before the first due time, as the replay prepares what it reads
+#            ahead (a second baseline, ratios against each); legacy, the pacing before issue 14, the old baseline; "none": no
 #            recorder rows), modes interleaved within each run, and each configuration's
 #            p99 as a ratio to the bare sender of its round (and of the medians); then
 #            (BENCH_PACE_STRATEGY=1, default) one Rust strategy (mm, no lockstep; examples/pace_probe.rs runs it and measures when
@@ -488,17 +490,19 @@ print(f\"run $run two spinners on CPUs {s['cpus']}, due times in a stall ending 
           # A mode is a --pacing value with optional suffixes: -rt adds --realtime,
           # -own adds --own-core (e.g. busy-own, spin-rt).
           local mode_args=(--pacing "${mode%%-*}") suffix
-          [ "$mode" = bare ] && mode_args=()
-          for suffix in $(echo "${mode#"${mode%%-*}"}" | tr '-' ' '); do
+          [ "${mode%%-*}" = bare ] && mode_args=()
+          [ "${mode%%-*}" = bare ] || for suffix in $(echo "${mode#"${mode%%-*}"}" | tr '-' ' '); do
             case $suffix in
               rt) mode_args+=(--realtime) ;;
               own) mode_args+=(--own-core) ;;
               *) echo "bench: unknown pacing mode suffix -$suffix in $mode (use -rt or -own)" >&2; exit 2 ;;
             esac
           done
-          if [ "$mode" = bare ]; then
-            # The bare transport: the same messages, from memory, one libzmq send each.
-            "$PP" bare $ep $subs data/binance-spot "$speed" "${bare_window[@]}" > "$W/pace.json" 2> "$W/pace.log"
+          if [ "$mode" = bare ] || [ "$mode" = bare-prepared ]; then
+            # The bare transport: the same messages, from memory, one libzmq send each
+            # (bare-prepared: their payloads copied into libzmq messages beforehand).
+            PACE_BARE_PREPARED=$([ "$mode" = bare-prepared ] && echo 1 || echo 0) \
+              "$PP" bare $ep $subs data/binance-spot "$speed" "${bare_window[@]}" > "$W/pace.json" 2> "$W/pace.log"
           else
             $T replay data/binance-spot "${window_args[@]}" --speed "$speed" "${mode_args[@]}" \
               --bind $ep --wait-for $subs --quiet --json > "$W/pace.json" 2> "$W/pace.log"
@@ -604,11 +608,13 @@ for (speed, load, mode), rs in sorted(groups.items(), key=lambda kv: (-int(kv[0]
 # Against the bare transport of the same round (mode "bare"): each configuration's p99 of
 # every event over the bare sender's into the same subscribers (the mm strategy's rows
 # against the bare sender into one recorder).
-bare = {(r["run"], r["speed"], r["load"]): r for r in rows if r["mode"] == "bare"}
-if bare:
-    print("== pacing: p99 of every event over the bare sender's in the same round (ratio, then ticktape/bare us)")
+for base in ("bare", "bare-prepared"):
+    bare = {(r["run"], r["speed"], r["load"]): r for r in rows if r["mode"] == base}
+    if not bare:
+        continue
+    print(f"== pacing: p99 of every event over the {base} sender's in the same round (ratio, then ticktape/{base} us)")
     for (speed, load, mode), rs in sorted(groups.items(), key=lambda kv: (-int(kv[0][0]), kv[0][1], kv[0][2])):
-        if mode == "bare" or load.startswith("mm-shm"):
+        if mode == base or load.startswith("mm-shm"):
             continue
         pairs = [(r["all"]["p99_us"], b["all"]["p99_us"]) for r in rs
                  if (b := bare.get((r["run"], speed, "one" if load.startswith("mm-") else load)))]

@@ -116,13 +116,7 @@ impl Ahead {
 
     /// The first `n` messages held, in order: each with its topic and payload.
     fn messages(&self, n: usize) -> impl Iterator<Item = (Message, &[u8], &[u8])> {
-        let mut at = self.head;
-        self.messages.iter().take(n).map(move |&m| {
-            let (topic, payload) =
-                self.bytes[at..at + (m.topic + m.payload) as usize].split_at(m.topic as usize);
-            at += (m.topic + m.payload) as usize;
-            (m, topic, payload)
-        })
+        framed(&self.bytes, self.head, self.messages.iter().take(n))
     }
 
     /// The first `n` messages held, in order: each with its topic, its payload and the
@@ -130,20 +124,13 @@ impl Ahead {
     /// iterator is dropped early; [`Ahead::pop`] of the same `n` follows. Over ZeroMQ
     /// only.
     fn prepared(&mut self, n: usize) -> impl Iterator<Item = (Message, &[u8], &[u8], Prepared)> {
-        let (bytes, mut at) = (&self.bytes, self.head);
         let prepared = self
             .prepared
             .as_mut()
             .expect("payloads prepared over ZeroMQ");
-        self.messages
-            .iter()
+        framed(&self.bytes, self.head, self.messages.iter().take(n))
             .zip(prepared.drain(..n))
-            .map(move |(&m, prepared)| {
-                let (topic, payload) =
-                    bytes[at..at + (m.topic + m.payload) as usize].split_at(m.topic as usize);
-                at += (m.topic + m.payload) as usize;
-                (m, topic, payload, prepared)
-            })
+            .map(|((m, topic, payload), prepared)| (m, topic, payload, prepared))
     }
 
     /// Whether the first burst held is whole: checked at the cost of a look at its
@@ -181,6 +168,20 @@ impl Ahead {
             self.head = 0;
         }
     }
+}
+
+/// `messages` with their topics and payloads, held back to back in `bytes` from `head`.
+fn framed<'a>(
+    bytes: &'a [u8],
+    mut at: usize,
+    messages: impl Iterator<Item = &'a Message>,
+) -> impl Iterator<Item = (Message, &'a [u8], &'a [u8])> {
+    messages.map(move |&m| {
+        let (topic, payload) =
+            bytes[at..at + (m.topic + m.payload) as usize].split_at(m.topic as usize);
+        at += (m.topic + m.payload) as usize;
+        (m, topic, payload)
+    })
 }
 
 /// What is read ahead, and where from.
@@ -354,7 +355,8 @@ pub(super) fn stream(
 ) -> Result<UnixNanos> {
     let write_ahead = link.bus.has_backup();
     // Over shared memory a burst is written ahead and published with one store; over
-    // ZeroMQ it stays read ahead until its due time.
+    // ZeroMQ it stays read ahead, its payloads prepared as libzmq messages, until its
+    // due time.
     let staged = link.bus.shm().is_some();
     let mut feed = Feed {
         ahead: Ahead {
