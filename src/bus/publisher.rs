@@ -84,8 +84,8 @@ fn set_int_option(socket: &mut zmq::Socket, option: u32, value: i32) -> Result<(
 /// A message's payload copied into a libzmq message before its turn (an allocation and
 /// a copy), for [`Publisher::send_prepared`]: a replay prepares each burst while it
 /// waits for its due time, and the burst's sends only queue the messages. Measured on
-/// this project's VM (session 29, docs/BENCHMARKS.md): 131–170 ns a send at the median
-/// against 230–281 ns for [`Publisher::send_raw`] of the same messages.
+/// this project's VM (docs/BENCHMARKS.md, session 29): 190–220 ns a send at the median
+/// against 230–261 ns for [`Publisher::send_raw`] of the same messages.
 pub struct Prepared(zmq::Message);
 
 impl Prepared {
