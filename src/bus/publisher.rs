@@ -82,8 +82,8 @@ fn set_int_option(socket: &mut zmq::Socket, option: u32, value: i32) -> Result<(
 }
 
 /// A message's payload copied into a libzmq message before its turn (an allocation and
-/// a copy), for [`Publisher::send_prepared`]: a replay prepares each burst while it
-/// waits for its due time, and the burst's sends only queue the messages. Measured on
+/// a copy), for [`Publisher::send_prepared`]: a paced replay prepares each payload as
+/// it reads it ahead, and at the due time the burst's sends only queue the messages. Measured on
 /// this project's VM (docs/BENCHMARKS.md, session 29): 190–220 ns a send at the median
 /// against 230–261 ns for [`Publisher::send_raw`] of the same messages.
 pub struct Prepared(zmq::Message);
@@ -283,9 +283,9 @@ impl Publisher {
     /// Sends a message whose payload was copied into a libzmq message ahead
     /// ([`Prepared`]): the send then only queues it, with no allocation or copy. The
     /// topic frame goes as in [`Self::send_raw`] (it is small enough for libzmq to keep
-    /// inline, and only it can meet a full queue). `payload` is the same bytes, sent
-    /// instead should the prepared message be refused (a send interrupted by a signal
-    /// drops it).
+    /// inline, and only it can meet a full queue). `payload` is the same bytes, sent as
+    /// [`Self::send_raw`] sends them should the prepared message be refused (the zmq
+    /// crate drops a message whose send fails).
     pub fn send_prepared(
         &mut self,
         topic: &[u8],
@@ -297,7 +297,7 @@ impl Publisher {
         }
         debug_assert_eq!(prepared.as_bytes(), payload);
         match self.socket.send(prepared.0, zmq::DONTWAIT) {
-            Err(zmq::Error::EINTR) => {
+            Err(zmq::Error::EINTR | zmq::Error::EAGAIN) => {
                 self.send_frame(payload, 0)?;
             }
             sent => sent.context("publish failed")?,
