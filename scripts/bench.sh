@@ -47,8 +47,8 @@
 #            messages from memory through the bus's publisher, spinning to each due
 #            time; "bare-prepared" the same with every payload copied into a libzmq
 #            message before the first due time, as the replay prepares what it reads
-#            ahead (a second baseline, ratios against each); legacy, the pacing before issue 14, the old baseline; "none": no
-#            recorder rows), modes interleaved within each run, and each configuration's
+#            ahead (a second baseline, ratios against each); legacy, the pacing before
+#            issue 14, the old baseline; "none": no recorder rows), modes interleaved within each run, and each configuration's
 #            p99 as a ratio to the bare sender of its round (and of the medians); then
 #            (BENCH_PACE_STRATEGY=1, default) one Rust strategy (mm, no lockstep; examples/pace_probe.rs runs it and measures when
 #            each event reached it) as the one subscriber by `ticktape run`: over zmq,
@@ -489,19 +489,22 @@ print(f\"run $run two spinners on CPUs {s['cpus']}, due times in a stall ending 
           loadavg=$(cut -d' ' -f1 /proc/loadavg)
           # A mode is a --pacing value with optional suffixes: -rt adds --realtime,
           # -own adds --own-core (e.g. busy-own, spin-rt).
-          local mode_args=(--pacing "${mode%%-*}") suffix
-          [ "${mode%%-*}" = bare ] && mode_args=()
-          [ "${mode%%-*}" = bare ] || for suffix in $(echo "${mode#"${mode%%-*}"}" | tr '-' ' '); do
-            case $suffix in
-              rt) mode_args+=(--realtime) ;;
-              own) mode_args+=(--own-core) ;;
-              *) echo "bench: unknown pacing mode suffix -$suffix in $mode (use -rt or -own)" >&2; exit 2 ;;
-            esac
-          done
-          if [ "$mode" = bare ] || [ "$mode" = bare-prepared ]; then
+          local mode_args=(--pacing "${mode%%-*}") suffix prepared=
+          case $mode in
+            bare) ;;
+            bare-prepared) prepared=1 ;;
+            *) for suffix in $(echo "${mode#"${mode%%-*}"}" | tr '-' ' '); do
+                 case $suffix in
+                   rt) mode_args+=(--realtime) ;;
+                   own) mode_args+=(--own-core) ;;
+                   *) echo "bench: unknown pacing mode suffix -$suffix in $mode (use -rt or -own)" >&2; exit 2 ;;
+                 esac
+               done ;;
+          esac
+          if [ "${mode%%-*}" = bare ]; then
             # The bare transport: the same messages, from memory, one libzmq send each
             # (bare-prepared: their payloads copied into libzmq messages beforehand).
-            PACE_BARE_PREPARED=$([ "$mode" = bare-prepared ] && echo 1 || echo 0) \
+            PACE_BARE_PREPARED=${prepared:-0} \
               "$PP" bare $ep $subs data/binance-spot "$speed" "${bare_window[@]}" > "$W/pace.json" 2> "$W/pace.log"
           else
             $T replay data/binance-spot "${window_args[@]}" --speed "$speed" "${mode_args[@]}" \

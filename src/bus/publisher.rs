@@ -83,9 +83,9 @@ fn set_int_option(socket: &mut zmq::Socket, option: u32, value: i32) -> Result<(
 
 /// A message's payload copied into a libzmq message before its turn (an allocation and
 /// a copy), for [`Publisher::send_prepared`]: a paced replay prepares each payload as
-/// it reads it ahead, and at the due time the burst's sends only queue the messages. Measured on
-/// this project's VM (docs/BENCHMARKS.md, session 29): 190–220 ns a send at the median
-/// against 230–261 ns for [`Publisher::send_raw`] of the same messages.
+/// it reads it ahead, and at the due time the burst's sends only queue the messages.
+/// Measured on this project's VM (docs/BENCHMARKS.md, session 29): 190–220 ns a send at
+/// the median against 230–261 ns for [`Publisher::send_raw`] of the same messages.
 pub struct Prepared(zmq::Message);
 
 impl Prepared {

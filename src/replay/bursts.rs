@@ -64,7 +64,8 @@ struct Ahead {
     /// not taken yet ([`Lag`]), in order (kept only for an exchange host).
     events: VecDeque<Event>,
     /// Over ZeroMQ: the payloads of `messages`, each copied into a libzmq message as it
-    /// is read ([`Prepared`]), so a burst's sends at its due time only queue them.
+    /// is read ([`Prepared`]), so a burst's sends at its due time only queue them. Their
+    /// bytes stay in `bytes` too, sent instead should a prepared message be refused.
     prepared: Option<VecDeque<Prepared>>,
     ended: bool,
 }
